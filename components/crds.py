@@ -1,0 +1,38 @@
+"""Typed resources for the Kubernetes CRDs we declare.
+
+`apiextensions.CustomResource` in Python only accepts `spec`, but a VolumeSnapshotClass has top-level
+`driver`, `deletionPolicy` and `parameters`; this small typed class passes them as the engine expects.
+"""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_kubernetes.meta import v1 as meta
+
+
+class VolumeSnapshotClass(pulumi.CustomResource):
+    """snapshot.storage.k8s.io/v1 VolumeSnapshotClass (CRD schema: tests/schemas/volumesnapshotclass.json)."""
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        metadata: meta.ObjectMetaArgs,
+        driver: str,
+        deletion_policy: str,
+        parameters: dict[str, str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__(
+            "kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass",
+            resource_name,
+            {
+                "apiVersion": "snapshot.storage.k8s.io/v1",
+                "kind": "VolumeSnapshotClass",
+                "metadata": metadata,
+                "driver": driver,
+                "deletionPolicy": deletion_policy,
+                "parameters": parameters,
+            },
+            opts,
+        )

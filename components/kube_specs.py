@@ -1,0 +1,157 @@
+"""Pure builders of the Kubernetes specs the backup CronJobs share: hardened pods, bounded CronJobs.
+
+These functions only build typed `*Args` objects (no resource is registered), so every backup concern gets
+the same security posture and the same CronJob discipline from one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pulumi
+from pulumi_kubernetes.batch import v1 as batch
+from pulumi_kubernetes.core import v1 as core
+from pulumi_kubernetes.meta import v1 as meta
+
+# The job image runs as this numeric, unprivileged user (jobs/Dockerfile creates it).
+JOB_UID = 10001
+TMP_VOLUME = "tmp"
+# A read-only root filesystem leaves nowhere for Python, libpq or pg_dump to put scratch files; a small
+# emptyDir on /tmp is the only writable place. Dumps are streamed, so it never holds a backup.
+TMP_SIZE_LIMIT = "256Mi"
+# A missed start is retried by the CronJob controller for this long (bounded by the run deadline).
+MAX_STARTING_DEADLINE = timedelta(minutes=30)
+HISTORY_LIMIT = 3
+# One retry in a fresh pod (a fresh set id): a transient failure is retried, a persistent one alerts soon.
+BACKOFF_LIMIT = 1
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_request: str
+    memory_request: str
+    cpu_limit: str
+    memory_limit: str
+
+    def args(self) -> core.ResourceRequirementsArgs:
+        return core.ResourceRequirementsArgs(
+            requests={"cpu": self.cpu_request, "memory": self.memory_request, "ephemeral-storage": "64Mi"},
+            limits={"cpu": self.cpu_limit, "memory": self.memory_limit, "ephemeral-storage": TMP_SIZE_LIMIT},
+        )
+
+
+# pg_dump plus compression is CPU-bound (DESIGN.md section 4): two cores make a dump ~3x faster than one.
+DUMP_RESOURCES = Resources("1", "512Mi", "2", "2Gi")
+LIGHT_RESOURCES = Resources("50m", "128Mi", "500m", "512Mi")
+
+
+def container_security_context() -> core.SecurityContextArgs:
+    return core.SecurityContextArgs(
+        run_as_non_root=True,
+        run_as_user=JOB_UID,
+        run_as_group=JOB_UID,
+        read_only_root_filesystem=True,
+        allow_privilege_escalation=False,
+        privileged=False,
+        capabilities=core.CapabilitiesArgs(drop=["ALL"]),
+        seccomp_profile=core.SeccompProfileArgs(type="RuntimeDefault"),
+    )
+
+
+def pod_security_context() -> core.PodSecurityContextArgs:
+    return core.PodSecurityContextArgs(
+        run_as_non_root=True,
+        run_as_user=JOB_UID,
+        run_as_group=JOB_UID,
+        fs_group=JOB_UID,
+        seccomp_profile=core.SeccompProfileArgs(type="RuntimeDefault"),
+    )
+
+
+def job_container(
+    name: str,
+    image: str,
+    args: Sequence[pulumi.Input[str]],
+    *,
+    env: Sequence[core.EnvVarArgs] = (),
+    resources: Resources = LIGHT_RESOURCES,
+    extra_mounts: Sequence[core.VolumeMountArgs] = (),
+) -> core.ContainerArgs:
+    """A container of the job image running `python -m jobs <args>`, hardened, with /tmp writable."""
+    return core.ContainerArgs(
+        name=name,
+        image=image,
+        image_pull_policy="IfNotPresent",
+        command=["python", "-m", "jobs"],
+        args=list(args),
+        env=[core.EnvVarArgs(name="PYTHONUNBUFFERED", value="1"), *env],
+        resources=resources.args(),
+        security_context=container_security_context(),
+        volume_mounts=[core.VolumeMountArgs(name=TMP_VOLUME, mount_path="/tmp"), *extra_mounts],
+    )
+
+
+def pod_name_env(name: str = "SET_ID") -> core.EnvVarArgs:
+    """The pod's own name: unique per attempt and shared by all its containers (the set id hand-over)."""
+    return core.EnvVarArgs(
+        name=name, value_from=core.EnvVarSourceArgs(field_ref=core.ObjectFieldSelectorArgs(field_path="metadata.name"))
+    )
+
+
+def secret_env(name: str, secret: str, key: str) -> core.EnvVarArgs:
+    return core.EnvVarArgs(
+        name=name,
+        value_from=core.EnvVarSourceArgs(secret_key_ref=core.SecretKeySelectorArgs(name=secret, key=key)),
+    )
+
+
+def cron_job_spec(
+    *,
+    schedule: str,
+    run_deadline: timedelta,
+    labels: dict[str, str],
+    service_account: pulumi.Input[str],
+    containers: Sequence[core.ContainerArgs],
+    init_containers: Sequence[core.ContainerArgs] = (),
+    extra_volumes: Sequence[core.VolumeArgs] = (),
+    automount_token: bool = False,
+) -> batch.CronJobSpecArgs:
+    """A CronJob that never overlaps itself, never runs longer than `run_deadline` (shorter than the gap
+    between two runs, see settings.DEADLINE_MARGIN), retries once, and keeps a short history."""
+    deadline_seconds = int(run_deadline.total_seconds())
+    starting_deadline = int(min(MAX_STARTING_DEADLINE, run_deadline / 2).total_seconds())
+    return batch.CronJobSpecArgs(
+        schedule=schedule,
+        # UTC: with daylight saving time a "4-hourly" schedule has a 5-hour gap once a year.
+        time_zone="Etc/UTC",
+        concurrency_policy="Forbid",
+        starting_deadline_seconds=starting_deadline,
+        successful_jobs_history_limit=HISTORY_LIMIT,
+        failed_jobs_history_limit=HISTORY_LIMIT,
+        job_template=batch.JobTemplateSpecArgs(
+            metadata=meta.ObjectMetaArgs(labels=labels),
+            spec=batch.JobSpecArgs(
+                backoff_limit=BACKOFF_LIMIT,
+                active_deadline_seconds=deadline_seconds,
+                template=core.PodTemplateSpecArgs(
+                    metadata=meta.ObjectMetaArgs(labels=labels),
+                    spec=core.PodSpecArgs(
+                        restart_policy="Never",
+                        service_account_name=service_account,
+                        automount_service_account_token=automount_token,
+                        security_context=pod_security_context(),
+                        init_containers=list(init_containers) or None,
+                        containers=list(containers),
+                        volumes=[
+                            core.VolumeArgs(
+                                name=TMP_VOLUME, empty_dir=core.EmptyDirVolumeSourceArgs(size_limit=TMP_SIZE_LIMIT)
+                            ),
+                            *extra_volumes,
+                        ],
+                    ),
+                ),
+            ),
+        ),
+    )

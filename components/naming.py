@@ -1,0 +1,59 @@
+"""Every name the program gives to a resource, derived in one place.
+
+Pulumi logical names and cloud names must stay stable across runs: renaming a bucket or a secret replaces it,
+which for a backup system means losing backups. Change a name here only together with an `aliases` entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+# GCP limits we must respect.
+_SERVICE_ACCOUNT_ID_MAX = 30
+_BUCKET_NAME_MAX = 63
+
+LABEL_PREFIX = "sv-backups.canton.network"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "sv-backups"}
+
+
+class Names:
+    """Names for one SV node's backup resources (`node` is the validated, DNS-safe node name)."""
+
+    def __init__(self, node: str, project: str):
+        self.node = node
+        self.project = project
+
+    def resource(self, *parts: str) -> str:
+        """Pulumi logical names and Kubernetes object names: `<node>-<part>-...`."""
+        return "-".join((self.node, *parts))
+
+    def service_account_id(self, purpose: str) -> str:
+        """A GCP service-account id (6-30 chars); long ones are shortened with a stable hash suffix."""
+        wanted = f"{self.node}-{purpose}"
+        if len(wanted) <= _SERVICE_ACCOUNT_ID_MAX:
+            return wanted
+        digest = hashlib.sha256(wanted.encode()).hexdigest()[:6]
+        return f"{wanted[: _SERVICE_ACCOUNT_ID_MAX - 7].rstrip('-')}-{digest}"
+
+    def bucket(self, override: str | None) -> str:
+        """Bucket names are global across GCP: prefix with the project id to avoid collisions."""
+        if override:
+            return override
+        wanted = f"{self.project}-{self.node}-backups"
+        if len(wanted) <= _BUCKET_NAME_MAX:
+            return wanted
+        digest = hashlib.sha256(wanted.encode()).hexdigest()[:8]
+        return f"{wanted[: _BUCKET_NAME_MAX - 9].rstrip('-')}-{digest}"
+
+    def identities_secret(self) -> str:
+        return f"{self.node}-identities-dump"
+
+    def labels(self, component: str) -> dict[str, str]:
+        """Kubernetes labels of every object of one backup concern."""
+        return {
+            "app.kubernetes.io/name": "sv-backups",
+            "app.kubernetes.io/instance": self.node,
+            COMPONENT_LABEL: component,
+            **MANAGED_BY,
+        }

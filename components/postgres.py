@@ -1,0 +1,136 @@
+"""The ordered Postgres sets: one CronJob whose pod backs up every instance, apps strictly before participant.
+
+Kubernetes runs a pod's initContainers one at a time, each to completion, in order; a failing one stops the
+pod. So `apps` (an initContainer) has finished before `participant` (the next one) starts: the SV rule "the
+apps backup completes before the participant backup starts" is enforced by the kubelet, and the seal step
+checks the recorded times once more before it marks the set complete.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi_kubernetes.core import v1 as core
+from pulumi_kubernetes.meta import v1 as meta
+
+from components import kube_specs, retention
+from components.cloud import BackupStore, CloudBackend
+from components.naming import Names
+from components.settings import CloudSqlPostgres, Settings
+
+COMPONENT = "postgres-backup"
+
+
+class PostgresBackups(pulumi.ComponentResource):
+    """Inputs: settings (instances, schedule, windows), the backup store. Outputs: `cron_job_name`,
+    `service_account_name`, `hosts` (role -> host the dumps connect to)."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        backend: CloudBackend,
+        store: BackupStore,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("svbackups:postgres:PostgresBackups", name, None, opts)
+        names = Names(settings.node.name, settings.gcp.project)
+        namespace = settings.node.namespace
+        labels = names.labels(COMPONENT)
+        sa_name = names.resource(COMPONENT)
+
+        identity = backend.workload_identity("pg-backup", sa_name, parent=self)
+        backend.allow_object_writes(store, identity, parent=self)
+        service_account = core.ServiceAccount(
+            names.resource(COMPONENT, "sa"),
+            metadata=meta.ObjectMetaArgs(
+                name=sa_name, namespace=namespace, labels=labels, annotations=identity.service_account_annotations
+            ),
+            automount_service_account_token=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        self.hosts: dict[str, pulumi.Output[str]] = {}
+        steps = []
+        for role in settings.roles:
+            instance = settings.postgres[role]
+            if isinstance(instance, CloudSqlPostgres):
+                host = backend.managed_postgres(role, instance, parent=self)
+            else:
+                host = pulumi.Output.from_input(instance.host)
+            self.hosts[role] = host
+            steps.append(self._step_container(role, instance, host, store, settings))
+
+        seal_args = [
+            "seal-set",
+            "--dest",
+            store.url,
+            "--set-id",
+            "$(SET_ID)",
+            "--migration-id",
+            str(settings.node.migration_id),
+            "--roles",
+            ",".join(settings.roles),
+            *_pruning_flags(settings),
+        ]
+        seal = kube_specs.job_container("seal", settings.job_image, seal_args, env=[kube_specs.pod_name_env()])
+
+        self.cron_job = k8s.batch.v1.CronJob(
+            names.resource(COMPONENT),
+            metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
+            spec=kube_specs.cron_job_spec(
+                schedule=settings.schedule.postgres,
+                run_deadline=settings.derived.postgres_deadline,
+                labels=labels,
+                service_account=service_account.metadata.name,
+                init_containers=steps,
+                containers=[seal],
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.cron_job_name = names.resource(COMPONENT)
+        self.service_account_name = sa_name
+        self.register_outputs({"cronJob": self.cron_job_name, "serviceAccount": sa_name, "hosts": self.hosts})
+
+    @staticmethod
+    def _step_container(role, instance, host: pulumi.Output[str], store: BackupStore, settings: Settings):
+        db_args: list[pulumi.Input[str]] = []
+        for database in instance.databases:
+            db_args += [
+                "--db",
+                pulumi.Output.concat(
+                    role, "=postgresql://", instance.user, "@", host, ":", str(instance.port), "/", database
+                ),
+            ]
+        env = [
+            kube_specs.pod_name_env(),
+            # libpq reads the password from the environment: it never appears in args, logs or Pulumi state.
+            kube_specs.secret_env("PGPASSWORD", instance.password_secret, "postgresPassword"),
+            core.EnvVarArgs(name="PGCONNECT_TIMEOUT", value="30"),
+            core.EnvVarArgs(name="PGAPPNAME", value=f"sv-backups-{role}"),
+            # Cloud SQL over private IP still crosses the VPC: require TLS there.
+            core.EnvVarArgs(name="PGSSLMODE", value="require" if isinstance(instance, CloudSqlPostgres) else "prefer"),
+        ]
+        args = [
+            "backup-step",
+            "--role",
+            role,
+            "--dest",
+            store.url,
+            "--set-id",
+            "$(SET_ID)",
+            "--migration-id",
+            str(settings.node.migration_id),
+            *db_args,
+        ]
+        return kube_specs.job_container(role, settings.job_image, args, env=env, resources=kube_specs.DUMP_RESOURCES)
+
+
+def _pruning_flags(settings: Settings) -> list[str]:
+    """The seal step derives the historical cadence from these with the same function the program uses."""
+    flags = []
+    if settings.retention.participant_pruning:
+        flags += ["--participant-pruning", retention.format_duration(settings.retention.participant_pruning)]
+    if settings.retention.sequencer_pruning:
+        flags += ["--sequencer-pruning", retention.format_duration(settings.retention.sequencer_pruning)]
+    return flags

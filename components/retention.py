@@ -1,0 +1,175 @@
+"""Retention math: windows and cadences -> tiers, counts and keep decisions.
+
+Pure functions, no Pulumi: the program uses them to size lifecycle rules and backups, and the job image ships
+this same file so that the seal step and the snapshot pruner decide exactly as the program planned
+(one piece of code for both; see docs/contracts.md).
+
+The rule we implement (Splice docs, "Historical backups"): with pruning enabled, two consecutive historical
+backups must be closer together than the smallest pruning `retentionPeriod` of the sequencer and the
+participant; history is kept from genesis and across migration ids, never expiring by age.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# Splice recommends one CometBFT snapshot every 2 weeks kept forever; we use the same spacing for historical
+# Postgres sets when no pruning window asks for a closer one.
+DEFAULT_HISTORICAL_CADENCE = timedelta(days=14)
+# A historical set is promoted at the first successful set after the cadence has elapsed, so the real gap is
+# the cadence plus up to one schedule interval (plus retries). Halving the window leaves that slack and room
+# for a failed run or two before the pruning window is reached.
+WINDOW_SAFETY_DIVISOR = 2
+# Cadences are rounded down to whole hours: humans read them in alerts and lifecycle reviews.
+CADENCE_GRANULARITY = timedelta(hours=1)
+
+_SHORT = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_ISO = re.compile(
+    r"^P(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"
+    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+)S)?)?$"
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DURATION_HELP = "a duration such as 30d, 12h, 90m, 2w or ISO 8601 P30D, PT12H, P1DT6H"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse `30d`, `12h`, `90m`, `45s`, `2w` or ISO 8601 (`P30D`, `PT12H`, `P1DT6H`; no years or months,
+    whose length is ambiguous). Raises ValueError naming the value and the accepted forms."""
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not {DURATION_HELP}")
+    short = _SHORT.match(text)
+    if short:
+        return timedelta(seconds=int(short.group(1)) * _UNIT_SECONDS[short.group(2)])
+    iso = _ISO.match(text.strip().upper())
+    if iso and text.strip().upper() not in ("P", "PT") and not text.strip().upper().endswith("T"):
+        parts = {k: int(v) for k, v in iso.groupdict().items() if v is not None}
+        return timedelta(**parts)
+    raise ValueError(f"{text!r} is not {DURATION_HELP}")
+
+
+def format_duration(value: timedelta) -> str:
+    """Shortest exact form among d/h/m/s: 30d, 36h, 90m, 45s."""
+    seconds = int(value.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def _round_down(value: timedelta, granularity: timedelta = CADENCE_GRANULARITY) -> timedelta:
+    steps = math.floor(value / granularity)
+    return max(steps, 1) * granularity
+
+
+def postgres_historical_cadence(
+    participant_pruning: timedelta | None, sequencer_pruning: timedelta | None
+) -> timedelta:
+    """How far apart historical Postgres sets are kept.
+
+    Half the smallest pruning window (see WINDOW_SAFETY_DIVISOR), never more than the 2-week default; with
+    pruning off, the default (history is in the databases themselves, the sets are audit checkpoints)."""
+    windows = [w for w in (participant_pruning, sequencer_pruning) if w is not None]
+    if not windows:
+        return DEFAULT_HISTORICAL_CADENCE
+    return min(DEFAULT_HISTORICAL_CADENCE, _round_down(min(windows) / WINDOW_SAFETY_DIVISOR))
+
+
+def cometbft_retention_window(retain_blocks: int, blocks_per_hour: float) -> timedelta:
+    """How much wall-clock time CometBFT keeps before pruning blocks (`retainBlocks` / block rate)."""
+    if retain_blocks <= 0 or blocks_per_hour <= 0:
+        raise ValueError("retain_blocks and blocks_per_hour must be positive")
+    return timedelta(hours=retain_blocks / blocks_per_hour)
+
+
+def cometbft_historical_cadence(retain_blocks: int, blocks_per_hour: float) -> timedelta:
+    """Spacing of kept CometBFT snapshots: Splice's 2 weeks, or half the block-retention window if shorter."""
+    window = cometbft_retention_window(retain_blocks, blocks_per_hour)
+    return min(DEFAULT_HISTORICAL_CADENCE, _round_down(window / WINDOW_SAFETY_DIVISOR))
+
+
+def worst_case_history_gap(cadence: timedelta, schedule_max_gap: timedelta, run_deadline: timedelta) -> timedelta:
+    """The largest distance between two consecutive historical backups when every run succeeds: promotion
+    waits for the cadence, then for the next run, which may take up to its deadline to finish."""
+    return cadence + schedule_max_gap + run_deadline
+
+
+def promotion_due(last_historical_at: datetime | None, now: datetime, cadence: timedelta) -> bool:
+    """True when a just-sealed set must also be kept as historical: none exists yet in this migration id
+    (genesis, or the first set after a synchronizer upgrade), or the newest one is at least `cadence` old."""
+    if last_historical_at is None:
+        return True
+    return now - last_historical_at >= cadence
+
+
+@dataclass(frozen=True)
+class Keepable:
+    """One backup (e.g. a VolumeSnapshot) as the pruner sees it."""
+
+    key: Hashable
+    taken_at: datetime
+    migration_id: int
+
+
+def select_kept(items: Iterable[Keepable], now: datetime, keep_recent: timedelta, cadence: timedelta) -> set:
+    """Keys of the backups to keep: everything taken within `keep_recent` of `now`, and, older than that,
+    per migration id, the first one plus every one whose removal would leave a gap longer than `cadence`
+    between the kept ones before and after it.
+
+    Properties (tested): the newest backup of each migration id and everything recent are kept; within a
+    migration id, consecutive kept backups are never further apart than `cadence` unless no backup exists
+    in between; the decision for a backup depends only on it and its neighbours, so re-running later never
+    removes one that an earlier run kept (older backups are never added after the fact).
+    """
+    by_migration: dict[int, list[Keepable]] = {}
+    for item in items:
+        by_migration.setdefault(item.migration_id, []).append(item)
+
+    kept: set = set()
+    for series in by_migration.values():
+        series.sort(key=lambda i: (i.taken_at, str(i.key)))
+        last_kept: Keepable | None = None
+        for index, item in enumerate(series):
+            following = series[index + 1] if index + 1 < len(series) else None
+            recent = now - item.taken_at <= keep_recent
+            needed_for_gap = last_kept is None or following is None or following.taken_at - last_kept.taken_at > cadence
+            if recent or needed_for_gap:
+                kept.add(item.key)
+                last_kept = item
+    return kept
+
+
+@dataclass(frozen=True)
+class LifecycleRule:
+    """A cloud-neutral bucket lifecycle rule: `action` on objects under `prefix` older than `age_days`."""
+
+    action: str  # "Delete" | "SetStorageClass" | "AbortIncompleteMultipartUpload"
+    prefix: str
+    age_days: int
+    storage_class: str | None = None
+
+
+RECENT_TIER = "recent/"
+HISTORICAL_TIER = "historical/"
+
+
+def whole_days(value: timedelta) -> int:
+    """Lifecycle ages are whole days; round up so an object is never deleted before its window ends."""
+    return math.ceil(value / timedelta(days=1))
+
+
+def bucket_lifecycle(prefix: str, recent: timedelta, historical_storage_class: str | None) -> list[LifecycleRule]:
+    """The only deletions the bucket ever performs: recent sets after the recent window. Historical sets have
+    no Delete rule at all (they are kept from genesis, per migration id); they may move to a colder class."""
+    rules = [
+        LifecycleRule("Delete", prefix + RECENT_TIER, whole_days(recent)),
+        # An upload cut off mid-way leaves parts that are invisible but billed: drop them after a day.
+        LifecycleRule("AbortIncompleteMultipartUpload", prefix, 1),
+    ]
+    if historical_storage_class:
+        # Coldline's 90-day minimum storage duration is no cost for objects that are never deleted.
+        rules.append(LifecycleRule("SetStorageClass", prefix + HISTORICAL_TIER, 30, historical_storage_class))
+    return rules

@@ -1,0 +1,33 @@
+"""The backup store: where every Postgres set lands, sized by the retention windows."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components import retention
+from components.cloud import BackupStore, CloudBackend
+from components.settings import Settings
+
+
+class BackupStorage(pulumi.ComponentResource):
+    """Inputs: the settings (retention windows, storage options). Outputs: `store` (bucket name and the URL
+    the jobs write to), `recent_url` and `historical_url` (where the tiers of the current migration id are)."""
+
+    store: BackupStore
+
+    def __init__(
+        self, name: str, settings: Settings, backend: CloudBackend, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("svbackups:storage:BackupStorage", name, None, opts)
+        self.store = backend.backup_store(parent=self)
+        migration = settings.node.migration_id
+        self.recent_url = pulumi.Output.concat(self.store.url, "/", retention.RECENT_TIER, str(migration), "/")
+        self.historical_url = pulumi.Output.concat(self.store.url, "/", retention.HISTORICAL_TIER, str(migration), "/")
+        self.register_outputs(
+            {
+                "bucket": self.store.name,
+                "url": self.store.url,
+                "recentUrl": self.recent_url,
+                "historicalUrl": self.historical_url,
+            }
+        )
