@@ -1,0 +1,174 @@
+"""The stack config schema: every problem reported at once, naming the key, the value and what is allowed."""
+
+from datetime import timedelta
+
+import pytest
+
+from components.settings import SettingsError, load_settings
+from tests.stackfiles import raw_config, stack_names
+
+
+def problems_of(raw) -> list[str]:
+    with pytest.raises(SettingsError) as error:
+        load_settings(raw, stack="test")
+    return error.value.problems
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_shipped_stacks_are_valid(stack):
+    settings = load_settings(raw_config(stack), stack=stack)
+    assert settings.roles[:2] == ["apps", "participant"]
+    assert settings.derived.postgres_gaps[1] <= timedelta(hours=4)
+
+
+def test_dev_defaults_and_derived_numbers():
+    settings = load_settings(raw_config("dev"), stack="dev")
+    assert settings.retention.participant_pruning is None
+    assert settings.derived.postgres_historical_cadence == timedelta(days=14)
+    assert settings.derived.postgres_deadline == timedelta(hours=3, minutes=45)
+    assert settings.storage.prefix == ""
+    assert settings.roles == ["apps", "participant", "sequencer", "mediator"]
+
+
+def test_prod_derived_numbers():
+    settings = load_settings(raw_config("prod"), stack="prod")
+    assert settings.derived.min_pruning_window == timedelta(days=30)
+    assert settings.derived.postgres_historical_cadence == timedelta(days=14)
+    assert settings.derived.cometbft_retention_window == timedelta(days=30)
+    assert settings.postgres["participant"].kind == "cloudsql"
+
+
+def test_schedule_with_a_six_hour_gap():
+    raw = raw_config("dev")
+    raw["sv-backups:schedule"]["postgres"] = "0 */6 * * *"
+    [problem] = problems_of(raw)
+    assert problem.startswith("sv-backups:schedule.postgres: '0 */6 * * *'")
+    assert "6 h" in problem and "4 h" in problem
+
+
+def test_schedule_with_a_night_hole():
+    raw = raw_config("dev")
+    raw["sv-backups:schedule"]["cometbft"] = "0 6-18/2 * * *"
+    [problem] = problems_of(raw)
+    assert "sv-backups:schedule.cometbft" in problem and "12 h" in problem
+
+
+def test_participant_missing():
+    raw = raw_config("dev")
+    del raw["sv-backups:postgres"]["participant"]
+    assert problems_of(raw) == ["sv-backups:postgres.participant: is required but missing"]
+
+
+def test_pruning_too_short_for_a_gapless_history():
+    raw = raw_config("prod")
+    raw["sv-backups:retention"]["sequencerPruning"] = "12h"
+    [problem] = problems_of(raw)
+    assert problem.startswith("sv-backups:retention.sequencerPruning: 12h is too short for a gap-less history")
+    assert "allowed: a window longer than" in problem
+
+
+def test_pruning_just_long_enough():
+    raw = raw_config("prod")
+    # cadence = 1d (half of 2d rounded), + 4h gap + 3h45 deadline < 2d
+    raw["sv-backups:retention"]["participantPruning"] = "2d"
+    settings = load_settings(raw, stack="t")
+    assert settings.derived.postgres_historical_cadence == timedelta(days=1)
+
+
+def test_negative_migration_id():
+    raw = raw_config("dev")
+    raw["sv-backups:node"]["migrationId"] = -1
+    [problem] = problems_of(raw)
+    assert problem.startswith("sv-backups:node.migrationId:") and "greater than or equal to 0" in problem
+    assert "-1" in problem
+
+
+def test_cloudsql_without_instance():
+    raw = raw_config("prod")
+    del raw["sv-backups:postgres"]["participant"]["instance"]
+    assert problems_of(raw) == ["sv-backups:postgres.participant.instance: is required but missing"]
+
+
+def test_cloudsql_not_adopted_needs_a_host():
+    raw = raw_config("prod")
+    raw["sv-backups:postgres"]["participant"]["adopt"] = False
+    [problem] = problems_of(raw)
+    assert problem.startswith("sv-backups:postgres.participant:") and "host is required" in problem
+
+
+def test_every_problem_is_reported_at_once_and_nothing_else():
+    raw = raw_config("dev")
+    raw["sv-backups:schedule"]["identities"] = "0 0 * * *"
+    raw["sv-backups:node"]["name"] = "SV_1"
+    raw["sv-backups:postgres"]["apps"]["kind"] = "rds"
+    raw["sv-backups:retention"]["paticipantPruning"] = "30d"
+    raw["sv-backups:cloud"] = "azure"
+    raw["sv-backups:dr"]["region"] = "us-east1"
+    raw["sv-backups:typo"] = 1
+    problems = problems_of(raw)
+    keys = sorted(p.split(":", 2)[0] + ":" + p.split(":", 2)[1] for p in problems)
+    assert keys == sorted(
+        [
+            "sv-backups:typo",
+            "sv-backups:node.name",
+            "sv-backups:postgres.apps",
+            "sv-backups:retention.paticipantPruning",
+            "sv-backups:cloud",
+            "sv-backups:dr.region",
+            "sv-backups:schedule.identities",
+        ]
+    )
+    assert any("'rds' is not allowed; use 'in-cluster' or 'cloudsql'" in p for p in problems)
+    assert any("unknown key" in p and "paticipantPruning" in p for p in problems)
+
+
+def test_dr_region_must_differ_and_share_a_continent():
+    raw = raw_config("dev")
+    raw["sv-backups:dr"]["region"] = raw["gcp:region"]
+    [problem] = problems_of(raw)
+    assert "is the primary region" in problem
+
+
+def test_client_secret_never_in_messages():
+    raw = raw_config("dev")
+    raw["sv-backups:identities"]["clientSecret"] = 12345678
+    raw["sv-backups:identities"]["endpoint"] = "http://insecure.example.com/dump"
+    problems = problems_of(raw)
+    assert any(
+        p.startswith("sv-backups:identities.endpoint: 'http://insecure.example.com/dump' must be an https://")
+        for p in problems
+    )
+    assert any(p.startswith("sv-backups:identities.clientSecret:") and "[secret]" in p for p in problems)
+    assert not any("12345678" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("sv-backups:retention", "recent", "12h", "must be at least 1d"),
+        ("sv-backups:retention", "recent", "soon", "is not a duration such as 30d"),
+        ("sv-backups:storage", "prefix", "/abs", "must be empty or a path ending in '/'"),
+        ("sv-backups:storage", "softDelete", "3d", "between 7d and 90d"),
+        ("sv-backups:cometbft", "pvc", "Bad_Name", "Kubernetes object name"),
+        ("sv-backups:schedule", "postgres", "every 4 hours", "not a 5-field cron expression"),
+    ],
+)
+def test_field_errors_name_key_value_and_rule(section, key, value, expected):
+    raw = raw_config("dev")
+    raw.setdefault(section, {})[key] = value
+    [problem] = problems_of(raw)
+    assert problem.startswith(f"{section}.{key}:")
+    assert expected in problem
+
+
+def test_missing_required_sections():
+    problems = problems_of({"gcp:project": "p", "gcp:region": "europe-west6"})
+    for key in ("cloud", "node", "postgres", "identities", "cometbft", "dr", "jobImage"):
+        assert f"sv-backups:{key}: is required but missing" in problems
+
+
+def test_cometbft_retention_too_short():
+    raw = raw_config("dev")
+    raw["sv-backups:retention"]["cometbftRetainBlocks"] = 7000 * 6
+    [problem] = problems_of(raw)
+    assert problem.startswith("sv-backups:retention.cometbftRetainBlocks: 42000 blocks")
