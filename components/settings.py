@@ -498,8 +498,8 @@ def _derive(parsed: dict[str, Any], gcp: GcpConfig | None, problems: list[str]) 
                 f"{PROJECT}:retention.{which}: {retention.format_duration(min_window)} is too short for a gap-less "
                 f"history: historical sets every {retention.format_duration(pg_cadence)} with the postgres "
                 f"schedule's largest gap of {schedules.describe(gaps['postgres'][1])} and a run deadline of "
-                f"{retention.format_duration(deadlines['postgres'])} can be {retention.format_duration(worst)} apart; "
-                f"allowed: a window longer than {retention.format_duration(worst)} (Splice recommends 30d)"
+                f"{schedules.describe(deadlines['postgres'])} can be {schedules.describe(worst)} apart; "
+                f"allowed: a window longer than {schedules.describe(worst)} (Splice recommends 30d)"
             )
 
     cometbft_window = retention.cometbft_retention_window(

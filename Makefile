@@ -1,0 +1,48 @@
+# Two entry points for a fresh machine (see README):
+#   make plan   offline plan of the dev stack (no cloud account, no Pulumi CLI)
+#   make test   everything the tests need, then every test
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+PYTEST_ARGS ?=
+
+.PHONY: plan plan-all test test-fast lint bench system-deps clean
+
+# The program's own dependencies (what `pulumi up` needs) and the full test set are separate stamps, so
+# `make plan` does not pull the test servers. --no-compile halves the install time of the provider SDKs.
+$(VENV)/.program-deps: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-jobs.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -r requirements-dev.txt
+	touch $(VENV)/.program-deps $@
+
+plan: $(VENV)/.program-deps
+	$(PY) scripts/plan.py --stack $(STACK)
+
+plan-all: $(VENV)/.program-deps
+	for stack in $$(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$$/\1/p'); do \
+		$(PY) scripts/plan.py --stack $$stack --out out/plan/$$stack > /dev/null || exit $$?; done
+
+system-deps:
+	bash scripts/install_system_deps.sh
+
+test: $(VENV)/.dev-deps system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.dev-deps
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check components __main__.py tests/pure
+
+bench: $(VENV)/.dev-deps system-deps
+	$(PY) scripts/bench_backup.py
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache
