@@ -16,7 +16,7 @@ from datetime import timedelta
 import pulumi
 import pulumi_gcp as gcp
 
-from components import retention
+from components import retention, schedules
 from components.cloud import AlertSpec, BackupStore, SecretSlot, WorkloadIdentity
 from components.naming import Names
 from components.settings import CloudSqlPostgres, Settings, dual_region_location
@@ -459,4 +459,4 @@ def _label_value(text: str) -> str:
 
 
 def _hours(value: timedelta) -> str:
-    return retention.format_duration(value)
+    return schedules.describe(value)

@@ -1,0 +1,378 @@
+"""The program through the mock engine: what each component declares, for each shipped stack and variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.gcp import CLOUDSQL_IGNORED_FIELDS
+
+GOLDEN = Path(__file__).parent / "golden"
+DAY = 86400
+
+
+def cron_job(plan, component: str) -> dict:
+    [job] = [
+        r
+        for r in plan.of_type("kubernetes:batch/v1:CronJob")
+        if r["inputs"]["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return job
+
+
+def pod_spec(job: dict) -> dict:
+    return job["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def container_args(container: dict) -> list[str]:
+    return container["args"]
+
+
+def by_parent(plan, component_type: str) -> list[dict]:
+    [component] = plan.of_type(component_type)
+    return [r for r in plan.resources if r["parent"] == component["urn"]]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_resource_names_are_stable(shipped_plan, stack):
+    """Renaming a bucket, key or secret replaces it (and loses backups): any rename shows up here first.
+    Regenerate deliberately with: python scripts/plan.py --stack S --out /tmp/p && jq -r '.resources[].urn'."""
+    urns = sorted(r["urn"] for r in shipped_plan(stack).resources)
+    golden = (GOLDEN / f"{stack}-urns.txt").read_text().split()
+    assert urns == golden
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
+    plan = shipped_plan(stack)
+    urns = {r["urn"]: r for r in plan.resources}
+    for resource in plan.resources:
+        if resource["type"] in ("pulumi:pulumi:Stack",):
+            continue
+        assert resource["parent"], resource["urn"]
+        if resource["type"].startswith("svbackups:"):
+            assert resource["type"].count(":") == 2
+    components = [r for r in plan.resources if r["type"].startswith("svbackups:")]
+    assert {c["type"] for c in components} == {
+        "svbackups:index:SvBackups",
+        "svbackups:storage:BackupStorage",
+        "svbackups:postgres:PostgresBackups",
+        "svbackups:identities:IdentityBackups",
+        "svbackups:cometbft:CometbftSnapshots",
+        "svbackups:monitoring:BackupAlerts",
+    }
+    # every cloud or Kubernetes resource sits inside one of the concern components
+    for resource in plan.resources:
+        if resource["type"].startswith(("gcp:", "kubernetes:")):
+            ancestor = urns[resource["parent"]]
+            while not ancestor["type"].startswith("svbackups:"):
+                ancestor = urns[ancestor["parent"]]
+            assert ancestor["type"] != "svbackups:index:SvBackups", resource["urn"]
+
+
+def test_postgres_cronjob_orders_apps_before_participant(prod_plan):
+    job = cron_job(prod_plan, "postgres-backup")
+    spec = job["inputs"]["spec"]
+    pod = pod_spec(job)
+    assert [c["name"] for c in pod["initContainers"]] == ["apps", "participant", "sequencer", "mediator"]
+    assert [c["name"] for c in pod["containers"]] == ["seal"]
+    assert spec["schedule"] == "0 */4 * * *"
+    assert spec["timeZone"] == "Etc/UTC"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    job_spec = spec["jobTemplate"]["spec"]
+    assert job_spec["activeDeadlineSeconds"] == 4 * 3600 - 15 * 60
+    assert spec["startingDeadlineSeconds"] <= job_spec["activeDeadlineSeconds"]
+    assert job_spec["backoffLimit"] == 1
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(prod_plan):
+    pod = pod_spec(cron_job(prod_plan, "postgres-backup"))
+    steps = {c["name"]: c for c in pod["initContainers"]}
+    apps_args = container_args(steps["apps"])
+    assert apps_args[:4] == ["backup-step", "--role", "apps", "--dest"]
+    assert apps_args[4] == "gs://sv-prod-project-sv-1-backups"
+    assert "$(SET_ID)" in apps_args
+    dbs = [apps_args[i + 1] for i, a in enumerate(apps_args) if a == "--db"]
+    assert dbs == [
+        "apps=postgresql://cnadmin@apps-pg:5432/cantonnet_sv",
+        "apps=postgresql://cnadmin@apps-pg:5432/cantonnet_scan",
+        "apps=postgresql://cnadmin@apps-pg:5432/cantonnet_validator",
+    ]
+    # Cloud SQL: the adopted instance's private IP (computed output), TLS required
+    participant = steps["participant"]
+    [db] = [container_args(participant)[i + 1] for i, a in enumerate(container_args(participant)) if a == "--db"]
+    [instance] = [
+        r
+        for r in prod_plan.of_type("gcp:sql/databaseInstance:DatabaseInstance")
+        if r["inputs"]["name"] == "sv-1-participant-pg-4"
+    ]
+    assert db.startswith("participant=postgresql://cnadmin@10.") and db.endswith(":5432/participant_4")
+    env = {e["name"]: e for e in participant["env"]}
+    assert env["PGSSLMODE"]["value"] == "require"
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "participant-pg-secret",
+        "key": "postgresPassword",
+    }
+    assert env["SET_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert {e["name"]: e for e in steps["apps"]["env"]}["PGSSLMODE"]["value"] == "prefer"
+    assert instance["options"]["import"] == "projects/sv-prod-project/instances/sv-1-participant-pg-4"
+    seal = container_args(pod["containers"][0])
+    assert seal == [
+        "seal-set",
+        "--dest",
+        "gs://sv-prod-project-sv-1-backups",
+        "--set-id",
+        "$(SET_ID)",
+        "--migration-id",
+        "4",
+        "--roles",
+        "apps,participant,sequencer,mediator",
+        "--participant-pruning",
+        "30d",
+        "--sequencer-pruning",
+        "30d",
+    ]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_backup_pods_are_hardened(shipped_plan, stack):
+    for job in shipped_plan(stack).of_type("kubernetes:batch/v1:CronJob"):
+        pod = pod_spec(job)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["runAsNonRoot"] is True
+            assert set(container["resources"]["limits"]) >= {"cpu", "memory"}
+            assert set(container["resources"]["requests"]) >= {"cpu", "memory"}
+            assert container["command"] == ["python", "-m", "jobs"]
+
+
+def test_only_configured_roles_get_a_step(offline_plan, dev_config):
+    del dev_config["sv-backups:postgres"]["sequencer"]
+    del dev_config["sv-backups:postgres"]["mediator"]
+    plan = offline_plan(dev_config)
+    pod = pod_spec(cron_job(plan, "postgres-backup"))
+    assert [c["name"] for c in pod["initContainers"]] == ["apps", "participant"]
+    assert "apps,participant" in container_args(pod["containers"][0])
+
+
+def test_cloudsql_adoption_changes_only_backups_and_protection(prod_plan):
+    instances = prod_plan.of_type("gcp:sql/databaseInstance:DatabaseInstance")
+    assert sorted(i["inputs"]["name"] for i in instances) == ["sv-1-participant-pg-4", "sv-1-sequencer-pg-4"]
+    for instance in instances:
+        inputs, options = instance["inputs"], instance["options"]
+        backup = inputs["settings"]["backupConfiguration"]
+        assert backup["enabled"] is True and backup["pointInTimeRecoveryEnabled"] is True
+        assert backup["transactionLogRetentionDays"] == 7
+        assert backup["backupRetentionSettings"] == {"retainedBackups": 14, "retentionUnit": "COUNT"}
+        assert backup["location"] == "us-east4"  # survives the loss of us-central1
+        assert inputs["deletionProtection"] is True
+        assert inputs["settings"]["deletionProtectionEnabled"] is True
+        assert options["protect"] is True and options["retainOnDelete"] is True
+        assert sorted(options["ignoreChanges"]) == sorted(CLOUDSQL_IGNORED_FIELDS)
+        assert not any(
+            f.startswith("settings.backupConfiguration") and f != "settings.backupConfiguration.startTime"
+            for f in options["ignoreChanges"]
+        )
+        assert "deletionProtection" not in options["ignoreChanges"]
+
+
+def test_cloudsql_not_adopted_is_only_dumped(offline_plan, stack_config_map):
+    config = stack_config_map("prod")
+    participant = config["sv-backups:postgres"]["participant"]
+    participant.update(adopt=False, host="10.9.8.7")
+    plan = offline_plan(config)
+    names = [r["inputs"]["name"] for r in plan.of_type("gcp:sql/databaseInstance:DatabaseInstance")]
+    assert names == ["sv-1-sequencer-pg-4"]
+    steps = {c["name"]: c for c in pod_spec(cron_job(plan, "postgres-backup"))["initContainers"]}
+    assert "participant=postgresql://cnadmin@10.9.8.7:5432/participant_4" in container_args(steps["participant"])
+
+
+def test_bucket_is_dual_region_private_encrypted_and_sized_from_the_windows(prod_plan):
+    [bucket] = prod_plan.of_type("gcp:storage/bucket:Bucket")
+    inputs = bucket["inputs"]
+    assert inputs["location"] == "US"
+    assert inputs["customPlacementConfig"] == {"dataLocations": ["US-CENTRAL1", "US-EAST4"]}
+    assert inputs["rpo"] == "ASYNC_TURBO"
+    assert inputs["uniformBucketLevelAccess"] is True
+    assert inputs["publicAccessPrevention"] == "enforced"
+    assert inputs["encryption"]["defaultKmsKeyName"].startswith("projects/sv-prod-project/locations/us/keyRings/")
+    assert inputs["retentionPolicy"] == {"retentionPeriod": str(14 * DAY), "isLocked": False}
+    assert inputs["softDeletePolicy"] == {"retentionDurationSeconds": 30 * DAY}
+    assert "versioning" not in inputs  # GCS refuses versioning together with a retention policy
+    assert inputs["forceDestroy"] is False
+    assert bucket["options"]["protect"] is True
+    rules = inputs["lifecycleRules"]
+    deletes = [r for r in rules if r["action"]["type"] == "Delete"]
+    assert deletes == [{"action": {"type": "Delete"}, "condition": {"age": 14, "matchesPrefixes": ["recent/"]}}]
+    assert {
+        "action": {"type": "SetStorageClass", "storageClass": "COLDLINE"},
+        "condition": {"age": 30, "matchesPrefixes": ["historical/"]},
+    } in rules
+    labels = inputs["labels"]
+    assert labels["svbackups-recent-seconds"] == str(14 * DAY)
+    assert labels["svbackups-historical-cadence-seconds"] == str(14 * DAY)
+    assert labels["svbackups-min-pruning-seconds"] == str(30 * DAY)
+
+
+def test_bucket_prefix_and_no_pruning_labels(offline_plan, dev_config):
+    dev_config["sv-backups:storage"] = {"prefix": "sv-dev/", "historicalStorageClass": "STANDARD"}
+    plan = offline_plan(dev_config)
+    [bucket] = plan.of_type("gcp:storage/bucket:Bucket")
+    rules = bucket["inputs"]["lifecycleRules"]
+    assert [r["condition"].get("matchesPrefixes") for r in rules] == [["sv-dev/recent/"], ["sv-dev/"]]
+    assert "svbackups-min-pruning-seconds" not in bucket["inputs"]["labels"]
+    assert plan.outputs["backupUrl"] == "gs://sv-dev-project-sv-dev-backups/sv-dev"
+    assert plan.outputs["recentSetsUrl"] == "gs://sv-dev-project-sv-dev-backups/sv-dev/recent/0/"
+
+
+def test_writers_can_create_but_not_delete(prod_plan):
+    grants = prod_plan.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
+    assert sorted(g["inputs"]["role"] for g in grants) == ["roles/storage.objectCreator", "roles/storage.objectViewer"]
+    assert {g["inputs"]["member"] for g in grants} == {
+        "serviceAccount:sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"
+    }
+    [secret_grant] = prod_plan.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+    assert secret_grant["inputs"]["role"] == "roles/secretmanager.secretVersionAdder"
+    assert secret_grant["inputs"]["member"] == "serviceAccount:sv-1-identities@sv-prod-project.iam.gserviceaccount.com"
+
+
+def test_workload_identity_binds_each_k8s_service_account(prod_plan):
+    bindings = prod_plan.of_type("gcp:serviceaccount/iAMMember:IAMMember")
+    assert sorted(b["inputs"]["member"] for b in bindings) == [
+        "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-identities-dump]",
+        "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-postgres-backup]",
+    ]
+    accounts = {r["inputs"]["metadata"]["name"]: r for r in prod_plan.of_type("kubernetes:core/v1:ServiceAccount")}
+    assert accounts["sv-1-postgres-backup"]["inputs"]["metadata"]["annotations"] == {
+        "iam.gke.io/gcp-service-account": "sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"
+    }
+
+
+def test_identities_secret_is_cmek_and_replicated(prod_plan):
+    [secret] = prod_plan.of_type("gcp:secretmanager/secret:Secret")
+    replicas = secret["inputs"]["replication"]["userManaged"]["replicas"]
+    assert [r["location"] for r in replicas] == ["us-central1", "us-east4"]
+    for replica in replicas:
+        key = replica["customerManagedEncryption"]["kmsKeyName"]
+        assert f"/locations/{replica['location']}/" in key
+    assert secret["options"]["protect"] is True
+    agent_grants = [
+        g for g in prod_plan.of_type("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember") if "secrets" in g["name"]
+    ]
+    assert len(agent_grants) == 2
+
+
+def test_identities_cronjob_reads_the_client_secret_from_a_mounted_file(prod_plan):
+    job = cron_job(prod_plan, "identities-dump")
+    pod = pod_spec(job)
+    [container] = pod["containers"]
+    args = container_args(container)
+    assert args[0] == "dump-identities"
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert flags["--secret"] == "gcpsm://projects/sv-prod-project/secrets/sv-1-identities-dump"
+    assert flags["--client-secret-file"] == "/var/run/secrets/sv-backups/oauth/clientSecret"
+    assert flags["--fingerprint-configmap"] == "sv-1-identities-dump-fingerprint"
+    assert not any("secret" in e["name"].lower() for e in container["env"])
+    [oauth] = [v for v in pod["volumes"] if v["name"] == "oauth"]
+    assert oauth["secret"] == {"secretName": "sv-1-identities-dump-oauth", "defaultMode": 0o400}
+    [role] = [
+        r
+        for r in prod_plan.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+        if r["inputs"]["metadata"]["name"] == "sv-1-identities-dump"
+    ]
+    assert role["inputs"]["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["sv-1-identities-dump-fingerprint"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    [fingerprint] = prod_plan.of_type("kubernetes:core/v1:ConfigMap")
+    assert fingerprint["options"]["ignoreChanges"] == ["data"]
+
+
+def test_cometbft_snapshot_class_rbac_and_job(prod_plan):
+    [snapshot_class] = prod_plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+    assert snapshot_class["inputs"]["deletionPolicy"] == "Retain"
+    assert snapshot_class["inputs"]["driver"] == "pd.csi.storage.gke.io"
+    assert snapshot_class["inputs"]["parameters"] == {"storage-locations": "us"}
+    [cluster_role] = prod_plan.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    assert cluster_role["inputs"]["rules"] == [
+        {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotcontents"], "verbs": ["get", "patch"]}
+    ]
+    [role] = [
+        r
+        for r in prod_plan.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+        if r["inputs"]["metadata"]["name"] == "sv-1-cometbft-snapshot"
+    ]
+    assert role["inputs"]["metadata"]["namespace"] == "sv"
+    assert {tuple(rule["resources"]) for rule in role["inputs"]["rules"]} == {
+        ("volumesnapshots",),
+        ("persistentvolumeclaims",),
+    }
+    args = container_args(pod_spec(cron_job(prod_plan, "cometbft-snapshot"))["containers"][0])
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert flags == {
+        "--namespace": "sv",
+        "--pvc": "global-domain-4-cometbft-cometbft-data",
+        "--class": "sv-1-cometbft",
+        "--migration-id": "4",
+        "--keep-recent": "14d",
+        "--retain-blocks": "5040000",
+        "--blocks-per-hour": "7000",
+        "--ready-timeout": f"{(3 * 3600 + 45 * 60) - 300}s",
+    }
+
+
+def test_alerts_cover_every_kind_stale_and_failed(prod_plan):
+    policies = prod_plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")
+    kinds = sorted(
+        (p["inputs"]["userLabels"]["svbackups-kind"], p["inputs"]["userLabels"]["svbackups-alert"]) for p in policies
+    )
+    assert kinds == [(k, a) for k in ("cometbft", "identities", "postgres") for a in ("failed", "stale")]
+    [stale] = [p for p in policies if p["name"] == "sv-1-alert-postgres-stale"]
+    absent = stale["inputs"]["conditions"][0]["conditionAbsent"]
+    # largest gap 4 h + run deadline 3 h 45 min + slack 1 h
+    assert absent["duration"] == f"{4 * 3600 + 3 * 3600 + 45 * 60 + 3600}s"
+    assert absent["filter"].startswith('metric.type="logging.googleapis.com/user/sv-backups/sv-1/postgres-completed"')
+    assert len(stale["inputs"]["notificationChannels"]) == 2
+    metrics = {m["inputs"]["name"]: m["inputs"]["filter"] for m in prod_plan.of_type("gcp:logging/metric:Metric")}
+    assert 'jsonPayload.event="backup.completed"' in metrics["sv-backups/sv-1/postgres-completed"]
+    failed = metrics["sv-backups/sv-1/postgres-failed"]
+    assert 'jsonPayload.event="backup.failed"' in failed and "BackoffLimitExceeded" in failed
+
+
+def test_outputs_for_restore_and_audit(prod_plan):
+    outputs = prod_plan.outputs
+    assert outputs["backupBucket"] == "sv-prod-project-sv-1-backups"
+    assert outputs["historicalSetsUrl"] == "gs://sv-prod-project-sv-1-backups/historical/4/"
+    assert outputs["identitiesSecretUrl"] == "gcpsm://projects/sv-prod-project/secrets/sv-1-identities-dump"
+    assert outputs["cronJobs"] == {
+        "postgres": "sv-1-postgres-backup",
+        "cometbft": "sv-1-cometbft-snapshot",
+        "identities": "sv-1-identities-dump",
+    }
+    assert outputs["windows"]["postgresHistoricalCadence"] == "14d"
+    assert outputs["windows"]["participantPruning"] == "30d"
+    assert outputs["postgresRoles"] == ["apps", "participant", "sequencer", "mediator"]
+
+
+def test_keys_are_customer_managed_rotated_and_protected(prod_plan):
+    keys = prod_plan.of_type("gcp:kms/cryptoKey:CryptoKey")
+    assert sorted(k["name"] for k in keys) == [
+        "sv-1-key-bucket-us",
+        "sv-1-key-secrets-us-central1",
+        "sv-1-key-secrets-us-east4",
+    ]
+    for key in keys:
+        assert key["inputs"]["rotationPeriod"] == f"{90 * DAY}s"
+        assert key["options"]["protect"] is True

@@ -1,0 +1,72 @@
+"""Every Kubernetes object the program declares, validated against the official schemas (strict) and CRD
+objects against their CRD schema, for every shipped stack and the Kubernetes versions GKE runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+CRD_SCHEMAS = {
+    ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass"): SCHEMAS / "volumesnapshotclass.v1.json",
+}
+# Oldest GKE minor still in standard support when written, and the newest schema the library ships.
+KUBERNETES_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
+
+
+def _validate(manifest: dict, version: str) -> None:
+    key = (manifest["apiVersion"], manifest["kind"])
+    if key in CRD_SCHEMAS:
+        jsonschema.validate(manifest, json.loads(CRD_SCHEMAS[key].read_text()))
+    else:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_manifests_are_valid(shipped_plan, stack, version):
+    manifests = shipped_plan(stack).manifests
+    kinds = sorted({m["kind"] for m in manifests.values()})
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "CronJob",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "ServiceAccount",
+        "VolumeSnapshotClass",
+    ]
+    for name, manifest in manifests.items():
+        try:
+            _validate(manifest, version)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as error:
+            pytest.fail(f"{stack} {name} is invalid for Kubernetes {version}: {error}")
+
+
+def test_strict_validation_catches_a_typo(prod_plan):
+    [cron] = [m for m in prod_plan.manifests.values() if m["kind"] == "CronJob"][:1]
+    broken = json.loads(json.dumps(cron))
+    broken["spec"]["concurrencyPolicyy"] = "Forbid"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_crd_schema_rejects_a_bad_snapshot_class(prod_plan):
+    [snapshot_class] = [m for m in prod_plan.manifests.values() if m["kind"] == "VolumeSnapshotClass"]
+    schema = json.loads(CRD_SCHEMAS[("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass")].read_text())
+    for mutate in (
+        lambda m: m.update(deletionPolicy="Keep"),
+        lambda m: m.pop("driver"),
+        lambda m: m.update(spec={"driver": "x"}),  # the Python CustomResource trap: fields under spec
+        lambda m: m.update(parameters={"storage-locations": 1}),
+    ):
+        broken = json.loads(json.dumps(snapshot_class))
+        mutate(broken)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
