@@ -9,14 +9,15 @@ PYTEST_ARGS ?=
 
 .PHONY: plan plan-all test test-fast lint bench system-deps clean
 
-# The program's own dependencies (what `pulumi up` needs) and the full test set are separate stamps, so
-# `make plan` does not pull the test servers. --no-compile halves the install time of the provider SDKs.
-$(VENV)/.program-deps: requirements.txt
+# The program's own dependencies (what `pulumi up` needs) plus the policy pack's (the offline plan runs the
+# pack), and the full test set, are separate stamps, so `make plan` does not pull the test servers.
+# --no-compile halves the install time of the provider SDKs.
+$(VENV)/.program-deps: requirements.txt policy/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -r requirements.txt -r policy/requirements.txt
 	touch $@
 
-$(VENV)/.dev-deps: requirements.txt requirements-jobs.txt requirements-dev.txt
+$(VENV)/.dev-deps: requirements.txt requirements-jobs.txt requirements-dev.txt policy/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -r requirements-dev.txt
 	touch $(VENV)/.program-deps $@

@@ -119,7 +119,8 @@ class CometbftSnapshots(pulumi.ComponentResource):
             "--ready-timeout",
             f"{ready_timeout}s",
         ]
-        container = kube_specs.job_container("snapshot", settings.job_image, args)
+        # The pod name labels the snapshot as its set id, as for the Postgres sets.
+        container = kube_specs.job_container("snapshot", settings.job_image, args, env=[kube_specs.pod_name_env()])
         k8s.batch.v1.CronJob(
             names.resource(COMPONENT),
             metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),

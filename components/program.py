@@ -31,7 +31,14 @@ class SvBackups(pulumi.ComponentResource):
             "identities": self.identities.cron_job_name,
         }
         self.alerts = BackupAlerts("alerts", alert_specs(settings, cron_jobs), backend, child)
-        self.register_outputs({})
+        self.register_outputs(
+            {
+                "backupUrl": self.storage.store.url,
+                "identitiesSecret": self.identities.secret_id,
+                "cronJobs": cron_jobs,
+                "snapshotClass": self.cometbft.snapshot_class_name,
+            }
+        )
 
 
 def declare(settings: Settings) -> SvBackups:

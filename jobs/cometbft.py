@@ -1,0 +1,395 @@
+"""`python -m jobs snapshot-cometbft`: snapshot the CometBFT PersistentVolume and prune old snapshots by tier.
+
+One run:
+1. checks that the PVC exists and is Bound;
+2. creates a labelled VolumeSnapshot of it (class CLASS, whose deletionPolicy is Retain so that deleting a
+   VolumeSnapshot object by mistake never deletes the disk snapshot);
+3. waits until `status.readyToUse`; an error that the snapshot controller keeps reporting for longer than
+   `--error-grace` (it retries on its own, and clears transient errors), or the `--ready-timeout`, fails the
+   run, and the job deletes what it created (content included) so no ready-looking snapshot of a failed run
+   stays behind;
+4. only after a ready snapshot: prunes. Of this PVC's sv-backups snapshots, `select_kept` (components/
+   retention.py, the same code the Pulumi program plans with) keeps everything within `--keep-recent` and,
+   older, one per historical cadence (from `--retain-blocks` / `--blocks-per-hour`) per migration id,
+   forever. Each pruned snapshot's bound VolumeSnapshotContent is patched to `deletionPolicy: Delete`, then
+   the VolumeSnapshot is deleted, which makes the CSI driver delete the disk snapshot. Leftovers of earlier
+   failed runs (never ready, older than the ready timeout) are removed the same way.
+
+Outcome: one `backup.completed` or `backup.failed` event (kind `cometbft`), exit code 0 or 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from components.retention import Keepable, cometbft_historical_cadence, format_duration, parse_duration, select_kept
+from jobs import events
+from jobs.kube import (
+    KubeClient,
+    KubeError,
+    pvc_path,
+    resolve_config,
+    volume_snapshot_content_path,
+    volume_snapshots_path,
+)
+
+KIND = "cometbft"
+LABEL_PREFIX = "sv-backups.canton.network"
+SET_ID_LABEL = f"{LABEL_PREFIX}/set-id"
+MIGRATION_ID_LABEL = f"{LABEL_PREFIX}/migration-id"
+TAKEN_AT_LABEL = f"{LABEL_PREFIX}/taken-at"
+PVC_ANNOTATION = f"{LABEL_PREFIX}/pvc"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "sv-backups"}
+SET_ID_ENV = "SET_ID"
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_MAX_NAME = 253
+
+
+class SnapshotFailure(Exception):
+    def __init__(self, stage: str, message: str, **fields: Any):
+        super().__init__(message)
+        self.stage = stage
+        self.fields = {k: v for k, v in fields.items() if v is not None}
+
+
+class Terminated(Exception):
+    """SIGTERM (the Job's deadline, a node drain): unwind so the run cleans up what it created."""
+
+
+@dataclass
+class Options:
+    namespace: str
+    pvc: str
+    snapshot_class: str
+    migration_id: int
+    keep_recent: timedelta
+    retain_blocks: int
+    blocks_per_hour: float
+    ready_timeout: timedelta = timedelta(minutes=30)
+    error_grace: timedelta = timedelta(minutes=2)
+    poll_interval: float = 5.0
+    set_id: str | None = None
+    kube_api: str | None = None
+    kube_retry_wait: float = 1.0
+
+
+def snapshot_name(pvc: str, taken_at: int) -> str:
+    suffix = f"-{taken_at}"
+    return pvc[: _MAX_NAME - len(suffix)] + suffix
+
+
+def label_value(text: str) -> str:
+    """A valid label value (63 chars, alphanumeric ends) derived from `text`."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
+    return cleaned if _LABEL_VALUE.match(cleaned) else ""
+
+
+def _status(snapshot: dict[str, Any]) -> dict[str, Any]:
+    return snapshot.get("status") or {}
+
+
+def _keepable(snapshot: dict[str, Any]) -> Keepable | None:
+    labels = (snapshot.get("metadata") or {}).get("labels") or {}
+    try:
+        return Keepable(
+            key=snapshot["metadata"]["name"],
+            taken_at=datetime.fromtimestamp(int(labels[TAKEN_AT_LABEL]), UTC),
+            migration_id=int(labels[MIGRATION_ID_LABEL]),
+        )
+    except (KeyError, ValueError, TypeError, OverflowError):
+        return None
+
+
+class SnapshotJob:
+    def __init__(
+        self,
+        client: KubeClient,
+        options: Options,
+        log: Callable[..., dict[str, Any]],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.client = client
+        self.options = options
+        self.log = log
+        self.clock = clock
+        self.sleep = sleep
+
+    # --- create and wait ------------------------------------------------------------------------------
+    def check_pvc(self) -> None:
+        o = self.options
+        try:
+            pvc = self.client.get(pvc_path(o.namespace, o.pvc))
+        except KubeError as error:
+            what = "not found" if error.not_found else str(error)
+            raise SnapshotFailure("pvc", f"PVC {o.namespace}/{o.pvc}: {what}", status=error.status) from None
+        phase = _status(pvc).get("phase")
+        if phase != "Bound":
+            raise SnapshotFailure("pvc", f"PVC {o.namespace}/{o.pvc} is {phase or 'in no phase'}, not Bound")
+
+    def create(self, taken_at: int) -> str:
+        o = self.options
+        name = snapshot_name(o.pvc, taken_at)
+        set_id = label_value(o.set_id or name) or str(taken_at)
+        body = {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {
+                "name": name,
+                "namespace": o.namespace,
+                "labels": {
+                    SET_ID_LABEL: set_id,
+                    MIGRATION_ID_LABEL: str(o.migration_id),
+                    TAKEN_AT_LABEL: str(taken_at),
+                    **MANAGED_BY,
+                },
+                # PVC names may exceed a label value's 63 characters: an annotation for humans and restores.
+                "annotations": {PVC_ANNOTATION: o.pvc},
+            },
+            "spec": {"volumeSnapshotClassName": o.snapshot_class, "source": {"persistentVolumeClaimName": o.pvc}},
+        }
+        path = volume_snapshots_path(o.namespace)
+        try:
+            self.client.create(path, body)
+        except KubeError as error:
+            if error.conflict and self._ours(name, set_id):
+                return name  # a retried POST whose first attempt went through
+            raise SnapshotFailure("create", f"creating VolumeSnapshot {o.namespace}/{name}: {error}") from None
+        return name
+
+    def _ours(self, name: str, set_id: str) -> bool:
+        existing = self.client.get_optional(volume_snapshots_path(self.options.namespace, name)) or {}
+        labels = (existing.get("metadata") or {}).get("labels") or {}
+        return labels.get(SET_ID_LABEL) == set_id
+
+    def wait_ready(self, name: str) -> dict[str, Any]:
+        o = self.options
+        path = volume_snapshots_path(o.namespace, name)
+        deadline = self.clock() + o.ready_timeout.total_seconds()
+        error_since: float | None = None
+        interval = min(o.poll_interval, 1.0)
+        while True:
+            try:
+                snapshot = self.client.get(path)
+            except KubeError as error:
+                raise SnapshotFailure("wait", f"reading VolumeSnapshot {o.namespace}/{name}: {error}") from None
+            status = _status(snapshot)
+            if status.get("readyToUse") is True:
+                return snapshot
+            error = status.get("error") or {}
+            now = self.clock()
+            if error:
+                error_since = now if error_since is None else error_since
+                if now - error_since >= o.error_grace.total_seconds():
+                    reason = error.get("message") or "error without message"
+                    raise SnapshotFailure(
+                        "wait", f"VolumeSnapshot {o.namespace}/{name} failed: {reason}", snapshot=name
+                    )
+            else:
+                error_since = None
+            if now >= deadline:
+                raise SnapshotFailure(
+                    "wait",
+                    f"VolumeSnapshot {o.namespace}/{name} not ready after {format_duration(o.ready_timeout)}",
+                    snapshot=name,
+                )
+            self.sleep(min(interval, max(0.0, deadline - now)))
+            interval = min(interval * 2, o.poll_interval)
+
+    # --- delete ---------------------------------------------------------------------------------------
+    def remove(self, name: str) -> None:
+        """Delete a snapshot and its disk snapshot: the class is Retain, so first switch the bound content to
+        Delete (otherwise deleting the VolumeSnapshot would orphan a billed disk snapshot)."""
+        path = volume_snapshots_path(self.options.namespace, name)
+        snapshot = self.client.get_optional(path)
+        if snapshot is None:
+            return
+        content = _status(snapshot).get("boundVolumeSnapshotContentName")
+        if content:
+            try:
+                self.client.merge_patch(volume_snapshot_content_path(content), {"spec": {"deletionPolicy": "Delete"}})
+            except KubeError as error:
+                if not error.not_found:
+                    raise
+        self.client.delete(path)
+
+    def discard_own(self, name: str) -> None:
+        """Best effort after a failure: the failure is what gets reported, not a cleanup error."""
+        try:
+            self.remove(name)
+            self.log("cometbft.discarded", snapshot=name)
+        except Exception as error:
+            self.log("cometbft.discard_failed", snapshot=name, error=f"{type(error).__name__}: {error}")
+
+    # --- prune ------------------------------------------------------------------------------------------
+    def prune(self, now: datetime) -> tuple[list[str], list[str]]:
+        o = self.options
+        listed = self.client.list(volume_snapshots_path(o.namespace), label_selector=MANAGED_BY)
+        mine = [
+            s for s in listed if ((s.get("spec") or {}).get("source") or {}).get("persistentVolumeClaimName") == o.pvc
+        ]
+        ready: list[Keepable] = []
+        leftovers: list[str] = []
+        for snapshot in mine:
+            item = _keepable(snapshot)
+            if item is None:
+                # Never delete what we cannot date or place: it may be an operator's copy with our label.
+                self.log("cometbft.unrecognised", snapshot=snapshot["metadata"]["name"])
+                continue
+            if snapshot.get("metadata", {}).get("deletionTimestamp"):
+                continue
+            if _status(snapshot).get("readyToUse") is True:
+                ready.append(item)
+            elif now - item.taken_at > o.ready_timeout:
+                leftovers.append(item.key)
+        cadence = cometbft_historical_cadence(o.retain_blocks, o.blocks_per_hour)
+        kept = select_kept(ready, now, o.keep_recent, cadence)
+        pruned = sorted(item.key for item in ready if item.key not in kept)
+        for name in [*pruned, *leftovers]:
+            self.remove(name)
+            self.log(
+                "cometbft.pruned", snapshot=name, reason="leftover of a failed run" if name in leftovers else "tier"
+            )
+        return sorted(kept), [*pruned, *leftovers]
+
+    # --- the run ----------------------------------------------------------------------------------------
+    def run(self) -> int:
+        o = self.options
+        started = self.clock()
+        taken_at = int(started)
+        created: str | None = None
+        try:
+            self.check_pvc()
+            created = self.create(taken_at)
+            self.log("cometbft.created", snapshot=created, pvc=o.pvc, snapshot_class=o.snapshot_class)
+            snapshot = self.wait_ready(created)
+        except (SnapshotFailure, KubeError, Terminated) as error:
+            if created:
+                self.discard_own(created)
+            stage = error.stage if isinstance(error, SnapshotFailure) else "wait"
+            fields = error.fields if isinstance(error, SnapshotFailure) else {}
+            message = str(error) if not isinstance(error, Terminated) else "terminated before the snapshot was ready"
+            self.log(events.FAILED, error=message, stage=stage, pvc=o.pvc, **fields)
+            return 1
+        status = _status(snapshot)
+        facts = {
+            "snapshot": created,
+            "pvc": o.pvc,
+            "migration_id": o.migration_id,
+            "restore_size": status.get("restoreSize"),
+            "content": status.get("boundVolumeSnapshotContentName"),
+            "ready_seconds": round(self.clock() - started, 1),
+        }
+        try:
+            kept, pruned = self.prune(datetime.fromtimestamp(taken_at, UTC))
+        except (KubeError, Terminated) as error:
+            # The new snapshot is good; a pruning failure costs money, not safety. Report both.
+            self.log(events.COMPLETED, **facts, pruned=[], prune_error=str(error))
+            self.log(events.FAILED, error=f"pruning old snapshots failed: {error}", stage="prune", pvc=o.pvc)
+            return 1
+        self.log(events.COMPLETED, **facts, kept=len(kept), pruned=pruned)
+        return 0
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "snapshot-cometbft",
+        help="snapshot the CometBFT PVC (VolumeSnapshot) and prune old snapshots by tier",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--pvc", required=True, help="e.g. global-domain-<serial>-cometbft-cometbft-data")
+    parser.add_argument("--class", dest="snapshot_class", required=True, help="VolumeSnapshotClass (Retain)")
+    parser.add_argument("--migration-id", type=int, required=True)
+    parser.add_argument("--keep-recent", type=_duration, required=True, help="keep every snapshot this recent")
+    parser.add_argument("--retain-blocks", type=int, required=True, help="CometBFT retainBlocks")
+    parser.add_argument("--blocks-per-hour", type=float, required=True)
+    parser.add_argument("--ready-timeout", type=_duration, default=timedelta(minutes=30))
+    parser.add_argument(
+        "--error-grace",
+        type=_duration,
+        default=timedelta(minutes=2),
+        help="how long a snapshot error may persist before the run fails (the controller retries; default 2m)",
+    )
+    parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between readiness checks")
+    parser.add_argument("--set-id", help=f"value of the set-id label (default: env {SET_ID_ENV}, else the name)")
+    parser.add_argument("--kube-api", help="Kubernetes API URL (default: in-cluster; env SV_BACKUPS_KUBE_API)")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    options = Options(
+        namespace=args.namespace,
+        pvc=args.pvc,
+        snapshot_class=args.snapshot_class,
+        migration_id=args.migration_id,
+        keep_recent=args.keep_recent,
+        retain_blocks=args.retain_blocks,
+        blocks_per_hour=args.blocks_per_hour,
+        ready_timeout=args.ready_timeout,
+        error_grace=args.error_grace,
+        poll_interval=args.poll_interval,
+        set_id=args.set_id or os.environ.get(SET_ID_ENV),
+        kube_api=args.kube_api,
+    )
+    return run(options, stream=sys.stdout)
+
+
+def run(options: Options, *, stream=None) -> int:
+    def log(event: str, **fields: Any) -> dict[str, Any]:
+        return events.emit(event, KIND, stream=stream, **fields)
+
+    if options.retain_blocks <= 0 or options.blocks_per_hour <= 0 or options.migration_id < 0:
+        log(
+            events.FAILED,
+            error="--retain-blocks, --blocks-per-hour must be positive, --migration-id >= 0",
+            stage="config",
+        )
+        return 1
+    try:
+        config = resolve_config(options.kube_api)
+    except KubeError as error:
+        log(events.FAILED, error=str(error), stage="config", pvc=options.pvc)
+        return 1
+    previous = _install_sigterm()
+    try:
+        with KubeClient(config, retry_wait=options.kube_retry_wait) as client:
+            return SnapshotJob(client, options, log).run()
+    except Exception as error:
+        # A bug must still end in backup.failed (the alert); the job's own failures are handled inside.
+        log(events.FAILED, error=f"unexpected {type(error).__name__}: {error}", stage="internal", pvc=options.pvc)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _install_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
