@@ -1,0 +1,121 @@
+"""The offline plan: what a stack declares, without the Pulumi CLI, a cloud or the stack's passphrase.
+
+    python scripts/plan.py (--stack NAME | --config-file FILE) [--out DIR]
+
+Runs the program (`__main__.py`) under Pulumi's mock engine with the stack's config, prints the resource
+tree and a summary, and writes DIR/plan.json and DIR/manifests/*.yaml (default DIR: out/plan/<stack>).
+`secure:` values are not decrypted: they show as "[secret]", as does every secret in the output.
+Then runs the policy checks (scripts/policy_check.py) on the plan when they exist.
+
+Exit codes: 0 plan written (and policies pass); 1 the program failed; 2 the stack config is invalid (one
+message per problem on stderr) or unreadable; 3 a mandatory policy failed, or a secret would be stored in
+clear in the state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts import offline_plan  # noqa: E402
+
+EXIT_OK, EXIT_PROGRAM, EXIT_CONFIG, EXIT_POLICY = 0, 1, 2, 3
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="plan.py", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--stack", help="stack name: reads <stackConfigDir>/Pulumi.<NAME>.yaml")
+    source.add_argument("--config-file", type=Path, help="a stack file (Pulumi.<stack>.yaml layout)")
+    parser.add_argument("--out", type=Path, help="output directory (default: out/plan/<stack>)")
+    return parser.parse_args(argv)
+
+
+def _stack_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".yaml", ".yml"):
+        name = name.removesuffix(suffix)
+    return name.removeprefix("Pulumi.") or "stack"
+
+
+def _validate(config: offline_plan.StackConfig) -> list[str]:
+    """The program's own validation, run before anything is declared: one message per problem."""
+    from components.settings import SettingsError, load_settings
+
+    try:
+        load_settings(config.raw_config(), stack=config.stack)
+    except SettingsError as error:
+        return list(error.problems) or [str(error)]
+    return []
+
+
+def _policy_checks(plan: dict) -> tuple[str, int] | None:
+    if not (ROOT / "scripts" / "policy_check.py").is_file():
+        return None
+    module = importlib.import_module("scripts.policy_check")
+    return module.run_policy_checks(plan)
+
+
+def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
+    args = _arguments(argv)
+    try:
+        project = offline_plan.load_project(root)
+        path = args.config_file if args.config_file else project.stack_file(args.stack)
+        stack = args.stack or _stack_name(path)
+        config = offline_plan.load_stack_file(path, project=project.name, stack=stack)
+    except offline_plan.PlanInputError as error:
+        print(f"plan: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    problems = _validate(config)
+    if problems:
+        print(f"plan: stack {stack!r} has an invalid configuration; nothing was declared:", file=sys.stderr)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+
+    try:
+        result = offline_plan.plan_program(offline_plan.main_program(root), config)
+    except Exception as error:
+        traceback.print_exc(file=sys.stderr)
+        print(f"plan: the program failed under the mock engine: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_PROGRAM
+
+    out_dir = args.out if args.out else root / "out" / "plan" / stack
+    offline_plan.write_plan(result, out_dir)
+    print(offline_plan.render_tree(result.plan))
+    print()
+    print(offline_plan.render_summary(result.plan))
+    print(f"Wrote {out_dir / 'plan.json'} and {len(result.manifests)} manifests under {out_dir / 'manifests'}")
+
+    code = EXIT_OK
+    if result.leaks:
+        print(
+            "plan: secret text reaches the engine outside a Pulumi secret (it would be stored in clear):",
+            file=sys.stderr,
+        )
+        for where in result.leaks:
+            print(f"  {where}", file=sys.stderr)
+        code = EXIT_POLICY
+    policy = _policy_checks(result.plan)
+    if policy is not None:
+        report, policy_code = policy
+        print()
+        print(report.rstrip())
+        code = max(code, policy_code)
+    return code
+
+
+if __name__ == "__main__":
+    # The config comes from the stack file only, as with `pulumi up`; never from this shell's environment.
+    for variable in ("PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS"):
+        os.environ.pop(variable, None)
+    sys.exit(main())
