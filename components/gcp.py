@@ -18,7 +18,7 @@ import pulumi_gcp as gcp
 
 from components import retention, schedules
 from components.cloud import AlertSpec, BackupStore, SecretSlot, WorkloadIdentity
-from components.naming import Names
+from components.naming import Names, label_value
 from components.settings import CloudSqlPostgres, Settings, dual_region_location
 
 ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
@@ -146,8 +146,8 @@ class GcpBackend:
             # The windows the lifecycle rules were sized from, for the CrossGuard stack policy to check.
             "svbackups-recent-seconds": str(int(recent.total_seconds())),
             "svbackups-historical-cadence-seconds": str(int(derived.postgres_historical_cadence.total_seconds())),
-            "svbackups-recent-prefix": _label_value(storage.prefix + retention.RECENT_TIER),
-            "svbackups-historical-prefix": _label_value(storage.prefix + retention.HISTORICAL_TIER),
+            "svbackups-recent-prefix": label_value(storage.prefix + retention.RECENT_TIER),
+            "svbackups-historical-prefix": label_value(storage.prefix + retention.HISTORICAL_TIER),
         }
         if derived.min_pruning_window is not None:
             labels["svbackups-min-pruning-seconds"] = str(int(derived.min_pruning_window.total_seconds()))
@@ -451,11 +451,6 @@ def _lifecycle_rule(rule: retention.LifecycleRule) -> gcp.storage.BucketLifecycl
             age=rule.age_days, matches_prefixes=[rule.prefix] if rule.prefix else None
         ),
     )
-
-
-def _label_value(text: str) -> str:
-    """GCP label values: lowercase letters, digits, '_' and '-' only."""
-    return "".join(c if c.isalnum() or c in "_-" else "_" for c in text.lower())[:63]
 
 
 def _hours(value: timedelta) -> str:

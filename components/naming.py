@@ -57,3 +57,9 @@ class Names:
             COMPONENT_LABEL: component,
             **MANAGED_BY,
         }
+
+
+def label_value(text: str) -> str:
+    """A text as a GCP label value: lowercase letters, digits, '_' and '-' only, at most 63 characters
+    (so a prefix label holds `recent_`, not `recent/`; the policy pack compares prefixes in this form)."""
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in text.lower())[:63]

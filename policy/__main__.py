@@ -1,0 +1,23 @@
+"""The policy pack process: what `pulumi preview --policy-pack policy` starts.
+
+The CLI runs `python -u -m pulumi.policy <engine address> .` in this directory; that puts this directory (not
+the repository) on sys.path and runs this file. The rules import the program's own schedule and retention
+logic (components/schedules.py, components/retention.py) instead of a copy that could drift, so the one line
+below adds the repository root: the pack runs from a checkout of this repository.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pulumi_policy import EnforcementLevel, PolicyPack
+
+from policy.catalog import PACK_NAME, POLICIES
+
+PolicyPack(
+    name=PACK_NAME,
+    policies=POLICIES,
+    enforcement_level=EnforcementLevel.MANDATORY,
+    description="The SV backup contract: 4-hourly ordered backups, immutable history, least privilege, alerts.",
+)

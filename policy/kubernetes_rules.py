@@ -1,0 +1,356 @@
+"""Rules on the Kubernetes objects: the backup CronJobs, their pods, the CometBFT VolumeSnapshotClass.
+
+Checked on the CronJob resources themselves, not on the stack config: a hand edit of a component, a new
+default or a refactor that changes what reaches the cluster is caught the same way as a config change.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
+
+from components.schedules import InvalidCron, describe, largest_gap, smallest_gap, validate_cron
+
+from .props import (
+    CRON_JOB,
+    SNAPSHOT_CLASS,
+    UNKNOWN,
+    as_number,
+    backup_kind,
+    containers,
+    get,
+    pod_spec,
+    require_known,
+)
+from .rule import ADVISORY, resource_rule
+
+# The SV operator docs: back up at least every 4 hours (Postgres, CometBFT, identities alike).
+MAX_GAP_HOURS = 4
+# Zones without daylight saving time: a 4-hourly schedule keeps 4-hour gaps all year.
+_FIXED_ZONES = ("UTC", "Etc/UTC", "GMT", "Etc/GMT", "Etc/UCT", "UCT", "Etc/Zulu", "Zulu")
+
+
+def _where(args: ResourceValidationArgs, kind: str) -> str:
+    return f"CronJob '{args.name}' ({kind} backup)"
+
+
+def _schedule(props: dict) -> str:
+    return require_known(get(props, "spec", "schedule"), "spec.schedule")
+
+
+# --- schedule -------------------------------------------------------------------------------------------
+
+
+def _check_schedule(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    kind = backup_kind(props)
+    if kind is None:
+        return
+    where = _where(args, kind)
+    max_gap = timedelta(hours=float(args.get_config().get("maxGapHours", MAX_GAP_HOURS)))
+    schedule = _schedule(props)
+    if not isinstance(schedule, str):
+        report(
+            f"{where}: has no spec.schedule. Fix: set a 5-field cron expression firing at least every "
+            f"{describe(max_gap)}, e.g. '0 */4 * * *'."
+        )
+        return
+    try:
+        validate_cron(schedule)
+    except InvalidCron as error:
+        report(
+            f"{where}: {error}. Fix: write the schedule as 5 cron fields firing at least every "
+            f"{describe(max_gap)}, e.g. '0 */4 * * *'."
+        )
+        return
+    gap = largest_gap(schedule, stop_above=max_gap)
+    if gap > max_gap:
+        report(
+            f"{where}: schedule '{schedule}' leaves {describe(gap)} or more between two runs; the SV docs "
+            f"require a backup at least every {describe(max_gap)} at every hour of the day and week. "
+            f"Fix: set sv-backups:schedule.{kind} to a schedule such as '0 */4 * * *'."
+        )
+    zone = get(props, "spec", "timeZone")
+    if zone not in (None, UNKNOWN) and zone not in _FIXED_ZONES and not str(zone).startswith("Etc/"):
+        report(
+            f"{where}: spec.timeZone is '{zone}'; with daylight saving time a {describe(max_gap)} schedule "
+            f"has a longer gap once a year. Fix: use timeZone 'Etc/UTC'."
+        )
+    if get(props, "spec", "suspend") is True:
+        report(f"{where}: spec.suspend is true, so no backup runs at all. Fix: remove suspend (or set it false).")
+
+
+schedule_max_gap = resource_rule(
+    "backup-schedule-max-gap",
+    "Every backup CronJob (Postgres, CometBFT, identities) fires at least every 4 hours, all day, all week.",
+    types=[CRON_JOB],
+    check=_check_schedule,
+    severity=Severity.CRITICAL,
+    remediation="Use a schedule such as '0 */4 * * *' in timeZone 'Etc/UTC' and do not suspend the CronJob.",
+    config={
+        "maxGapHours": {
+            "type": "number",
+            "minimum": 0.25,
+            "maximum": MAX_GAP_HOURS,
+            "default": MAX_GAP_HOURS,
+            "description": "Largest allowed time between two runs, in hours (at most 4: the SV requirement).",
+        }
+    },
+)
+
+
+# --- Postgres ordering ----------------------------------------------------------------------------------
+
+
+def _check_postgres_order(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if backup_kind(props) != "postgres":
+        return
+    where = _where(args, "postgres")
+    spec = pod_spec(props)
+    init = [c.get("name") for c in get(spec, "initContainers", default=[]) or [] if isinstance(c, dict)]
+    main = [c.get("name") for c in get(spec, "containers", default=[]) or [] if isinstance(c, dict)]
+    why = (
+        "the apps backup must complete before the participant backup starts (restoring apps data newer "
+        "than the participant's corrupts the node)"
+    )
+    fix = (
+        "Fix: run 'apps' as the first initContainer and 'participant' as a later initContainer (or as a main "
+        "container); Kubernetes runs initContainers one at a time, each to completion."
+    )
+    if "apps" not in init:
+        place = "a main container, started together with the others" if "apps" in main else "missing"
+        report(f"{where}: the 'apps' step is {place}; {why}. {fix}")
+        return
+    if "participant" not in init and "participant" not in main:
+        report(f"{where}: the 'participant' step is missing; every Postgres set needs apps and participant. {fix}")
+        return
+    if "participant" in init and init.index("participant") < init.index("apps"):
+        report(f"{where}: initContainers run {init}: 'participant' runs before 'apps'; {why}. {fix}")
+    apps = next(c for c in spec["initContainers"] if isinstance(c, dict) and c.get("name") == "apps")
+    if get(apps, "restartPolicy") == "Always":
+        report(
+            f"{where}: the 'apps' initContainer has restartPolicy Always, which makes it a sidecar that keeps "
+            f"running while 'participant' starts; {why}. Fix: remove restartPolicy from the 'apps' step."
+        )
+
+
+postgres_apps_before_participant = resource_rule(
+    "postgres-apps-before-participant",
+    "The Postgres backup pod runs the 'apps' step in an initContainer that completes before 'participant' starts.",
+    types=[CRON_JOB],
+    check=_check_postgres_order,
+    severity=Severity.CRITICAL,
+    remediation="Declare initContainers in the order apps, participant, sequencer, mediator; seal runs last.",
+)
+
+
+# --- overlap and deadlines ------------------------------------------------------------------------------
+
+
+def _check_no_overlap(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    kind = backup_kind(props)
+    if kind is None:
+        return
+    policy = get(props, "spec", "concurrencyPolicy")
+    if policy != "Forbid" and policy is not UNKNOWN:
+        report(
+            f"{_where(args, kind)}: spec.concurrencyPolicy is {policy or 'unset (Allow)'}, so a slow run can "
+            f"overlap the next one (two sets written at once, the ordering proof broken). "
+            f"Fix: set spec.concurrencyPolicy: Forbid."
+        )
+
+
+backup_job_no_overlap = resource_rule(
+    "backup-job-no-overlap",
+    "Backup CronJobs never run two jobs at once (concurrencyPolicy: Forbid).",
+    types=[CRON_JOB],
+    check=_check_no_overlap,
+    remediation="Set spec.concurrencyPolicy: Forbid on every backup CronJob.",
+)
+
+
+def _check_deadlines(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    kind = backup_kind(props)
+    if kind is None:
+        return
+    where = _where(args, kind)
+    schedule = _schedule(props)
+    try:
+        interval = smallest_gap(schedule)
+    except (InvalidCron, AttributeError):
+        return  # backup-schedule-max-gap reports the schedule itself
+    deadlines = {
+        "spec.startingDeadlineSeconds": get(props, "spec", "startingDeadlineSeconds"),
+        "spec.jobTemplate.spec.activeDeadlineSeconds": get(
+            props, "spec", "jobTemplate", "spec", "activeDeadlineSeconds"
+        ),
+    }
+    for field, raw in deadlines.items():
+        if raw is UNKNOWN:
+            continue
+        seconds = as_number(raw)
+        if seconds is None or seconds <= 0:
+            report(
+                f"{where}: {field} is not set, so a run (or a missed start) is never cut short and can run into "
+                f"the next one. Fix: set {field} below the {describe(interval)} between runs."
+            )
+        elif seconds >= interval.total_seconds():
+            report(
+                f"{where}: {field} is {int(seconds)} s, not shorter than the {describe(interval)} between two "
+                f"runs of '{schedule}'. Fix: set {field} below {int(interval.total_seconds())}."
+            )
+
+
+backup_job_deadlines = resource_rule(
+    "backup-job-deadlines",
+    "Backup CronJobs bound each run: startingDeadlineSeconds and activeDeadlineSeconds shorter than the interval.",
+    types=[CRON_JOB],
+    check=_check_deadlines,
+    remediation="Set spec.startingDeadlineSeconds and spec.jobTemplate.spec.activeDeadlineSeconds below the "
+    "shortest time between two runs of the schedule.",
+)
+
+
+# --- pods -----------------------------------------------------------------------------------------------
+
+
+def _container_problems(container: dict, pod_security: dict) -> list[str]:
+    context = container.get("securityContext") if isinstance(container.get("securityContext"), dict) else {}
+    problems = []
+    if context.get("readOnlyRootFilesystem") is not True:
+        problems.append("readOnlyRootFilesystem is not true")
+    if context.get("allowPrivilegeEscalation") is not False:
+        problems.append("allowPrivilegeEscalation is not false")
+    if context.get("privileged") is True:
+        problems.append("privileged is true")
+    drop = get(context, "capabilities", "drop", default=[]) or []
+    if not isinstance(drop, list) or "ALL" not in drop:
+        problems.append("capabilities.drop does not contain ALL")
+    if get(context, "capabilities", "add", default=[]):
+        problems.append(f"capabilities.add is {get(context, 'capabilities', 'add')}")
+    non_root = context.get("runAsNonRoot", pod_security.get("runAsNonRoot"))
+    if non_root is not True:
+        problems.append("runAsNonRoot is not true (neither on the container nor on the pod)")
+    user = context.get("runAsUser", pod_security.get("runAsUser"))
+    if as_number(user) == 0:
+        problems.append("runAsUser is 0 (root)")
+    seccomp = get(context, "seccompProfile", "type", default=get(pod_security, "seccompProfile", "type"))
+    if seccomp != "RuntimeDefault":
+        problems.append(f"seccompProfile.type is {seccomp or 'unset'} (neither container nor pod set RuntimeDefault)")
+    return problems
+
+
+def _check_pod_hardened(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    kind = backup_kind(props)
+    if kind is None:
+        return
+    where = _where(args, kind)
+    spec = pod_spec(props)
+    pod_security = spec.get("securityContext") if isinstance(spec.get("securityContext"), dict) else {}
+    for host_field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(host_field) is True:
+            report(f"{where}: the pod sets {host_field}: true. Fix: remove it; backup pods need no host namespace.")
+    for field, container in containers(spec):
+        problems = _container_problems(container, pod_security)
+        if problems:
+            report(
+                f"{where}: {field[:-1]} '{container.get('name')}': {'; '.join(problems)}. Fix: give it "
+                f"securityContext {{runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: "
+                f"false, capabilities: {{drop: [ALL]}}, seccompProfile: {{type: RuntimeDefault}}}} "
+                f"(components/kube_specs.py)."
+            )
+
+
+backup_pod_hardened = resource_rule(
+    "backup-pod-hardened",
+    "Backup pods run non-root, read-only root filesystem, no privilege escalation, all capabilities dropped, "
+    "RuntimeDefault seccomp.",
+    types=[CRON_JOB],
+    check=_check_pod_hardened,
+    remediation="Build every backup container with components/kube_specs.py container_security_context() and "
+    "the pod with pod_security_context().",
+)
+
+
+def _check_resource_limits(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    kind = backup_kind(props)
+    if kind is None:
+        return
+    for field, container in containers(pod_spec(props)):
+        limits = get(container, "resources", "limits", default={}) or {}
+        missing = [r for r in ("cpu", "memory") if not isinstance(limits, dict) or r not in limits]
+        if missing:
+            report(
+                f"{_where(args, kind)}: {field[:-1]} '{container.get('name')}' has no {' and '.join(missing)} "
+                f"limit, so a runaway dump can starve the SV node's own pods. Fix: set "
+                f"resources.limits.{missing[0]} (and requests) on it."
+            )
+
+
+backup_pod_resource_limits = resource_rule(
+    "backup-pod-resource-limits",
+    "Every container of a backup pod has CPU and memory limits.",
+    types=[CRON_JOB],
+    check=_check_resource_limits,
+    remediation="Set resources.requests and resources.limits (cpu, memory) on every container.",
+)
+
+
+def _check_image_digest(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    kind = backup_kind(props)
+    if kind is None:
+        return
+    for field, container in containers(pod_spec(props)):
+        image = container.get("image")
+        if isinstance(image, str) and "@sha256:" not in image:
+            report(
+                f"{_where(args, kind)}: {field[:-1]} '{container.get('name')}' runs image '{image}', a tag that "
+                f"can be moved to other code after review. Fix: set sv-backups:jobImage to "
+                f"'<repository>@sha256:<digest>' of the reviewed build."
+            )
+
+
+job_image_pinned_by_digest = resource_rule(
+    "job-image-pinned-by-digest",
+    "Backup pods run an image pinned by digest, so the code that runs is the code that was reviewed.",
+    types=[CRON_JOB],
+    check=_check_image_digest,
+    level=ADVISORY,
+    severity=Severity.MEDIUM,
+    remediation="Set sv-backups:jobImage to an image reference with @sha256:<digest>.",
+)
+
+
+# --- CometBFT snapshots ---------------------------------------------------------------------------------
+
+
+def _check_snapshot_class(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    policy = get(props, "deletionPolicy")
+    if policy != "Retain" and policy is not UNKNOWN:
+        report(
+            f"VolumeSnapshotClass '{args.name}': deletionPolicy is {policy or 'unset'}, so deleting a "
+            f"VolumeSnapshot object (by hand, a namespace deletion, an uninstall) destroys the CometBFT disk "
+            f"snapshot itself. Fix: set deletionPolicy: Retain (the pruner releases snapshots one by one)."
+        )
+
+
+snapshot_class_retain = resource_rule(
+    "snapshot-class-retain",
+    "The CometBFT VolumeSnapshotClass keeps snapshots when their VolumeSnapshot objects are deleted "
+    "(deletionPolicy: Retain).",
+    types=[SNAPSHOT_CLASS],
+    check=_check_snapshot_class,
+    severity=Severity.CRITICAL,
+    remediation="Set deletionPolicy: Retain on the VolumeSnapshotClass.",
+)
+
+POLICIES = [
+    schedule_max_gap,
+    postgres_apps_before_participant,
+    backup_job_no_overlap,
+    backup_job_deadlines,
+    backup_pod_hardened,
+    backup_pod_resource_limits,
+    snapshot_class_retain,
+    job_image_pinned_by_digest,
+]

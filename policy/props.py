@@ -1,0 +1,152 @@
+"""Reading resource properties the way the engine hands them to a policy.
+
+CrossGuard gives a rule the resource's inputs (engine camelCase names) wrapped in a proxy that raises on
+values the engine cannot know yet during `pulumi preview` (the id of a key that does not exist yet, a
+service account's email). Rules here first turn the props into plain dicts and lists, with such values
+replaced by `UNKNOWN`, then decide explicitly: a KMS key name that is UNKNOWN is still a configured key; a
+schedule that is UNKNOWN cannot be checked and says so (`require_known`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pulumi_policy.proxy import (
+    UNKNOWN_ARCHIVE_VALUE,
+    UNKNOWN_ARRAY_VALUE,
+    UNKNOWN_ASSET_VALUE,
+    UNKNOWN_BOOLEAN_VALUE,
+    UNKNOWN_NUMBER_VALUE,
+    UNKNOWN_OBJECT_VALUE,
+    UNKNOWN_STRING_VALUE,
+    UnknownValueError,
+)
+
+_SENTINELS = {
+    UNKNOWN_ARCHIVE_VALUE,
+    UNKNOWN_ARRAY_VALUE,
+    UNKNOWN_ASSET_VALUE,
+    UNKNOWN_BOOLEAN_VALUE,
+    UNKNOWN_NUMBER_VALUE,
+    UNKNOWN_OBJECT_VALUE,
+    UNKNOWN_STRING_VALUE,
+}
+
+# The Kubernetes label that tells which backup a CronJob runs (components/naming.py COMPONENT_LABEL), and the
+# backup kind each value stands for (the kinds the alerts and log events use, docs/contracts.md section 3).
+COMPONENT_LABEL = "app.kubernetes.io/component"
+BACKUP_COMPONENTS = {"postgres-backup": "postgres", "cometbft-snapshot": "cometbft", "identities-dump": "identities"}
+BACKUP_KINDS = ("postgres", "cometbft", "identities")
+
+CRON_JOB = "kubernetes:batch/v1:CronJob"
+SNAPSHOT_CLASS = "kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass"
+BUCKET = "gcp:storage/bucket:Bucket"
+SECRET = "gcp:secretmanager/secret:Secret"
+SQL_INSTANCE = "gcp:sql/databaseInstance:DatabaseInstance"
+ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+CRYPTO_KEY = "gcp:kms/cryptoKey:CryptoKey"
+
+# Labels the program puts on the backup bucket (components/gcp.py): the windows its lifecycle rules were
+# sized from. CrossGuard stack policies see resources, not stack outputs, so the windows travel as labels.
+RECENT_SECONDS = "svbackups-recent-seconds"
+CADENCE_SECONDS = "svbackups-historical-cadence-seconds"
+MIN_PRUNING_SECONDS = "svbackups-min-pruning-seconds"
+RECENT_PREFIX = "svbackups-recent-prefix"
+HISTORICAL_PREFIX = "svbackups-historical-prefix"
+SECRET_PURPOSE = "svbackups-purpose"
+
+
+class _Unknown:
+    """A value the engine cannot know during preview."""
+
+    def __repr__(self) -> str:
+        return "<unknown during preview>"
+
+
+UNKNOWN = _Unknown()
+
+
+def plain(value: Any) -> Any:
+    """Props (possibly wrapped in CrossGuard's unknown-checking proxies) as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        inner = getattr(value, "_DictProxy__target", value)
+        return {key: plain(item) for key, item in inner.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        inner = getattr(value, "_ListProxy__target", value)
+        return [plain(item) for item in inner]
+    if isinstance(value, str) and value in _SENTINELS:
+        return UNKNOWN
+    return value
+
+
+def get(data: Any, *path: str | int, default: Any = None) -> Any:
+    """`data[path[0]][path[1]]...`, `default` when a step is missing, UNKNOWN when a step is unknown."""
+    current = data
+    for step in path:
+        if current is UNKNOWN:
+            return UNKNOWN
+        if isinstance(step, int):
+            if not isinstance(current, list) or not -len(current) <= step < len(current):
+                return default
+            current = current[step]
+        else:
+            if not isinstance(current, dict) or step not in current:
+                return default
+            current = current[step]
+    return current
+
+
+def require_known(value: Any, where: str) -> Any:
+    """Stop a rule that cannot decide without `value`: CrossGuard reports "can't run policy during preview"
+    as an advisory note instead of a pass or a failure."""
+    if value is UNKNOWN:
+        raise UnknownValueError(UNKNOWN_STRING_VALUE, where.split("."))
+    return value
+
+
+def as_number(value: Any) -> float | None:
+    """Numbers arrive as floats (protobuf Struct), some provider fields as strings ("2592000")."""
+    if isinstance(value, bool) or value is None or value is UNKNOWN:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip().rstrip("s"))
+        except ValueError:
+            return None
+    return None
+
+
+def labels(props: dict, *path: str) -> dict:
+    found = get(props, *path, default={})
+    return found if isinstance(found, dict) else {}
+
+
+def backup_kind(props: dict) -> str | None:
+    """The backup a CronJob runs (postgres, cometbft, identities), from its component label; None otherwise."""
+    return BACKUP_COMPONENTS.get(labels(props, "metadata", "labels").get(COMPONENT_LABEL))
+
+
+def pod_spec(cron_job_props: dict) -> dict:
+    spec = get(cron_job_props, "spec", "jobTemplate", "spec", "template", "spec", default={})
+    return spec if isinstance(spec, dict) else {}
+
+
+def containers(spec: dict) -> list[tuple[str, dict]]:
+    """(kind, container) for every initContainer then every container of a pod spec."""
+    found = []
+    for kind in ("initContainers", "containers"):
+        for container in get(spec, kind, default=[]) or []:
+            if isinstance(container, dict):
+                found.append((kind, container))
+    return found
+
+
+def describe_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

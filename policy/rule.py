@@ -1,0 +1,93 @@
+"""Small constructors shared by the rule modules: one place decides how a rule sees a resource."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    Severity,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+from .props import plain
+
+MANDATORY = EnforcementLevel.MANDATORY
+ADVISORY = EnforcementLevel.ADVISORY
+
+# validate(props, args, report): props are plain dicts/lists (see props.plain), args the CrossGuard args
+# (name, urn, config), report the CrossGuard callback.
+ResourceCheck = Callable[[dict, ResourceValidationArgs, ReportViolation], None]
+StackCheck = Callable[[list["StackResource"], StackValidationArgs, ReportViolation], None]
+
+
+def resource_rule(
+    name: str,
+    description: str,
+    *,
+    types: Iterable[str] | Callable[[str], bool],
+    check: ResourceCheck,
+    level: EnforcementLevel = MANDATORY,
+    severity: Severity = Severity.HIGH,
+    remediation: str,
+    config: dict[str, dict[str, Any]] | None = None,
+) -> ResourceValidationPolicy:
+    """A ResourceValidationPolicy that runs `check` on resources of the given types only."""
+    applies = types if callable(types) else frozenset(types).__contains__
+
+    def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
+        if applies(args.resource_type):
+            check(plain(args.props), args, report)
+
+    return ResourceValidationPolicy(
+        name=name,
+        description=description,
+        validate=validate,
+        enforcement_level=level,
+        severity=severity,
+        remediation_steps=remediation,
+        config_schema=PolicyConfigSchema(properties=config) if config else None,
+    )
+
+
+class StackResource:
+    """One resource as a stack rule sees it: type, logical name, URN and plain props."""
+
+    __slots__ = ("name", "props", "type", "urn")
+
+    def __init__(self, resource_type: str, name: str, urn: str, props: dict):
+        self.type = resource_type
+        self.name = name
+        self.urn = urn
+        self.props = props
+
+
+def stack_rule(
+    name: str,
+    description: str,
+    *,
+    check: StackCheck,
+    level: EnforcementLevel = MANDATORY,
+    severity: Severity = Severity.HIGH,
+    remediation: str,
+) -> StackValidationPolicy:
+    """A StackValidationPolicy that runs `check` on every resource of the stack, props made plain."""
+
+    def validate(args: StackValidationArgs, report: ReportViolation) -> None:
+        resources = [StackResource(r.resource_type, r.name, r.urn, plain(r.props)) for r in args.resources]
+        check(resources, args, report)
+
+    return StackValidationPolicy(
+        name=name,
+        description=description,
+        validate=validate,
+        enforcement_level=level,
+        severity=severity,
+        remediation_steps=remediation,
+    )

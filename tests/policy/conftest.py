@@ -1,0 +1,40 @@
+"""Plans of the shipped stacks, built once per session by the offline plan (scripts/plan.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (REPO / "stacks").glob("Pulumi.*.yaml"))
+# plan.py exits 3 when a mandatory policy fails; the plan is written either way.
+_PLAN_WRITTEN = (0, 3)
+
+
+@pytest.fixture(scope="session")
+def plans(tmp_path_factory) -> dict[str, dict]:
+    """Stack name -> plan.json of that stack (read-only: copy before mutating, see `plan_copy`)."""
+    built = {}
+    for stack in STACKS:
+        out = tmp_path_factory.mktemp(f"plan-{stack}")
+        done = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "plan.py"), "--stack", stack, "--out", str(out)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode in _PLAN_WRITTEN, f"plan.py --stack {stack} failed:\n{done.stdout}\n{done.stderr}"
+        built[stack] = json.loads((out / "plan.json").read_text())
+    return built
+
+
+@pytest.fixture
+def plan_copy(plans):
+    """A deep copy of a shipped stack's plan, free to mutate: plan_copy("dev")."""
+    return lambda stack: copy.deepcopy(plans[stack])

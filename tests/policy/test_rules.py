@@ -1,0 +1,449 @@
+"""Every rule of the pack on real plans: the shipped stacks pass, and a plan that breaks exactly one rule fails
+with that rule's message (and with no other rule)."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy.catalog import POLICIES
+from scripts.policy_check import evaluate, run_policy_checks
+
+from . import helpers as h
+from .conftest import STACKS
+
+
+def violated(plan: dict, config: dict | None = None) -> dict[str, list[str]]:
+    """Rule name -> messages, for every rule that reported something (pack defaults unless `config`)."""
+    return {v.policy.name: [x.message for x in v.violations] for v in evaluate(plan, config or {}) if v.violations}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_shipped_stack_passes(plans, stack):
+    text, code = run_policy_checks(plans[stack])
+    assert code == 0, text
+    assert "FAIL " not in text
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_pinned_shipped_stack_has_no_violation_at_all(plan_copy, stack):
+    """The base of the mutation cases: every rule, advisory ones included, passes."""
+    assert violated(h.pin_images(plan_copy(stack))) == {}
+
+
+# --- one case per way of breaking a rule: (rule, stack, mutation, text the message must contain) -------------
+
+
+def _set(getter, key, value):
+    def mutate(plan):
+        getter(plan)[key] = value
+
+    return mutate
+
+
+def _drop(getter, key):
+    def mutate(plan):
+        getter(plan).pop(key)
+
+    return mutate
+
+
+def _cron_spec(kind):
+    return lambda plan: h.cron_job(plan, kind)["inputs"]["spec"]
+
+
+def _job_spec(kind):
+    return lambda plan: h.cron_job(plan, kind)["inputs"]["spec"]["jobTemplate"]["spec"]
+
+
+def _security(kind, name):
+    return lambda plan: h.container(plan, kind, name)["securityContext"]
+
+
+def _bucket(plan):
+    return h.bucket(plan)["inputs"]
+
+
+def _bucket_labels(plan):
+    return h.bucket(plan)["inputs"]["labels"]
+
+
+def _swap_apps_participant(plan):
+    init = h.pod(plan, "postgres")["initContainers"]
+    names = [c["name"] for c in init]
+    a, p = names.index("apps"), names.index("participant")
+    init[a], init[p] = init[p], init[a]
+
+
+def _apps_as_main_container(plan):
+    spec = h.pod(plan, "postgres")
+    apps = next(c for c in spec["initContainers"] if c["name"] == "apps")
+    spec["initContainers"].remove(apps)
+    spec["containers"].insert(0, apps)
+
+
+def _drop_participant(plan):
+    spec = h.pod(plan, "postgres")
+    spec["initContainers"] = [c for c in spec["initContainers"] if c["name"] != "participant"]
+
+
+def _pod_runs_as_root(plan):
+    spec = h.pod(plan, "identities")
+    spec["securityContext"].pop("runAsNonRoot")
+    for container in spec["containers"]:
+        container["securityContext"].pop("runAsNonRoot")
+
+
+def _public_viewer(plan):
+    h.one(
+        plan,
+        "gcp:storage/bucketIAMMember:BucketIAMMember",
+        lambda r: r["inputs"]["role"] == "roles/storage.objectViewer",
+    )["inputs"]["member"] = "allUsers"
+
+
+def _writer_role(role):
+    def mutate(plan):
+        h.one(
+            plan,
+            "gcp:storage/bucketIAMMember:BucketIAMMember",
+            lambda r: r["inputs"]["role"] == "roles/storage.objectCreator",
+        )["inputs"]["role"] = role
+
+    return mutate
+
+
+def _project_storage_admin(plan):
+    h.add(
+        plan,
+        "gcp:projects/iAMMember:IAMMember",
+        "backup-admin",
+        {"project": "p", "role": "roles/storage.admin", "member": "serviceAccount:ops@p.iam.gserviceaccount.com"},
+    )
+
+
+def _secret_role(role):
+    def mutate(plan):
+        h.one(plan, "gcp:secretmanager/secretIamMember:SecretIamMember")["inputs"]["role"] = role
+
+    return mutate
+
+
+def _secret(plan):
+    return h.one(plan, "gcp:secretmanager/secret:Secret")["inputs"]
+
+
+def _single_replica(plan):
+    _secret(plan)["replication"]["userManaged"]["replicas"].pop()
+
+
+def _replica_without_cmek(plan):
+    _secret(plan)["replication"]["userManaged"]["replicas"][1].pop("customerManagedEncryption")
+
+
+def _cloudsql(plan):
+    return h.resources(plan, "gcp:sql/databaseInstance:DatabaseInstance")[0]["inputs"]
+
+
+def _backup_config(plan):
+    return _cloudsql(plan)["settings"]["backupConfiguration"]
+
+
+def _recent_delete(plan):
+    return h.lifecycle_rule(plan, "Delete", "recent/")
+
+
+def _delete_without_prefix(plan):
+    _recent_delete(plan)["condition"].pop("matchesPrefixes")
+
+
+def _delete_history_after_ten_years(plan):
+    prefix = _recent_delete(plan)["condition"]["matchesPrefixes"][0].replace("recent/", "historical/")
+    _bucket(plan)["lifecycleRules"].append(
+        {"action": {"type": "Delete"}, "condition": {"age": 3650, "matchesPrefixes": [prefix]}}
+    )
+
+
+def _move_recent_to_nearline(plan):
+    prefix = _recent_delete(plan)["condition"]["matchesPrefixes"][0]
+    _bucket(plan)["lifecycleRules"].append(
+        {
+            "action": {"type": "SetStorageClass", "storageClass": "NEARLINE"},
+            "condition": {"age": 1, "matchesPrefixes": [prefix]},
+        }
+    )
+
+
+def _seal_args(plan):
+    return h.container(plan, "postgres", "seal")["args"]
+
+
+def _hourly_pruning(plan):
+    args = _seal_args(plan)
+    args[args.index("--participant-pruning") + 1] = "1h"
+
+
+def _remove_alert(kind, alert_type):
+    return lambda plan: h.remove(plan, h.alert(plan, kind, alert_type))
+
+
+def _remove_cron_job(kind):
+    return lambda plan: h.remove(plan, h.cron_job(plan, kind))
+
+
+def _unpin_one_image(plan):
+    h.container(plan, "cometbft", "snapshot")["image"] = "europe-docker.pkg.dev/p/sv-backups/jobs:latest"
+
+
+CASES = [
+    ("backup-schedule-max-gap", "dev", _set(_cron_spec("postgres"), "schedule", "0 */6 * * *"), "6 h"),
+    ("backup-schedule-max-gap", "dev", _set(_cron_spec("cometbft"), "schedule", "0 0-12/4 * * *"), "12 h"),
+    ("backup-schedule-max-gap", "dev", _set(_cron_spec("identities"), "schedule", "every 4h"), "5-field"),
+    ("backup-schedule-max-gap", "dev", _set(_cron_spec("postgres"), "timeZone", "Europe/Zurich"), "daylight"),
+    ("backup-schedule-max-gap", "dev", _set(_cron_spec("postgres"), "suspend", True), "suspend"),
+    ("postgres-apps-before-participant", "dev", _swap_apps_participant, "'participant' runs before 'apps'"),
+    ("postgres-apps-before-participant", "dev", _apps_as_main_container, "a main container"),
+    ("postgres-apps-before-participant", "dev", _drop_participant, "'participant' step is missing"),
+    (
+        "postgres-apps-before-participant",
+        "dev",
+        lambda p: h.container(p, "postgres", "apps").update(restartPolicy="Always"),
+        "sidecar",
+    ),
+    ("backup-job-no-overlap", "dev", _set(_cron_spec("cometbft"), "concurrencyPolicy", "Allow"), "Forbid"),
+    ("backup-job-no-overlap", "dev", _drop(_cron_spec("postgres"), "concurrencyPolicy"), "unset"),
+    (
+        "backup-job-deadlines",
+        "dev",
+        _set(_job_spec("identities"), "activeDeadlineSeconds", 14400),
+        "not shorter than the 4 h",
+    ),
+    (
+        "backup-job-deadlines",
+        "dev",
+        _drop(_cron_spec("postgres"), "startingDeadlineSeconds"),
+        "startingDeadlineSeconds is not set",
+    ),
+    (
+        "backup-pod-hardened",
+        "dev",
+        _set(_security("postgres", "seal"), "readOnlyRootFilesystem", False),
+        "readOnlyRootFilesystem is not true",
+    ),
+    (
+        "backup-pod-hardened",
+        "dev",
+        _set(_security("postgres", "participant"), "allowPrivilegeEscalation", True),
+        "allowPrivilegeEscalation",
+    ),
+    (
+        "backup-pod-hardened",
+        "dev",
+        lambda p: _security("cometbft", "snapshot")(p)["capabilities"].update(drop=[]),
+        "capabilities.drop",
+    ),
+    ("backup-pod-hardened", "dev", _pod_runs_as_root, "runAsNonRoot is not true"),
+    (
+        "backup-pod-hardened",
+        "dev",
+        lambda p: (
+            _security("postgres", "apps")(p).pop("seccompProfile"),
+            h.pod(p, "postgres")["securityContext"].pop("seccompProfile"),
+        ),
+        "seccompProfile",
+    ),
+    ("backup-pod-hardened", "dev", lambda p: h.pod(p, "cometbft").update(hostNetwork=True), "hostNetwork"),
+    (
+        "backup-pod-resource-limits",
+        "dev",
+        lambda p: h.container(p, "cometbft", "snapshot")["resources"].pop("limits"),
+        "no cpu and memory limit",
+    ),
+    (
+        "snapshot-class-retain",
+        "dev",
+        _set(
+            lambda p: h.one(p, "kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")["inputs"],
+            "deletionPolicy",
+            "Delete",
+        ),
+        "deletionPolicy is Delete",
+    ),
+    ("job-image-pinned-by-digest", "dev", _unpin_one_image, "jobs:latest"),
+    ("bucket-uniform-access", "dev", _set(_bucket, "uniformBucketLevelAccess", False), "uniformBucketLevelAccess"),
+    ("bucket-public-access-prevention", "dev", _set(_bucket, "publicAccessPrevention", "inherited"), "inherited"),
+    ("bucket-cmek", "dev", _drop(_bucket, "encryption"), "defaultKmsKeyName"),
+    ("bucket-immutability", "dev", _drop(_bucket, "retentionPolicy"), "no retentionPolicy"),
+    (
+        "bucket-immutability",
+        "dev",
+        lambda p: _bucket(p)["retentionPolicy"].update(retentionPeriod="86400"),
+        "shorter than the recent window",
+    ),
+    (
+        "bucket-immutability",
+        "dev",
+        lambda p: _bucket(p)["softDeletePolicy"].update(retentionDurationSeconds=0),
+        "soft delete",
+    ),
+    ("bucket-immutability", "dev", _set(_bucket, "versioning", {"enabled": True}), "versioning"),
+    ("identities-secret-cmek-replicated", "dev", _single_replica, "a region loss"),
+    ("identities-secret-cmek-replicated", "dev", _replica_without_cmek, "no customerManagedEncryption"),
+    ("identities-secret-cmek-replicated", "dev", _set(_secret, "replication", {"auto": {}}), "automatic"),
+    ("no-public-grants", "dev", _public_viewer, "allUsers"),
+    ("bucket-writer-cannot-delete", "dev", _writer_role("roles/storage.objectAdmin"), "objectAdmin"),
+    ("bucket-writer-cannot-delete", "dev", _writer_role("roles/storage.legacyBucketWriter"), "legacyBucketWriter"),
+    ("bucket-writer-cannot-delete", "dev", _project_storage_admin, "whole project"),
+    ("secret-writer-add-only", "dev", _secret_role("roles/secretmanager.secretAccessor"), "secretAccessor"),
+    ("secret-writer-add-only", "dev", _secret_role("roles/secretmanager.secretVersionManager"), "versionManager"),
+    (
+        "cloudsql-backups-protected",
+        "prod",
+        _set(_backup_config, "pointInTimeRecoveryEnabled", False),
+        "point-in-time recovery is off",
+    ),
+    ("cloudsql-backups-protected", "prod", _set(_backup_config, "enabled", False), "automated backups are off"),
+    ("cloudsql-backups-protected", "prod", _set(_cloudsql, "deletionProtection", False), "deletionProtection"),
+    ("storage-class-transitions", "dev", _move_recent_to_nearline, "NEARLINE"),
+    (
+        "kms-key-rotation",
+        "dev",
+        _set(lambda p: h.resources(p, "gcp:kms/cryptoKey:CryptoKey")[0]["inputs"], "rotationPeriod", "31536000s"),
+        "longer than 90 days",
+    ),
+    ("lifecycle-never-deletes-history", "dev", _delete_without_prefix, "(every prefix)"),
+    ("lifecycle-never-deletes-history", "prod", _delete_history_after_ten_years, "historical sets"),
+    ("lifecycle-keeps-recent-window", "dev", lambda p: _recent_delete(p)["condition"].update(age=1), "after 1 days"),
+    (
+        "historical-cadence-within-pruning",
+        "prod",
+        _set(_bucket_labels, "svbackups-historical-cadence-seconds", "2592000"),
+        "not strictly more often",
+    ),
+    ("historical-cadence-within-pruning", "prod", _hourly_pruning, "seal step promotes"),
+    ("alerts-per-backup-kind", "dev", _remove_alert("cometbft", "stale"), "svbackups-kind=cometbft"),
+    (
+        "alerts-per-backup-kind",
+        "dev",
+        lambda p: h.alert(p, "identities", "failed")["inputs"].update(enabled=False),
+        "never fires",
+    ),
+    (
+        "alert-notification-channels",
+        "dev",
+        lambda p: h.alert(p, "postgres", "failed")["inputs"].update(notificationChannels=[]),
+        "notificationChannels",
+    ),
+    ("backup-coverage", "dev", _remove_cron_job("identities"), "identities backup never runs"),
+    (
+        "backup-coverage",
+        "dev",
+        lambda p: h.remove(p, h.one(p, "kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")),
+        "No VolumeSnapshotClass",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "stack", "mutate", "expected"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_breaking_one_rule_fails_that_rule_only(plan_copy, rule, stack, mutate, expected):
+    plan = h.pin_images(plan_copy(stack))
+    mutate(plan)
+    found = violated(plan)
+    assert set(found) == {rule}, found
+    assert any(expected in message for message in found[rule]), found[rule]
+    assert all("Fix:" in message for message in found[rule]), found[rule]
+
+
+def test_every_rule_has_a_breaking_case():
+    assert {p.name for p in POLICIES} == {case[0] for case in CASES}
+
+
+def test_resource_messages_name_the_resource(plan_copy):
+    plan = h.pin_images(plan_copy("dev"))
+    job = h.cron_job(plan, "postgres")
+    job["inputs"]["spec"]["schedule"] = "0 */8 * * *"
+    (message,) = violated(plan)["backup-schedule-max-gap"]
+    assert f"CronJob '{job['name']}'" in message
+    assert "sv-backups:schedule.postgres" in message
+
+
+def test_mandatory_failure_exits_3_and_names_the_rule(plan_copy):
+    plan = plan_copy("dev")
+    h.one(plan, "kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")["inputs"]["deletionPolicy"] = "Delete"
+    text, code = run_policy_checks(plan)
+    assert code == 3
+    assert "FAIL mandatory snapshot-class-retain" in text
+    assert "FAILED: 1 mandatory rule(s) violated" in text
+
+
+def test_advisory_violation_does_not_fail(plan_copy):
+    plan = plan_copy("prod")
+    h.resources(plan, "gcp:kms/cryptoKey:CryptoKey")[0]["inputs"]["rotationPeriod"] = "31536000s"
+    text, code = run_policy_checks(plan, {})
+    assert code == 0
+    assert "WARN advisory  kms-key-rotation" in text
+
+
+# --- rules that must NOT fire ------------------------------------------------------------------------------
+
+
+def test_noncurrent_only_delete_rules_keep_history(plan_copy):
+    plan = h.pin_images(plan_copy("dev"))
+    h.bucket(plan)["inputs"]["lifecycleRules"] += [
+        {"action": {"type": "Delete"}, "condition": {"withState": "ARCHIVED", "age": 1}},
+        {"action": {"type": "Delete"}, "condition": {"daysSinceNoncurrentTime": 7}},
+        {"action": {"type": "Delete"}, "condition": {"numNewerVersions": 3}},
+    ]
+    assert violated(plan) == {}
+
+
+def test_every_4_hours_at_any_minute_passes(plan_copy):
+    plan = h.pin_images(plan_copy("dev"))
+    schedules = {"postgres": "15 1-23/4 * * *", "cometbft": "0 2-22/4 * * *", "identities": "59 3,7,11,15,19,23 * * *"}
+    for kind, schedule in schedules.items():
+        h.cron_job(plan, kind)["inputs"]["spec"]["schedule"] = schedule
+    assert violated(plan) == {}
+
+
+def test_values_unknown_during_preview(plan_copy):
+    """A key or member created in the same update is unknown during preview: still a configured key, never a
+    public member; a schedule that is unknown cannot be judged and becomes a note."""
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
+
+    plan = h.pin_images(plan_copy("dev"))
+    h.bucket(plan)["inputs"]["encryption"]["defaultKmsKeyName"] = UNKNOWN_STRING_VALUE  # as the engine sends it
+    for member in h.resources(plan, "gcp:storage/bucketIAMMember:BucketIAMMember"):
+        member["inputs"]["member"] = "[unknown]"  # as plan.json shows it
+    h.cron_job(plan, "postgres")["inputs"]["spec"]["schedule"] = UNKNOWN_STRING_VALUE
+    verdicts = {v.policy.name: v for v in evaluate(plan, {})}
+    assert all(not v.violations for v in verdicts.values()), {k: v.violations for k, v in verdicts.items()}
+    assert any("spec.schedule" in note for note in verdicts["backup-schedule-max-gap"].notes)
+
+
+def test_policy_config_defaults_come_from_the_schemas():
+    from scripts.policy_check import resolve_config
+
+    resolved = resolve_config(None)
+    assert resolved["backup-schedule-max-gap"][1] == {"maxGapHours": 4}
+    assert resolved["bucket-immutability"][1] == {"minSoftDeleteDays": 7}
+
+
+def test_lifecycle_rules_as_provider_outputs(plan_copy):
+    """Stack policies also see outputs, where every unset condition reads 0, "" or []: still a live rule."""
+    plan = h.pin_images(plan_copy("dev"))
+    condition = h.lifecycle_rule(plan, "Delete", "recent/")["condition"]
+    condition.update(
+        withState="ANY",
+        numNewerVersions=0,
+        daysSinceNoncurrentTime=0,
+        noncurrentTimeBefore="",
+        createdBefore="",
+        customTimeBefore="",
+        daysSinceCustomTime=0,
+        matchesSuffixes=[],
+        matchesStorageClasses=[],
+    )
+    assert violated(plan) == {}
+    condition["matchesPrefixes"] = []
+    assert set(violated(plan)) == {"lifecycle-never-deletes-history"}
