@@ -45,6 +45,14 @@ class SecretSlot:
 
 
 @dataclass(frozen=True)
+class PostgresEndpoint:
+    """Where the dump jobs connect to a managed instance, and how (libpq sslmode)."""
+
+    host: pulumi.Output[str]
+    sslmode: str
+
+
+@dataclass(frozen=True)
 class AlertSpec:
     """One backup kind to watch: stale after `stale_after` without a completed run, or failed."""
 
@@ -80,8 +88,8 @@ class CloudBackend(Protocol):
         """Add versions; never read, disable or destroy them."""
         ...
 
-    def managed_postgres(self, role: str, instance: CloudSqlPostgres, *, parent: pulumi.Resource) -> pulumi.Output[str]:
-        """Configure a managed instance's own backups; return the host the dump jobs connect to."""
+    def managed_postgres(self, role: str, instance: CloudSqlPostgres, *, parent: pulumi.Resource) -> PostgresEndpoint:
+        """Configure a managed instance's own backups; return where the dump jobs connect to it."""
         ...
 
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]: ...

@@ -18,7 +18,7 @@ from components import kube_specs, retention
 from components.cloud import CloudBackend
 from components.crds import VolumeSnapshotClass
 from components.naming import Names
-from components.settings import Settings
+from components.settings import START_WINDOW, Settings
 
 COMPONENT = "cometbft-snapshot"
 # Leave the job time to clean up after a snapshot that never became ready.
@@ -33,7 +33,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
         self, name: str, settings: Settings, backend: CloudBackend, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("svbackups:cometbft:CometbftSnapshots", name, None, opts)
-        names = Names(settings.node.name, settings.gcp.project)
+        names = Names(settings.node.name)
         namespace = settings.node.namespace
         labels = names.labels(COMPONENT)
         sa_name = names.resource(COMPONENT)
@@ -48,7 +48,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
             parameters=backend.snapshot_class_parameters(),
             opts=child,
         )
-        core.ServiceAccount(
+        service_account = core.ServiceAccount(
             names.resource(COMPONENT, "sa"),
             metadata=meta.ObjectMetaArgs(name=sa_name, namespace=namespace, labels=labels),
             opts=child,
@@ -80,7 +80,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
         )
         cluster_role = rbac.ClusterRole(
             names.resource(COMPONENT, "contents"),
-            metadata=meta.ObjectMetaArgs(name=f"{namespace}-{sa_name}-contents", labels=labels),
+            metadata=meta.ObjectMetaArgs(name=names.cluster_scoped(namespace, COMPONENT, "contents"), labels=labels),
             rules=[
                 rbac.PolicyRuleArgs(
                     api_groups=["snapshot.storage.k8s.io"], resources=["volumesnapshotcontents"], verbs=["get", "patch"]
@@ -90,7 +90,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
         )
         rbac.ClusterRoleBinding(
             names.resource(COMPONENT, "contents-binding"),
-            metadata=meta.ObjectMetaArgs(name=f"{namespace}-{sa_name}-contents", labels=labels),
+            metadata=meta.ObjectMetaArgs(name=names.cluster_scoped(namespace, COMPONENT, "contents"), labels=labels),
             role_ref=rbac.RoleRefArgs(
                 api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=cluster_role.metadata.name
             ),
@@ -126,9 +126,10 @@ class CometbftSnapshots(pulumi.ComponentResource):
             metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.cometbft,
+                start_window=START_WINDOW,
                 run_deadline=derived.cometbft_deadline,
                 labels=labels,
-                service_account=sa_name,
+                service_account=service_account.metadata.name,
                 containers=[container],
                 automount_token=True,
             ),

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import pulumi
+from pulumi_kubernetes import _utilities as kubernetes_sdk
 from pulumi_kubernetes.meta import v1 as meta
 
 
@@ -34,5 +35,7 @@ class VolumeSnapshotClass(pulumi.CustomResource):
                 "deletionPolicy": deletion_policy,
                 "parameters": parameters,
             },
-            opts,
+            # Pin the Kubernetes provider version like the SDK's own resources do; without it the engine
+            # would create a second, unversioned default provider just for this object.
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(version=kubernetes_sdk.get_version())),
         )

@@ -16,10 +16,10 @@ from datetime import timedelta
 import pulumi
 import pulumi_gcp as gcp
 
-from components import retention, schedules
-from components.cloud import AlertSpec, BackupStore, SecretSlot, WorkloadIdentity
+from components import gcp_locations, retention, schedules
+from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, WorkloadIdentity
 from components.naming import Names, label_value
-from components.settings import CloudSqlPostgres, Settings, dual_region_location
+from components.settings import CloudSqlPostgres, Settings
 
 ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 # Create objects (the dumps, then manifest.json) and read them back (verification, promotion, listing).
@@ -67,6 +67,16 @@ CLOUDSQL_IGNORED_FIELDS = [
     "settings.enableGoogleMlIntegration",
     "settings.enableDataplexIntegration",
     "settings.backupConfiguration.startTime",
+    "settings.backupConfiguration.backupTier",
+    "settings.connectionPoolConfigs",
+    "settings.dataDiskProvisionedIops",
+    "settings.dataDiskProvisionedThroughput",
+    "settings.retainBackupsOnDelete",
+    "settings.finalBackupConfig",
+    "settings.autoUpgradeEnabled",
+    "settings.readPoolAutoScaleConfig",
+    "replicaNames",
+    "nodeCount",
 ]
 
 
@@ -80,12 +90,12 @@ class GcpBackend:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.names = Names(settings.node.name, settings.gcp.project)
+        self.names = Names(settings.node.name)
         self.project = settings.gcp.project
         self.region = settings.gcp.region
         self.dr_region = settings.dr.region
         # Validated in settings: both regions are in one multi-region.
-        self.multi_region = dual_region_location(self.region, self.dr_region)
+        self.multi_region = gcp_locations.dual_region(self.region, self.dr_region)
         self._keys: dict[str, gcp.kms.CryptoKey] = {}
 
     # --- keys -------------------------------------------------------------------------------------------
@@ -120,13 +130,14 @@ class GcpBackend:
     def snapshot_class_parameters(self) -> dict[str, str]:
         # PD snapshots default to the nearest multi-region already; we pin it so that a zone or region loss
         # never takes the snapshots with it, whatever the cluster's location.
-        return {"storage-locations": self.multi_region.lower()}
+        return {"storage-locations": self.multi_region.compute}
 
     # --- object storage ---------------------------------------------------------------------------------
     def backup_store(self, *, parent: pulumi.Resource) -> BackupStore:
         settings = self.settings
         storage = settings.storage
-        key = self._key(self.multi_region.lower(), "bucket", parent)
+        # CMEK keys must be in the bucket's location: for a dual-region, the multi-region containing it.
+        key = self._key(self.multi_region.kms, "bucket", parent)
         gcs_agent = gcp.storage.get_project_service_account_output(project=self.project)
         grant = self._grant_key(
             key,
@@ -151,12 +162,12 @@ class GcpBackend:
         }
         if derived.min_pruning_window is not None:
             labels["svbackups-min-pruning-seconds"] = str(int(derived.min_pruning_window.total_seconds()))
-        bucket_name = self.names.bucket(storage.bucket_name)
+        bucket_name = self.names.bucket(self.project, storage.bucket_name)
         bucket = gcp.storage.Bucket(
             self.names.resource("backups"),
             name=bucket_name,
             project=self.project,
-            location=self.multi_region,
+            location=self.multi_region.gcs,
             custom_placement_config=gcp.storage.BucketCustomPlacementConfigArgs(
                 data_locations=[self.region.upper(), self.dr_region.upper()]
             ),
@@ -272,9 +283,10 @@ class GcpBackend:
         )
 
     # --- managed Postgres -------------------------------------------------------------------------------
-    def managed_postgres(self, role: str, instance: CloudSqlPostgres, *, parent: pulumi.Resource) -> pulumi.Output[str]:
+    def managed_postgres(self, role: str, instance: CloudSqlPostgres, *, parent: pulumi.Resource) -> PostgresEndpoint:
+        # Private IP still crosses the VPC: require TLS (Cloud SQL always offers it).
         if not instance.adopt:
-            return pulumi.Output.from_input(instance.host)
+            return PostgresEndpoint(pulumi.Output.from_input(instance.host), sslmode="require")
         recent_days = retention.whole_days(self.settings.retention.recent)
         region = instance.region or self.region
         adopted = gcp.sql.DatabaseInstance(
@@ -310,9 +322,8 @@ class GcpBackend:
                 retain_on_delete=True,
             ),
         )
-        if instance.host:
-            return pulumi.Output.from_input(instance.host)
-        return adopted.private_ip_address
+        host = pulumi.Output.from_input(instance.host) if instance.host else adopted.private_ip_address
+        return PostgresEndpoint(host, sslmode="require")
 
     # --- alerts -----------------------------------------------------------------------------------------
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
@@ -361,7 +372,7 @@ class GcpBackend:
         }
         stale = gcp.monitoring.AlertPolicy(
             self.names.resource("alert", spec.kind, "stale"),
-            display_name=f"sv-backups {node}: no {spec.kind} backup for {_hours(spec.stale_after)}",
+            display_name=f"sv-backups {node}: no {spec.kind} backup for {schedules.describe(spec.stale_after)}",
             conditions=[
                 gcp.monitoring.AlertPolicyConditionArgs(
                     display_name=f"no completed {spec.kind} backup",
@@ -385,7 +396,8 @@ class GcpBackend:
             documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
                 mime_type="text/markdown",
                 content=(
-                    f"No `{spec.kind}` backup of SV node `{node}` completed for {_hours(spec.stale_after)}. "
+                    f"No `{spec.kind}` backup of SV node `{node}` completed for "
+                    f"{schedules.describe(spec.stale_after)}. "
                     f"Check `kubectl -n {spec.namespace} get jobs -l app.kubernetes.io/instance={node}` and "
                     f"the logs of the latest `{spec.cron_job}` job. See docs/runbook.md."
                 ),
@@ -431,7 +443,7 @@ class GcpBackend:
     def _log_metric(self, spec: AlertSpec, outcome: str, log_filter: str, parent: pulumi.Resource):
         return gcp.logging.Metric(
             self.names.resource("metric", spec.kind, outcome),
-            name=f"sv-backups/{self.settings.node.name}/{spec.kind}-{outcome}",
+            name=self.names.log_metric(spec.kind, outcome),
             project=self.project,
             filter=log_filter,
             metric_descriptor=gcp.logging.MetricMetricDescriptorArgs(
@@ -451,7 +463,3 @@ def _lifecycle_rule(rule: retention.LifecycleRule) -> gcp.storage.BucketLifecycl
             age=rule.age_days, matches_prefixes=[rule.prefix] if rule.prefix else None
         ),
     )
-
-
-def _hours(value: timedelta) -> str:
-    return schedules.describe(value)

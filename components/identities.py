@@ -16,7 +16,7 @@ from pulumi_kubernetes.rbac import v1 as rbac
 from components import kube_specs
 from components.cloud import CloudBackend
 from components.naming import Names
-from components.settings import Settings
+from components.settings import START_WINDOW, Settings
 
 COMPONENT = "identities-dump"
 OAUTH_MOUNT = "/var/run/secrets/sv-backups/oauth"
@@ -31,7 +31,7 @@ class IdentityBackups(pulumi.ComponentResource):
         self, name: str, settings: Settings, backend: CloudBackend, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("svbackups:identities:IdentityBackups", name, None, opts)
-        names = Names(settings.node.name, settings.gcp.project)
+        names = Names(settings.node.name)
         namespace = settings.node.namespace
         labels = names.labels(COMPONENT)
         sa_name = names.resource(COMPONENT)
@@ -114,6 +114,7 @@ class IdentityBackups(pulumi.ComponentResource):
             metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.identities,
+                start_window=START_WINDOW,
                 run_deadline=settings.derived.identities_deadline,
                 labels=labels,
                 service_account=service_account.metadata.name,

@@ -21,8 +21,6 @@ TMP_VOLUME = "tmp"
 # A read-only root filesystem leaves nowhere for Python, libpq or pg_dump to put scratch files; a small
 # emptyDir on /tmp is the only writable place. Dumps are streamed, so it never holds a backup.
 TMP_SIZE_LIMIT = "256Mi"
-# A missed start is retried by the CronJob controller for this long (bounded by the run deadline).
-MAX_STARTING_DEADLINE = timedelta(minutes=30)
 HISTORY_LIMIT = 3
 # One retry in a fresh pod (a fresh set id): a transient failure is retried, a persistent one alerts soon.
 BACKOFF_LIMIT = 1
@@ -110,6 +108,7 @@ def secret_env(name: str, secret: str, key: str) -> core.EnvVarArgs:
 def cron_job_spec(
     *,
     schedule: str,
+    start_window: timedelta,
     run_deadline: timedelta,
     labels: dict[str, str],
     service_account: pulumi.Input[str],
@@ -118,10 +117,11 @@ def cron_job_spec(
     extra_volumes: Sequence[core.VolumeArgs] = (),
     automount_token: bool = False,
 ) -> batch.CronJobSpecArgs:
-    """A CronJob that never overlaps itself, never runs longer than `run_deadline` (shorter than the gap
-    between two runs, see settings.DEADLINE_MARGIN), retries once, and keeps a short history."""
+    """A CronJob that never overlaps itself: it starts at most `start_window` late and runs at most
+    `run_deadline`, which together stay below the smallest gap between two runs (settings.START_WINDOW,
+    DEADLINE_MARGIN); it retries once and keeps a short history."""
     deadline_seconds = int(run_deadline.total_seconds())
-    starting_deadline = int(min(MAX_STARTING_DEADLINE, run_deadline / 2).total_seconds())
+    starting_deadline = int(start_window.total_seconds())
     return batch.CronJobSpecArgs(
         schedule=schedule,
         # UTC: with daylight saving time a "4-hourly" schedule has a 5-hour gap once a year.

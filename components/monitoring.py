@@ -11,16 +11,16 @@ from __future__ import annotations
 import pulumi
 
 from components.cloud import AlertSpec, CloudBackend
-from components.settings import Settings
+from components.settings import START_WINDOW, Settings
 
 
 def alert_specs(settings: Settings, cron_jobs: dict[str, str]) -> list[AlertSpec]:
-    """Stale after the largest gap between runs + the run's deadline + the operator's slack."""
+    """Stale after the largest gap between runs + how late a run may start + its deadline + the slack."""
     derived = settings.derived
     windows = {
-        "postgres": derived.postgres_gaps[1] + derived.postgres_deadline,
-        "cometbft": derived.cometbft_gaps[1] + derived.cometbft_deadline,
-        "identities": derived.identities_gaps[1] + derived.identities_deadline,
+        "postgres": derived.postgres_gaps[1] + START_WINDOW + derived.postgres_deadline,
+        "cometbft": derived.cometbft_gaps[1] + START_WINDOW + derived.cometbft_deadline,
+        "identities": derived.identities_gaps[1] + START_WINDOW + derived.identities_deadline,
     }
     return [
         AlertSpec(

@@ -20,9 +20,8 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "sv-backups"}
 class Names:
     """Names for one SV node's backup resources (`node` is the validated, DNS-safe node name)."""
 
-    def __init__(self, node: str, project: str):
+    def __init__(self, node: str):
         self.node = node
-        self.project = project
 
     def resource(self, *parts: str) -> str:
         """Pulumi logical names and Kubernetes object names: `<node>-<part>-...`."""
@@ -36,15 +35,22 @@ class Names:
         digest = hashlib.sha256(wanted.encode()).hexdigest()[:6]
         return f"{wanted[: _SERVICE_ACCOUNT_ID_MAX - 7].rstrip('-')}-{digest}"
 
-    def bucket(self, override: str | None) -> str:
-        """Bucket names are global across GCP: prefix with the project id to avoid collisions."""
+    def bucket(self, scope: str, override: str | None) -> str:
+        """Bucket names are global (GCS, S3): prefix with the account scope (project id) to avoid collisions."""
         if override:
             return override
-        wanted = f"{self.project}-{self.node}-backups"
+        wanted = f"{scope}-{self.node}-backups"
         if len(wanted) <= _BUCKET_NAME_MAX:
             return wanted
         digest = hashlib.sha256(wanted.encode()).hexdigest()[:8]
         return f"{wanted[: _BUCKET_NAME_MAX - 9].rstrip('-')}-{digest}"
+
+    def log_metric(self, kind: str, outcome: str) -> str:
+        return f"sv-backups/{self.node}/{kind}-{outcome}"
+
+    def cluster_scoped(self, namespace: str, *parts: str) -> str:
+        """Cluster-scoped objects (ClusterRoles) carry the namespace: several nodes may share a cluster."""
+        return "-".join((namespace, self.node, *parts))
 
     def identities_secret(self) -> str:
         return f"{self.node}-identities-dump"

@@ -14,9 +14,9 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 
 from components import kube_specs, retention
-from components.cloud import BackupStore, CloudBackend
+from components.cloud import BackupStore, CloudBackend, PostgresEndpoint
 from components.naming import Names
-from components.settings import CloudSqlPostgres, Settings
+from components.settings import START_WINDOW, InClusterPostgres, Settings
 
 COMPONENT = "postgres-backup"
 
@@ -34,7 +34,7 @@ class PostgresBackups(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("svbackups:postgres:PostgresBackups", name, None, opts)
-        names = Names(settings.node.name, settings.gcp.project)
+        names = Names(settings.node.name)
         namespace = settings.node.namespace
         labels = names.labels(COMPONENT)
         sa_name = names.resource(COMPONENT)
@@ -54,12 +54,13 @@ class PostgresBackups(pulumi.ComponentResource):
         steps = []
         for role in settings.roles:
             instance = settings.postgres[role]
-            if isinstance(instance, CloudSqlPostgres):
-                host = backend.managed_postgres(role, instance, parent=self)
+            if isinstance(instance, InClusterPostgres):
+                # Inside the cluster network: TLS if the server offers it (Splice's charts do not by default).
+                endpoint = PostgresEndpoint(pulumi.Output.from_input(instance.host), sslmode="prefer")
             else:
-                host = pulumi.Output.from_input(instance.host)
-            self.hosts[role] = host
-            steps.append(self._step_container(role, instance, host, store, settings))
+                endpoint = backend.managed_postgres(role, instance, parent=self)
+            self.hosts[role] = endpoint.host
+            steps.append(self._step_container(role, instance, endpoint, store, settings))
 
         seal_args = [
             "seal-set",
@@ -80,6 +81,7 @@ class PostgresBackups(pulumi.ComponentResource):
             metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.postgres,
+                start_window=START_WINDOW,
                 run_deadline=settings.derived.postgres_deadline,
                 labels=labels,
                 service_account=service_account.metadata.name,
@@ -93,13 +95,13 @@ class PostgresBackups(pulumi.ComponentResource):
         self.register_outputs({"cronJob": self.cron_job_name, "serviceAccount": sa_name, "hosts": self.hosts})
 
     @staticmethod
-    def _step_container(role, instance, host: pulumi.Output[str], store: BackupStore, settings: Settings):
+    def _step_container(role, instance, endpoint: PostgresEndpoint, store: BackupStore, settings: Settings):
         db_args: list[pulumi.Input[str]] = []
         for database in instance.databases:
             db_args += [
                 "--db",
                 pulumi.Output.concat(
-                    role, "=postgresql://", instance.user, "@", host, ":", str(instance.port), "/", database
+                    role, "=postgresql://", instance.user, "@", endpoint.host, ":", str(instance.port), "/", database
                 ),
             ]
         env = [
@@ -108,8 +110,7 @@ class PostgresBackups(pulumi.ComponentResource):
             kube_specs.secret_env("PGPASSWORD", instance.password_secret, "postgresPassword"),
             core.EnvVarArgs(name="PGCONNECT_TIMEOUT", value="30"),
             core.EnvVarArgs(name="PGAPPNAME", value=f"sv-backups-{role}"),
-            # Cloud SQL over private IP still crosses the VPC: require TLS there.
-            core.EnvVarArgs(name="PGSSLMODE", value="require" if isinstance(instance, CloudSqlPostgres) else "prefer"),
+            core.EnvVarArgs(name="PGSSLMODE", value=endpoint.sslmode),
         ]
         args = [
             "backup-step",
@@ -121,6 +122,9 @@ class PostgresBackups(pulumi.ComponentResource):
             "$(SET_ID)",
             "--migration-id",
             str(settings.node.migration_id),
+            # Compression threads sized to the container's CPU limit, not to the node's core count.
+            "--zstd-threads",
+            kube_specs.DUMP_RESOURCES.cpu_limit,
             *db_args,
         ]
         return kube_specs.job_container(role, settings.job_image, args, env=env, resources=kube_specs.DUMP_RESOURCES)

@@ -91,10 +91,11 @@ def cometbft_historical_cadence(retain_blocks: int, blocks_per_hour: float) -> t
     return min(DEFAULT_HISTORICAL_CADENCE, _round_down(window / WINDOW_SAFETY_DIVISOR))
 
 
-def worst_case_history_gap(cadence: timedelta, schedule_max_gap: timedelta, run_deadline: timedelta) -> timedelta:
+def worst_case_history_gap(cadence: timedelta, schedule_max_gap: timedelta, run_time: timedelta) -> timedelta:
     """The largest distance between two consecutive historical backups when every run succeeds: promotion
-    waits for the cadence, then for the next run, which may take up to its deadline to finish."""
-    return cadence + schedule_max_gap + run_deadline
+    waits for the cadence, then for the next run, which may start late and take its whole deadline
+    (`run_time` = start window + run deadline)."""
+    return cadence + schedule_max_gap + run_time
 
 
 def promotion_due(last_historical_at: datetime | None, now: datetime, cadence: timedelta) -> bool:

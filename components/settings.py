@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from components import retention, schedules
+from components import gcp_locations, retention, schedules
 
 PROJECT = "sv-backups"
 ROLES = ("apps", "participant", "sequencer", "mediator")
@@ -36,9 +36,11 @@ REQUIRED_ROLES = ("apps", "participant")
 # The SV docs: every Postgres instance and CometBFT "at least every 4 hours"; we hold the identities dump to
 # the same bound so that a rotated key is never more than 4 hours from being backed up.
 MAX_SCHEDULE_GAP = timedelta(hours=4)
-# A run must finish well before the next one is due; CronJobs get this much less than the smallest gap.
+# A run may start this late (CronJob startingDeadlineSeconds) and must then finish this long before the next
+# one is due: start window + run deadline + margin = the smallest gap between two runs.
+START_WINDOW = timedelta(minutes=15)
 DEADLINE_MARGIN = timedelta(minutes=15)
-MIN_SCHEDULE_GAP = timedelta(minutes=30)
+MIN_SCHEDULE_GAP = timedelta(hours=1)
 # GCS lifecycle ages are whole days.
 MIN_RECENT = timedelta(days=1)
 SUPPORTED_POSTGRES_VERSIONS = ("POSTGRES_14", "POSTGRES_15", "POSTGRES_16", "POSTGRES_17")
@@ -468,7 +470,7 @@ def _derive(parsed: dict[str, Any], gcp: GcpConfig | None, problems: list[str]) 
         largest = schedules.largest_gap(expression, stop_above=MAX_SCHEDULE_GAP)
         smallest = schedules.smallest_gap(expression)
         gaps[kind] = (smallest, largest)
-        deadlines[kind] = smallest - DEADLINE_MARGIN
+        deadlines[kind] = smallest - START_WINDOW - DEADLINE_MARGIN
         key = f"{PROJECT}:schedule.{kind}"
         if largest > MAX_SCHEDULE_GAP:
             problems.append(
@@ -491,14 +493,15 @@ def _derive(parsed: dict[str, Any], gcp: GcpConfig | None, problems: list[str]) 
         retention_cfg.participant_pruning, retention_cfg.sequencer_pruning
     )
     if min_window is not None:
-        worst = retention.worst_case_history_gap(pg_cadence, gaps["postgres"][1], deadlines["postgres"])
+        worst = retention.worst_case_history_gap(pg_cadence, gaps["postgres"][1], START_WINDOW + deadlines["postgres"])
         if worst >= min_window:
             which = "participantPruning" if min_window == retention_cfg.participant_pruning else "sequencerPruning"
             problems.append(
                 f"{PROJECT}:retention.{which}: {retention.format_duration(min_window)} is too short for a gap-less "
                 f"history: historical sets every {retention.format_duration(pg_cadence)} with the postgres "
-                f"schedule's largest gap of {schedules.describe(gaps['postgres'][1])} and a run deadline of "
-                f"{schedules.describe(deadlines['postgres'])} can be {schedules.describe(worst)} apart; "
+                f"schedule's largest gap of {schedules.describe(gaps['postgres'][1])} and a run that may start and "
+                f"finish {schedules.describe(START_WINDOW + deadlines['postgres'])} after its time can be "
+                f"{schedules.describe(worst)} apart; "
                 f"allowed: a window longer than {schedules.describe(worst)} (Splice recommends 30d)"
             )
 
@@ -508,7 +511,9 @@ def _derive(parsed: dict[str, Any], gcp: GcpConfig | None, problems: list[str]) 
     cometbft_cadence = retention.cometbft_historical_cadence(
         retention_cfg.cometbft_retain_blocks, retention_cfg.cometbft_blocks_per_hour
     )
-    cometbft_worst = retention.worst_case_history_gap(cometbft_cadence, gaps["cometbft"][1], deadlines["cometbft"])
+    cometbft_worst = retention.worst_case_history_gap(
+        cometbft_cadence, gaps["cometbft"][1], START_WINDOW + deadlines["cometbft"]
+    )
     if cometbft_worst >= cometbft_window:
         problems.append(
             f"{PROJECT}:retention.cometbftRetainBlocks: {retention_cfg.cometbft_retain_blocks} blocks at "
@@ -542,20 +547,8 @@ def _check_regions(dr: DrConfig | None, gcp: GcpConfig | None, problems: list[st
         )
     elif not _GCP_REGION.match(dr.region):
         problems.append(f"{PROJECT}:dr.region: {dr.region!r} must be a GCP region such as europe-west3")
-    elif dual_region_location(gcp.region, dr.region) is None:
+    elif gcp_locations.dual_region(gcp.region, dr.region) is None:
         problems.append(
-            f"{PROJECT}:dr.region: {dr.region!r} and gcp:region {gcp.region!r} are on different continents; "
-            "the backup bucket is a dual-region bucket over both, which GCS allows within one of "
-            f"{', '.join(sorted(set(_CONTINENTS.values())))} only"
+            f"{PROJECT}:dr.region: {dr.region!r} cannot pair with gcp:region {gcp.region!r}: the backup bucket is "
+            f"a dual-region over both, which GCS allows for {gcp_locations.describe_allowed()}"
         )
-
-
-# GCS configurable dual-regions live inside one multi-region.
-_CONTINENTS = {"europe": "EU", "us": "US", "northamerica": "US", "asia": "ASIA"}
-
-
-def dual_region_location(primary: str, secondary: str) -> str | None:
-    """The multi-region ('EU', 'US', 'ASIA') a dual-region over both regions belongs to, or None."""
-    first = _CONTINENTS.get(primary.split("-", 1)[0])
-    second = _CONTINENTS.get(secondary.split("-", 1)[0])
-    return first if first is not None and first == second else None

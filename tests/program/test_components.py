@@ -81,8 +81,9 @@ def test_postgres_cronjob_orders_apps_before_participant(prod_plan):
     assert spec["timeZone"] == "Etc/UTC"
     assert spec["concurrencyPolicy"] == "Forbid"
     job_spec = spec["jobTemplate"]["spec"]
-    assert job_spec["activeDeadlineSeconds"] == 4 * 3600 - 15 * 60
-    assert spec["startingDeadlineSeconds"] <= job_spec["activeDeadlineSeconds"]
+    # start window + run deadline + margin = the 4 h between two runs: a run never overlaps the next
+    assert spec["startingDeadlineSeconds"] == 15 * 60
+    assert job_spec["activeDeadlineSeconds"] == 4 * 3600 - 30 * 60
     assert job_spec["backoffLimit"] == 1
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False
@@ -329,7 +330,7 @@ def test_cometbft_snapshot_class_rbac_and_job(prod_plan):
         "--keep-recent": "14d",
         "--retain-blocks": "5040000",
         "--blocks-per-hour": "7000",
-        "--ready-timeout": f"{(3 * 3600 + 45 * 60) - 300}s",
+        "--ready-timeout": f"{(3 * 3600 + 30 * 60) - 300}s",
     }
 
 
@@ -341,8 +342,8 @@ def test_alerts_cover_every_kind_stale_and_failed(prod_plan):
     assert kinds == [(k, a) for k in ("cometbft", "identities", "postgres") for a in ("failed", "stale")]
     [stale] = [p for p in policies if p["name"] == "sv-1-alert-postgres-stale"]
     absent = stale["inputs"]["conditions"][0]["conditionAbsent"]
-    # largest gap 4 h + run deadline 3 h 45 min + slack 1 h
-    assert absent["duration"] == f"{4 * 3600 + 3 * 3600 + 45 * 60 + 3600}s"
+    # largest gap 4 h + start window 15 min + run deadline 3 h 30 min + slack 1 h
+    assert absent["duration"] == f"{4 * 3600 + 15 * 60 + 3 * 3600 + 30 * 60 + 3600}s"
     assert absent["filter"].startswith('metric.type="logging.googleapis.com/user/sv-backups/sv-1/postgres-completed"')
     assert len(stale["inputs"]["notificationChannels"]) == 2
     metrics = {m["inputs"]["name"]: m["inputs"]["filter"] for m in prod_plan.of_type("gcp:logging/metric:Metric")}
@@ -376,3 +377,52 @@ def test_keys_are_customer_managed_rotated_and_protected(prod_plan):
     for key in keys:
         assert key["inputs"]["rotationPeriod"] == f"{90 * DAY}s"
         assert key["options"]["protect"] is True
+
+
+def test_european_stack_uses_the_kms_and_compute_names_of_the_eu_multi_region(dev_plan):
+    [bucket] = dev_plan.of_type("gcp:storage/bucket:Bucket")
+    assert bucket["inputs"]["location"] == "EU"
+    assert bucket["inputs"]["customPlacementConfig"] == {"dataLocations": ["EUROPE-WEST3", "EUROPE-WEST4"]}
+    # Cloud KMS calls the EU multi-region "europe"; Compute Engine snapshots call it "eu"
+    assert "/locations/europe/keyRings/" in bucket["inputs"]["encryption"]["defaultKmsKeyName"]
+    [snapshot_class] = dev_plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+    assert snapshot_class["inputs"]["parameters"] == {"storage-locations": "eu"}
+
+
+def test_snapshot_class_uses_the_pinned_kubernetes_provider(dev_plan):
+    [snapshot_class] = dev_plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+    [cron] = dev_plan.of_type("kubernetes:batch/v1:CronJob")[:1]
+    assert snapshot_class["options"]["version"] == cron["options"]["version"]
+    assert snapshot_class["options"]["version"]
+
+
+def test_cloudsql_ignored_fields_exist_in_the_provider_schema():
+    """Pulumi silently ignores an ignoreChanges path that matches nothing: check each against the SDK."""
+    import pulumi_gcp as gcp
+
+    def fields(args_class) -> dict[str, object]:
+        import inspect
+
+        return {
+            name: getattr(args_class, name)
+            for name, member in inspect.getmembers(args_class)
+            if isinstance(member, property)
+        }
+
+    def engine_names(args_class) -> set[str]:
+        import re
+
+        source = __import__("inspect").getsource(args_class)
+        return set(re.findall(r'@pulumi\.getter\(name="([A-Za-z0-9]+)"\)', source)) | {
+            name for name in fields(args_class) if name.isalpha() and name.islower()
+        }
+
+    top = engine_names(gcp.sql.DatabaseInstanceArgs)
+    settings = engine_names(gcp.sql.DatabaseInstanceSettingsArgs)
+    backup = engine_names(gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs)
+    for path in CLOUDSQL_IGNORED_FIELDS:
+        parts = path.split(".")
+        known = {1: top, 2: settings, 3: backup}[len(parts)]
+        assert parts[-1] in known, f"{path} is not a DatabaseInstance field in pulumi-gcp"
+        if len(parts) > 1:
+            assert parts[0] == "settings"

@@ -25,7 +25,8 @@ def test_dev_defaults_and_derived_numbers():
     settings = load_settings(raw_config("dev"), stack="dev")
     assert settings.retention.participant_pruning is None
     assert settings.derived.postgres_historical_cadence == timedelta(days=14)
-    assert settings.derived.postgres_deadline == timedelta(hours=3, minutes=45)
+    # 4 h between runs - 15 min start window - 15 min margin
+    assert settings.derived.postgres_deadline == timedelta(hours=3, minutes=30)
     assert settings.storage.prefix == ""
     assert settings.roles == ["apps", "participant", "sequencer", "mediator"]
 
@@ -69,7 +70,7 @@ def test_pruning_too_short_for_a_gapless_history():
 
 def test_pruning_just_long_enough():
     raw = raw_config("prod")
-    # cadence = 1d (half of 2d rounded), + 4h gap + 3h45 deadline < 2d
+    # cadence = 1d (half of 2d rounded), + 4h gap + 15 min start window + 3h30 deadline < 2d
     raw["sv-backups:retention"]["participantPruning"] = "2d"
     settings = load_settings(raw, stack="t")
     assert settings.derived.postgres_historical_cadence == timedelta(days=1)
@@ -127,6 +128,28 @@ def test_dr_region_must_differ_and_share_a_continent():
     raw["sv-backups:dr"]["region"] = raw["gcp:region"]
     [problem] = problems_of(raw)
     assert "is the primary region" in problem
+
+
+@pytest.mark.parametrize(
+    ("primary", "dr", "allowed"),
+    [
+        ("europe-west3", "europe-west4", True),
+        ("europe-west6", "europe-west3", False),  # Zurich is not in the EU multi-region
+        ("europe-west2", "europe-west1", False),  # nor is London
+        ("us-central1", "us-east4", True),
+        ("us-central1", "northamerica-northeast1", False),  # Montreal is not in the US multi-region
+        ("asia-east1", "asia-northeast1", True),
+        ("us-east1", "europe-west1", False),
+    ],
+)
+def test_dr_region_pairs_a_dual_region_bucket_allows(primary, dr, allowed):
+    raw = raw_config("dev")
+    raw["gcp:region"], raw["sv-backups:dr"]["region"] = primary, dr
+    if allowed:
+        load_settings(raw, stack="t")
+    else:
+        [problem] = problems_of(raw)
+        assert problem.startswith(f"sv-backups:dr.region: {dr!r} cannot pair with gcp:region {primary!r}")
 
 
 def test_client_secret_never_in_messages():
