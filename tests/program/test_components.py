@@ -178,10 +178,10 @@ def test_cloudsql_adoption_changes_only_backups_and_protection(prod_plan):
         assert inputs["settings"]["deletionProtectionEnabled"] is True
         assert options["protect"] is True and options["retainOnDelete"] is True
         assert sorted(options["ignoreChanges"]) == sorted(CLOUDSQL_IGNORED_FIELDS)
-        assert not any(
-            f.startswith("settings.backupConfiguration") and f != "settings.backupConfiguration.startTime"
-            for f in options["ignoreChanges"]
-        )
+        # the backup settings we size are managed; only the start time and the backup tier (set by GCP) are not
+        managed_elsewhere = {"settings.backupConfiguration.startTime", "settings.backupConfiguration.backupTier"}
+        assert not [f for f in options["ignoreChanges"]
+                    if f.startswith("settings.backupConfiguration") and f not in managed_elsewhere]
         assert "deletionProtection" not in options["ignoreChanges"]
 
 

@@ -16,8 +16,9 @@ from datetime import timedelta
 import pulumi
 import pulumi_gcp as gcp
 
-from components import gcp_locations, retention, schedules
+from components import gcp_locations, retention
 from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, WorkloadIdentity
+from components.gcp import alerts, cloudsql
 from components.naming import Names, label_value
 from components.settings import CloudSqlPostgres, Settings
 
@@ -27,57 +28,6 @@ ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 OBJECT_WRITER_ROLES = ("roles/storage.objectCreator", "roles/storage.objectViewer")
 SECRET_WRITER_ROLE = "roles/secretmanager.secretVersionAdder"
 KEY_ROTATION = timedelta(days=90)
-# Cloud SQL keeps at most 7 days of transaction logs outside Enterprise Plus.
-MAX_TRANSACTION_LOG_DAYS = 7
-MAX_RETAINED_BACKUPS = 365
-# Fields of an adopted Cloud SQL instance that this program must never change: everything but its backup
-# configuration and deletion protection. On import Pulumi keeps the live values of ignored fields, so
-# adopting an instance touches nothing else (see README "Adopting Cloud SQL instances").
-CLOUDSQL_IGNORED_FIELDS = [
-    "databaseVersion",
-    "region",
-    "rootPassword",
-    "encryptionKeyName",
-    "masterInstanceName",
-    "replicaConfiguration",
-    "maintenanceVersion",
-    "instanceType",
-    "settings.tier",
-    "settings.edition",
-    "settings.activationPolicy",
-    "settings.availabilityType",
-    "settings.collation",
-    "settings.connectorEnforcement",
-    "settings.databaseFlags",
-    "settings.dataCacheConfig",
-    "settings.denyMaintenancePeriod",
-    "settings.diskAutoresize",
-    "settings.diskAutoresizeLimit",
-    "settings.diskSize",
-    "settings.diskType",
-    "settings.insightsConfig",
-    "settings.ipConfiguration",
-    "settings.locationPreference",
-    "settings.maintenanceWindow",
-    "settings.passwordValidationPolicy",
-    "settings.pricingPlan",
-    "settings.timeZone",
-    "settings.userLabels",
-    "settings.advancedMachineFeatures",
-    "settings.enableGoogleMlIntegration",
-    "settings.enableDataplexIntegration",
-    "settings.backupConfiguration.startTime",
-    "settings.backupConfiguration.backupTier",
-    "settings.connectionPoolConfigs",
-    "settings.dataDiskProvisionedIops",
-    "settings.dataDiskProvisionedThroughput",
-    "settings.retainBackupsOnDelete",
-    "settings.finalBackupConfig",
-    "settings.autoUpgradeEnabled",
-    "settings.readPoolAutoScaleConfig",
-    "replicaNames",
-    "nodeCount",
-]
 
 
 def _seconds(value: timedelta) -> str:
@@ -282,178 +232,12 @@ class GcpBackend:
             opts=pulumi.ResourceOptions(parent=parent),
         )
 
-    # --- managed Postgres -------------------------------------------------------------------------------
+    # --- managed Postgres and alerts: their own modules ----------------------------------------------
     def managed_postgres(self, role: str, instance: CloudSqlPostgres, *, parent: pulumi.Resource) -> PostgresEndpoint:
-        # Private IP still crosses the VPC: require TLS (Cloud SQL always offers it).
-        if not instance.adopt:
-            return PostgresEndpoint(pulumi.Output.from_input(instance.host), sslmode="require")
-        recent_days = retention.whole_days(self.settings.retention.recent)
-        region = instance.region or self.region
-        adopted = gcp.sql.DatabaseInstance(
-            self.names.resource(role, "cloudsql"),
-            name=instance.instance,
-            project=self.project,
-            region=region,
-            database_version=instance.database_version,
-            deletion_protection=True,
-            settings=gcp.sql.DatabaseInstanceSettingsArgs(
-                tier=instance.tier,
-                deletion_protection_enabled=True,
-                backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
-                    enabled=True,
-                    point_in_time_recovery_enabled=True,
-                    transaction_log_retention_days=min(MAX_TRANSACTION_LOG_DAYS, recent_days),
-                    # Standard automated backups run once a day; one per day of the recent window. The
-                    # 4-hourly ordered sets come from the Postgres CronJob, as for in-cluster instances.
-                    backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
-                        retained_backups=min(MAX_RETAINED_BACKUPS, max(7, recent_days)),
-                        retention_unit="COUNT",
-                    ),
-                    # Stored outside the primary region: they survive its loss.
-                    location=self.dr_region,
-                ),
-            ),
-            opts=pulumi.ResourceOptions(
-                parent=parent,
-                import_=f"projects/{self.project}/instances/{instance.instance}",
-                ignore_changes=CLOUDSQL_IGNORED_FIELDS,
-                protect=True,
-                # Removing it from this program must never delete a production database.
-                retain_on_delete=True,
-            ),
-        )
-        host = pulumi.Output.from_input(instance.host) if instance.host else adopted.private_ip_address
-        return PostgresEndpoint(host, sslmode="require")
+        return cloudsql.adopt_instance(self, role, instance, parent=parent)
 
-    # --- alerts -----------------------------------------------------------------------------------------
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
-        monitoring = self.settings.monitoring
-        channels: list[pulumi.Input[str]] = list(monitoring.notification_channels)
-        for index, email in enumerate(monitoring.notification_emails):
-            channel = gcp.monitoring.NotificationChannel(
-                self.names.resource("alerts-email", str(index)),
-                project=self.project,
-                type="email",
-                display_name=f"sv-backups {self.settings.node.name}: {email}",
-                labels={"email_address": email},
-                opts=pulumi.ResourceOptions(parent=parent),
-            )
-            channels.append(channel.id)
-
-        policies: list[pulumi.Resource] = []
-        for spec in specs:
-            policies.extend(self._alerts_for(spec, channels, parent))
-        return policies
-
-    def _alerts_for(self, spec: AlertSpec, channels: list, parent: pulumi.Resource) -> list[pulumi.Resource]:
-        node = self.settings.node.name
-        container_logs = (
-            f'resource.type="k8s_container" AND resource.labels.namespace_name="{spec.namespace}" '
-            f'AND jsonPayload.kind="{spec.kind}"'
-        )
-        completed = self._log_metric(
-            spec, "completed", f'{container_logs} AND jsonPayload.event="backup.completed"', parent
-        )
-        # A job can die without logging (OOM kill, deadline, image pull): Kubernetes then records a Job event.
-        job_events = (
-            f'logName="projects/{self.project}/logs/events" AND jsonPayload.involvedObject.kind="Job" '
-            f'AND jsonPayload.involvedObject.namespace="{spec.namespace}" '
-            f'AND jsonPayload.involvedObject.name:"{spec.cron_job}" '
-            f'AND jsonPayload.reason=("BackoffLimitExceeded" OR "DeadlineExceeded")'
-        )
-        failed = self._log_metric(
-            spec, "failed", f'({container_logs} AND jsonPayload.event="backup.failed") OR ({job_events})', parent
-        )
-        common = {
-            "project": self.project,
-            "combiner": "OR",
-            "notification_channels": channels,
-            "severity": "CRITICAL",
-        }
-        stale = gcp.monitoring.AlertPolicy(
-            self.names.resource("alert", spec.kind, "stale"),
-            display_name=f"sv-backups {node}: no {spec.kind} backup for {schedules.describe(spec.stale_after)}",
-            conditions=[
-                gcp.monitoring.AlertPolicyConditionArgs(
-                    display_name=f"no completed {spec.kind} backup",
-                    condition_absent=gcp.monitoring.AlertPolicyConditionConditionAbsentArgs(
-                        filter=completed.name.apply(
-                            lambda name: (
-                                f'metric.type="logging.googleapis.com/user/{name}" AND resource.type="k8s_container"'
-                            )
-                        ),
-                        duration=_seconds(spec.stale_after),
-                        aggregations=[
-                            gcp.monitoring.AlertPolicyConditionConditionAbsentAggregationArgs(
-                                alignment_period="300s",
-                                per_series_aligner="ALIGN_SUM",
-                                cross_series_reducer="REDUCE_SUM",
-                            )
-                        ],
-                    ),
-                )
-            ],
-            documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
-                mime_type="text/markdown",
-                content=(
-                    f"No `{spec.kind}` backup of SV node `{node}` completed for "
-                    f"{schedules.describe(spec.stale_after)}. "
-                    f"Check `kubectl -n {spec.namespace} get jobs -l app.kubernetes.io/instance={node}` and "
-                    f"the logs of the latest `{spec.cron_job}` job. See docs/runbook.md."
-                ),
-            ),
-            user_labels={"svbackups-kind": spec.kind, "svbackups-alert": "stale", "svbackups-node": node},
-            opts=pulumi.ResourceOptions(parent=parent),
-            **common,
-        )
-        failed_policy = gcp.monitoring.AlertPolicy(
-            self.names.resource("alert", spec.kind, "failed"),
-            display_name=f"sv-backups {node}: {spec.kind} backup failed",
-            conditions=[
-                gcp.monitoring.AlertPolicyConditionArgs(
-                    display_name=f"failed {spec.kind} backup",
-                    condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
-                        filter=failed.name.apply(lambda name: f'metric.type="logging.googleapis.com/user/{name}"'),
-                        comparison="COMPARISON_GT",
-                        threshold_value=0,
-                        duration="0s",
-                        aggregations=[
-                            gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-                                alignment_period="300s",
-                                per_series_aligner="ALIGN_SUM",
-                                cross_series_reducer="REDUCE_SUM",
-                            )
-                        ],
-                    ),
-                )
-            ],
-            documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
-                mime_type="text/markdown",
-                content=(
-                    f"A `{spec.kind}` backup run of SV node `{node}` failed. The job's log line with "
-                    f'`"event": "backup.failed"` says why; no partial backup is ever marked complete.'
-                ),
-            ),
-            user_labels={"svbackups-kind": spec.kind, "svbackups-alert": "failed", "svbackups-node": node},
-            opts=pulumi.ResourceOptions(parent=parent),
-            **common,
-        )
-        return [stale, failed_policy]
-
-    def _log_metric(self, spec: AlertSpec, outcome: str, log_filter: str, parent: pulumi.Resource):
-        return gcp.logging.Metric(
-            self.names.resource("metric", spec.kind, outcome),
-            name=self.names.log_metric(spec.kind, outcome),
-            project=self.project,
-            filter=log_filter,
-            metric_descriptor=gcp.logging.MetricMetricDescriptorArgs(
-                metric_kind="DELTA",
-                value_type="INT64",
-                unit="1",
-                display_name=f"sv-backups {spec.kind} backups {outcome}",
-            ),
-            opts=pulumi.ResourceOptions(parent=parent),
-        )
+        return alerts.declare_alerts(self, specs, parent=parent)
 
 
 def _lifecycle_rule(rule: retention.LifecycleRule) -> gcp.storage.BucketLifecycleRuleArgs:
