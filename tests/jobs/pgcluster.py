@@ -109,6 +109,7 @@ class ClusterFactory:
     def __init__(self, base: Path | None = None):
         self._owned = base is None
         self.base = Path(base or tempfile.mkdtemp(prefix="sv-backups-pg-"))
+        self.base.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             os.chmod(self.base, 0o755)
         self.clusters: list[Cluster] = []
@@ -169,7 +170,8 @@ INSERT INTO {p}_contracts
          convert_to(format('{{"owner":"party-%s::1220%s","amount":{{"initialAmount":"%s.%s","createdAt":{{"number":"%s"}},'
                            '"ratePerRound":{{"rate":"0.00004"}}}},"dso":"DSO::1220%s","lock":%s}}',
                            g % 211, md5((g % 211)::text), g % 100000, g % 9973, g / 50, md5('dso'),
-                           CASE WHEN g % 5 = 0 THEN '{{"holders":["h1","h2"],"expiresAt":"2026-01-01"}}' ELSE 'null' END),
+                           CASE WHEN g % 5 = 0 THEN '{{"holders":["h1","h2"],"expiresAt":"2026-01-01"}}'
+                                ELSE 'null' END),
                     'UTF8'),
          g,
          timestamptz '2026-01-01' + g * interval '10 ms'
@@ -188,7 +190,7 @@ INSERT INTO {p}_events
 """
 
 # Bytes of table+index per fixture row, measured on PostgreSQL 15 (used to hit a target size).
-_BYTES_PER_ROW = 1050
+_BYTES_PER_ROW = 1200
 
 
 def load_fixture(cluster: Cluster, database: str, prefix: str, size_mb: float, batch_rows: int = 200_000) -> int:

@@ -1,0 +1,249 @@
+"""Backup-set records and the checks made on them (pure: no I/O).
+
+A set is written as one step record per role (`steps/<role>.json`, by the step that dumped that role's
+databases) and sealed by `manifest.json`, written last. The manifest repeats every database record, so that
+anyone can check the set from the manifest alone:
+
+- every object's size and sha256;
+- the ordering rule (Splice issue #932): every `apps` database finished before the first `participant`
+  database's snapshot was requested. Wall-clock times (RFC 3339 UTC, microseconds) are what humans read;
+  CLOCK_MONOTONIC readings are what we trust when the steps ran on the same kernel (same `boot_id`: the
+  containers of one pod share the node's kernel), because a wall clock can be stepped between two steps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+SET_FORMAT = "sv-backups/postgres-set/v1"
+STEP_FORMAT = "sv-backups/postgres-step/v1"
+MANIFEST = "manifest.json"
+STEPS_DIR = "steps"
+DATA_DIR = "data"
+RECENT = "recent"
+HISTORICAL = "historical"
+TIERS = (RECENT, HISTORICAL)
+
+APPS = "apps"
+PARTICIPANT = "participant"
+# The order the CronJob's init containers run in (contracts.md section 2); unknown roles run last.
+ROLE_ORDER = (APPS, PARTICIPANT, "sequencer", "mediator")
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_SET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class SetError(Exception):
+    """A set (or a step of it) is not valid; the message says which rule failed."""
+
+
+def check_role(role: str) -> str:
+    if not _NAME.match(role):
+        raise ValueError(f"role {role!r}: use lower-case letters, digits and '-' (apps, participant, ...)")
+    return role
+
+
+def check_set_id(set_id: str) -> str:
+    if not _SET_ID.match(set_id):
+        raise ValueError(f"set id {set_id!r}: use letters, digits, '.', '_' and '-' (a pod name fits)")
+    return set_id
+
+
+def role_sort_key(role: str) -> tuple[int, str]:
+    return (ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER), role)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339, UTC, always with microseconds: `2026-11-21T16:09:41.123456Z`."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return value.astimezone(UTC)
+
+
+def set_prefix(tier: str, migration_id: int, set_id: str) -> str:
+    if tier not in TIERS:
+        raise ValueError(f"tier {tier!r}")
+    return f"{tier}/{migration_id}/{set_id}"
+
+
+def step_key(role: str) -> str:
+    return f"{STEPS_DIR}/{role}.json"
+
+
+# ------------------------------------------------------------------------------------------ ordering rule
+
+
+@dataclass(frozen=True)
+class _Moment:
+    wall: datetime
+    monotonic_ns: int | None
+    boot_id: str | None
+
+
+def _moment(db: dict[str, Any], which: str) -> _Moment:
+    return _Moment(
+        wall=parse_time(db[f"{which}_at"]),
+        monotonic_ns=(db.get("monotonic_ns") or {}).get(which),
+        boot_id=db.get("boot_id"),
+    )
+
+
+def _strictly_before(a: _Moment, b: _Moment) -> tuple[bool, str]:
+    """Both clocks must agree where both are comparable; the wall clock alone otherwise."""
+    if a.wall >= b.wall:
+        return False, f"wall clock {format_time(a.wall)} is not before {format_time(b.wall)}"
+    comparable = a.boot_id and a.boot_id == b.boot_id and None not in (a.monotonic_ns, b.monotonic_ns)
+    if comparable and a.monotonic_ns >= b.monotonic_ns:
+        return False, f"monotonic clock {a.monotonic_ns} ns is not before {b.monotonic_ns} ns (same boot)"
+    return True, ""
+
+
+def ordering_errors(databases: list[dict[str, Any]]) -> list[str]:
+    """Why the set breaks the apps-before-participant rule (empty when it holds).
+
+    Also checks each database's own times run forward (requested <= acquired <= finished)."""
+    errors: list[str] = []
+    for db in databases:
+        label = f"{db['role']}/{db['database']}"
+        try:
+            requested, acquired, finished = (_moment(db, w) for w in ("snapshot_requested", "snapshot_acquired",
+                                                                       "finished"))
+        except (KeyError, TypeError, ValueError) as exc:
+            errors.append(f"{label}: missing or unreadable snapshot times ({exc})")
+            continue
+        if not (requested.wall <= acquired.wall <= finished.wall):
+            errors.append(f"{label}: snapshot times do not run forward")
+    if errors:
+        return errors
+    apps = [db for db in databases if db["role"] == APPS]
+    participant = [db for db in databases if db["role"] == PARTICIPANT]
+    if not apps or not participant:
+        return errors
+    for app_db in apps:
+        app_finished = _moment(app_db, "finished")
+        for par_db in participant:
+            ok, why = _strictly_before(app_finished, _moment(par_db, "snapshot_requested"))
+            if not ok:
+                errors.append(
+                    f"apps/{app_db['database']} finished at {app_db['finished_at']}, not before participant/"
+                    f"{par_db['database']} snapshot was requested at {par_db['snapshot_requested_at']}: {why}"
+                )
+    return errors
+
+
+def ordering_summary(databases: list[dict[str, Any]]) -> dict[str, Any]:
+    apps = [db for db in databases if db["role"] == APPS]
+    participant = [db for db in databases if db["role"] == PARTICIPANT]
+    summary: dict[str, Any] = {
+        "rule": "every apps database finished before the first participant snapshot was requested",
+        "holds": not ordering_errors(databases),
+    }
+    if apps:
+        summary["apps_last_finished_at"] = format_time(max(parse_time(d["finished_at"]) for d in apps))
+    if participant:
+        summary["participant_first_requested_at"] = format_time(
+            min(parse_time(d["snapshot_requested_at"]) for d in participant)
+        )
+    return summary
+
+
+# ----------------------------------------------------------------------------------------- record checks
+
+_DB_FIELDS = ("role", "database", "server_version", "snapshot_requested_at", "snapshot_acquired_at", "finished_at",
+              "wal_lsn", "objects")
+
+
+def database_errors(db: dict[str, Any]) -> list[str]:
+    label = f"{db.get('role')}/{db.get('database')}"
+    errors = [f"{label}: missing {name}" for name in _DB_FIELDS if name not in db]
+    for obj in db.get("objects") or []:
+        if not isinstance(obj.get("key"), str) or obj["key"].startswith("/") or ".." in obj["key"].split("/"):
+            errors.append(f"{label}: bad object key {obj.get('key')!r}")
+        if not isinstance(obj.get("size"), int) or obj["size"] < 0:
+            errors.append(f"{label}: bad size for {obj.get('key')}")
+        if not re.fullmatch(r"[0-9a-f]{64}", str(obj.get("sha256", ""))):
+            errors.append(f"{label}: bad sha256 for {obj.get('key')}")
+    if "objects" in db and not db["objects"]:
+        errors.append(f"{label}: no objects")
+    return errors
+
+
+def step_errors(step: dict[str, Any], set_id: str, migration_id: int, role: str) -> list[str]:
+    errors = []
+    if step.get("format") != STEP_FORMAT:
+        errors.append(f"step {role}: format {step.get('format')!r} is not {STEP_FORMAT}")
+    if step.get("set_id") != set_id:
+        errors.append(f"step {role}: set id {step.get('set_id')!r} is not {set_id!r}")
+    if step.get("migration_id") != migration_id:
+        errors.append(f"step {role}: migration id {step.get('migration_id')!r} is not {migration_id}")
+    if step.get("role") != role:
+        errors.append(f"step {role}: records role {step.get('role')!r}")
+    databases = step.get("databases") or []
+    if not databases:
+        errors.append(f"step {role}: no databases")
+    for db in databases:
+        if db.get("role") != role:
+            errors.append(f"step {role}: database {db.get('database')!r} has role {db.get('role')!r}")
+        errors += database_errors(db)
+    return errors
+
+
+def manifest_errors(manifest: dict[str, Any], set_id: str | None = None) -> list[str]:
+    """Everything checkable from the manifest alone (objects are checked against the store elsewhere)."""
+    errors = []
+    if manifest.get("format") != SET_FORMAT:
+        errors.append(f"format {manifest.get('format')!r} is not {SET_FORMAT}")
+    if manifest.get("complete") is not True:
+        errors.append("manifest is not marked complete")
+    if set_id is not None and manifest.get("set_id") != set_id:
+        errors.append(f"manifest set id {manifest.get('set_id')!r} is not {set_id!r}")
+    for name in ("set_id", "migration_id", "created_at", "code_version", "databases"):
+        if name not in manifest:
+            errors.append(f"manifest has no {name}")
+    if errors:
+        return errors
+    databases = manifest["databases"]
+    if not databases:
+        errors.append("manifest lists no databases")
+    for db in databases:
+        errors += database_errors(db)
+    keys = [obj["key"] for db in databases for obj in db.get("objects", [])]
+    if len(keys) != len(set(keys)):
+        errors.append("an object key is listed twice")
+    if errors:
+        return errors
+    return ordering_errors(databases)
+
+
+def build_manifest(
+    *, set_id: str, migration_id: int, tier: str, created_at: datetime, code_version: str,
+    steps: list[dict[str, Any]], promoted_from: str | None = None,
+) -> dict[str, Any]:
+    databases = [db for step in sorted(steps, key=lambda s: role_sort_key(s["role"])) for db in step["databases"]]
+    manifest: dict[str, Any] = {
+        "format": SET_FORMAT,
+        "set_id": set_id,
+        "complete": True,
+        "migration_id": migration_id,
+        "tier": tier,
+        "created_at": format_time(created_at),
+        "code_version": code_version,
+        "roles": [s["role"] for s in sorted(steps, key=lambda s: role_sort_key(s["role"]))],
+        "ordering": ordering_summary(databases),
+        "steps": [step_key(s["role"]) for s in sorted(steps, key=lambda s: role_sort_key(s["role"]))],
+        "total_size": sum(obj["size"] for db in databases for obj in db["objects"]),
+        "databases": databases,
+    }
+    if promoted_from:
+        manifest["promoted_from"] = promoted_from
+    return manifest

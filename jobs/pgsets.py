@@ -1,0 +1,302 @@
+"""Postgres backup sets: the per-role step, the seal, the one-process set, listing, verification, promotion.
+
+Hand-over between steps (the CronJob runs one container per role, then the seal container): all of them get
+the same set id (the pod name) and migration id, so they write under one prefix
+`<dest>/recent/<migration id>/<set id>/`. A step writes its dumps under `data/<role>/`, then its record
+`steps/<role>.json` (create-only: a step is done exactly when its record exists). The seal reads the records
+of the roles it expects, checks them and their objects, checks the ordering rule, and writes `manifest.json`
+last. Nothing is ever deleted or overwritten; a set without a manifest does not exist for anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from components.retention import postgres_historical_cadence, promotion_due
+from jobs import __version__
+from jobs.destinations import Destination, ObjectExists
+from jobs.manifest import (
+    APPS,
+    HISTORICAL,
+    MANIFEST,
+    PARTICIPANT,
+    RECENT,
+    STEP_FORMAT,
+    SetError,
+    build_manifest,
+    format_time,
+    manifest_errors,
+    parse_time,
+    role_sort_key,
+    set_prefix,
+    step_errors,
+    step_key,
+)
+from jobs.pgdump import DumpSettings, dump_database, kill_running_dumps
+
+
+def log(message: str) -> None:
+    """Progress for humans on stderr; stdout carries only the JSON outcome events."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def new_set_id(at: datetime | None = None) -> str:
+    at = at or datetime.now(UTC)
+    return f"{at.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+# ---------------------------------------------------------------------------------------------- step
+
+
+def run_step(
+    dest: Destination, *, role: str, set_id: str, migration_id: int, dsns: list[str], settings: DumpSettings,
+) -> dict[str, Any]:
+    """Dump every database of one role (one after the other, each with its own snapshot) and record the step.
+
+    Returns the step record. If the role's record already exists (a retried container after success), it is
+    returned untouched."""
+    prefix = set_prefix(RECENT, migration_id, set_id)
+    existing = read_json(dest, f"{prefix}/{step_key(role)}")
+    if existing is not None:
+        log(f"step {role} of set {set_id} is already recorded; nothing to do")
+        return existing
+    started = datetime.now(UTC)
+    attempt = secrets.token_hex(4)
+    databases = [
+        dump_database(role=role, dsn=dsn, dest=dest, set_prefix=prefix, attempt=attempt, settings=settings, log=log)
+        for dsn in dsns
+    ]
+    names = [db["database"] for db in databases]
+    if len(names) != len(set(names)):
+        raise SetError(f"role {role}: a database is listed twice ({', '.join(names)})")
+    step = {
+        "format": STEP_FORMAT,
+        "set_id": set_id,
+        "migration_id": migration_id,
+        "role": role,
+        "code_version": __version__,
+        "host": socket.gethostname(),
+        "attempt": attempt,
+        "started_at": format_time(started),
+        "finished_at": format_time(datetime.now(UTC)),
+        "databases": databases,
+    }
+    dest.put_bytes(f"{prefix}/{step_key(role)}", to_json(step))
+    return step
+
+
+# ---------------------------------------------------------------------------------------------- seal
+
+
+@dataclass
+class SealResult:
+    set_id: str
+    migration_id: int
+    manifest: dict[str, Any]
+    urls: list[str] = field(default_factory=list)
+    promoted: bool = False
+    promotion_error: str | None = None
+
+
+def seal_set(
+    dest: Destination, *, set_id: str, migration_id: int, roles: list[str],
+    participant_pruning: timedelta | None = None, sequencer_pruning: timedelta | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> SealResult:
+    """Check the steps of `roles` and write the manifest last; then promote to historical when due.
+
+    Re-running a seal that already succeeded is harmless: it finds its manifest and finishes the promotion."""
+    prefix = set_prefix(RECENT, migration_id, set_id)
+    existing = read_json(dest, f"{prefix}/{MANIFEST}")
+    if existing is not None and not manifest_errors(existing, set_id):
+        manifest = existing
+        log(f"set {set_id} is already sealed")
+    else:
+        steps = []
+        errors = []
+        for role in sorted(roles, key=role_sort_key):
+            step = read_json(dest, f"{prefix}/{step_key(role)}")
+            if step is None:
+                errors.append(f"role {role}: no completed step (steps/{role}.json is missing)")
+                continue
+            errors += step_errors(step, set_id, migration_id, role)
+            steps.append(step)
+        if errors:
+            raise SetError("; ".join(errors))
+        manifest = build_manifest(
+            set_id=set_id, migration_id=migration_id, tier=RECENT, created_at=now(), code_version=__version__,
+            steps=steps,
+        )
+        errors = manifest_errors(manifest, set_id) + object_errors(dest, prefix, manifest, deep=False)
+        if errors:
+            raise SetError("refusing to seal set " + set_id + ": " + "; ".join(errors))
+        dest.put_bytes(f"{prefix}/{MANIFEST}", to_json(manifest))
+    result = SealResult(set_id, migration_id, manifest, urls=[dest.describe(prefix)])
+    cadence = postgres_historical_cadence(participant_pruning, sequencer_pruning)
+    last = last_historical_at(dest, migration_id, exclude=set_id)
+    historical = set_prefix(HISTORICAL, migration_id, set_id)
+    already = read_json(dest, f"{historical}/{MANIFEST}") is not None
+    if already or promotion_due(last, parse_time(manifest["created_at"]), cadence):
+        try:
+            if not already:
+                promote(dest, manifest, prefix, historical)
+        except Exception as exc:  # the set itself is sealed; the next set will be promoted instead
+            result.promotion_error = f"{type(exc).__name__}: {exc}"
+            return result
+        result.promoted = True
+        result.urls.append(dest.describe(historical))
+    return result
+
+
+def promote(dest: Destination, manifest: dict[str, Any], source: str, target: str) -> None:
+    """Copy a sealed set to another tier: objects first (server-side), the manifest last. Idempotent."""
+    keys = [obj["key"] for db in manifest["databases"] for obj in db["objects"]] + manifest.get("steps", [])
+    for key in keys:
+        size = dest.size(f"{target}/{key}")
+        if size is not None and size == dest.size(f"{source}/{key}"):
+            continue  # copied by an earlier, interrupted promotion
+        dest.copy(f"{source}/{key}", f"{target}/{key}")
+    promoted = {**manifest, "tier": HISTORICAL, "promoted_from": source}
+    errors = object_errors(dest, target, promoted, deep=False)
+    if errors:
+        raise SetError("promotion incomplete: " + "; ".join(errors))
+    dest.put_bytes(f"{target}/{MANIFEST}", to_json(promoted))
+
+
+def last_historical_at(dest: Destination, migration_id: int, exclude: str | None = None) -> datetime | None:
+    times = [
+        parse_time(m["created_at"])
+        for _, m in complete_sets(dest, tiers=(HISTORICAL,), migration_id=migration_id)
+        if m["set_id"] != exclude
+    ]
+    return max(times, default=None)
+
+
+# ----------------------------------------------------------------------------------------- listing
+
+
+def complete_sets(
+    dest: Destination, tiers: tuple[str, ...] = (RECENT, HISTORICAL), migration_id: int | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(set prefix, manifest) of every complete set, newest first. Sets without a valid manifest are skipped."""
+    found = []
+    for tier in tiers:
+        base = f"{tier}/" if migration_id is None else f"{tier}/{migration_id}/"
+        for info in dest.list(base):
+            parts = info.key.split("/")
+            if len(parts) != 4 or parts[3] != MANIFEST:
+                continue
+            manifest = read_json(dest, info.key)
+            if manifest is None or manifest_errors(manifest, parts[2]):
+                continue
+            found.append(("/".join(parts[:3]), manifest))
+    found.sort(key=lambda item: (parse_time(item[1]["created_at"]), item[0]), reverse=True)
+    return found
+
+
+# ------------------------------------------------------------------------------------------ verify
+
+
+def object_errors(dest: Destination, prefix: str, manifest: dict[str, Any], deep: bool) -> list[str]:
+    """Every object present with its size; with `deep`, its sha256 recomputed from the store."""
+    import hashlib
+
+    errors = []
+    for db in manifest["databases"]:
+        for obj in db["objects"]:
+            key = f"{prefix}/{obj['key']}"
+            size = dest.size(key)
+            if size is None:
+                errors.append(f"{obj['key']} is missing")
+                continue
+            if size != obj["size"]:
+                errors.append(f"{obj['key']} has {size} bytes, expected {obj['size']}")
+                continue
+            if deep:
+                digest = hashlib.sha256()
+                with dest.open_read(key) as stream:
+                    while chunk := stream.read(4 * 1024 * 1024):
+                        digest.update(chunk)
+                if digest.hexdigest() != obj["sha256"]:
+                    errors.append(f"{obj['key']} sha256 differs from the manifest")
+    return errors
+
+
+def verify_set(dest: Destination, prefix: str) -> tuple[dict[str, Any] | None, list[str]]:
+    manifest = read_json(dest, f"{prefix}/{MANIFEST}")
+    if manifest is None:
+        return None, [f"{dest.describe(prefix)} has no manifest.json: the set does not exist (incomplete)"]
+    set_id = prefix.rstrip("/").split("/")[-1]
+    errors = manifest_errors(manifest, set_id)
+    if errors:
+        return manifest, errors
+    return manifest, object_errors(dest, prefix, manifest, deep=True)
+
+
+# --------------------------------------------------------------------------------------- whole set
+
+
+def backup_set(
+    dest: Destination, *, dsns: dict[str, list[str]], set_id: str, migration_id: int, settings: DumpSettings,
+    participant_pruning: timedelta | None = None, sequencer_pruning: timedelta | None = None, parallel: int = 2,
+) -> SealResult:
+    """The CronJob's steps in one process: apps alone first; then participant and every other role, up to
+    `parallel` at a time (they do not depend on each other); then the seal."""
+
+    def step(role: str) -> dict[str, Any]:
+        return run_step(dest, role=role, set_id=set_id, migration_id=migration_id, dsns=dsns[role],
+                        settings=settings)
+
+    roles = sorted(dsns, key=role_sort_key)
+    rest = [r for r in roles if r != APPS]  # participant sorts first among them
+    if APPS in roles:
+        step(APPS)
+    if len(rest) == 1 or parallel <= 1:
+        for role in rest:
+            step(role)
+    elif rest:
+        pool = ThreadPoolExecutor(max_workers=parallel)
+        try:
+            for future in [pool.submit(step, role) for role in rest]:
+                future.result()
+        except BaseException:
+            kill_running_dumps()  # the other roles' dumps fail fast and abort their uploads
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return seal_set(dest, set_id=set_id, migration_id=migration_id, roles=roles,
+                    participant_pruning=participant_pruning, sequencer_pruning=sequencer_pruning)
+
+
+# --------------------------------------------------------------------------------------------- util
+
+
+def to_json(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=False) + "\n").encode()
+
+
+def read_json(dest: Destination, key: str) -> dict[str, Any] | None:
+    """The object parsed, or None when absent or unreadable (a set with a broken manifest is incomplete)."""
+    try:
+        data = dest.read_bytes(key)
+    except FileNotFoundError:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+__all__ = [
+    "APPS", "PARTICIPANT", "ObjectExists", "SealResult", "backup_set", "complete_sets", "new_set_id", "run_step",
+    "seal_set", "verify_set",
+]

@@ -1,0 +1,295 @@
+"""The Postgres commands of `python -m jobs`: backup-step, seal-set, backup-set, verify-set, list-sets,
+restore-set. Exit codes: 0 success, 1 failure (with a `backup.failed` event for the backup commands), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from components.retention import DURATION_HELP, parse_duration
+from jobs.destinations import open_destination
+from jobs.events import COMPLETED, FAILED, emit
+from jobs.manifest import TIERS, check_role, check_set_id
+from jobs.pgdump import DumpSettings
+from jobs.pgsets import backup_set, complete_sets, log, new_set_id, run_step, seal_set, verify_set
+from jobs.restore import RestoreOptions, restore_set
+
+KIND = "postgres"
+
+
+def _duration(text: str):
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _db(text: str) -> tuple[str, str]:
+    role, sep, dsn = text.partition("=")
+    if not sep or not dsn:
+        raise argparse.ArgumentTypeError(f"expected ROLE=DSN, got {text.split('=')[0]!r}...")
+    try:
+        check_role(role)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return role, dsn
+
+
+def _role(text: str) -> str:
+    try:
+        return check_role(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _roles(text: str) -> list[str]:
+    roles = [r.strip() for r in text.split(",") if r.strip()]
+    try:
+        for role in roles:
+            check_role(role)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not roles or len(roles) != len(set(roles)):
+        raise argparse.ArgumentTypeError("a comma-separated list of distinct roles, e.g. apps,participant")
+    return roles
+
+
+def _set_id(text: str) -> str:
+    try:
+        return check_set_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for role, dsn in pairs:
+        grouped.setdefault(role, []).append(dsn)
+    return grouped
+
+
+def _split_set_url(url: str):
+    """`<dest>/<tier>/<migration id>/<set id>` -> (destination, prefix)."""
+    base, tier, migration, set_id = url.rstrip("/").rsplit("/", 3)
+    if tier not in TIERS or not migration.isdigit():
+        raise ValueError(f"{url}: expected DEST/<recent|historical>/<migration id>/<set id>")
+    return open_destination(base), f"{tier}/{migration}/{set_id}"
+
+
+def _dump_settings(args) -> DumpSettings:
+    settings = DumpSettings(zstd_level=args.zstd_level, lock_wait_timeout=args.lock_wait_timeout, pg_bin=args.pg_bin)
+    if args.zstd_threads:
+        settings.zstd_threads = args.zstd_threads
+    return settings
+
+
+def _add_dump_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--zstd-level", type=int, default=1, help="zstd level (default 1; 3 is ~3%% smaller, slower)")
+    parser.add_argument("--zstd-threads", type=int, default=0, help="compression threads (default: CPUs, max 4)")
+    parser.add_argument("--lock-wait-timeout", default="10min",
+                        help="pg_dump --lock-wait-timeout: fail rather than wait forever behind DDL (default 10min)")
+    _add_pg_bin(parser)
+
+
+def _add_pg_bin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pg-bin", type=Path, default=None,
+                        help="directory of the PostgreSQL client tools (default: the server's major version under "
+                             "/usr/lib/postgresql/<major>/bin, else the oldest newer one, else PATH)")
+
+
+def _add_pruning(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--participant-pruning", type=_duration, default=None,
+                        help=f"participant pruning retentionPeriod, {DURATION_HELP} (omit: pruning off)")
+    parser.add_argument("--sequencer-pruning", type=_duration, default=None,
+                        help="sequencer pruning retentionPeriod (omit: pruning off)")
+
+
+class Terminated(Exception):
+    """SIGTERM (the Job's deadline, a node drain): unwind so that uploads abort and backup.failed is logged."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("terminated by SIGTERM before the set was complete")
+
+
+def _unwind_on_sigterm() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _failed(error: BaseException | str, **fields) -> int:
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    emit(FAILED, KIND, error=message, **fields)
+    return 1
+
+
+def _sealed(result, started: float, **fields) -> int:
+    emit(COMPLETED, KIND, set_id=result.set_id, migration_id=result.migration_id, urls=result.urls,
+         promoted=result.promoted, bytes=result.manifest["total_size"], roles=result.manifest["roles"],
+         seconds=round(time.monotonic() - started, 3), **fields)
+    if result.promotion_error:
+        return _failed(f"set sealed but promotion to historical failed: {result.promotion_error}",
+                       set_id=result.set_id, migration_id=result.migration_id, stage="promote")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def cmd_backup_step(args) -> int:
+    _unwind_on_sigterm()
+    started = time.monotonic()
+    fields = {"set_id": args.set_id, "migration_id": args.migration_id, "role": args.role, "stage": "step"}
+    try:
+        grouped = _group(args.db)
+        if set(grouped) != {args.role}:
+            raise ValueError(f"every --db must be for role {args.role} (got {', '.join(sorted(grouped))})")
+        step = run_step(open_destination(args.dest), role=args.role, set_id=args.set_id,
+                        migration_id=args.migration_id, dsns=grouped[args.role], settings=_dump_settings(args))
+    except Exception as exc:
+        return _failed(exc, **fields)
+    emit("backup.step_completed", KIND, databases=[d["database"] for d in step["databases"]],
+         bytes=sum(o["size"] for d in step["databases"] for o in d["objects"]),
+         seconds=round(time.monotonic() - started, 3), **fields)
+    return 0
+
+
+def cmd_seal_set(args) -> int:
+    _unwind_on_sigterm()
+    started = time.monotonic()
+    try:
+        result = seal_set(open_destination(args.dest), set_id=args.set_id, migration_id=args.migration_id,
+                          roles=args.roles, participant_pruning=args.participant_pruning,
+                          sequencer_pruning=args.sequencer_pruning)
+    except Exception as exc:
+        return _failed(exc, set_id=args.set_id, migration_id=args.migration_id, stage="seal")
+    return _sealed(result, started)
+
+
+def cmd_backup_set(args) -> int:
+    _unwind_on_sigterm()
+    started = time.monotonic()
+    set_id = args.set_id or new_set_id()
+    try:
+        result = backup_set(open_destination(args.dest), dsns=_group(args.db), set_id=set_id,
+                            migration_id=args.migration_id, settings=_dump_settings(args),
+                            participant_pruning=args.participant_pruning, sequencer_pruning=args.sequencer_pruning,
+                            parallel=args.parallel)
+    except Exception as exc:
+        return _failed(exc, set_id=set_id, migration_id=args.migration_id)
+    return _sealed(result, started)
+
+
+def cmd_verify_set(args) -> int:
+    try:
+        dest, prefix = _split_set_url(args.url)
+        manifest, errors = verify_set(dest, prefix)
+    except Exception as exc:
+        print(f"verify-set: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if errors:
+        for error in errors:
+            print(f"verify-set: {error}", file=sys.stderr)
+        return 1
+    objects = sum(len(db["objects"]) for db in manifest["databases"])
+    print(f"OK {args.url}: {len(manifest['databases'])} databases, {objects} objects, "
+          f"{manifest['total_size']} bytes, ordering holds")
+    return 0
+
+
+def cmd_list_sets(args) -> int:
+    try:
+        dest = open_destination(args.url)
+        sets = complete_sets(dest, migration_id=args.migration_id)
+    except Exception as exc:
+        print(f"list-sets: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    for prefix, manifest in sets:
+        row = {"url": dest.describe(prefix), "created_at": manifest["created_at"], "tier": prefix.split("/")[0],
+               "migration_id": manifest["migration_id"], "set_id": manifest["set_id"],
+               "bytes": manifest["total_size"], "roles": manifest["roles"]}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"{row['created_at']}  {row['tier']:<10} {row['migration_id']:>4}  {row['bytes']:>14}  "
+                  f"{','.join(row['roles']):<32} {row['url']}")
+    return 0
+
+
+def cmd_restore_set(args) -> int:
+    started = time.monotonic()
+    try:
+        dest, prefix = _split_set_url(args.url)
+        results = restore_set(dest, prefix, _group(args.db),
+                              RestoreOptions(jobs=args.jobs, no_owner=args.no_owner, workdir=args.workdir,
+                                             pg_bin=args.pg_bin, analyze=args.analyze),
+                              allow_partial=args.allow_partial, parallel=args.parallel)
+    except Exception as exc:
+        print(f"restore-set: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    for result in results:
+        print(json.dumps({"event": "restore.database", **result}))
+    log(f"restore-set: {len(results)} databases restored and checked in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def register(subparsers) -> None:
+    common_dest = {"help": "destination: file:///path, gs://bucket/prefix or s3://bucket/prefix"}
+
+    p = subparsers.add_parser("backup-step", help="dump the databases of one role into a set (one CronJob step)")
+    p.add_argument("--role", required=True, type=_role)
+    p.add_argument("--dest", required=True, **common_dest)
+    p.add_argument("--set-id", required=True, type=_set_id)
+    p.add_argument("--migration-id", required=True, type=int)
+    p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
+                   help="a database of this role; the password comes from PGPASSWORD, never the DSN")
+    _add_dump_options(p)
+    p.set_defaults(func=cmd_backup_step)
+
+    p = subparsers.add_parser("seal-set", help="check a set's steps and ordering, write its manifest, promote")
+    p.add_argument("--dest", required=True, **common_dest)
+    p.add_argument("--set-id", required=True, type=_set_id)
+    p.add_argument("--migration-id", required=True, type=int)
+    p.add_argument("--roles", required=True, type=_roles, help="the roles the set must contain: apps,participant,...")
+    _add_pruning(p)
+    p.set_defaults(func=cmd_seal_set)
+
+    p = subparsers.add_parser("backup-set", help="take a whole set in one process (the steps, then the seal)")
+    p.add_argument("--dest", required=True, **common_dest)
+    p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN")
+    p.add_argument("--set-id", type=_set_id, default=None, help="default: <UTC time>-<random>")
+    p.add_argument("--migration-id", type=int, default=0)
+    p.add_argument("--parallel", type=int, default=2,
+                   help="roles dumped at once after apps (participant, sequencer, mediator; default 2)")
+    _add_pruning(p)
+    _add_dump_options(p)
+    p.set_defaults(func=cmd_backup_set)
+
+    p = subparsers.add_parser("verify-set", help="check a set: manifest, every object's size and sha256, ordering")
+    p.add_argument("url", help="DEST/<recent|historical>/<migration id>/<set id>")
+    p.set_defaults(func=cmd_verify_set)
+
+    p = subparsers.add_parser("list-sets", help="list complete sets, newest first")
+    p.add_argument("url", **common_dest)
+    p.add_argument("--migration-id", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_list_sets)
+
+    p = subparsers.add_parser("restore-set", help="restore a complete set into (new or empty) databases and check")
+    p.add_argument("url", help="DEST/<recent|historical>/<migration id>/<set id>")
+    p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
+                   help="target database for a role (created if absent; must be empty)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="pg_restore --jobs; above 1 the archive is first decompressed into --workdir")
+    p.add_argument("--workdir", type=Path, default=None, help="local space for --jobs > 1 (default: TMPDIR)")
+    p.add_argument("--no-owner", action="store_true", help="pg_restore --no-owner --no-privileges")
+    p.add_argument("--allow-partial", action="store_true", help="restore only the roles given")
+    p.add_argument("--analyze", action="store_true", help="ANALYZE each restored database (pg_restore does not)")
+    p.add_argument("--parallel", type=int, default=2, help="databases restored at once (default 2)")
+    _add_pg_bin(p)
+    p.set_defaults(func=cmd_restore_set)
+

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Benchmark a Postgres backup set against the naive baseline and the floor, on real PostgreSQL.
+
+Builds two throwaway clusters (apps ~0.3 GB, participant ~1 GB by default; `--small` for 30 MB / 100 MB) with
+Splice-shaped fixture data, then, in the same run, times:
+
+- floor:      `pg_dump -Fp > /dev/null` of each database, one after the other (a dump with no compression);
+- naive:      `pg_dump -Fc -f FILE` of each database, one after the other (pg_dump's default gzip);
+- backup-set: `python -m jobs backup-set --dest file://...` (process start, snapshots, dumps, zstd, sha256,
+              step records, manifest, historical promotion included);
+- restore:    `python -m jobs restore-set` of that set into new databases (streamed; and with --jobs 2).
+
+Prints wall times (medians over --repeat runs), bytes written and the ratios the issue sets targets for:
+backup-set <= 1.3x the floor, >= 3x faster than naive, output no larger than naive's.
+
+Usage: python scripts/bench_backup.py [--small] [--repeat 3]   (as root the servers run as user postgres)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.jobs.pgcluster import PASSWORD, PG_BIN, ClusterFactory, load_fixture  # noqa: E402
+
+APPS_DB, PARTICIPANT_DB = "cantonnet_sv", "participant_1"
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.monotonic()
+    result = fn()
+    return time.monotonic() - start, result
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=True, env={**os.environ, "PGPASSWORD": PASSWORD, "PYTHONWARNINGS": "ignore"},
+                          **kwargs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="apps 30 MB, participant 100 MB (a quick run)")
+    parser.add_argument("--apps-mb", type=float, default=None)
+    parser.add_argument("--participant-mb", type=float, default=None)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; medians are printed")
+    parser.add_argument("--no-restore", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=None, help="where clusters and outputs go (default: TMPDIR)")
+    opts = parser.parse_args()
+    apps_mb = opts.apps_mb or (30 if opts.small else 300)
+    participant_mb = opts.participant_mb or (100 if opts.small else 1000)
+
+    work = Path(tempfile.mkdtemp(prefix="sv-bench-", dir=opts.workdir))
+    work.chmod(0o755)  # the servers run as another user (postgres) when this runs as root
+    factory = ClusterFactory(work / "pg")
+    try:
+        apps, participant = factory("apps"), factory("participant")
+        load_time, _ = timed(lambda: (load_fixture(apps, APPS_DB, "app", apps_mb),
+                                      load_fixture(participant, PARTICIPANT_DB, "par", participant_mb)))
+        sizes = {name: int(c.psql(f"SELECT pg_database_size('{db}')", db))
+                 for name, c, db in (("apps", apps, APPS_DB), ("participant", participant, PARTICIPANT_DB))}
+        print(f"fixture: apps {sizes['apps'] / 1e9:.2f} GB, participant {sizes['participant'] / 1e9:.2f} GB "
+              f"(built in {load_time:.0f}s); PostgreSQL {apps.psql('SHOW server_version')}; "
+              f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}", flush=True)
+        targets = [(apps, APPS_DB), (participant, PARTICIPANT_DB)]
+        pg_dump = str(PG_BIN / "pg_dump")
+
+        def floor():
+            for cluster, db in targets:
+                with open(os.devnull, "wb") as null:
+                    run([pg_dump, "-Fp", f"--dbname={cluster.dsn(db)}"], stdout=null)
+            return 0
+
+        def naive():
+            out = work / "naive"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            for cluster, db in targets:
+                run([pg_dump, "-Fc", f"--file={out / db}.dump", f"--dbname={cluster.dsn(db)}"])
+            return sum(p.stat().st_size for p in out.iterdir())
+
+        sets = []
+
+        def backup_set():
+            dest = work / f"sets-{len(sets)}"
+            proc = run([sys.executable, "-m", "jobs", "backup-set", "--dest", f"file://{dest}",
+                        "--db", f"apps={apps.dsn(APPS_DB)}", "--db", f"participant={participant.dsn(PARTICIPANT_DB)}"],
+                       cwd=REPO, capture_output=True, text=True)
+            event = json.loads(proc.stdout.strip().splitlines()[-1])
+            sets.append(event["urls"][0])
+            return event["bytes"]
+
+        results: dict[str, list[float]] = {"floor": [], "naive": [], "backup-set": []}
+        size_of: dict[str, int] = {}
+        for index in range(opts.repeat):
+            for name, fn in (("floor", floor), ("naive", naive), ("backup-set", backup_set)):
+                seconds, size = timed(fn)
+                results[name].append(seconds)
+                size_of[name] = size
+                print(f"  run {index + 1}: {name:<10} {seconds:7.2f}s", flush=True)
+
+        restore_times: dict[str, float] = {}
+        if not opts.no_restore:
+            for label, extra in (("restore-set (streamed)", []), ("restore-set --jobs 2", ["--jobs", "2"])):
+                suffix = "r1" if not extra else "r2"
+                seconds, _ = timed(lambda extra=extra, suffix=suffix: run(
+                    [sys.executable, "-m", "jobs", "restore-set", sets[-1], *extra,
+                     "--db", f"apps={apps.dsn(APPS_DB + '_' + suffix)}",
+                     "--db", f"participant={participant.dsn(PARTICIPANT_DB + '_' + suffix)}"],
+                    cwd=REPO, capture_output=True, text=True))
+                restore_times[label] = seconds
+                print(f"  {label}: {seconds:.2f}s", flush=True)
+
+        med = {name: statistics.median(values) for name, values in results.items()}
+        print()
+        print(f"| measurement | wall time (s, median of {opts.repeat}) | bytes written | x floor | naive / this |")
+        print("|---|---:|---:|---:|---:|")
+        for name, label in (("floor", "floor: `pg_dump -Fp > /dev/null`, each DB in turn"),
+                            ("naive", "naive: `pg_dump -Fc`, each DB in turn"),
+                            ("backup-set", "`python -m jobs backup-set` to file://")):
+            written = "-" if name == "floor" else f"{size_of[name]:,}"
+            print(f"| {label} | {med[name]:.2f} | {written} | {med[name] / med['floor']:.2f} | "
+                  f"{med['naive'] / med[name]:.2f} |")
+        for label, seconds in restore_times.items():
+            print(f"| {label} | {seconds:.2f} | - | - | - |")
+        ok_floor = med["backup-set"] <= 1.3 * med["floor"]
+        ok_naive = med["naive"] >= 3 * med["backup-set"]
+        ok_size = size_of["backup-set"] <= size_of["naive"]
+        print()
+        print(f"targets: <= 1.3x floor: {'met' if ok_floor else 'MISSED'} ({med['backup-set'] / med['floor']:.2f}x); "
+              f">= 3x faster than naive: {'met' if ok_naive else 'MISSED'} ({med['naive'] / med['backup-set']:.2f}x); "
+              f"no larger than naive: {'met' if ok_size else 'MISSED'} "
+              f"({size_of['backup-set'] / size_of['naive']:.2f} of naive)")
+        return 0 if ok_floor and ok_naive and ok_size else 1
+    finally:
+        factory.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""Pure checks of Postgres sets: ordering rule, manifest/step validation, sealing and promotion decisions
+(on a file:// store with hand-written step records: no PostgreSQL), pg_restore output classification, client
+selection."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jobs.destinations import ObjectExists, open_destination
+from jobs.manifest import (
+    SetError,
+    build_manifest,
+    format_time,
+    manifest_errors,
+    ordering_errors,
+    parse_time,
+    step_errors,
+)
+from jobs.pgdump import client_binary, database_name, object_key, parse_dsn, redact
+from jobs.pgsets import complete_sets, seal_set, to_json
+from jobs.restore import classify_pg_restore_output, map_targets, toc_objects
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+BOOT = "3b2a7c1e-0000-4000-8000-000000000001"
+
+
+def db_record(role, database, start_s, end_s, mono=True, boot=BOOT, data=b"dump"):
+    requested, finished = T0 + timedelta(seconds=start_s), T0 + timedelta(seconds=end_s)
+    acquired = requested + timedelta(milliseconds=5)
+    record = {
+        "role": role, "database": database, "server_version": "15.18",
+        "snapshot_requested_at": format_time(requested), "snapshot_acquired_at": format_time(acquired),
+        "finished_at": format_time(finished), "wal_lsn": "0/1A2B3C", "boot_id": boot,
+        "objects": [{"key": f"data/{role}/{database}.a1.pgdump.zst", "size": len(data),
+                     "sha256": hashlib.sha256(data).hexdigest()}],
+    }
+    if mono:
+        record["monotonic_ns"] = {"snapshot_requested": int(start_s * 1e9), "snapshot_acquired": int(start_s * 1e9)
+                                  + 5_000_000, "finished": int(end_s * 1e9)}
+    return record
+
+
+# ---------------------------------------------------------------------------------------------- ordering
+
+
+def test_apps_finished_before_participant_requested_holds():
+    assert ordering_errors([db_record("apps", "a", 0, 10), db_record("participant", "p", 10.000001, 20)]) == []
+
+
+@pytest.mark.parametrize("participant_start", [10, 9.5, -1])
+def test_participant_requested_at_or_before_apps_finished_is_refused(participant_start):
+    errors = ordering_errors([db_record("apps", "a", 0, 10), db_record("participant", "p", participant_start, 30)])
+    assert errors and "not before participant/p" in errors[0]
+
+
+def test_every_apps_database_counts_and_the_first_participant_request():
+    dbs = [db_record("apps", "a1", 0, 5), db_record("apps", "a2", 5, 12),
+           db_record("participant", "p1", 13, 20), db_record("participant", "p2", 11, 30)]
+    errors = ordering_errors(dbs)
+    assert len(errors) == 1 and "apps/a2" in errors[0] and "participant/p2" in errors[0]
+
+
+def test_monotonic_clock_wins_when_the_wall_clock_was_stepped():
+    apps, participant = db_record("apps", "a", 0, 10), db_record("participant", "p", 11, 20)
+    participant["monotonic_ns"]["snapshot_requested"] = apps["monotonic_ns"]["finished"] - 1  # NTP stepped back
+    assert "monotonic" in ordering_errors([apps, participant])[0]
+    participant["boot_id"] = "another-boot"  # readings of different kernels are not comparable: wall clock only
+    assert ordering_errors([apps, participant]) == []
+
+
+def test_times_must_run_forward_and_be_readable():
+    bad = db_record("apps", "a", 0, 10)
+    bad["finished_at"] = format_time(T0 - timedelta(seconds=1))
+    assert "do not run forward" in ordering_errors([bad])[0]
+    bad["finished_at"] = "yesterday"
+    assert "unreadable" in ordering_errors([bad])[0]
+
+
+def test_other_roles_are_unconstrained():
+    assert ordering_errors([db_record("apps", "a", 0, 10), db_record("sequencer", "s", 1, 50),
+                            db_record("participant", "p", 11, 20), db_record("mediator", "m", 0, 100)]) == []
+
+
+def test_time_format_is_rfc3339_utc_with_microseconds():
+    assert format_time(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000000Z"
+    assert parse_time("2026-01-02T03:04:05.000001Z") == datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        format_time(datetime(2026, 1, 2))
+
+
+# ----------------------------------------------------------------------------------- manifest and steps
+
+
+def manifest_of(*dbs, **over):
+    steps = {}
+    for db in dbs:
+        steps.setdefault(db["role"], {"role": db["role"], "databases": []})["databases"].append(db)
+    manifest = build_manifest(set_id="s1", migration_id=2, tier="recent", created_at=T0 + timedelta(minutes=5),
+                              code_version="test", steps=list(steps.values()))
+    manifest.update(over)
+    return manifest
+
+
+def test_manifest_has_the_agreed_schema_and_checks_from_itself():
+    manifest = manifest_of(db_record("participant", "p", 11, 20), db_record("apps", "a", 0, 10))
+    assert {"set_id", "complete", "migration_id", "created_at", "code_version", "databases"} <= set(manifest)
+    assert [d["role"] for d in manifest["databases"]] == ["apps", "participant"]
+    for db in manifest["databases"]:
+        assert {"role", "database", "server_version", "snapshot_requested_at", "snapshot_acquired_at",
+                "finished_at", "wal_lsn", "objects"} <= set(db)
+    assert manifest["ordering"]["holds"] is True
+    assert manifest_errors(manifest, "s1") == []
+    assert manifest_errors(json.loads(to_json(manifest)), "s1") == []
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(complete=False), "not marked complete"),
+        (lambda m: m.pop("created_at"), "no created_at"),
+        (lambda m: m.update(set_id="other"), "set id"),
+        (lambda m: m["databases"][0]["objects"][0].update(sha256="abc"), "bad sha256"),
+        (lambda m: m["databases"][0]["objects"][0].update(key="../../etc/passwd"), "bad object key"),
+        (lambda m: m["databases"][1]["objects"].__setitem__(0, m["databases"][0]["objects"][0]), "listed twice"),
+        (lambda m: m["databases"][0].pop("wal_lsn"), "missing wal_lsn"),
+        (lambda m: m["databases"][1].update(snapshot_requested_at=m["databases"][0]["snapshot_acquired_at"]),
+         "not before participant"),
+    ],
+)
+def test_manifest_errors(change, message):
+    manifest = manifest_of(db_record("apps", "a", 0, 10), db_record("participant", "p", 11, 20))
+    change(manifest)
+    assert any(message in e for e in manifest_errors(manifest, "s1")), manifest_errors(manifest, "s1")
+
+
+def test_step_errors():
+    step = {"format": "sv-backups/postgres-step/v1", "set_id": "s1", "migration_id": 2, "role": "apps",
+            "databases": [db_record("apps", "a", 0, 1)]}
+    assert step_errors(step, "s1", 2, "apps") == []
+    assert step_errors(step, "s2", 2, "apps") and step_errors(step, "s1", 3, "apps")
+    assert step_errors({**step, "databases": [db_record("participant", "p", 0, 1)]}, "s1", 2, "apps")
+    assert step_errors({**step, "databases": []}, "s1", 2, "apps")
+
+
+# ----------------------------------------------------------------------- sealing and promotion (no PG)
+
+
+def write_step(dest, set_id, migration_id, role, *dbs):
+    for db in dbs:
+        dest.put_bytes(f"recent/{migration_id}/{set_id}/{db['objects'][0]['key']}", b"dump")
+    dest.put_bytes(f"recent/{migration_id}/{set_id}/steps/{role}.json", to_json({
+        "format": "sv-backups/postgres-step/v1", "set_id": set_id, "migration_id": migration_id, "role": role,
+        "databases": list(dbs)}))
+
+
+def fake_set(dest, set_id, migration_id=0, apps=(0, 10), participant=(11, 20)):
+    write_step(dest, set_id, migration_id, "apps", db_record("apps", "a", *apps))
+    write_step(dest, set_id, migration_id, "participant", db_record("participant", "p", *participant))
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_seal_promotes_by_cadence_and_never_deletes(tmp_path):
+    dest = open_destination(f"file://{tmp_path}")
+    at = {"now": T0}
+
+    def seal(set_id, migration_id=0):
+        fake_set(dest, set_id, migration_id)
+        before = files(tmp_path)
+        result = seal_set(dest, set_id=set_id, migration_id=migration_id, roles=["apps", "participant"],
+                          participant_pruning=timedelta(days=30), sequencer_pruning=None, now=lambda: at["now"])
+        after = files(tmp_path)
+        assert {k: after[k] for k in before} == before  # only additions
+        return result
+
+    assert seal("first").promoted  # nothing historical yet
+    at["now"] = T0 + timedelta(days=13, hours=23)
+    assert not seal("second").promoted  # 30d pruning -> min(15d, the 14d default) cadence
+    at["now"] = T0 + timedelta(days=14)
+    assert seal("third").promoted
+    assert seal("other-migration", migration_id=1).promoted  # each migration id has its own history
+    listed = [(p, m["set_id"]) for p, m in complete_sets(dest)]
+    assert ("historical/0/third", "third") in listed and ("historical/0/second", "second") not in listed
+    assert listed[0][1] == "other-migration" and listed[-1] == ("historical/0/first", "first")
+    promoted = json.loads((tmp_path / "historical/0/third/manifest.json").read_text())
+    assert promoted["tier"] == "historical" and promoted["promoted_from"] == "recent/0/third"
+    assert (tmp_path / "historical/0/third/data/apps/a.a1.pgdump.zst").read_bytes() == b"dump"
+
+
+def test_seal_refuses_and_writes_nothing(tmp_path):
+    dest = open_destination(f"file://{tmp_path}")
+    fake_set(dest, "bad", apps=(0, 10), participant=(9, 20))
+    with pytest.raises(SetError, match="refusing to seal"):
+        seal_set(dest, set_id="bad", migration_id=0, roles=["apps", "participant"])
+    write_step(dest, "missing", 0, "apps", db_record("apps", "a", 0, 10))
+    with pytest.raises(SetError, match="role participant: no completed step"):
+        seal_set(dest, set_id="missing", migration_id=0, roles=["apps", "participant"])
+    fake_set(dest, "lost-object")
+    (tmp_path / "recent/0/lost-object/data/participant/p.a1.pgdump.zst").unlink()
+    with pytest.raises(SetError, match="is missing"):
+        seal_set(dest, set_id="lost-object", migration_id=0, roles=["apps", "participant"])
+    assert not list(tmp_path.rglob("manifest.json"))
+    assert complete_sets(dest) == []
+
+
+def test_a_set_with_a_broken_manifest_does_not_exist(tmp_path):
+    dest = open_destination(f"file://{tmp_path}")
+    fake_set(dest, "good")
+    seal_set(dest, set_id="good", migration_id=0, roles=["apps", "participant"])
+    fake_set(dest, "truncated")
+    dest.put_bytes("recent/0/truncated/manifest.json", b'{"set_id": "trunc')
+    fake_set(dest, "not-complete")
+    manifest = json.loads(dest.read_bytes("recent/0/good/manifest.json"))
+    dest.put_bytes("recent/0/not-complete/manifest.json", to_json({**copy.deepcopy(manifest), "complete": False,
+                                                                   "set_id": "not-complete"}))
+    assert sorted({m["set_id"] for _, m in complete_sets(dest)}) == ["good"]
+    with pytest.raises(ObjectExists):
+        dest.put_bytes("recent/0/good/manifest.json", b"{}")
+
+
+# ------------------------------------------------------------------------------------- restore checks
+
+PG17_INTO_15 = """\
+pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter "transaction_timeout"
+Command was: SET transaction_timeout = 0;
+pg_restore: warning: errors ignored on restore: 1
+"""
+
+REAL_ERROR = """pg_restore: while PROCESSING TOC:
+pg_restore: from TOC entry 3375; 0 16390 TABLE DATA par_contracts postgres
+pg_restore: error: COPY failed for table "par_contracts": ERROR:  duplicate key value violates unique constraint
+pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter "transaction_timeout"
+Command was: SET transaction_timeout = 0;
+pg_restore: warning: errors ignored on restore: 2
+"""
+
+
+def test_newer_client_setting_errors_are_harmless():
+    report = classify_pg_restore_output(PG17_INTO_15, 1)
+    assert report.errors == [] and len(report.harmless) == 1
+
+
+def test_real_errors_are_not_missed():
+    report = classify_pg_restore_output(REAL_ERROR, 1)
+    assert len(report.errors) == 1 and "duplicate key" in report.errors[0] and len(report.harmless) == 1
+    assert classify_pg_restore_output("pg_restore: error: connection to server failed\n", 1).errors
+    assert classify_pg_restore_output("something odd\n", 1).errors  # failing exit, nothing recognised
+    unmatched = 'pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter "a"\n' \
+                "Command was: SET b = 0;\npg_restore: warning: errors ignored on restore: 1\n"
+    assert classify_pg_restore_output(unmatched, 1).errors
+    miscounted = PG17_INTO_15.replace("restore: 1", "restore: 3")
+    assert classify_pg_restore_output(miscounted, 1).errors
+    assert classify_pg_restore_output("", 0).errors == []
+
+
+def test_toc_listing_parse():
+    listing = """;
+; Archive created at 2026-11-21 16:23:09 UTC
+215; 1259 16386 TABLE public par_contracts postgres
+216; 1259 16393 TABLE public weird name postgres
+3375; 0 16386 TABLE DATA public par_contracts postgres
+3210; 2606 16400 CONSTRAINT public par_contracts par_contracts_pkey postgres
+3212; 1259 16410 INDEX public par_contracts_owner_party_ledger_offset_idx postgres
+"""
+    assert toc_objects(listing) == [
+        ("TABLE", "public", "par_contracts", None),
+        ("CONSTRAINT", "public", "par_contracts", "par_contracts_pkey"),
+        ("INDEX", "public", "par_contracts_owner_party_ledger_offset_idx", None),
+    ]
+
+
+def test_restore_targets_map_roles_and_databases():
+    manifest = manifest_of(db_record("apps", "a", 0, 10), db_record("participant", "p1", 11, 20),
+                           db_record("participant", "p2", 12, 20))
+    pairs = map_targets(manifest, {"apps": ["postgresql://u@h/new_a"], "participant": [
+        "postgresql://u@h/p2", "postgresql://u@h/p1"]}, allow_partial=False)
+    assert [(db["database"], dsn.rsplit("/", 1)[1]) for db, dsn in pairs] == [("a", "new_a"), ("p2", "p2"),
+                                                                               ("p1", "p1")]
+    with pytest.raises(SetError, match="no target for participant/p1, participant/p2"):
+        map_targets(manifest, {"apps": ["postgresql://u@h/a"]}, allow_partial=False)
+    assert len(map_targets(manifest, {"apps": ["postgresql://u@h/a"]}, allow_partial=True)) == 1
+    with pytest.raises(SetError, match="no participant database named 'p3'"):
+        map_targets(manifest, {"participant": ["postgresql://u@h/p3"]}, allow_partial=True)
+
+
+# ------------------------------------------------------------------------------------- pg_dump helpers
+
+
+def test_client_matches_the_server_major(tmp_path):
+    for major in (14, 15, 17):
+        (tmp_path / str(major) / "bin").mkdir(parents=True)
+        for tool in ("pg_dump", "pg_restore"):
+            (tmp_path / str(major) / "bin" / tool).write_text("")
+    assert client_binary("pg_dump", 15, lib=tmp_path) == str(tmp_path / "15/bin/pg_dump")
+    assert client_binary("pg_dump", 16, lib=tmp_path) == str(tmp_path / "17/bin/pg_dump")  # oldest newer one
+    assert client_binary("pg_restore", 14, lib=tmp_path) == str(tmp_path / "14/bin/pg_restore")
+    assert client_binary("pg_dump", 15, lib=tmp_path, override=Path("/opt/pg")) == "/opt/pg/pg_dump"
+
+
+def test_dsn_rules():
+    assert database_name("postgresql://sv@apps-pg:5432/cantonnet_sv") == "cantonnet_sv"
+    assert database_name("host=participant-pg dbname=participant_1 user=cnadmin") == "participant_1"
+    with pytest.raises(ValueError, match="PGPASSWORD"):
+        parse_dsn("postgresql://sv:hunter2@apps-pg/x")
+    assert "hunter2" not in redact("postgresql://sv:hunter2@apps-pg/x")
+    assert object_key("apps", "we ird/db", "a1") == "data/apps/we%20ird%2Fdb.a1.pgdump.zst"
+
+
+# ------------------------------------------------------------------------------------------ packaging
+
+
+def test_the_jobs_import_only_retention_from_components():
+    """The image ships components/retention.py alone (jobs/Dockerfile): nothing else of components/ may be
+    imported by the job code, nor pulumi."""
+    import subprocess
+    import sys
+
+    code = ("import sys, jobs.__main__ as m; m.build_parser(); "
+            "print(sorted(n for n in sys.modules if n.startswith(('components', 'pulumi'))))")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=Path(__file__).resolve().parents[2],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['components', 'components.retention']"
+
+
+def test_the_cronjob_command_lines_parse():
+    from jobs.__main__ import COMMAND_MODULES, build_parser
+
+    assert COMMAND_MODULES[0] == "jobs.pgsets_cli"
+    parser = build_parser()
+    step = parser.parse_args(["backup-step", "--role", "apps", "--dest", "gs://b/p", "--set-id", "pod-abc",
+                              "--migration-id", "3", "--db", "apps=postgresql://sv@apps-pg:5432/cantonnet_sv"])
+    assert step.db == [("apps", "postgresql://sv@apps-pg:5432/cantonnet_sv")] and step.migration_id == 3
+    seal = parser.parse_args(["seal-set", "--dest", "s3://b/p", "--set-id", "pod-abc", "--migration-id", "3",
+                              "--roles", "apps,participant,sequencer", "--participant-pruning", "30d",
+                              "--sequencer-pruning", "P30D"])
+    assert seal.roles == ["apps", "participant", "sequencer"]
+    assert seal.participant_pruning == seal.sequencer_pruning == timedelta(days=30)
+    for bad in (["seal-set", "--dest", "x", "--set-id", "a", "--migration-id", "1", "--roles", "apps,apps"],
+                ["backup-set", "--dest", "x", "--db", "apps"],
+                ["backup-set", "--dest", "x", "--db", "Apps=postgresql://h/d"],
+                ["seal-set", "--dest", "x", "--set-id", "../etc", "--migration-id", "1", "--roles", "apps"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
