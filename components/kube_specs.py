@@ -15,8 +15,8 @@ from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 
-# The job image runs as this numeric, unprivileged user (jobs/Dockerfile creates it).
-JOB_UID = 10001
+# The job image runs as this numeric, unprivileged user (jobs/Dockerfile: USER 65532, "nonroot").
+JOB_UID = 65532
 TMP_VOLUME = "tmp"
 # A read-only root filesystem leaves nowhere for Python, libpq or pg_dump to put scratch files; a small
 # emptyDir on /tmp is the only writable place. Dumps are streamed, so it never holds a backup.
