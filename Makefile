@@ -32,7 +32,11 @@ plan-all: $(VENV)/.program-deps
 system-deps:
 	bash scripts/install_system_deps.sh
 
-test: $(VENV)/.dev-deps system-deps
+# pg_dump/pg_restore 17 for the newer-client-into-older-server test (Debian ships PostgreSQL 15 only).
+$(VENV)/postgresql-17/bin/pg_restore: | $(VENV)/.dev-deps
+	$(PY) scripts/fetch_pg_client.py 17.11.0 $(VENV)/postgresql-17
+
+test: $(VENV)/.dev-deps system-deps $(VENV)/postgresql-17/bin/pg_restore
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev-deps

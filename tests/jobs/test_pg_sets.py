@@ -148,7 +148,18 @@ def test_real_restore_errors_fail_the_restore(pg_factory, pg_env, jobs_cli, tmp_
     assert target.psql("SELECT count(*) FROM ledger", "owned_again") == "100"
 
 
-NEWER_PG_BIN = Path(os.environ.get("SV_BACKUPS_TEST_NEWER_PG_BIN", "/usr/lib/postgresql/17/bin"))
+def _newer_pg_bin() -> Path:
+    """PostgreSQL 17 client tools: from the environment, the system, or where `make test` unpacks them
+    (scripts/fetch_pg_client.py), so CI runs this test on a fresh machine."""
+    if "SV_BACKUPS_TEST_NEWER_PG_BIN" in os.environ:
+        return Path(os.environ["SV_BACKUPS_TEST_NEWER_PG_BIN"])
+    system = Path("/usr/lib/postgresql/17/bin")
+    if system.exists():
+        return system
+    return Path(__file__).resolve().parents[2] / ".venv" / "postgresql-17" / "bin"
+
+
+NEWER_PG_BIN = _newer_pg_bin()
 
 
 @pytest.mark.skipif(not (NEWER_PG_BIN / "pg_restore").exists(), reason="no PostgreSQL 17+ client tools")
