@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import re
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
@@ -17,6 +17,7 @@ from .props import (
     as_number,
     describe_seconds,
     get,
+    iam_grants,
     labels,
 )
 from .rule import ADVISORY, resource_rule
@@ -246,19 +247,6 @@ def _iam_kind(resource_type: str) -> str | None:
     return None
 
 
-def _grants(props: dict) -> list[tuple[str, list]]:
-    """(role, members) of an IAM member, binding or policy resource."""
-    if "policyData" in props:
-        data = props["policyData"]
-        try:
-            policy = json.loads(data) if isinstance(data, str) else {}
-        except json.JSONDecodeError:
-            return []
-        return [(b.get("role"), list(b.get("members") or [])) for b in policy.get("bindings") or []]
-    members = props.get("members") if isinstance(props.get("members"), list) else [props.get("member")]
-    return [(props.get("role"), members)]
-
-
 def _is_public(member) -> bool:
     return isinstance(member, str) and (
         member in ("allUsers", "allAuthenticatedUsers") or member.startswith("principalSet://goog/public:")
@@ -272,7 +260,7 @@ def _check_no_public_grants(props: dict, args: ResourceValidationArgs, report: R
             f"{args.resource_type.rsplit(':', 1)[-1]} '{args.name}': grants {props.get('role')} to {entity}. "
             f"Fix: remove it; nothing of an SV node's backups is public."
         )
-    for role, members in _grants(props):
+    for role, members in iam_grants(props):
         for member in members:
             if _is_public(member):
                 report(
@@ -315,7 +303,7 @@ DELETING_PROJECT_ROLES = frozenset(
 def _check_bucket_writer(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind = args.resource_type.rsplit(":", 1)[-1]
     bucket_grant = args.resource_type.startswith("gcp:storage/")
-    for role, members in _grants(props):
+    for role, members in iam_grants(props):
         if role is UNKNOWN:
             continue
         who = ", ".join("<known after deploy>" if m is UNKNOWN else str(m) for m in members) or "nobody"
@@ -352,7 +340,7 @@ SECRET_WRITER_ROLE = "roles/secretmanager.secretVersionAdder"
 def _check_secret_writer(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
     kind = args.resource_type.rsplit(":", 1)[-1]
     project_grant = args.resource_type.startswith("gcp:projects/")
-    for role, members in _grants(props):
+    for role, members in iam_grants(props):
         if role is UNKNOWN or role == SECRET_WRITER_ROLE:
             continue
         if project_grant and not str(role).startswith("roles/secretmanager."):
@@ -409,16 +397,63 @@ def _check_cloudsql(props: dict, args: ResourceValidationArgs, report: ReportVio
     for value, field, consequence in checks:
         if value is not True and value is not UNKNOWN:
             report(f"{where}: {field} is {value}: {consequence}. Fix: set {field}: true.")
+    for ignored in getattr(args.opts, "ignore_changes", None) or []:
+        hidden = _hidden_protection(str(ignored))
+        if hidden:
+            report(
+                f"{where}: the resource option ignoreChanges has '{ignored}', which covers {hidden}: Pulumi then "
+                f"keeps whatever the live instance has (an adopted instance keeps its own settings, a console "
+                f"change turning backups or deletion protection off is never reverted), so the values above are "
+                f"not what runs. Fix: remove '{ignored}' from ignore_changes (components/gcp/cloudsql.py "
+                f"CLOUDSQL_IGNORED_FIELDS); under settings.backupConfiguration only startTime (and the output-only "
+                f"backupTier) may be ignored."
+            )
+
+
+# What ignoreChanges must not cover on a Cloud SQL instance. Under settings.backupConfiguration, the time of
+# day the daily backup starts may follow the live instance, and backupTier is output-only in the Cloud SQL API
+# (the service sets it, no request can change it), so ignoring it hides nothing.
+_PROTECTED_PATHS = (
+    ("settings", "backupConfiguration"),
+    ("deletionProtection",),
+    ("settings", "deletionProtectionEnabled"),
+)
+_IGNORABLE_BACKUP_FIELDS = frozenset({"startTime", "backupTier"})
+_PATH_SEGMENT = re.compile(r'\[\s*"((?:[^"\\]|\\.)*)"\s*\]|\[\s*([^\]]*?)\s*\]|([^.\[\]]+)')
+
+
+def _path_segments(path: str) -> list[str]:
+    """`settings.backupConfiguration["enabled"]` -> ['settings', 'backupConfiguration', 'enabled'] (Pulumi
+    property paths: dots, [index], ["key"], * wildcards)."""
+    return [next(g for g in match.groups() if g is not None) for match in _PATH_SEGMENT.finditer(path)]
+
+
+def _hidden_protection(ignored: str) -> str | None:
+    """The protected field an ignoreChanges path covers (an ancestor, the field itself or anything under it)."""
+    segments = _path_segments(ignored)
+    for protected in _PROTECTED_PATHS:
+        common = min(len(segments), len(protected))
+        if not segments or not all(a in ("*", b) for a, b in zip(segments[:common], protected[:common], strict=True)):
+            continue
+        if protected == _PROTECTED_PATHS[0]:
+            if len(segments) > 2 and segments[2] in _IGNORABLE_BACKUP_FIELDS:
+                continue
+        elif len(segments) > len(protected):
+            continue  # the deletion protection flags are booleans: nothing lies under them
+        return ".".join(protected)
+    return None
 
 
 cloudsql_backups_protected = resource_rule(
     "cloudsql-backups-protected",
-    "Cloud SQL instances have automated backups, point-in-time recovery and deletion protection on.",
+    "Cloud SQL instances have automated backups, point-in-time recovery and deletion protection on, and their "
+    "resource options do not ignore changes to them.",
     types=[SQL_INSTANCE],
     check=_check_cloudsql,
     severity=Severity.CRITICAL,
     remediation="Set settings.backupConfiguration.enabled, .pointInTimeRecoveryEnabled, deletionProtection and "
-    "settings.deletionProtectionEnabled to true.",
+    "settings.deletionProtectionEnabled to true, and do not list them (or settings.backupConfiguration) in "
+    "ignore_changes.",
 )
 
 

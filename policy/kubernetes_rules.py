@@ -185,6 +185,7 @@ def _check_deadlines(props: dict, args: ResourceValidationArgs, report: ReportVi
             props, "spec", "jobTemplate", "spec", "activeDeadlineSeconds"
         ),
     }
+    valid = {}
     for field, raw in deadlines.items():
         if raw is UNKNOWN:
             continue
@@ -199,15 +200,29 @@ def _check_deadlines(props: dict, args: ResourceValidationArgs, report: ReportVi
                 f"{where}: {field} is {int(seconds)} s, not shorter than the {describe(interval)} between two "
                 f"runs of '{schedule}'. Fix: set {field} below {int(interval.total_seconds())}."
             )
+        else:
+            valid[field] = seconds
+    # A run may start as late as the starting deadline and then run for its whole active deadline: only the sum
+    # bounds when it ends.
+    if len(valid) == len(deadlines) and sum(valid.values()) >= interval.total_seconds():
+        starting, active = valid.values()
+        report(
+            f"{where}: spec.startingDeadlineSeconds ({int(starting)}) + "
+            f"spec.jobTemplate.spec.activeDeadlineSeconds ({int(active)}) = {int(starting + active)} s is not "
+            f"shorter than the {describe(interval)} between two runs of '{schedule}': a run that starts late "
+            f"can still be running when the next one is due, and with concurrencyPolicy Forbid that run is "
+            f"skipped. Fix: lower them so that their sum is below {int(interval.total_seconds())} "
+            f"(components/kube_specs.py)."
+        )
 
 
 backup_job_deadlines = resource_rule(
     "backup-job-deadlines",
-    "Backup CronJobs bound each run: startingDeadlineSeconds and activeDeadlineSeconds shorter than the interval.",
+    "Backup CronJobs bound each run: startingDeadlineSeconds + activeDeadlineSeconds shorter than the interval.",
     types=[CRON_JOB],
     check=_check_deadlines,
-    remediation="Set spec.startingDeadlineSeconds and spec.jobTemplate.spec.activeDeadlineSeconds below the "
-    "shortest time between two runs of the schedule.",
+    remediation="Set spec.startingDeadlineSeconds and spec.jobTemplate.spec.activeDeadlineSeconds so that their "
+    "sum is below the shortest time between two runs of the schedule.",
 )
 
 

@@ -9,6 +9,7 @@ schedule that is UNKNOWN cannot be checked and says so (`require_known`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,8 +47,12 @@ SECRET = "gcp:secretmanager/secret:Secret"
 SQL_INSTANCE = "gcp:sql/databaseInstance:DatabaseInstance"
 ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 CRYPTO_KEY = "gcp:kms/cryptoKey:CryptoKey"
+SERVICE_ACCOUNT = "gcp:serviceaccount/account:Account"
+K8S_SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+# The annotation that ties a Kubernetes ServiceAccount to the GCP service account it acts as (Workload Identity).
+GKE_SA_ANNOTATION = "iam.gke.io/gcp-service-account"
 
-# Labels the program puts on the backup bucket (components/gcp.py): the windows its lifecycle rules were
+# Labels the program puts on the backup bucket (components/gcp/backend.py): the windows its lifecycle rules were
 # sized from. CrossGuard stack policies see resources, not stack outputs, so the windows travel as labels.
 RECENT_SECONDS = "svbackups-recent-seconds"
 CADENCE_SECONDS = "svbackups-historical-cadence-seconds"
@@ -150,3 +155,34 @@ def describe_seconds(seconds: float) -> str:
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def flag_values(container: dict, flag: str) -> list:
+    """Every value given to `flag` in a container's command and args (`--flag value` or `--flag=value`)."""
+    words = [*(get(container, "command", default=[]) or []), *(get(container, "args", default=[]) or [])]
+    found = []
+    for index, word in enumerate(words):
+        if word == flag and index + 1 < len(words):
+            found.append(words[index + 1])
+        elif isinstance(word, str) and word.startswith(flag + "="):
+            found.append(word.split("=", 1)[1])
+    return found
+
+
+def iam_grants(props: dict) -> list[tuple[Any, list]]:
+    """(role, members) of any GCP IAM member, binding or policy resource."""
+    if "policyData" in props:
+        data = props["policyData"]
+        try:
+            policy = json.loads(data) if isinstance(data, str) else {}
+        except json.JSONDecodeError:
+            return []
+        return [(b.get("role"), list(b.get("members") or [])) for b in policy.get("bindings") or []]
+    members = props.get("members") if isinstance(props.get("members"), list) else [props.get("member")]
+    return [(props.get("role"), members)]
+
+
+def namespace_of(props: dict) -> str:
+    """The namespace of a Kubernetes object (`default` when unset)."""
+    namespace = get(props, "metadata", "namespace")
+    return namespace if isinstance(namespace, str) and namespace else "default"

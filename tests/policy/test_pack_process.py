@@ -96,7 +96,10 @@ def _resource(resource: dict) -> dict:
         "type": resource["type"],
         "name": resource["name"],
         "properties": _struct(json.loads(json.dumps(resource["inputs"]))),
-        "options": analyzer_pb2.AnalyzerResourceOptions(parent=resource.get("parent") or ""),
+        "options": analyzer_pb2.AnalyzerResourceOptions(
+            parent=resource.get("parent") or "",
+            ignoreChanges=(resource.get("options") or {}).get("ignoreChanges") or [],
+        ),
     }
 
 
@@ -134,6 +137,20 @@ def test_analyze_passes_a_good_cron_job(analyzer, plans):
     plan = h.pin_images(json.loads(json.dumps(plans["dev"])))
     response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(**_resource(h.cron_job(plan, "cometbft"))))
     assert list(response.diagnostics) == []
+
+
+def test_analyze_sees_ignore_changes_in_the_resource_options(analyzer, plans):
+    """CrossGuard hands the resource options to the rule (args.opts.ignore_changes), as the CLI sends them."""
+    _configure(analyzer, {})
+    instance = json.loads(json.dumps(h.resources(plans["prod"], "gcp:sql/databaseInstance:DatabaseInstance")[0]))
+    assert list(analyzer.Analyze(analyzer_pb2.AnalyzeRequest(**_resource(instance))).diagnostics) == []
+
+    instance["options"]["ignoreChanges"].append("settings.backupConfiguration.pointInTimeRecoveryEnabled")
+    response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(**_resource(instance)))
+
+    (diagnostic,) = response.diagnostics
+    assert diagnostic.policyName == "cloudsql-backups-protected"
+    assert "'settings.backupConfiguration.pointInTimeRecoveryEnabled'" in diagnostic.message
 
 
 def test_configured_level_is_what_the_pack_reports(analyzer, plans):

@@ -182,6 +182,95 @@ def _hourly_pruning(plan):
     args[args.index("--participant-pruning") + 1] = "1h"
 
 
+def _relabel_history_and_delete_it(plan):
+    """The reviewer's case: the plan moves the historical-prefix label away and deletes the real history."""
+    _bucket_labels(plan)["svbackups-historical-prefix"] = "archive_"
+    _bucket(plan)["lifecycleRules"].append(
+        {"action": {"type": "Delete"}, "condition": {"age": 30, "matchesPrefixes": ["historical/"]}}
+    )
+
+
+def _dest(plan, url):
+    for name in ("apps", "participant", "sequencer", "mediator", "seal"):
+        args = h.container(plan, "postgres", name)["args"]
+        args[args.index("--dest") + 1] = url
+
+
+def _bucket_url(plan):
+    return "gs://" + _bucket(plan)["name"]
+
+
+def _ignore_changes(path):
+    def mutate(plan):
+        h.resources(plan, "gcp:sql/databaseInstance:DatabaseInstance")[0]["options"]["ignoreChanges"].append(path)
+
+    return mutate
+
+
+def _workload_identity(kind):
+    """The Workload Identity grant on a writer's service account (postgres: pg-backup, identities)."""
+    return lambda plan: h.one(
+        plan,
+        "gcp:serviceaccount/iAMMember:IAMMember",
+        lambda r: f"-{'pg-backup' if kind == 'postgres' else kind}@" in r["inputs"]["serviceAccountId"],
+    )["inputs"]
+
+
+def _ksa_member(plan, ksa):
+    """serviceAccount:<project>.svc.id.goog[sv/<ksa>], in the stack's workload pool."""
+    return _workload_identity("postgres")(plan)["member"].split("[")[0] + f"[sv/{ksa}]"
+
+
+def _set_ksa(kind, ksa):
+    def mutate(plan):
+        _workload_identity(kind)(plan)["member"] = _ksa_member(plan, ksa)
+
+    return mutate
+
+
+def _pg_writer_to_identities_ksa(plan):
+    identities_ksa = h.cron_job(plan, "identities")["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"][
+        "serviceAccountName"
+    ]
+    _workload_identity("postgres")(plan)["member"] = _ksa_member(plan, identities_ksa)
+
+
+def _token_creator_binding(plan):
+    grant = _workload_identity("postgres")(plan)
+    h.add(
+        plan,
+        "gcp:serviceaccount/iAMBinding:IAMBinding",
+        "pg-backup-token-creators",
+        {
+            "serviceAccountId": grant["serviceAccountId"],
+            "role": "roles/iam.serviceAccountTokenCreator",
+            "members": [grant["member"], "user:ops@example.com"],
+        },
+    )
+
+
+def _project_token_creator(plan):
+    project = _bucket(plan)["project"]
+    h.add(
+        plan,
+        "gcp:projects/iAMMember:IAMMember",
+        "ops-token-creator",
+        {"project": project, "role": "roles/iam.serviceAccountTokenCreator", "member": "user:ops@example.com"},
+    )
+
+
+def _snapshot_args(plan):
+    return h.container(plan, "cometbft", "snapshot")["args"]
+
+
+def _snapshot_flag(flag, value):
+    def mutate(plan):
+        args = _snapshot_args(plan)
+        args[args.index(flag) + 1] = value
+
+    return mutate
+
+
 def _remove_alert(kind, alert_type):
     return lambda plan: h.remove(plan, h.alert(plan, kind, alert_type))
 
@@ -222,6 +311,15 @@ CASES = [
         "dev",
         _drop(_cron_spec("postgres"), "startingDeadlineSeconds"),
         "startingDeadlineSeconds is not set",
+    ),
+    (
+        "backup-job-deadlines",
+        "prod",
+        lambda p: (
+            _cron_spec("postgres")(p).update(startingDeadlineSeconds=1800),
+            _job_spec("postgres")(p).update(activeDeadlineSeconds=13500),
+        ),
+        "(1800) + spec.jobTemplate.spec.activeDeadlineSeconds (13500) = 15300 s is not shorter than the 4 h",
     ),
     (
         "backup-pod-hardened",
@@ -303,6 +401,26 @@ CASES = [
     ),
     ("cloudsql-backups-protected", "prod", _set(_backup_config, "enabled", False), "automated backups are off"),
     ("cloudsql-backups-protected", "prod", _set(_cloudsql, "deletionProtection", False), "deletionProtection"),
+    (
+        "cloudsql-backups-protected",
+        "prod",
+        _ignore_changes("settings.backupConfiguration.enabled"),
+        "'settings.backupConfiguration.enabled', which covers settings.backupConfiguration",
+    ),
+    (
+        "cloudsql-backups-protected",
+        "prod",
+        _ignore_changes("settings.backupConfiguration.backupRetentionSettings"),
+        "covers settings.backupConfiguration",
+    ),
+    ("cloudsql-backups-protected", "prod", _ignore_changes("settings"), "'settings', which covers"),
+    ("cloudsql-backups-protected", "prod", _ignore_changes("deletionProtection"), "which covers deletionProtection"),
+    (
+        "cloudsql-backups-protected",
+        "prod",
+        _ignore_changes('settings["deletionProtectionEnabled"]'),
+        "covers settings.deletionProtectionEnabled",
+    ),
     ("storage-class-transitions", "dev", _move_recent_to_nearline, "NEARLINE"),
     (
         "kms-key-rotation",
@@ -312,6 +430,31 @@ CASES = [
     ),
     ("lifecycle-never-deletes-history", "dev", _delete_without_prefix, "(every prefix)"),
     ("lifecycle-never-deletes-history", "prod", _delete_history_after_ten_years, "historical sets"),
+    ("lifecycle-never-deletes-history", "prod", _relabel_history_and_delete_it, "historical sets ('historical/')"),
+    (
+        "lifecycle-never-deletes-history",
+        "dev",
+        lambda p: _recent_delete(p)["condition"].update(matchesPrefixes=["recent"]),
+        "not inside the recent tier 'recent/'",
+    ),
+    (
+        "lifecycle-never-deletes-history",
+        "dev",
+        lambda p: _recent_delete(p)["condition"].update(matchesPrefixes=["recent/", "historical/"]),
+        "'historical/', which is not inside",
+    ),
+    (
+        "lifecycle-never-deletes-history",
+        "prod",
+        lambda p: _dest(p, _bucket_url(p) + "/sv-1/"),
+        "inside the recent tier 'sv-1/recent/'",
+    ),
+    (
+        "lifecycle-never-deletes-history",
+        "dev",
+        lambda p: _dest(p, "gs://elsewhere"),
+        "no Postgres CronJob writes to it",
+    ),
     ("lifecycle-keeps-recent-window", "dev", lambda p: _recent_delete(p)["condition"].update(age=1), "after 1 days"),
     (
         "historical-cadence-within-pruning",
@@ -320,6 +463,41 @@ CASES = [
         "not strictly more often",
     ),
     ("historical-cadence-within-pruning", "prod", _hourly_pruning, "seal step promotes"),
+    (
+        "historical-cadence-within-pruning",
+        "dev",
+        _snapshot_flag("--retain-blocks", "7000"),
+        "historical snapshot every 1h",
+    ),
+    ("historical-cadence-within-pruning", "prod", _snapshot_flag("--blocks-per-hour", "0"), "must be given once"),
+    (
+        "cometbft-snapshots-kept",
+        "dev",
+        _snapshot_flag("--class", "standard-rwo-snapclass"),
+        "--class standard-rwo-snapclass, which is not a VolumeSnapshotClass this stack declares",
+    ),
+    ("cometbft-snapshots-kept", "prod", _snapshot_flag("--keep-recent", "12h"), "--keep-recent is 12h"),
+    ("cometbft-snapshots-kept", "dev", _snapshot_flag("--keep-recent", "P0D"), "--keep-recent is 0s"),
+    (
+        "cometbft-snapshots-kept",
+        "dev",
+        lambda p: _snapshot_args(p).__setitem__(0, "snapshot"),
+        "no container runs snapshot-cometbft",
+    ),
+    (
+        "workload-identity-backup-ksa",
+        "dev",
+        lambda p: _workload_identity("postgres")(p).update(
+            member="principalSet://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/"
+            "sv-dev-project.svc.id.goog/namespace/sv"
+        ),
+        "a whole namespace or pool",
+    ),
+    ("workload-identity-backup-ksa", "dev", _set_ksa("identities", "default"), "the 'default' Kubernetes"),
+    ("workload-identity-backup-ksa", "prod", _set_ksa("postgres", "sv-app"), "which no backup CronJob runs as"),
+    ("workload-identity-backup-ksa", "prod", _pg_writer_to_identities_ksa, "annotation names sv-1-identities@"),
+    ("workload-identity-backup-ksa", "dev", _token_creator_binding, "to 2 members"),
+    ("workload-identity-backup-ksa", "dev", _project_token_creator, "on the whole project"),
     ("alerts-per-backup-kind", "dev", _remove_alert("cometbft", "stale"), "svbackups-kind=cometbft"),
     (
         "alerts-per-backup-kind",
@@ -447,3 +625,64 @@ def test_lifecycle_rules_as_provider_outputs(plan_copy):
     assert violated(plan) == {}
     condition["matchesPrefixes"] = []
     assert set(violated(plan)) == {"lifecycle-never-deletes-history"}
+
+
+def test_delete_rules_below_the_recent_tier_pass_whatever_the_labels_say(plan_copy):
+    """The allowlist reads the prefix from the Postgres CronJob's --dest, not from the bucket's labels."""
+    plan = h.pin_images(plan_copy("prod"))
+    _dest(plan, _bucket_url(plan) + "/sv-1/")
+    for rule in _bucket(plan)["lifecycleRules"]:
+        if "matchesPrefixes" in rule["condition"]:
+            rule["condition"]["matchesPrefixes"] = ["sv-1/" + p for p in rule["condition"]["matchesPrefixes"]]
+    _recent_delete(plan)["condition"]["matchesPrefixes"] = ["sv-1/recent/4/", "sv-1/recent/5/"]
+    _bucket_labels(plan).update({"svbackups-recent-prefix": "x", "svbackups-historical-prefix": "sv-1_recent_"})
+    assert violated(plan) == {}
+
+
+def test_recent_window_follows_the_derived_prefix(plan_copy):
+    """lifecycle-keeps-recent-window finds the recent tier from --dest too: relabelling does not hide a short age."""
+    plan = h.pin_images(plan_copy("dev"))
+    _bucket_labels(plan)["svbackups-recent-prefix"] = "elsewhere_"
+    _recent_delete(plan)["condition"]["age"] = 1
+    assert set(violated(plan)) == {"lifecycle-keeps-recent-window"}
+
+
+def test_cloudsql_may_ignore_only_the_backup_start_time(plan_copy):
+    plan = h.pin_images(plan_copy("prod"))
+    for instance in h.resources(plan, "gcp:sql/databaseInstance:DatabaseInstance"):
+        assert "settings.backupConfiguration.startTime" in instance["options"]["ignoreChanges"]
+        instance["options"]["ignoreChanges"] += ["settings.tier", "settings.databaseFlags[0].name"]
+    assert violated(plan) == {}
+
+
+def test_deadlines_whose_sum_fits_the_interval_pass(plan_copy):
+    plan = h.pin_images(plan_copy("prod"))
+    _cron_spec("postgres")(plan)["startingDeadlineSeconds"] = 1800
+    _job_spec("postgres")(plan)["activeDeadlineSeconds"] = 14400 - 1800 - 1
+    assert violated(plan) == {}
+
+
+def test_workload_identity_is_checked_when_the_writer_is_unknown_during_preview(plan_copy):
+    """On a first deployment the writer's id is only known after apply: the grant is checked all the same."""
+    plan = h.pin_images(plan_copy("dev"))
+    grant = _workload_identity("postgres")(plan)
+    default_ksa = _ksa_member(plan, "default")
+    grant["serviceAccountId"] = "[unknown]"
+    assert violated(plan) == {}
+    grant["member"] = default_ksa
+    assert set(violated(plan)) == {"workload-identity-backup-ksa"}
+
+
+def test_workload_identity_ignores_accounts_that_are_not_backup_writers(plan_copy):
+    plan = h.pin_images(plan_copy("dev"))
+    h.add(
+        plan,
+        "gcp:serviceaccount/iAMMember:IAMMember",
+        "monitoring-wi",
+        {
+            "serviceAccountId": "projects/p/serviceAccounts/monitoring@p.iam.gserviceaccount.com",
+            "role": "roles/iam.workloadIdentityUser",
+            "member": "serviceAccount:p.svc.id.goog[monitoring/default]",
+        },
+    )
+    assert violated(plan) == {}
