@@ -1,7 +1,13 @@
-"""Cloud Monitoring alerts on the jobs' outcome events (log-based metrics), per backup kind."""
+"""Cloud Monitoring alerts on the jobs' outcome events (log-based metrics), per backup kind.
+
+Per kind: a `completed` and a `failed` log-based metric, a *stale* alert (no completed run for the stale
+window) and a *failed* alert (any failed run, or a Kubernetes Job that died without logging).
+"""
 
 from __future__ import annotations
 
+import hashlib
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pulumi
@@ -13,18 +19,17 @@ from components.cloud import AlertSpec
 if TYPE_CHECKING:
     from components.gcp.backend import GcpBackend
 
-
-def _seconds(value) -> str:
-    return f"{int(value.total_seconds())}s"
+ALIGNMENT = "300s"
 
 
 def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
     """Notification channels, then per backup kind: log-based metrics and a stale and a failed alert."""
     monitoring = backend.settings.monitoring
     channels: list[pulumi.Input[str]] = list(monitoring.notification_channels)
-    for index, email in enumerate(monitoring.notification_emails):
+    for email in monitoring.notification_emails:
         channel = gcp.monitoring.NotificationChannel(
-            backend.names.resource("alerts-email", str(index)),
+            # Named after the address, not its position: reordering the list must not replace channels.
+            backend.names.resource("alerts-email", hashlib.sha256(email.encode()).hexdigest()[:8]),
             project=backend.project,
             type="email",
             display_name=f"sv-backups {backend.settings.node.name}: {email}",
@@ -58,81 +63,83 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
     failed = _log_metric(
         backend, spec, "failed", f'({container_logs} AND jsonPayload.event="backup.failed") OR ({job_events})', parent
     )
-    common = {
-        "project": backend.project,
-        "combiner": "OR",
-        "notification_channels": channels,
-        "severity": "CRITICAL",
-    }
-    stale = gcp.monitoring.AlertPolicy(
-        backend.names.resource("alert", spec.kind, "stale"),
-        display_name=f"sv-backups {node}: no {spec.kind} backup for {schedules.describe(spec.stale_after)}",
-        conditions=[
-            gcp.monitoring.AlertPolicyConditionArgs(
-                display_name=f"no completed {spec.kind} backup",
-                condition_absent=gcp.monitoring.AlertPolicyConditionConditionAbsentArgs(
-                    filter=completed.name.apply(
-                        lambda name: (
-                            f'metric.type="logging.googleapis.com/user/{name}" AND resource.type="k8s_container"'
-                        )
-                    ),
-                    duration=_seconds(spec.stale_after),
-                    aggregations=[
-                        gcp.monitoring.AlertPolicyConditionConditionAbsentAggregationArgs(
-                            alignment_period="300s",
-                            per_series_aligner="ALIGN_SUM",
-                            cross_series_reducer="REDUCE_SUM",
-                        )
-                    ],
+    stale_for = schedules.describe(spec.stale_after)
+    stale = _policy(
+        backend,
+        spec,
+        "stale",
+        title=f"no {spec.kind} backup for {stale_for}",
+        condition=gcp.monitoring.AlertPolicyConditionArgs(
+            display_name=f"no completed {spec.kind} backup",
+            condition_absent=gcp.monitoring.AlertPolicyConditionConditionAbsentArgs(
+                filter=completed.name.apply(
+                    lambda name: f'metric.type="logging.googleapis.com/user/{name}" AND resource.type="k8s_container"'
                 ),
-            )
-        ],
-        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
-            mime_type="text/markdown",
-            content=(
-                f"No `{spec.kind}` backup of SV node `{node}` completed for "
-                f"{schedules.describe(spec.stale_after)}. "
-                f"Check `kubectl -n {spec.namespace} get jobs -l app.kubernetes.io/instance={node}` and "
-                f"the logs of the latest `{spec.cron_job}` job. See docs/runbook.md."
+                duration=f"{int(spec.stale_after / timedelta(seconds=1))}s",
+                aggregations=[_sum_aggregation(gcp.monitoring.AlertPolicyConditionConditionAbsentAggregationArgs)],
             ),
         ),
-        user_labels={"svbackups-kind": spec.kind, "svbackups-alert": "stale", "svbackups-node": node},
-        opts=pulumi.ResourceOptions(parent=parent),
-        **common,
+        documentation=(
+            f"No `{spec.kind}` backup of SV node `{node}` completed for {stale_for}. "
+            f"Check `kubectl -n {spec.namespace} get jobs -l app.kubernetes.io/instance={node}` and "
+            f"the logs of the latest `{spec.cron_job}` job. See docs/runbook.md."
+        ),
+        channels=channels,
+        parent=parent,
     )
-    failed_policy = gcp.monitoring.AlertPolicy(
-        backend.names.resource("alert", spec.kind, "failed"),
-        display_name=f"sv-backups {node}: {spec.kind} backup failed",
-        conditions=[
-            gcp.monitoring.AlertPolicyConditionArgs(
-                display_name=f"failed {spec.kind} backup",
-                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
-                    filter=failed.name.apply(lambda name: f'metric.type="logging.googleapis.com/user/{name}"'),
-                    comparison="COMPARISON_GT",
-                    threshold_value=0,
-                    duration="0s",
-                    aggregations=[
-                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-                            alignment_period="300s",
-                            per_series_aligner="ALIGN_SUM",
-                            cross_series_reducer="REDUCE_SUM",
-                        )
-                    ],
-                ),
-            )
-        ],
-        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
-            mime_type="text/markdown",
-            content=(
-                f"A `{spec.kind}` backup run of SV node `{node}` failed. The job's log line with "
-                f'`"event": "backup.failed"` says why; no partial backup is ever marked complete.'
+    failed_policy = _policy(
+        backend,
+        spec,
+        "failed",
+        title=f"{spec.kind} backup failed",
+        condition=gcp.monitoring.AlertPolicyConditionArgs(
+            display_name=f"failed {spec.kind} backup",
+            condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                filter=failed.name.apply(lambda name: f'metric.type="logging.googleapis.com/user/{name}"'),
+                comparison="COMPARISON_GT",
+                threshold_value=0,
+                duration="0s",
+                aggregations=[_sum_aggregation(gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs)],
             ),
         ),
-        user_labels={"svbackups-kind": spec.kind, "svbackups-alert": "failed", "svbackups-node": node},
-        opts=pulumi.ResourceOptions(parent=parent),
-        **common,
+        documentation=(
+            f"A `{spec.kind}` backup run of SV node `{node}` failed. The job's log line with "
+            f'`"event": "backup.failed"` says why; no partial backup is ever marked complete. See docs/runbook.md.'
+        ),
+        channels=channels,
+        parent=parent,
     )
     return [stale, failed_policy]
+
+
+def _sum_aggregation(args_class):
+    return args_class(alignment_period=ALIGNMENT, per_series_aligner="ALIGN_SUM", cross_series_reducer="REDUCE_SUM")
+
+
+def _policy(
+    backend: GcpBackend,
+    spec: AlertSpec,
+    alert: str,
+    *,
+    title: str,
+    condition: gcp.monitoring.AlertPolicyConditionArgs,
+    documentation: str,
+    channels: list,
+    parent: pulumi.Resource,
+) -> gcp.monitoring.AlertPolicy:
+    node = backend.settings.node.name
+    return gcp.monitoring.AlertPolicy(
+        backend.names.resource("alert", spec.kind, alert),
+        project=backend.project,
+        display_name=f"sv-backups {node}: {title}",
+        combiner="OR",
+        conditions=[condition],
+        notification_channels=channels,
+        severity="CRITICAL",
+        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(mime_type="text/markdown", content=documentation),
+        user_labels={"svbackups-kind": spec.kind, "svbackups-alert": alert, "svbackups-node": node},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
 
 
 def _log_metric(backend: GcpBackend, spec: AlertSpec, outcome: str, log_filter: str, parent: pulumi.Resource):
