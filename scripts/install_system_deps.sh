@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests use, only when they are missing: Debian's PostgreSQL server and
-# client (the jobs' tests start throwaway clusters) and zstd. Needs root or sudo; idempotent.
+# client (the jobs' tests start throwaway clusters) and openssl (TLS test clusters). Needs root or sudo;
+# idempotent.
 set -euo pipefail
 
 missing=()
@@ -8,7 +9,7 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || tr
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/pg_dump" ]; then
   missing+=(postgresql postgresql-client)
 fi
-command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
