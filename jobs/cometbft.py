@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from components.naming import LABEL_PREFIX, MANAGED_BY
 from components.retention import Keepable, cometbft_historical_cadence, format_duration, parse_duration, select_kept
 from jobs import events
 from jobs.kube import (
@@ -44,12 +45,10 @@ from jobs.kube import (
 )
 
 KIND = "cometbft"
-LABEL_PREFIX = "sv-backups.canton.network"
 SET_ID_LABEL = f"{LABEL_PREFIX}/set-id"
 MIGRATION_ID_LABEL = f"{LABEL_PREFIX}/migration-id"
 TAKEN_AT_LABEL = f"{LABEL_PREFIX}/taken-at"
 PVC_ANNOTATION = f"{LABEL_PREFIX}/pvc"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "sv-backups"}
 SET_ID_ENV = "SET_ID"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
