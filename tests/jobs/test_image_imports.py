@@ -1,0 +1,48 @@
+"""The job image ships jobs/ plus components/retention.py and components/naming.py only, without Pulumi or
+pydantic: every command must import and build its parser in exactly that environment."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE_COMPONENTS = ("retention.py", "naming.py")  # keep in step with jobs/Dockerfile
+
+PROBE = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pulumi", "pulumi_gcp", "pulumi_kubernetes", "pydantic", "yaml"):
+            raise ImportError(f"{name} is not in the job image")
+sys.meta_path.insert(0, Refuse())
+from jobs.__main__ import build_parser
+parser = build_parser()
+commands = sorted(parser._subparsers._group_actions[0].choices)
+print(" ".join(commands))
+"""
+
+
+def test_every_command_imports_with_only_what_the_image_ships(tmp_path):
+    app = tmp_path / "app"
+    shutil.copytree(ROOT / "jobs", app / "jobs", ignore=shutil.ignore_patterns("__pycache__", "Dockerfile*"))
+    (app / "components").mkdir()
+    for name in IMAGE_COMPONENTS:
+        shutil.copy(ROOT / "components" / name, app / "components" / name)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=app, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == sorted(
+        ["backup-set", "backup-step", "seal-set", "verify-set", "list-sets", "restore-set", "dump-identities",
+         "snapshot-cometbft"]
+    )  # fmt: skip
+
+
+def test_dockerfile_copies_exactly_those_modules():
+    dockerfile = (ROOT / "jobs" / "Dockerfile").read_text()
+    copied = {line.split()[1:-1] and tuple(line.split()[1:-1]) for line in dockerfile.splitlines()
+              if line.startswith("COPY components/")}
+    assert copied == {tuple(f"components/{name}" for name in IMAGE_COMPONENTS)}
