@@ -317,19 +317,6 @@ def test_dsn_rules():
 # ------------------------------------------------------------------------------------------ packaging
 
 
-def test_the_jobs_import_only_retention_from_components():
-    """The image ships components/retention.py alone (jobs/Dockerfile): nothing else of components/ may be
-    imported by the job code, nor pulumi."""
-    import subprocess
-    import sys
-
-    code = ("import sys, jobs.__main__ as m; m.build_parser(); "
-            "print(sorted(n for n in sys.modules if n.startswith(('components', 'pulumi'))))")
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=Path(__file__).resolve().parents[2],
-                         capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['components', 'components.retention']"
-
-
 def test_the_cronjob_command_lines_parse():
     from jobs.__main__ import COMMAND_MODULES, build_parser
 
