@@ -415,8 +415,17 @@ cometbft_snapshots_kept = stack_rule(
 
 # --- Workload Identity ------------------------------------------------------------------------------------
 
-# Roles that let a principal act as (get tokens for) a service account.
-IMPERSONATION_ROLES = frozenset({"roles/iam.workloadIdentityUser", "roles/iam.serviceAccountTokenCreator"})
+# Roles that let a principal act as a service account: get tokens for it, attach it to workloads it runs
+# (actAs), or mint keys for it. On a backup writer only its CronJob's KSA may hold one of them.
+IMPERSONATION_ROLES = frozenset(
+    {
+        "roles/iam.workloadIdentityUser",
+        "roles/iam.serviceAccountTokenCreator",
+        "roles/iam.serviceAccountOpenIdTokenCreator",
+        "roles/iam.serviceAccountUser",
+        "roles/iam.serviceAccountKeyAdmin",
+    }
+)
 _KSA_MEMBER = re.compile(
     r"^serviceAccount:(?P<pool>[a-z0-9][-a-z0-9.:]*)\.svc\.id\.goog\[(?P<ns>[^/\]]+)/(?P<ksa>[^/\]]+)\]$"
 )
@@ -569,7 +578,8 @@ def _impersonator_problem(member: str, target: str | None, ksas: set, annotated:
 workload_identity_backup_ksa = stack_rule(
     "workload-identity-backup-ksa",
     "Only the backup CronJob's own Kubernetes ServiceAccount can act as a backup writer service account "
-    "(workloadIdentityUser / serviceAccountTokenCreator to exactly one named KSA; no namespace, pool or default).",
+    "(workloadIdentityUser, token creator, serviceAccountUser or key admin: to exactly one named KSA only; no "
+    "namespace, pool or default).",
     check=_check_workload_identity,
     severity=Severity.CRITICAL,
     remediation="Grant roles/iam.workloadIdentityUser on each writer service account to its CronJob's KSA only: "

@@ -249,6 +249,17 @@ def _token_creator_binding(plan):
     )
 
 
+def _service_account_user(plan):
+    grant = _workload_identity("postgres")(plan)
+    h.add(
+        plan,
+        "gcp:serviceaccount/iAMMember:IAMMember",
+        "pg-backup-act-as",
+        {"serviceAccountId": grant["serviceAccountId"], "role": "roles/iam.serviceAccountUser",
+         "member": "group:deployers@example.com"},
+    )  # fmt: skip
+
+
 def _project_token_creator(plan):
     project = _bucket(plan)["project"]
     h.add(
@@ -498,6 +509,7 @@ CASES = [
     ("workload-identity-backup-ksa", "prod", _pg_writer_to_identities_ksa, "annotation names sv-1-identities@"),
     ("workload-identity-backup-ksa", "dev", _token_creator_binding, "to 2 members"),
     ("workload-identity-backup-ksa", "dev", _project_token_creator, "on the whole project"),
+    ("workload-identity-backup-ksa", "dev", _service_account_user, "group:deployers@example.com"),
     ("alerts-per-backup-kind", "dev", _remove_alert("cometbft", "stale"), "svbackups-kind=cometbft"),
     (
         "alerts-per-backup-kind",
