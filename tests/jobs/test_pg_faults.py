@@ -117,16 +117,24 @@ def test_dump_failing_midway(sources, store, pg_env, jobs_cli, tmp_path):
         p for p in (store / "recent/0/broken/data/participant").iterdir() if not p.name.startswith(".")]
 
 
-def test_server_going_away_mid_dump(sources, store, pg_env, tmp_path, jobs_cli):
-    before = fingerprint(store)
+
+def start_throttled_backup(sources, store, tmp_path, set_id: str) -> subprocess.Popen:
+    """`backup-set` in the background with a pg_dump that slows down on the participant database; returns once
+    that dump is under way (so the test can cut the server, kill or signal the job mid-dump)."""
     marker = tmp_path / "dumping"
     pg_bin = fake_pg_bin(tmp_path, THROTTLED.format(python=sys.executable, match=PARTICIPANT_DB, marker=marker))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs", "backup-set", "--dest", f"file://{store}", "--set-id", "gone",
+        [sys.executable, "-m", "jobs", "backup-set", "--dest", f"file://{store}", "--set-id", set_id,
          "--pg-bin", str(pg_bin), *sources.dsns()],
         cwd=REPO, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    )  # fmt: skip
     wait_for(marker.exists, timeout=60)
+    return proc
+
+
+def test_server_going_away_mid_dump(sources, store, pg_env, tmp_path, jobs_cli):
+    before = fingerprint(store)
+    proc = start_throttled_backup(sources, store, tmp_path, "gone")
     with stopped(sources.participant):
         stdout, stderr = proc.communicate(timeout=120)
     result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
@@ -232,14 +240,7 @@ def test_killed_before_sealing(sources, store, pg_env, jobs_cli):
 
 def test_killed_mid_dump(sources, store, pg_env, jobs_cli, tmp_path):
     before = fingerprint(store)
-    marker = tmp_path / "dumping"
-    pg_bin = fake_pg_bin(tmp_path, THROTTLED.format(python=sys.executable, match=PARTICIPANT_DB, marker=marker))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs", "backup-set", "--dest", f"file://{store}", "--set-id", "killed",
-         "--pg-bin", str(pg_bin), *sources.dsns()],
-        cwd=REPO, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    wait_for(marker.exists, timeout=60)
+    proc = start_throttled_backup(sources, store, tmp_path, "killed")
     time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
@@ -276,14 +277,7 @@ def test_seal_refuses_missing_role(sources, store, pg_env, jobs_cli):
 
 def test_sigterm_mid_dump_aborts_and_reports(sources, store, pg_env, jobs_cli, tmp_path):
     before = fingerprint(store)
-    marker = tmp_path / "dumping"
-    pg_bin = fake_pg_bin(tmp_path, THROTTLED.format(python=sys.executable, match=PARTICIPANT_DB, marker=marker))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs", "backup-set", "--dest", f"file://{store}", "--set-id", "termed",
-         "--pg-bin", str(pg_bin), *sources.dsns()],
-        cwd=REPO, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    wait_for(marker.exists, timeout=60)
+    proc = start_throttled_backup(sources, store, tmp_path, "termed")
     proc.send_signal(signal.SIGTERM)  # the Job's deadline, or a node drain
     stdout, stderr = proc.communicate(timeout=30)
     event = assert_failed_cleanly(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), store,

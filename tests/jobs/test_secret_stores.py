@@ -134,21 +134,27 @@ def test_oversized_dump_is_refused_before_any_call(secret_manager):
     assert secret_manager.requests == []
 
 
+
+def dump_identities(sv: FakeSvServer, client_secret: str, secret_url: str, tmp_path) -> int:
+    """Run dump-identities against the fake SV and token endpoints into `secret_url`."""
+    (tmp_path / "cs").write_text(client_secret)
+    return run(
+        Options(
+            endpoint=sv.dump_url,
+            token_endpoint=sv.token_url,
+            audience="aud",
+            client_id="cid",
+            client_secret_file=tmp_path / "cs",
+            secret=secret_url,
+            retry_wait=0.01,
+        )
+    )
+
+
 def test_dump_identities_into_gcpsm(secret_manager, tmp_path, capsys):
     client_secret = "client-secret-for-gcpsm"
-    (tmp_path / "cs").write_text(client_secret)
     with FakeSvServer(client_id="cid", client_secret=client_secret, audience="aud") as sv:
-        code = run(
-            Options(
-                endpoint=sv.dump_url,
-                token_endpoint=sv.token_url,
-                audience="aud",
-                client_id="cid",
-                client_secret_file=tmp_path / "cs",
-                secret="gcpsm://projects/my-proj/secrets/sv-1-identities-dump",
-                retry_wait=0.01,
-            )
-        )
+        code = dump_identities(sv, client_secret, "gcpsm://projects/my-proj/secrets/sv-1-identities-dump", tmp_path)
         assert code == 0
         [stored] = secret_manager.versions["projects/my-proj/secrets/sv-1-identities-dump"]
         assert json.loads(stored) == sv.dump
@@ -157,19 +163,8 @@ def test_dump_identities_into_gcpsm(secret_manager, tmp_path, capsys):
 
 
 def test_dump_identities_store_failure_exits_non_zero(secret_manager, tmp_path, capsys):
-    (tmp_path / "cs").write_text("client-secret-for-gcpsm")
     with FakeSvServer(client_id="cid", client_secret="client-secret-for-gcpsm", audience="aud") as sv:
-        code = run(
-            Options(
-                endpoint=sv.dump_url,
-                token_endpoint=sv.token_url,
-                audience="aud",
-                client_id="cid",
-                client_secret_file=tmp_path / "cs",
-                secret="gcpsm://projects/my-proj/secrets/absent",
-                retry_wait=0.01,
-            )
-        )
+        code = dump_identities(sv, "client-secret-for-gcpsm", "gcpsm://projects/my-proj/secrets/absent", tmp_path)
     assert code == 1
     event = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert event["event"] == "backup.failed" and event["stage"] == "store" and "HTTP 404" in event["error"]
@@ -215,18 +210,7 @@ def test_awssm_missing_secret_is_a_permanent_error(aws):
 @pytest.mark.slow
 def test_dump_identities_into_awssm(aws, tmp_path):
     client, name = aws
-    (tmp_path / "cs").write_text("client-secret-for-aws")
     with FakeSvServer(client_id="cid", client_secret="client-secret-for-aws", audience="aud") as sv:
-        code = run(
-            Options(
-                endpoint=sv.dump_url,
-                token_endpoint=sv.token_url,
-                audience="aud",
-                client_id="cid",
-                client_secret_file=tmp_path / "cs",
-                secret=f"awssm://eu-west-1/{name}",
-                retry_wait=0.01,
-            )
-        )
+        code = dump_identities(sv, "client-secret-for-aws", f"awssm://eu-west-1/{name}", tmp_path)
         assert code == 0
         assert json.loads(client.get_secret_value(SecretId=name)["SecretString"]) == sv.dump
