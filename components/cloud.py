@@ -1,20 +1,22 @@
 """The small interface behind which each cloud's specifics live.
 
 Every backup concern (identities, Postgres sets, CometBFT, storage, alerts) is written once against this
-Protocol; `components/gcp.py` implements it for GKE + GCP (AWS comes as another implementation). A backend
-declares its resources as children of the component that asks (`parent`), so the resource tree reads by
-concern, not by cloud.
+Protocol; `components/gcp/` implements it for GKE + GCP and `components/aws/` for EKS + AWS. This module
+knows no backend: `components/backends.py` picks one. A backend declares its resources as children of the
+component that asks (`parent`), so the resource tree reads by concern, not by cloud.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
 import pulumi
+from pulumi_kubernetes.core import v1 as core
 
-from components.settings import CloudSqlPostgres, Settings
+from components.settings import ManagedPostgres
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,28 @@ class SecretSlot:
 
 @dataclass(frozen=True)
 class PostgresEndpoint:
-    """Where the dump jobs connect to a managed instance, and how (libpq sslmode)."""
+    """Where the dump jobs connect to a managed instance, and how (libpq sslmode).
+
+    With a password the job reads `postgresPassword` from the instance's k8s Secret. Without one
+    (`password=False`) the backend authenticates the job by its cloud identity: `user` is then the database
+    user of that identity and `sidecars` (native sidecars: initContainers with restartPolicy Always, started
+    before the dump steps) carry the connection, e.g. the Cloud SQL Auth Proxy on 127.0.0.1:`port`."""
 
     host: pulumi.Output[str]
     sslmode: str
+    port: int | None = None  # None: the instance's configured port
+    user: pulumi.Input[str] | None = None  # None: the instance's configured user
+    password: bool = True
+    sidecars: Sequence[core.ContainerArgs] = ()
+
+
+@dataclass(frozen=True)
+class SnapshotCopies:
+    """How the CometBFT snapshot job copies each kept snapshot out of the primary region, where the cloud
+    does not do it itself: extra job args and the annotations that give its ServiceAccount a cloud identity."""
+
+    job_args: Sequence[pulumi.Input[str]]
+    service_account_annotations: dict[str, pulumi.Input[str]]
 
 
 @dataclass(frozen=True)
@@ -88,17 +108,15 @@ class CloudBackend(Protocol):
         """Add versions; never read, disable or destroy them."""
         ...
 
-    def managed_postgres(self, role: str, instance: CloudSqlPostgres, *, parent: pulumi.Resource) -> PostgresEndpoint:
-        """Configure a managed instance's own backups; return where the dump jobs connect to it."""
+    def managed_postgres(
+        self, role: str, instance: ManagedPostgres, identity: WorkloadIdentity, *, parent: pulumi.Resource
+    ) -> PostgresEndpoint:
+        """Configure a managed instance's own backups; return where (and as whom) the dump jobs connect to it.
+        `identity` is the dump job's cloud identity, for instances that authenticate it without a password."""
+        ...
+
+    def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
+        """None where snapshots are already stored outside the primary region (GCP multi-region storage)."""
         ...
 
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]: ...
-
-
-def backend_for(settings: Settings) -> CloudBackend:
-    # Imported lazily: a stack only pays for (and needs) its own cloud's provider SDK.
-    if settings.cloud == "gcp":
-        from components.gcp import GcpBackend
-
-        return GcpBackend(settings)
-    raise ValueError(f"sv-backups:cloud {settings.cloud!r} has no backend")

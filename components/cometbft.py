@@ -18,7 +18,7 @@ from components import kube_specs, retention
 from components.cloud import CloudBackend
 from components.crds import VolumeSnapshotClass
 from components.naming import Names
-from components.settings import START_WINDOW, Settings
+from components.settings import Settings
 
 COMPONENT = "cometbft-snapshot"
 # Leave the job time to clean up after a snapshot that never became ready.
@@ -48,9 +48,16 @@ class CometbftSnapshots(pulumi.ComponentResource):
             parameters=backend.snapshot_class_parameters(),
             opts=child,
         )
+        # Where the cloud keeps snapshots in the primary region only (EBS), the job copies each one out.
+        copies = backend.snapshot_copies(sa_name, parent=self)
         service_account = core.ServiceAccount(
             names.resource(COMPONENT, "sa"),
-            metadata=meta.ObjectMetaArgs(name=sa_name, namespace=namespace, labels=labels),
+            metadata=meta.ObjectMetaArgs(
+                name=sa_name,
+                namespace=namespace,
+                labels=labels,
+                annotations=copies.service_account_annotations if copies else None,
+            ),
             opts=child,
         )
         role = rbac.Role(
@@ -99,7 +106,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
         )
 
         derived = settings.derived
-        ready_timeout = max(60, int(derived.cometbft_deadline.total_seconds()) - READY_TIMEOUT_MARGIN_SECONDS)
+        ready_timeout = max(60, int(derived.timing["cometbft"].deadline.total_seconds()) - READY_TIMEOUT_MARGIN_SECONDS)
         args = [
             "snapshot-cometbft",
             "--namespace",
@@ -118,6 +125,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
             f"{settings.retention.cometbft_blocks_per_hour:g}",
             "--ready-timeout",
             f"{ready_timeout}s",
+            *(copies.job_args if copies else ()),
         ]
         # The pod name labels the snapshot as its set id, as for the Postgres sets.
         container = kube_specs.job_container("snapshot", settings.job_image, args, env=[kube_specs.pod_name_env()])
@@ -126,8 +134,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
             metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.cometbft,
-                start_window=START_WINDOW,
-                run_deadline=derived.cometbft_deadline,
+                timing=derived.timing["cometbft"],
                 labels=labels,
                 service_account=service_account.metadata.name,
                 containers=[container],

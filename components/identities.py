@@ -16,7 +16,7 @@ from pulumi_kubernetes.rbac import v1 as rbac
 from components import kube_specs
 from components.cloud import CloudBackend
 from components.naming import Names
-from components.settings import START_WINDOW, Settings
+from components.settings import Settings
 
 COMPONENT = "identities-dump"
 OAUTH_MOUNT = "/var/run/secrets/sv-backups/oauth"
@@ -114,8 +114,7 @@ class IdentityBackups(pulumi.ComponentResource):
             metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.identities,
-                start_window=START_WINDOW,
-                run_deadline=settings.derived.identities_deadline,
+                timing=settings.derived.timing["identities"],
                 labels=labels,
                 service_account=service_account.metadata.name,
                 containers=[container],

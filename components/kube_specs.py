@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pulumi
 from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
+
+if TYPE_CHECKING:
+    from components.settings import Timing
 
 # The job image runs as this numeric, unprivileged user (jobs/Dockerfile: USER 65532, "nonroot").
 JOB_UID = 65532
@@ -108,8 +111,7 @@ def secret_env(name: str, secret: str, key: str) -> core.EnvVarArgs:
 def cron_job_spec(
     *,
     schedule: str,
-    start_window: timedelta,
-    run_deadline: timedelta,
+    timing: Timing,
     labels: dict[str, str],
     service_account: pulumi.Input[str],
     containers: Sequence[core.ContainerArgs],
@@ -117,11 +119,11 @@ def cron_job_spec(
     extra_volumes: Sequence[core.VolumeArgs] = (),
     automount_token: bool = False,
 ) -> batch.CronJobSpecArgs:
-    """A CronJob that never overlaps itself: it starts at most `start_window` late and runs at most
-    `run_deadline`, which together stay below the smallest gap between two runs (settings.START_WINDOW,
-    DEADLINE_MARGIN); it retries once and keeps a short history."""
-    deadline_seconds = int(run_deadline.total_seconds())
-    starting_deadline = int(start_window.total_seconds())
+    """A CronJob that never overlaps itself: it starts at most `timing.start_window` late and runs at most
+    `timing.deadline`, which together stay below the smallest gap between two runs (settings.schedule_timing);
+    it retries once and keeps a short history."""
+    deadline_seconds = int(timing.deadline.total_seconds())
+    starting_deadline = int(timing.start_window.total_seconds())
     return batch.CronJobSpecArgs(
         schedule=schedule,
         # UTC: with daylight saving time a "4-hourly" schedule has a 5-hour gap once a year.

@@ -11,25 +11,20 @@ from __future__ import annotations
 import pulumi
 
 from components.cloud import AlertSpec, CloudBackend
-from components.settings import START_WINDOW, Settings
+from components.settings import BACKUP_KINDS, Settings
 
 
 def alert_specs(settings: Settings, cron_jobs: dict[str, str]) -> list[AlertSpec]:
     """Stale after the largest gap between runs + how late a run may start + its deadline + the slack."""
-    derived = settings.derived
-    windows = {
-        "postgres": derived.postgres_gaps[1] + START_WINDOW + derived.postgres_deadline,
-        "cometbft": derived.cometbft_gaps[1] + START_WINDOW + derived.cometbft_deadline,
-        "identities": derived.identities_gaps[1] + START_WINDOW + derived.identities_deadline,
-    }
+    timing = settings.derived.timing
     return [
         AlertSpec(
             kind=kind,
             namespace=settings.node.namespace,
             cron_job=cron_jobs[kind],
-            stale_after=windows[kind] + settings.monitoring.slack,
+            stale_after=timing[kind].largest_gap + timing[kind].latest_finish + settings.monitoring.slack,
         )
-        for kind in ("postgres", "cometbft", "identities")
+        for kind in BACKUP_KINDS
     ]
 
 

@@ -16,7 +16,7 @@ from pulumi_kubernetes.meta import v1 as meta
 from components import kube_specs, retention
 from components.cloud import BackupStore, CloudBackend, PostgresEndpoint
 from components.naming import Names
-from components.settings import START_WINDOW, InClusterPostgres, Settings
+from components.settings import InClusterPostgres, Settings
 
 COMPONENT = "postgres-backup"
 
@@ -51,15 +51,16 @@ class PostgresBackups(pulumi.ComponentResource):
         )
 
         self.hosts: dict[str, pulumi.Output[str]] = {}
-        steps = []
+        sidecars, steps = [], []
         for role in settings.roles:
             instance = settings.postgres[role]
             if isinstance(instance, InClusterPostgres):
                 # Inside the cluster network: TLS if the server offers it (Splice's charts do not by default).
                 endpoint = PostgresEndpoint(pulumi.Output.from_input(instance.host), sslmode="prefer")
             else:
-                endpoint = backend.managed_postgres(role, instance, parent=self)
+                endpoint = backend.managed_postgres(role, instance, identity, parent=self)
             self.hosts[role] = endpoint.host
+            sidecars.extend(endpoint.sidecars)
             steps.append(self._step_container(role, instance, endpoint, store, settings))
 
         seal_args = [
@@ -81,11 +82,12 @@ class PostgresBackups(pulumi.ComponentResource):
             metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.postgres,
-                start_window=START_WINDOW,
-                run_deadline=settings.derived.postgres_deadline,
+                timing=settings.derived.timing["postgres"],
                 labels=labels,
                 service_account=service_account.metadata.name,
-                init_containers=steps,
+                # Native sidecars first: the kubelet starts each before the next initContainer, so every
+                # connection they carry is up before the first dump step runs.
+                init_containers=[*sidecars, *steps],
                 containers=[seal],
             ),
             opts=pulumi.ResourceOptions(parent=self),
@@ -97,17 +99,18 @@ class PostgresBackups(pulumi.ComponentResource):
     @staticmethod
     def _step_container(role, instance, endpoint: PostgresEndpoint, store: BackupStore, settings: Settings):
         db_args: list[pulumi.Input[str]] = []
+        user = endpoint.user if endpoint.user is not None else instance.user
+        port = str(endpoint.port or instance.port)
         for database in instance.databases:
             db_args += [
                 "--db",
-                pulumi.Output.concat(
-                    role, "=postgresql://", instance.user, "@", endpoint.host, ":", str(instance.port), "/", database
-                ),
+                pulumi.Output.concat(role, "=postgresql://", user, "@", endpoint.host, ":", port, "/", database),
             ]
+        # libpq reads the password from the environment: it never appears in args, logs or Pulumi state.
+        password = [kube_specs.secret_env("PGPASSWORD", instance.password_secret, "postgresPassword")]
         env = [
             kube_specs.pod_name_env(),
-            # libpq reads the password from the environment: it never appears in args, logs or Pulumi state.
-            kube_specs.secret_env("PGPASSWORD", instance.password_secret, "postgresPassword"),
+            *(password if endpoint.password else ()),
             core.EnvVarArgs(name="PGCONNECT_TIMEOUT", value="30"),
             core.EnvVarArgs(name="PGAPPNAME", value=f"sv-backups-{role}"),
             core.EnvVarArgs(name="PGSSLMODE", value=endpoint.sslmode),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from components import retention
-from components.cloud import backend_for
+from components.backends import backend_for
 from components.cometbft import CometbftSnapshots
 from components.identities import IdentityBackups
 from components.monitoring import BackupAlerts, alert_specs
@@ -86,12 +86,10 @@ def declare(settings: Settings) -> SvBackups:
             "postgresHistoricalCadence": fmt(derived.postgres_historical_cadence),
             "cometbftRetentionWindow": fmt(derived.cometbft_retention_window),
             "cometbftHistoricalCadence": fmt(derived.cometbft_historical_cadence),
-            "postgresRunDeadline": fmt(derived.postgres_deadline),
-            "largestScheduleGaps": {
-                "postgres": fmt(derived.postgres_gaps[1]),
-                "cometbft": fmt(derived.cometbft_gaps[1]),
-                "identities": fmt(derived.identities_gaps[1]),
-            },
+            "postgresRunDeadline": fmt(derived.timing["postgres"].deadline),
+            "largestScheduleGaps": {kind: fmt(t.largest_gap) for kind, t in derived.timing.items()},
+            "runDeadlines": {kind: fmt(t.deadline) for kind, t in derived.timing.items()},
+            "startWindows": {kind: fmt(t.start_window) for kind, t in derived.timing.items()},
         },
     )
     pulumi.export("drRegion", settings.dr.region)

@@ -73,4 +73,6 @@ def smallest_gap(expression: str) -> timedelta:
 def describe(value: timedelta) -> str:
     hours, rest = divmod(int(value.total_seconds()), 3600)
     minutes = rest // 60
+    if not hours:
+        return f"{minutes} min"
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from components import gcp_locations, retention, schedules
+from components import retention, schedules
 
 PROJECT = "sv-backups"
 ROLES = ("apps", "participant", "sequencer", "mediator")
@@ -36,14 +36,34 @@ REQUIRED_ROLES = ("apps", "participant")
 # The SV docs: every Postgres instance and CometBFT "at least every 4 hours"; we hold the identities dump to
 # the same bound so that a rotated key is never more than 4 hours from being backed up.
 MAX_SCHEDULE_GAP = timedelta(hours=4)
-# A run may start this late (CronJob startingDeadlineSeconds) and must then finish this long before the next
-# one is due: start window + run deadline + margin = the smallest gap between two runs.
-START_WINDOW = timedelta(minutes=15)
-DEADLINE_MARGIN = timedelta(minutes=15)
-MIN_SCHEDULE_GAP = timedelta(hours=1)
+# A run may start up to its start window late (CronJob startingDeadlineSeconds) and must then finish a margin
+# before the next one is due: start window + run deadline + margin = the smallest gap between two runs. Both
+# scale with the schedule (an eighth of the smallest gap each), capped at 15 minutes for 4-hourly schedules.
+MAX_START_WINDOW = timedelta(minutes=15)
+MIN_START_WINDOW = timedelta(minutes=1)
+START_WINDOW_SHARE = 8
+# The shortest run deadline each kind of job can meet. A dump set streams every database of the node (hundreds
+# of GB for a participant at ~5 s/GB on 2 cores, plus connection, seal and promotion): under 45 minutes a
+# healthy run could be killed. A CSI snapshot is copy-on-write: the job creates it and waits until it is
+# ready, minutes on PD and EBS. The identities dump is one HTTPS call and one secret version.
+MIN_RUN_DEADLINE = {
+    "postgres": timedelta(minutes=45),
+    "cometbft": timedelta(minutes=10),
+    "identities": timedelta(minutes=5),
+}
+BACKUP_KINDS = ("postgres", "cometbft", "identities")
 # GCS lifecycle ages are whole days.
 MIN_RECENT = timedelta(days=1)
 SUPPORTED_POSTGRES_VERSIONS = ("POSTGRES_14", "POSTGRES_15", "POSTGRES_16", "POSTGRES_17")
+# Classes historical sets move to after 30 days, per cloud (the first is the default).
+HISTORICAL_STORAGE_CLASSES = {
+    "gcp": ("COLDLINE", "STANDARD", "NEARLINE", "ARCHIVE"),
+    # Glacier Instant Retrieval: a restore reads it at once (Glacier Flexible / Deep Archive need a restore
+    # request of hours first: allowed, but not the default for backups one may need during an incident).
+    "aws": ("GLACIER_IR", "STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE"),
+}
+# Which managed Postgres kind each cloud has.
+MANAGED_POSTGRES_KIND = {"gcp": "cloudsql", "aws": "rds"}
 
 # Node names prefix GCP service-account ids (at most 30 characters), so they stay short.
 _NODE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
@@ -51,6 +71,13 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _PG_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+_AWS_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_AWS_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
+_GCP_CHANNEL = re.compile(r"^projects/[^/\s]+/notificationChannels/[^/\s]+$")
+_RDS_IDENTIFIER = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{0,62}(?<!-)$")
+_OIDC_ISSUER = re.compile(r"^oidc\.eks\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/id/[A-Za-z0-9]+$")
+_BACKUP_WINDOW = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[a-f0-9]{64})?$")
 
 
@@ -130,13 +157,15 @@ class ScheduleConfig(_Model):
 class _PostgresBase(_Model):
     port: int = Field(5432, ge=1, le=65535)
     user: str = "cnadmin"
-    password_secret: str = Field(alias="passwordSecret", description="k8s Secret holding key postgresPassword")
+    password_secret: str | None = Field(
+        None, alias="passwordSecret", description="k8s Secret holding key postgresPassword"
+    )
     databases: list[str] = Field(min_length=1)
 
     @field_validator("password_secret")
     @classmethod
-    def _secret(cls, value: str) -> str:
-        return _check_k8s_name(value)
+    def _secret(cls, value: str | None) -> str | None:
+        return None if value is None else _check_k8s_name(value)
 
     @field_validator("databases")
     @classmethod
@@ -153,6 +182,14 @@ class InClusterPostgres(_PostgresBase):
     kind: Literal["in-cluster"]
     host: str = Field(min_length=1, description="Service name or DNS name, e.g. apps-pg")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _runbook_secret(cls, data: Any) -> Any:
+        # The Splice runbook names each instance's password secret `<name>-secret` (e.g. apps-pg-secret).
+        if isinstance(data, Mapping) and data.get("passwordSecret") is None and isinstance(data.get("host"), str):
+            data = {**data, "passwordSecret": data["host"].split(".", 1)[0] + "-secret"}
+        return data
+
 
 class CloudSqlPostgres(_PostgresBase):
     kind: Literal["cloudsql"]
@@ -163,9 +200,16 @@ class CloudSqlPostgres(_PostgresBase):
     host: str | None = Field(None, description="private IP or DNS name; defaults to the instance's private IP")
     adopt: bool = Field(True, description="manage the instance's backup configuration (import it into this stack)")
 
+    @property
+    def iam_auth(self) -> bool:
+        """No password secret: the job logs in as its Google service account (IAM database authentication)."""
+        return self.password_secret is None
+
     @model_validator(mode="after")
     def _host_when_not_adopted(self) -> CloudSqlPostgres:
-        if not self.adopt and not self.host:
+        # With IAM authentication the job reaches the instance through the Cloud SQL Auth Proxy (by connection
+        # name), so it needs no host; with a password it connects to the host directly.
+        if not self.adopt and not self.host and not self.iam_auth:
             raise ValueError("host is required when adopt is false (the job cannot look up the private IP)")
         return self
 
@@ -177,7 +221,52 @@ class CloudSqlPostgres(_PostgresBase):
         return value
 
 
-PostgresInstance = Annotated[InClusterPostgres | CloudSqlPostgres, Field(discriminator="kind")]
+class RdsPostgres(_PostgresBase):
+    kind: Literal["rds"]
+    instance: str = Field(description="RDS DB instance identifier")
+    instance_class: str = Field("db.m6g.large", alias="instanceClass", description="only used on first import")
+    region: str | None = Field(None, description="defaults to aws:region")
+    host: str | None = Field(None, description="endpoint address; defaults to the instance's endpoint")
+    adopt: bool = Field(True, description="manage the instance's backup settings (import it into this stack)")
+    backup_window: str = Field(
+        "02:00-02:30", alias="backupWindow", description="daily automated backup window, UTC, hh:mm-hh:mm"
+    )
+
+    @field_validator("instance")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _RDS_IDENTIFIER.match(value):
+            raise ValueError(
+                "must be an RDS DB instance identifier: 1-63 letters, digits and '-', starting with a letter, "
+                "no '--', not ending in '-'"
+            )
+        return value
+
+    @field_validator("backup_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if not _BACKUP_WINDOW.match(value):
+            raise ValueError("must be a UTC window hh:mm-hh:mm, e.g. 02:00-02:30")
+        start, end = (int(t[:2]) * 60 + int(t[3:]) for t in value.split("-"))
+        if (end - start) % (24 * 60) < 30:
+            raise ValueError("must be at least 30 minutes long (an RDS rule)")
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self) -> RdsPostgres:
+        if self.password_secret is None:
+            raise ValueError(
+                "passwordSecret is required for rds instances (a k8s Secret with key postgresPassword); "
+                "IAM database authentication is supported for cloudsql instances"
+            )
+        if not self.adopt and not self.host:
+            raise ValueError("host is required when adopt is false (the job cannot look up the endpoint)")
+        return self
+
+
+ManagedPostgres = CloudSqlPostgres | RdsPostgres
+PostgresInstance = Annotated[InClusterPostgres | CloudSqlPostgres | RdsPostgres, Field(discriminator="kind")]
+POSTGRES_KINDS = ("in-cluster", "cloudsql", "rds")
 
 
 class RetentionConfig(_Model):
@@ -256,10 +345,16 @@ class MonitoringConfig(_Model):
 class StorageConfig(_Model):
     bucket_name: str | None = Field(None, alias="bucketName", description="default: <project>-<node>-backups")
     prefix: str = Field("", description="object prefix inside the bucket, e.g. 'sv-1/'; '' for the bucket root")
+    # GCS: soft delete keeps deleted objects restorable this long. S3: noncurrent versions are kept this long.
     soft_delete: Duration = Field(timedelta(days=30), alias="softDelete")
-    historical_storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] = Field(
-        "COLDLINE", alias="historicalStorageClass", description="class historical sets move to after 30 days"
+    historical_storage_class: str | None = Field(
+        None,
+        alias="historicalStorageClass",
+        description="class historical sets move to after 30 days; default COLDLINE (GCS), GLACIER_IR (S3)",
     )
+    # S3 Object Lock mode (AWS only). COMPLIANCE: no one, not even the account root, can delete or overwrite an
+    # object version before its retention ends. GOVERNANCE: principals with s3:BypassGovernanceRetention can.
+    object_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] | None = Field(None, alias="objectLockMode")
 
     @field_validator("prefix")
     @classmethod
@@ -275,6 +370,9 @@ class StorageConfig(_Model):
             raise ValueError("must be between 7d and 90d (the range GCS soft delete allows)")
         return value
 
+    def historical_class(self, cloud: str) -> str:
+        return self.historical_storage_class or HISTORICAL_STORAGE_CLASSES[cloud][0]
+
 
 class GcpConfig(_Model):
     project: str
@@ -288,16 +386,100 @@ class GcpConfig(_Model):
         return value
 
 
+class AwsSection(_Model):
+    """`sv-backups:aws`: how the backup jobs get AWS credentials (IRSA) and who may restore."""
+
+    # IRSA: the cluster's OIDC issuer (without https://), or the EKS cluster name to look it up.
+    oidc_provider: str | None = Field(None, alias="oidcProvider")
+    cluster_name: str | None = Field(None, alias="clusterName")
+    restore_role_arns: list[str] = Field(
+        alias="restoreRoleArns",
+        min_length=1,
+        description="break-glass / restore roles: the only principals that may read the identities secret",
+    )
+    # S3 Replication Time Control: 99.99% of objects replicated within 15 minutes, for a per-GB fee.
+    replication_time_control: bool = Field(False, alias="replicationTimeControl")
+
+    @field_validator("oidc_provider")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is not None:
+            value = value.removeprefix("https://")
+            if not _OIDC_ISSUER.match(value):
+                raise ValueError(
+                    "must be an EKS OIDC issuer such as oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71"
+                )
+        return value
+
+    @field_validator("cluster_name")
+    @classmethod
+    def _cluster(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$", value):
+            raise ValueError("must be an EKS cluster name (letters, digits, '-' and '_', at most 100 characters)")
+        return value
+
+    @field_validator("restore_role_arns")
+    @classmethod
+    def _roles(cls, values: list[str]) -> list[str]:
+        bad = [v for v in values if not _AWS_ROLE_ARN.match(v)]
+        if bad:
+            raise ValueError(f"{bad} are not IAM role ARNs (arn:aws:iam::<12-digit account>:role/<name>)")
+        return values
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AwsSection:
+        if (self.oidc_provider is None) == (self.cluster_name is None):
+            raise ValueError("set exactly one of oidcProvider (the EKS OIDC issuer) or clusterName")
+        return self
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    region: str  # aws:region, the primary region (the cluster's)
+    irsa: AwsSection
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When one backup kind runs and how long a run may take, derived from its schedule."""
+
+    smallest_gap: timedelta  # shortest time between two runs
+    largest_gap: timedelta  # longest time between two runs (the RPO of this kind)
+    start_window: timedelta  # CronJob startingDeadlineSeconds
+    deadline: timedelta  # Job activeDeadlineSeconds: start window + deadline + margin = smallest gap
+
+    @property
+    def latest_finish(self) -> timedelta:
+        """How long after its scheduled time a run may still finish."""
+        return self.start_window + self.deadline
+
+
+def schedule_timing(kind: str, expression: str) -> Timing:
+    """Start window and margin are each an eighth of the smallest gap (1 to 15 minutes); the rest is the run's."""
+    largest = schedules.largest_gap(expression, stop_above=MAX_SCHEDULE_GAP)
+    smallest = schedules.smallest_gap(expression)
+    start_window = _start_window(smallest)
+    return Timing(smallest, largest, start_window, smallest - 2 * start_window)
+
+
+def _start_window(smallest_gap: timedelta) -> timedelta:
+    share = timedelta(minutes=int(smallest_gap.total_seconds() // 60 // START_WINDOW_SHARE))
+    return min(MAX_START_WINDOW, max(MIN_START_WINDOW, share))
+
+
+def shortest_gap_for(kind: str) -> timedelta:
+    """The shortest time between runs that still leaves a `kind` run its minimum deadline."""
+    gap = MIN_RUN_DEADLINE[kind]
+    while gap - 2 * _start_window(gap) < MIN_RUN_DEADLINE[kind]:
+        gap += timedelta(minutes=1)
+    return gap
+
+
 @dataclass(frozen=True)
 class Derived:
     """Numbers computed once from the config and used by every component (and exported for audits)."""
 
-    postgres_gaps: tuple[timedelta, timedelta]  # (smallest, largest) time between two runs
-    cometbft_gaps: tuple[timedelta, timedelta]
-    identities_gaps: tuple[timedelta, timedelta]
-    postgres_deadline: timedelta
-    cometbft_deadline: timedelta
-    identities_deadline: timedelta
+    timing: dict[str, Timing]  # per backup kind: postgres, cometbft, identities
     postgres_historical_cadence: timedelta
     cometbft_historical_cadence: timedelta
     min_pruning_window: timedelta | None
@@ -318,8 +500,14 @@ class Settings:
     job_image: str
     monitoring: MonitoringConfig
     storage: StorageConfig
-    gcp: GcpConfig
+    gcp: GcpConfig | None  # set when cloud is gcp
+    aws: AwsConfig | None  # set when cloud is aws
     derived: Derived
+
+    @property
+    def region(self) -> str:
+        """The primary region (gcp:region or aws:region)."""
+        return self.gcp.region if self.gcp else self.aws.region
 
     @property
     def roles(self) -> list[str]:
@@ -347,8 +535,9 @@ _SECTIONS: dict[str, tuple[type[BaseModel] | None, bool]] = {
     "jobImage": (None, True),
     "monitoring": (MonitoringConfig, False),
     "storage": (StorageConfig, False),
+    "aws": (AwsSection, False),  # required when cloud is aws (checked below)
 }
-SUPPORTED_CLOUDS = ("gcp",)
+SUPPORTED_CLOUDS = ("gcp", "aws")
 
 
 def _show(value: Any) -> str:
@@ -358,9 +547,10 @@ def _show(value: Any) -> str:
 
 def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
     problems = []
+    kinds = " or ".join(repr(k) for k in POSTGRES_KINDS)
     for item in error.errors():
         # Drop pydantic's union-branch markers ("cloudsql", "function-after[...]") from the key path.
-        path = ".".join(str(p) for p in item["loc"] if str(p) not in ("in-cluster", "cloudsql") and "[" not in str(p))
+        path = ".".join(str(p) for p in item["loc"] if str(p) not in POSTGRES_KINDS and "[" not in str(p))
         where = f"{key}.{path}" if path else key
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
@@ -369,9 +559,9 @@ def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
             problems.append(f"{where}: unknown key (check its spelling; see README 'Configuration')")
         elif item["type"] == "union_tag_invalid":
             kind = _show(item["input"].get("kind"))
-            problems.append(f"{where}: kind {kind} is not allowed; use 'in-cluster' or 'cloudsql'")
+            problems.append(f"{where}: kind {kind} is not allowed; use {kinds}")
         elif item["type"] == "union_tag_not_found":
-            problems.append(f"{where}: needs a 'kind': 'in-cluster' or 'cloudsql'")
+            problems.append(f"{where}: needs a 'kind': {kinds}")
         else:
             shown = "[secret]" if "secret" in where.lower() else _show(item.get("input"))
             problems.append(
@@ -398,6 +588,8 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
             if required:
                 problems.append(f"{full_key}: is required but missing")
                 continue
+            if key == "aws":
+                continue
             value = {}
         if model is None:
             if not isinstance(value, str) or not value:
@@ -413,32 +605,29 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         except ValidationError as error:
             problems.extend(_pydantic_problems(full_key, error))
 
-    if "cloud" in parsed and parsed["cloud"] not in SUPPORTED_CLOUDS:
-        problems.append(f"{prefix}cloud: {parsed['cloud']!r} is not supported; allowed: {', '.join(SUPPORTED_CLOUDS)}")
+    cloud = parsed.get("cloud")
+    if cloud is not None and cloud not in SUPPORTED_CLOUDS:
+        problems.append(f"{prefix}cloud: {cloud!r} is not supported; allowed: {', '.join(SUPPORTED_CLOUDS)}")
+        cloud = None
     if "jobImage" in parsed and not _IMAGE.match(parsed["jobImage"]):
         problems.append(
             f"{prefix}jobImage: {parsed['jobImage']!r} is not an image reference (registry/name:tag[@sha256:...])"
         )
 
-    gcp = None
-    try:
-        gcp = GcpConfig.model_validate({"project": raw.get("gcp:project"), "region": raw.get("gcp:region")})
-    except ValidationError as error:
-        for item in error.errors():
-            field = item["loc"][0]
-            if item["type"] in ("missing", "string_type") and item.get("input") is None:
-                problems.append(f"gcp:{field}: is required but missing (pulumi config set gcp:{field} ...)")
-            else:
-                problems.append(f"gcp:{field}: {_show(item.get('input'))} {item['msg'].removeprefix('Value error, ')}")
+    gcp = _gcp_config(raw, problems) if cloud == "gcp" else None
+    aws = _aws_config(raw, parsed, problems) if cloud == "aws" else None
+    if cloud is not None:
+        _check_cloud_specific(cloud, raw, parsed, problems)
+        _check_regions(cloud, parsed.get("dr"), gcp.region if gcp else aws.region if aws else None, problems)
 
-    derived = _derive(parsed, gcp, problems)
+    derived = _derive(parsed, problems)
     if problems:
         raise SettingsError(problems)
 
     postgres_map: _PostgresMap = parsed["postgres"]
     return Settings(
         stack=stack,
-        cloud=parsed["cloud"],
+        cloud=cloud,
         node=parsed["node"],
         schedule=parsed.get("schedule") or ScheduleConfig(),
         postgres={role: getattr(postgres_map, role) for role in ROLES if getattr(postgres_map, role)},
@@ -450,38 +639,107 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         monitoring=parsed.get("monitoring") or MonitoringConfig(),
         storage=parsed.get("storage") or StorageConfig(),
         gcp=gcp,
+        aws=aws,
         derived=derived,
     )
 
 
-def _derive(parsed: dict[str, Any], gcp: GcpConfig | None, problems: list[str]) -> Derived | None:
+def _gcp_config(raw: Mapping[str, Any], problems: list[str]) -> GcpConfig | None:
+    try:
+        return GcpConfig.model_validate({"project": raw.get("gcp:project"), "region": raw.get("gcp:region")})
+    except ValidationError as error:
+        for item in error.errors():
+            field = item["loc"][0]
+            if item["type"] in ("missing", "string_type") and item.get("input") is None:
+                problems.append(f"gcp:{field}: is required but missing (pulumi config set gcp:{field} ...)")
+            else:
+                problems.append(f"gcp:{field}: {_show(item.get('input'))} {item['msg'].removeprefix('Value error, ')}")
+    return None
+
+
+def _aws_config(raw: Mapping[str, Any], parsed: dict[str, Any], problems: list[str]) -> AwsConfig | None:
+    region = raw.get("aws:region")
+    ok = True
+    if not isinstance(region, str) or not region:
+        problems.append("aws:region: is required but missing (pulumi config set aws:region ...)")
+        ok = False
+    elif not _AWS_REGION.match(region):
+        problems.append(f"aws:region: {_show(region)} must be an AWS region such as us-east-1")
+        ok = False
+    if f"{PROJECT}:aws" not in raw:
+        problems.append(
+            f"{PROJECT}:aws: is required but missing when cloud is aws (oidcProvider or clusterName, restoreRoleArns)"
+        )
+        ok = False
+    section = parsed.get("aws")
+    return AwsConfig(region=region, irsa=section) if ok and section is not None else None
+
+
+def _check_cloud_specific(cloud: str, raw: Mapping[str, Any], parsed: dict[str, Any], problems: list[str]) -> None:
+    """Keys and values that only one cloud understands."""
+    other = "aws" if cloud == "gcp" else "gcp"
+    for key in sorted(raw):
+        if key.startswith(f"{other}:") or (cloud == "gcp" and key == f"{PROJECT}:aws"):
+            problems.append(f"{key}: is {other} configuration, but {PROJECT}:cloud is {cloud}; remove it")
+    postgres: _PostgresMap | None = parsed.get("postgres")
+    managed = MANAGED_POSTGRES_KIND[cloud]
+    for role in ROLES:
+        instance = getattr(postgres, role, None) if postgres else None
+        if instance is not None and instance.kind not in ("in-cluster", managed):
+            problems.append(
+                f"{PROJECT}:postgres.{role}.kind: {instance.kind!r} is not available on {cloud}; "
+                f"allowed: 'in-cluster' or {managed!r}"
+            )
+    storage: StorageConfig | None = parsed.get("storage")
+    if storage is not None:
+        allowed = HISTORICAL_STORAGE_CLASSES[cloud]
+        if storage.historical_storage_class is not None and storage.historical_storage_class not in allowed:
+            problems.append(
+                f"{PROJECT}:storage.historicalStorageClass: {storage.historical_storage_class!r} is not a {cloud} "
+                f"storage class; allowed: {', '.join(allowed)}"
+            )
+        if cloud == "gcp" and storage.object_lock_mode is not None:
+            problems.append(
+                f"{PROJECT}:storage.objectLockMode: is an S3 setting; on gcp the bucket's retention policy does this"
+            )
+    monitoring: MonitoringConfig | None = parsed.get("monitoring")
+    if monitoring is not None:
+        pattern, example = (
+            (_GCP_CHANNEL, "projects/<project>/notificationChannels/<id>")
+            if cloud == "gcp"
+            else (_SNS_TOPIC_ARN, "an SNS topic ARN, arn:aws:sns:<region>:<account>:<name>")
+        )
+        bad = [c for c in monitoring.notification_channels if not pattern.match(c)]
+        if bad:
+            problems.append(f"{PROJECT}:monitoring.notificationChannels: {bad} are not {example}")
+
+
+def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
     """Cross-key rules. Appends problems; returns the derived numbers when they could be computed."""
     # Sections that failed their own validation are absent from `parsed`; rules that need them are skipped
     # (their problems are already reported).
-    _check_regions(parsed.get("dr"), gcp, problems)
     schedule: ScheduleConfig | None = parsed.get("schedule")
     if schedule is None:
         return None
 
-    gaps: dict[str, tuple[timedelta, timedelta]] = {}
-    deadlines: dict[str, timedelta] = {}
-    for kind in ("postgres", "cometbft", "identities"):
+    timing: dict[str, Timing] = {}
+    for kind in BACKUP_KINDS:
         expression = getattr(schedule, kind)
-        largest = schedules.largest_gap(expression, stop_above=MAX_SCHEDULE_GAP)
-        smallest = schedules.smallest_gap(expression)
-        gaps[kind] = (smallest, largest)
-        deadlines[kind] = smallest - START_WINDOW - DEADLINE_MARGIN
+        timing[kind] = t = schedule_timing(kind, expression)
         key = f"{PROJECT}:schedule.{kind}"
-        if largest > MAX_SCHEDULE_GAP:
+        if t.largest_gap > MAX_SCHEDULE_GAP:
             problems.append(
-                f"{key}: {expression!r} leaves a gap of {schedules.describe(largest)} between two runs; "
+                f"{key}: {expression!r} leaves a gap of {schedules.describe(t.largest_gap)} between two runs; "
                 f"the SV docs require a backup at least every {schedules.describe(MAX_SCHEDULE_GAP)} "
                 f"at every point of the day and week (e.g. '0 */4 * * *')"
             )
-        if smallest < MIN_SCHEDULE_GAP:
+        floor = MIN_RUN_DEADLINE[kind]
+        if t.deadline < floor:
             problems.append(
-                f"{key}: {expression!r} runs only {schedules.describe(smallest)} apart at its closest; allowed: "
-                f"at least {schedules.describe(MIN_SCHEDULE_GAP)} so that a run can finish before the next"
+                f"{key}: {expression!r} runs only {schedules.describe(t.smallest_gap)} apart at its closest, which "
+                f"leaves a run {schedules.describe(t.deadline)} after its start window and margin; a {kind} run "
+                f"needs at least {schedules.describe(floor)}, so runs must be at least "
+                f"{schedules.describe(shortest_gap_for(kind))} apart"
             )
 
     retention_cfg: RetentionConfig | None = parsed.get("retention")
@@ -492,15 +750,16 @@ def _derive(parsed: dict[str, Any], gcp: GcpConfig | None, problems: list[str]) 
     pg_cadence = retention.postgres_historical_cadence(
         retention_cfg.participant_pruning, retention_cfg.sequencer_pruning
     )
+    pg = timing["postgres"]
     if min_window is not None:
-        worst = retention.worst_case_history_gap(pg_cadence, gaps["postgres"][1], START_WINDOW + deadlines["postgres"])
+        worst = retention.worst_case_history_gap(pg_cadence, pg.largest_gap, pg.latest_finish)
         if worst >= min_window:
             which = "participantPruning" if min_window == retention_cfg.participant_pruning else "sequencerPruning"
             problems.append(
                 f"{PROJECT}:retention.{which}: {retention.format_duration(min_window)} is too short for a gap-less "
                 f"history: historical sets every {retention.format_duration(pg_cadence)} with the postgres "
-                f"schedule's largest gap of {schedules.describe(gaps['postgres'][1])} and a run that may start and "
-                f"finish {schedules.describe(START_WINDOW + deadlines['postgres'])} after its time can be "
+                f"schedule's largest gap of {schedules.describe(pg.largest_gap)} and a run that may start and "
+                f"finish {schedules.describe(pg.latest_finish)} after its time can be "
                 f"{schedules.describe(worst)} apart; "
                 f"allowed: a window longer than {schedules.describe(worst)} (Splice recommends 30d)"
             )
@@ -511,9 +770,8 @@ def _derive(parsed: dict[str, Any], gcp: GcpConfig | None, problems: list[str]) 
     cometbft_cadence = retention.cometbft_historical_cadence(
         retention_cfg.cometbft_retain_blocks, retention_cfg.cometbft_blocks_per_hour
     )
-    cometbft_worst = retention.worst_case_history_gap(
-        cometbft_cadence, gaps["cometbft"][1], START_WINDOW + deadlines["cometbft"]
-    )
+    cb = timing["cometbft"]
+    cometbft_worst = retention.worst_case_history_gap(cometbft_cadence, cb.largest_gap, cb.latest_finish)
     if cometbft_worst >= cometbft_window:
         problems.append(
             f"{PROJECT}:retention.cometbftRetainBlocks: {retention_cfg.cometbft_retain_blocks} blocks at "
@@ -524,12 +782,7 @@ def _derive(parsed: dict[str, Any], gcp: GcpConfig | None, problems: list[str]) 
         )
 
     return Derived(
-        postgres_gaps=gaps["postgres"],
-        cometbft_gaps=gaps["cometbft"],
-        identities_gaps=gaps["identities"],
-        postgres_deadline=deadlines["postgres"],
-        cometbft_deadline=deadlines["cometbft"],
-        identities_deadline=deadlines["identities"],
+        timing=timing,
         postgres_historical_cadence=pg_cadence,
         cometbft_historical_cadence=cometbft_cadence,
         min_pruning_window=min_window,
@@ -537,18 +790,15 @@ def _derive(parsed: dict[str, Any], gcp: GcpConfig | None, problems: list[str]) 
     )
 
 
-def _check_regions(dr: DrConfig | None, gcp: GcpConfig | None, problems: list[str]) -> None:
-    if dr is None or gcp is None:
+def _check_regions(cloud: str, dr: DrConfig | None, primary: str | None, problems: list[str]) -> None:
+    if dr is None or primary is None:
         return
-    if dr.region == gcp.region:
+    provider_key = f"{cloud}:region"
+    pattern, example = (_GCP_REGION, "europe-west3") if cloud == "gcp" else (_AWS_REGION, "us-west-2")
+    if dr.region == primary:
         problems.append(
-            f"{PROJECT}:dr.region: {dr.region!r} is the primary region (gcp:region); allowed: another region "
-            "of the same continent, e.g. europe-west3 for europe-west6"
+            f"{PROJECT}:dr.region: {dr.region!r} is the primary region ({provider_key}); allowed: any other "
+            f"{cloud} region, e.g. {example}"
         )
-    elif not _GCP_REGION.match(dr.region):
-        problems.append(f"{PROJECT}:dr.region: {dr.region!r} must be a GCP region such as europe-west3")
-    elif gcp_locations.dual_region(gcp.region, dr.region) is None:
-        problems.append(
-            f"{PROJECT}:dr.region: {dr.region!r} cannot pair with gcp:region {gcp.region!r}: the backup bucket is "
-            f"a dual-region over both, which GCS allows for {gcp_locations.describe_allowed()}"
-        )
+    elif not pattern.match(dr.region):
+        problems.append(f"{PROJECT}:dr.region: {dr.region!r} must be a {cloud} region such as {example}")

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from components import gcp_locations, retention
-from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, WorkloadIdentity
+from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
 from components.gcp import alerts, cloudsql
 from components.naming import Names, label_value
 from components.settings import CloudSqlPostgres, Settings
@@ -233,8 +233,14 @@ class GcpBackend:
         )
 
     # --- managed Postgres and alerts: their own modules ----------------------------------------------
-    def managed_postgres(self, role: str, instance: CloudSqlPostgres, *, parent: pulumi.Resource) -> PostgresEndpoint:
+    def managed_postgres(
+        self, role: str, instance: CloudSqlPostgres, identity: WorkloadIdentity, *, parent: pulumi.Resource
+    ) -> PostgresEndpoint:
         return cloudsql.adopt_instance(self, role, instance, parent=parent)
+
+    def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
+        # PD snapshots are stored in a multi-region already (snapshot_class_parameters): nothing to copy.
+        return None
 
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
         return alerts.declare_alerts(self, specs, parent=parent)
