@@ -8,6 +8,7 @@ components): in a zone with daylight saving time a "4-hourly" schedule has a 5-h
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
@@ -76,3 +77,60 @@ def describe(value: timedelta) -> str:
     if not hours:
         return f"{minutes} min"
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+# The SV docs: every Postgres instance and CometBFT "at least every 4 hours"; we hold the identities dump to
+# the same bound so that a rotated key is never more than 4 hours from being backed up.
+MAX_SCHEDULE_GAP = timedelta(hours=4)
+# A run may start up to its start window late (CronJob startingDeadlineSeconds) and must then finish a margin
+# before the next one is due: start window + run deadline + margin = the smallest gap between two runs. Both
+# scale with the schedule (an eighth of the smallest gap each), capped at 15 minutes for 4-hourly schedules.
+MAX_START_WINDOW = timedelta(minutes=15)
+MIN_START_WINDOW = timedelta(minutes=1)
+START_WINDOW_SHARE = 8
+# The shortest run deadline each kind of job can meet. A dump set streams every database of the node (hundreds
+# of GB for a participant at ~5 s/GB on 2 cores, plus connection, seal and promotion): under 45 minutes a
+# healthy run could be killed. A CSI snapshot is copy-on-write: the job creates it and waits until it is
+# ready, minutes on PD and EBS. The identities dump is one HTTPS call and one secret version.
+MIN_RUN_DEADLINE = {
+    "postgres": timedelta(minutes=45),
+    "cometbft": timedelta(minutes=10),
+    "identities": timedelta(minutes=5),
+}
+BACKUP_KINDS = ("postgres", "cometbft", "identities")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When one backup kind runs and how long a run may take, derived from its schedule."""
+
+    smallest_gap: timedelta  # shortest time between two runs
+    largest_gap: timedelta  # longest time between two runs (the RPO of this kind)
+    start_window: timedelta  # CronJob startingDeadlineSeconds
+    deadline: timedelta  # Job activeDeadlineSeconds: start window + deadline + margin = smallest gap
+
+    @property
+    def latest_finish(self) -> timedelta:
+        """How long after its scheduled time a run may still finish."""
+        return self.start_window + self.deadline
+
+
+def schedule_timing(expression: str) -> Timing:
+    """Start window and margin are each an eighth of the smallest gap (1 to 15 minutes); the rest is the run's."""
+    largest = largest_gap(expression, stop_above=MAX_SCHEDULE_GAP)
+    smallest = smallest_gap(expression)
+    start_window = _start_window(smallest)
+    return Timing(smallest, largest, start_window, smallest - 2 * start_window)
+
+
+def _start_window(gap: timedelta) -> timedelta:
+    share = timedelta(minutes=int(gap.total_seconds() // 60 // START_WINDOW_SHARE))
+    return min(MAX_START_WINDOW, max(MIN_START_WINDOW, share))
+
+
+def shortest_gap_for(kind: str) -> timedelta:
+    """The shortest time between runs that still leaves a `kind` run its minimum deadline."""
+    gap = MIN_RUN_DEADLINE[kind]
+    while gap - 2 * _start_window(gap) < MIN_RUN_DEADLINE[kind]:
+        gap += timedelta(minutes=1)
+    return gap

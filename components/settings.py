@@ -29,29 +29,19 @@ from pydantic import (
 )
 
 from components import retention, schedules
+from components.schedules import (
+    BACKUP_KINDS,
+    MAX_SCHEDULE_GAP,
+    MIN_RUN_DEADLINE,
+    Timing,
+    schedule_timing,
+    shortest_gap_for,
+)
 
 PROJECT = "sv-backups"
 ROLES = ("apps", "participant", "sequencer", "mediator")
 REQUIRED_ROLES = ("apps", "participant")
-# The SV docs: every Postgres instance and CometBFT "at least every 4 hours"; we hold the identities dump to
-# the same bound so that a rotated key is never more than 4 hours from being backed up.
-MAX_SCHEDULE_GAP = timedelta(hours=4)
-# A run may start up to its start window late (CronJob startingDeadlineSeconds) and must then finish a margin
-# before the next one is due: start window + run deadline + margin = the smallest gap between two runs. Both
-# scale with the schedule (an eighth of the smallest gap each), capped at 15 minutes for 4-hourly schedules.
-MAX_START_WINDOW = timedelta(minutes=15)
-MIN_START_WINDOW = timedelta(minutes=1)
-START_WINDOW_SHARE = 8
-# The shortest run deadline each kind of job can meet. A dump set streams every database of the node (hundreds
-# of GB for a participant at ~5 s/GB on 2 cores, plus connection, seal and promotion): under 45 minutes a
-# healthy run could be killed. A CSI snapshot is copy-on-write: the job creates it and waits until it is
-# ready, minutes on PD and EBS. The identities dump is one HTTPS call and one secret version.
-MIN_RUN_DEADLINE = {
-    "postgres": timedelta(minutes=45),
-    "cometbft": timedelta(minutes=10),
-    "identities": timedelta(minutes=5),
-}
-BACKUP_KINDS = ("postgres", "cometbft", "identities")
+# Schedule timing (start windows, run deadlines, the 4-hour bound) is pure schedule logic: components/schedules.py.
 # GCS lifecycle ages are whole days.
 MIN_RECENT = timedelta(days=1)
 SUPPORTED_POSTGRES_VERSIONS = ("POSTGRES_14", "POSTGRES_15", "POSTGRES_16", "POSTGRES_17")
@@ -440,42 +430,6 @@ class AwsConfig:
 
 
 @dataclass(frozen=True)
-class Timing:
-    """When one backup kind runs and how long a run may take, derived from its schedule."""
-
-    smallest_gap: timedelta  # shortest time between two runs
-    largest_gap: timedelta  # longest time between two runs (the RPO of this kind)
-    start_window: timedelta  # CronJob startingDeadlineSeconds
-    deadline: timedelta  # Job activeDeadlineSeconds: start window + deadline + margin = smallest gap
-
-    @property
-    def latest_finish(self) -> timedelta:
-        """How long after its scheduled time a run may still finish."""
-        return self.start_window + self.deadline
-
-
-def schedule_timing(kind: str, expression: str) -> Timing:
-    """Start window and margin are each an eighth of the smallest gap (1 to 15 minutes); the rest is the run's."""
-    largest = schedules.largest_gap(expression, stop_above=MAX_SCHEDULE_GAP)
-    smallest = schedules.smallest_gap(expression)
-    start_window = _start_window(smallest)
-    return Timing(smallest, largest, start_window, smallest - 2 * start_window)
-
-
-def _start_window(smallest_gap: timedelta) -> timedelta:
-    share = timedelta(minutes=int(smallest_gap.total_seconds() // 60 // START_WINDOW_SHARE))
-    return min(MAX_START_WINDOW, max(MIN_START_WINDOW, share))
-
-
-def shortest_gap_for(kind: str) -> timedelta:
-    """The shortest time between runs that still leaves a `kind` run its minimum deadline."""
-    gap = MIN_RUN_DEADLINE[kind]
-    while gap - 2 * _start_window(gap) < MIN_RUN_DEADLINE[kind]:
-        gap += timedelta(minutes=1)
-    return gap
-
-
-@dataclass(frozen=True)
 class Derived:
     """Numbers computed once from the config and used by every component (and exported for audits)."""
 
@@ -681,13 +635,14 @@ def _check_cloud_specific(cloud: str, raw: Mapping[str, Any], parsed: dict[str, 
     for key in sorted(raw):
         if key.startswith(f"{other}:") or (cloud == "gcp" and key == f"{PROJECT}:aws"):
             problems.append(f"{key}: is {other} configuration, but {PROJECT}:cloud is {cloud}; remove it")
-    postgres: _PostgresMap | None = parsed.get("postgres")
+    # From the raw map: a wrong kind is reported even when another instance failed its own validation.
+    postgres = raw.get(f"{PROJECT}:postgres")
     managed = MANAGED_POSTGRES_KIND[cloud]
-    for role in ROLES:
-        instance = getattr(postgres, role, None) if postgres else None
-        if instance is not None and instance.kind not in ("in-cluster", managed):
+    for role, instance in sorted(postgres.items()) if isinstance(postgres, Mapping) else ():
+        kind = instance.get("kind") if isinstance(instance, Mapping) else None
+        if kind in POSTGRES_KINDS and kind not in ("in-cluster", managed):
             problems.append(
-                f"{PROJECT}:postgres.{role}.kind: {instance.kind!r} is not available on {cloud}; "
+                f"{PROJECT}:postgres.{role}.kind: {kind!r} is not available on {cloud}; "
                 f"allowed: 'in-cluster' or {managed!r}"
             )
     storage: StorageConfig | None = parsed.get("storage")
@@ -725,7 +680,7 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
     timing: dict[str, Timing] = {}
     for kind in BACKUP_KINDS:
         expression = getattr(schedule, kind)
-        timing[kind] = t = schedule_timing(kind, expression)
+        timing[kind] = t = schedule_timing(expression)
         key = f"{PROJECT}:schedule.{kind}"
         if t.largest_gap > MAX_SCHEDULE_GAP:
             problems.append(

@@ -10,7 +10,14 @@ from datetime import timedelta
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
-from components.schedules import InvalidCron, describe, largest_gap, smallest_gap, validate_cron
+from components.schedules import (
+    MIN_RUN_DEADLINE,
+    InvalidCron,
+    describe,
+    largest_gap,
+    smallest_gap,
+    validate_cron,
+)
 
 from .props import (
     CRON_JOB,
@@ -202,6 +209,15 @@ def _check_deadlines(props: dict, args: ResourceValidationArgs, report: ReportVi
             )
         else:
             valid[field] = seconds
+    # A deadline shorter than a healthy run of this kind needs would kill good backups (schedules.py).
+    active = valid.get("spec.jobTemplate.spec.activeDeadlineSeconds")
+    floor = MIN_RUN_DEADLINE.get(kind)
+    if active is not None and floor is not None and active < floor.total_seconds():
+        report(
+            f"{where}: spec.jobTemplate.spec.activeDeadlineSeconds is {int(active)} s, shorter than the "
+            f"{describe(floor)} a {kind} run needs, so healthy runs would be killed. Fix: schedule runs further "
+            f"apart so the derived deadline is at least {int(floor.total_seconds())} s."
+        )
     # A run may start as late as the starting deadline and then run for its whole active deadline: only the sum
     # bounds when it ends.
     if len(valid) == len(deadlines) and sum(valid.values()) >= interval.total_seconds():

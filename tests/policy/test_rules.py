@@ -320,6 +320,12 @@ CASES = [
     (
         "backup-job-deadlines",
         "dev",
+        _set(_job_spec("postgres"), "activeDeadlineSeconds", 1800),
+        "1800 s, shorter than the 45 min a postgres run needs",
+    ),
+    (
+        "backup-job-deadlines",
+        "dev",
         _drop(_cron_spec("postgres"), "startingDeadlineSeconds"),
         "startingDeadlineSeconds is not set",
     ),

@@ -180,8 +180,11 @@ def test_cloudsql_adoption_changes_only_backups_and_protection(prod_plan):
         assert sorted(options["ignoreChanges"]) == sorted(CLOUDSQL_IGNORED_FIELDS)
         # the backup settings we size are managed; only the start time and the backup tier (set by GCP) are not
         managed_elsewhere = {"settings.backupConfiguration.startTime", "settings.backupConfiguration.backupTier"}
-        assert not [f for f in options["ignoreChanges"]
-                    if f.startswith("settings.backupConfiguration") and f not in managed_elsewhere]
+        assert not [
+            f
+            for f in options["ignoreChanges"]
+            if f.startswith("settings.backupConfiguration") and f not in managed_elsewhere
+        ]
         assert "deletionProtection" not in options["ignoreChanges"]
 
 
@@ -426,3 +429,25 @@ def test_cloudsql_ignored_fields_exist_in_the_provider_schema():
         assert parts[-1] in known, f"{path} is not a DatabaseInstance field in pulumi-gcp"
         if len(parts) > 1:
             assert parts[0] == "settings"
+
+
+def test_tighter_schedules_scale_the_cron_job_deadlines_and_alerts(offline_plan, dev_config):
+    """CometBFT every 30 min, Postgres every 2 h: each CronJob's deadlines and stale alert follow its schedule."""
+    dev_config["sv-backups:schedule"].update(cometbft="*/30 * * * *", postgres="0 */2 * * *")
+    plan = offline_plan(dev_config)
+    expected = {
+        # component: (schedule, startingDeadlineSeconds, activeDeadlineSeconds)
+        "cometbft-snapshot": ("*/30 * * * *", 3 * 60, 24 * 60),
+        "postgres-backup": ("0 */2 * * *", 15 * 60, 90 * 60),
+        "identities-dump": ("40 */4 * * *", 15 * 60, 210 * 60),
+    }
+    for component, (schedule, starting, active) in expected.items():
+        spec = cron_job(plan, component)["inputs"]["spec"]
+        assert (spec["schedule"], spec["startingDeadlineSeconds"]) == (schedule, starting)
+        assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] == active
+    [stale] = [
+        p for p in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if p["name"].endswith("cometbft-stale")
+    ]
+    # largest gap 30 min + start window 3 min + deadline 24 min + slack 1 h
+    assert stale["inputs"]["conditions"][0]["conditionAbsent"]["duration"] == f"{(30 + 3 + 24 + 60) * 60}s"
+    assert plan.outputs["windows"]["runDeadlines"] == {"postgres": "90m", "cometbft": "24m", "identities": "210m"}

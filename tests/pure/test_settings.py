@@ -194,3 +194,166 @@ def test_cometbft_retention_too_short():
     raw["sv-backups:retention"]["cometbftRetainBlocks"] = 7000 * 6
     [problem] = problems_of(raw)
     assert problem.startswith("sv-backups:retention.cometbftRetainBlocks: 42000 blocks")
+
+
+# --- schedules tighter than the 4-hour duty (deadlines scale with the schedule) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "expression", "start_window", "deadline"),
+    [
+        ("cometbft", "*/30 * * * *", timedelta(minutes=3), timedelta(minutes=24)),
+        ("postgres", "0 */2 * * *", timedelta(minutes=15), timedelta(hours=1, minutes=30)),
+        ("postgres", "0 * * * *", timedelta(minutes=7), timedelta(minutes=46)),
+        ("identities", "*/15 * * * *", timedelta(minutes=1), timedelta(minutes=13)),
+    ],
+)
+def test_tighter_schedules_get_deadlines_scaled_to_their_gap(kind, expression, start_window, deadline):
+    raw = raw_config("dev")
+    raw["sv-backups:schedule"][kind] = expression
+    timing = load_settings(raw, stack="t").derived.timing[kind]
+    assert (timing.start_window, timing.deadline) == (start_window, deadline)
+    # start window + deadline + an equal margin = the gap: a late run never overlaps the next one
+    assert timing.start_window * 2 + timing.deadline == timing.smallest_gap
+
+
+@pytest.mark.parametrize(
+    ("kind", "expression", "needs", "apart"),
+    [
+        ("postgres", "*/30 * * * *", "45 min", "59 min"),
+        ("cometbft", "*/10 * * * *", "10 min", "12 min"),
+        ("identities", "*/5 * * * *", "5 min", "7 min"),
+    ],
+)
+def test_schedules_too_tight_for_a_run_are_refused_with_the_reason(kind, expression, needs, apart):
+    raw = raw_config("dev")
+    raw["sv-backups:schedule"][kind] = expression
+    [problem] = problems_of(raw)
+    assert problem.startswith(f"sv-backups:schedule.{kind}: {expression!r} runs only")
+    assert f"a {kind} run needs at least {needs}, so runs must be at least {apart} apart" in problem
+
+
+def test_the_shortest_allowed_gap_is_accepted():
+    raw = raw_config("dev")
+    raw["sv-backups:schedule"]["cometbft"] = "*/12 * * * *"
+    assert load_settings(raw, stack="t").derived.timing["cometbft"].deadline == timedelta(minutes=10)
+
+
+# --- password secrets: the runbook default, Cloud SQL IAM authentication -------------------------------------
+
+
+def test_in_cluster_password_secret_defaults_to_the_runbook_name():
+    raw = raw_config("dev")
+    raw["sv-backups:postgres"]["apps"].pop("passwordSecret")
+    raw["sv-backups:postgres"]["mediator"] = {"kind": "in-cluster", "host": "mediator-pg.sv.svc", "databases": ["m"]}
+    settings = load_settings(raw, stack="t")
+    assert settings.postgres["apps"].password_secret == "apps-pg-secret"
+    assert settings.postgres["mediator"].password_secret == "mediator-pg-secret"
+
+
+def test_cloudsql_without_a_password_secret_uses_iam_authentication():
+    raw = raw_config("prod")
+    raw["sv-backups:postgres"]["participant"].pop("passwordSecret")
+    settings = load_settings(raw, stack="t")
+    assert settings.postgres["participant"].iam_auth
+    assert not settings.postgres["sequencer"].iam_auth
+
+
+# --- AWS ---------------------------------------------------------------------------------------------------
+
+
+def aws_raw() -> dict:
+    """The dev stack moved to AWS: aws:region, the IRSA section, an RDS participant."""
+    raw = raw_config("dev")
+    del raw["gcp:project"], raw["gcp:region"]
+    raw["aws:region"] = "us-east-1"
+    raw["sv-backups:cloud"] = "aws"
+    raw["sv-backups:dr"]["region"] = "us-west-2"
+    raw["sv-backups:cometbft"].pop("driver", None)
+    raw["sv-backups:aws"] = {
+        "clusterName": "sv-eks",
+        "restoreRoleArns": ["arn:aws:iam::123456789012:role/sv-restore"],
+    }
+    raw["sv-backups:postgres"]["participant"] = {
+        "kind": "rds",
+        "instance": "sv-1-participant",
+        "passwordSecret": "participant-pg-secret",
+        "databases": ["participant_0"],
+    }
+    raw.pop("sv-backups:storage", None)
+    raw.pop("sv-backups:monitoring", None)
+    return raw
+
+
+def test_an_aws_stack_is_valid():
+    settings = load_settings(aws_raw(), stack="t")
+    assert (settings.cloud, settings.region, settings.gcp) == ("aws", "us-east-1", None)
+    assert settings.aws.irsa.cluster_name == "sv-eks"
+    assert settings.postgres["participant"].backup_window == "02:00-02:30"
+    assert settings.storage.historical_class("aws") == "GLACIER_IR"
+
+
+def test_aws_problems_each_get_one_message():
+    raw = aws_raw()
+    raw["sv-backups:postgres"]["participant"].pop("instance")
+    raw["sv-backups:postgres"]["sequencer"] = {
+        "kind": "cloudsql",
+        "instance": "seq",
+        "passwordSecret": "s",
+        "databases": ["s"],
+    }
+    raw["sv-backups:dr"]["region"] = "us-east-1"
+    assert sorted(problems_of(raw)) == sorted(
+        [
+            "sv-backups:postgres.participant.instance: is required but missing",
+            "sv-backups:postgres.sequencer.kind: 'cloudsql' is not available on aws; allowed: 'in-cluster' or 'rds'",
+            "sv-backups:dr.region: 'us-east-1' is the primary region (aws:region); allowed: any other aws region, "
+            "e.g. us-west-2",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r.pop("aws:region"), "aws:region: is required but missing"),
+        (lambda r: r.pop("sv-backups:aws"), "sv-backups:aws: is required but missing when cloud is aws"),
+        (lambda r: r.update({"gcp:project": "p"}), "gcp:project: is gcp configuration, but sv-backups:cloud is aws"),
+        (
+            lambda r: r["sv-backups:aws"].update(oidcProvider="oidc.eks.us-east-1.amazonaws.com/id/ABC"),
+            "set exactly one of oidcProvider",
+        ),
+        (lambda r: r["sv-backups:aws"].update(restoreRoleArns=["sv-restore"]), "are not IAM role ARNs"),
+        (
+            lambda r: r["sv-backups:postgres"]["participant"].pop("passwordSecret"),
+            "passwordSecret is required for rds instances",
+        ),
+        (
+            lambda r: r["sv-backups:postgres"]["participant"].update(backupWindow="02:00-02:10"),
+            "at least 30 minutes",
+        ),
+        (lambda r: r["sv-backups:postgres"]["participant"].update(instance="1bad--name"), "DB instance identifier"),
+        (lambda r: r.update({"sv-backups:storage": {"historicalStorageClass": "COLDLINE"}}), "GLACIER_IR"),
+        (
+            lambda r: r.update(
+                {"sv-backups:monitoring": {"notificationChannels": ["projects/p/notificationChannels/1"]}}
+            ),
+            "are not an SNS topic ARN",
+        ),
+        (lambda r: r.update({"aws:region": "US East"}), "must be an AWS region such as us-east-1"),
+    ],
+)
+def test_invalid_aws_configs(mutate, expected):
+    raw = aws_raw()
+    mutate(raw)
+    problems = problems_of(raw)
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+
+
+def test_rds_kind_is_refused_on_gcp():
+    raw = raw_config("dev")
+    raw["sv-backups:postgres"]["participant"] = aws_raw()["sv-backups:postgres"]["participant"]
+    assert problems_of(raw) == [
+        "sv-backups:postgres.participant.kind: 'rds' is not available on gcp; allowed: 'in-cluster' or 'cloudsql'"
+    ]
