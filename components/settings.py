@@ -315,7 +315,36 @@ class CometbftConfig(_Model):
 
 
 class DrConfig(_Model):
-    region: str
+    """`sv-backups:dr`. On a primary stack: the second region every artifact is copied to. On a DR stack
+    (`sv-backups:role: dr`, its provider region being the DR region): the primary stack it stands in for."""
+
+    region: str | None = Field(None, description="primary stacks: the DR region (required)")
+    primary_stack: str | None = Field(None, alias="primaryStack", description="DR stacks: org/project/stack")
+    # DR stacks: the backup CronJobs of the DR cluster exist but stay suspended until this is true.
+    failover: bool = False
+    # DR stacks: a complete set must reach the DR copy within this bound, or the replication alert fires.
+    max_replication_lag: Duration = Field(timedelta(hours=1), alias="maxReplicationLag")
+    check_schedule: str = Field("*/30 * * * *", alias="checkSchedule", description="DR stacks: replica check")
+
+    @field_validator("primary_stack")
+    @classmethod
+    def _stack_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", value):
+            raise ValueError("must be a fully qualified stack name, <organization>/<project>/<stack>")
+        return value
+
+    @field_validator("max_replication_lag")
+    @classmethod
+    def _lag(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=15):
+            raise ValueError("must be at least 15m (S3 replication time control promises 15 minutes at best)")
+        return value
+
+    @field_validator("check_schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        schedules.validate_cron(value)
+        return value
 
 
 class MonitoringConfig(_Model):
@@ -444,6 +473,7 @@ class Derived:
 class Settings:
     stack: str
     cloud: str
+    role: str  # primary | dr
     node: NodeConfig
     schedule: ScheduleConfig
     postgres: dict[str, InClusterPostgres | CloudSqlPostgres]
@@ -487,11 +517,13 @@ _SECTIONS: dict[str, tuple[type[BaseModel] | None, bool]] = {
     "cometbft": (CometbftConfig, True),
     "dr": (DrConfig, True),
     "jobImage": (None, True),
+    "role": (None, False),  # primary (default) | dr
     "monitoring": (MonitoringConfig, False),
     "storage": (StorageConfig, False),
     "aws": (AwsSection, False),  # required when cloud is aws (checked below)
 }
 SUPPORTED_CLOUDS = ("gcp", "aws")
+ROLES_OF_STACK = ("primary", "dr")
 
 
 def _show(value: Any) -> str:
@@ -542,8 +574,8 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
             if required:
                 problems.append(f"{full_key}: is required but missing")
                 continue
-            if key == "aws":
-                continue
+            if key == "aws" or model is None:
+                continue  # absent optional scalars keep their default; `aws` is checked with the cloud
             value = {}
         if model is None:
             if not isinstance(value, str) or not value:
@@ -563,6 +595,10 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     if cloud is not None and cloud not in SUPPORTED_CLOUDS:
         problems.append(f"{prefix}cloud: {cloud!r} is not supported; allowed: {', '.join(SUPPORTED_CLOUDS)}")
         cloud = None
+    role = parsed.get("role", "primary")
+    if role not in ROLES_OF_STACK:
+        problems.append(f"{prefix}role: {role!r} is not a stack role; allowed: {', '.join(ROLES_OF_STACK)}")
+        role = None
     if "jobImage" in parsed and not _IMAGE.match(parsed["jobImage"]):
         problems.append(
             f"{prefix}jobImage: {parsed['jobImage']!r} is not an image reference (registry/name:tag[@sha256:...])"
@@ -572,7 +608,9 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     aws = _aws_config(raw, parsed, problems) if cloud == "aws" else None
     if cloud is not None:
         _check_cloud_specific(cloud, raw, parsed, problems)
-        _check_regions(cloud, parsed.get("dr"), gcp.region if gcp else aws.region if aws else None, problems)
+        region = gcp.region if gcp else aws.region if aws else None
+        if role is not None:
+            _check_dr(cloud, role, parsed.get("dr"), region, problems)
 
     derived = _derive(parsed, problems)
     if problems:
@@ -582,6 +620,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     return Settings(
         stack=stack,
         cloud=cloud,
+        role=role,
         node=parsed["node"],
         schedule=parsed.get("schedule") or ScheduleConfig(),
         postgres={role: getattr(postgres_map, role) for role in ROLES if getattr(postgres_map, role)},
@@ -745,15 +784,34 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
     )
 
 
-def _check_regions(cloud: str, dr: DrConfig | None, primary: str | None, problems: list[str]) -> None:
-    if dr is None or primary is None:
+def _check_dr(cloud: str, role: str, dr: DrConfig | None, primary: str | None, problems: list[str]) -> None:
+    if dr is None:
         return
+    key = f"{PROJECT}:dr"
+    if role == "dr":
+        if dr.primary_stack is None:
+            problems.append(f"{key}.primaryStack: is required on a DR stack (the primary's <org>/<project>/<stack>)")
+        if dr.region is not None:
+            problems.append(
+                f"{key}.region: is for primary stacks; a DR stack's region is its provider region ({cloud}:region)"
+            )
+        return
+    for field, alias in (("primary_stack", "primaryStack"), ("failover", "failover")):
+        if field in dr.model_fields_set:
+            problems.append(f"{key}.{alias}: is for DR stacks (sv-backups:role: dr); remove it from a primary stack")
+    if dr.region is None:
+        problems.append(f"{key}.region: is required but missing (the region every backup is copied to)")
+    elif primary is not None:
+        _check_regions(cloud, dr.region, primary, problems)
+
+
+def _check_regions(cloud: str, dr_region: str, primary: str, problems: list[str]) -> None:
     provider_key = f"{cloud}:region"
     pattern, example = (_GCP_REGION, "europe-west3") if cloud == "gcp" else (_AWS_REGION, "us-west-2")
-    if dr.region == primary:
+    if dr_region == primary:
         problems.append(
-            f"{PROJECT}:dr.region: {dr.region!r} is the primary region ({provider_key}); allowed: any other "
+            f"{PROJECT}:dr.region: {dr_region!r} is the primary region ({provider_key}); allowed: any other "
             f"{cloud} region, e.g. {example}"
         )
-    elif not pattern.match(dr.region):
-        problems.append(f"{PROJECT}:dr.region: {dr.region!r} must be a {cloud} region such as {example}")
+    elif not pattern.match(dr_region):
+        problems.append(f"{PROJECT}:dr.region: {dr_region!r} must be a {cloud} region such as {example}")

@@ -357,3 +357,46 @@ def test_rds_kind_is_refused_on_gcp():
     assert problems_of(raw) == [
         "sv-backups:postgres.participant.kind: 'rds' is not available on gcp; allowed: 'in-cluster' or 'cloudsql'"
     ]
+
+
+# --- DR stacks -----------------------------------------------------------------------------------------------
+
+
+def dr_raw() -> dict:
+    raw = raw_config("prod")
+    raw["gcp:region"] = "us-east4"
+    raw["sv-backups:role"] = "dr"
+    raw["sv-backups:dr"] = {"primaryStack": "acme/sv-backups/prod"}
+    return raw
+
+
+def test_a_dr_stack_names_its_primary_and_is_suspended_by_default():
+    settings = load_settings(dr_raw(), stack="prod-dr")
+    assert (settings.role, settings.region, settings.dr.region) == ("dr", "us-east4", None)
+    assert settings.dr.primary_stack == "acme/sv-backups/prod"
+    assert settings.dr.failover is False and settings.dr.max_replication_lag == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda r: r["sv-backups:dr"].pop("primaryStack"), "sv-backups:dr.primaryStack: is required on a DR stack"),
+        (lambda r: r["sv-backups:dr"].update(primaryStack="prod"), "must be a fully qualified stack name"),
+        (lambda r: r["sv-backups:dr"].update(region="us-central1"), "sv-backups:dr.region: is for primary stacks"),
+        (lambda r: r["sv-backups:dr"].update(maxReplicationLag="5m"), "must be at least 15m"),
+        (lambda r: r.update({"sv-backups:role": "standby"}), "sv-backups:role: 'standby' is not a stack role"),
+    ],
+)
+def test_invalid_dr_configs(mutate, expected):
+    raw = dr_raw()
+    mutate(raw)
+    [problem] = problems_of(raw)
+    assert expected in problem
+
+
+def test_primary_stacks_refuse_dr_stack_keys():
+    raw = raw_config("prod")
+    raw["sv-backups:dr"]["failover"] = True
+    assert problems_of(raw) == [
+        "sv-backups:dr.failover: is for DR stacks (sv-backups:role: dr); remove it from a primary stack"
+    ]
