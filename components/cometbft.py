@@ -33,7 +33,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
         self, name: str, settings: Settings, backend: CloudBackend, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__("svbackups:cometbft:CometbftSnapshots", name, None, opts)
-        names = Names(settings.node.name)
+        names = Names(settings.name_prefix)
         namespace = settings.node.namespace
         labels = names.labels(COMPONENT)
         sa_name = names.resource(COMPONENT)
@@ -139,6 +139,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
                 service_account=service_account.metadata.name,
                 containers=[container],
                 automount_token=True,
+                suspend=settings.standby,
             ),
             opts=child,
         )

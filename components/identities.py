@@ -14,7 +14,7 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 
 from components import kube_specs
-from components.cloud import CloudBackend
+from components.cloud import CloudBackend, SecretSlot
 from components.naming import Names
 from components.settings import Settings
 
@@ -24,20 +24,28 @@ CLIENT_SECRET_KEY = "clientSecret"
 
 
 class IdentityBackups(pulumi.ComponentResource):
-    """Inputs: settings (identities endpoint and OAuth client, schedule). Outputs: `secret_id` (the secret
-    holding the dumps, one version per distinct dump), `cron_job_name`."""
+    """Inputs: settings (identities endpoint and OAuth client, schedule), optionally an existing `slot` to
+    write to. Outputs: `secret_id` (the secret holding the dumps, one version per distinct dump),
+    `secret_url`, `cron_job_name`."""
 
     def __init__(
-        self, name: str, settings: Settings, backend: CloudBackend, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: Settings,
+        backend: CloudBackend,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        slot: SecretSlot | None = None,
     ):
         super().__init__("svbackups:identities:IdentityBackups", name, None, opts)
-        names = Names(settings.node.name)
+        names = Names(settings.name_prefix)
         namespace = settings.node.namespace
         labels = names.labels(COMPONENT)
         sa_name = names.resource(COMPONENT)
         child = pulumi.ResourceOptions(parent=self)
 
-        slot = backend.identities_secret(parent=self)
+        # A DR stack writes to the primary's secret (its DR-region replica) instead of declaring one.
+        slot = slot or backend.identities_secret(parent=self)
         identity = backend.workload_identity("identities", sa_name, parent=self)
         backend.allow_secret_version_adds(slot, identity, parent=self)
 
@@ -125,6 +133,7 @@ class IdentityBackups(pulumi.ComponentResource):
                     )
                 ],
                 automount_token=True,
+                suspend=settings.standby,
             ),
             opts=child,
         )

@@ -118,6 +118,7 @@ def cron_job_spec(
     init_containers: Sequence[core.ContainerArgs] = (),
     extra_volumes: Sequence[core.VolumeArgs] = (),
     automount_token: bool = False,
+    suspend: bool = False,
 ) -> batch.CronJobSpecArgs:
     """A CronJob that never overlaps itself: it starts at most `timing.start_window` late and runs at most
     `timing.deadline`, which together stay below the smallest gap between two runs (settings.schedule_timing);
@@ -129,6 +130,8 @@ def cron_job_spec(
         # UTC: with daylight saving time a "4-hourly" schedule has a 5-hour gap once a year.
         time_zone="Etc/UTC",
         concurrency_policy="Forbid",
+        # Only a DR stack's standby CronJobs are suspended (until failover); the field is left out otherwise.
+        suspend=True if suspend else None,
         starting_deadline_seconds=starting_deadline,
         successful_jobs_history_limit=HISTORY_LIMIT,
         failed_jobs_history_limit=HISTORY_LIMIT,

@@ -34,7 +34,7 @@ class PostgresBackups(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("svbackups:postgres:PostgresBackups", name, None, opts)
-        names = Names(settings.node.name)
+        names = Names(settings.name_prefix)
         namespace = settings.node.namespace
         labels = names.labels(COMPONENT)
         sa_name = names.resource(COMPONENT)
@@ -89,6 +89,7 @@ class PostgresBackups(pulumi.ComponentResource):
                 # connection they carry is up before the first dump step runs.
                 init_containers=[*sidecars, *steps],
                 containers=[seal],
+                suspend=settings.standby,
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -489,6 +489,17 @@ class Settings:
     derived: Derived
 
     @property
+    def name_prefix(self) -> str:
+        """Prefixes every resource name: the node name, with `-dr` on a DR stack (a DR stack may share the
+        primary's project or account, where service-account and role names must not collide)."""
+        return f"{self.node.name}-dr" if self.role == "dr" else self.node.name
+
+    @property
+    def standby(self) -> bool:
+        """A DR stack before failover: its backup CronJobs exist, suspended."""
+        return self.role == "dr" and not self.dr.failover
+
+    @property
     def region(self) -> str:
         """The primary region (gcp:region or aws:region)."""
         return self.gcp.region if self.gcp else self.aws.region

@@ -40,7 +40,7 @@ class GcpBackend:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.names = Names(settings.node.name)
+        self.names = Names(settings.name_prefix)
         self.project = settings.gcp.project
         self.region = settings.gcp.region
         self.dr_region = settings.dr.region
