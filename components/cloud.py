@@ -21,11 +21,16 @@ from components.settings import ManagedPostgres
 
 @dataclass(frozen=True)
 class BackupStore:
-    """Where backup sets go. `url` is what the jobs take as --dest (e.g. gs://bucket/prefix)."""
+    """Where backup sets go. `url` is what the jobs take as --dest (e.g. gs://bucket/prefix). `resource` is
+    the bucket, or None for a store another stack declares (a DR stack reads the primary's)."""
 
     name: pulumi.Output[str]
     url: pulumi.Output[str]
-    resource: pulumi.Resource
+    resource: pulumi.Resource | None
+    # The copy in the DR region (a second bucket the cloud replicates to); None when `name` itself spans both
+    # regions (a GCS dual-region bucket).
+    dr_name: pulumi.Output[str] | None = None
+    dr_url: pulumi.Output[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -39,11 +44,16 @@ class WorkloadIdentity:
 
 @dataclass(frozen=True)
 class SecretSlot:
-    """The secret-manager entry holding identities dumps. `url` is what dump-identities takes as --secret."""
+    """The secret-manager entry holding identities dumps. `url` is what dump-identities takes as --secret;
+    `resource` is None for a secret another stack declares."""
 
     id: pulumi.Output[str]
     url: pulumi.Output[str]
-    resource: pulumi.Resource
+    resource: pulumi.Resource | None
+    # How to reach the DR region's replica, where it is addressed separately (an AWS replica secret has its
+    # own ARN); None when one name serves both regions (Secret Manager replicas).
+    dr_id: pulumi.Output[str] | None = None
+    dr_url: pulumi.Output[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,20 @@ class CloudBackend(Protocol):
         """Create and read objects; never delete or overwrite them."""
         ...
 
+    def allow_object_reads(
+        self, store: BackupStore, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
+    ) -> None:
+        """List and read objects (restore, drills, replica checks); never create, delete or overwrite them.
+        `label` tells this grant apart from others of the same identity (e.g. "primary", "dr-copy")."""
+        ...
+
     def identities_secret(self, *, parent: pulumi.Resource) -> SecretSlot: ...
+
+    def allow_secret_reads(
+        self, secret: SecretSlot, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
+    ) -> None:
+        """Read versions (restore, replica checks); never add, disable or destroy them."""
+        ...
 
     def allow_secret_version_adds(
         self, secret: SecretSlot, identity: WorkloadIdentity, *, parent: pulumi.Resource

@@ -139,5 +139,8 @@ class IdentityBackups(pulumi.ComponentResource):
         )
         self.secret_id = slot.id
         self.secret_url = slot.url
+        # The DR region's copy: the same secret where its replicas share one name (Secret Manager).
+        self.dr_secret_id = slot.dr_id if slot.dr_id is not None else slot.id
+        self.dr_secret_url = slot.dr_url if slot.dr_url is not None else slot.url
         self.cron_job_name = names.resource(COMPONENT)
         self.register_outputs({"secretId": slot.id, "secretUrl": slot.url, "cronJob": self.cron_job_name})

@@ -1,4 +1,8 @@
-"""The whole program: settings in, every backup resource declared, the operator's outputs exported."""
+"""The whole program: settings in, every backup resource declared, the operator's outputs exported.
+
+A primary stack declares the backup store and every backup of the node; a DR stack (`sv-backups:role: dr`)
+declares the same backups for the DR cluster, standing by, around the primary's DR copy (components/dr.py).
+"""
 
 from __future__ import annotations
 
@@ -7,62 +11,70 @@ import pulumi
 from components import retention
 from components.backends import backend_for
 from components.cometbft import CometbftSnapshots
+from components.dr import DisasterRecovery
 from components.identities import IdentityBackups
 from components.monitoring import BackupAlerts, alert_specs
 from components.postgres import PostgresBackups
 from components.settings import Settings
-from components.storage import BackupStorage
+from components.storage import BackupStorage, tier_urls
 
 
 class SvBackups(pulumi.ComponentResource):
-    """Everything one SV node needs backed up. Inputs: validated `Settings`. Outputs: the components."""
+    """Everything one SV node needs backed up. Inputs: validated `Settings`. Outputs: the components; `store`
+    and `secret` are where the sets and identities dumps go (on a DR stack: the primary's DR copies)."""
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
         super().__init__("svbackups:index:SvBackups", name, None, opts)
         backend = backend_for(settings)
         child = pulumi.ResourceOptions(parent=self)
-        self.storage = BackupStorage("storage", settings, backend, child)
-        self.postgres = PostgresBackups("postgres", settings, backend, self.storage.store, child)
-        self.identities = IdentityBackups("identities", settings, backend, child)
+        self.storage: BackupStorage | None = None
+        self.dr: DisasterRecovery | None = None
+        if settings.role == "dr":
+            self.dr = DisasterRecovery("dr", settings, backend, child)
+            self.store, secret = self.dr.store, self.dr.secret
+        else:
+            self.storage = BackupStorage("storage", settings, backend, child)
+            self.store, secret = self.storage.store, None
+        self.postgres = PostgresBackups("postgres", settings, backend, self.store, child)
+        self.identities = IdentityBackups("identities", settings, backend, child, slot=secret)
         self.cometbft = CometbftSnapshots("cometbft", settings, backend, child)
-        cron_jobs = {
+        self.cron_jobs = {
             "postgres": self.postgres.cron_job_name,
             "cometbft": self.cometbft.cron_job_name,
             "identities": self.identities.cron_job_name,
         }
-        self.alerts = BackupAlerts("alerts", alert_specs(settings, cron_jobs), backend, child)
+        # Standby CronJobs do not run: alerting on them would page until failover.
+        specs = [] if settings.standby else alert_specs(settings, self.cron_jobs)
+        if self.dr is not None:
+            specs += self.dr.alert_specs
+        self.alerts = BackupAlerts("alerts", specs, backend, child)
         self.register_outputs(
             {
-                "backupUrl": self.storage.store.url,
+                "backupUrl": self.store.url,
                 "identitiesSecret": self.identities.secret_id,
-                "cronJobs": cron_jobs,
+                "cronJobs": self.cron_jobs,
                 "snapshotClass": self.cometbft.snapshot_class_name,
             }
         )
 
 
 def declare(settings: Settings) -> SvBackups:
-    node = SvBackups(settings.node.name, settings)
+    node = SvBackups(settings.name_prefix, settings)
     derived = settings.derived
     fmt = retention.format_duration
+    store = node.store
+    recent_url, historical_url = tier_urls(store.url, settings.node.migration_id)
     pulumi.export(
         "node",
         {"name": settings.node.name, "namespace": settings.node.namespace, "migrationId": settings.node.migration_id},
     )
-    pulumi.export("backupBucket", node.storage.store.name)
-    pulumi.export("backupUrl", node.storage.store.url)
-    pulumi.export("recentSetsUrl", node.storage.recent_url)
-    pulumi.export("historicalSetsUrl", node.storage.historical_url)
+    pulumi.export("backupBucket", store.name)
+    pulumi.export("backupUrl", store.url)
+    pulumi.export("recentSetsUrl", recent_url)
+    pulumi.export("historicalSetsUrl", historical_url)
     pulumi.export("identitiesSecret", node.identities.secret_id)
     pulumi.export("identitiesSecretUrl", node.identities.secret_url)
-    pulumi.export(
-        "cronJobs",
-        {
-            "postgres": node.postgres.cron_job_name,
-            "cometbft": node.cometbft.cron_job_name,
-            "identities": node.identities.cron_job_name,
-        },
-    )
+    pulumi.export("cronJobs", node.cron_jobs)
     pulumi.export("snapshotClass", node.cometbft.snapshot_class_name)
     pulumi.export(
         "schedules",
@@ -92,6 +104,20 @@ def declare(settings: Settings) -> SvBackups:
             "startWindows": {kind: fmt(t.start_window) for kind, t in derived.timing.items()},
         },
     )
-    pulumi.export("drRegion", settings.dr.region)
     pulumi.export("jobImage", settings.job_image)
+    pulumi.export("role", settings.role)
+    if node.dr is None:
+        # What a DR stack reads (components/dr.py PRIMARY_OUTPUTS): the copies in the DR region. Where one
+        # bucket or secret spans both regions, the DR copy is that same bucket or secret.
+        secret = node.identities
+        pulumi.export("drRegion", settings.dr.region)
+        pulumi.export("drBackupBucket", store.dr_name if store.dr_name is not None else store.name)
+        pulumi.export("drBackupUrl", store.dr_url if store.dr_url is not None else store.url)
+        pulumi.export("drIdentitiesSecret", secret.dr_secret_id)
+        pulumi.export("drIdentitiesSecretUrl", secret.dr_secret_url)
+    else:
+        pulumi.export("primaryStack", settings.dr.primary_stack)
+        pulumi.export("standby", settings.standby)
+        pulumi.export("restoreServiceAccount", node.dr.restore_service_account)
+        pulumi.export("replicaCheckCronJob", node.dr.check_cron_job_name)
     return node

@@ -20,9 +20,7 @@ class BackupStorage(pulumi.ComponentResource):
     ):
         super().__init__("svbackups:storage:BackupStorage", name, None, opts)
         self.store = backend.backup_store(parent=self)
-        migration = settings.node.migration_id
-        self.recent_url = pulumi.Output.concat(self.store.url, "/", retention.RECENT_TIER, str(migration), "/")
-        self.historical_url = pulumi.Output.concat(self.store.url, "/", retention.HISTORICAL_TIER, str(migration), "/")
+        self.recent_url, self.historical_url = tier_urls(self.store.url, settings.node.migration_id)
         self.register_outputs(
             {
                 "bucket": self.store.name,
@@ -31,3 +29,11 @@ class BackupStorage(pulumi.ComponentResource):
                 "historicalUrl": self.historical_url,
             }
         )
+
+
+def tier_urls(store_url: pulumi.Input[str], migration_id: int) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    """Where the recent and the historical sets of one migration id are (the jobs' layout, docs/jobs.md)."""
+    return (
+        pulumi.Output.concat(store_url, "/", retention.RECENT_TIER, str(migration_id), "/"),
+        pulumi.Output.concat(store_url, "/", retention.HISTORICAL_TIER, str(migration_id), "/"),
+    )

@@ -27,6 +27,9 @@ ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 # Neither role can delete or overwrite: GCS treats an overwrite as a delete.
 OBJECT_WRITER_ROLES = ("roles/storage.objectCreator", "roles/storage.objectViewer")
 SECRET_WRITER_ROLE = "roles/secretmanager.secretVersionAdder"
+# Restore, drills and replica checks: list and read objects and secret versions, nothing else.
+OBJECT_READER_ROLE = "roles/storage.objectViewer"
+SECRET_READER_ROLE = "roles/secretmanager.secretAccessor"
 KEY_ROTATION = timedelta(days=90)
 
 
@@ -181,6 +184,41 @@ class GcpBackend:
                 member=identity.member,
                 opts=pulumi.ResourceOptions(parent=parent),
             )
+
+    def allow_object_reads(
+        self, store: BackupStore, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
+    ) -> None:
+        # Granted in the project's IAM policy, conditioned on the one bucket, not in the bucket's own policy:
+        # a DR stack must be deployable while the primary region (and its bucket's metadata) is unreachable.
+        gcp.projects.IAMMember(
+            self.names.resource("backups-reader", label),
+            project=self.project,
+            role=OBJECT_READER_ROLE,
+            member=identity.member,
+            condition=gcp.projects.IAMMemberConditionArgs(
+                title=f"sv-backups {label} sets only",
+                # The bucket itself (objects.list) and its objects; not another bucket sharing the prefix.
+                expression=store.name.apply(
+                    lambda bucket: (
+                        f'resource.name == "projects/_/buckets/{bucket}" || '
+                        f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/")'
+                    )
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+
+    def allow_secret_reads(
+        self, secret: SecretSlot, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
+    ) -> None:
+        gcp.secretmanager.SecretIamMember(
+            self.names.resource("identities-dump-reader", label),
+            secret_id=secret.id,
+            project=self.project,
+            role=SECRET_READER_ROLE,
+            member=identity.member,
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
 
     def identities_secret(self, *, parent: pulumi.Resource) -> SecretSlot:
         agent = gcp.projects.ServiceIdentity(
