@@ -460,18 +460,32 @@ def __getattr__(name: str) -> Any:
 # --- running a program -----------------------------------------------------------------------------------
 
 
-def run_program(program: Callable[[], Any], config: StackConfig, *, mocks: Any = None) -> Recording:
+def run_program(
+    program: Callable[[], Any],
+    config: StackConfig,
+    *,
+    mocks: Any = None,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Recording:
     """Run `program` under the mock engine with `config`, as `pulumi up` would, and return what it declared.
 
     Each run has its own thread, event loop and context (root stack, config, exports, pending outputs), so
     runs never leak into one another nor into the caller's Pulumi state. Exceptions from the program (or
-    the mocks) are raised here, after the engine has drained.
+    the mocks) are raised here, after the engine has drained. `stack_references` (stack name -> outputs)
+    answers the program's StackReference reads when `mocks` is not given.
     """
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-plan") as pool:
-        return pool.submit(contextvars.copy_context().run, _run_in_context, program, config, mocks).result()
+        return pool.submit(
+            contextvars.copy_context().run, _run_in_context, program, config, mocks, stack_references
+        ).result()
 
 
-def _run_in_context(program: Callable[[], Any], config: StackConfig, mocks: Any) -> Recording:
+def _run_in_context(
+    program: Callable[[], Any],
+    config: StackConfig,
+    mocks: Any,
+    stack_references: Mapping[str, Mapping[str, Any]] | None,
+) -> Recording:
     import pulumi.runtime
     from pulumi.runtime import settings as runtime_settings
     from pulumi.runtime.stack import run_in_stack
@@ -479,7 +493,9 @@ def _run_in_context(program: Callable[[], Any], config: StackConfig, mocks: Any)
     recording = Recording(project=config.project, stack=config.stack)
     if mocks is None:
         mocks = PlanMocks(
-            project=str(config.values.get("gcp:project", "")), region=str(config.values.get("gcp:region", ""))
+            project=str(config.values.get("gcp:project", "")),
+            region=str(config.values.get("gcp:region", "")),
+            stack_references=stack_references,
         )
     monitor = recording_monitor_class()(mocks, recording)
     pulumi.runtime.set_all_config(config.engine_config(), sorted(config.secret_keys))
@@ -696,8 +712,14 @@ def _tree_order(entries: list[dict]) -> list[dict]:
     return ordered
 
 
-def plan_program(program: Callable[[], Any], config: StackConfig, *, mocks: Any = None) -> PlanResult:
-    return build_plan(run_program(program, config, mocks=mocks), config)
+def plan_program(
+    program: Callable[[], Any],
+    config: StackConfig,
+    *,
+    mocks: Any = None,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+) -> PlanResult:
+    return build_plan(run_program(program, config, mocks=mocks, stack_references=stack_references), config)
 
 
 # --- Kubernetes manifests ---------------------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """The offline plan: what a stack declares, without the Pulumi CLI, a cloud or the stack's passphrase.
 
-    python scripts/plan.py (--stack NAME | --config-file FILE) [--out DIR]
+    python scripts/plan.py (--stack NAME | --config-file FILE) [--out DIR] [--primary-plan DIR]
 
 Runs the program (`__main__.py`) under Pulumi's mock engine with the stack's config, prints the resource
 tree and a summary, and writes DIR/plan.json and DIR/manifests/*.yaml (default DIR: out/plan/<stack>).
 `secure:` values are not decrypted: they show as "[secret]", as does every secret in the output.
 Then runs the policy checks (scripts/policy_check.py) on the plan when they exist.
+
+A DR stack (`sv-backups:role: dr`) reads its primary's outputs through a StackReference: they come from the
+primary's offline plan, DIR/plan.json of `--primary-plan DIR`, or, without it, from planning the shipped stack
+named like the last part of `sv-backups:dr.primaryStack` (stacks/Pulumi.<that>.yaml) first, in-process.
 
 Exit codes: 0 plan written (and policies pass); 1 the program failed; 2 the stack config is invalid (one
 message per problem on stderr) or unreadable; 3 a mandatory policy failed, or a secret would be stored in
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import traceback
@@ -36,6 +41,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--stack", help="stack name: reads <stackConfigDir>/Pulumi.<NAME>.yaml")
     source.add_argument("--config-file", type=Path, help="a stack file (Pulumi.<stack>.yaml layout)")
     parser.add_argument("--out", type=Path, help="output directory (default: out/plan/<stack>)")
+    parser.add_argument(
+        "--primary-plan", type=Path, help="DR stacks: the primary stack's offline plan directory (its plan.json)"
+    )
     return parser.parse_args(argv)
 
 
@@ -55,6 +63,35 @@ def _validate(config: offline_plan.StackConfig) -> list[str]:
     except SettingsError as error:
         return list(error.problems) or [str(error)]
     return []
+
+
+def _primary_stack(config: offline_plan.StackConfig) -> str | None:
+    """The `<org>/<project>/<stack>` a DR stack stands in for; None for a primary stack."""
+    raw = config.raw_config()
+    dr = raw.get("sv-backups:dr")
+    if raw.get("sv-backups:role") != "dr" or not isinstance(dr, dict):
+        return None
+    return dr.get("primaryStack")
+
+
+def _primary_outputs(
+    name: str, primary_plan: Path | None, project: offline_plan.Project, root: Path
+) -> dict[str, object]:
+    """The primary's stack outputs, from its recorded plan or from planning its shipped stack file now."""
+    if primary_plan is not None:
+        path = primary_plan / "plan.json"
+        try:
+            return json.loads(path.read_text())["outputs"]
+        except (OSError, ValueError, KeyError) as error:
+            raise offline_plan.PlanInputError(f"--primary-plan: cannot read the outputs in {path}: {error}") from None
+    stack = name.rsplit("/", 1)[-1]
+    path = project.stack_file(stack)
+    if not path.is_file():
+        raise offline_plan.PlanInputError(
+            f"the DR stack's primary {name!r} has no stack file {path}; plan it first and pass --primary-plan DIR"
+        )
+    config = offline_plan.load_stack_file(path, project=project.name, stack=stack)
+    return offline_plan.plan_program(offline_plan.main_program(root), config).plan["outputs"]
 
 
 def _policy_checks(plan: dict) -> tuple[str, int] | None:
@@ -82,8 +119,16 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
 
+    stack_references = None
+    primary = _primary_stack(config)
     try:
-        result = offline_plan.plan_program(offline_plan.main_program(root), config)
+        if primary is not None:
+            stack_references = {primary: _primary_outputs(primary, args.primary_plan, project, root)}
+    except offline_plan.PlanInputError as error:
+        print(f"plan: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        result = offline_plan.plan_program(offline_plan.main_program(root), config, stack_references=stack_references)
     except Exception as error:
         traceback.print_exc(file=sys.stderr)
         print(f"plan: the program failed under the mock engine: {type(error).__name__}: {error}", file=sys.stderr)

@@ -46,9 +46,13 @@ class GcpBackend:
         self.names = Names(settings.name_prefix)
         self.project = settings.gcp.project
         self.region = settings.gcp.region
+        # None on a DR stack: it declares no bucket or secret of its own (components/dr.py).
         self.dr_region = settings.dr.region
-        # Validated in settings: both regions are in one multi-region.
-        self.multi_region = gcp_locations.dual_region(self.region, self.dr_region)
+        self.multi_region = (
+            gcp_locations.dual_region(self.region, self.dr_region)
+            if self.dr_region
+            else gcp_locations.multi_region_of(self.region)
+        )
         self._keys: dict[str, gcp.kms.CryptoKey] = {}
 
     # --- keys -------------------------------------------------------------------------------------------
