@@ -131,7 +131,11 @@ class CometbftSnapshots(pulumi.ComponentResource):
         container = kube_specs.job_container("snapshot", settings.job_image, args, env=[kube_specs.pod_name_env()])
         k8s.batch.v1.CronJob(
             names.resource(COMPONENT),
-            metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
+            metadata=meta.ObjectMetaArgs(
+                name=names.resource(COMPONENT),
+                namespace=namespace,
+                labels=kube_specs.cron_job_labels(labels, standby=settings.standby),
+            ),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.cometbft,
                 timing=derived.timing["cometbft"],

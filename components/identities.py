@@ -119,7 +119,11 @@ class IdentityBackups(pulumi.ComponentResource):
         )
         k8s.batch.v1.CronJob(
             names.resource(COMPONENT),
-            metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
+            metadata=meta.ObjectMetaArgs(
+                name=names.resource(COMPONENT),
+                namespace=namespace,
+                labels=kube_specs.cron_job_labels(labels, standby=settings.standby),
+            ),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.identities,
                 timing=settings.derived.timing["identities"],

@@ -15,6 +15,8 @@ from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 
+from components.naming import STANDBY_LABEL
+
 if TYPE_CHECKING:
     from components.settings import Timing
 
@@ -92,6 +94,11 @@ def job_container(
         security_context=container_security_context(),
         volume_mounts=[core.VolumeMountArgs(name=TMP_VOLUME, mount_path="/tmp"), *extra_mounts],
     )
+
+
+def cron_job_labels(labels: dict[str, str], *, standby: bool) -> dict[str, str]:
+    """A backup CronJob's own labels: a standby one (DR stack before failover) says so."""
+    return {**labels, STANDBY_LABEL: "true"} if standby else labels
 
 
 def pod_name_env(name: str = "SET_ID") -> core.EnvVarArgs:

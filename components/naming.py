@@ -14,6 +14,8 @@ _BUCKET_NAME_MAX = 63
 
 LABEL_PREFIX = "sv-backups.canton.network"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+# On a DR stack's backup CronJobs until failover: they are suspended on purpose (policy checks the pairing).
+STANDBY_LABEL = f"{LABEL_PREFIX}/standby"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sv-backups"}
 
 

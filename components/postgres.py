@@ -79,7 +79,11 @@ class PostgresBackups(pulumi.ComponentResource):
 
         self.cron_job = k8s.batch.v1.CronJob(
             names.resource(COMPONENT),
-            metadata=meta.ObjectMetaArgs(name=names.resource(COMPONENT), namespace=namespace, labels=labels),
+            metadata=meta.ObjectMetaArgs(
+                name=names.resource(COMPONENT),
+                namespace=namespace,
+                labels=kube_specs.cron_job_labels(labels, standby=settings.standby),
+            ),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.postgres,
                 timing=settings.derived.timing["postgres"],
