@@ -875,3 +875,46 @@ def render_summary(plan: Mapping[str, Any]) -> str:
     lines += [f"  {count:4d}  {type_:<{width}}".rstrip() for type_, count in sorted(counts.items())]
     lines.append(f"Outputs: {', '.join(sorted(plan['outputs'])) or '(none)'}")
     return "\n".join(lines)
+
+
+# --- DR stacks: the primary's outputs ----------------------------------------------------------------------
+
+
+def primary_stack_of(config: StackConfig) -> str | None:
+    """The `<org>/<project>/<stack>` a DR stack (`sv-backups:role: dr`) stands in for; None otherwise."""
+    raw = config.raw_config()
+    dr = raw.get(f"{config.project}:dr")
+    if raw.get(f"{config.project}:role") != "dr" or not isinstance(dr, Mapping):
+        return None
+    return dr.get("primaryStack")
+
+
+def primary_stack_references(
+    config: StackConfig,
+    project: Project,
+    root: Path,
+    *,
+    primary_plan: Path | None = None,
+    plan: Callable[[StackConfig], PlanResult] | None = None,
+) -> dict[str, Mapping[str, Any]] | None:
+    """What a DR stack's StackReference reads: the primary's outputs, from its recorded plan (DIR/plan.json of
+    `primary_plan`) or from planning the shipped stack named like the primary's last name part (with `plan`,
+    default: the real program). None for a primary stack."""
+    name = primary_stack_of(config)
+    if name is None:
+        return None
+    if primary_plan is not None:
+        path = primary_plan / "plan.json"
+        try:
+            return {name: json.loads(path.read_text())["outputs"]}
+        except (OSError, ValueError, KeyError) as error:
+            raise PlanInputError(f"--primary-plan: cannot read the outputs in {path}: {error}") from None
+    stack = name.rsplit("/", 1)[-1]
+    path = project.stack_file(stack)
+    if not path.is_file():
+        raise PlanInputError(
+            f"the DR stack's primary {name!r} has no stack file {path}; plan it first and pass --primary-plan DIR"
+        )
+    primary = load_stack_file(path, project=project.name, stack=stack)
+    result = plan(primary) if plan else plan_program(main_program(root), primary)
+    return {name: result.plan["outputs"]}

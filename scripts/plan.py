@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import traceback
@@ -65,35 +64,6 @@ def _validate(config: offline_plan.StackConfig) -> list[str]:
     return []
 
 
-def _primary_stack(config: offline_plan.StackConfig) -> str | None:
-    """The `<org>/<project>/<stack>` a DR stack stands in for; None for a primary stack."""
-    raw = config.raw_config()
-    dr = raw.get("sv-backups:dr")
-    if raw.get("sv-backups:role") != "dr" or not isinstance(dr, dict):
-        return None
-    return dr.get("primaryStack")
-
-
-def _primary_outputs(
-    name: str, primary_plan: Path | None, project: offline_plan.Project, root: Path
-) -> dict[str, object]:
-    """The primary's stack outputs, from its recorded plan or from planning its shipped stack file now."""
-    if primary_plan is not None:
-        path = primary_plan / "plan.json"
-        try:
-            return json.loads(path.read_text())["outputs"]
-        except (OSError, ValueError, KeyError) as error:
-            raise offline_plan.PlanInputError(f"--primary-plan: cannot read the outputs in {path}: {error}") from None
-    stack = name.rsplit("/", 1)[-1]
-    path = project.stack_file(stack)
-    if not path.is_file():
-        raise offline_plan.PlanInputError(
-            f"the DR stack's primary {name!r} has no stack file {path}; plan it first and pass --primary-plan DIR"
-        )
-    config = offline_plan.load_stack_file(path, project=project.name, stack=stack)
-    return offline_plan.plan_program(offline_plan.main_program(root), config).plan["outputs"]
-
-
 def _policy_checks(plan: dict) -> tuple[str, int] | None:
     if not (ROOT / "scripts" / "policy_check.py").is_file():
         return None
@@ -119,11 +89,8 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
 
-    stack_references = None
-    primary = _primary_stack(config)
     try:
-        if primary is not None:
-            stack_references = {primary: _primary_outputs(primary, args.primary_plan, project, root)}
+        stack_references = offline_plan.primary_stack_references(config, project, root, primary_plan=args.primary_plan)
     except offline_plan.PlanInputError as error:
         print(f"plan: {error}", file=sys.stderr)
         return EXIT_CONFIG

@@ -29,6 +29,7 @@ from scripts.offline_plan import (
     load_stack_file,
     main_program,
     plan_program,
+    primary_stack_references,
     stack_config,
 )
 
@@ -57,7 +58,7 @@ PlanFunction = Callable[..., PlanResult]
 
 @pytest.fixture
 def offline_plan() -> PlanFunction:
-    """plan(source, *, stack="test", project="sv-backups", program=None, mocks=None) -> PlanResult.
+    """plan(source, *, stack="test", project="sv-backups", program=None, mocks=None, stack_references=None).
 
     source: a `config:` map (keys with or without the project prefix, `{secure: ...}` values allowed), a
     stack file Path, or a StackConfig. program: defaults to the real program (`__main__.py`).
@@ -70,11 +71,12 @@ def offline_plan() -> PlanFunction:
         project: str = PROJECT.name,
         program: Callable[[], Any] | None = None,
         mocks: Any = None,
+        stack_references: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> PlanResult:
         if program is None and not program_ready():
             pytest.skip("the program (components/program.py) is not written yet")
         config = to_stack_config(source, stack=stack, project=project)
-        return plan_program(program or main_program(ROOT), config, mocks=mocks)
+        return plan_program(program or main_program(ROOT), config, mocks=mocks, stack_references=stack_references)
 
     return plan
 
@@ -107,7 +109,9 @@ def shipped_plan() -> Callable[[str], PlanResult]:
             pytest.skip("the program (components/program.py) is not written yet")
         if stack not in cache:
             config = load_stack_file(PROJECT.stack_file(stack), project=PROJECT.name, stack=stack)
-            cache[stack] = plan_program(main_program(ROOT), config)
+            # A DR stack reads its primary's outputs: from the (cached) plan of the primary's stack file.
+            references = primary_stack_references(config, PROJECT, ROOT, plan=lambda primary: get(primary.stack))
+            cache[stack] = plan_program(main_program(ROOT), config, stack_references=references)
         return cache[stack]
 
     return get

@@ -1,0 +1,157 @@
+"""The DR stack through the mock engine, its StackReference answered from the primary's own offline plan."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from components.dr import PRIMARY_OUTPUTS
+from components.naming import STANDBY_LABEL
+from tests.program.conftest import ROOT
+
+BACKUP_COMPONENTS = ("postgres-backup", "cometbft-snapshot", "identities-dump")
+
+
+def cron_jobs(plan) -> dict[str, dict]:
+    return {r["inputs"]["metadata"]["labels"]["app.kubernetes.io/component"]: r for r in plan.of_type(CRON_JOB)}
+
+
+CRON_JOB = "kubernetes:batch/v1:CronJob"
+
+
+@pytest.fixture
+def dr_config(stack_config_map):
+    return stack_config_map("prod-dr")
+
+
+@pytest.fixture
+def references(prod_plan):
+    return {"sv-operator/sv-backups/prod": prod_plan.outputs}
+
+
+def test_the_primary_exports_everything_a_dr_stack_reads(prod_plan, dev_plan):
+    for plan in (prod_plan, dev_plan):
+        assert set(PRIMARY_OUTPUTS) <= set(plan.outputs)
+    # A dual-region bucket and a replicated Secret Manager secret are their own DR copies.
+    assert prod_plan.outputs["drBackupUrl"] == prod_plan.outputs["backupUrl"]
+    assert prod_plan.outputs["drIdentitiesSecretUrl"] == prod_plan.outputs["identitiesSecretUrl"]
+
+
+def test_dr_stack_reads_the_primary_through_a_stack_reference(shipped_plan, prod_plan):
+    plan = shipped_plan("prod-dr")
+    [reference] = plan.of_type("pulumi:pulumi:StackReference")
+    assert reference["inputs"]["name"] == "sv-operator/sv-backups/prod"
+    [check] = [job for job in plan.of_type(CRON_JOB) if job["name"] == "sv-1-dr-replica-check"]
+    args = check["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    primary = prod_plan.outputs
+    assert args == [
+        "check-replica",
+        primary["backupUrl"],
+        primary["drBackupUrl"],
+        "--max-lag",
+        "1h",
+        "--secret-src",
+        primary["identitiesSecretUrl"],
+        "--secret-dst",
+        primary["drIdentitiesSecretUrl"],
+    ]
+    assert plan.outputs["standby"] is True and plan.outputs["primaryStack"] == "sv-operator/sv-backups/prod"
+
+
+def test_dr_stack_declares_nothing_in_the_primary_region(shipped_plan):
+    """It must deploy while the primary region is down: no resource of it names the primary region."""
+    plan = shipped_plan("prod-dr")
+    text = json.dumps(plan.resources)
+    assert "us-central1" not in text
+    assert not plan.of_type("gcp:storage/bucket:Bucket") and not plan.of_type("gcp:secretmanager/secret:Secret")
+
+
+def test_standby_cron_jobs_are_suspended_and_labelled_the_check_runs(shipped_plan):
+    jobs = cron_jobs(shipped_plan("prod-dr"))
+    for component in BACKUP_COMPONENTS:
+        job = jobs[component]["inputs"]
+        assert job["spec"]["suspend"] is True
+        assert job["metadata"]["labels"][STANDBY_LABEL] == "true"
+    check = jobs["replica-check"]["inputs"]
+    assert "suspend" not in check["spec"] and STANDBY_LABEL not in check["metadata"]["labels"]
+
+
+def test_failover_starts_the_backups_and_their_alerts(offline_plan, dr_config, references):
+    dr_config["sv-backups:dr"]["failover"] = True
+    plan = offline_plan(dr_config, stack="prod-dr", stack_references=references)
+    jobs = cron_jobs(plan)
+    for component in BACKUP_COMPONENTS:
+        job = jobs[component]["inputs"]
+        assert "suspend" not in job["spec"] and STANDBY_LABEL not in job["metadata"]["labels"]
+    kinds = {
+        p["inputs"]["userLabels"]["svbackups-kind"] for p in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")
+    }
+    assert kinds == {"postgres", "cometbft", "identities", "replica"}
+    assert plan.outputs["standby"] is False
+
+
+def test_standby_alerts_on_replication_only(shipped_plan):
+    policies = shipped_plan("prod-dr").of_type("gcp:monitoring/alertPolicy:AlertPolicy")
+    labels = sorted(
+        (p["inputs"]["userLabels"]["svbackups-kind"], p["inputs"]["userLabels"]["svbackups-alert"]) for p in policies
+    )
+    assert labels == [("replica", "failed"), ("replica", "stale")]
+    [stale] = [p for p in policies if p["inputs"]["userLabels"]["svbackups-alert"] == "stale"]
+    # check every 30 min: largest gap 30 min + start window 3 min + deadline 24 min + the 1 h lag bound
+    assert stale["inputs"]["conditions"][0]["conditionAbsent"]["duration"] == f"{(30 + 3 + 24 + 60) * 60}s"
+
+
+def test_the_restore_identity_reads_and_never_writes(shipped_plan, prod_plan):
+    plan = shipped_plan("prod-dr")
+    reader = "serviceAccount:sv-1-dr-restore@sv-prod-project.iam.gserviceaccount.com"
+    grants = [
+        (r["type"], r["inputs"]["role"], r["inputs"].get("condition"))
+        for r in plan.resources
+        if r["inputs"].get("member") == reader
+    ]
+    bucket = prod_plan.outputs["backupBucket"]
+    condition = {
+        "title": "sv-backups dr-copy sets only",
+        "expression": f'resource.name == "projects/_/buckets/{bucket}" || '
+        f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/")',
+    }
+    assert sorted(grants, key=repr) == sorted(
+        [
+            ("gcp:projects/iAMMember:IAMMember", "roles/storage.objectViewer", condition),
+            (
+                "gcp:projects/iAMMember:IAMMember",
+                "roles/storage.objectViewer",
+                {**condition, "title": "sv-backups primary sets only"},
+            ),
+            ("gcp:secretmanager/secretIamMember:SecretIamMember", "roles/secretmanager.secretAccessor", None),
+            ("gcp:secretmanager/secretIamMember:SecretIamMember", "roles/secretmanager.secretAccessor", None),
+        ],
+        key=repr,
+    )
+
+
+def test_standby_writers_write_to_the_dr_copy(shipped_plan, prod_plan):
+    jobs = cron_jobs(shipped_plan("prod-dr"))
+    seal = jobs["postgres-backup"]["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert seal["args"][seal["args"].index("--dest") + 1] == prod_plan.outputs["drBackupUrl"]
+    identities = jobs["identities-dump"]["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert identities["args"][identities["args"].index("--secret") + 1] == prod_plan.outputs["drIdentitiesSecretUrl"]
+
+
+def test_a_dr_stack_without_its_primary_outputs_is_refused_with_the_way_out(tmp_path, dr_config):
+    dr_config["sv-backups:dr"]["primaryStack"] = "sv-operator/sv-backups/nowhere"
+    stack_file = tmp_path / "Pulumi.nowhere-dr.yaml"
+    stack_file.write_text(yaml.safe_dump({"config": dr_config}))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--config-file", str(stack_file), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "primary 'sv-operator/sv-backups/nowhere' has no stack file" in done.stderr
+    assert "pass --primary-plan DIR" in done.stderr
