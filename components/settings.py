@@ -803,6 +803,8 @@ def _check_regions(cloud: str, dr: DrConfig | None, primary: str | None, problem
 def _check_aws_regions(parsed: dict[str, Any], primary: str, problems: list[str]) -> None:
     """AWS resources that must be in (or out of) a given region."""
     dr: DrConfig | None = parsed.get("dr")
+    if dr is not None and dr.region == primary:
+        dr = None  # reported once, by _check_regions
     postgres: _PostgresMap | None = parsed.get("postgres")
     for role in ROLES:
         instance = getattr(postgres, role, None) if postgres else None
