@@ -145,7 +145,8 @@ class AwsBackend:
         return self._store.store
 
     def allow_object_writes(self, store: BackupStore, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
-        assert self._store is not None and store is self._store.store, "backup_store() declares the store first"
+        if self._store is None or store is not self._store.store:
+            raise RuntimeError("allow_object_writes() grants on the store this backend's backup_store() declared")
         bucket, key, prefix = self._store.bucket, self._store.key, self.settings.storage.prefix
         iam.RolePolicy(
             self.names.resource("backups", "object-writer"),
@@ -223,7 +224,10 @@ class AwsBackend:
     def allow_secret_version_adds(
         self, secret: SecretSlot, identity: WorkloadIdentity, *, parent: pulumi.Resource
     ) -> None:
-        assert self._secret is not None and secret.resource is self._secret, "identities_secret() comes first"
+        if self._secret is None or secret.resource is not self._secret:
+            raise RuntimeError(
+                "allow_secret_version_adds() grants on the secret this backend's identities_secret() declared"
+            )
         regions = (self.region, self.dr_region)
         keys = [self._keys[f"{region}/secrets"].arn for region in regions]
         iam.RolePolicy(
