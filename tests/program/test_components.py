@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from components.gcp import CLOUDSQL_IGNORED_FIELDS
+from tests.program.conftest import SHIPPED_STACKS
 
 GOLDEN = Path(__file__).parent / "golden"
 DAY = 86400
@@ -34,7 +35,7 @@ def by_parent(plan, component_type: str) -> list[dict]:
     return [r for r in plan.resources if r["parent"] == component["urn"]]
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_resource_names_are_stable(shipped_plan, stack):
     """Renaming a bucket, key or secret replaces it (and loses backups): any rename shows up here first.
     Regenerate deliberately with: python scripts/plan.py --stack S --out /tmp/p && jq -r '.resources[].urn'."""
@@ -43,7 +44,7 @@ def test_resource_names_are_stable(shipped_plan, stack):
     assert urns == golden
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
     plan = shipped_plan(stack)
     urns = {r["urn"]: r for r in plan.resources}
@@ -54,9 +55,11 @@ def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
         if resource["type"].startswith("svbackups:"):
             assert resource["type"].count(":") == 2
     components = [r for r in plan.resources if r["type"].startswith("svbackups:")]
+    # A primary stack declares the store; a DR stack reads the primary's DR copy (components/dr.py).
+    dr_stack = plan.outputs["role"] == "dr"
     assert {c["type"] for c in components} == {
         "svbackups:index:SvBackups",
-        "svbackups:storage:BackupStorage",
+        "svbackups:dr:DisasterRecovery" if dr_stack else "svbackups:storage:BackupStorage",
         "svbackups:postgres:PostgresBackups",
         "svbackups:identities:IdentityBackups",
         "svbackups:cometbft:CometbftSnapshots",
@@ -64,7 +67,7 @@ def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
     }
     # every cloud or Kubernetes resource sits inside one of the concern components
     for resource in plan.resources:
-        if resource["type"].startswith(("gcp:", "kubernetes:")):
+        if resource["type"].startswith(("gcp:", "aws:", "kubernetes:")):
             ancestor = urns[resource["parent"]]
             while not ancestor["type"].startswith("svbackups:"):
                 ancestor = urns[ancestor["parent"]]
@@ -138,7 +141,7 @@ def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(pr
     ]
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_backup_pods_are_hardened(shipped_plan, stack):
     for job in shipped_plan(stack).of_type("kubernetes:batch/v1:CronJob"):
         pod = pod_spec(job)

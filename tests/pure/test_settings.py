@@ -319,10 +319,7 @@ def test_aws_problems_each_get_one_message():
         (lambda r: r.pop("aws:region"), "aws:region: is required but missing"),
         (lambda r: r.pop("sv-backups:aws"), "sv-backups:aws: is required but missing when cloud is aws"),
         (lambda r: r.update({"gcp:project": "p"}), "gcp:project: is gcp configuration, but sv-backups:cloud is aws"),
-        (
-            lambda r: r["sv-backups:aws"].update(oidcProvider="oidc.eks.us-east-1.amazonaws.com/id/ABC"),
-            "set exactly one of oidcProvider",
-        ),
+        (lambda r: r["sv-backups:aws"].pop("clusterName"), "sv-backups:aws.clusterName: is required but missing"),
         (lambda r: r["sv-backups:aws"].update(restoreRoleArns=["sv-restore"]), "are not IAM role ARNs"),
         (
             lambda r: r["sv-backups:postgres"]["participant"].pop("passwordSecret"),
