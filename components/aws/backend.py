@@ -122,7 +122,10 @@ class AwsBackend:
             "tagSpecification_2": "svbackups-purpose=cometbft",
         }
 
-    def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies:
+    def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
+        if self.dr_region is None:
+            # A DR stack's snapshots stay in its own region: the primary region may be the one that is gone.
+            return None
         identity = self.workload_identity("cometbft-snapshot", k8s_service_account, parent=parent)
         dr_key = self.key(self.dr_region, "ebs", parent)
         iam.RolePolicy(
@@ -147,13 +150,17 @@ class AwsBackend:
         return self._store.store
 
     def allow_object_writes(self, store: BackupStore, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
-        if self._store is None or store is not self._store.store:
-            raise RuntimeError("allow_object_writes() grants on the store this backend's backup_store() declared")
-        bucket, key, prefix = self._store.bucket, self._store.key, self.settings.storage.prefix
+        prefix = self.settings.storage.prefix
+        if self._store is not None and store is self._store.store:
+            arns = pulumi.Output.all(self._store.bucket.arn, self._store.key.arn)
+        else:
+            # Another stack's bucket (a DR stack's writers after failover): its key is bound by S3 and the
+            # bucket's encryption context instead of by ARN (policies.object_writer).
+            arns = pulumi.Output.all(store.name.apply(lambda bucket: f"arn:{self.partition}:s3:::{bucket}"), "*")
         iam.RolePolicy(
             self.names.resource("backups", "object-writer"),
             role=self._role(identity).name,
-            policy=pulumi.Output.all(bucket.arn, key.arn).apply(
+            policy=arns.apply(
                 lambda arns: policies.to_json(policies.object_writer(arns[0], prefix, arns[1], self.region))
             ),
             opts=pulumi.ResourceOptions(parent=parent),
@@ -262,9 +269,19 @@ class AwsBackend:
         self, secret: SecretSlot, identity: WorkloadIdentity, *, parent: pulumi.Resource
     ) -> None:
         if self._secret is None or secret.resource is not self._secret:
-            raise RuntimeError(
-                "allow_secret_version_adds() grants on the secret this backend's identities_secret() declared"
+            # Another stack's secret: a DR stack writes to the primary's replica in its region once failover
+            # promoted it (docs/runbook.md); its key is bound by Secrets Manager and the secret's ARN.
+            iam.RolePolicy(
+                self.names.resource("identities-dump", "version-adder"),
+                role=self._role(identity).name,
+                policy=pulumi.Output.from_input(secret.id).apply(
+                    lambda arn: policies.to_json(
+                        policies.secret_writer({self.region: arn}, {self.region: "*"}, self.region)
+                    )
+                ),
+                opts=pulumi.ResourceOptions(parent=parent),
             )
+            return
         regions = (self.region, self.dr_region)
         keys = [self._keys[f"{region}/secrets"].arn for region in regions]
         iam.RolePolicy(

@@ -155,3 +155,50 @@ def test_a_dr_stack_without_its_primary_outputs_is_refused_with_the_way_out(tmp_
     assert done.returncode == 2, done.stderr
     assert "primary 'sv-operator/sv-backups/nowhere' has no stack file" in done.stderr
     assert "pass --primary-plan DIR" in done.stderr
+
+
+# --- AWS ---------------------------------------------------------------------------------------------------
+
+READ_ACTIONS = {
+    "s3:GetObject",
+    "s3:ListBucket",
+    "kms:Decrypt",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:ListSecretVersionIds",
+}
+
+
+def test_aws_dr_stack_restores_from_the_replica_bucket_and_secret(shipped_plan):
+    primary, plan = shipped_plan("aws-prod").outputs, shipped_plan("aws-prod-dr")
+    assert primary["drBackupUrl"] == "s3://123456789012-sv-1-backups-us-west-2"
+    assert primary["drIdentitiesSecretUrl"] == "awssm://us-west-2/sv-1-identities-dump"
+    assert primary["drIdentitiesSecret"].startswith("arn:aws:secretsmanager:us-west-2:")
+    jobs = cron_jobs(plan)
+    seal = jobs["postgres-backup"]["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert seal["args"][seal["args"].index("--dest") + 1] == primary["drBackupUrl"]
+    for component in BACKUP_COMPONENTS:
+        assert jobs[component]["inputs"]["spec"]["suspend"] is True
+    # The DR stack's snapshots stay in its own region: no copy flags.
+    snapshot = jobs["cometbft-snapshot"]["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--copy-to-region" not in snapshot["args"]
+
+
+def test_aws_restore_role_only_reads(shipped_plan):
+    plan = shipped_plan("aws-prod-dr")
+    policies = [r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r["inputs"]["role"] == "sv-1-dr-restore"]
+    assert sorted(p["name"] for p in policies) == [
+        "sv-1-dr-backups-reader-dr-copy",
+        "sv-1-dr-backups-reader-primary",
+        "sv-1-dr-identities-dump-reader-dr-copy",
+        "sv-1-dr-identities-dump-reader-primary",
+    ]
+    granted = set()
+    for policy in policies:
+        for statement in json.loads(policy["inputs"]["policy"])["Statement"]:
+            assert statement["Effect"] == "Allow"
+            granted |= {statement["Action"]} if isinstance(statement["Action"], str) else set(statement["Action"])
+    assert granted == READ_ACTIONS
+    [role] = [r for r in plan.of_type("aws:iam/role:Role") if r["inputs"]["name"] == "sv-1-dr-restore"]
+    # Under the node's job path: the primary's bucket policy (deny destructive actions to the node's job roles)
+    # and its secret policy (read only by the restore roles, this one included by name) both cover it.
+    assert role["inputs"]["path"] == "/sv-backups/sv-1/jobs/"
