@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -75,28 +76,41 @@ def pg_env(monkeypatch):
     return PASSWORD
 
 
+@contextlib.contextmanager
+def moto_server(tmp_path_factory, what: str = "moto"):
+    """A `moto_server` process of its own; yields its endpoint URL."""
+    port = free_port()
+    proc = _server([_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, what, tmp_path_factory)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory):
-    port = free_port()
-    proc = _server([_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, "moto", tmp_path_factory)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with moto_server(tmp_path_factory) as url:
+        yield url
 
 
 AWS_TEST_REGION = "us-east-1"
 LOCK_RETENTION_DAYS = 1
 
 
-@pytest.fixture
-def aws_env(moto_url, monkeypatch) -> str:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+def point_boto3_at(url: str, monkeypatch, region: str = AWS_TEST_REGION) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_TEST_REGION)
-    monkeypatch.setenv("AWS_REGION", AWS_TEST_REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    monkeypatch.setenv("AWS_REGION", region)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def aws_env(moto_url, monkeypatch) -> str:
+    point_boto3_at(moto_url, monkeypatch)
     return moto_url
 
 
