@@ -8,12 +8,16 @@ One run:
    `--error-grace` (it retries on its own, and clears transient errors), or the `--ready-timeout`, fails the
    run, and the job deletes what it created (content included) so no ready-looking snapshot of a failed run
    stays behind;
-4. only after a ready snapshot: prunes. Of this PVC's sv-backups snapshots, `select_kept` (components/
-   retention.py, the same code the Pulumi program plans with) keeps everything within `--keep-recent` and,
-   older, one per historical cadence (from `--retain-blocks` / `--blocks-per-hour`) per migration id,
-   forever. Each pruned snapshot's bound VolumeSnapshotContent is patched to `deletionPolicy: Delete`, then
-   the VolumeSnapshot is deleted, which makes the CSI driver delete the disk snapshot. Leftovers of earlier
-   failed runs (never ready, older than the ready timeout) are removed the same way.
+4. with `--copy-to-region REGION --copy-kms-key KEY_ARN` (EBS, whose snapshots stay in one region): copies
+   the new snapshot, and every kept snapshot that has no copy yet, to the DR region (jobs/ebs_copies.py). A
+   failed copy fails the run before anything is pruned; the snapshot stays, and the next run copies it;
+5. only after a ready (and copied) snapshot: prunes. Of this PVC's sv-backups snapshots, `select_kept`
+   (components/retention.py, the same code the Pulumi program plans with) keeps everything within
+   `--keep-recent` and, older, one per historical cadence (from `--retain-blocks` / `--blocks-per-hour`) per
+   migration id, forever. Each pruned snapshot's bound VolumeSnapshotContent is patched to `deletionPolicy:
+   Delete`, then the VolumeSnapshot is deleted, which makes the CSI driver delete the disk snapshot. Leftovers
+   of earlier failed runs (never ready, older than the ready timeout) are removed the same way. DR copies go
+   with their pruned snapshots, and are pruned by the same rule among themselves.
 
 Outcome: one `backup.completed` or `backup.failed` event (kind `cometbft`), exit code 0 or 1.
 """
@@ -35,6 +39,15 @@ from typing import Any
 from components.naming import LABEL_PREFIX, MANAGED_BY
 from components.retention import Keepable, cometbft_historical_cadence, format_duration, parse_duration, select_kept
 from jobs import events
+from jobs.ebs_copies import (
+    SNAPSHOT_ID,
+    CopyError,
+    SnapshotCopier,
+    Source,
+    check_options,
+    copies_to_delete,
+    current_copies,
+)
 from jobs.kube import (
     KubeClient,
     KubeError,
@@ -81,6 +94,8 @@ class Options:
     set_id: str | None = None
     kube_api: str | None = None
     kube_retry_wait: float = 1.0
+    copy_to_region: str | None = None
+    copy_kms_key: str | None = None
 
 
 def snapshot_name(pvc: str, taken_at: int) -> str:
@@ -110,6 +125,22 @@ def _keepable(snapshot: dict[str, Any]) -> Keepable | None:
         return None
 
 
+@dataclass
+class PrunePlan:
+    """What pruning will do, decided before anything is deleted (copies are made for `kept` first)."""
+
+    kept: set[str]
+    pruned: list[str]  # by tier
+    leftovers: list[str]  # never ready, from failed runs
+    ready: dict[str, dict[str, Any]]  # name -> VolumeSnapshot, every ready one of this PVC
+
+
+@dataclass
+class CopyState:
+    node: str
+    copies: list  # jobs.ebs_copies.Copy, as listed before this run copied anything
+
+
 class SnapshotJob:
     def __init__(
         self,
@@ -119,12 +150,14 @@ class SnapshotJob:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        copier: SnapshotCopier | None = None,
     ):
         self.client = client
         self.options = options
         self.log = log
         self.clock = clock
         self.sleep = sleep
+        self.copier = copier
 
     # --- create and wait ------------------------------------------------------------------------------
     def check_pvc(self) -> None:
@@ -232,14 +265,116 @@ class SnapshotJob:
         except Exception as error:
             self.log("cometbft.discard_failed", snapshot=name, error=f"{type(error).__name__}: {error}")
 
+    # --- DR copies -------------------------------------------------------------------------------------
+    def volume_snapshot(self, name: str) -> str:
+        return f"{self.options.namespace}/{name}"
+
+    def source_of(self, snapshot: dict[str, Any]) -> Source:
+        """The EBS snapshot behind a ready VolumeSnapshot (its content's snapshotHandle) and its tier facts."""
+        name = snapshot["metadata"]["name"]
+        item = _keepable(snapshot)
+        content_name = _status(snapshot).get("boundVolumeSnapshotContentName")
+        if item is None or not content_name:
+            raise SnapshotFailure("copy", f"VolumeSnapshot {self.volume_snapshot(name)} has no content or labels")
+        try:
+            content = self.client.get(volume_snapshot_content_path(content_name))
+        except KubeError as error:
+            raise SnapshotFailure("copy", f"reading VolumeSnapshotContent {content_name}: {error}") from None
+        handle = str(_status(content).get("snapshotHandle") or "")
+        if not SNAPSHOT_ID.match(handle):
+            raise SnapshotFailure(
+                "copy",
+                f"VolumeSnapshotContent {content_name} of {self.volume_snapshot(name)}: snapshotHandle {handle!r} is "
+                "not an EBS snapshot id (snap-...); --copy-to-region needs the ebs.csi.aws.com driver",
+            )
+        labels = snapshot["metadata"].get("labels") or {}
+        return Source(
+            volume_snapshot=self.volume_snapshot(name),
+            snapshot_id=handle,
+            set_id=labels.get(SET_ID_LABEL) or name,
+            migration_id=item.migration_id,
+            taken_at=int(item.taken_at.timestamp()),
+        )
+
+    def copy_out(self, new: dict[str, Any], plan: PrunePlan) -> tuple[CopyState, dict[str, Any]]:
+        """Copy the new snapshot, then every kept one without a copy (newest first), to the DR region."""
+        copier = self.copier
+        new_source = self.source_of(new)
+        try:
+            node = copier.node_of(new_source.snapshot_id)
+            copies = copier.list_copies(node)
+        except CopyError as error:
+            raise SnapshotFailure("copy", str(error), snapshot=new["metadata"]["name"]) from None
+        standing = current_copies(copies)
+        new_name = new["metadata"]["name"]
+        older = sorted(
+            (n for n in plan.kept if n != new_name and n in plan.ready),
+            key=lambda n: int(plan.ready[n]["metadata"]["labels"][TAKEN_AT_LABEL]),
+            reverse=True,
+        )
+        started: dict[str, str] = {}
+        failures: list[str] = []
+        for name in [new_name, *older]:
+            if self.volume_snapshot(name) in standing:
+                continue
+            try:
+                source = new_source if name == new_name else self.source_of(plan.ready[name])
+                copy_id = copier.copy(node, source)
+            except (CopyError, SnapshotFailure) as error:
+                failures.append(str(error))
+                self.log("cometbft.copy_failed", snapshot=name, region=copier.dr_region, error=str(error))
+                continue
+            started[name] = copy_id
+            self.log(
+                "cometbft.copy_started",
+                snapshot=name,
+                source_snapshot=source.snapshot_id,
+                copy_snapshot=copy_id,
+                region=copier.dr_region,
+            )
+        if failures:
+            raise SnapshotFailure(
+                "copy",
+                f"{len(failures)} DR copy(ies) to {copier.dr_region} failed (the snapshots stay; the next run "
+                "retries): " + "; ".join(failures[:5]),
+                snapshot=new_name,
+                copy_region=copier.dr_region,
+            )
+        current = standing.get(self.volume_snapshot(new_name))
+        facts = {
+            "copy_region": copier.dr_region,
+            "copy_snapshot": started.get(new_name) or current.snapshot_id,
+            "copy_state": "pending" if new_name in started else current.state,
+            "source_snapshot": new_source.snapshot_id,
+            "copies_started": len(started),
+        }
+        return CopyState(node, copies), facts
+
+    def prune_copies(self, state: CopyState, plan: PrunePlan, now: datetime) -> list[str]:
+        o = self.options
+        reasons = copies_to_delete(
+            state.copies,
+            kept={self.volume_snapshot(n) for n in plan.kept},
+            pruned={self.volume_snapshot(n) for n in plan.pruned},
+            now=now,
+            keep_recent=o.keep_recent,
+            cadence=cometbft_historical_cadence(o.retain_blocks, o.blocks_per_hour),
+        )
+        tags = {c.snapshot_id: c.volume_snapshot for c in state.copies}
+        for copy_id, why in sorted(reasons.items()):
+            self.copier.delete(copy_id)
+            self.log("cometbft.copy_pruned", copy_snapshot=copy_id, snapshot=tags.get(copy_id), reason=why)
+        return sorted(reasons)
+
     # --- prune ------------------------------------------------------------------------------------------
-    def prune(self, now: datetime) -> tuple[list[str], list[str]]:
+    def plan_prune(self, now: datetime) -> PrunePlan:
         o = self.options
         listed = self.client.list(volume_snapshots_path(o.namespace), label_selector=MANAGED_BY)
         mine = [
             s for s in listed if ((s.get("spec") or {}).get("source") or {}).get("persistentVolumeClaimName") == o.pvc
         ]
         ready: list[Keepable] = []
+        objects: dict[str, dict[str, Any]] = {}
         leftovers: list[str] = []
         for snapshot in mine:
             item = _keepable(snapshot)
@@ -251,17 +386,23 @@ class SnapshotJob:
                 continue
             if _status(snapshot).get("readyToUse") is True:
                 ready.append(item)
+                objects[item.key] = snapshot
             elif now - item.taken_at > o.ready_timeout:
                 leftovers.append(item.key)
         cadence = cometbft_historical_cadence(o.retain_blocks, o.blocks_per_hour)
         kept = select_kept(ready, now, o.keep_recent, cadence)
         pruned = sorted(item.key for item in ready if item.key not in kept)
-        for name in [*pruned, *leftovers]:
+        return PrunePlan(kept=set(kept), pruned=pruned, leftovers=leftovers, ready=objects)
+
+    def prune(self, plan: PrunePlan) -> list[str]:
+        for name in [*plan.pruned, *plan.leftovers]:
             self.remove(name)
             self.log(
-                "cometbft.pruned", snapshot=name, reason="leftover of a failed run" if name in leftovers else "tier"
+                "cometbft.pruned",
+                snapshot=name,
+                reason="leftover of a failed run" if name in plan.leftovers else "tier",
             )
-        return sorted(kept), [*pruned, *leftovers]
+        return [*plan.pruned, *plan.leftovers]
 
     # --- the run ----------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -283,7 +424,7 @@ class SnapshotJob:
             self.log(events.FAILED, error=message, stage=stage, pvc=o.pvc, **fields)
             return 1
         status = _status(snapshot)
-        facts = {
+        facts: dict[str, Any] = {
             "snapshot": created,
             "pvc": o.pvc,
             "migration_id": o.migration_id,
@@ -291,14 +432,29 @@ class SnapshotJob:
             "content": status.get("boundVolumeSnapshotContentName"),
             "ready_seconds": round(self.clock() - started, 1),
         }
+        now = datetime.fromtimestamp(taken_at, UTC)
+        copy_state: CopyState | None = None
         try:
-            kept, pruned = self.prune(datetime.fromtimestamp(taken_at, UTC))
-        except (KubeError, Terminated) as error:
+            plan = self.plan_prune(now)
+            if self.copier:
+                copy_state, copy_facts = self.copy_out(snapshot, plan)
+                facts.update(copy_facts)
+        except (SnapshotFailure, KubeError, Terminated) as error:
+            # The snapshot is good and stays; without its DR copy it is not a backup yet, so nothing is pruned.
+            message = str(error) if not isinstance(error, Terminated) else "terminated while copying to the DR region"
+            fields = error.fields if isinstance(error, SnapshotFailure) else {}
+            self.log(events.FAILED, error=message, stage="copy", pvc=o.pvc, **{"snapshot": created, **fields})
+            return 1
+        try:
+            pruned = self.prune(plan)
+            if copy_state:
+                facts["copies_pruned"] = self.prune_copies(copy_state, plan, now)
+        except (KubeError, CopyError, Terminated) as error:
             # The new snapshot is good; a pruning failure costs money, not safety. Report both.
             self.log(events.COMPLETED, **facts, pruned=[], prune_error=str(error))
             self.log(events.FAILED, error=f"pruning old snapshots failed: {error}", stage="prune", pvc=o.pvc)
             return 1
-        self.log(events.COMPLETED, **facts, kept=len(kept), pruned=pruned)
+        self.log(events.COMPLETED, **facts, kept=len(plan.kept), pruned=pruned)
         return 0
 
 
@@ -334,6 +490,11 @@ def register(subparsers) -> None:
     parser.add_argument("--poll-interval", type=float, default=5.0, help="seconds between readiness checks")
     parser.add_argument("--set-id", help=f"value of the set-id label (default: env {SET_ID_ENV}, else the name)")
     parser.add_argument("--kube-api", help="Kubernetes API URL (default: in-cluster; env SV_BACKUPS_KUBE_API)")
+    parser.add_argument(
+        "--copy-to-region",
+        help="EBS: copy each kept snapshot to this region (the primary region is AWS_REGION); needs --copy-kms-key",
+    )
+    parser.add_argument("--copy-kms-key", help="EBS: ARN of the KMS key in --copy-to-region that encrypts the copies")
     parser.set_defaults(func=handle)
 
 
@@ -351,6 +512,8 @@ def handle(args: argparse.Namespace) -> int:
         poll_interval=args.poll_interval,
         set_id=args.set_id or os.environ.get(SET_ID_ENV),
         kube_api=args.kube_api,
+        copy_to_region=args.copy_to_region,
+        copy_kms_key=args.copy_kms_key,
     )
     return run(options, stream=sys.stdout)
 
@@ -366,6 +529,17 @@ def run(options: Options, *, stream=None) -> int:
             stage="config",
         )
         return 1
+    copier = None
+    if options.copy_to_region or options.copy_kms_key:
+        problems = (
+            check_options(options.copy_to_region, options.copy_kms_key, _primary_region())
+            if options.copy_to_region and options.copy_kms_key
+            else ["--copy-to-region and --copy-kms-key go together"]
+        )
+        if problems:
+            log(events.FAILED, error="; ".join(problems), stage="config", pvc=options.pvc)
+            return 1
+        copier = SnapshotCopier(_primary_region(), options.copy_to_region, options.copy_kms_key)
     try:
         config = resolve_config(options.kube_api)
     except KubeError as error:
@@ -374,7 +548,7 @@ def run(options: Options, *, stream=None) -> int:
     previous = _install_sigterm()
     try:
         with KubeClient(config, retry_wait=options.kube_retry_wait) as client:
-            return SnapshotJob(client, options, log).run()
+            return SnapshotJob(client, options, log, copier=copier).run()
     except Exception as error:
         # A bug must still end in backup.failed (the alert); the job's own failures are handled inside.
         log(events.FAILED, error=f"unexpected {type(error).__name__}: {error}", stage="internal", pvc=options.pvc)
@@ -382,6 +556,11 @@ def run(options: Options, *, stream=None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _primary_region() -> str | None:
+    """The cluster's region: IRSA's pod identity webhook sets AWS_REGION (and AWS_DEFAULT_REGION)."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
 def _install_sigterm():

@@ -4,11 +4,13 @@ The backup writer may add objects but never replace or delete one (in the cloud 
 permission; deletion is the bucket's lifecycle rules' job). Every store here enforces that itself too:
 
 - an object becomes visible only whole: file:// writes a hidden temp file and hard-links it to its name
-  (link(2) fails if the name exists); S3 uses a multipart upload completed with `If-None-Match: *` and aborted
-  on any error; GCS uses a resumable upload with `ifGenerationMatch=0`, cancelled on any error (a session that
-  is never finalized creates no object);
-- an existing name is never overwritten: the stores' own preconditions, plus a look-up first for stores or
-  emulators that ignore them (the GCS emulator does).
+  (link(2) fails if the name exists); S3 sends one PutObject or a multipart upload (aborted on any error);
+  GCS uses a resumable upload with `ifGenerationMatch=0`, cancelled on any error (a session that is never
+  finalized creates no object);
+- an existing name is never overwritten: the stores' own preconditions (S3 `If-None-Match: *` on PutObject and
+  CompleteMultipartUpload, GCS `ifGenerationMatch=0`), plus a look-up first for stores or emulators that ignore
+  them (the GCS emulator does);
+- S3 uploads carry a SHA-256 checksum, which a bucket with Object Lock requires and S3 verifies.
 
 Keys are relative to the URL's prefix and always use `/`.
 """
@@ -285,10 +287,28 @@ class _PartUploader:
 
 # ----------------------------------------------------------------------------------------------------- S3
 
+# A bucket with a default Object Lock retention refuses an upload that does not prove its body (Content-MD5 or a
+# flexible checksum): every PutObject and UploadPart carries a SHA-256 that S3 verifies before storing the bytes.
+# SHA-256 rather than CRC32C/CRC64NVME: botocore computes it with hashlib, the others need awscrt in the image.
+S3_CHECKSUM = "SHA256"
+# One UploadPartCopy copies at most 5 GiB.
+S3_COPY_SPAN = 4 * 1024**3
+
 
 def _s3_error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def _s3_create_error(exc: Exception, where: str) -> DestinationError | None:
+    """What a refused create-only completion means: 412 the name is taken; 409 another conditional write of the
+    same name was in flight (S3 asks to retry from the start; two writers of one key is a bug worth failing on)."""
+    code = _s3_error_code(exc)
+    if code == "PreconditionFailed":
+        return ObjectExists(f"{where} already exists")
+    if code == "ConditionalRequestConflict":
+        return DestinationError(f"{where}: a concurrent write of the same name was in progress (S3 409); not written")
+    return None
 
 
 class _S3Writer(ObjectWriter):
@@ -312,7 +332,9 @@ class _S3Writer(ObjectWriter):
     def _flush_part(self, size: int) -> None:
         client = self._dest.client
         if self._upload_id is None:
-            self._upload_id = client.create_multipart_upload(Bucket=self._dest.bucket, Key=self._name)["UploadId"]
+            self._upload_id = client.create_multipart_upload(
+                Bucket=self._dest.bucket, Key=self._name, ChecksumAlgorithm=S3_CHECKSUM
+            )["UploadId"]
             self._uploader = _PartUploader(self._send_part)
         number = len(self._parts) + 1
         self._parts.append({"PartNumber": number})
@@ -321,26 +343,46 @@ class _S3Writer(ObjectWriter):
 
     def _send_part(self, number: int, body: bytes) -> None:
         response = self._dest.client.upload_part(
-            Bucket=self._dest.bucket, Key=self._name, UploadId=self._upload_id, PartNumber=number, Body=body
+            Bucket=self._dest.bucket,
+            Key=self._name,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm=S3_CHECKSUM,
         )
-        self._parts[number - 1]["ETag"] = response["ETag"]
+        part = self._parts[number - 1]
+        part["ETag"] = response["ETag"]
+        # CompleteMultipartUpload must repeat each part's checksum: S3 then checks the whole object against them.
+        part["ChecksumSHA256"] = response["ChecksumSHA256"]
 
     def _commit(self) -> None:
         client = self._dest.client
+        # If-None-Match: * is the create-only guarantee (the look-up in __init__ only fails early): S3 refuses
+        # to complete the write if any object of that name appeared meanwhile.
         try:
             if self._upload_id is None:
-                client.put_object(Bucket=self._dest.bucket, Key=self._name, Body=bytes(self._buffer), IfNoneMatch="*")
+                client.put_object(
+                    Bucket=self._dest.bucket,
+                    Key=self._name,
+                    Body=bytes(self._buffer),
+                    IfNoneMatch="*",
+                    ChecksumAlgorithm=S3_CHECKSUM,
+                )
                 return
             if self._buffer:
                 self._flush_part(len(self._buffer))
             self._uploader.finish()
             client.complete_multipart_upload(
-                Bucket=self._dest.bucket, Key=self._name, UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts}, IfNoneMatch="*",
+                Bucket=self._dest.bucket,
+                Key=self._name,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+                IfNoneMatch="*",
             )
         except Exception as exc:
-            if _s3_error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise ObjectExists(f"{self._dest.describe(self.key)} already exists") from exc
+            refused = _s3_create_error(exc, self._dest.describe(self.key))
+            if refused is not None:
+                raise refused from exc
             raise
 
     def _abort(self) -> None:
@@ -353,7 +395,9 @@ class _S3Writer(ObjectWriter):
 
 
 class S3Destination(Destination):
-    """boto3 reads credentials and `AWS_ENDPOINT_URL` from the environment (IRSA in EKS)."""
+    """boto3 reads credentials and `AWS_ENDPOINT_URL` from the environment (IRSA in EKS). Objects are encrypted
+    by the bucket's default (SSE-KMS) and retained by its default Object Lock retention: the writer sends
+    neither, so it needs no permission to choose them."""
 
     def __init__(self, url: str, client=None):
         super().__init__(url)
@@ -401,17 +445,23 @@ class S3Destination(Destination):
             raise FileNotFoundError(self.describe(src))
         if self.size(dst) is not None:
             raise ObjectExists(f"{self.describe(dst)} already exists")
-        # A multipart copy (server-side, any size) completed with If-None-Match keeps the create-only rule.
+        # A multipart copy (server-side, any size) completed with If-None-Match keeps the create-only rule. Not
+        # CopyObject: it is limited to 5 GiB, and moto refuses it on a bucket with default retention (it asks for
+        # a body checksum on a request without a body), so that path could not be tested against a server here.
+        # No checksum algorithm on the upload: we send no bytes, S3 copies them from the stored object.
         name = self.name(dst)
         upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=name)["UploadId"]
         try:
             parts = []
-            span = 4 * 1024**3
-            for number, start in enumerate(range(0, max(size, 1), span), start=1):
-                kwargs = {"CopySourceRange": f"bytes={start}-{min(size, start + span) - 1}"} if size else {}
+            for number, start in enumerate(range(0, max(size, 1), S3_COPY_SPAN), start=1):
+                kwargs = {"CopySourceRange": f"bytes={start}-{min(size, start + S3_COPY_SPAN) - 1}"} if size else {}
                 response = self.client.upload_part_copy(
-                    Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumber=number,
-                    CopySource={"Bucket": self.bucket, "Key": self.name(src)}, **kwargs,
+                    Bucket=self.bucket,
+                    Key=name,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": self.name(src)},
+                    **kwargs,
                 )
                 parts.append({"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]})
             self.client.complete_multipart_upload(
@@ -420,8 +470,9 @@ class S3Destination(Destination):
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
-            if _s3_error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise ObjectExists(f"{self.describe(dst)} already exists") from exc
+            refused = _s3_create_error(exc, self.describe(dst)) if isinstance(exc, Exception) else None
+            if refused is not None:
+                raise refused from exc
             raise
 
 

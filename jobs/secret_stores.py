@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -147,24 +148,36 @@ def _google_error(error) -> str:
 
 @dataclass
 class AwsSecretsManagerStore:
+    """The job's role may call `secretsmanager:PutSecretValue` on this one secret and nothing else (no Get, no
+    Describe, no List): the only call here is PutSecretValue, by name, and the answer it returns is all it reads."""
+
     url: str
     region: str
     name: str
     retry_wait: float = 1.0
 
-    def add_version(self, payload: bytes) -> str:
+    def _client(self):
         import boto3
+
+        # boto3 reads AWS_ENDPOINT_URL itself (moto in the tests); its standard retry mode covers throttling.
+        return boto3.client("secretsmanager", region_name=self.region)
+
+    def add_version(self, payload: bytes) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
         _check_size(payload, self.url)
-        # boto3 reads AWS_ENDPOINT_URL itself (moto in the tests); its standard retry mode covers throttling.
-        client = boto3.client("secretsmanager", region_name=self.region)
+        client = self._client()
+        # One token for every attempt: Secrets Manager takes it as the new version's id, so a retry after a lost
+        # answer finds the version the first attempt made instead of adding a second one.
+        token = str(uuid.uuid4())
 
         def put() -> str:
             try:
                 # PutSecretValue makes the new version AWSCURRENT; the previous one stays as AWSPREVIOUS
                 # (older unlabelled versions are removed by AWS after a while: the restore copy is the newest).
-                response = client.put_secret_value(SecretId=self.name, SecretString=payload.decode("utf-8"))
+                response = client.put_secret_value(
+                    SecretId=self.name, SecretString=payload.decode("utf-8"), ClientRequestToken=token
+                )
             except ClientError as error:
                 info = error.response.get("Error", {})
                 status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -1,4 +1,5 @@
-"""The create-only object stores against real servers: file://, s3:// (moto server), gs:// (GCS emulator)."""
+"""The create-only object stores against real servers: file://, s3:// (moto server: a plain bucket and one with
+Object Lock and SSE-KMS, as the program declares it), gs:// (GCS emulator)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from jobs.destinations import ObjectExists, open_destination
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["file", "s3", "gs"])
+@pytest.fixture(params=["file", "s3", "s3-locked", "gs"])
 def dest(request, tmp_path):
     if request.param == "file":
         return open_destination(f"file://{tmp_path}/store")
-    if request.param == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
+    if request.param.startswith("s3"):
+        bucket = request.getfixturevalue("s3_locked_bucket" if request.param == "s3-locked" else "s3_bucket")
         return open_destination(f"s3://{bucket}/some/prefix")
     bucket = request.getfixturevalue("gcs_bucket")
     return open_destination(f"gs://{bucket}/some/prefix")
@@ -57,7 +58,7 @@ def test_streamed_multipart_object_and_checksum(dest, monkeypatch):
     payload = os.urandom(256 * 1024) * 48  # 12 MiB: three parts
     with dest.writer("big/object") as out:
         for start in range(0, len(payload), 1_000_000):
-            out.write(payload[start:start + 1_000_000])
+            out.write(payload[start : start + 1_000_000])
     import hashlib
 
     assert out.sha256 == hashlib.sha256(payload).hexdigest()
@@ -77,7 +78,9 @@ def test_interrupted_write_leaves_no_object(dest, monkeypatch):
     dest.put_bytes("cut/object", b"the name is still free")
 
 
-def test_s3_failed_part_aborts_multipart_upload(s3_bucket, monkeypatch):
+@pytest.mark.parametrize("bucket_fixture", ["s3_bucket", "s3_locked_bucket"])
+def test_s3_failed_part_aborts_multipart_upload(bucket_fixture, request, monkeypatch):
+    s3_bucket = request.getfixturevalue(bucket_fixture)
     monkeypatch.setattr(destinations, "PART_SIZE", 5 * 1024 * 1024)
     dest = open_destination(f"s3://{s3_bucket}/p")
     real = dest.client.upload_part

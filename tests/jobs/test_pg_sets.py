@@ -1,5 +1,6 @@
 """Postgres sets end to end against real PostgreSQL 15 clusters (apps and participant on separate servers),
-through the CLI exactly as the CronJob runs it, to file://, s3:// (moto) and gs:// (GCS emulator)."""
+through the CLI exactly as the CronJob runs it, to file://, s3:// (moto, a bucket with Object Lock) and gs:// (GCS
+emulator)."""
 
 from __future__ import annotations
 
@@ -66,18 +67,31 @@ def test_backup_under_writes_then_restore_into_fresh_clusters(sources, pg_factor
     assert verified.returncode == 0 and verified.stdout.startswith("OK"), verified.stderr
 
     fresh_apps, fresh_participant = pg_factory("apps-restore"), pg_factory("participant-restore")
-    restored = jobs_cli("restore-set", event["urls"][1], "--db", f"apps={fresh_apps.dsn(APPS_DB)}",
-                        "--db", f"participant={fresh_participant.dsn(PARTICIPANT_DB)}")
+    restored = jobs_cli(
+        "restore-set",
+        event["urls"][1],
+        "--db",
+        f"apps={fresh_apps.dsn(APPS_DB)}",
+        "--db",
+        f"participant={fresh_participant.dsn(PARTICIPANT_DB)}",
+    )
     assert restored.returncode == 0, restored.stderr
 
     apps_seq, participant_seq = max_seq(fresh_apps, APPS_DB), max_seq(fresh_participant, PARTICIPANT_DB)
     assert 0 < apps_seq <= participant_seq <= written_during
     assert static_digests(fresh_apps, APPS_DB, "app") == static_digests(sources.apps, APPS_DB, "app")
     assert static_digests(fresh_participant, PARTICIPANT_DB, "par") == static_digests(
-        sources.participant, PARTICIPANT_DB, "par")
+        sources.participant, PARTICIPANT_DB, "par"
+    )
 
-    again = jobs_cli("restore-set", set_url, "--db", f"apps={fresh_apps.dsn(APPS_DB)}",
-                     "--db", f"participant={fresh_participant.dsn(PARTICIPANT_DB)}")
+    again = jobs_cli(
+        "restore-set",
+        set_url,
+        "--db",
+        f"apps={fresh_apps.dsn(APPS_DB)}",
+        "--db",
+        f"participant={fresh_participant.dsn(PARTICIPANT_DB)}",
+    )
     assert again.returncode == 1 and "not empty" in again.stderr
 
 
@@ -85,15 +99,42 @@ def test_cronjob_steps_then_seal_and_promotion_cadence(sources, pg_env, jobs_cli
     dest = f"file://{tmp_path}/backups"
 
     def take(set_id: str) -> dict:
-        for role, cluster, db in (("apps", sources.apps, APPS_DB), ("participant", sources.participant,
-                                                                     PARTICIPANT_DB)):
-            step = jobs_cli("backup-step", "--role", role, "--dest", dest, "--set-id", set_id, "--migration-id",
-                            "0", "--db", f"{role}={cluster.dsn(db)}")
+        for role, cluster, db in (
+            ("apps", sources.apps, APPS_DB),
+            ("participant", sources.participant, PARTICIPANT_DB),
+        ):
+            step = jobs_cli(
+                "backup-step",
+                "--role",
+                role,
+                "--dest",
+                dest,
+                "--set-id",
+                set_id,
+                "--migration-id",
+                "0",
+                "--db",
+                f"{role}={cluster.dsn(db)}",
+            )
             assert step.returncode == 0, step.stderr
             assert events(step.stdout)[-1]["event"] == "backup.step_completed"
-        return completed(jobs_cli("seal-set", "--dest", dest, "--set-id", set_id, "--migration-id", "0",
-                                  "--roles", "apps,participant", "--participant-pruning", "30d",
-                                  "--sequencer-pruning", "30d"))
+        return completed(
+            jobs_cli(
+                "seal-set",
+                "--dest",
+                dest,
+                "--set-id",
+                set_id,
+                "--migration-id",
+                "0",
+                "--roles",
+                "apps,participant",
+                "--participant-pruning",
+                "30d",
+                "--sequencer-pruning",
+                "30d",
+            )
+        )
 
     first = take("sv-backup-postgres-29123-abcde")
     assert first["promoted"] is True  # the first set of a migration id is always historical
@@ -106,13 +147,28 @@ def test_cronjob_steps_then_seal_and_promotion_cadence(sources, pg_env, jobs_cli
         ("historical", "sv-backup-postgres-29123-abcde"),
     ]
     # A retried seal container finds its manifest and succeeds without writing anything.
-    assert completed(jobs_cli("seal-set", "--dest", dest, "--set-id", "sv-backup-postgres-29124-fghij",
-                              "--migration-id", "0", "--roles", "apps,participant"))["promoted"] is False
+    assert (
+        completed(
+            jobs_cli(
+                "seal-set",
+                "--dest",
+                dest,
+                "--set-id",
+                "sv-backup-postgres-29124-fghij",
+                "--migration-id",
+                "0",
+                "--roles",
+                "apps,participant",
+            )
+        )["promoted"]
+        is False
+    )
 
 
 @pytest.mark.parametrize("store", ["s3", "gs"])
 def test_object_stores_backup_verify_restore(store, request, sources, pg_factory, pg_env, jobs_cli, tmp_path):
-    bucket = request.getfixturevalue("s3_bucket" if store == "s3" else "gcs_bucket")
+    # The S3 bucket is the program's shape: Object Lock with a default retention, SSE-KMS.
+    bucket = request.getfixturevalue("s3_locked_bucket" if store == "s3" else "gcs_bucket")
     dest = f"{store}://{bucket}/sv-1/postgres"
     event = completed(jobs_cli("backup-set", "--dest", dest, *sources.dsns()))
     listed = jobs_cli("list-sets", dest)
@@ -122,11 +178,20 @@ def test_object_stores_backup_verify_restore(store, request, sources, pg_factory
         verified = jobs_cli("verify-set", url)
         assert verified.returncode == 0, verified.stderr
     target = pg_factory(f"restore-{store}")
-    restored = jobs_cli("restore-set", event["urls"][0], "--db", f"apps={target.dsn('apps_restored')}",
-                        "--db", f"participant={target.dsn('participant_restored')}", "--jobs", "2")
+    restored = jobs_cli(
+        "restore-set",
+        event["urls"][0],
+        "--db",
+        f"apps={target.dsn('apps_restored')}",
+        "--db",
+        f"participant={target.dsn('participant_restored')}",
+        "--jobs",
+        "2",
+    )
     assert restored.returncode == 0, restored.stderr
     assert static_digests(target, "participant_restored", "par") == static_digests(
-        sources.participant, PARTICIPANT_DB, "par")
+        sources.participant, PARTICIPANT_DB, "par"
+    )
     assert max_seq(target, "apps_restored") <= max_seq(target, "participant_restored")
 
 
@@ -136,8 +201,11 @@ def test_real_restore_errors_fail_the_restore(pg_factory, pg_env, jobs_cli, tmp_
     source = pg_factory("owned")
     source.psql("CREATE ROLE cnadmin")
     source.createdb("owned")
-    source.psql("CREATE TABLE ledger (id int PRIMARY KEY); INSERT INTO ledger SELECT generate_series(1, 100); "
-                "ALTER TABLE ledger OWNER TO cnadmin", "owned")
+    source.psql(
+        "CREATE TABLE ledger (id int PRIMARY KEY); INSERT INTO ledger SELECT generate_series(1, 100); "
+        "ALTER TABLE ledger OWNER TO cnadmin",
+        "owned",
+    )
     dest = f"file://{tmp_path}/backups"
     event = completed(jobs_cli("backup-set", "--dest", dest, "--db", f"apps={source.dsn('owned')}"))
     target = pg_factory("no-roles")
@@ -169,9 +237,16 @@ def test_newer_client_into_older_server(sources, pg_factory, pg_env, jobs_cli, t
     dest = f"file://{tmp_path}/backups"
     event = completed(jobs_cli("backup-set", "--dest", dest, "--pg-bin", str(NEWER_PG_BIN), *sources.dsns()))
     target = pg_factory("older-server")
-    restored = jobs_cli("restore-set", event["urls"][0], "--pg-bin", str(NEWER_PG_BIN),
-                        "--db", f"apps={target.dsn(APPS_DB)}", "--db", f"participant={target.dsn(PARTICIPANT_DB)}")
+    restored = jobs_cli(
+        "restore-set",
+        event["urls"][0],
+        "--pg-bin",
+        str(NEWER_PG_BIN),
+        "--db",
+        f"apps={target.dsn(APPS_DB)}",
+        "--db",
+        f"participant={target.dsn(PARTICIPANT_DB)}",
+    )
     assert restored.returncode == 0, restored.stderr
     assert "transaction_timeout" in restored.stdout
-    assert static_digests(target, PARTICIPANT_DB, "par") == static_digests(sources.participant, PARTICIPANT_DB,
-                                                                           "par")
+    assert static_digests(target, PARTICIPANT_DB, "par") == static_digests(sources.participant, PARTICIPANT_DB, "par")

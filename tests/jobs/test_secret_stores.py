@@ -19,6 +19,8 @@ from jobs.secret_stores import (
     SecretStoreError,
     open_store,
 )
+from tests.jobs.aws_calls import AwsCallRecorder
+from tests.jobs.fakes.kube import FakeKubeApi
 from tests.jobs.fakes.secret_manager import FakeSecretManager
 from tests.jobs.fakes.sv import FakeSvServer
 
@@ -134,7 +136,6 @@ def test_oversized_dump_is_refused_before_any_call(secret_manager):
     assert secret_manager.requests == []
 
 
-
 def dump_identities(sv: FakeSvServer, client_secret: str, secret_url: str, tmp_path) -> int:
     """Run dump-identities against the fake SV and token endpoints into `secret_url`."""
     (tmp_path / "cs").write_text(client_secret)
@@ -171,46 +172,119 @@ def test_dump_identities_store_failure_exits_non_zero(secret_manager, tmp_path, 
 
 
 # --- awssm:// (moto_server) -------------------------------------------------------------------------------------
+SM_REGION = "eu-west-1"
+
+
 @pytest.fixture
-def aws(moto_url, monkeypatch):
-    """A fresh secret in the shared moto_server process (tests/jobs/conftest.py)."""
+def aws(aws_env):
+    """A fresh secret, without a value yet, in the shared moto_server process (tests/jobs/conftest.py)."""
     import boto3
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    client = boto3.client("secretsmanager", region_name="eu-west-1")
+    client = boto3.client("secretsmanager", region_name=SM_REGION)
     name = "sv-1/identities-dump-" + os.urandom(4).hex()
     client.create_secret(Name=name, Description="identities dumps")
     return client, name
 
 
+def versions(client, name: str) -> dict[str, list[str]]:
+    """version id -> staging labels, read as an operator would (the job's role cannot)."""
+    listed = client.list_secret_version_ids(SecretId=name, IncludeDeprecated=True)["Versions"]
+    return {v["VersionId"]: sorted(v.get("VersionStages", [])) for v in listed}
+
+
 @pytest.mark.slow
-def test_awssm_adds_versions(aws):
+def test_awssm_adds_versions_with_put_secret_value_alone(aws):
     client, name = aws
-    store = open_store(f"awssm://eu-west-1/{name}")
-    first = store.add_version(b'{"v": 1}')
-    second = store.add_version(b'{"v": 2}')
-    assert first != second and name in second
-    assert client.get_secret_value(SecretId=name)["SecretString"] == '{"v": 2}'
+    store = open_store(f"awssm://{SM_REGION}/{name}")
+    with AwsCallRecorder() as recorder:
+        added = [store.add_version(json.dumps({"v": n}).encode()) for n in (1, 2, 3)]
+    assert recorder.operations() == ["PutSecretValue"] * 3, "the writer may not Get, Describe or List"
+    assert {c.region for c in recorder.calls} == {SM_REGION}
+    assert {c.params["SecretId"] for c in recorder.calls} == {name}
+    ids = [a.rsplit(":", 1)[1] for a in added]
+    assert len(set(ids)) == 3 and all(name in a for a in added)
+    assert versions(client, name) == {ids[0]: [], ids[1]: ["AWSPREVIOUS"], ids[2]: ["AWSCURRENT"]}
+    assert client.get_secret_value(SecretId=name)["SecretString"] == '{"v": 3}'
     previous = client.get_secret_value(SecretId=name, VersionStage="AWSPREVIOUS")["SecretString"]
-    assert previous == '{"v": 1}'
+    assert previous == '{"v": 2}'
+    assert client.get_secret_value(SecretId=name, VersionId=ids[0])["SecretString"] == '{"v": 1}'
+
+
+@pytest.mark.slow
+def test_awssm_a_retry_after_a_lost_answer_adds_no_second_version(aws, monkeypatch):
+    """The first PutSecretValue succeeds but its answer is lost (a read timeout): the retry sends the same
+    ClientRequestToken, which Secrets Manager takes as the same version."""
+    from botocore.exceptions import ReadTimeoutError
+
+    client, name = aws
+    store = open_store(f"awssm://{SM_REGION}/{name}")
+    store.retry_wait = 0.01
+    real_client = store._client
+    lost = []
+
+    def losing_client():
+        made = real_client()
+
+        def lose_first_answer(**_):
+            if not lost:
+                lost.append(True)
+                raise ReadTimeoutError(endpoint_url="secretsmanager (answer lost on purpose)")
+
+        made.meta.events.register("after-call.secrets-manager.PutSecretValue", lose_first_answer)
+        return made
+
+    monkeypatch.setattr(store, "_client", losing_client)
+    with AwsCallRecorder() as recorder:
+        added = store.add_version(b'{"v": "once"}')
+    assert lost and recorder.operations() == ["PutSecretValue", "PutSecretValue"]
+    tokens = {c.params["ClientRequestToken"] for c in recorder.calls}
+    assert len(tokens) == 1
+    assert versions(client, name) == {added.rsplit(":", 1)[1]: ["AWSCURRENT"]} and tokens == {added.rsplit(":", 1)[1]}
 
 
 @pytest.mark.slow
 def test_awssm_missing_secret_is_a_permanent_error(aws):
-    store = open_store("awssm://eu-west-1/no-such-secret")
+    store = open_store(f"awssm://{SM_REGION}/no-such-secret")
     store.retry_wait = 0.01
-    with pytest.raises(SecretStoreError) as raised:
+    with AwsCallRecorder() as recorder, pytest.raises(SecretStoreError) as raised:
         store.add_version(b"{}")
     assert not raised.value.transient and "ResourceNotFoundException" in str(raised.value)
+    assert recorder.operations() == ["PutSecretValue"], "a permanent error is not retried"
 
 
 @pytest.mark.slow
 def test_dump_identities_into_awssm(aws, tmp_path):
     client, name = aws
     with FakeSvServer(client_id="cid", client_secret="client-secret-for-aws", audience="aud") as sv:
-        code = dump_identities(sv, "client-secret-for-aws", f"awssm://eu-west-1/{name}", tmp_path)
+        with AwsCallRecorder() as recorder:
+            code = dump_identities(sv, "client-secret-for-aws", f"awssm://{SM_REGION}/{name}", tmp_path)
         assert code == 0
         assert json.loads(client.get_secret_value(SecretId=name)["SecretString"]) == sv.dump
+    assert recorder.operations() == ["PutSecretValue"]
+
+
+@pytest.mark.slow
+def test_an_unchanged_dump_makes_no_aws_call(aws, tmp_path, capsys):
+    """With the fingerprint ConfigMap (what the CronJob uses), the job knows the last stored dump without reading
+    the secret: an unchanged dump costs no AWS call at all, a changed one a single PutSecretValue."""
+    client, name = aws
+    with (
+        FakeKubeApi() as kube,
+        FakeSvServer(client_id="cid", client_secret="client-secret-for-aws", audience="aud") as sv,
+    ):
+        kube.add_configmap("sv", "sv-1-identities-fingerprint")
+        (tmp_path / "cs").write_text("client-secret-for-aws")
+        options = Options(
+            endpoint=sv.dump_url, token_endpoint=sv.token_url, audience="aud", client_id="cid",
+            client_secret_file=tmp_path / "cs", secret=f"awssm://{SM_REGION}/{name}", retry_wait=0.01,
+            fingerprint_configmap="sv-1-identities-fingerprint", namespace="sv", kube_api=kube.url,
+        )  # fmt: skip
+        with AwsCallRecorder() as recorder:
+            assert run(options) == 0
+            assert run(options) == 0
+        assert recorder.operations() == ["PutSecretValue"]
+        assert len(versions(client, name)) == 1
+        stored = kube.get("configmaps", "sv", "sv-1-identities-fingerprint")["data"]
+        assert stored["version"].endswith(recorder.calls[0].params["ClientRequestToken"])
+    outcomes = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"backup.' in line]
+    assert [e["changed"] for e in outcomes] == [True, False]

@@ -8,6 +8,9 @@ behaviour: a new VolumeSnapshot becomes bound to a VolumeSnapshotContent (deleti
 until `ready_after` reads, then succeeds, as the real controller does after transient errors), or never
 becomes ready (mode "pending"). Deleting a VolumeSnapshot deletes its content, and the "disk snapshot" behind it, only
 when the content's deletionPolicy is Delete; `disk_snapshots` is what the cloud would bill.
+
+The disk snapshots are made-up GCE paths unless `take_disk_snapshot` / `delete_disk_snapshot` stand for the CSI
+driver's cloud calls (the EBS tests create and delete real moto EC2 snapshots there; set `driver` to match).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import itertools
 import re
 import uuid
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,6 +92,9 @@ class FakeKubeApi(LocalServer):
         self.error_message = "failed to take snapshot of the volume: googleapi: Error 400: quota exceeded"
         self.page_size: int | None = None
         self.disk_snapshots: set[str] = set()
+        self.driver = "pd.csi.storage.gke.io"
+        self.take_disk_snapshot: Callable[[dict], str] | None = None  # VolumeSnapshot -> snapshotHandle
+        self.delete_disk_snapshot: Callable[[str], None] | None = None  # snapshotHandle ->
         self._reads: dict[str, int] = {}
         self._versions = itertools.count(1000)
         self._faults: list[tuple[str, str, deque[int]]] = []
@@ -161,7 +168,10 @@ class FakeKubeApi(LocalServer):
     def _bind(self, snapshot: dict, *, ready: bool) -> None:
         meta, spec = snapshot["metadata"], snapshot["spec"]
         content_name = "snapcontent-" + meta["uid"]
-        handle = f"projects/p/global/snapshots/snapshot-{meta['uid']}"
+        if self.take_disk_snapshot:
+            handle = self.take_disk_snapshot(snapshot)
+        else:
+            handle = f"projects/p/global/snapshots/snapshot-{meta['uid']}"
         policy = self.class_policies.get(spec.get("volumeSnapshotClassName"), "Retain")
         self._put(
             "volumesnapshotcontents",
@@ -170,7 +180,7 @@ class FakeKubeApi(LocalServer):
             {
                 "spec": {
                     "deletionPolicy": policy,
-                    "driver": "pd.csi.storage.gke.io",
+                    "driver": self.driver,
                     "volumeSnapshotClassName": spec.get("volumeSnapshotClassName"),
                     "volumeSnapshotRef": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
                     "source": {"volumeHandle": "projects/p/zones/z/disks/pvc-1"},
@@ -209,6 +219,8 @@ class FakeKubeApi(LocalServer):
         if content and content["spec"]["deletionPolicy"] == "Delete":
             del self.objects[("volumesnapshotcontents", "", content_name)]
             self.disk_snapshots.discard(content["status"]["snapshotHandle"])
+            if self.delete_disk_snapshot:
+                self.delete_disk_snapshot(content["status"]["snapshotHandle"])
 
     def _injected(self, request: Request) -> Reply | None:
         for method, prefix in self._forbidden:
