@@ -33,7 +33,7 @@ import runpy
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,11 +202,21 @@ class PlanMocks:
     invokes in INVOKES and refuses any other token, so a new data source is added here, never mocked as empty.
     """
 
-    def __init__(self, *, project: str, region: str, stack_references: Mapping[str, Mapping[str, Any]] | None = None):
+    def __init__(
+        self,
+        *,
+        project: str,
+        region: str,
+        stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+        cloudsql_flags: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
+    ):
         self.project = project
         self.region = region
         # Outputs of the stacks a program reads through StackReference, by stack name ("org/project/stack").
         self.stack_references = dict(stack_references or {})
+        # Database flags of live Cloud SQL instances ({name, value} lists by instance name), as
+        # getDatabaseInstance reads them; an instance not listed has none set.
+        self.cloudsql_flags = dict(cloudsql_flags or {})
 
     # Computed outputs per type token: (logical name, inputs, project) -> (id, extra outputs).
     def _key_ring(self, name: str, inputs: dict, project: str) -> tuple[str, dict]:
@@ -302,6 +312,7 @@ class PlanMocks:
         answer = {
             "gcp:organizations/getProject:getProject": self._get_project,
             "gcp:storage/getProjectServiceAccount:getProjectServiceAccount": self._gcs_service_account,
+            "gcp:sql/getDatabaseInstance:getDatabaseInstance": self._sql_instance_read,
         }.get(args.token)
         if answer is None:
             raise OfflinePlanError(
@@ -313,6 +324,14 @@ class PlanMocks:
     def _get_project(self, args: dict) -> dict:
         project = args.get("projectId") or self.project
         return {"id": f"projects/{project}", "projectId": project, "name": project, "number": PROJECT_NUMBER}
+
+    def _sql_instance_read(self, args: dict) -> dict:
+        project = args.get("project") or self.project
+        name = str(args.get("name"))
+        _, outputs = self._sql_instance(name, {"name": name, "region": self.region}, project)
+        flags = [{"name": f["name"], "value": f["value"]} for f in self.cloudsql_flags.get(name, [])]
+        return {"name": name, "project": project, "region": self.region, **outputs,
+                "settings": [{"databaseFlags": flags}]}  # fmt: skip
 
     def _gcs_service_account(self, args: dict) -> dict:
         project = args.get("project") or self.project
