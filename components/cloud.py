@@ -71,6 +71,9 @@ class PostgresEndpoint:
     user: pulumi.Input[str] | None = None  # None: the instance's configured user
     password: bool = True
     sidecars: Sequence[core.ContainerArgs] = ()
+    # SQL an admin of the instance runs once before the first backup (exported as `postgresSetupSql`), e.g.
+    # the GRANT that lets an IAM database user read every table.
+    operator_sql: Sequence[pulumi.Input[str]] = ()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ checks the recorded times once more before it marks the set complete.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.core import v1 as core
@@ -23,7 +25,8 @@ COMPONENT = "postgres-backup"
 
 class PostgresBackups(pulumi.ComponentResource):
     """Inputs: settings (instances, schedule, windows), the backup store. Outputs: `cron_job_name`,
-    `service_account_name`, `hosts` (role -> host the dumps connect to)."""
+    `service_account_name`, `hosts` (role -> host the dumps connect to), `setup_sql` (role -> SQL an admin runs
+    once on that instance, for roles that log in without a password)."""
 
     def __init__(
         self,
@@ -51,6 +54,8 @@ class PostgresBackups(pulumi.ComponentResource):
         )
 
         self.hosts: dict[str, pulumi.Output[str]] = {}
+        # role -> SQL an admin runs once on that role's instance (e.g. the GRANT for an IAM database user).
+        self.setup_sql: dict[str, list[pulumi.Input[str]]] = {}
         sidecars, steps = [], []
         for role in settings.roles:
             instance = settings.postgres[role]
@@ -60,6 +65,8 @@ class PostgresBackups(pulumi.ComponentResource):
             else:
                 endpoint = backend.managed_postgres(role, instance, identity, parent=self)
             self.hosts[role] = endpoint.host
+            if endpoint.operator_sql:
+                self.setup_sql[role] = list(endpoint.operator_sql)
             sidecars.extend(endpoint.sidecars)
             steps.append(self._step_container(role, instance, endpoint, store, settings))
 
@@ -99,12 +106,16 @@ class PostgresBackups(pulumi.ComponentResource):
         )
         self.cron_job_name = names.resource(COMPONENT)
         self.service_account_name = sa_name
-        self.register_outputs({"cronJob": self.cron_job_name, "serviceAccount": sa_name, "hosts": self.hosts})
+        outputs = {"cronJob": self.cron_job_name, "serviceAccount": sa_name, "hosts": self.hosts}
+        if self.setup_sql:
+            outputs["setupSql"] = self.setup_sql
+        self.register_outputs(outputs)
 
     @staticmethod
     def _step_container(role, instance, endpoint: PostgresEndpoint, store: BackupStore, settings: Settings):
         db_args: list[pulumi.Input[str]] = []
-        user = endpoint.user if endpoint.user is not None else instance.user
+        # A URI's user part is percent-encoded: an IAM database user has an '@' (sa@project.iam).
+        user = _uri_part(endpoint.user if endpoint.user is not None else instance.user)
         port = str(endpoint.port or instance.port)
         for database in instance.databases:
             db_args += [
@@ -136,6 +147,12 @@ class PostgresBackups(pulumi.ComponentResource):
             *db_args,
         ]
         return kube_specs.job_container(role, settings.job_image, args, env=env, resources=kube_specs.DUMP_RESOURCES)
+
+
+def _uri_part(value: pulumi.Input[str]) -> pulumi.Input[str]:
+    if isinstance(value, str):
+        return quote(value, safe="")
+    return pulumi.Output.from_input(value).apply(lambda text: quote(text, safe=""))
 
 
 def _pruning_flags(settings: Settings) -> list[str]:

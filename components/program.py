@@ -85,6 +85,9 @@ def declare(settings: Settings) -> SvBackups:
         },
     )
     pulumi.export("postgresRoles", settings.roles)
+    if node.postgres.setup_sql:
+        # What an instance admin runs once so a passwordless (IAM) login can dump every table.
+        pulumi.export("postgresSetupSql", node.postgres.setup_sql)
     pulumi.export(
         "windows",
         {

@@ -76,7 +76,10 @@ def parse_dsn(dsn: str) -> dict[str, str]:
     except psycopg.ProgrammingError as exc:
         raise ValueError(f"cannot parse connection string: {exc}") from None
     if params.get("password"):
-        raise ValueError("connection strings must not contain a password: pass it in PGPASSWORD")
+        raise ValueError(
+            "connection strings must not contain a password: pass it in PGPASSWORD (or log in without one, "
+            "e.g. as an IAM database user through the Cloud SQL Auth Proxy)"
+        )
     return params
 
 
@@ -287,6 +290,9 @@ def _run_pg_dump(*, pg_dump, dsn, snapshot_id, dest, key, settings, label) -> di
     args = [
         pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
         f"--lock-wait-timeout={settings.lock_wait_timeout}", "--no-sync", f"--dbname={dsn}",
+        # Never prompt: a login is either passwordless (IAM through the Cloud SQL Auth Proxy) or takes
+        # PGPASSWORD; an unattended job must fail at once, not wait on a terminal.
+        "--no-password",
     ]
     env = {**os.environ, "PGAPPNAME": "sv-backups-pg_dump"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)

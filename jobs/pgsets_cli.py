@@ -246,7 +246,8 @@ def register(subparsers) -> None:
     p.add_argument("--set-id", required=True, type=_set_id)
     p.add_argument("--migration-id", required=True, type=int)
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
-                   help="a database of this role; the password comes from PGPASSWORD, never the DSN")
+                   help="a database of this role; a password, if the login needs one, comes from PGPASSWORD, "
+                   "never the DSN")
     _add_dump_options(p)
     p.set_defaults(func=cmd_backup_step)
 

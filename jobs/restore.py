@@ -169,7 +169,7 @@ def restore_database(dest: Destination, prefix: str, db: dict[str, Any], dsn: st
     server_major = prepare_target(dsn)
     pg_restore = client_binary("pg_restore", max(server_major, int(db.get("pg_dump_version") or 0)),
                                override=options.pg_bin)
-    args = [pg_restore, f"--dbname={dsn}"]
+    args = [pg_restore, f"--dbname={dsn}", "--no-password"]  # never wait on a password prompt
     if options.no_owner:
         args += ["--no-owner", "--no-privileges"]
     (obj,) = db["objects"]

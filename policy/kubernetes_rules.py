@@ -25,6 +25,7 @@ from .props import (
     UNKNOWN,
     as_number,
     backup_kind,
+    cloudsql_proxy_version,
     containers,
     get,
     pod_spec,
@@ -333,6 +334,8 @@ def _check_image_digest(props: dict, args: ResourceValidationArgs, report: Repor
         return
     for field, container in containers(pod_spec(props)):
         image = container.get("image")
+        if cloudsql_proxy_version(container):
+            continue  # the Cloud SQL Auth Proxy must be pinned, not only advised to be (cloudsql-proxy-sidecar)
         if isinstance(image, str) and "@sha256:" not in image:
             report(
                 f"{_where(args, kind)}: {field[:-1]} '{container.get('name')}' runs image '{image}', a tag that "

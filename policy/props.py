@@ -186,3 +186,14 @@ def namespace_of(props: dict) -> str:
     """The namespace of a Kubernetes object (`default` when unset)."""
     namespace = get(props, "metadata", "namespace")
     return namespace if isinstance(namespace, str) and namespace else "default"
+
+
+def cloudsql_proxy_version(container: dict) -> str | None:
+    """'v2' for a Cloud SQL Auth Proxy v2 container (an image named cloud-sql-proxy, in any registry), 'v1'
+    for the retired v1 image (gce-proxy), None for any other container."""
+    image = container.get("image")
+    if not isinstance(image, str):
+        return None
+    repository = image.split("@", 1)[0]
+    name = repository.rsplit("/", 1)[-1].split(":", 1)[0]
+    return {"cloud-sql-proxy": "v2", "gce-proxy": "v1"}.get(name)

@@ -33,7 +33,7 @@ import runpy
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,11 +218,21 @@ class PlanMocks:
     invokes in INVOKES and refuses any other token, so a new data source is added here, never mocked as empty.
     """
 
-    def __init__(self, *, project: str, region: str, stack_references: Mapping[str, Mapping[str, Any]] | None = None):
+    def __init__(
+        self,
+        *,
+        project: str,
+        region: str,
+        stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+        cloudsql_flags: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
+    ):
         self.project = project
         self.region = region
         # Outputs of the stacks a program reads through StackReference, by stack name ("org/project/stack").
         self.stack_references = dict(stack_references or {})
+        # Database flags of live Cloud SQL instances ({name, value} lists by instance name), as
+        # getDatabaseInstance reads them; an instance not listed has none set.
+        self.cloudsql_flags = dict(cloudsql_flags or {})
 
     # Computed outputs per type token: (logical name, inputs, project) -> (id, extra outputs).
     def _key_ring(self, name: str, inputs: dict, project: str) -> tuple[str, dict]:
@@ -401,6 +411,7 @@ class PlanMocks:
             "aws:index/getCallerIdentity:getCallerIdentity": self._aws_caller_identity,
             "aws:iam/getSessionContext:getSessionContext": self._aws_session_context,
             "aws:eks/getCluster:getCluster": self._eks_cluster,
+            "gcp:sql/getDatabaseInstance:getDatabaseInstance": self._sql_instance_read,
         }.get(args.token)
         if answer is None:
             raise OfflinePlanError(
@@ -450,6 +461,14 @@ class PlanMocks:
             "status": "ACTIVE",
             "version": "1.31",
         }
+
+    def _sql_instance_read(self, args: dict) -> dict:
+        project = args.get("project") or self.project
+        name = str(args.get("name"))
+        _, outputs = self._sql_instance(name, {"name": name, "region": self.region}, project)
+        flags = [{"name": f["name"], "value": f["value"]} for f in self.cloudsql_flags.get(name, [])]
+        return {"name": name, "project": project, "region": self.region, **outputs,
+                "settings": [{"databaseFlags": flags}]}  # fmt: skip
 
     def _gcs_service_account(self, args: dict) -> dict:
         project = args.get("project") or self.project

@@ -2,9 +2,13 @@
 way Kubernetes would, with the job code of this repository.
 
 - `shipped_plan(stack)`: the plan of stacks/Pulumi.<stack>.yaml (computed once per process).
-- `PodRun`: one attempt of a CronJob's pod: a pod name (the downward API's `metadata.name`), env resolution
-  (`value`, `fieldRef`, `secretKeyRef`), `$(VAR)` expansion in args as the kubelet does it, initContainers one
-  at a time in order, stopping at the first failure, then the main containers.
+- `Pod` and `run_pod`: one attempt of a CronJob's pod: a pod name (the downward API's `metadata.name`), env
+  resolution (`value`, `fieldRef`, `secretKeyRef`), `$(VAR)` expansion in args as the kubelet does it,
+  initContainers one at a time in order, stopping at the first failure, then the main containers. A native
+  sidecar (an initContainer with restartPolicy Always) is started in its place, through a stand-in for its
+  image, and the next container starts only once its startupProbe passes; sidecars keep running until the
+  main containers have exited, are then stopped with SIGTERM in reverse order, and their exit codes do not
+  count for the pod's outcome (Kubernetes 1.29+).
 - `parse_job_args(args)`: the jobs CLI's own parser (`jobs.__main__.build_parser`), failing with argparse's
   message instead of exiting; `flag_problems(args)`: flags that are not *exactly* an option of the
   subcommand (argparse would accept an unambiguous abbreviation, which hides a rename).
@@ -76,9 +80,14 @@ def pod_spec(cron_job: Mapping) -> dict:
     return cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
+def is_sidecar(container: Mapping) -> bool:
+    """A native sidecar: an initContainer the kubelet keeps running (restartPolicy Always)."""
+    return container.get("restartPolicy") == "Always"
+
+
 def containers_in_run_order(spec: Mapping) -> list[tuple[str, dict]]:
-    """("initContainer" | "container", container) in the order the kubelet starts them."""
-    return [("initContainer", c) for c in spec.get("initContainers") or []] + [
+    """("sidecar" | "initContainer" | "container", container) in the order the kubelet starts them."""
+    return [("sidecar" if is_sidecar(c) else "initContainer", c) for c in spec.get("initContainers") or []] + [
         ("container", c) for c in spec["containers"]
     ]
 
@@ -298,16 +307,128 @@ def run_container(
     return ContainerRun(container["name"], kind, args, result)
 
 
-def run_pod(pod: Pod, spec: Mapping, **kwargs: Any) -> list[ContainerRun]:
+@dataclass
+class SidecarRun:
+    """A native sidecar's stand-in process, from its start until the kubelet stops it."""
+
+    name: str
+    args: list[str]
+    process: subprocess.Popen
+    exit_code: int | None = None
+    output: str = ""
+
+    def stop(self, grace: float = 30) -> None:
+        """What the kubelet does once the main containers have exited: SIGTERM, then SIGKILL after the grace."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.output = self.process.communicate(timeout=grace)[0]
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.output = self.process.communicate()[0]
+        self.exit_code = self.process.returncode
+
+
+class PodRuns(list):
+    """The init and main containers' runs, in order; `sidecars`: the native sidecars that ran beside them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sidecars: list[SidecarRun] = []
+
+
+def start_sidecar(
+    pod: Pod,
+    container: Mapping,
+    *,
+    command: list[str],
+    rewrite: Callable[[str, list[str]], list[str]] = lambda n, a: a,
+    extra_env: Mapping[str, str] | None = None,
+) -> SidecarRun:
+    """The sidecar's args (expanded, rewritten) run by `command`, a local stand-in for its image's entrypoint."""
+    args = rewrite(container["name"], pod.args(container))
+    env = {**base_env(), **pod.env(container), **(extra_env or {})}
+    process = subprocess.Popen(
+        [*command, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return SidecarRun(container["name"], args, process)
+
+
+def startup_probe_passes(container: Mapping, sidecar: SidecarRun, ports: Mapping[int, int]) -> bool:
+    """The kubelet's startupProbe (httpGet, to the pod's address: here 127.0.0.1, the probe's port mapped
+    through `ports`): every periodSeconds until it answers 2xx or failureThreshold attempts have failed.
+    Without a probe the kubelet goes on as soon as the container has started."""
+    import urllib.error
+    import urllib.request
+
+    probe = container.get("startupProbe")
+    if not probe:
+        return sidecar.process.poll() is None
+    http = probe["httpGet"]
+    port = ports.get(int(http["port"]), int(http["port"]))
+    url = f"http://127.0.0.1:{port}{http.get('path', '/')}"
+    period = float(probe.get("periodSeconds", 10))
+    for _ in range(int(probe.get("failureThreshold", 3))):
+        if sidecar.process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=float(probe.get("timeoutSeconds", 1))) as reply:
+                if 200 <= reply.status < 300:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        # The real probe waits a whole period; the stand-ins start in well under a second.
+        time.sleep(min(period, 0.1))
+    return False
+
+
+def run_pod(
+    pod: Pod,
+    spec: Mapping,
+    *,
+    sidecar_commands: Mapping[str, list[str]] | None = None,
+    ports: Mapping[int, int] | None = None,
+    **kwargs: Any,
+) -> PodRuns:
     """The pod as the kubelet runs it with restartPolicy Never: initContainers one at a time, each to
-    completion; the first failure fails the pod (nothing after it runs); then the main container(s)."""
+    completion; the first failure fails the pod (nothing after it runs); then the main container(s).
+
+    A native sidecar is started with `sidecar_commands[image]` (a stand-in for that image) and must pass its
+    startupProbe before the next container starts (`ports`: container port -> local port the stand-in really
+    listens on). Sidecars run until the main containers exit (or the pod fails), then are stopped in reverse
+    order; their exit codes are recorded in `runs.sidecars` and do not decide the pod's outcome."""
     assert spec.get("restartPolicy") == "Never"
-    runs = []
-    for kind, container in containers_in_run_order(spec):
-        run = run_container(pod, kind, container, **kwargs)
-        runs.append(run)
-        if not run.ok:
-            break
+    runs = PodRuns()
+    try:
+        for kind, container in containers_in_run_order(spec):
+            if kind == "sidecar":
+                image = container["image"]
+                assert sidecar_commands and image in sidecar_commands, f"{container['name']}: no stand-in for {image}"
+                sidecar = start_sidecar(
+                    pod,
+                    container,
+                    command=sidecar_commands[image],
+                    rewrite=kwargs.get("rewrite", lambda n, a: a),
+                    extra_env=kwargs.get("extra_env"),
+                )
+                runs.sidecars.append(sidecar)
+                if not startup_probe_passes(container, sidecar, ports or {}):
+                    # The kubelet would restart it and hold the pod in Init until the Job's deadline fails it.
+                    sidecar.stop()
+                    failed = subprocess.CompletedProcess(
+                        sidecar.args, 1, "", f"startupProbe never passed:\n{sidecar.output}"
+                    )
+                    runs.append(ContainerRun(container["name"], kind, sidecar.args, failed))
+                    break
+                continue
+            run = run_container(pod, kind, container, **kwargs)
+            runs.append(run)
+            if not run.ok:
+                break
+    finally:
+        for sidecar in reversed(runs.sidecars):
+            if sidecar.exit_code is None:
+                sidecar.stop()
     return runs
 
 

@@ -7,10 +7,12 @@ Both sides of docs/contracts.md section 2 meet here:
   handler is the intended one, and the parsed values are what the program meant (roles, set id, DSNs,
   durations, URLs the job's store adapters accept, RBAC and mounts the job needs);
 - slow: the pods run as Kubernetes would run them (subprocesses with the container's env, in order, stopping
-  at the first failure): the Postgres pod of dev and prod against real PostgreSQL clusters (TLS for the Cloud
-  SQL stand-ins), the dev CometBFT and identities pods against the fake Kubernetes API, the fake SV/OAuth
-  server and the fake Secret Manager. Only addresses and the store are rewritten to the local stand-ins; the
-  calls the jobs make to the Kubernetes API are checked against the RBAC the plan grants their
+  at the first failure; native sidecars started first and stopped last): the Postgres pod of dev and prod
+  against real PostgreSQL clusters (TLS for the Cloud SQL stand-ins with a password; for the IAM-auth one a
+  stand-in of the Cloud SQL Auth Proxy, run with the sidecar's own args, in front of a server that lets the
+  IAM user in only through it), the dev CometBFT and identities pods against the fake Kubernetes API, the fake
+  SV/OAuth server and the fake Secret Manager. Only addresses, ports and the store are rewritten to the local
+  stand-ins; the calls the jobs make to the Kubernetes API are checked against the RBAC the plan grants their
   ServiceAccount.
 
 Run: `.venv/bin/python -m pytest tests/test_cronjob_contract.py` (add `-m "not slow"` for the fast half).
@@ -21,9 +23,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -38,6 +42,7 @@ from tests.contract_support import (
     cron_job_running,
     cron_jobs,
     flag_problems,
+    is_sidecar,
     parse_job_args,
     pod_name,
     pod_spec,
@@ -90,6 +95,8 @@ def test_every_scheduled_command_parses_with_the_jobs_cli(stack):
     problems = []
     seen_commands = set()
     for name, kind, container, args in scheduled(stack):
+        if kind == "sidecar":
+            continue  # another image (test_sidecars_are_the_pinned_proxy_with_flags_it_accepts)
         where = f"{stack}: CronJob {name} {kind} {container['name']}"
         assert container["command"] == ["python", "-m", "jobs"], f"{where}: not the job image's entrypoint"
         problems += [f"{where}: {p}" for p in flag_problems(args)]
@@ -109,16 +116,63 @@ def test_every_scheduled_command_parses_with_the_jobs_cli(stack):
     assert seen_commands == set(HANDLERS), f"{stack}: the CronJobs run {sorted(seen_commands)}"
 
 
+def test_sidecars_are_the_pinned_proxy_with_flags_it_accepts():
+    """Every native sidecar any shipped stack schedules is the pinned Cloud SQL Auth Proxy, and its args are
+    ones the proxy's command line accepts (the stand-in parses exactly the real proxy's flag names)."""
+    from components.gcp.cloudsql import CLOUD_SQL_PROXY_IMAGE
+    from tests.jobs.fakes.cloudsql_proxy import parse_args
+
+    found = []
+    for stack in SHIPPED_STACKS:
+        for name, kind, container, args in scheduled(stack):
+            if kind != "sidecar":
+                continue
+            found.append(container["name"])
+            where = f"{stack}: CronJob {name} sidecar {container['name']}"
+            assert container["image"] == CLOUD_SQL_PROXY_IMAGE, where
+            assert "command" not in container, f"{where}: must run the image's entrypoint"
+            parsed = parse_args(args)
+            (connection,) = parsed.instances
+            assert connection.count(":") == 2, f"{where}: {connection} is not PROJECT:REGION:INSTANCE"
+    assert found, "no shipped stack runs a Cloud SQL Auth Proxy sidecar (prod's sequencer should)"
+
+
+def iam_user_of(plan, spec) -> str:
+    """The IAM database user of the Google service account the pod runs as (its KSA's Workload Identity)."""
+    from components.gcp.cloudsql import iam_database_user
+
+    (account,) = [
+        a
+        for a in resources_of_type(plan, "kubernetes:core/v1:ServiceAccount")
+        if a["metadata"]["name"] == spec["serviceAccountName"]
+    ]
+    return iam_database_user(account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"])
+
+
+def proxy_serving(spec, port: int) -> tuple[int, dict]:
+    """(index among the initContainers, container) of the one sidecar listening on 127.0.0.1:`port`."""
+    from tests.jobs.fakes.cloudsql_proxy import parse_args
+
+    found = [
+        (index, c)
+        for index, c in enumerate(spec["initContainers"])
+        if is_sidecar(c) and parse_args(c["args"]).port == port and parse_args(c["args"]).address == "127.0.0.1"
+    ]
+    assert len(found) == 1, f"{len(found)} sidecars listen on 127.0.0.1:{port}"
+    return found[0]
+
+
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_postgres_pod_means_what_the_program_intends(stack, monkeypatch):
     from jobs.destinations import GcsDestination, open_destination
+    from tests.jobs.fakes.cloudsql_proxy import parse_args
 
     settings = settings_of(stack)
     plan = shipped_plan(stack)
     job = cron_job_running(plan, "seal-set")
     spec = pod_spec(job)
     pod = Pod(pod_name(job["metadata"]["name"]), job["metadata"]["namespace"])
-    steps = spec["initContainers"]
+    steps = [c for c in spec["initContainers"] if not is_sidecar(c)]
 
     # The kubelet's order is the SV rule: apps alone first, participant next (contracts.md section 2).
     assert [c["name"] for c in steps] == list(settings.roles)
@@ -139,12 +193,22 @@ def test_postgres_pod_means_what_the_program_intends(stack, monkeypatch):
         assert [r for r, _ in step.db] == [role] * len(instance.databases)
         dsns = [urlsplit(dsn) for _, dsn in step.db]
         assert [PurePosixPath(d.path).name for d in dsns] == list(instance.databases)
-        assert {(d.username, d.password, d.port) for d in dsns} == {(instance.user, None, instance.port)}
         env = {e["name"]: e for e in container["env"]}
-        assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
-            "name": instance.password_secret,
-            "key": "postgresPassword",
-        }
+        if getattr(instance, "iam_auth", False):
+            # No password anywhere: the pod's own Google identity, logged in by the proxy sidecar on loopback.
+            assert "PGPASSWORD" not in env and env["PGSSLMODE"]["value"] == "disable"
+            ((user, host, port),) = {(unquote(d.username), d.hostname, d.port) for d in dsns}
+            assert (user, host) == (iam_user_of(plan, spec), "127.0.0.1") and dsns[0].password is None
+            index, proxy = proxy_serving(spec, port)
+            assert index < spec["initContainers"].index(container), f"{role}: its proxy starts after it"
+            project, _, name = parse_args(proxy["args"]).instances[0].split(":")
+            assert (project, name) == (settings.gcp.project, instance.instance)
+        else:
+            assert {(d.username, d.password, d.port) for d in dsns} == {(instance.user, None, instance.port)}
+            assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
+                "name": instance.password_secret,
+                "key": "postgresPassword",
+            }
         assert env["SET_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         dests.add(step.dest)
     assert len(dests) == 1, f"steps and seal write to different places: {dests}"
@@ -299,11 +363,21 @@ def _server_certificate(directory: Path) -> tuple[str, ...]:
     return ("ssl = on", f"ssl_cert_file = '{cert}'", f"ssl_key_file = '{key}'")
 
 
+def iam_roles(stack: str) -> list[str]:
+    """The roles whose instances the stack's dumps log in to by IAM (no password secret)."""
+    settings = settings_of(stack)
+    return [role for role in settings.roles if getattr(settings.postgres[role], "iam_auth", False)]
+
+
 @pytest.fixture(scope="module")
 def stack_postgres():
     """postgres_for(stack) -> role -> a real cluster standing in for that role's instance: the stack's user,
-    password and databases, TLS on for Cloud SQL instances. Started once per stack for this module."""
+    password and databases, TLS on for Cloud SQL instances with a password. An IAM-auth instance lets the pod's
+    IAM database user in without a password, but only through the Cloud SQL Auth Proxy stand-in (trust from
+    its address alone), and that user holds exactly what the stack's `postgresSetupSql` output grants.
+    Started once per stack for this module."""
     from components.settings import CloudSqlPostgres
+    from tests.jobs.fakes.cloudsql_proxy import IAM_SOURCE_ADDRESS
     from tests.jobs.pgcluster import PG_BIN, ClusterFactory
 
     if not (PG_BIN / "initdb").exists():
@@ -315,15 +389,25 @@ def stack_postgres():
         if stack in started:
             return started[stack]
         settings = settings_of(stack)
+        plan = shipped_plan(stack)
+        iam_user = iam_user_of(plan, pod_spec(cron_job_running(plan, "seal-set")))
         clusters = {}
         for role in settings.roles:
             instance = settings.postgres[role]
-            tls = ()
-            if isinstance(instance, CloudSqlPostgres):
+            tls, hba = (), ()
+            if role in iam_roles(stack):
+                hba = (f'host all "{iam_user}" {IAM_SOURCE_ADDRESS}/32 trust',)
+            elif isinstance(instance, CloudSqlPostgres):
                 # Under the factory's directory: the server user must reach it (pytest's tmp dirs are 0700).
                 tls = _server_certificate(factory.base / f"{stack}-{role}-tls")
-            cluster = factory(f"{stack}-{role}", settings=tls)
+            cluster = factory(f"{stack}-{role}", settings=tls, hba=hba)
             cluster.psql(f"CREATE ROLE {instance.user} LOGIN SUPERUSER PASSWORD '{PG_USER_PASSWORDS[role]}'")
+            if hba:
+                # What Cloud SQL creates for the gcp.sql.User (a login role, no password, no privileges), then
+                # what the operator runs from the stack's output.
+                cluster.psql(f'CREATE ROLE "{iam_user}" LOGIN')
+                for statement in plan.outputs["postgresSetupSql"][role]:
+                    cluster.psql(statement)
             for database in instance.databases:
                 cluster.createdb(database)
                 cluster.psql(
@@ -341,23 +425,63 @@ def stack_postgres():
         factory.close()
 
 
-def postgres_pod(stack: str, clusters: dict, tmp_path, *, passwords: dict[str, str] | None = None):
-    """The stack's Postgres pod, its Secrets as the namespace holds them, and the rewrites to local servers."""
+@dataclass
+class PostgresPod:
+    """One attempt of the stack's Postgres pod against the local servers: `options` are run_pod's keyword
+    arguments (the rewrites to local addresses, the proxy stand-in, its ports and instances)."""
+
+    job: dict
+    pod: Pod
+    store: Path
+    options: dict
+
+    @property
+    def spec(self) -> dict:
+        return pod_spec(self.job)
+
+    def run(self):
+        return run_pod(self.pod, self.spec, **self.options)
+
+
+def _with_option(args: list[str], flag: str, value: str) -> list[str]:
+    """`--flag=old` -> `--flag=value` (the proxy's own `--flag=value` form)."""
+    assert any(a.startswith(f"{flag}=") for a in args), f"{flag} is not in {args}"
+    return [f"{flag}={value}" if a.startswith(f"{flag}=") else a for a in args]
+
+
+def postgres_pod(
+    stack: str,
+    clusters: dict,
+    tmp_path,
+    *,
+    passwords: dict[str, str] | None = None,
+    proxy_args: Callable[[list[str]], list[str]] = lambda args: args,
+) -> PostgresPod:
+    """The stack's Postgres pod, its Secrets as the namespace holds them, and the rewrites to local servers.
+    `proxy_args` may change the Cloud SQL Auth Proxy sidecars' args (to show what a flag is for)."""
+    from components.gcp.cloudsql import CLOUD_SQL_PROXY_IMAGE
+    from tests.jobs.fakes import cloudsql_proxy
+    from tests.jobs.pgcluster import free_port
+
     settings = settings_of(stack)
     job = cron_job_running(shipped_plan(stack), "seal-set")
     spec = pod_spec(job)
     passwords = {**PG_USER_PASSWORDS, **(passwords or {})}
-    # Secrets by their names in the stack: a container wired to another role's secret cannot log in.
+    # Secrets by their names in the stack: a container wired to another role's secret cannot log in. An IAM
+    # role has none: no password exists for it anywhere.
     pod_secrets = {
-        settings.postgres[role].password_secret: {"postgresPassword": passwords[role]} for role in settings.roles
+        settings.postgres[role].password_secret: {"postgresPassword": passwords[role]}
+        for role in settings.roles
+        if settings.postgres[role].password_secret
     }
     # Servers by the address the stack gives each instance: a DSN pointing at another role's host would dump
-    # the wrong server. A Cloud SQL instance's address is its private IP, known only to the plan: take it from
-    # the role's own step, and require the addresses to be distinct.
+    # the wrong server. A Cloud SQL instance's address is its private IP (or, for IAM login, its proxy's
+    # loopback port), known only to the plan: take it from the role's own step, and require the addresses to
+    # be distinct.
     addresses = {}
     for role in settings.roles:
         instance = settings.postgres[role]
-        if instance.host:
+        if instance.host and role not in iam_roles(stack):
             addresses[role] = f"{instance.host}:{instance.port}"
         else:
             step = next(c for c in spec["initContainers"] if c["name"] == role)
@@ -365,6 +489,20 @@ def postgres_pod(stack: str, clusters: dict, tmp_path, *, passwords: dict[str, s
             addresses[role] = urlsplit(dsn.split("=", 1)[1]).netloc.rpartition("@")[2]
     assert len(set(addresses.values())) == len(addresses), f"two roles share an address: {addresses}"
     hosts = {addresses[role]: f"127.0.0.1:{clusters[role].port}" for role in settings.roles}
+
+    # Each proxy sidecar: its stand-in listens on free local ports (the pod's loopback ports could be taken
+    # here), relays to the server of the role whose DSN names its port, and the kubelet probes it there.
+    ports, instances, sidecar_ports = {}, {}, {}
+    for container in spec["initContainers"]:
+        if not is_sidecar(container):
+            continue
+        parsed = cloudsql_proxy.parse_args(container["args"])
+        (role,) = [r for r in iam_roles(stack) if addresses[r] == f"127.0.0.1:{parsed.port}"]
+        local, health = free_port(), free_port()
+        hosts[addresses[role]] = f"127.0.0.1:{local}"
+        ports[parsed.http_port] = health
+        sidecar_ports[container["name"]] = (local, health)
+        instances[parsed.instances[0]] = f"127.0.0.1:{clusters[role].port}"
     store = tmp_path / "store"
     store.mkdir(exist_ok=True)
 
@@ -373,11 +511,20 @@ def postgres_pod(stack: str, clusters: dict, tmp_path, *, passwords: dict[str, s
         return f"{role}={replace_host(dsn, hosts)}"
 
     def rewrite(name: str, args: list[str]) -> list[str]:
+        if name in sidecar_ports:
+            local, health = sidecar_ports[name]
+            return proxy_args(_with_option(_with_option(args, "--port", str(local)), "--http-port", str(health)))
         args = rewrite_flag(args, "--dest", lambda _: store.as_uri())
         return rewrite_flag(args, "--db", local_db) if "--db" in args else args
 
     pod = Pod(pod_name(job["metadata"]["name"]), job["metadata"]["namespace"], pod_secrets)
-    return job, pod, rewrite, store
+    options = {
+        "rewrite": rewrite,
+        "sidecar_commands": {CLOUD_SQL_PROXY_IMAGE: cloudsql_proxy.command()},
+        "ports": ports,
+        "extra_env": cloudsql_proxy.registry_env(instances),
+    }
+    return PostgresPod(job, pod, store, options)
 
 
 def list_sets(store) -> list[dict]:
@@ -389,15 +536,21 @@ def list_sets(store) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_postgres_cronjob_pod_makes_one_complete_ordered_set(stack, stack_postgres, tmp_path):
-    """dev: four in-cluster instances; prod: two of them Cloud SQL stand-ins with TLS (PGSSLMODE=require),
-    pruning windows on the seal (the first set of a migration id is promoted to historical)."""
+    """dev: four in-cluster instances; prod: two of them Cloud SQL stand-ins, the participant with TLS
+    (PGSSLMODE=require) and its password, the sequencer by IAM through the proxy sidecar with none; pruning
+    windows on the seal (the first set of a migration id is promoted to historical)."""
     settings = settings_of(stack)
-    job, pod, rewrite, store = postgres_pod(stack, stack_postgres(stack), tmp_path)
-    runs = run_pod(pod, pod_spec(job), rewrite=rewrite)
+    attempt = postgres_pod(stack, stack_postgres(stack), tmp_path)
+    pod, store = attempt.pod, attempt.store
+    runs = attempt.run()
 
     assert [r.name for r in runs] == [*settings.roles, "seal"], runs[-1].describe()
     assert all(r.ok for r in runs), "\n".join(r.describe() for r in runs if not r.ok)
     assert outcome(runs[-1])["event"] == "backup.completed"
+    # The proxy ran through the whole pod and ended with the kubelet's SIGTERM, after the seal, with 0.
+    assert [s.name for s in runs.sidecars] == [f"cloudsql-proxy-{role}" for role in iam_roles(stack)]
+    for sidecar in runs.sidecars:
+        assert sidecar.exit_code == 0 and "SIGTERM signal received" in sidecar.output, sidecar.output
 
     rows = list_sets(store)
     assert {row["set_id"] for row in rows} == {pod.name}, rows
@@ -427,8 +580,9 @@ def test_postgres_cronjob_pod_makes_one_complete_ordered_set(stack, stack_postgr
 def test_postgres_pod_failing_at_participant_leaves_no_set(stack_postgres, tmp_path):
     settings = settings_of("dev")
     clusters = stack_postgres("dev")
-    job, pod, rewrite, store = postgres_pod("dev", clusters, tmp_path, passwords={"participant": "wrong-password"})
-    runs = run_pod(pod, pod_spec(job), rewrite=rewrite)
+    attempt = postgres_pod("dev", clusters, tmp_path, passwords={"participant": "wrong-password"})
+    job, pod, store = attempt.job, attempt.pod, attempt.store
+    runs = attempt.run()
 
     # The kubelet stops the pod at the failed initContainer: nothing after participant runs.
     assert [(r.name, r.ok) for r in runs] == [("apps", True), ("participant", False)], runs[-1].describe()
@@ -438,17 +592,51 @@ def test_postgres_pod_failing_at_participant_leaves_no_set(stack_postgres, tmp_p
     assert list_sets(store) == []
 
     # Even a seal run by hand on that pod's steps refuses to make the set complete.
-    seal = run_container(pod, "container", pod_spec(job)["containers"][0], rewrite=rewrite)
+    seal = run_container(pod, "container", pod_spec(job)["containers"][0], rewrite=attempt.options["rewrite"])
     assert not seal.ok and outcome(seal)["event"] == "backup.failed", seal.describe()
     assert list_sets(store) == []
 
     # The Job's retry is a fresh pod (a fresh set id): with the right password it makes one complete set, and
     # the failed attempt's partial steps never show up.
-    _, retry, retry_rewrite, _ = postgres_pod("dev", clusters, tmp_path)
-    assert retry.name != pod.name
-    runs = run_pod(retry, pod_spec(job), rewrite=retry_rewrite)
+    retry = postgres_pod("dev", clusters, tmp_path)
+    assert retry.pod.name != pod.name
+    runs = retry.run()
     assert all(r.ok for r in runs) and len(runs) == len(settings.roles) + 1, runs[-1].describe()
-    assert {row["set_id"] for row in list_sets(store)} == {retry.name}
+    assert {row["set_id"] for row in list_sets(store)} == {retry.pod.name}
+
+
+@pytest.mark.slow
+def test_iam_login_exists_only_through_the_proxy_identity(stack_postgres, tmp_path):
+    """prod's sequencer with a proxy that does not log in as the pod's IAM identity (no --auto-iam-authn):
+    the step has no password to fall back on, fails, and no set exists; the sidecar still ends cleanly."""
+    (role,) = iam_roles("prod")
+    attempt = postgres_pod(
+        "prod", stack_postgres("prod"), tmp_path, proxy_args=lambda args: [a for a in args if a != "--auto-iam-authn"]
+    )
+    runs = attempt.run()
+    roles = settings_of("prod").roles
+    expected = [(r, True) for r in roles[: roles.index(role)]] + [(role, False)]
+    assert [(r.name, r.ok) for r in runs] == expected, runs[-1].describe()
+    assert "no password supplied" in outcome(runs[-1])["error"]
+    assert list_sets(attempt.store) == []
+    assert [s.exit_code for s in runs.sidecars] == [0]
+
+
+@pytest.mark.slow
+def test_no_dump_starts_before_the_proxy_is_up(stack_postgres, tmp_path):
+    """A proxy that cannot reach its instance (its connection test fails) never passes the startupProbe: the
+    kubelet starts no dump step at all, so no set is even begun."""
+    attempt = postgres_pod(
+        "prod",
+        stack_postgres("prod"),
+        tmp_path,
+        proxy_args=lambda args: [*args[:-1], "sv-prod-project:us-central1:no-such-instance"],
+    )
+    runs = attempt.run()
+    (sidecar,) = runs.sidecars
+    assert [(r.name, r.kind, r.ok) for r in runs] == [(sidecar.name, "sidecar", False)]
+    assert "no-such-instance" in sidecar.output
+    assert list(attempt.store.iterdir()) == []
 
 
 # --- CometBFT -----------------------------------------------------------------------------------------------

@@ -278,7 +278,7 @@ class GcpBackend:
     def managed_postgres(
         self, role: str, instance: CloudSqlPostgres, identity: WorkloadIdentity, *, parent: pulumi.Resource
     ) -> PostgresEndpoint:
-        return cloudsql.adopt_instance(self, role, instance, parent=parent)
+        return cloudsql.cloudsql_endpoint(self, role, instance, identity, parent=parent)
 
     def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
         # PD snapshots are stored in a multi-region already (snapshot_class_parameters): nothing to copy.

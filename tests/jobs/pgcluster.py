@@ -39,6 +39,9 @@ class Cluster:
     root: Path
     port: int = field(default_factory=free_port)
     settings: tuple[str, ...] = ()
+    # pg_hba.conf lines checked before initdb's own (password for every user): e.g. trust for one user from
+    # one address, the way a Cloud SQL Auth Proxy stand-in logs an IAM user in.
+    hba: tuple[str, ...] = ()
 
     @property
     def datadir(self) -> Path:
@@ -81,6 +84,9 @@ class Cluster:
         ]
         with open(self.datadir / "postgresql.auto.conf", "a") as fh:
             fh.write("\n".join(conf) + "\n")
+        if self.hba:
+            hba = self.datadir / "pg_hba.conf"
+            hba.write_text("\n".join(self.hba) + "\n" + hba.read_text())
         return self
 
     def start(self) -> Cluster:
@@ -114,8 +120,8 @@ class ClusterFactory:
             os.chmod(self.base, 0o755)
         self.clusters: list[Cluster] = []
 
-    def __call__(self, name: str, settings: tuple[str, ...] = ()) -> Cluster:
-        cluster = Cluster(name=name, root=self.base / f"{name}-{len(self.clusters)}", settings=settings)
+    def __call__(self, name: str, settings: tuple[str, ...] = (), hba: tuple[str, ...] = ()) -> Cluster:
+        cluster = Cluster(name=name, root=self.base / f"{name}-{len(self.clusters)}", settings=settings, hba=hba)
         self.clusters.append(cluster)
         cluster.init().start()
         return cluster

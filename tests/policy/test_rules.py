@@ -294,6 +294,74 @@ def _unpin_one_image(plan):
     h.container(plan, "cometbft", "snapshot")["image"] = "europe-docker.pkg.dev/p/sv-backups/jobs:latest"
 
 
+# --- Cloud SQL IAM login (prod's sequencer) ----------------------------------------------------------------
+
+PROXY = "cloudsql-proxy-sequencer"
+SEQUENCER_INSTANCE = "sv-1-sequencer-pg-4"
+
+
+def _proxy(plan):
+    return h.container(plan, "postgres", PROXY)
+
+
+def _proxy_args(change):
+    def mutate(plan):
+        _proxy(plan)["args"] = change(_proxy(plan)["args"])
+
+    return mutate
+
+
+def _without(flag):
+    return _proxy_args(lambda args: [a for a in args if a != flag])
+
+
+def _replace_arg(prefix, value):
+    return _proxy_args(lambda args: [value if a.startswith(prefix) else a for a in args])
+
+
+def _address_from_env(plan):
+    _proxy(plan)["args"] = [a for a in _proxy(plan)["args"] if not a.startswith("--address")]
+    _proxy(plan)["env"] = [{"name": "CSQL_PROXY_ADDRESS", "value": "0.0.0.0"}]
+
+
+def _proxy_after_apps(plan):
+    init = h.pod(plan, "postgres")["initContainers"]
+    proxy = init.pop(0)
+    init.insert(1, proxy)
+
+
+def _sequencer_instance(plan):
+    return h.one(plan, "gcp:sql/databaseInstance:DatabaseInstance", lambda r: r["inputs"]["name"] == SEQUENCER_INSTANCE)
+
+
+def _sequencer_step_dsn(change):
+    def mutate(plan):
+        args = h.container(plan, "postgres", "sequencer")["args"]
+        index = next(i for i, a in enumerate(args) if a.startswith("sequencer=postgresql://"))
+        args[index] = change(args[index])
+
+    return mutate
+
+
+def _cloudsql_grant(role):
+    return lambda plan: h.one(plan, "gcp:projects/iAMMember:IAMMember", lambda r: r["inputs"]["role"] == role)
+
+
+def _extra_cloudsql_grant(role, condition=None):
+    def mutate(plan):
+        inputs = {"project": "sv-prod-project", "role": role, "member": "group:sv-ops@example.com"}
+        if condition:
+            inputs["condition"] = {"title": "t", "expression": condition}
+        h.add(plan, "gcp:projects/iAMMember:IAMMember", "ops-cloudsql", inputs)
+
+    return mutate
+
+
+def _participant_in_clear(plan):
+    env = h.container(plan, "postgres", "participant")["env"]
+    next(e for e in env if e["name"] == "PGSSLMODE")["value"] = "disable"
+
+
 CASES = [
     ("backup-schedule-max-gap", "dev", _set(_cron_spec("postgres"), "schedule", "0 */6 * * *"), "6 h"),
     ("backup-schedule-max-gap", "dev", _set(_cron_spec("cometbft"), "schedule", "0 0-12/4 * * *"), "12 h"),
@@ -529,6 +597,102 @@ CASES = [
         lambda p: h.alert(p, "postgres", "failed")["inputs"].update(notificationChannels=[]),
         "notificationChannels",
     ),
+    ("cloudsql-proxy-sidecar", "prod", lambda p: _proxy(p).pop("restartPolicy"), "without restartPolicy: Always"),
+    ("cloudsql-proxy-sidecar", "prod", _proxy_after_apps, "starts after the dump step at initContainers[0]"),
+    (
+        "cloudsql-proxy-sidecar",
+        "prod",
+        lambda p: _proxy(p).update(image="gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.25.4"),
+        "a tag that can be moved",
+    ),
+    (
+        "cloudsql-proxy-sidecar",
+        "prod",
+        lambda p: _proxy(p).update(image="gcr.io/cloudsql-docker/gce-proxy:1.37.7" + h.DIGEST),
+        "v1 proxy",
+    ),
+    ("cloudsql-proxy-sidecar", "prod", _replace_arg("--address", "--address=0.0.0.0"), "listens on 0.0.0.0:15434"),
+    ("cloudsql-proxy-sidecar", "prod", _address_from_env, "listens on 0.0.0.0:15434"),
+    ("cloudsql-proxy-sidecar", "prod", _without("--private-ip"), "without --private-ip"),
+    ("cloudsql-proxy-sidecar", "prod", lambda p: _proxy(p).pop("startupProbe"), "no startupProbe"),
+    ("cloudsql-proxy-sidecar", "prod", _without("--health-check"), "no startupProbe"),
+    ("cloudsql-proxy-sidecar", "prod", _replace_arg("--http-address", "--http-address=localhost"), "kubelet's probe"),
+    ("cloudsql-proxy-sidecar", "prod", _replace_arg("--http-port", "--http-port=9999"), "probe never passes"),
+    (
+        "backup-pod-hardened",
+        "prod",
+        lambda p: _proxy(p)["securityContext"].update(readOnlyRootFilesystem=False),
+        f"initContainer '{PROXY}': readOnlyRootFilesystem is not true",
+    ),
+    (
+        "cloudsql-grants-one-instance",
+        "prod",
+        _extra_cloudsql_grant("roles/cloudsql.client"),
+        "no condition, so it applies to every Cloud SQL instance",
+    ),
+    (
+        "cloudsql-grants-one-instance",
+        "prod",
+        _extra_cloudsql_grant(
+            "roles/cloudsql.instanceUser", "resource.name == 'projects/sv-prod-project/instances/a' || true"
+        ),
+        "applies to every Cloud SQL instance",
+    ),
+    (
+        "cloudsql-grants-one-instance",
+        "prod",
+        _extra_cloudsql_grant(
+            "roles/cloudsql.client", "resource.name.startsWith('projects/sv-prod-project/instances/sv-1')"
+        ),
+        "applies to every Cloud SQL instance",
+    ),
+    ("cloudsql-grants-one-instance", "prod", _extra_cloudsql_grant("roles/cloudsql.admin"), "broader Cloud SQL roles"),
+    (
+        "cloudsql-iam-login",
+        "prod",
+        lambda p: h.remove(p, h.one(p, "gcp:sql/user:User")),
+        "has no CLOUD_IAM_SERVICE_ACCOUNT user 'sv-1-pg-backup@sv-prod-project.iam'",
+    ),
+    (
+        "cloudsql-iam-login",
+        "prod",
+        lambda p: _sequencer_instance(p)["inputs"]["settings"]["databaseFlags"][0].update(value="off"),
+        "has cloudsql.iam_authentication off",
+    ),
+    (
+        "cloudsql-iam-login",
+        "prod",
+        lambda p: _sequencer_instance(p)["options"]["ignoreChanges"].append("settings.databaseFlags"),
+        "ignores changes to settings.databaseFlags",
+    ),
+    (
+        "cloudsql-iam-login",
+        "prod",
+        _sequencer_step_dsn(lambda d: d.replace(".iam@", ".iam.gserviceaccount.com@")),
+        "whose IAM database user is 'sv-1-pg-backup@sv-prod-project.iam'",
+    ),
+    (
+        "cloudsql-iam-login",
+        "prod",
+        lambda p: h.remove(p, _cloudsql_grant("roles/cloudsql.instanceUser")(p)),
+        "has no roles/cloudsql.instanceUser limited to projects/sv-prod-project/instances/sv-1-sequencer-pg-4",
+    ),
+    (
+        "cloudsql-iam-login",
+        "prod",
+        lambda p: _cloudsql_grant("roles/cloudsql.client")(p)["inputs"]["condition"].update(
+            expression="resource.name == 'projects/sv-prod-project/instances/sv-1-participant-pg-4'"
+        ),
+        "has no roles/cloudsql.client limited to projects/sv-prod-project/instances/sv-1-sequencer-pg-4",
+    ),
+    ("cloudsql-iam-login", "prod", _without("--auto-iam-authn"), "does not log in by IAM"),
+    (
+        "cloudsql-iam-login",
+        "prod",
+        _sequencer_step_dsn(lambda d: d.replace(":15434/", ":15999/")),
+        "connects to 127.0.0.1:15999, where no Cloud SQL Auth Proxy",
+    ),
+    ("cloudsql-iam-login", "prod", _participant_in_clear, "with sslmode disable: the dump crosses the network"),
     ("backup-coverage", "dev", _remove_cron_job("identities"), "identities backup never runs"),
     (
         "backup-coverage",
@@ -669,7 +833,37 @@ def test_cloudsql_may_ignore_only_the_backup_start_time(plan_copy):
     plan = h.pin_images(plan_copy("prod"))
     for instance in h.resources(plan, "gcp:sql/databaseInstance:DatabaseInstance"):
         assert "settings.backupConfiguration.startTime" in instance["options"]["ignoreChanges"]
-        instance["options"]["ignoreChanges"] += ["settings.tier", "settings.databaseFlags[0].name"]
+        instance["options"]["ignoreChanges"] += ["settings.tier"]
+        if instance["inputs"]["name"] != SEQUENCER_INSTANCE:
+            instance["options"]["ignoreChanges"] += ["settings.databaseFlags[0].name"]
+    assert violated(plan) == {}
+    # On the IAM-auth instance the flags are what keeps its IAM login working: ignoring any of them is not fine.
+    _sequencer_instance(plan)["options"]["ignoreChanges"] += ["settings.databaseFlags[0].name"]
+    assert set(violated(plan)) == {"cloudsql-iam-login"}
+
+
+def test_cloudsql_iam_values_unknown_during_preview(plan_copy):
+    """A first deployment knows neither the job's service account email nor the instance's connection name
+    during preview: the IAM chain cannot be judged, and nothing is reported as broken."""
+    plan = h.pin_images(plan_copy("prod"))
+    _proxy(plan)["args"][-1] = "[unknown]"
+    account = h.one(
+        plan, "kubernetes:core/v1:ServiceAccount", lambda r: r["inputs"]["metadata"]["name"] == "sv-1-postgres-backup"
+    )
+    account["inputs"]["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] = "[unknown]"
+    for grant in h.resources(plan, "gcp:projects/iAMMember:IAMMember"):
+        grant["inputs"]["member"] = "[unknown]"
+    h.one(plan, "gcp:sql/user:User")["inputs"]["name"] = "[unknown]"
+    assert violated(plan) == {}
+
+
+def test_a_proxy_on_its_own_flags_and_query_parameters_passes(plan_copy):
+    """The proxy's other spellings of the same settings: short flags, a separate value, per-instance query."""
+    plan = h.pin_images(plan_copy("prod"))
+    args = _proxy(plan)["args"]
+    connection = args[-1]
+    rest = [a for a in args[:-1] if not a.startswith(("--port", "--address", "--private-ip", "--auto-iam-authn"))]
+    _proxy(plan)["args"] = [*rest, "-i", "-a", "127.0.0.1", f"{connection}?port=15434&private-ip=true"]
     assert violated(plan) == {}
 
 

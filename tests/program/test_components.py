@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from components.gcp import CLOUDSQL_IGNORED_FIELDS
+from components.gcp.cloudsql import CLOUD_SQL_PROXY_IMAGE, CLOUDSQL_IAM_IGNORED_FIELDS
 from tests.program.conftest import SHIPPED_STACKS
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -78,7 +79,15 @@ def test_postgres_cronjob_orders_apps_before_participant(prod_plan):
     job = cron_job(prod_plan, "postgres-backup")
     spec = job["inputs"]["spec"]
     pod = pod_spec(job)
-    assert [c["name"] for c in pod["initContainers"]] == ["apps", "participant", "sequencer", "mediator"]
+    # The sequencer's Cloud SQL Auth Proxy (IAM login) is a native sidecar, started before the first dump step.
+    assert [c["name"] for c in pod["initContainers"]] == [
+        "cloudsql-proxy-sequencer",
+        "apps",
+        "participant",
+        "sequencer",
+        "mediator",
+    ]
+    assert [c.get("restartPolicy") for c in pod["initContainers"]] == ["Always", None, None, None, None]
     assert [c["name"] for c in pod["containers"]] == ["seal"]
     assert spec["schedule"] == "0 */4 * * *"
     assert spec["timeZone"] == "Etc/UTC"
@@ -155,7 +164,10 @@ def test_backup_pods_are_hardened(shipped_plan, stack):
             assert context["runAsNonRoot"] is True
             assert set(container["resources"]["limits"]) >= {"cpu", "memory"}
             assert set(container["resources"]["requests"]) >= {"cpu", "memory"}
-            assert container["command"] == ["python", "-m", "jobs"]
+            if container.get("restartPolicy") == "Always":  # a native sidecar: the pinned Cloud SQL Auth Proxy
+                assert container["image"] == CLOUD_SQL_PROXY_IMAGE and "command" not in container
+            else:
+                assert container["command"] == ["python", "-m", "jobs"]
 
 
 def test_only_configured_roles_get_a_step(offline_plan, dev_config):
@@ -170,6 +182,13 @@ def test_only_configured_roles_get_a_step(offline_plan, dev_config):
 def test_cloudsql_adoption_changes_only_backups_and_protection(prod_plan):
     instances = prod_plan.of_type("gcp:sql/databaseInstance:DatabaseInstance")
     assert sorted(i["inputs"]["name"] for i in instances) == ["sv-1-participant-pg-4", "sv-1-sequencer-pg-4"]
+    # The sequencer logs in by IAM: its flags are managed too, as the live flags plus cloudsql.iam_authentication
+    # (the offline plan's instance has none of its own), and nothing else.
+    ignored = {"sv-1-participant-pg-4": CLOUDSQL_IGNORED_FIELDS, "sv-1-sequencer-pg-4": CLOUDSQL_IAM_IGNORED_FIELDS}
+    flags = {
+        "sv-1-participant-pg-4": None,
+        "sv-1-sequencer-pg-4": [{"name": "cloudsql.iam_authentication", "value": "on"}],
+    }
     for instance in instances:
         inputs, options = instance["inputs"], instance["options"]
         backup = inputs["settings"]["backupConfiguration"]
@@ -180,7 +199,8 @@ def test_cloudsql_adoption_changes_only_backups_and_protection(prod_plan):
         assert inputs["deletionProtection"] is True
         assert inputs["settings"]["deletionProtectionEnabled"] is True
         assert options["protect"] is True and options["retainOnDelete"] is True
-        assert sorted(options["ignoreChanges"]) == sorted(CLOUDSQL_IGNORED_FIELDS)
+        assert sorted(options["ignoreChanges"]) == sorted(ignored[inputs["name"]])
+        assert inputs["settings"].get("databaseFlags") == flags[inputs["name"]]
         # the backup settings we size are managed; only the start time and the backup tier (set by GCP) are not
         managed_elsewhere = {"settings.backupConfiguration.startTime", "settings.backupConfiguration.backupTier"}
         assert not [

@@ -252,11 +252,13 @@ def test_in_cluster_password_secret_defaults_to_the_runbook_name():
 
 
 def test_cloudsql_without_a_password_secret_uses_iam_authentication():
+    settings = load_settings(raw_config("prod"), stack="prod")
+    # prod: the sequencer logs in by IAM, the participant with its password secret
+    assert settings.postgres["sequencer"].iam_auth
+    assert not settings.postgres["participant"].iam_auth
     raw = raw_config("prod")
     raw["sv-backups:postgres"]["participant"].pop("passwordSecret")
-    settings = load_settings(raw, stack="t")
-    assert settings.postgres["participant"].iam_auth
-    assert not settings.postgres["sequencer"].iam_auth
+    assert load_settings(raw, stack="t").postgres["participant"].iam_auth
 
 
 # --- AWS ---------------------------------------------------------------------------------------------------
