@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pulumi_policy import Policy
 
-from . import gcp_rules, kubernetes_rules, stack_rules
+from . import gcp_replication_rules, gcp_rules, kubernetes_rules, stack_rules
 
 PACK_NAME = "sv-backups"
 PACK_DIR = Path(__file__).resolve().parent
@@ -14,7 +14,12 @@ PACK_DIR = Path(__file__).resolve().parent
 # scripts/policy_check.py picks the same file for the plan's stack.
 CONFIG_DIR = PACK_DIR / "config"
 
-POLICIES: list[Policy] = [*kubernetes_rules.POLICIES, *gcp_rules.POLICIES, *stack_rules.POLICIES]
+POLICIES: list[Policy] = [
+    *kubernetes_rules.POLICIES,
+    *gcp_rules.POLICIES,
+    *stack_rules.POLICIES,
+    *gcp_replication_rules.POLICIES,
+]
 
 
 def pack_version() -> str:

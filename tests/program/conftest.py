@@ -35,7 +35,8 @@ from scripts.offline_plan import (
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = load_project(ROOT)
-SHIPPED_STACKS = ("dev", "prod")
+# The primary stacks (a DR stack, e.g. prod-dr, declares other things and has its own tests: test_dr.py).
+SHIPPED_STACKS = ("dev", "prod", "prod-ch")
 
 
 def program_ready() -> bool:

@@ -10,6 +10,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from tests.program.conftest import SHIPPED_STACKS
+
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 CRD_SCHEMAS = {
     ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass"): SCHEMAS / "volumesnapshotclass.v1.json",
@@ -27,7 +29,7 @@ def _validate(manifest: dict, version: str) -> None:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_manifests_are_valid(shipped_plan, stack, version):
     manifests = shipped_plan(stack).manifests
     kinds = sorted({m["kind"] for m in manifests.values()})
