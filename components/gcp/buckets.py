@@ -34,7 +34,7 @@ import pulumi_gcp as gcp
 from components import retention
 from components.cloud import BackupStore
 from components.gcp_locations import BucketPlacement
-from components.naming import label_value
+from components.naming import Names, label_value
 
 if TYPE_CHECKING:
     from components.gcp.backend import GcpBackend
@@ -57,6 +57,11 @@ CATCH_UP_START_DATE = (2025, 1, 1)
 CATCH_UP_TIME_UTC = (3, 30)
 CATCH_UP_MIN_AGE = "3600s"
 DR_REGION_LABEL = "svbackups-dr-region"
+
+
+def copy_subscription(names: Names) -> str:
+    """The subscription the event-driven copy reads (its backlog is the copy's lag: components/gcp/alerts.py)."""
+    return names.resource("backups", "to-dr")
 
 
 def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStore:
@@ -233,8 +238,8 @@ def _replicate(
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[publisher]),
     )
     subscription = gcp.pubsub.Subscription(
-        names.resource("backups", "to-dr"),
-        name=names.resource("backups", "to-dr"),
+        copy_subscription(names),
+        name=copy_subscription(names),
         project=project,
         topic=topic.id,
         ack_deadline_seconds=EVENT_ACK_DEADLINE_SECONDS,

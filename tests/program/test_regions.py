@@ -244,3 +244,22 @@ def test_the_zurich_plan_is_deterministic(shipped_plan, offline_plan):
 
     again = offline_plan(PROJECT.stack_file("prod-ch"), stack="prod-ch")
     assert again.to_json() == shipped_plan("prod-ch").to_json()
+
+
+def test_an_alert_fires_when_the_dr_copy_falls_behind_a_backup_interval(paired_plan, prod_plan):
+    plan = paired_plan("europe-west6", "europe-west3")
+    [alert] = [
+        a for a in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if a["name"] == "sv-1-alert-dr-copy-behind"
+    ]
+    [subscription] = plan.of_type("gcp:pubsub/subscription:Subscription")
+    threshold = alert["inputs"]["conditions"][0]["conditionThreshold"]
+    assert threshold["filter"] == (
+        'metric.type="pubsub.googleapis.com/subscription/oldest_unacked_message_age" AND '
+        f'resource.type="pubsub_subscription" AND resource.labels.subscription_id="{subscription["inputs"]["name"]}"'
+    )
+    assert threshold["thresholdValue"] == 4 * 3600  # the largest gap between two Postgres sets
+    assert threshold["comparison"] == "COMPARISON_GT"
+    stale = next(a for a in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if a["name"].endswith("stale"))
+    assert alert["inputs"]["notificationChannels"] == stale["inputs"]["notificationChannels"]
+    assert alert["inputs"]["userLabels"]["svbackups-kind"] == "dr-copy"
+    assert not [a for a in prod_plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if "dr-copy" in a["name"]]
