@@ -132,6 +132,7 @@ def test_every_new_object_is_copied_to_the_dr_bucket_never_overwritten_or_delete
     granted = {r["urn"] for r in plan.resources if r["inputs"].get("member") == TRANSFER_AGENT}
     assert granted <= set(event["dependsOn"])
     assert plan.outputs["drBackupUrl"] == f"gs://{dr['inputs']['name']}"
+    assert plan.outputs["drBackupBucket"] == dr["inputs"]["name"]
     assert plan.outputs["backupUrl"] == f"gs://{primary['inputs']['name']}"
 
 
@@ -223,6 +224,7 @@ def test_dual_region_stacks_need_no_copy(prod_plan):
     assert prod_plan.of_type(TRANSFER_JOB) == []
     assert prod_plan.of_type("gcp:pubsub/topic:Topic") == []
     assert prod_plan.outputs["drBackupUrl"] == prod_plan.outputs["backupUrl"]  # the same bucket holds both copies
+    assert prod_plan.outputs["drBackupBucket"] == prod_plan.outputs["backupBucket"]
     [bucket] = prod_plan.of_type(BUCKET)
     assert "svbackups-dr-region" not in bucket["inputs"]["labels"]
 
@@ -263,3 +265,51 @@ def test_an_alert_fires_when_the_dr_copy_falls_behind_a_backup_interval(paired_p
     assert alert["inputs"]["notificationChannels"] == stale["inputs"]["notificationChannels"]
     assert alert["inputs"]["userLabels"]["svbackups-kind"] == "dr-copy"
     assert not [a for a in prod_plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if "dr-copy" in a["name"]]
+
+
+@pytest.fixture
+def zurich_dr_config(stack_config_map):
+    """The DR stack of prod-ch: prod-dr's layout moved to the Zurich node, deployed in Frankfurt."""
+    config = stack_config_map("prod-dr")
+    config["gcp:project"] = "sv-ch-project"
+    config["gcp:region"] = "europe-west3"
+    config["sv-backups:node"]["name"] = "sv-ch"
+    config["sv-backups:dr"]["primaryStack"] = "sv-operator/sv-backups/prod-ch"
+    return config
+
+
+def test_a_dr_stack_restores_from_and_checks_the_paired_dr_bucket(offline_plan, shipped_plan, zurich_dr_config):
+    primary = shipped_plan("prod-ch").outputs
+    plan = offline_plan(
+        zurich_dr_config, stack="prod-ch-dr", stack_references={"sv-operator/sv-backups/prod-ch": primary}
+    )
+    [check] = [job for job in plan.of_type("kubernetes:batch/v1:CronJob") if job["name"] == "sv-ch-dr-replica-check"]
+    args = check["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["check-replica", "gs://sv-ch-project-sv-ch-backups", "gs://sv-ch-project-sv-ch-backups-dr"]
+    readers = {
+        r["name"]: r["inputs"]["condition"]["expression"]
+        for r in plan.of_type("gcp:projects/iAMMember:IAMMember")
+        if r["inputs"]["role"] == "roles/storage.objectViewer"
+    }
+    assert (
+        'resource.name == "projects/_/buckets/sv-ch-project-sv-ch-backups-dr"'
+        in readers["sv-ch-dr-backups-reader-dr-copy"]
+    )
+    # after failover the DR cluster's sets go to the DR bucket
+    postgres = next(j for j in plan.of_type("kubernetes:batch/v1:CronJob") if j["name"] == "sv-ch-dr-postgres-backup")
+    seal = postgres["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert seal[seal.index("--dest") + 1] == "gs://sv-ch-project-sv-ch-backups-dr"
+    [snapshot_class] = plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+    assert snapshot_class["inputs"]["parameters"] == {"storage-locations": "eu"}  # Frankfurt is in the EU
+
+
+def test_a_dr_stack_outside_every_multi_region_keeps_snapshots_in_its_region(
+    offline_plan, shipped_plan, zurich_dr_config
+):
+    zurich_dr_config["gcp:region"] = "europe-west6"  # e.g. the DR stack of a Frankfurt primary
+    primary = shipped_plan("prod-ch").outputs
+    plan = offline_plan(
+        zurich_dr_config, stack="prod-ch-dr", stack_references={"sv-operator/sv-backups/prod-ch": primary}
+    )
+    [snapshot_class] = plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+    assert snapshot_class["inputs"]["parameters"] == {"storage-locations": "europe-west6"}
