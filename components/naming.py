@@ -41,11 +41,11 @@ class Names:
         """Bucket names are global (GCS, S3): prefix with the account scope (project id) to avoid collisions."""
         if override:
             return override
-        wanted = f"{scope}-{self.node}-backups"
-        if len(wanted) <= _BUCKET_NAME_MAX:
-            return wanted
-        digest = hashlib.sha256(wanted.encode()).hexdigest()[:8]
-        return f"{wanted[: _BUCKET_NAME_MAX - 9].rstrip('-')}-{digest}"
+        return _shorten_bucket(f"{scope}-{self.node}-backups")
+
+    def dr_bucket(self, primary: str) -> str:
+        """The DR copy of a bucket that cannot replicate itself: the primary's name with `-dr`."""
+        return _shorten_bucket(f"{primary}-dr")
 
     @staticmethod
     def replica_bucket(primary: str, region: str) -> str:
@@ -74,6 +74,14 @@ class Names:
             COMPONENT_LABEL: component,
             **MANAGED_BY,
         }
+
+
+def _shorten_bucket(wanted: str) -> str:
+    """A bucket name within the GCS/S3 limit; a longer one keeps its start and gets a stable hash suffix."""
+    if len(wanted) <= _BUCKET_NAME_MAX:
+        return wanted
+    digest = hashlib.sha256(wanted.encode()).hexdigest()[:8]
+    return f"{wanted[: _BUCKET_NAME_MAX - 9].rstrip('-')}-{digest}"
 
 
 def label_value(text: str) -> str:

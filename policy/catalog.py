@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pulumi_policy import Policy
 
-from . import cloudsql_iam_rules, gcp_rules, kubernetes_rules, stack_rules
+from . import cloudsql_iam_rules, gcp_replication_rules, gcp_rules, kubernetes_rules, stack_rules
 
 PACK_NAME = "sv-backups"
 PACK_DIR = Path(__file__).resolve().parent
@@ -19,6 +19,7 @@ POLICIES: list[Policy] = [
     *gcp_rules.POLICIES,
     *stack_rules.POLICIES,
     *cloudsql_iam_rules.POLICIES,
+    *gcp_replication_rules.POLICIES,
 ]
 
 

@@ -43,6 +43,7 @@ BACKUP_KINDS = ("postgres", "cometbft", "identities")
 CRON_JOB = "kubernetes:batch/v1:CronJob"
 SNAPSHOT_CLASS = "kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass"
 BUCKET = "gcp:storage/bucket:Bucket"
+TRANSFER_JOB = "gcp:storage/transferJob:TransferJob"
 SECRET = "gcp:secretmanager/secret:Secret"
 SQL_INSTANCE = "gcp:sql/databaseInstance:DatabaseInstance"
 ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
@@ -180,6 +181,19 @@ def iam_grants(props: dict) -> list[tuple[Any, list]]:
         return [(b.get("role"), list(b.get("members") or [])) for b in policy.get("bindings") or []]
     members = props.get("members") if isinstance(props.get("members"), list) else [props.get("member")]
     return [(props.get("role"), members)]
+
+
+def gcs_copies(props: dict) -> list[tuple[Any, Any, Any, Any]]:
+    """(source bucket, source path, sink bucket, sink path) of a Storage Transfer job from a GCS bucket to a GCS
+    bucket (`transferSpec` or `replicationSpec`); a path is '' (the whole bucket) or ends with '/'."""
+    found = []
+    for spec_key in ("transferSpec", "replicationSpec"):
+        spec = get(props, spec_key)
+        source, sink = get(spec, "gcsDataSource", "bucketName"), get(spec, "gcsDataSink", "bucketName")
+        if source is not None and sink is not None:
+            paths = [get(spec, side, "path") or "" for side in ("gcsDataSource", "gcsDataSink")]
+            found.append((source, paths[0], sink, paths[1]))
+    return found
 
 
 def namespace_of(props: dict) -> str:

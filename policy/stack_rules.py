@@ -8,6 +8,7 @@ Postgres CronJob's own arguments with the same function the job runs (components
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from urllib.parse import urlparse
 
@@ -38,12 +39,14 @@ from .props import (
     SECRET_PURPOSE,
     SERVICE_ACCOUNT,
     SNAPSHOT_CLASS,
+    TRANSFER_JOB,
     UNKNOWN,
     as_number,
     backup_kind,
     containers,
     describe_seconds,
     flag_values,
+    gcs_copies,
     get,
     iam_grants,
     labels,
@@ -57,9 +60,9 @@ DAY = 86400
 _NONCURRENT_ONLY = ("daysSinceNoncurrentTime", "numNewerVersions", "noncurrentTimeBefore")
 
 
-def _backup_buckets(resources: list[StackResource], dests: dict[str, set[str]] | None = None) -> list[StackResource]:
+def _backup_buckets(resources: list[StackResource], dests: Mapping[str, object] | None = None) -> list[StackResource]:
     """Buckets carrying the program's window labels (the backup store(s)), and, when `dests` is given, every
-    bucket a Postgres step writes to, labelled or not."""
+    bucket it names (that a Postgres step writes to, or a transfer copies sets into), labelled or not."""
     return [
         r
         for r in resources
@@ -88,6 +91,32 @@ def _dest_prefixes(resources: list[StackResource]) -> dict[str, set[str]]:
                     path = parsed.path.strip("/")
                     found.setdefault(parsed.netloc, set()).add(f"{path}/" if path else "")
     return found
+
+
+def _store_prefixes(resources: list[StackResource]) -> dict[str, dict[str, str]]:
+    """Bucket name -> the prefixes backup sets land under -> where that is read from: the Postgres steps'
+    `--dest`, and, for a bucket a Storage Transfer job fills from one of those (the DR copy), the same prefixes
+    under the job's sink path. The copy holds the same tiers, so its lifecycle rules are held to the same
+    allowlist."""
+    stores = {
+        bucket: {prefix: f"the Postgres CronJob writes to --dest gs://{bucket}/{prefix}" for prefix in prefixes}
+        for bucket, prefixes in _dest_prefixes(resources).items()
+    }
+    written = {bucket: sorted(prefixes) for bucket, prefixes in stores.items()}
+    for resource in resources:
+        if resource.type != TRANSFER_JOB:
+            continue
+        for source, source_path, sink, sink_path in gcs_copies(resource.props):
+            sink = require_known(sink, f"{resource.name}.transferSpec.gcsDataSink.bucketName")
+            for prefix in written.get(require_known(source, f"{resource.name}.transferSpec.gcsDataSource"), []):
+                if isinstance(source_path, str) and isinstance(sink_path, str) and prefix.startswith(source_path):
+                    copied = sink_path + prefix[len(source_path) :]
+                    stores.setdefault(sink, {}).setdefault(
+                        copied,
+                        f"the transfer job '{resource.name}' copies the Postgres CronJob's --dest gs://{source}/"
+                        f"{prefix} to gs://{sink}/{copied}",
+                    )
+    return stores
 
 
 def _lifecycle(bucket: StackResource) -> list[tuple[int, dict]]:
@@ -139,10 +168,10 @@ def _require_label(bucket: StackResource, label: str, report: ReportViolation) -
 
 
 def _check_history_kept(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    dests = _dest_prefixes(resources)
-    for bucket in _backup_buckets(resources, dests):
+    stores = _store_prefixes(resources)
+    for bucket in _backup_buckets(resources, stores):
         name = _bucket_name(bucket)
-        prefixes = sorted(dests.get(name, ()))
+        prefixes = sorted(stores.get(name, ()))
         for index, rule in _lifecycle(bucket):
             if not _deletes_live_objects(rule):
                 continue
@@ -167,8 +196,8 @@ def _check_history_kept(resources: list[StackResource], _args: StackValidationAr
                     continue
                 report(
                     f"Bucket '{bucket.name}': {_describe_rule(index, rule)} deletes live objects under "
-                    f"'{prefix or '(every prefix)'}', which is not inside the recent tier '{tier}' (the Postgres "
-                    f"CronJob writes to --dest gs://{name}/{prefixes[0]}), so it can delete historical sets "
+                    f"'{prefix or '(every prefix)'}', which is not inside the recent tier '{tier}' "
+                    f"({stores[name][prefixes[0]]}), so it can delete historical sets "
                     f"('{prefixes[0] + HISTORICAL_TIER}'): they are kept from genesis, per migration id, and never "
                     f"expire by age. Fix: limit the rule with matchesPrefixes to '{tier}' (or below it), or to "
                     f"noncurrent objects (withState: ARCHIVED).",
@@ -191,7 +220,7 @@ lifecycle_never_deletes_history = stack_rule(
 
 
 def _check_recent_kept(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    dests = _dest_prefixes(resources)
+    dests = _store_prefixes(resources)
     for bucket in _backup_buckets(resources):
         tiers = [prefix + RECENT_TIER for prefix in dests.get(_bucket_name(bucket), ())]
         window = as_number(labels(bucket.props, "labels").get(RECENT_SECONDS))

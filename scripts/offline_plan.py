@@ -347,6 +347,25 @@ class PlanMocks:
         alarm = str(inputs.get("name", name))
         return alarm, {"arn": self._arn("cloudwatch", inputs, f"alarm:{alarm}")}
 
+    def _pubsub(self, collection: str) -> Callable[[str, dict, str], tuple[str, dict]]:
+        def outputs(name: str, inputs: dict, project: str) -> tuple[str, dict]:
+            return f"projects/{project}/{collection}/{inputs.get('name', name)}", {}
+
+        return outputs
+
+    def _notification(self, name: str, inputs: dict, project: str) -> tuple[str, dict]:
+        bucket = inputs.get("bucket", name)
+        number = str(int(_digits(f"{bucket}/{name}", 3)))
+        return f"{bucket}/notificationConfigs/{number}", {
+            "notificationId": number,
+            "selfLink": f"https://www.googleapis.com/storage/v1/b/{bucket}/notificationConfigs/{number}",
+        }
+
+    def _transfer_job(self, name: str, inputs: dict, project: str) -> tuple[str, dict]:
+        # Without a name in the inputs, STS names a job transferJobs/<number>.
+        job = inputs.get("name") or f"transferJobs/{_digits(name, 20)}"
+        return f"{project}/{job.removeprefix('transferJobs/')}", {"name": job}
+
     def _outputs_for(self, type_: str) -> Callable[[str, dict, str], tuple[str, dict]] | None:
         return {
             "aws:kms/key:Key": self._kms_key,
@@ -373,6 +392,10 @@ class PlanMocks:
             "gcp:monitoring/notificationChannel:NotificationChannel": self._numbered("notificationChannels"),
             "gcp:monitoring/alertPolicy:AlertPolicy": self._numbered("alertPolicies"),
             "gcp:logging/metric:Metric": self._log_metric,
+            "gcp:pubsub/topic:Topic": self._pubsub("topics"),
+            "gcp:pubsub/subscription:Subscription": self._pubsub("subscriptions"),
+            "gcp:storage/notification:Notification": self._notification,
+            "gcp:storage/transferJob:TransferJob": self._transfer_job,
         }.get(type_)
 
     def new_resource(self, args: Any) -> tuple[str, dict]:
@@ -412,6 +435,7 @@ class PlanMocks:
             "aws:iam/getSessionContext:getSessionContext": self._aws_session_context,
             "aws:eks/getCluster:getCluster": self._eks_cluster,
             "gcp:sql/getDatabaseInstance:getDatabaseInstance": self._sql_instance_read,
+            "gcp:storage/getTransferProjectServiceAccount:getTransferProjectServiceAccount": self._transfer_agent,
         }.get(args.token)
         if answer is None:
             raise OfflinePlanError(
@@ -474,6 +498,17 @@ class PlanMocks:
         project = args.get("project") or self.project
         email = f"service-{PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com"
         return {"id": email, "project": project, "emailAddress": email, "member": f"serviceAccount:{email}"}
+
+    def _transfer_agent(self, args: dict) -> dict:
+        project = args.get("project") or self.project
+        email = f"project-{PROJECT_NUMBER}@storage-transfer-service.iam.gserviceaccount.com"
+        return {
+            "id": email,
+            "project": project,
+            "email": email,
+            "member": f"serviceAccount:{email}",
+            "subjectId": _digits(email, 21),
+        }
 
     # pulumi.runtime.Mocks hooks the mock monitor may call.
     def register_transform(self, transform: Any) -> None:

@@ -37,7 +37,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 CRON_JOB = "kubernetes:batch/v1:CronJob"
-SHIPPED_STACKS = ("dev", "prod")
+# The primary stacks (a DR stack, e.g. prod-dr, declares other things and has its own tests: test_dr.py).
+SHIPPED_STACKS = ("dev", "prod", "prod-ch")
 
 
 # --------------------------------------------------------------------------------------------- the plan

@@ -1,5 +1,6 @@
-"""The GCP (GKE) implementation of the cloud interface: `backend` (keys, bucket, identities, secrets),
-`cloudsql` (adopted instances, IAM logins through the Cloud SQL Auth Proxy), `alerts` (Cloud Monitoring)."""
+"""The GCP (GKE) implementation of the cloud interface: `backend` (keys, identities, secrets), `buckets` (the
+backup buckets and their copy to the DR region), `cloudsql` (adopted instances, IAM logins through the Cloud SQL
+Auth Proxy), `alerts` (Cloud Monitoring)."""
 
 from components.gcp.backend import GcpBackend
 from components.gcp.cloudsql import CLOUDSQL_IGNORED_FIELDS

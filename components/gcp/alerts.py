@@ -1,7 +1,8 @@
 """Cloud Monitoring alerts on the jobs' outcome events (log-based metrics), per backup kind.
 
 Per kind: a `completed` and a `failed` log-based metric, a *stale* alert (no completed run for the stale
-window) and a *failed* alert (any failed run, or a Kubernetes Job that died without logging).
+window) and a *failed* alert (any failed run, or a Kubernetes Job that died without logging). With paired
+regional buckets, one more: the copy to the DR bucket is *behind* (components/gcp/buckets.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pulumi_gcp as gcp
 
 from components import schedules
 from components.cloud import AlertSpec
+from components.gcp import buckets
 
 if TYPE_CHECKING:
     from components.gcp.backend import GcpBackend
@@ -41,7 +43,56 @@ def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulum
     policies: list[pulumi.Resource] = []
     for spec in specs:
         policies.extend(_alerts_for(backend, spec, channels, parent))
+    if backend.layout is not None and backend.layout.replica is not None:
+        policies.append(_copy_behind(backend, channels, parent))
     return policies
+
+
+def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -> gcp.monitoring.AlertPolicy:
+    """Every new object is an event in the copy's subscription until the transfer has taken it: the age of the
+    oldest one is how far the DR bucket is behind. Behind by more than the Postgres backup interval (a whole set
+    not in the DR region yet) means the copy is stuck: the DR region, the transfer job or its grants."""
+    node = backend.settings.node.name
+    subscription = buckets.copy_subscription(backend.names)
+    behind = backend.settings.derived.timing["postgres"].largest_gap
+    return gcp.monitoring.AlertPolicy(
+        backend.names.resource("alert", "dr-copy", "behind"),
+        project=backend.project,
+        display_name=f"sv-backups {node}: DR copy behind by more than {schedules.describe(behind)}",
+        combiner="OR",
+        conditions=[
+            gcp.monitoring.AlertPolicyConditionArgs(
+                display_name="oldest backup object not yet copied to the DR bucket",
+                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                    filter=(
+                        'metric.type="pubsub.googleapis.com/subscription/oldest_unacked_message_age" '
+                        f'AND resource.type="pubsub_subscription" AND resource.labels.subscription_id="{subscription}"'
+                    ),
+                    comparison="COMPARISON_GT",
+                    threshold_value=int(behind.total_seconds()),
+                    duration="0s",
+                    aggregations=[
+                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                            alignment_period=ALIGNMENT, per_series_aligner="ALIGN_MAX"
+                        )
+                    ],
+                ),
+            )
+        ],
+        notification_channels=channels,
+        severity="CRITICAL",
+        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
+            mime_type="text/markdown",
+            content=(
+                f"Backup objects of SV node `{node}` written more than {schedules.describe(behind)} ago are not in "
+                f"the DR bucket yet (subscription `{subscription}`). Backups to the primary bucket go on; the copy "
+                f"catches up once the cause is fixed. Check the transfer job's failed copies in Cloud Logging and "
+                f"the DR region's status; see docs/gcp-regions.md."
+            ),
+        ),
+        user_labels={"svbackups-kind": "dr-copy", "svbackups-alert": "behind", "svbackups-node": node},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
 
 
 def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pulumi.Resource) -> list[pulumi.Resource]:

@@ -2,10 +2,12 @@
 
 What survives what:
 - backup sets: a configurable dual-region bucket over gcp:region and dr.region with turbo replication
-  (15-minute RPO), so losing the primary region loses no set;
+  (15-minute RPO) where GCS allows the pair, else a regional bucket in each region with every object copied
+  to the DR one (components/gcp/buckets.py), so losing the primary region loses no set;
 - identities dumps: Secret Manager, user-managed replicas in both regions, each under its own regional key;
 - Cloud SQL automated backups: stored in the DR region;
-- CometBFT PD snapshots: stored in the multi-region that holds both regions (VolumeSnapshotClass parameter).
+- CometBFT PD snapshots: stored in the multi-region that holds both regions, else in the DR region
+  (VolumeSnapshotClass parameter).
 Every key is a customer-managed Cloud KMS key with 90-day rotation.
 """
 
@@ -16,10 +18,10 @@ from datetime import timedelta
 import pulumi
 import pulumi_gcp as gcp
 
-from components import gcp_locations, retention
+from components import gcp_locations
 from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
-from components.gcp import alerts, cloudsql
-from components.naming import Names, label_value
+from components.gcp import alerts, buckets, cloudsql
+from components.naming import Names
 from components.settings import CloudSqlPostgres, Settings
 
 ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
@@ -46,17 +48,13 @@ class GcpBackend:
         self.names = Names(settings.name_prefix)
         self.project = settings.gcp.project
         self.region = settings.gcp.region
-        # None on a DR stack: it declares no bucket or secret of its own (components/dr.py).
+        # None on a DR stack: it declares no bucket or secret of its own (components/dr.py), so no layout either.
         self.dr_region = settings.dr.region
-        self.multi_region = (
-            gcp_locations.dual_region(self.region, self.dr_region)
-            if self.dr_region
-            else gcp_locations.multi_region_of(self.region)
-        )
+        self.layout = gcp_locations.storage_layout(self.region, self.dr_region) if self.dr_region else None
         self._keys: dict[str, gcp.kms.CryptoKey] = {}
 
     # --- keys -------------------------------------------------------------------------------------------
-    def _key(self, location: str, purpose: str, parent: pulumi.Resource) -> gcp.kms.CryptoKey:
+    def key(self, location: str, purpose: str, parent: pulumi.Resource) -> gcp.kms.CryptoKey:
         """One key ring per location and one key per purpose; CMEK keys must live where the data lives."""
         cache_key = f"{location}/{purpose}"
         if cache_key not in self._keys:
@@ -78,83 +76,24 @@ class GcpBackend:
             )
         return self._keys[cache_key]
 
-    def _grant_key(self, key: gcp.kms.CryptoKey, name: str, member: pulumi.Input[str], parent: pulumi.Resource):
+    def grant_key(self, key: gcp.kms.CryptoKey, name: str, member: pulumi.Input[str], parent: pulumi.Resource):
         return gcp.kms.CryptoKeyIAMMember(
             name, crypto_key_id=key.id, role=ENCRYPTER, member=member, opts=pulumi.ResourceOptions(parent=parent)
         )
 
     # --- snapshots --------------------------------------------------------------------------------------
     def snapshot_class_parameters(self) -> dict[str, str]:
-        # PD snapshots default to the nearest multi-region already; we pin it so that a zone or region loss
-        # never takes the snapshots with it, whatever the cluster's location.
-        return {"storage-locations": self.multi_region.compute}
+        # PD snapshots default to the multi-region nearest the disk, which for Zurich or London is the region
+        # itself. We pin where they are stored so that the primary region's loss never takes them with it: the
+        # multi-region holding both regions where there is one, else the DR region (a restore there is local).
+        # A DR stack's cluster has no second region of its own: the multi-region holding its region, if any.
+        if self.layout is None:
+            return {"storage-locations": gcp_locations.standalone_snapshot_location(self.region)}
+        return {"storage-locations": self.layout.snapshot_location}
 
     # --- object storage ---------------------------------------------------------------------------------
     def backup_store(self, *, parent: pulumi.Resource) -> BackupStore:
-        settings = self.settings
-        storage = settings.storage
-        # CMEK keys must be in the bucket's location: for a dual-region, the multi-region containing it.
-        key = self._key(self.multi_region.kms, "bucket", parent)
-        gcs_agent = gcp.storage.get_project_service_account_output(project=self.project)
-        grant = self._grant_key(
-            key,
-            self.names.resource("bucket-key-gcs-agent"),
-            gcs_agent.email_address.apply(lambda email: f"serviceAccount:{email}"),
-            parent,
-        )
-        recent = settings.retention.recent
-        rules = retention.bucket_lifecycle(
-            storage.prefix,
-            recent,
-            None if storage.historical_storage_class == "STANDARD" else storage.historical_storage_class,
-        )
-        derived = settings.derived
-        labels = {
-            "svbackups-node": settings.node.name,
-            # The windows the lifecycle rules were sized from, for the CrossGuard stack policy to check.
-            "svbackups-recent-seconds": str(int(recent.total_seconds())),
-            "svbackups-historical-cadence-seconds": str(int(derived.postgres_historical_cadence.total_seconds())),
-            "svbackups-recent-prefix": label_value(storage.prefix + retention.RECENT_TIER),
-            "svbackups-historical-prefix": label_value(storage.prefix + retention.HISTORICAL_TIER),
-        }
-        if derived.min_pruning_window is not None:
-            labels["svbackups-min-pruning-seconds"] = str(int(derived.min_pruning_window.total_seconds()))
-        bucket_name = self.names.bucket(self.project, storage.bucket_name)
-        bucket = gcp.storage.Bucket(
-            self.names.resource("backups"),
-            name=bucket_name,
-            project=self.project,
-            location=self.multi_region.gcs,
-            custom_placement_config=gcp.storage.BucketCustomPlacementConfigArgs(
-                data_locations=[self.region.upper(), self.dr_region.upper()]
-            ),
-            # Turbo replication: every object is in both regions within 15 minutes.
-            rpo="ASYNC_TURBO",
-            storage_class="STANDARD",
-            uniform_bucket_level_access=True,
-            public_access_prevention="enforced",
-            encryption=gcp.storage.BucketEncryptionArgs(default_kms_key_name=key.id),
-            # GCS does not allow Object Versioning together with a retention policy. The retention policy is
-            # the stronger guarantee: no object (not even by an admin) can be deleted or replaced before it
-            # is `recent` old; soft delete keeps deleted objects recoverable for `softDelete` on top.
-            retention_policy=gcp.storage.BucketRetentionPolicyArgs(
-                retention_period=str(retention.whole_days(recent) * 86400), is_locked=False
-            ),
-            soft_delete_policy=gcp.storage.BucketSoftDeletePolicyArgs(
-                retention_duration_seconds=int(storage.soft_delete.total_seconds())
-            ),
-            lifecycle_rules=[_lifecycle_rule(rule) for rule in rules],
-            labels=labels,
-            force_destroy=False,
-            opts=pulumi.ResourceOptions(parent=parent, protect=True, depends_on=[grant]),
-        )
-        return BackupStore(
-            name=bucket.name,
-            url=pulumi.Output.concat("gs://", bucket.name, "/", storage.prefix.rstrip("/")).apply(
-                lambda url: url.rstrip("/")
-            ),
-            resource=bucket,
-        )
+        return buckets.declare_store(self, parent=parent)
 
     # --- identities -------------------------------------------------------------------------------------
     def workload_identity(self, purpose: str, k8s_service_account: str, *, parent: pulumi.Resource) -> WorkloadIdentity:
@@ -233,10 +172,8 @@ class GcpBackend:
         )
         replicas, grants = [], []
         for location in (self.region, self.dr_region):
-            key = self._key(location, "secrets", parent)
-            grants.append(
-                self._grant_key(key, self.names.resource("secrets-key-agent", location), agent.member, parent)
-            )
+            key = self.key(location, "secrets", parent)
+            grants.append(self.grant_key(key, self.names.resource("secrets-key-agent", location), agent.member, parent))
             replicas.append(
                 gcp.secretmanager.SecretReplicationUserManagedReplicaArgs(
                     location=location,
@@ -281,17 +218,8 @@ class GcpBackend:
         return cloudsql.cloudsql_endpoint(self, role, instance, identity, parent=parent)
 
     def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
-        # PD snapshots are stored in a multi-region already (snapshot_class_parameters): nothing to copy.
+        # PD snapshots are stored outside the primary region already (snapshot_class_parameters): nothing to copy.
         return None
 
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
         return alerts.declare_alerts(self, specs, parent=parent)
-
-
-def _lifecycle_rule(rule: retention.LifecycleRule) -> gcp.storage.BucketLifecycleRuleArgs:
-    return gcp.storage.BucketLifecycleRuleArgs(
-        action=gcp.storage.BucketLifecycleRuleActionArgs(type=rule.action, storage_class=rule.storage_class),
-        condition=gcp.storage.BucketLifecycleRuleConditionArgs(
-            age=rule.age_days, matches_prefixes=[rule.prefix] if rule.prefix else None
-        ),
-    )

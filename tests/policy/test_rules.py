@@ -703,6 +703,194 @@ CASES = [
 ]
 
 
+# --- paired regional buckets (prod-ch: Zurich, DR Frankfurt) ---------------------------------------------
+
+TRANSFER_JOB = "gcp:storage/transferJob:TransferJob"
+
+
+def _named_bucket(dr: bool):
+    return lambda plan: h.one(plan, "gcp:storage/bucket:Bucket", lambda r: r["name"].endswith("-dr") == dr)
+
+
+def _transfer(event: bool):
+    return lambda plan: h.one(plan, TRANSFER_JOB, lambda r: ("eventStream" in r["inputs"]) == event)
+
+
+def _transfer_options(event: bool):
+    return lambda plan: _transfer(event)(plan)["inputs"]["transferSpec"]["transferOptions"]
+
+
+def _remove_type(resource_type, predicate=lambda r: True):
+    def mutate(plan):
+        for resource in [r for r in h.resources(plan, resource_type) if predicate(r)]:
+            h.remove(plan, resource)
+
+    return mutate
+
+
+def _no_copy_at_all(plan):
+    _remove_type(TRANSFER_JOB)(plan)
+    h.remove(plan, _named_bucket(dr=True)(plan))
+
+
+def _make_regional(plan):
+    bucket = _bucket(plan)
+    bucket.pop("customPlacementConfig")
+    bucket.pop("rpo")
+    bucket["location"] = "EUROPE-WEST3"
+
+
+def _dr_bucket_in(location):
+    return lambda plan: _named_bucket(dr=True)(plan)["inputs"].update(location=location)
+
+
+def _delete_dr_history(plan):
+    _named_bucket(dr=True)(plan)["inputs"]["lifecycleRules"].append(
+        {"action": {"type": "Delete"}, "condition": {"age": 400, "matchesPrefixes": ["historical/"]}}
+    )
+
+
+def _event_job(plan):
+    return _transfer(event=True)(plan)["inputs"]
+
+
+def _pubsub_grant(kind):
+    return _remove_type(f"gcp:pubsub/{kind}IAMMember:{kind[0].upper() + kind[1:]}IAMMember")
+
+
+REPLICATION_CASES = [
+    ("transfer-copy-only", "prod-ch", _set(_transfer_options(True), "overwriteWhen", "DIFFERENT"), "is DIFFERENT"),
+    ("transfer-copy-only", "prod-ch", _drop(_transfer_options(False), "overwriteWhen"), "unset (STS then overwrites"),
+    (
+        "transfer-copy-only",
+        "prod-ch",
+        _set(_transfer_options(False), "deleteObjectsUniqueInSink", True),
+        "deleteObjectsUniqueInSink is true",
+    ),
+    (
+        "transfer-copy-only",
+        "prod-ch",
+        _set(_transfer_options(True), "deleteObjectsFromSourceAfterTransfer", True),
+        "deletes every backup object from the source",
+    ),
+    ("backup-bucket-survives-region-loss", "dev", _make_regional, "is regional (europe-west3) and nothing copies"),
+    ("backup-bucket-survives-region-loss", "prod-ch", _no_copy_at_all, "is regional (europe-west6) and nothing"),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _remove_type(TRANSFER_JOB, lambda r: "eventStream" in r["inputs"]),
+        "no event-driven TransferJob",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _set(_event_job, "status", "DISABLED"),
+        "no event-driven TransferJob",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _remove_type(TRANSFER_JOB, lambda r: "schedule" in r["inputs"]),
+        "no scheduled TransferJob copies it",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _dr_bucket_in("EUROPE-WEST6"),
+        "which is in the primary's region europe-west6",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _dr_bucket_in("EUROPE-WEST1"),
+        "in europe-west1, not in the DR region europe-west3",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        lambda p: _named_bucket(dr=True)(p)["inputs"]["labels"].update({"svbackups-recent-seconds": "86400"}),
+        "has label svbackups-recent-seconds=86400",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        lambda p: _event_job(p)["transferSpec"]["gcsDataSink"].update(bucketName="elsewhere"),
+        "gs://elsewhere, a bucket this stack does not declare",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        lambda p: _event_job(p)["transferSpec"].update(objectConditions={"includePrefixes": ["recent/"]}),
+        "copies only part of the objects (objectConditions includePrefixes)",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        lambda p: _event_job(p)["transferSpec"]["transferOptions"]["metadataOptions"].update(kmsKey="KMS_KEY_PRESERVE"),
+        "losing the region loses the key",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        lambda p: _event_job(p)["eventStream"].update(eventStreamExpirationTime="2027-01-01T00:00:00Z"),
+        "stops listening at 2027-01-01T00:00:00Z",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _remove_type("gcp:pubsub/subscription:Subscription"),
+        "a subscription this stack does not declare",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _remove_type("gcp:storage/notification:Notification"),
+        "no Notification of bucket sv-ch-project-sv-ch-backups sends its new objects",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _set(lambda p: h.one(p, "gcp:storage/notification:Notification")["inputs"], "eventTypes", ["OBJECT_DELETE"]),
+        "no Notification of bucket",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _pubsub_grant("topic"),
+        "the Cloud Storage service agent may not publish",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _pubsub_grant("subscription"),
+        "the Storage Transfer service agent may not read subscription",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _remove_type(
+            "gcp:storage/bucketIAMMember:BucketIAMMember", lambda r: r["name"].endswith("-transfer-objectviewer")
+        ),
+        "the Storage Transfer service agent may not read bucket 'sv-ch-backups'",
+    ),
+    (
+        "backup-bucket-survives-region-loss",
+        "prod-ch",
+        _remove_type(
+            "gcp:storage/bucketIAMMember:BucketIAMMember", lambda r: r["name"].endswith("-dr-transfer-objectcreator")
+        ),
+        "the Storage Transfer service agent may not create objects in bucket 'sv-ch-backups-dr'",
+    ),
+    (
+        "lifecycle-never-deletes-history",
+        "prod-ch",
+        _delete_dr_history,
+        "(the transfer job 'sv-ch-backups-to-dr",
+    ),
+]
+CASES += REPLICATION_CASES
+
+
 @pytest.mark.parametrize(
     ("rule", "stack", "mutate", "expected"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 )
@@ -898,3 +1086,31 @@ def test_workload_identity_ignores_accounts_that_are_not_backup_writers(plan_cop
         },
     )
     assert violated(plan) == {}
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: (b.pop("customPlacementConfig"), b.pop("rpo")),  # the EU multi-region itself
+        lambda b: (b.pop("customPlacementConfig"), b.pop("rpo"), b.update(location="EUR4")),  # predefined dual-region
+    ],
+    ids=["multi-region", "predefined-dual-region"],
+)
+def test_buckets_that_replicate_themselves_need_no_copy(plan_copy, mutate):
+    plan = h.pin_images(plan_copy("dev"))
+    mutate(_bucket(plan))
+    assert violated(plan) == {}
+
+
+def test_a_second_event_driven_copy_into_an_undeclared_bucket_fails_even_beside_a_good_one(plan_copy):
+    import copy
+
+    plan = h.pin_images(plan_copy("prod-ch"))
+    extra = copy.deepcopy(_transfer(event=True)(plan))
+    extra["urn"] += "-second"
+    extra["name"] += "-second"
+    extra["inputs"]["transferSpec"]["gcsDataSink"]["bucketName"] = "elsewhere"
+    plan["resources"].append(extra)
+    found = violated(plan)
+    assert set(found) == {"backup-bucket-survives-region-loss"}
+    assert "sv-ch-backups-to-dr-second" in found["backup-bucket-survives-region-loss"][0]

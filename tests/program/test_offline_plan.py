@@ -180,6 +180,36 @@ def test_exports_do_not_leak_between_runs(offline_plan):
     assert offline_plan({}, project="p", program=second).outputs == {"second": 2}
 
 
+def test_service_agents_and_transfer_resources_get_stable_realistic_values(offline_plan):
+    def program():
+        import pulumi
+        import pulumi_gcp as gcp
+
+        agent = gcp.storage.get_transfer_project_service_account(project="p")
+        topic = gcp.pubsub.Topic("events", name="events", project="p")
+        job = gcp.storage.TransferJob(
+            "copy",
+            description="copy",
+            project="p",
+            event_stream=gcp.storage.TransferJobEventStreamArgs(name="projects/p/subscriptions/s"),
+            transfer_spec=gcp.storage.TransferJobTransferSpecArgs(
+                gcs_data_source=gcp.storage.TransferJobTransferSpecGcsDataSourceArgs(bucket_name="a"),
+                gcs_data_sink=gcp.storage.TransferJobTransferSpecGcsDataSinkArgs(bucket_name="b"),
+            ),
+        )
+        pulumi.export("agent", agent.member)
+        pulumi.export("topic", topic.id)
+        pulumi.export("job", job.name)
+
+    first = offline_plan({}, project="p", program=program)
+    assert first.outputs["agent"] == (
+        f"serviceAccount:project-{engine.PROJECT_NUMBER}@storage-transfer-service.iam.gserviceaccount.com"
+    )
+    assert first.outputs["topic"] == "projects/p/topics/events"
+    assert re.fullmatch(r"transferJobs/\d{20}", first.outputs["job"])
+    assert offline_plan({}, project="p", program=program).outputs == first.outputs
+
+
 def test_an_unknown_invoke_fails_loudly(offline_plan):
     def program():
         import pulumi
