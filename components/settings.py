@@ -835,7 +835,7 @@ def _check_aws_regions(parsed: dict[str, Any], primary: str, problems: list[str]
         if isinstance(instance, RdsPostgres) and instance.adopt and dr and (instance.region or primary) == dr.region:
             problems.append(
                 f"{PROJECT}:postgres.{role}.region: {dr.region!r} is dr.region, where the instance's automated "
-                f"backups are replicated to; allowed: the instance's own region, any other than dr.region"
+                f"backups are replicated to; allowed: the region the instance is in, any but dr.region"
             )
     monitoring: MonitoringConfig | None = parsed.get("monitoring")
     if monitoring is not None:

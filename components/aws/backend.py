@@ -17,7 +17,6 @@ The job roles are IAM roles for service accounts (IRSA); the policy documents ar
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import cast
 
 import pulumi
@@ -80,12 +79,9 @@ class AwsBackend:
         return {policies.NODE_TAG: self.node, "svbackups-purpose": purpose, "managed-by": "sv-backups"}
 
     # --- keys -------------------------------------------------------------------------------------------
-    def key(
-        self, region: str, purpose: str, parent: pulumi.Resource, *service_statements: Callable[[str], dict]
-    ) -> kms.Key:
+    def key(self, region: str, purpose: str, parent: pulumi.Resource, *service_statements: dict) -> kms.Key:
         """One key per region and purpose: a regional service can only use a key of its own region.
-        `service_statements` build (from the account id) key-policy statements for AWS services that must use
-        the key as themselves."""
+        `service_statements`: key-policy statements for AWS services that must use the key as themselves."""
         cache_key = f"{region}/{purpose}"
         if cache_key not in self._keys:
             key = kms.Key(
@@ -95,9 +91,7 @@ class AwsBackend:
                 rotation_period_in_days=KEY_ROTATION_DAYS,
                 deletion_window_in_days=KEY_DELETION_WINDOW_DAYS,
                 policy=self.account.apply(
-                    lambda account: policies.to_json(
-                        policies.key_policy(self.partition, account, *(build(account) for build in service_statements))
-                    )
+                    lambda account: policies.to_json(policies.key_policy(self.partition, account, *service_statements))
                 ),
                 region=region,
                 tags=self.tags(purpose),

@@ -203,11 +203,8 @@ def test_cloudsql_adoption_changes_only_backups_and_protection(prod_plan):
         assert inputs["settings"].get("databaseFlags") == flags[inputs["name"]]
         # the backup settings we size are managed; only the start time and the backup tier (set by GCP) are not
         managed_elsewhere = {"settings.backupConfiguration.startTime", "settings.backupConfiguration.backupTier"}
-        assert not [
-            f
-            for f in options["ignoreChanges"]
-            if f.startswith("settings.backupConfiguration") and f not in managed_elsewhere
-        ]
+        assert not [f for f in options["ignoreChanges"]
+                    if f.startswith("settings.backupConfiguration") and f not in managed_elsewhere]
         assert "deletionProtection" not in options["ignoreChanges"]
 
 
