@@ -150,7 +150,15 @@ class AwsSecretReader:
                     return found
 
         listed = self._call("listing versions", listing)
-        return _newest_first([SecretVersion(v["VersionId"], v["CreatedDate"].astimezone(UTC)) for v in listed])
+        # AWSCURRENT is the newest by definition (what a restore gets), AWSPREVIOUS the one before; the
+        # unlabelled rest by creation time (CreatedDate alone can tie: it has one-second resolution on moto).
+        rank = {"AWSCURRENT": 0, "AWSPREVIOUS": 1}
+
+        def order(v: dict) -> tuple[int, float]:
+            stages = v.get("VersionStages") or []
+            return (min((rank[s] for s in stages if s in rank), default=2), -v["CreatedDate"].timestamp())
+
+        return [SecretVersion(v["VersionId"], v["CreatedDate"].astimezone(UTC)) for v in sorted(listed, key=order)]
 
     def read(self, version: SecretVersion) -> bytes:
         response = self._call(
