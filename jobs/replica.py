@@ -190,10 +190,13 @@ class _SetComparer:
 
     def compare(self, prefix: str, manifest: dict[str, Any], now: datetime) -> SetReport:
         report = SetReport(
-            prefix=prefix, set_id=manifest["set_id"], tier=prefix.split("/")[0],
-            migration_id=manifest["migration_id"], created_at=manifest["created_at"],
+            prefix=prefix,
+            set_id=manifest["set_id"],
+            tier=prefix.split("/")[0],
+            migration_id=manifest["migration_id"],
+            created_at=manifest["created_at"],
             age=now - parse_time(manifest["created_at"]),
-        )  # fmt: skip
+        )
         small = [MANIFEST, *manifest.get("steps", [])]
         dumps = [obj for db in manifest["databases"] for obj in db["objects"]]
         keys = [f"{prefix}/{k}" for k in small] + [f"{prefix}/{obj['key']}" for obj in dumps]
@@ -275,11 +278,15 @@ def _compare_or_report(comparer: _SetComparer, prefix: str, manifest: dict[str, 
         return comparer.compare(prefix, manifest, now)
     except Exception as exc:  # boto3/google errors are neither OSError nor DestinationError
         return SetReport(
-            prefix=prefix, set_id=manifest["set_id"], tier=prefix.split("/")[0],
-            migration_id=manifest["migration_id"], created_at=manifest["created_at"],
-            age=now - parse_time(manifest["created_at"]), status=UNREADABLE,
+            prefix=prefix,
+            set_id=manifest["set_id"],
+            tier=prefix.split("/")[0],
+            migration_id=manifest["migration_id"],
+            created_at=manifest["created_at"],
+            age=now - parse_time(manifest["created_at"]),
+            status=UNREADABLE,
             problems=[f"{type(exc).__name__}: {exc}"],
-        )  # fmt: skip
+        )
 
 
 def check_sets(src: Destination, dst: Destination, options: CheckOptions) -> ReplicaReport:
@@ -340,8 +347,11 @@ def check_secret(src: SecretReader, dst: SecretReader, options: CheckOptions) ->
         return report
     else:
         report.status = BEHIND
-        report.common = {"primary": scanned[match].name, "dr": copies[0].name,
-                         "created_at": _version_fields(scanned[match])["created_at"]}  # fmt: skip
+        report.common = {
+            "primary": scanned[match].name,
+            "dr": copies[0].name,
+            "created_at": _version_fields(scanned[match])["created_at"],
+        }
         report.problems.append(
             f"the DR side's newest version is the primary's {scanned[match].name}: {match} newer version(s) not there"
         )

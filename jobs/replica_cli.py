@@ -68,8 +68,10 @@ def _table(report: ReplicaReport) -> None:
     if report.secret is not None:
         sec = report.secret
         newest = (sec.primary_newest or {}).get("version")
-        print(f"secret: {sec.status} (primary newest {newest}; newest on both {sec.common}); "
-              + "; ".join(sec.problems), file=out)  # fmt: skip
+        print(
+            f"secret: {sec.status} (primary newest {newest}; newest on both {sec.common}); " + "; ".join(sec.problems),
+            file=out,
+        )
     for error in report.errors:
         print(f"error: {error}", file=out)
     print(f"lag {_age(report.lag)}: {report.status}", file=out)
@@ -111,8 +113,13 @@ def cmd_check_replica(args) -> int:
     if report.ok:
         emit(COMPLETED, KIND, **fields)
         return 0
-    emit(FAILED, KIND, error=f"{len(problems)} problem(s): " + "; ".join(problems[:3]),
-         problems=problems[:MAX_PROBLEMS], **fields)  # fmt: skip
+    emit(
+        FAILED,
+        KIND,
+        error=f"{len(problems)} problem(s): " + "; ".join(problems[:3]),
+        problems=problems[:MAX_PROBLEMS],
+        **fields,
+    )
     return 1
 
 

@@ -15,9 +15,14 @@ ROLES = (("apps", "cantonnet_sv"), ("participant", "participant_0"))
 
 
 def write_set(
-    dest: Destination, set_id: str, created_at: datetime, *, tier: str = "recent", migration_id: int = 0,
+    dest: Destination,
+    set_id: str,
+    created_at: datetime,
+    *,
+    tier: str = "recent",
+    migration_id: int = 0,
     dump_size: int = 48 * 1024,
-) -> str:  # fmt: skip
+) -> str:
     """A complete set (dumps, step records, manifest last) whose manifest passes every check; returns its prefix."""
     prefix = set_prefix(tier, migration_id, set_id)
     moment = created_at - timedelta(minutes=10)
@@ -29,17 +34,27 @@ def write_set(
         times = [format_time(moment + timedelta(seconds=s)) for s in (0, 1, 2)]
         moment += timedelta(seconds=3)
         record = {
-            "role": role, "database": database, "server_version": "15.18",
-            "snapshot_requested_at": times[0], "snapshot_acquired_at": times[1], "finished_at": times[2],
+            "role": role,
+            "database": database,
+            "server_version": "15.18",
+            "snapshot_requested_at": times[0],
+            "snapshot_acquired_at": times[1],
+            "finished_at": times[2],
             "wal_lsn": "0/1A2B3C4",
             "objects": [{"key": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}],
-        }  # fmt: skip
-        step = {"format": STEP_FORMAT, "set_id": set_id, "migration_id": migration_id, "role": role,
-                "databases": [record]}  # fmt: skip
+        }
+        step = {
+            "format": STEP_FORMAT,
+            "set_id": set_id,
+            "migration_id": migration_id,
+            "role": role,
+            "databases": [record],
+        }
         dest.put_bytes(f"{prefix}/{step_key(role)}", to_json(step))
         steps.append(step)
-    manifest = build_manifest(set_id=set_id, migration_id=migration_id, tier=tier, created_at=created_at,
-                              code_version="test", steps=steps)  # fmt: skip
+    manifest = build_manifest(
+        set_id=set_id, migration_id=migration_id, tier=tier, created_at=created_at, code_version="test", steps=steps
+    )
     assert not manifest_errors(manifest, set_id)
     dest.put_bytes(f"{prefix}/manifest.json", to_json(manifest))
     return prefix

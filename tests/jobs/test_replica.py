@@ -118,7 +118,10 @@ def test_in_sync_across_tiers_with_store_checksums(pair, jobs_cli, cli):
     assert event["lag_seconds"] == 0 and event["sets"] == {"in_sync": 3}
     sets = [e for e in events(result.stdout) if e["event"] == "replica.set"]
     assert sorted((e["tier"], e["set_id"]) for e in sets) == [
-        ("historical", "s-old"), ("recent", "s-new"), ("recent", "s-old")]  # fmt: skip
+        ("historical", "s-old"),
+        ("recent", "s-new"),
+        ("recent", "s-old"),
+    ]
     for e in sets:
         assert e["status"] == "in_sync" and e["objects"] == 5  # manifest, 2 step records, 2 dumps
         if pair.kind == "file":  # no store checksum: every dump is re-read and hashed

@@ -176,8 +176,9 @@ class ReadableSecretManager(FakeSecretManager):
         if match := _ACCESS.match(request.path):
             data = self.versions[match.group(2)][int(match.group(3)) - 1]
             crc = google_crc32c.value(data) ^ (1 if self.damage_crc else 0)
-            return Reply.json({"name": match.group(1), "payload": {"data": base64.b64encode(data).decode(),
-                                                                  "dataCrc32c": str(crc)}})  # fmt: skip
+            return Reply.json(
+                {"name": match.group(1), "payload": {"data": base64.b64encode(data).decode(), "dataCrc32c": str(crc)}}
+            )
         return super().handle(request)
 
 
