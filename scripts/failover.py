@@ -142,7 +142,10 @@ def load_outputs(args: argparse.Namespace) -> dict:
             ) from None
         if done.returncode != 0:
             raise FactsError(f"--dr-stack {args.dr_stack}: pulumi stack output failed: {done.stderr.strip()}")
-        value = json.loads(done.stdout)
+        try:
+            value = json.loads(done.stdout)
+        except ValueError:
+            raise FactsError(f"--dr-stack {args.dr_stack}: pulumi stack output did not print JSON") from None
     else:
         return {}
     if not isinstance(value, dict):
@@ -231,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(exc).splitlines():
             say(line)
         return EXIT_USAGE
-    chosen = choose_set(facts, args.set_id)
+    try:
+        chosen = choose_set(facts, args.set_id)
+    except Exception as exc:  # the DR store unreachable, a permission missing: one line, not a traceback
+        say(f"reading {facts.dr_url} failed: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
     if chosen is None:
         return EXIT_FAILED
     try:

@@ -139,9 +139,16 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
     if cloud is not None and cloud not in CLOUDS:
         problems.append(f"cloud: {cloud!r} is not one of {', '.join(CLOUDS)}")
     if serial_id is None:
-        serial_id = migration_id if migration_id is not None else None
+        serial_id = migration_id
     if serial_id is None:
         problems.append("node.migrationId: missing (needed for the deployment names; or pass --serial-id)")
+    node = pick("node", "node.name", str)
+    identities = pick("identities_secret", "identitiesSecretUrl", str)
+    pvc = pick("cometbft_pvc", "cometbft.pvc", str)
+    storage_class = pick("cometbft_storage_class", "cometbft.storageClass", str)
+    project = pick("snapshot_project", "project", str)
+    region = pick("region", "region", str) or pick("region", "drRegion", str)
+    context = pick("context", "kubeContext", str)
     targets, targets_given = _targets(flags.get("pg") or [], outputs, problems)
     if problems:
         raise FactsError("\n".join(problems))
@@ -159,20 +166,20 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
         dr_url=dr_url.rstrip("/"),
         cloud=cloud,
         namespace=namespace,
-        node=pick("node", "node.name", str),
+        node=node,
         migration_id=migration_id,
         serial_id=serial_id,
         deployments=tuple(deployments),
-        identities_secret_url=pick("identities_secret", "identitiesSecretUrl", str),
-        cometbft_pvc=pick("cometbft_pvc", "cometbft.pvc", str) or f"global-domain-{serial_id}-cometbft-cometbft-data",
+        identities_secret_url=identities,
+        cometbft_pvc=pvc or f"global-domain-{serial_id}-cometbft-cometbft-data",
         cometbft_release=_get(outputs, "cometbft.release") or f"global-domain-{serial_id}-cometbft",
-        cometbft_storage_class=pick("cometbft_storage_class", "cometbft.storageClass", str),
+        cometbft_storage_class=storage_class,
         cometbft_snapshot=flags.get("cometbft_snapshot"),
-        snapshot_project=pick("snapshot_project", "project", str),
-        region=pick("region", "region", str) or _get(outputs, "drRegion"),
+        snapshot_project=project,
+        region=region,
         targets=targets,
         targets_given=targets_given,
-        kube_context=pick("context", "kubeContext", str),
+        kube_context=context,
         stack=flags.get("dr_stack") or _get(outputs, "stack"),
         restore_identity=_get(outputs, "restoreIdentity"),
     )
@@ -253,8 +260,8 @@ def build_plan(facts: DrFacts, chosen: ChosenSet, *, restore_jobs: int = 1) -> l
         _restore_cometbft(facts, chosen, cloud),
         _identities(facts),
         _scale_up(facts),
+        _enable_backups(facts),
     ]
-    steps.append(_enable_backups(facts))
     return steps
 
 
