@@ -22,8 +22,9 @@ from components.naming import LABEL_PREFIX, MANAGED_BY
 from jobs.cometbft import MIGRATION_ID_LABEL, TAKEN_AT_LABEL
 from jobs.secret_stores import AwsSecretsManagerStore, GcpSecretManagerStore, open_store
 
-# The DR stack's switch that turns its suspended backup CronJobs on after a failover.
-FAILOVER_CONFIG_KEY = "sv-backups:dr:failover"
+# The DR stack's switch that turns its suspended backup CronJobs on after a failover (`sv-backups:dr` is an
+# object, hence `--path`).
+FAILOVER_CONFIG_PATH = "sv-backups:dr.failover"
 # Tags the CometBFT job puts on each EBS snapshot copy in the DR region (besides the VolumeSnapshot labels
 # taken-at, migration-id and set-id): which node's volume it is (PVC names are the same on every SV).
 NODE_TAG = f"{LABEL_PREFIX}/node"
@@ -85,7 +86,7 @@ class DrFacts:
     targets_given: bool  # from flags or the stack, not the Splice defaults
     kube_context: str | None
     stack: str | None
-    restore_identity: str | None
+    restore_identity: str | None  # the DR stack's restore ServiceAccount (reads backups and secrets only)
 
 
 @dataclass
@@ -181,7 +182,7 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
         targets_given=targets_given,
         kube_context=context,
         stack=flags.get("dr_stack") or _get(outputs, "stack"),
-        restore_identity=_get(outputs, "restoreIdentity"),
+        restore_identity=_get(outputs, "restoreServiceAccount"),
     )
 
 
@@ -400,7 +401,7 @@ def _identities(facts: DrFacts) -> Step:
         ["umask 077", *secret_fetch_command(url, out)],
         why="the restored participant, sequencer and mediator databases hold their keys (unless in a KMS); the "
         "dump is what Splice's re-onboarding needs if they do not. --execute --identities-out FILE fetches and "
-        "checks it here" + (f" (run as {facts.restore_identity})" if facts.restore_identity else ""),
+        "checks it here" + (f" (run as ServiceAccount {facts.restore_identity})" if facts.restore_identity else ""),
     )
 
 
@@ -457,7 +458,10 @@ def _enable_backups(facts: DrFacts) -> Step:
     stack = ["--stack", facts.stack] if facts.stack else []
     return Step(
         "Turn the DR stack's backup CronJobs on (they are created suspended)",
-        [_sh(["pulumi", "config", "set", *stack, FAILOVER_CONFIG_KEY, "true"]), _sh(["pulumi", "up", *stack])],
+        [
+            _sh(["pulumi", "config", "set", *stack, "--path", FAILOVER_CONFIG_PATH, "true"]),
+            _sh(["pulumi", "up", *stack]),
+        ],
         why="from now on this region is the primary: its backups must run",
     )
 

@@ -47,6 +47,7 @@ def dr(tmp_path):
         "identitiesSecretUrl": "awssm://us-west-2/sv-1/identities-dump",
         "cometbft": {"storageClass": "ebs-gp3"},
         "stack": "org/sv-backups/prod-dr",
+        "restoreServiceAccount": "sv-1-restore",
     }
     path = tmp_path / "outputs.json"
     path.write_text(json.dumps(outputs))
@@ -92,8 +93,9 @@ def test_plan_picks_the_newest_verified_set_of_the_migration_and_orders_the_step
         f"python -m jobs restore-set {url}/recent/4/s-newest --db apps=postgresql://cnadmin@apps-pg:5432/cantonnet_sv "
         "--db participant=postgresql://cnadmin@participant-pg:5432/participant_0"
     ) in out
-    assert "pulumi config set --stack org/sv-backups/prod-dr sv-backups:dr:failover true" in out
+    assert "pulumi config set --stack org/sv-backups/prod-dr --path sv-backups:dr.failover true" in out
     assert "verifying" in err and "s-other-migration" not in out
+    assert "(run as ServiceAccount sv-1-restore)" in out
 
 
 def test_manifests_are_valid_against_the_official_schemas(dr):
