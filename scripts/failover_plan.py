@@ -1,0 +1,584 @@
+"""The failover runbook as data: from the DR stack's facts and one chosen set, the exact commands, in order.
+
+Pure (no I/O): scripts/failover.py reads the facts, chooses and verifies the set, prints this plan and runs
+the steps that carry `run`. Order (Splice "Restoring a full SV node from backups"): scale every SV component
+to 0; restore every database from the one set; restore the CometBFT volume from its DR snapshot copy; fetch
+the identities dump; scale back to 1; turn the DR stack's backup CronJobs on.
+
+Cloud differences (where the CometBFT snapshot copy is found, which CSI driver restores it, how the secret is
+read with a CLI) are in the small classes at the end, chosen by name: the steps are written once.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+from components.naming import LABEL_PREFIX, MANAGED_BY
+from jobs.cometbft import MIGRATION_ID_LABEL, TAKEN_AT_LABEL
+from jobs.secret_stores import AwsSecretsManagerStore, GcpSecretManagerStore, open_store
+
+# The DR stack's switch that turns its suspended backup CronJobs on after a failover (`sv-backups:dr` is an
+# object, hence `--path`).
+FAILOVER_CONFIG_PATH = "sv-backups:dr.failover"
+# Tags the CometBFT job puts on each EBS snapshot copy in the DR region (besides the VolumeSnapshot labels
+# taken-at, migration-id and set-id): which node's volume it is (PVC names are the same on every SV).
+NODE_TAG = f"{LABEL_PREFIX}/node"
+# The Splice runbook's Postgres defaults: service `<role>-pg`, user cnadmin, secret `<role>-pg-secret`.
+DEFAULT_PG_USER = "cnadmin"
+DEFAULT_PG_PORT = 5432
+RESTORED_SNAPSHOT_SUFFIX = "dr-restore"
+SIZE_PATH = "jsonpath={.status.restoreSize}"
+
+
+class FactsError(ValueError):
+    """The DR facts are incomplete or malformed: one line per problem, naming the output or flag."""
+
+
+@dataclass(frozen=True)
+class ChosenSet:
+    url: str
+    set_id: str
+    migration_id: int
+    tier: str
+    created_at: datetime
+    databases: tuple[tuple[str, str], ...]  # (role, database), in the manifest's order
+
+    @property
+    def roles(self) -> list[str]:
+        return list(dict.fromkeys(role for role, _ in self.databases))
+
+
+@dataclass(frozen=True)
+class Target:
+    """The server a role's databases are restored into (no database, no password in the URL)."""
+
+    role: str
+    server_url: str
+    password_secret: str
+
+    def dsn(self, database: str) -> str:
+        parsed = urlparse(self.server_url)
+        return urlunparse(parsed._replace(path=f"/{database}"))
+
+
+@dataclass(frozen=True)
+class DrFacts:
+    dr_url: str
+    cloud: str | None  # gcp | aws | None (a file:// copy: no cloud snapshots)
+    namespace: str
+    node: str | None
+    migration_id: int | None
+    serial_id: int
+    deployments: tuple[str, ...]
+    identities_secret_url: str | None
+    cometbft_pvc: str
+    cometbft_release: str
+    cometbft_storage_class: str | None
+    cometbft_snapshot: str | None  # a snapshot handle chosen by the operator (else looked up)
+    snapshot_project: str | None  # gcp: the project holding the PD snapshots
+    region: str | None  # aws: the DR region holding the EBS snapshot copies
+    targets: dict[str, Target]
+    targets_given: bool  # from flags or the stack, not the Splice defaults
+    kube_context: str | None
+    stack: str | None
+    restore_identity: str | None  # the DR stack's restore ServiceAccount (reads backups and secrets only)
+
+
+@dataclass
+class Step:
+    title: str
+    commands: list[str]
+    why: str = ""
+    run: list[str] | None = None  # the argv --execute runs (its shell form is among `commands`)
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------ facts
+
+
+def _get(outputs: dict[str, Any], path: str) -> Any:
+    value: Any = outputs
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
+    """Flags win over the DR stack's outputs; the Splice runbook's names fill what neither gives."""
+    problems: list[str] = []
+
+    def pick(flag: str, output: str, kind: type, required: bool = False):
+        value = flags.get(flag)
+        source = f"--{flag.replace('_', '-')}"
+        if value is None:
+            value, source = _get(outputs, output), f"DR stack output {output}"
+        if value is None:
+            if required:
+                problems.append(f"{output}: missing (pass --{flag.replace('_', '-')} or export it from the DR stack)")
+            return None
+        if kind is int and isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            problems.append(f"{source}: expected {'an integer' if kind is int else 'a string'}, got {value!r}")
+            return None
+        return value
+
+    dr_url = pick("dr_url", "backupUrl", str, required=True)
+    namespace = pick("namespace", "node.namespace", str, required=True)
+    migration_id = pick("migration_id", "node.migrationId", int)
+    serial_id = pick("serial_id", "node.serialId", int)
+    cloud = pick("cloud", "cloud", str)
+    if cloud is None and dr_url:
+        cloud = {"gs": "gcp", "s3": "aws"}.get(urlparse(dr_url).scheme)
+    if cloud is not None and cloud not in CLOUDS:
+        problems.append(f"cloud: {cloud!r} is not one of {', '.join(CLOUDS)}")
+    if serial_id is None:
+        serial_id = migration_id
+    if serial_id is None:
+        problems.append("node.migrationId: missing (needed for the deployment names; or pass --serial-id)")
+    node = pick("node", "node.name", str)
+    identities = pick("identities_secret", "identitiesSecretUrl", str)
+    pvc = pick("cometbft_pvc", "cometbft.pvc", str)
+    storage_class = pick("cometbft_storage_class", "cometbft.storageClass", str)
+    project = pick("snapshot_project", "project", str)
+    region = pick("region", "region", str) or pick("region", "drRegion", str)
+    context = pick("context", "kubeContext", str)
+    targets, targets_given = _targets(flags.get("pg") or [], outputs, problems)
+    if problems:
+        raise FactsError("\n".join(problems))
+    participant = flags.get("participant_deployment") or "participant"
+    deployments = _get(outputs, "deployments") or [
+        f"global-domain-{serial_id}-cometbft",
+        f"global-domain-{serial_id}-mediator",
+        f"global-domain-{serial_id}-sequencer",
+        participant,
+        "scan-app",
+        "sv-app",
+        "validator-app",
+    ]
+    return DrFacts(
+        dr_url=dr_url.rstrip("/"),
+        cloud=cloud,
+        namespace=namespace,
+        node=node,
+        migration_id=migration_id,
+        serial_id=serial_id,
+        deployments=tuple(deployments),
+        identities_secret_url=identities,
+        cometbft_pvc=pvc or f"global-domain-{serial_id}-cometbft-cometbft-data",
+        cometbft_release=_get(outputs, "cometbft.release") or f"global-domain-{serial_id}-cometbft",
+        cometbft_storage_class=storage_class,
+        cometbft_snapshot=flags.get("cometbft_snapshot"),
+        snapshot_project=project,
+        region=region,
+        targets=targets,
+        targets_given=targets_given,
+        kube_context=context,
+        stack=flags.get("dr_stack") or _get(outputs, "stack"),
+        restore_identity=_get(outputs, "restoreServiceAccount"),
+    )
+
+
+def _targets(pairs: list[tuple[str, str]], outputs: dict[str, Any], problems: list[str]):
+    """--pg ROLE=URL flags, else the DR stack's `postgresTargets` {role: {url, passwordSecret}}."""
+    targets: dict[str, Target] = {}
+    declared = _get(outputs, "postgresTargets") or {}
+    if not isinstance(declared, dict):
+        problems.append("postgresTargets: expected an object {role: {url, passwordSecret}}")
+        declared = {}
+    for role, entry in declared.items():
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if not isinstance(url, str):
+            problems.append(f"postgresTargets.{role}.url: missing")
+            continue
+        targets[role] = Target(role, url, entry.get("passwordSecret") or f"{role}-pg-secret")
+    for role, url in pairs:
+        targets[role] = Target(
+            role, url, _get(outputs, f"postgresTargets.{role}.passwordSecret") or f"{role}-pg-secret"
+        )
+    for target in targets.values():
+        parsed = urlparse(target.server_url)
+        if parsed.scheme not in ("postgresql", "postgres") or not parsed.hostname:
+            problems.append(f"{target.role}: {target.server_url!r} is not a postgresql://USER@HOST:PORT server URL")
+        elif parsed.password:
+            problems.append(f"{target.role}: the server URL carries a password; use PGPASSWORD or PGPASSFILE")
+        elif parsed.path not in ("", "/"):
+            problems.append(
+                f"{target.role}: give the server only (postgresql://USER@HOST:PORT); every database "
+                "of the set is restored into it under its own name"
+            )
+    return targets, bool(targets)
+
+
+def default_target(role: str) -> Target:
+    return Target(role, f"postgresql://{DEFAULT_PG_USER}@{role}-pg:{DEFAULT_PG_PORT}", f"{role}-pg-secret")
+
+
+# ------------------------------------------------------------------------------------------------- plan
+
+
+def _kubectl(facts: DrFacts, *args: str) -> list[str]:
+    context = ["--context", facts.kube_context] if facts.kube_context else []
+    return ["kubectl", *context, "-n", facts.namespace, *args]
+
+
+def _sh(argv: list[str]) -> str:
+    return shlex.join(argv)
+
+
+def restore_argv(chosen: ChosenSet, targets: dict[str, Target], jobs: int) -> list[str]:
+    argv = ["python", "-m", "jobs", "restore-set", chosen.url]
+    for role, database in chosen.databases:
+        argv += ["--db", f"{role}={targets[role].dsn(database)}"]
+    if jobs > 1:
+        argv += ["--jobs", str(jobs)]
+    return argv
+
+
+def build_plan(facts: DrFacts, chosen: ChosenSet, *, restore_jobs: int = 1) -> list[Step]:
+    targets = {role: facts.targets.get(role) or default_target(role) for role in chosen.roles}
+    cloud = CLOUDS[facts.cloud]() if facts.cloud else None
+    steps = [
+        Step(
+            "Check the set (done by this script before printing; run again to see for yourself)",
+            [
+                _sh(["python", "-m", "jobs", "list-sets", facts.dr_url, "--migration-id", str(chosen.migration_id)]),
+                _sh(["python", "-m", "jobs", "verify-set", chosen.url]),
+            ],
+            why=f"set {chosen.set_id} (migration id {chosen.migration_id}, {chosen.tier}, created "
+            f"{chosen.created_at.isoformat()}) is the newest complete set in the DR copy that verifies: manifest, "
+            "every object's size and sha256, apps finished before the participant snapshot was requested",
+        ),
+        _scale_down(facts),
+        _restore_databases(facts, chosen, targets, restore_jobs),
+        _restore_cometbft(facts, chosen, cloud),
+        _identities(facts),
+        _scale_up(facts),
+        _enable_backups(facts),
+    ]
+    return steps
+
+
+def _scale_down(facts: DrFacts) -> Step:
+    names = "|".join(facts.deployments)
+    wait = (
+        f"while {_sh(_kubectl(facts, 'get', 'pods', '-o', 'name'))} | grep -Eq "
+        f"'^pod/({names})-[a-z0-9]+-[a-z0-9]+$'; do sleep 5; done"
+    )
+    return Step(
+        "Scale every SV component to 0 and wait until their pods are gone",
+        [_sh(_kubectl(facts, "scale", "deployment", "--replicas=0", *facts.deployments)), wait],
+        why="nothing may write to a database or the CometBFT volume while it is restored",
+    )
+
+
+def _restore_databases(facts: DrFacts, chosen: ChosenSet, targets: dict[str, Target], jobs: int) -> Step:
+    lines = ['umask 077; PGPASSFILE="$(mktemp)"; export PGPASSFILE']
+    for role in chosen.roles:
+        target = targets[role]
+        parsed = urlparse(target.server_url)
+        secret = _sh(
+            _kubectl(facts, "get", "secret", target.password_secret, "-o", "jsonpath={.data.postgresPassword}")
+        )
+        # .pgpass fields escape ':' and '\'; '*' matches every database of the server.
+        lines.append(
+            f"printf '%s:%s:*:%s:%s\\n' {shlex.quote(parsed.hostname)} {parsed.port or DEFAULT_PG_PORT} "
+            f"{shlex.quote(parsed.username or DEFAULT_PG_USER)} "
+            f'"$({secret} | base64 -d | sed \'s/[\\\\:]/\\\\&/g\')" >> "$PGPASSFILE"'
+        )
+    argv = restore_argv(chosen, targets, jobs)
+    lines += [_sh(argv), 'rm -f "$PGPASSFILE"; unset PGPASSFILE']
+    source = (
+        "given" if facts.targets_given else "the Splice runbook's in-cluster defaults (pass --pg ROLE=URL otherwise)"
+    )
+    return Step(
+        f"Restore every database from set {chosen.set_id} ({len(chosen.databases)} databases, {source})",
+        lines,
+        why="one set for the whole node: its apps databases are older than its participant's; restore-set creates "
+        "each target database, refuses a non-empty one, checks sha256 while streaming and every table and "
+        "constraint afterwards. Passwords come from the Postgres secrets through a private passfile, never argv",
+        run=argv,
+    )
+
+
+def _restore_cometbft(facts: DrFacts, chosen: ChosenSet, cloud: _Cloud | None) -> Step:
+    pvc, ns = facts.cometbft_pvc, facts.namespace
+    snapshot_name = f"{pvc[: 253 - len(RESTORED_SNAPSHOT_SUFFIX) - 1]}-{RESTORED_SNAPSHOT_SUFFIX}"
+    content_name = f"{ns}-{snapshot_name}"[:253]
+    if cloud is None:
+        return Step(
+            "Restore the CometBFT volume",
+            [f"# {facts.dr_url} is not a cloud store: no snapshot copy to look up; pass --cloud gcp|aws"],
+            why="the CometBFT volume is restored from a cloud disk snapshot",
+        )
+    if facts.cometbft_snapshot:
+        lookup = [f"HANDLE={shlex.quote(facts.cometbft_snapshot)}"]
+    else:
+        lookup = cloud.snapshot_lookup(facts, chosen)
+    storage_class = facts.cometbft_storage_class or cloud.default_storage_class
+    content = {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotContent",
+        "metadata": {"name": content_name, "labels": dict(MANAGED_BY)},
+        "spec": {
+            "deletionPolicy": "Retain",  # deleting these objects later must never delete the disk snapshot
+            "driver": cloud.snapshot_driver,
+            "source": {"snapshotHandle": "$HANDLE"},
+            "volumeSnapshotRef": {"name": snapshot_name, "namespace": ns},
+        },
+    }
+    snapshot = {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": snapshot_name, "namespace": ns, "labels": dict(MANAGED_BY)},
+        "spec": {"source": {"volumeSnapshotContentName": content_name}},
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": pvc,
+            "namespace": ns,
+            # So that the CometBFT Helm release adopts the restored claim as its own.
+            "labels": {"app.kubernetes.io/managed-by": "Helm"},
+            "annotations": {
+                "meta.helm.sh/release-name": facts.cometbft_release,
+                "meta.helm.sh/release-namespace": ns,
+                "helm.sh/resource-policy": "keep",
+            },
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "$SIZE"}},
+            "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot_name},
+        },
+    }
+    if storage_class:
+        claim["spec"]["storageClassName"] = storage_class
+    apply = _sh(_kubectl(facts, "apply", "-f", "-"))
+    lines = [
+        *lookup,
+        'test -n "$HANDLE" && test "$HANDLE" != None || { echo "no CometBFT snapshot copy found" >&2; false; }',
+        _sh(_kubectl(facts, "delete", "pvc", pvc, "--ignore-not-found", "--wait")),
+        f"{apply} <<EOF\n{json.dumps(content, indent=2)}\nEOF",
+        f"{apply} <<EOF\n{json.dumps(snapshot, indent=2)}\nEOF",
+        _sh(
+            _kubectl(
+                facts,
+                "wait",
+                f"volumesnapshot/{snapshot_name}",
+                "--for=jsonpath={.status.readyToUse}=true",
+                "--timeout=30m",
+            )
+        ),
+        f'SIZE="$({_sh(_kubectl(facts, "get", "volumesnapshot", snapshot_name, "-o", SIZE_PATH))})"',
+        f"{apply} <<EOF\n{json.dumps(claim, indent=2)}\nEOF",
+    ]
+    return Step(
+        f"Restore the CometBFT volume ({pvc}) from its DR snapshot copy",
+        lines,
+        why="the newest snapshot taken at or after the set (else the newest): CometBFT catches up from the other "
+        "SVs from there. The snapshot is imported as a pre-provisioned VolumeSnapshotContent (Retain) and the "
+        "claim is recreated from it under the release's name, at least the snapshot's size",
+        manifests=[content, snapshot, claim],
+    )
+
+
+def _identities(facts: DrFacts) -> Step:
+    url = facts.identities_secret_url
+    if not url:
+        return Step("Fetch the identities dump", ["# no identities secret: pass --identities-secret URL"])
+    out = "identities-dump.json"
+    return Step(
+        "Fetch the newest identities dump (with the restore identity; never printed)",
+        ["umask 077", *secret_fetch_command(url, out)],
+        why="the restored participant, sequencer and mediator databases hold their keys (unless in a KMS); the "
+        "dump is what Splice's re-onboarding needs if they do not. --execute --identities-out FILE fetches and "
+        "checks it here" + (f" (run as ServiceAccount {facts.restore_identity})" if facts.restore_identity else ""),
+    )
+
+
+def secret_fetch_command(url: str, out: str) -> list[str]:
+    """The CLI that writes the newest version of a secret to `out` without showing it."""
+    store = open_store(url)
+    if isinstance(store, GcpSecretManagerStore):
+        return [
+            _sh(
+                [
+                    "gcloud",
+                    "secrets",
+                    "versions",
+                    "access",
+                    "latest",
+                    f"--secret={store.secret}",
+                    f"--project={store.project}",
+                    f"--out-file={out}",
+                ]
+            )
+        ]
+    if isinstance(store, AwsSecretsManagerStore):
+        return [
+            _sh(
+                [
+                    "aws",
+                    "secretsmanager",
+                    "get-secret-value",
+                    "--region",
+                    store.region,
+                    "--secret-id",
+                    store.name,
+                    "--query",
+                    "SecretString",
+                    "--output",
+                    "text",
+                ]
+            )
+            + f" > {shlex.quote(out)}"
+        ]
+    newest = f"$(ls -1 {shlex.quote(str(store.directory))}/*.json | sort | tail -n 1)"
+    return [f'cp -- "{newest}" {shlex.quote(out)}']
+
+
+def _scale_up(facts: DrFacts) -> Step:
+    return Step(
+        "Scale every SV component back to 1",
+        [_sh(_kubectl(facts, "scale", "deployment", "--replicas=1", *facts.deployments))],
+        why="the components catch up from the other SVs",
+    )
+
+
+def _enable_backups(facts: DrFacts) -> Step:
+    stack = ["--stack", facts.stack] if facts.stack else []
+    return Step(
+        "Turn the DR stack's backup CronJobs on (they are created suspended)",
+        [
+            _sh(["pulumi", "config", "set", *stack, "--path", FAILOVER_CONFIG_PATH, "true"]),
+            _sh(["pulumi", "up", *stack]),
+        ],
+        why="from now on this region is the primary: its backups must run",
+    )
+
+
+def render(steps: list[Step]) -> str:
+    lines = []
+    for number, step in enumerate(steps, start=1):
+        lines.append(f"# {number}. {step.title}")
+        if step.why:
+            lines.append(f"#    {step.why}")
+        lines += step.commands
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ clouds
+
+
+class _Cloud:
+    snapshot_driver: str
+    default_storage_class: str | None
+
+    def snapshot_lookup(self, facts: DrFacts, chosen: ChosenSet) -> list[str]:
+        """Shell lines that set HANDLE to the CSI snapshot handle of the CometBFT snapshot copy to restore."""
+        raise NotImplementedError
+
+
+class _Gcp(_Cloud):
+    """PD snapshots are global and stored in the multi-region (the snapshot class pins it): the primary's own
+    snapshots are the DR copy. The CSI driver writes the VolumeSnapshot's name and namespace into each
+    snapshot's description; the name is `<pvc>-<unix time>` (jobs/cometbft.py)."""
+
+    snapshot_driver = "pd.csi.storage.gke.io"
+    default_storage_class = "premium-rwo"  # the splice-cometbft chart's default
+
+    def snapshot_lookup(self, facts: DrFacts, chosen: ChosenSet) -> list[str]:
+        project = facts.snapshot_project
+        if not project:
+            raise FactsError("project: missing (the GCP project of the PD snapshots; pass --snapshot-project)")
+        mine = (
+            f"description~'volumesnapshot/namespace.{{3}}{facts.namespace}.{{1}}' AND "
+            f"description~'volumesnapshot/name.{{3}}{facts.cometbft_pvc}-[0-9]+.{{1}}'"
+        )
+        since = chosen.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        def listing(extra: str, order: str) -> str:
+            return _sh(
+                [
+                    "gcloud",
+                    "compute",
+                    "snapshots",
+                    "list",
+                    f"--project={project}",
+                    f"--filter={mine}{extra}",
+                    f"--sort-by={order}",
+                    "--limit=1",
+                    "--format=value(name)",
+                ]
+            )
+
+        return [
+            f'NAME="$({listing(f" AND creationTimestamp>={since}", "creationTimestamp")})"',
+            f'test -n "$NAME" || NAME="$({listing("", "~creationTimestamp")})"',
+            f'test -n "$NAME" && HANDLE="projects/{project}/global/snapshots/$NAME"',
+        ]
+
+
+class _Aws(_Cloud):
+    """EBS snapshots are regional: the CometBFT job copies each kept one to the DR region (ec2:CopySnapshot)
+    with the VolumeSnapshot's labels as tags plus the node's name."""
+
+    snapshot_driver = "ebs.csi.aws.com"
+    default_storage_class = None  # EKS has no standard ebs.csi.aws.com class name: the stack or a flag gives it
+
+    def snapshot_lookup(self, facts: DrFacts, chosen: ChosenSet) -> list[str]:
+        if not facts.region:
+            raise FactsError("region: missing (the DR region holding the EBS snapshot copies; pass --region)")
+        if not facts.node:
+            raise FactsError("node.name: missing (the EBS copies are found by node tag; pass --node)")
+        filters = [f"Name=tag:{key},Values={value}" for key, value in MANAGED_BY.items()] + [
+            f"Name=tag:{NODE_TAG},Values={facts.node}",
+            f"Name=tag:{MIGRATION_ID_LABEL},Values={chosen.migration_id}",
+            "Name=status,Values=completed",
+        ]
+        taken = f'to_number(Tags[?Key==`"{TAKEN_AT_LABEL}"`] | [0].Value)'
+        since = int(chosen.created_at.timestamp())
+
+        def query(expression: str) -> str:
+            return _sh(
+                [
+                    "aws",
+                    "ec2",
+                    "describe-snapshots",
+                    "--region",
+                    facts.region,
+                    "--owner-ids",
+                    "self",
+                    "--filters",
+                    *filters,
+                    "--query",
+                    expression,
+                    "--output",
+                    "text",
+                ]
+            )
+
+        return [
+            f'HANDLE="$({query(snapshot_query(taken, since))})"',
+            f'test -n "$HANDLE" && test "$HANDLE" != None || HANDLE="$({query(snapshot_query(taken, None))})"',
+        ]
+
+
+def snapshot_query(taken: str, since: int | None) -> str:
+    """JMESPath over describe-snapshots: the earliest copy taken at or after `since`, or the newest of all."""
+    if since is None:
+        return f"sort_by(Snapshots, &{taken})[-1].SnapshotId"
+    return f"sort_by(Snapshots[?{taken} >= `{since}`], &{taken})[0].SnapshotId"
+
+
+CLOUDS: dict[str, type[_Cloud]] = {"gcp": _Gcp, "aws": _Aws}
