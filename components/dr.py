@@ -100,6 +100,9 @@ class DisasterRecovery(pulumi.ComponentResource):
             primary_secret.url,
             "--secret-dst",
             self.secret.url,
+            # Lifecycle rules expire recent sets on each side at their own pace: near expiry is not a gap.
+            "--recent-retention",
+            retention.format_duration(settings.retention.recent),
         ]
         self.check_cron_job_name = names.resource(CHECK_COMPONENT)
         k8s.batch.v1.CronJob(

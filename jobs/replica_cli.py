@@ -80,11 +80,21 @@ def _table(report: ReplicaReport) -> None:
 def cmd_check_replica(args) -> int:
     if (args.secret_src is None) != (args.secret_dst is None):
         return _usage("--secret-src and --secret-dst go together")
-    if args.src.rstrip("/") == args.dst.rstrip("/"):
-        return _usage("SRC and DST are the same store: comparing a copy with itself proves nothing")
+    # One store that spans both regions (a GCS dual-region bucket, replicated by GCS itself): there is no copy
+    # to compare, so the check proves what a DR restore needs from it instead: that this side can list and read
+    # every complete set (and the secret's versions). Replication inside the store is the provider's.
+    single_store = args.src.rstrip("/") == args.dst.rstrip("/")
+    if single_store and args.secret_src != args.secret_dst:
+        return _usage("SRC and DST are one store but the secrets differ: compare two stores, or one store and one secret")
     started = time.monotonic()
     options = CheckOptions(max_lag=args.max_lag, deep=args.deep, recent_retention=args.recent_retention)
-    base = {"src": args.src, "dst": args.dst, "max_lag_seconds": int(args.max_lag.total_seconds()), "deep": args.deep}
+    base = {
+        "src": args.src,
+        "dst": args.dst,
+        "max_lag_seconds": int(args.max_lag.total_seconds()),
+        "deep": args.deep,
+        "single_store": single_store,
+    }
     try:
         report = check_sets(open_destination(args.src), open_destination(args.dst), options)
         if args.secret_src:

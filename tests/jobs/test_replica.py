@@ -226,8 +226,10 @@ def test_never_in_sync_when_any_object_of_a_set_is_missing_or_differs(pair):
 
 
 def test_bad_input_and_empty_primary(pair, cli, tmp_path):
-    same = cli("check-replica", pair.src_url, pair.src_url + "/")
-    assert same.returncode == 2 and "the same store" in same.stderr
+    mixed = cli(
+        "check-replica", pair.src_url, pair.src_url + "/", "--secret-src", "file:///a", "--secret-dst", "file:///b"
+    )
+    assert mixed.returncode == 2 and "one store but the secrets differ" in mixed.stderr
     half = cli("check-replica", pair.src_url, pair.dst_url, "--secret-src", f"file://{tmp_path}/ids")
     assert half.returncode == 2 and "--secret-src and --secret-dst go together" in half.stderr
     bad = cli("check-replica", pair.src_url, pair.dst_url, "--max-lag", "soon")
@@ -275,3 +277,14 @@ def test_s3_full_object_sha256_is_checked_against_the_manifest(s3_bucket, cli):
     assert result.returncode == 1 and report["status"] == "differs"
     assert report["problems"] == [f"{bad[len(prefix) + 1 :]}: the DR store's SHA-256 is not the manifest's"]
     assert report["verified_by_checksum"] == 2 and report["verified_by_read"] == 3  # dumps not read
+
+
+def test_one_store_spanning_both_regions_is_checked_readable_from_this_side(pair, cli):
+    """A GCS dual-region bucket is its own DR copy: the check then proves the DR side can read every set."""
+    write_set(pair.src, "s-one", ago(YOUNG))
+    result = cli("check-replica", pair.src_url, pair.src_url, "--json", "--deep")
+    assert result.returncode == 0, result.stdout + result.stderr
+    event = outcome(result)
+    assert event["single_store"] is True and event["sets"] == {"in_sync": 1}
+    # every object of the set was read back from this side
+    assert per_set(result)["s-one"]["verified_by_read"] == 5

@@ -58,6 +58,8 @@ def test_dr_stack_reads_the_primary_through_a_stack_reference(shipped_plan, prod
         primary["identitiesSecretUrl"],
         "--secret-dst",
         primary["drIdentitiesSecretUrl"],
+        "--recent-retention",
+        "14d",
     ]
     assert plan.outputs["standby"] is True and plan.outputs["primaryStack"] == "sv-operator/sv-backups/prod"
 
