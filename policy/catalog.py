@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pulumi_policy import Policy
 
-from . import gcp_rules, kubernetes_rules, stack_rules
+from . import aws_rules, aws_stack_rules, coverage_rules, gcp_rules, kubernetes_rules, stack_rules
+from .clouds import Cloud
 
 PACK_NAME = "sv-backups"
 PACK_DIR = Path(__file__).resolve().parent
@@ -14,7 +15,18 @@ PACK_DIR = Path(__file__).resolve().parent
 # scripts/policy_check.py picks the same file for the plan's stack.
 CONFIG_DIR = PACK_DIR / "config"
 
-POLICIES: list[Policy] = [*kubernetes_rules.POLICIES, *gcp_rules.POLICIES, *stack_rules.POLICIES]
+# The clouds the cloud-neutral rules (coverage_rules.py) know: each stack is held to the profiles of the clouds
+# it is on. A rule about one cloud's resources only applies to that cloud's resource types.
+CLOUDS: tuple[Cloud, ...] = (stack_rules.GCP, aws_stack_rules.AWS)
+
+POLICIES: list[Policy] = [
+    *kubernetes_rules.POLICIES,
+    *gcp_rules.POLICIES,
+    *stack_rules.policies(CLOUDS),
+    *aws_rules.POLICIES,
+    *aws_stack_rules.POLICIES,
+    *coverage_rules.policies(CLOUDS),
+]
 
 
 def pack_version() -> str:

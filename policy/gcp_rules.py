@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
 from .props import (
@@ -19,6 +17,7 @@ from .props import (
     get,
     iam_grants,
     labels,
+    path_segments,
 )
 from .rule import ADVISORY, resource_rule
 
@@ -419,18 +418,11 @@ _PROTECTED_PATHS = (
     ("settings", "deletionProtectionEnabled"),
 )
 _IGNORABLE_BACKUP_FIELDS = frozenset({"startTime", "backupTier"})
-_PATH_SEGMENT = re.compile(r'\[\s*"((?:[^"\\]|\\.)*)"\s*\]|\[\s*([^\]]*?)\s*\]|([^.\[\]]+)')
-
-
-def _path_segments(path: str) -> list[str]:
-    """`settings.backupConfiguration["enabled"]` -> ['settings', 'backupConfiguration', 'enabled'] (Pulumi
-    property paths: dots, [index], ["key"], * wildcards)."""
-    return [next(g for g in match.groups() if g is not None) for match in _PATH_SEGMENT.finditer(path)]
 
 
 def _hidden_protection(ignored: str) -> str | None:
     """The protected field an ignoreChanges path covers (an ancestor, the field itself or anything under it)."""
-    segments = _path_segments(ignored)
+    segments = path_segments(ignored)
     for protected in _PROTECTED_PATHS:
         common = min(len(segments), len(protected))
         if not segments or not all(a in ("*", b) for a, b in zip(segments[:common], protected[:common], strict=True)):

@@ -10,6 +10,7 @@ schedule that is UNKNOWN cannot be checked and says so (`require_known`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -186,3 +187,12 @@ def namespace_of(props: dict) -> str:
     """The namespace of a Kubernetes object (`default` when unset)."""
     namespace = get(props, "metadata", "namespace")
     return namespace if isinstance(namespace, str) and namespace else "default"
+
+
+_PATH_SEGMENT = re.compile(r'\[\s*"((?:[^"\\]|\\.)*)"\s*\]|\[\s*([^\]]*?)\s*\]|([^.\[\]]+)')
+
+
+def path_segments(path: str) -> list[str]:
+    """`settings.backupConfiguration["enabled"]` -> ['settings', 'backupConfiguration', 'enabled'] (Pulumi
+    property paths: dots, [index], ["key"], * wildcards)."""
+    return [next(g for g in match.groups() if g is not None) for match in _PATH_SEGMENT.finditer(path)]

@@ -57,15 +57,28 @@ def resource_rule(
 
 
 class StackResource:
-    """One resource as a stack rule sees it: type, logical name, URN and plain props."""
+    """One resource as a stack rule sees it: type, logical name, URN and plain props; the plain props of its
+    provider (`{}` when the engine gives none), and, per input, the URNs of the resources its value came from
+    (`property_dependencies`): how a bucket's side resources name their bucket even when its name is only
+    known after deployment."""
 
-    __slots__ = ("name", "props", "type", "urn")
+    __slots__ = ("name", "property_dependencies", "props", "provider", "type", "urn")
 
-    def __init__(self, resource_type: str, name: str, urn: str, props: dict):
+    def __init__(
+        self,
+        resource_type: str,
+        name: str,
+        urn: str,
+        props: dict,
+        provider: dict | None = None,
+        property_dependencies: dict[str, list[str]] | None = None,
+    ):
         self.type = resource_type
         self.name = name
         self.urn = urn
         self.props = props
+        self.provider = provider or {}
+        self.property_dependencies = property_dependencies or {}
 
 
 def stack_rule(
@@ -76,11 +89,22 @@ def stack_rule(
     level: EnforcementLevel = MANDATORY,
     severity: Severity = Severity.HIGH,
     remediation: str,
+    config: dict[str, dict[str, Any]] | None = None,
 ) -> StackValidationPolicy:
     """A StackValidationPolicy that runs `check` on every resource of the stack, props made plain."""
 
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
-        resources = [StackResource(r.resource_type, r.name, r.urn, plain(r.props)) for r in args.resources]
+        resources = [
+            StackResource(
+                r.resource_type,
+                r.name,
+                r.urn,
+                plain(r.props),
+                plain(r.provider.props) if r.provider is not None else None,
+                {key: [d.urn for d in deps] for key, deps in (r.property_dependencies or {}).items()},
+            )
+            for r in args.resources
+        ]
         check(resources, args, report)
 
     return StackValidationPolicy(
@@ -90,4 +114,5 @@ def stack_rule(
         enforcement_level=level,
         severity=severity,
         remediation_steps=remediation,
+        config_schema=PolicyConfigSchema(properties=config) if config else None,
     )
