@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-# GCP limits we must respect.
+# GCP and S3 limits we must respect.
 _SERVICE_ACCOUNT_ID_MAX = 30
 _BUCKET_NAME_MAX = 63
 
@@ -44,6 +44,15 @@ class Names:
             return wanted
         digest = hashlib.sha256(wanted.encode()).hexdigest()[:8]
         return f"{wanted[: _BUCKET_NAME_MAX - 9].rstrip('-')}-{digest}"
+
+    @staticmethod
+    def replica_bucket(primary: str, region: str) -> str:
+        """The DR copy of a bucket (S3 replication needs a bucket per region): `<primary>-<region>`."""
+        wanted = f"{primary}-{region}"
+        if len(wanted) <= _BUCKET_NAME_MAX:
+            return wanted
+        digest = hashlib.sha256(wanted.encode()).hexdigest()[:8]
+        return f"{primary[: _BUCKET_NAME_MAX - len(region) - 10].rstrip('-')}-{digest}-{region}"
 
     def log_metric(self, kind: str, outcome: str) -> str:
         return f"sv-backups/{self.node}/{kind}-{outcome}"

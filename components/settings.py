@@ -387,11 +387,13 @@ class GcpConfig(_Model):
 
 
 class AwsSection(_Model):
-    """`sv-backups:aws`: how the backup jobs get AWS credentials (IRSA) and who may restore."""
+    """`sv-backups:aws`: the EKS cluster, how the backup jobs get AWS credentials (IRSA) and who may restore."""
 
-    # IRSA: the cluster's OIDC issuer (without https://), or the EKS cluster name to look it up.
+    # The cluster names the Container Insights log group the alarms read
+    # (/aws/containerinsights/<clusterName>/application) and, without oidcProvider, the OIDC issuer IRSA trusts.
+    cluster_name: str = Field(alias="clusterName")
+    # The cluster's OIDC issuer (without https://): set it to skip the eks:DescribeCluster lookup.
     oidc_provider: str | None = Field(None, alias="oidcProvider")
-    cluster_name: str | None = Field(None, alias="clusterName")
     restore_role_arns: list[str] = Field(
         alias="restoreRoleArns",
         min_length=1,
@@ -413,8 +415,8 @@ class AwsSection(_Model):
 
     @field_validator("cluster_name")
     @classmethod
-    def _cluster(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$", value):
+    def _cluster(cls, value: str) -> str:
+        if not re.match(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$", value):
             raise ValueError("must be an EKS cluster name (letters, digits, '-' and '_', at most 100 characters)")
         return value
 
@@ -425,12 +427,6 @@ class AwsSection(_Model):
         if bad:
             raise ValueError(f"{bad} are not IAM role ARNs (arn:aws:iam::<12-digit account>:role/<name>)")
         return values
-
-    @model_validator(mode="after")
-    def _one_source(self) -> AwsSection:
-        if (self.oidc_provider is None) == (self.cluster_name is None):
-            raise ValueError("set exactly one of oidcProvider (the EKS OIDC issuer) or clusterName")
-        return self
 
 
 @dataclass(frozen=True)
@@ -619,6 +615,8 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     if cloud is not None:
         _check_cloud_specific(cloud, raw, parsed, problems)
         _check_regions(cloud, parsed.get("dr"), gcp.region if gcp else aws.region if aws else None, problems)
+    if aws is not None:
+        _check_aws_regions(parsed, aws.region, problems)
 
     derived = _derive(parsed, problems)
     if problems:
@@ -667,9 +665,7 @@ def _aws_config(raw: Mapping[str, Any], parsed: dict[str, Any], problems: list[s
         problems.append(f"aws:region: {_show(region)} must be an AWS region such as us-east-1")
         ok = False
     if f"{PROJECT}:aws" not in raw:
-        problems.append(
-            f"{PROJECT}:aws: is required but missing when cloud is aws (oidcProvider or clusterName, restoreRoleArns)"
-        )
+        problems.append(f"{PROJECT}:aws: is required but missing when cloud is aws (clusterName, restoreRoleArns)")
         ok = False
     section = parsed.get("aws")
     return AwsConfig(region=region, irsa=section) if ok and section is not None else None
@@ -802,3 +798,27 @@ def _check_regions(cloud: str, dr: DrConfig | None, primary: str | None, problem
         )
     elif not pattern.match(dr.region):
         problems.append(f"{PROJECT}:dr.region: {dr.region!r} must be a {cloud} region such as {example}")
+
+
+def _check_aws_regions(parsed: dict[str, Any], primary: str, problems: list[str]) -> None:
+    """AWS resources that must be in (or out of) a given region."""
+    dr: DrConfig | None = parsed.get("dr")
+    postgres: _PostgresMap | None = parsed.get("postgres")
+    for role in ROLES:
+        instance = getattr(postgres, role, None) if postgres else None
+        if isinstance(instance, RdsPostgres) and instance.adopt and dr and (instance.region or primary) == dr.region:
+            problems.append(
+                f"{PROJECT}:postgres.{role}.region: {dr.region!r} is dr.region, where the instance's automated "
+                f"backups are replicated to; allowed: the instance's own region, any other than dr.region"
+            )
+    monitoring: MonitoringConfig | None = parsed.get("monitoring")
+    if monitoring is not None:
+        # CloudWatch alarms notify SNS topics of their own region only; the alarms live in aws:region.
+        elsewhere = [
+            c for c in monitoring.notification_channels if _SNS_TOPIC_ARN.match(c) and c.split(":")[3] != primary
+        ]
+        if elsewhere:
+            problems.append(
+                f"{PROJECT}:monitoring.notificationChannels: {elsewhere} are not in aws:region {primary!r}; "
+                f"CloudWatch alarms can only notify SNS topics of their own region"
+            )

@@ -44,6 +44,9 @@ SECRET = "[secret]"
 UNKNOWN = "[unknown]"
 # The project number every mocked invoke and computed output agrees on.
 PROJECT_NUMBER = "123456789012"
+# The AWS account id likewise (getCallerIdentity, every ARN), and the role the offline "deployer" acts as.
+AWS_ACCOUNT_ID = "123456789012"
+AWS_DEPLOYER_ROLE = "sv-backups-deployer"
 # Config values that are secrets by nature: (full config key, path inside its object).
 MUST_BE_SECRET: tuple[tuple[str, tuple[str, ...]], ...] = (("sv-backups:identities", ("clientSecret",)),)
 
@@ -195,6 +198,19 @@ def _email_member(email: str) -> dict[str, str]:
     return {"email": email, "member": f"serviceAccount:{email}"}
 
 
+def _hex(text: str, count: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:count]
+
+
+def _uuid(text: str) -> str:
+    h = _hex(text, 32)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _aws_partition(region: str) -> str:
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
 class PlanMocks:
     """Answers the program's resource registrations and invokes with stable, realistic values.
 
@@ -255,8 +271,88 @@ class PlanMocks:
     def _log_metric(self, name: str, inputs: dict, project: str) -> tuple[str, dict]:
         return str(inputs.get("name", name)), {}
 
+    # AWS: every ARN in the one mocked account; a regional resource is where its `region` input says.
+    def _arn(self, service: str, inputs: dict, resource: str, *, regional: bool = True) -> str:
+        region = str(inputs.get("region") or self.region) if regional else ""
+        account = AWS_ACCOUNT_ID if service != "s3" else ""
+        return f"arn:{_aws_partition(str(inputs.get('region') or self.region))}:{service}:{region}:{account}:{resource}"
+
+    def _kms_key(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        key_id = _uuid(f"kms/{name}")
+        return key_id, {"keyId": key_id, "arn": self._arn("kms", inputs, f"key/{key_id}")}
+
+    def _kms_alias(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        alias = str(inputs.get("name", name))
+        return alias, {"arn": self._arn("kms", inputs, alias)}
+
+    def _iam_role(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        role, path = str(inputs.get("name", name)), str(inputs.get("path") or "/")
+        arn = self._arn("iam", inputs, f"role{path}{role}", regional=False)
+        return role, {"name": role, "path": path, "arn": arn, "uniqueId": "AROA" + _hex(arn, 17).upper()}
+
+    def _iam_role_policy(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        return f"{inputs.get('role')}:{inputs.get('name', name)}", {"name": inputs.get("name", name)}
+
+    def _s3_bucket(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        bucket = str(inputs.get("bucket", name))
+        region = str(inputs.get("region") or self.region)
+        return bucket, {
+            "bucket": bucket,
+            "arn": self._arn("s3", inputs, bucket, regional=False),
+            "region": region,
+            "bucketDomainName": f"{bucket}.s3.amazonaws.com",
+            "bucketRegionalDomainName": f"{bucket}.s3.{region}.amazonaws.com",
+        }
+
+    def _secretsmanager_secret(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        secret = str(inputs.get("name", name))
+        # Secrets Manager appends six random characters to every secret's ARN.
+        arn = self._arn("secretsmanager", inputs, f"secret:{secret}-{_hex(secret, 6)}")
+        return arn, {"arn": arn, "name": secret}
+
+    def _rds_instance(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        identifier = str(inputs.get("identifier", name))
+        region = str(inputs.get("region") or self.region)
+        address = f"{identifier}.c{_hex('rds/' + AWS_ACCOUNT_ID + region, 11)}.{region}.rds.amazonaws.com"
+        return identifier, {
+            "arn": self._arn("rds", inputs, f"db:{identifier}"),
+            "address": address,
+            "endpoint": f"{address}:5432",
+            "port": 5432,
+            "resourceId": "db-" + _hex(identifier, 26).upper(),
+        }
+
+    def _rds_backups_replication(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        return self._arn("rds", inputs, f"auto-backup:ab-{_hex(name, 26)}"), {}
+
+    def _sns_topic(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        arn = self._arn("sns", inputs, str(inputs.get("name", name)))
+        return arn, {"arn": arn}
+
+    def _sns_subscription(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        arn = f"{inputs.get('topic')}:{_uuid('sns/' + name)}"
+        return arn, {"arn": arn}
+
+    def _metric_alarm(self, name: str, inputs: dict, _: str) -> tuple[str, dict]:
+        alarm = str(inputs.get("name", name))
+        return alarm, {"arn": self._arn("cloudwatch", inputs, f"alarm:{alarm}")}
+
     def _outputs_for(self, type_: str) -> Callable[[str, dict, str], tuple[str, dict]] | None:
         return {
+            "aws:kms/key:Key": self._kms_key,
+            "aws:kms/alias:Alias": self._kms_alias,
+            "aws:iam/role:Role": self._iam_role,
+            "aws:iam/rolePolicy:RolePolicy": self._iam_role_policy,
+            "aws:s3/bucket:Bucket": self._s3_bucket,
+            "aws:secretsmanager/secret:Secret": self._secretsmanager_secret,
+            "aws:rds/instance:Instance": self._rds_instance,
+            "aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication": (
+                self._rds_backups_replication
+            ),
+            "aws:sns/topic:Topic": self._sns_topic,
+            "aws:sns/topicSubscription:TopicSubscription": self._sns_subscription,
+            "aws:cloudwatch/metricAlarm:MetricAlarm": self._metric_alarm,
+            "aws:cloudwatch/logMetricFilter:LogMetricFilter": self._log_metric,
             "gcp:kms/keyRing:KeyRing": self._key_ring,
             "gcp:kms/cryptoKey:CryptoKey": self._crypto_key,
             "gcp:serviceaccount/account:Account": self._service_account,
@@ -302,6 +398,9 @@ class PlanMocks:
         answer = {
             "gcp:organizations/getProject:getProject": self._get_project,
             "gcp:storage/getProjectServiceAccount:getProjectServiceAccount": self._gcs_service_account,
+            "aws:index/getCallerIdentity:getCallerIdentity": self._aws_caller_identity,
+            "aws:iam/getSessionContext:getSessionContext": self._aws_session_context,
+            "aws:eks/getCluster:getCluster": self._eks_cluster,
         }.get(args.token)
         if answer is None:
             raise OfflinePlanError(
@@ -313,6 +412,44 @@ class PlanMocks:
     def _get_project(self, args: dict) -> dict:
         project = args.get("projectId") or self.project
         return {"id": f"projects/{project}", "projectId": project, "name": project, "number": PROJECT_NUMBER}
+
+    def _aws_caller_identity(self, args: dict) -> dict:
+        # A deployer acting through an assumed role, as with SSO or a CI role.
+        arn = f"arn:{_aws_partition(self.region)}:sts::{AWS_ACCOUNT_ID}:assumed-role/{AWS_DEPLOYER_ROLE}/offline-plan"
+        user_id = "AROA" + _hex(AWS_DEPLOYER_ROLE, 17).upper()
+        return {"id": AWS_ACCOUNT_ID, "accountId": AWS_ACCOUNT_ID, "arn": arn, "userId": f"{user_id}:offline-plan"}
+
+    def _aws_session_context(self, args: dict) -> dict:
+        arn = str(args.get("arn", ""))
+        fields = arn.split(":", 5)
+        if len(fields) != 6:
+            raise OfflinePlanError(f"getSessionContext: {arn!r} is not an ARN")
+        part, account, resource = fields[1], fields[4], fields[5]
+        kind, _, rest = resource.partition("/")
+        if kind != "assumed-role":
+            return {"id": arn, "arn": arn, "issuerArn": arn, "issuerName": rest, "issuerId": "", "sessionName": ""}
+        role, _, session = rest.partition("/")
+        return {
+            "id": arn,
+            "arn": arn,
+            "issuerArn": f"arn:{part}:iam::{account}:role/{role}",
+            "issuerName": role,
+            "issuerId": "AROA" + _hex(role, 17).upper(),
+            "sessionName": session,
+        }
+
+    def _eks_cluster(self, args: dict) -> dict:
+        name = str(args.get("name", ""))
+        region = str(args.get("region") or self.region)
+        issuer = f"https://oidc.eks.{region}.amazonaws.com/id/{_hex('eks/' + name, 32).upper()}"
+        return {
+            "id": name,
+            "name": name,
+            "arn": f"arn:{_aws_partition(region)}:eks:{region}:{AWS_ACCOUNT_ID}:cluster/{name}",
+            "identities": [{"oidcs": [{"issuer": issuer}]}],
+            "status": "ACTIVE",
+            "version": "1.31",
+        }
 
     def _gcs_service_account(self, args: dict) -> dict:
         project = args.get("project") or self.project
@@ -479,7 +616,8 @@ def _run_in_context(program: Callable[[], Any], config: StackConfig, mocks: Any)
     recording = Recording(project=config.project, stack=config.stack)
     if mocks is None:
         mocks = PlanMocks(
-            project=str(config.values.get("gcp:project", "")), region=str(config.values.get("gcp:region", ""))
+            project=str(config.values.get("gcp:project", "")),
+            region=str(config.values.get("gcp:region") or config.values.get("aws:region") or ""),
         )
     monitor = recording_monitor_class()(mocks, recording)
     pulumi.runtime.set_all_config(config.engine_config(), sorted(config.secret_keys))
@@ -819,10 +957,30 @@ def key_settings(resource: Mapping[str, Any]) -> list[str]:
         show("deletionPolicy", inputs.get("deletionPolicy"))
     elif type_ in ("gcp:monitoring/alertPolicy:AlertPolicy", "gcp:serviceaccount/account:Account"):
         show("displayName", inputs.get("displayName"))
+    elif type_ == "aws:s3/bucket:Bucket":
+        show("bucket", inputs.get("bucket"))
+        show("objectLock", inputs.get("objectLockEnabled"))
+    elif type_ == "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration":
+        retention = _get(inputs, "rule", "defaultRetention") or {}
+        show("mode", retention.get("mode"))
+        show("days", retention.get("days"))
+    elif type_ == "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration":
+        show("rules", [r.get("id") for r in inputs.get("rules") or []])
+    elif type_ == "aws:kms/key:Key":
+        show("rotationDays", inputs.get("rotationPeriodInDays"))
+    elif type_ == "aws:rds/instance:Instance":
+        show("backupRetentionDays", inputs.get("backupRetentionPeriod"))
+        show("deletionProtection", inputs.get("deletionProtection"))
+    elif type_ == "aws:secretsmanager/secret:Secret":
+        show("replicas", [r.get("region") for r in inputs.get("replicas") or []])
+    elif type_ in ("aws:iam/role:Role", "aws:cloudwatch/metricAlarm:MetricAlarm"):
+        show("name", inputs.get("name"))
     elif "IAM" in type_ or type_.endswith("IamMember"):
         show("role", inputs.get("role"))
     elif is_kubernetes_object(resource):
         show("namespace", _get(inputs, "metadata", "namespace"))
+    if type_.startswith("aws:"):
+        show("region", inputs.get("region"))
     for flag in ("protect", "retainOnDelete"):
         if options.get(flag):
             shown.append(flag)

@@ -1,0 +1,251 @@
+"""The AWS (EKS) implementation of `components.cloud.CloudBackend`.
+
+What survives what:
+- backup sets: an S3 bucket in aws:region, replicated to a bucket in dr.region (its own key, its own Object
+  Lock), so losing the primary region loses no set; Object Lock keeps every version for the recent window
+  even from the account root;
+- identities dumps: a Secrets Manager secret with a replica in dr.region, each under its own regional key;
+- RDS automated backups: replicated to dr.region under a DR key;
+- CometBFT EBS snapshots: regional, so the snapshot job copies each one to dr.region under a DR key.
+Every key is a customer-managed KMS key with 90-day rotation, protected from `pulumi destroy`.
+
+Regional resources name their region (`region=`, pulumi-aws 7's per-resource region) instead of going through
+a second provider: one provider and one set of credentials, and the plan shows where each resource lives.
+The job roles are IAM roles for service accounts (IRSA); the policy documents are in `policies.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import cast
+
+import pulumi
+import pulumi_aws as aws
+from pulumi_aws import iam, kms, secretsmanager
+
+from components.aws import alerts, policies, rds, s3
+from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
+from components.naming import Names
+from components.settings import RdsPostgres, Settings
+
+KEY_ROTATION_DAYS = 90
+# The longest wait KMS allows between "schedule deletion" and the key (and every backup under it) being gone.
+KEY_DELETION_WINDOW_DAYS = 30
+# Likewise for the identities secret: a DeleteSecret can be undone for 30 days.
+SECRET_RECOVERY_DAYS = 30
+ROLE_SESSION_SECONDS = 3600
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+
+
+class AwsBackend:
+    name = "aws"
+    default_snapshot_driver = "ebs.csi.aws.com"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.node = settings.node.name
+        self.names = Names(self.node)
+        self.region = settings.aws.region
+        self.dr_region = settings.dr.region
+        self.partition = policies.partition(self.region)
+        self.cluster = settings.aws.irsa
+        self._keys: dict[str, kms.Key] = {}
+        self._store: s3.S3Store | None = None
+        self._secret: secretsmanager.Secret | None = None
+
+    # --- account and cluster ----------------------------------------------------------------------------
+    @functools.cached_property
+    def caller(self) -> pulumi.Output[aws.GetCallerIdentityResult]:
+        return aws.get_caller_identity_output()
+
+    @property
+    def account(self) -> pulumi.Output[str]:
+        return self.caller.account_id
+
+    @functools.cached_property
+    def oidc_issuer(self) -> pulumi.Output[str]:
+        """The cluster's OIDC issuer without https://, as IRSA condition keys spell it."""
+        if self.cluster.oidc_provider:
+            return pulumi.Output.from_input(self.cluster.oidc_provider)
+        # Looked up only when not pinned in the config (the EKS SDK module costs start-up time).
+        from pulumi_aws import eks
+
+        cluster = eks.get_cluster_output(name=self.cluster.cluster_name, region=self.region)
+        return cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer.removeprefix("https://"))
+
+    def tags(self, purpose: str) -> dict[str, str]:
+        return {policies.NODE_TAG: self.node, "svbackups-purpose": purpose, "managed-by": "sv-backups"}
+
+    # --- keys -------------------------------------------------------------------------------------------
+    def key(
+        self, region: str, purpose: str, parent: pulumi.Resource, *service_statements: Callable[[str], dict]
+    ) -> kms.Key:
+        """One key per region and purpose: a regional service can only use a key of its own region.
+        `service_statements` build (from the account id) key-policy statements for AWS services that must use
+        the key as themselves."""
+        cache_key = f"{region}/{purpose}"
+        if cache_key not in self._keys:
+            key = kms.Key(
+                self.names.resource("key", purpose, region),
+                description=f"sv-backups {self.node}: {purpose} ({region})",
+                enable_key_rotation=True,
+                rotation_period_in_days=KEY_ROTATION_DAYS,
+                deletion_window_in_days=KEY_DELETION_WINDOW_DAYS,
+                policy=self.account.apply(
+                    lambda account: policies.to_json(
+                        policies.key_policy(self.partition, account, *(build(account) for build in service_statements))
+                    )
+                ),
+                region=region,
+                tags=self.tags(purpose),
+                # Destroying a key destroys every backup encrypted with it.
+                opts=pulumi.ResourceOptions(parent=parent, protect=True),
+            )
+            kms.Alias(
+                self.names.resource("key", purpose, region, "alias"),
+                name=f"alias/sv-backups/{self.node}/{purpose}",
+                target_key_id=key.key_id,
+                region=region,
+                opts=pulumi.ResourceOptions(parent=key),
+            )
+            self._keys[cache_key] = key
+        return self._keys[cache_key]
+
+    # --- snapshots --------------------------------------------------------------------------------------
+    def snapshot_class_parameters(self) -> dict[str, str]:
+        # The EBS CSI driver tags each snapshot: the snapshot job may delete only snapshots with this tag.
+        return {
+            "tagSpecification_1": f"{policies.NODE_TAG}={self.node}",
+            "tagSpecification_2": "svbackups-purpose=cometbft",
+        }
+
+    def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies:
+        identity = self.workload_identity("cometbft-snapshot", k8s_service_account, parent=parent)
+        dr_key = self.key(self.dr_region, "ebs", parent)
+        iam.RolePolicy(
+            self.names.resource("cometbft-snapshot", "copier"),
+            role=self._role(identity).name,
+            policy=pulumi.Output.all(self.account, dr_key.arn).apply(
+                lambda args: policies.to_json(
+                    policies.snapshot_copier(self.partition, args[0], self.node, self.region, self.dr_region, args[1])
+                )
+            ),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        # The job implements exactly these two flags (docs/contracts.md section 2).
+        return SnapshotCopies(
+            job_args=["--copy-to-region", self.dr_region, "--copy-kms-key", dr_key.arn],
+            service_account_annotations=identity.service_account_annotations,
+        )
+
+    # --- object storage ---------------------------------------------------------------------------------
+    def backup_store(self, *, parent: pulumi.Resource) -> BackupStore:
+        self._store = s3.declare_store(self, parent=parent)
+        return self._store.store
+
+    def allow_object_writes(self, store: BackupStore, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
+        assert self._store is not None and store is self._store.store, "backup_store() declares the store first"
+        bucket, key, prefix = self._store.bucket, self._store.key, self.settings.storage.prefix
+        iam.RolePolicy(
+            self.names.resource("backups", "object-writer"),
+            role=self._role(identity).name,
+            policy=pulumi.Output.all(bucket.arn, key.arn).apply(
+                lambda arns: policies.to_json(policies.object_writer(arns[0], prefix, arns[1], self.region))
+            ),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+
+    # --- identities -------------------------------------------------------------------------------------
+    def workload_identity(self, purpose: str, k8s_service_account: str, *, parent: pulumi.Resource) -> WorkloadIdentity:
+        """An IAM role that tokens of exactly one ServiceAccount of the node's namespace may assume (IRSA)."""
+        namespace = self.settings.node.namespace
+        role = iam.Role(
+            self.names.resource(purpose, "role"),
+            name=self.names.resource(purpose),
+            path=policies.jobs_path(self.node),
+            description=f"sv-backups {self.node} {purpose}: {namespace}/{k8s_service_account} (IRSA)",
+            assume_role_policy=pulumi.Output.all(self.account, self.oidc_issuer).apply(
+                lambda args: policies.to_json(
+                    policies.irsa_trust(
+                        policies.oidc_provider_arn(self.partition, args[0], args[1]),
+                        args[1],
+                        namespace,
+                        k8s_service_account,
+                    )
+                )
+            ),
+            max_session_duration=ROLE_SESSION_SECONDS,
+            tags=self.tags(purpose),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        return WorkloadIdentity(member=role.arn, service_account_annotations={IRSA_ANNOTATION: role.arn}, resource=role)
+
+    @staticmethod
+    def _role(identity: WorkloadIdentity) -> iam.Role:
+        return cast(iam.Role, identity.resource)
+
+    def identities_secret(self, *, parent: pulumi.Resource) -> SecretSlot:
+        key = self.key(self.region, "secrets", parent)
+        dr_key = self.key(self.dr_region, "secrets", parent)
+        secret = secretsmanager.Secret(
+            self.names.resource("identities-dump"),
+            name=self.names.identities_secret(),
+            description=f"sv-backups {self.node}: node identities dumps (one version per distinct dump)",
+            kms_key_id=key.arn,
+            replicas=[secretsmanager.SecretReplicaArgs(region=self.dr_region, kms_key_id=dr_key.arn)],
+            force_overwrite_replica_secret=False,
+            recovery_window_in_days=SECRET_RECOVERY_DAYS,
+            region=self.region,
+            tags=self.tags("identities"),
+            # Deleting the secret deletes every stored identities dump: the node's keys.
+            opts=pulumi.ResourceOptions(parent=parent, protect=True),
+        )
+        # Who deploys keeps managing the secret (its policy, tags, replicas), whatever role that is.
+        deployer = iam.get_session_context_output(arn=self.caller.arn).issuer_arn
+        restore_roles = list(self.cluster.restore_role_arns)
+        secretsmanager.SecretPolicy(
+            self.names.resource("identities-dump", "policy"),
+            secret_arn=secret.arn,
+            policy=deployer.apply(lambda arn: policies.to_json(policies.secret_resource_policy(restore_roles, [arn]))),
+            block_public_policy=True,
+            region=self.region,
+            # Removing it from the program must not open the secret up.
+            opts=pulumi.ResourceOptions(parent=secret, retain_on_delete=True),
+        )
+        self._secret = secret
+        return SecretSlot(
+            id=secret.arn,
+            url=pulumi.Output.concat("awssm://", self.region, "/", secret.name),
+            resource=secret,
+        )
+
+    def allow_secret_version_adds(
+        self, secret: SecretSlot, identity: WorkloadIdentity, *, parent: pulumi.Resource
+    ) -> None:
+        assert self._secret is not None and secret.resource is self._secret, "identities_secret() comes first"
+        regions = (self.region, self.dr_region)
+        keys = [self._keys[f"{region}/secrets"].arn for region in regions]
+        iam.RolePolicy(
+            self.names.resource("identities-dump", "version-adder"),
+            role=self._role(identity).name,
+            policy=pulumi.Output.all(secret.id, *keys).apply(
+                lambda arns: policies.to_json(
+                    policies.secret_writer(
+                        {region: policies.in_region(arns[0], region) for region in regions},
+                        dict(zip(regions, arns[1:], strict=True)),
+                        self.region,
+                    )
+                )
+            ),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+
+    # --- managed Postgres and alerts: their own modules ----------------------------------------------
+    def managed_postgres(
+        self, role: str, instance: RdsPostgres, identity: WorkloadIdentity, *, parent: pulumi.Resource
+    ) -> PostgresEndpoint:
+        return rds.adopt_instance(self, role, instance, parent=parent)
+
+    def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
+        return alerts.declare_alerts(self, specs, parent=parent)
