@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .props import UNKNOWN, get, labels, namespace_of
+from .props import K8S_SERVICE_ACCOUNT, SECRET_PURPOSE, UNKNOWN, get, labels, namespace_of
 from .rule import StackResource
+from .stack_rules import backup_ksas
 
 # --- types ----------------------------------------------------------------------------------------------
 
@@ -368,3 +369,51 @@ def _attaches(resource: StackResource, role: StackResource, names: tuple) -> boo
 
 def service_account_key(ksa: StackResource) -> tuple[str, Any]:
     return namespace_of(ksa.props), get(ksa.props, "metadata", "name")
+
+
+def job_roles(resources: list[StackResource]) -> list[tuple[StackResource, object, StackResource | None]]:
+    """(ServiceAccount, IRSA role ARN it is annotated with, the stack's role of that ARN or None) for every
+    backup ServiceAccount that has an IRSA role."""
+    roles = [r for r in resources if r.type == IAM_ROLE]
+    ksas = backup_ksas(resources)
+    found = []
+    for resource in resources:
+        if resource.type == K8S_SERVICE_ACCOUNT and service_account_key(resource) in ksas:
+            arn, role = annotated_role(resource, roles)
+            if arn is not None:
+                found.append((resource, arn, role))
+    return found
+
+
+def federated(role: StackResource) -> bool:
+    """A role that web identities (Kubernetes ServiceAccount tokens) may assume."""
+    statements = policy_document(role.props.get("assumeRolePolicy"))
+    if not isinstance(statements, list):
+        return False
+    return any(
+        "Federated" in (s.principals or {}) or covers(s.actions, "sts:AssumeRoleWithWebIdentity")
+        for s in statements
+        if s.effect == "Allow"
+    )
+
+
+def pod_roles(resources: list[StackResource]) -> list[StackResource]:
+    """The roles backup pods act as: those a backup ServiceAccount is annotated with, and every role of the stack
+    that web identities may assume."""
+    found = {role.urn: role for _ksa, _arn, role in job_roles(resources) if role is not None}
+    for resource in resources:
+        if resource.type == IAM_ROLE and federated(resource):
+            found.setdefault(resource.urn, resource)
+    return list(found.values())
+
+
+def allows(statement: Statement, action: str) -> bool:
+    if statement.effect != "Allow":
+        return False
+    if statement.not_actions is not None:
+        return not covers(statement.not_actions, action)
+    return covers(statement.actions, action)
+
+
+def identities_secrets(resources: list[StackResource]) -> list[StackResource]:
+    return [r for r in resources if r.type == AWS_SECRET and tags(r.props).get(SECRET_PURPOSE) == "identities"]

@@ -1,16 +1,18 @@
-"""Rules on single AWS resources: the identities secret, RDS instances, KMS keys, resource policies."""
+"""Rules on the AWS resources: the identities secret, RDS instances and their backups' replication, resource
+policies."""
 
 from __future__ import annotations
 
 import re
 
-from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
+from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
 from .aws_resources import (
     AWS_SECRET,
     BUCKET_POLICY,
     IAM_ROLE,
     KMS_KEY,
+    RDS_BACKUP_REPLICATION,
     RDS_INSTANCE,
     S3_BUCKET_TYPES,
     SECRET_POLICY,
@@ -18,10 +20,12 @@ from .aws_resources import (
     Statement,
     is_everyone,
     policy_document,
+    refers_to,
+    region_of,
     tags,
 )
 from .props import SECRET_PURPOSE, UNKNOWN, as_number, path_segments, plain
-from .rule import ADVISORY, resource_rule
+from .rule import StackResource, resource_rule, stack_rule
 
 DAY = 86400
 
@@ -191,51 +195,6 @@ rds_backups_protected = resource_rule(
 )
 
 
-# --- KMS ------------------------------------------------------------------------------------------------
-
-MAX_ROTATION_DAYS = 90
-
-
-def _check_rotation(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
-    maximum = float(args.get_config().get("maxRotationDays", MAX_ROTATION_DAYS))
-    enabled = props.get("enableKeyRotation")
-    if enabled is UNKNOWN:
-        return
-    if enabled is not True:
-        report(
-            f"KMS key '{args.name}': enableKeyRotation is {enabled}; the key material never rotates. Fix: set "
-            f"enable_key_rotation=True and rotation_period_in_days <= {maximum:g}."
-        )
-        return
-    raw = props.get("rotationPeriodInDays")
-    days = 365.0 if raw is None else as_number(raw)
-    if days is not None and days > maximum:
-        shown = "unset (AWS rotates every 365 days)" if raw is None else f"{days:g} days"
-        report(
-            f"KMS key '{args.name}': rotationPeriodInDays is {shown}, longer than {maximum:g} days. Fix: set "
-            f"rotation_period_in_days to at most {maximum:g} (AWS allows 90 to 2560)."
-        )
-
-
-aws_kms_key_rotation = resource_rule(
-    "aws-kms-key-rotation",
-    "AWS KMS keys rotate at least every 90 days.",
-    types=[KMS_KEY],
-    check=_check_rotation,
-    level=ADVISORY,
-    severity=Severity.MEDIUM,
-    remediation="Set enableKeyRotation and rotationPeriodInDays <= 90.",
-    config={
-        "maxRotationDays": {
-            "type": "number",
-            "minimum": 90,
-            "default": MAX_ROTATION_DAYS,
-            "description": "Longest allowed rotation period, in days (AWS allows 90 to 2560).",
-        }
-    },
-)
-
-
 # --- resource policies ----------------------------------------------------------------------------------
 
 # Condition keys that limit a statement to principals or sources of named accounts, organisations or
@@ -306,9 +265,55 @@ aws_no_public_policies = resource_rule(
     remediation="Name the principals, or limit Principal '*' with aws:PrincipalAccount / aws:SourceAccount.",
 )
 
+# --- RDS automated backups ------------------------------------------------------------------------------
+
+MIN_REPLICATED_RETENTION_DAYS = 7
+
+
+def _check_rds_replication(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
+    replications = [r for r in resources if r.type == RDS_BACKUP_REPLICATION]
+    for instance in (r for r in resources if r.type == RDS_INSTANCE):
+        identifier = instance.props.get("identifier")
+        found = [
+            r
+            for r in replications
+            if refers_to(r, "sourceDbInstanceArn", instance)
+            or (isinstance(identifier, str) and str(r.props.get("sourceDbInstanceArn")).endswith(f":db:{identifier}"))
+        ]
+        where = f"RDS instance '{instance.name}' ({identifier})"
+        good = False
+        problems = []
+        for replication in found:
+            here, there = region_of(instance), region_of(replication)
+            days = as_number(replication.props.get("retentionPeriod"))
+            if UNKNOWN not in (here, there) and here == there:
+                problems.append(f"'{replication.name}' replicates to its own region {here or '(default)'}")
+            elif days is not None and days < MIN_REPLICATED_RETENTION_DAYS:
+                problems.append(f"'{replication.name}' keeps replicated backups {days:g} days")
+            else:
+                good = True
+        if not good:
+            report(
+                f"{where}: its automated backups are not replicated to another region "
+                f"({'; '.join(problems) or 'no InstanceAutomatedBackupsReplication names it'}): losing the region "
+                f"loses them. Fix: declare aws.rds.InstanceAutomatedBackupsReplication in sv-backups:dr.region with "
+                f"sourceDbInstanceArn the instance's ARN and retentionPeriod >= {MIN_REPLICATED_RETENTION_DAYS}.",
+                instance.urn,
+            )
+
+
+rds_backups_replicated = stack_rule(
+    "rds-backups-replicated",
+    "Every RDS instance's automated backups are replicated to another region (at least 7 days).",
+    check=_check_rds_replication,
+    severity=Severity.CRITICAL,
+    remediation="Declare aws.rds.InstanceAutomatedBackupsReplication in the DR region for each instance.",
+)
+
+
 POLICIES = [
     aws_identities_secret_cmk_replicated,
     aws_no_public_policies,
     rds_backups_protected,
-    aws_kms_key_rotation,
+    rds_backups_replicated,
 ]

@@ -1,4 +1,4 @@
-"""Rules on the GCP resources: the backup bucket, the identities secret, IAM grants, Cloud SQL, KMS keys."""
+"""Rules on the GCP resources: the backup bucket, the identities secret, IAM grants, Cloud SQL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
 from .props import (
     BUCKET,
-    CRYPTO_KEY,
     RECENT_SECONDS,
     SECRET,
     SECRET_PURPOSE,
@@ -449,47 +448,6 @@ cloudsql_backups_protected = resource_rule(
 )
 
 
-# --- KMS ------------------------------------------------------------------------------------------------
-
-MAX_ROTATION_DAYS = 90
-
-
-def _check_rotation(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
-    maximum = float(args.get_config().get("maxRotationDays", MAX_ROTATION_DAYS))
-    raw = props.get("rotationPeriod")
-    if raw is UNKNOWN:
-        return
-    seconds = as_number(raw)
-    if seconds is None:
-        report(
-            f"CryptoKey '{args.name}': no rotationPeriod; the key material never rotates. Fix: set "
-            f"rotationPeriod to at most '{int(maximum * DAY)}s' ({maximum:g} days)."
-        )
-    elif seconds > maximum * DAY:
-        report(
-            f"CryptoKey '{args.name}': rotationPeriod is {describe_seconds(seconds)}, longer than {maximum:g} "
-            f"days. Fix: set rotationPeriod to at most '{int(maximum * DAY)}s'."
-        )
-
-
-kms_key_rotation = resource_rule(
-    "kms-key-rotation",
-    "Cloud KMS keys rotate at least every 90 days.",
-    types=[CRYPTO_KEY],
-    check=_check_rotation,
-    level=ADVISORY,
-    severity=Severity.MEDIUM,
-    remediation="Set rotationPeriod to '7776000s' (90 days) or less.",
-    config={
-        "maxRotationDays": {
-            "type": "number",
-            "minimum": 1,
-            "default": MAX_ROTATION_DAYS,
-            "description": "Longest allowed rotation period, in days.",
-        }
-    },
-)
-
 POLICIES = [
     bucket_uniform_access,
     bucket_public_access_prevention,
@@ -501,5 +459,4 @@ POLICIES = [
     secret_writer_add_only,
     cloudsql_backups_protected,
     storage_class_transitions,
-    kms_key_rotation,
 ]

@@ -23,6 +23,8 @@ from pulumi_policy.proxy import (
     UNKNOWN_OBJECT_VALUE,
     UNKNOWN_STRING_VALUE,
     UnknownValueError,
+    _DictProxy,
+    _ListProxy,
 )
 
 _SENTINELS = {
@@ -75,6 +77,18 @@ UNKNOWN = _Unknown()
 
 def plain(value: Any) -> Any:
     """Props (possibly wrapped in CrossGuard's unknown-checking proxies) as plain dicts and lists."""
+    kind = type(value)
+    # The common shapes first, by exact type: every rule copies every resource's props, on every run.
+    if kind is _DictProxy or kind is dict:
+        inner = value._DictProxy__target if kind is _DictProxy else value
+        return {key: plain(item) for key, item in inner.items()}
+    if kind is _ListProxy or kind is list:
+        inner = value._ListProxy__target if kind is _ListProxy else value
+        return [plain(item) for item in inner]
+    if kind is str:
+        return UNKNOWN if value in _SENTINELS else value
+    if value is None or kind in (bool, int, float):
+        return value
     if isinstance(value, Mapping):
         inner = getattr(value, "_DictProxy__target", value)
         return {key: plain(item) for key, item in inner.items()}

@@ -8,6 +8,7 @@ from typing import Any
 from pulumi_policy import (
     EnforcementLevel,
     PolicyConfigSchema,
+    PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
@@ -81,6 +82,23 @@ class StackResource:
         self.property_dependencies = property_dependencies or {}
 
 
+def _stack_resource(resource: PolicyResource) -> StackResource:
+    """The plain view of a resource, made once per PolicyResource: every stack rule reads all of them, and the
+    offline checker hands the same PolicyResources to every rule."""
+    view = getattr(resource, "_svbackups_view", None)
+    if view is None:
+        view = StackResource(
+            resource.resource_type,
+            resource.name,
+            resource.urn,
+            plain(resource.props),
+            plain(resource.provider.props) if resource.provider is not None else None,
+            {key: [d.urn for d in deps] for key, deps in (resource.property_dependencies or {}).items()},
+        )
+        resource._svbackups_view = view
+    return view
+
+
 def stack_rule(
     name: str,
     description: str,
@@ -94,18 +112,7 @@ def stack_rule(
     """A StackValidationPolicy that runs `check` on every resource of the stack, props made plain."""
 
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
-        resources = [
-            StackResource(
-                r.resource_type,
-                r.name,
-                r.urn,
-                plain(r.props),
-                plain(r.provider.props) if r.provider is not None else None,
-                {key: [d.urn for d in deps] for key, deps in (r.property_dependencies or {}).items()},
-            )
-            for r in args.resources
-        ]
-        check(resources, args, report)
+        check([_stack_resource(r) for r in args.resources], args, report)
 
     return StackValidationPolicy(
         name=name,

@@ -268,7 +268,7 @@ def _providers(plan: dict) -> dict[str, PolicyProviderResource]:
     return found
 
 
-def _check_resources(policy: ResourceValidationPolicy, resources, config, verdict: Verdict, providers) -> None:
+def _check_resources(policy: ResourceValidationPolicy, resources, config, verdict: Verdict, props, providers) -> None:
     for resource in resources:
 
         def report(message: str, _urn: str | None = None, resource=resource) -> None:
@@ -276,7 +276,7 @@ def _check_resources(policy: ResourceValidationPolicy, resources, config, verdic
 
         args = ResourceValidationArgs(
             resource["type"],
-            _props(resource),
+            props[resource["urn"]],
             resource["urn"],
             resource["name"],
             _options(resource),
@@ -286,11 +286,11 @@ def _check_resources(policy: ResourceValidationPolicy, resources, config, verdic
         _run(policy.validate, args, report, verdict)
 
 
-def _check_stack(policy: StackValidationPolicy, resources, config, verdict: Verdict, providers) -> None:
-    by_urn = {r["urn"]: r for r in resources}
+def _stack_resources(resources, props, providers) -> list[PolicyResource]:
+    """The stack's resources as a stack policy sees them: parents, dependencies and property dependencies linked."""
     stack_resources = {
         r["urn"]: PolicyResource(
-            r["type"], _props(r), r["urn"], r["name"], _options(r), providers.get(r["urn"]), None, [], {}
+            r["type"], props[r["urn"]], r["urn"], r["name"], _options(r), providers.get(r["urn"]), None, [], {}
         )
         for r in resources
     }
@@ -302,17 +302,25 @@ def _check_stack(policy: StackValidationPolicy, resources, config, verdict: Verd
             key: [stack_resources[d] for d in urns if d in stack_resources]
             for key, urns in ((resource.get("options") or {}).get("propertyDependencies") or {}).items()
         }
+    return list(stack_resources.values())
+
+
+def _check_stack(policy: StackValidationPolicy, resources, config, verdict: Verdict, stack_resources) -> None:
+    by_urn = {r["urn"]: r for r in resources}
 
     def report(message: str, urn: str | None = None) -> None:
         verdict.violations.append(Violation(message, _label(by_urn[urn]) if urn in by_urn else "stack"))
 
-    _run(policy.validate, StackValidationArgs(list(stack_resources.values()), config), report, verdict)
+    _run(policy.validate, StackValidationArgs(stack_resources, config), report, verdict)
 
 
 def evaluate(plan: dict, config: dict[str, Any] | None = None) -> list[Verdict]:
     """One verdict per rule of the pack, in catalog order."""
     resources = plan.get("resources") or []
+    # Built once and shared by every rule: rules only read them (the pack builds the same per rule).
+    props = {r["urn"]: _props(r) for r in resources}
     providers = _providers(plan)
+    stack_resources = _stack_resources(resources, props, providers)
     verdicts = []
     for policy, (level, properties) in zip(POLICIES, resolve_config(config).values(), strict=True):
         verdict = Verdict(policy, level)
@@ -320,9 +328,9 @@ def evaluate(plan: dict, config: dict[str, Any] | None = None) -> list[Verdict]:
         if level == EnforcementLevel.DISABLED:
             continue
         if isinstance(policy, ResourceValidationPolicy):
-            _check_resources(policy, resources, properties, verdict, providers)
+            _check_resources(policy, resources, properties, verdict, props, providers)
         elif isinstance(policy, StackValidationPolicy):
-            _check_stack(policy, resources, properties, verdict, providers)
+            _check_stack(policy, resources, properties, verdict, stack_resources)
     return verdicts
 
 

@@ -1,10 +1,9 @@
-"""Stack rules on the AWS resources: what one S3 bucket, IAM role or RDS instance only shows with its side
-resources (public access block, versioning, Object Lock, lifecycle, bucket policy, replication; role policies;
-automated-backup replication), and the AWS profile of the cloud-neutral rules (`coverage_rules.py`).
+"""Stack rules on the S3 buckets: what a bucket only shows with its side resources (public access block, ownership,
+encryption, versioning, Object Lock, bucket policy, replication, lifecycle).
 
 Which buckets hold backups is read from what the jobs do: the Postgres CronJob's `--dest s3://<bucket>/<prefix>`
-names the primary store, its replication rule the DR copy. The windows come from the tags the program puts on
-the primary bucket (CrossGuard stack policies see resources, not stack outputs), as on GCP.
+names the primary store, its replication rule the DR copy. The windows come from the tags the program puts on the
+primary bucket (CrossGuard stack policies see resources, not stack outputs), as on GCP.
 """
 
 from __future__ import annotations
@@ -17,43 +16,32 @@ from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackV
 from components.retention import HISTORICAL_TIER, RECENT_TIER
 
 from .aws_resources import (
-    AWS_SECRET,
     BUCKET_ACL,
     BUCKET_POLICY,
     ENCRYPTION,
-    IAM_ROLE,
     LIFECYCLE,
-    LOG_METRIC_FILTER,
-    METRIC_ALARM,
     OBJECT_LOCK,
     OWNERSHIP_CONTROLS,
     PUBLIC_ACCESS_BLOCK,
-    RDS_BACKUP_REPLICATION,
-    RDS_INSTANCE,
     REPLICATION,
     VERSIONING,
     S3Bucket,
     Statement,
     action_matches,
-    annotated_role,
     bucket_arn,
     covers,
     is_everyone,
+    job_roles,
     policy_document,
-    refers_to,
     region_of,
     replication_targets,
     role_policies,
     s3_buckets,
-    service_account_key,
     tags,
     unset,
 )
-from .clouds import BackupAlert, Cloud
 from .props import (
-    K8S_SERVICE_ACCOUNT,
     RECENT_SECONDS,
-    SECRET_PURPOSE,
     UNKNOWN,
     as_number,
     describe_seconds,
@@ -61,7 +49,7 @@ from .props import (
     require_known,
 )
 from .rule import ADVISORY, StackResource, stack_rule
-from .stack_rules import backup_ksas, dest_prefixes
+from .stack_rules import dest_prefixes
 
 DAY = 86400
 
@@ -239,7 +227,11 @@ s3_bucket_cmk = stack_rule(
 )
 
 
-def _check_versioning(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
+MIN_SOFT_DELETE_DAYS = 7
+
+
+def _check_versioning(resources: list[StackResource], args: StackValidationArgs, report: ReportViolation) -> None:
+    minimum = float(args.get_config().get("minSoftDeleteDays", MIN_SOFT_DELETE_DAYS))
     for bucket in s3_buckets(resources):
         statuses = [get(v.props, "versioningConfiguration", "status") for v in bucket.of(VERSIONING)]
         if not statuses or any(not _enabled(s) for s in statuses):
@@ -250,14 +242,33 @@ def _check_versioning(resources: list[StackResource], _args: StackValidationArgs
                 f"with versioningConfiguration.status 'Enabled'.",
                 bucket.resource.urn,
             )
+        for rule in _lifecycle_rules(bucket):
+            if rule.enabled and rule.noncurrent_days is not None and rule.noncurrent_days < minimum:
+                report(
+                    f"{_where(bucket)}: {rule.shown} removes noncurrent versions after {rule.noncurrent_days:g} "
+                    f"days: a set deleted or overwritten by mistake is gone for good before anyone notices (the S3 "
+                    f"counterpart of GCS soft delete). Fix: set noncurrentVersionExpiration.noncurrentDays to at "
+                    f"least {minimum:g} (sv-backups:storage.softDelete).",
+                    rule.source.urn,
+                )
 
 
 s3_versioning_enabled = stack_rule(
     "s3-versioning-enabled",
-    "Every S3 bucket has versioning enabled.",
+    "Every S3 bucket has versioning enabled and keeps noncurrent versions (what a delete or overwrite leaves) for "
+    "at least 7 days.",
     check=_check_versioning,
     severity=Severity.CRITICAL,
-    remediation="Declare aws.s3.BucketVersioning with versioningConfiguration.status Enabled.",
+    remediation="Declare aws.s3.BucketVersioning with versioningConfiguration.status Enabled; expire noncurrent "
+    "versions after 7 days or more.",
+    config={
+        "minSoftDeleteDays": {
+            "type": "number",
+            "minimum": MIN_SOFT_DELETE_DAYS,
+            "default": MIN_SOFT_DELETE_DAYS,
+            "description": "Smallest allowed noncurrentVersionExpiration.noncurrentDays, in days (at least 7).",
+        }
+    },
 )
 
 
@@ -431,20 +442,6 @@ def _denies_to(statement: Statement, role_arn: str, action: str) -> bool:
     return role_arn in named.get("AWS", []) and not statement.conditions
 
 
-def _job_roles(resources: list[StackResource]) -> list[tuple[StackResource, object, StackResource | None]]:
-    """(ServiceAccount, IRSA role ARN it is annotated with, the stack's role of that ARN or None) for every
-    backup ServiceAccount that has an IRSA role."""
-    roles = [r for r in resources if r.type == IAM_ROLE]
-    ksas = backup_ksas(resources)
-    found = []
-    for resource in resources:
-        if resource.type == K8S_SERVICE_ACCOUNT and service_account_key(resource) in ksas:
-            arn, role = annotated_role(resource, roles)
-            if arn is not None:
-                found.append((resource, arn, role))
-    return found
-
-
 def _grants_s3(role: StackResource | None, resources: list[StackResource]) -> bool:
     """Whether a role's own policies allow any S3 action (or cannot be read, so they might)."""
     if role is None:
@@ -464,7 +461,7 @@ def _grants_s3(role: StackResource | None, resources: list[StackResource]) -> bo
 def _check_writer_deletes_denied(
     resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation
 ) -> None:
-    writers = [(ksa, arn) for ksa, arn, role in _job_roles(resources) if _grants_s3(role, resources)]
+    writers = [(ksa, arn) for ksa, arn, role in job_roles(resources) if _grants_s3(role, resources)]
     for backup in _backup_buckets(resources):
         if backup.source is not None:
             continue  # the DR copy is written by S3 replication only
@@ -645,23 +642,11 @@ def _lifecycle_rules(bucket: S3Bucket) -> list[LifecycleRule]:
     return found
 
 
-MIN_NONCURRENT_DAYS = 7
-
-
-def _check_history_kept(resources: list[StackResource], args: StackValidationArgs, report: ReportViolation) -> None:
-    minimum = float(args.get_config().get("minNoncurrentDays", MIN_NONCURRENT_DAYS))
+def _check_history_kept(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
     for backup in _backup_buckets(resources):
         bucket = backup.bucket
         prefixes = sorted(backup.prefixes)
         for rule in _lifecycle_rules(bucket):
-            if rule.enabled and rule.noncurrent_days is not None and rule.noncurrent_days < minimum:
-                report(
-                    f"{_where(bucket)}: {rule.shown} removes noncurrent versions after {rule.noncurrent_days:g} "
-                    f"days: a set deleted or hidden by mistake is gone for good before anyone notices (the S3 "
-                    f"analogue of soft delete). Fix: set noncurrentVersionExpiration.noncurrentDays to at least "
-                    f"{minimum:g} (sv-backups:storage.softDelete).",
-                    rule.source.urn,
-                )
             if not rule.expires_live:
                 continue
             if len(prefixes) != 1:
@@ -695,19 +680,11 @@ def _check_history_kept(resources: list[StackResource], args: StackValidationArg
 s3_lifecycle_never_deletes_history = stack_rule(
     "s3-lifecycle-never-deletes-history",
     "S3 lifecycle rules on the backup buckets expire live objects only inside the recent tier '<prefix>recent/' "
-    "the Postgres CronJob writes to, and keep noncurrent versions for at least 7 days.",
+    "the Postgres CronJob writes to, never historical backup sets.",
     check=_check_history_kept,
     severity=Severity.CRITICAL,
     remediation="Give every Expiration a filter.prefix inside '<prefix>recent/' (from the Postgres --dest "
-    "s3://<bucket>/<prefix>); set noncurrentVersionExpiration.noncurrentDays >= 7.",
-    config={
-        "minNoncurrentDays": {
-            "type": "number",
-            "minimum": MIN_NONCURRENT_DAYS,
-            "default": MIN_NONCURRENT_DAYS,
-            "description": "Smallest allowed noncurrentVersionExpiration.noncurrentDays (at least 7).",
-        }
-    },
+    "s3://<bucket>/<prefix>).",
 )
 
 
@@ -806,499 +783,6 @@ s3_storage_class_transitions = stack_rule(
 )
 
 
-# --- IAM: what the job roles may do -----------------------------------------------------------------------
-
-# Whoever holds one of these can delete backups, or lift what keeps them: no role of the stack may be allowed
-# any of them (AWS's own list of object deletions, lock and protection changes, and delete replication).
-DESTRUCTIVE_S3_ACTIONS = (
-    "s3:DeleteObject",
-    "s3:DeleteObjectVersion",
-    "s3:DeleteObjectTagging",
-    "s3:DeleteObjectVersionTagging",
-    "s3:DeleteBucket",
-    "s3:DeleteBucketPolicy",
-    "s3:PutObjectRetention",
-    "s3:PutObjectLegalHold",
-    "s3:BypassGovernanceRetention",
-    "s3:PutLifecycleConfiguration",
-    "s3:PutBucketPolicy",
-    "s3:PutBucketVersioning",
-    "s3:PutBucketObjectLockConfiguration",
-    "s3:PutReplicationConfiguration",
-    "s3:PutEncryptionConfiguration",
-    "s3:PutBucketPublicAccessBlock",
-    "s3:PutBucketOwnershipControls",
-    "s3:PutBucketAcl",
-    "s3:PutObjectAcl",
-    "s3:PutObjectVersionAcl",
-    "s3:ReplicateDelete",
-)
-# Actions that would let a job role become another principal or rewrite permissions (the AWS analogue of the
-# GCP act-as roles), or destroy the keys every backup is encrypted with.
-ESCALATION_ACTIONS = (
-    "iam:PassRole",
-    "iam:CreatePolicyVersion",
-    "iam:PutRolePolicy",
-    "iam:AttachRolePolicy",
-    "iam:UpdateAssumeRolePolicy",
-    "iam:CreateAccessKey",
-    "sts:AssumeRole",
-    "kms:ScheduleKeyDeletion",
-    "kms:DisableKey",
-    "kms:PutKeyPolicy",
-    "kms:CreateGrant",
-)
-SECRET_WRITER_ACTION = "secretsmanager:PutSecretValue"
-
-
-def _federated(role: StackResource) -> bool:
-    """A role that web identities (Kubernetes ServiceAccount tokens) may assume."""
-    statements = policy_document(role.props.get("assumeRolePolicy"))
-    if not isinstance(statements, list):
-        return False
-    return any(
-        "Federated" in (s.principals or {}) or covers(s.actions, "sts:AssumeRoleWithWebIdentity")
-        for s in statements
-        if s.effect == "Allow"
-    )
-
-
-def _pod_roles(resources: list[StackResource]) -> list[StackResource]:
-    """The roles backup pods act as: those a backup ServiceAccount is annotated with, and every role of the stack
-    that web identities may assume."""
-    found = {role.urn: role for _ksa, _arn, role in _job_roles(resources) if role is not None}
-    for resource in resources:
-        if resource.type == IAM_ROLE and _federated(resource):
-            found.setdefault(resource.urn, resource)
-    return list(found.values())
-
-
-def _allows(statement: Statement, action: str) -> bool:
-    if statement.effect != "Allow":
-        return False
-    if statement.not_actions is not None:
-        return not covers(statement.not_actions, action)
-    return covers(statement.actions, action)
-
-
-def _check_roles_cannot_delete(
-    resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation
-) -> None:
-    pod_roles = {r.urn for r in _pod_roles(resources)}
-    for role in (r for r in resources if r.type == IAM_ROLE):
-        for policy in role_policies(role, resources):
-            where = f"IAM role '{role.name}': {policy.what}"
-            if policy.statements is None:
-                report(
-                    f"{where} cannot be reviewed here (an AWS-managed or foreign policy, or not a policy "
-                    f"document): it may allow deleting backups. Fix: grant the role's permissions as policies of "
-                    f"this stack (components/aws/policies.py).",
-                    policy.source.urn,
-                )
-                continue
-            statements = require_known(policy.statements, f"{policy.source.name}.policy")
-            denied = [a for a in DESTRUCTIVE_S3_ACTIONS if any(_allows(s, a) for s in statements)]
-            if denied:
-                report(
-                    f"{where} allows {', '.join(denied)}: the role can delete backups or lift their protection "
-                    f"(versioning, Object Lock, lifecycle, bucket policy), and only lifecycle rules may delete "
-                    f"backups. Fix: allow only what the jobs call (s3:PutObject, s3:GetObject, s3:ListBucket, "
-                    f"s3:AbortMultipartUpload...), never s3:Delete*, s3:Put*Configuration, s3:PutBucketPolicy, "
-                    f"s3:BypassGovernanceRetention, 's3:*' or '*'.",
-                    policy.source.urn,
-                )
-            if role.urn not in pod_roles:
-                continue
-            escalations = [a for a in ESCALATION_ACTIONS if any(_allows(s, a) for s in statements)]
-            wildcards = sorted(
-                {
-                    str(a)
-                    for s in statements
-                    if s.effect == "Allow"
-                    for a in (s.actions if s.not_actions is None else ["NotAction"])
-                    if a == "NotAction" or str(a) == "*" or str(a).endswith(":*")
-                }
-            )
-            if escalations or wildcards:
-                shown = ", ".join([*wildcards, *escalations])
-                report(
-                    f"{where} allows {shown} to a backup job: a whole service (or every action but some), or acting "
-                    f"as another principal, rewriting permissions or destroying keys, which reaches past what the "
-                    f"job does. Fix: list the job's actions one by one (components/aws/policies.py).",
-                    policy.source.urn,
-                )
-
-
-aws_roles_cannot_delete = stack_rule(
-    "aws-roles-cannot-delete",
-    "No IAM role of the stack may delete backups or lift their protection; backup job roles get no service-wide "
-    "wildcard, no NotAction, no role chaining, IAM writes or key destruction.",
-    check=_check_roles_cannot_delete,
-    severity=Severity.CRITICAL,
-    remediation="Grant the job roles only the actions the jobs call (components/aws/policies.py).",
-)
-
-
-def _whole_service(resource) -> bool:
-    """A resource pattern that names every secret (or everything) rather than one secret."""
-    return resource == "*" or (isinstance(resource, str) and resource.split(":")[-1] in ("*", "secret:*"))
-
-
-def _check_secret_writer(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    for role in _pod_roles(resources):
-        for policy in role_policies(role, resources):
-            if not isinstance(policy.statements, list):
-                continue  # aws-roles-cannot-delete reports what cannot be reviewed
-            for statement in policy.statements:
-                if statement.effect != "Allow":
-                    continue
-                where = f"IAM role '{role.name}': {policy.what} {statement.sid}"
-                patterns = statement.actions if statement.not_actions is None else ["NotAction"]
-                extra = [
-                    str(a)
-                    for a in patterns
-                    if str(a).lower().startswith("secretsmanager:") and str(a).lower() != SECRET_WRITER_ACTION.lower()
-                ]
-                if extra:
-                    report(
-                        f"{where} allows {', '.join(extra)}. The identities writer may only add versions: reading "
-                        f"(GetSecretValue) returns the node's private keys, and deleting, rotating or changing the "
-                        f"policy can destroy the stored dumps. Fix: allow {SECRET_WRITER_ACTION} only.",
-                        policy.source.urn,
-                    )
-                if _allows(statement, SECRET_WRITER_ACTION) and (
-                    statement.not_resources is not None or any(_whole_service(r) for r in statement.resources)
-                ):
-                    report(
-                        f"{where} allows {SECRET_WRITER_ACTION} on {statement.resources or 'NotResource'}, i.e. on "
-                        f"every secret: a backup job could overwrite any secret of the account. Fix: name the "
-                        f"identities secret's ARN as the Resource.",
-                        policy.source.urn,
-                    )
-
-
-aws_secret_writer_put_only = stack_rule(
-    "aws-secret-writer-put-only",
-    "Backup job roles may add versions to the identities secret (secretsmanager:PutSecretValue on that secret) and "
-    "no other Secrets Manager action.",
-    check=_check_secret_writer,
-    severity=Severity.CRITICAL,
-    remediation=f"Allow only {SECRET_WRITER_ACTION}, on the identities secret's ARN.",
-)
-
-
-# --- IRSA: who may act as a job role ------------------------------------------------------------------------
-
-_OIDC_PROVIDER = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/(?P<issuer>[^*?\s]+)$")
-_SUBJECT = re.compile(r"^system:serviceaccount:(?P<ns>[^:*?]+):(?P<sa>[^:*?]+)$")
-_AUDIENCE = "sts.amazonaws.com"
-
-
-def _check_irsa(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    ksas = backup_ksas(resources)
-    annotated = {}
-    for ksa, arn, role in _job_roles(resources):
-        annotated[service_account_key(ksa)] = role
-        if role is None and arn is not UNKNOWN:
-            report(
-                f"ServiceAccount '{get(ksa.props, 'metadata', 'name')}': annotated with IAM role {arn}, which this "
-                f"stack does not declare, so who may assume it and what it may do cannot be checked. Fix: declare "
-                f"the job's role in this stack (components/aws/).",
-                ksa.urn,
-            )
-    fix = (
-        "Fix: trust exactly one principal {Federated: <the cluster's OIDC provider ARN>} for "
-        "sts:AssumeRoleWithWebIdentity, with Condition StringEquals {<issuer>:sub: "
-        "'system:serviceaccount:<namespace>:<ksa>', <issuer>:aud: 'sts.amazonaws.com'}, <ksa> the "
-        "serviceAccountName of the role's backup CronJob (components/aws/policies.py irsa_trust)."
-    )
-    for role in _pod_roles(resources):
-        statements = require_known(policy_document(role.props.get("assumeRolePolicy")), f"{role.name}.assumeRolePolicy")
-        if statements is None:
-            report(f"IAM role '{role.name}': assumeRolePolicy is not a policy document. {fix}", role.urn)
-            continue
-        for statement in statements:
-            if statement.effect != "Allow":
-                continue
-            problem = _trust_problem(statement, role, ksas, annotated)
-            if problem:
-                report(
-                    f"IAM role '{role.name}' (a backup job's role): trust {statement.sid} {problem}; that lets "
-                    f"others act as the backup writer. {fix}",
-                    role.urn,
-                )
-
-
-def _trust_problem(statement: Statement, role: StackResource, ksas: set, annotated: dict) -> str | None:
-    if statement.not_principals is not None:
-        return "uses NotPrincipal (everyone but the listed principals)"
-    principals = statement.principals or {}
-    federated = principals.get("Federated", [])
-    if set(principals) != {"Federated"} or len(federated) != 1:
-        return f"trusts {principals or 'no principal'}, not exactly one OIDC provider"
-    provider = require_known(federated[0], f"{role.name}.assumeRolePolicy.Principal.Federated")
-    match = _OIDC_PROVIDER.match(str(provider))
-    if match is None:
-        return f"trusts {provider}, which is not an IAM OIDC provider ARN (arn:aws:iam::<account>:oidc-provider/...)"
-    if [str(a).lower() for a in statement.actions] != ["sts:assumerolewithwebidentity"]:
-        return f"allows {statement.actions}, not exactly sts:AssumeRoleWithWebIdentity"
-    issuer = match["issuer"]
-    subjects = statement.condition("StringEquals", f"{issuer}:sub")
-    audiences = statement.condition("StringEquals", f"{issuer}:aud")
-    if not subjects or len(subjects) != 1:
-        return (
-            f"does not limit {issuer}:sub with StringEquals to exactly one value (found {subjects or 'none'}): "
-            f"any ServiceAccount of the cluster (or several) may assume it"
-        )
-    if audiences != [_AUDIENCE]:
-        return f"does not require StringEquals {issuer}:aud = {_AUDIENCE} (found {audiences or 'none'})"
-    subject = _SUBJECT.match(str(subjects[0]))
-    if subject is None:
-        return f"names subject '{subjects[0]}', not system:serviceaccount:<namespace>:<name>"
-    key = (subject["ns"], subject["sa"])
-    if subject["sa"] == "default":
-        return f"names the 'default' ServiceAccount of namespace '{subject['ns']}', which every pod without one runs as"
-    if key not in ksas:
-        return (
-            f"names ServiceAccount '{'/'.join(key)}', which no backup CronJob runs as (they run as "
-            f"{sorted('/'.join(k) for k in ksas) or 'none'})"
-        )
-    owner = annotated.get(key)
-    if owner is not None and owner.urn != role.urn:
-        return (
-            f"names ServiceAccount '{'/'.join(key)}', which is annotated with role '{owner.name}': that job would get "
-            f"this role's rights on top of its own"
-        )
-    return None
-
-
-irsa_trust_backup_ksa = stack_rule(
-    "irsa-trust-backup-ksa",
-    "Only its backup CronJob's own Kubernetes ServiceAccount can assume a backup job's IAM role: one OIDC provider, "
-    "sts:AssumeRoleWithWebIdentity, StringEquals on :sub (one system:serviceaccount:<ns>:<ksa>) and :aud.",
-    check=_check_irsa,
-    severity=Severity.CRITICAL,
-    remediation="Trust the cluster's OIDC provider with StringEquals <issuer>:sub = "
-    "system:serviceaccount:<namespace>:<ksa> and <issuer>:aud = sts.amazonaws.com (components/aws/policies.py).",
-)
-
-
-# --- the identities secret's resource policy ----------------------------------------------------------------
-
-_NAMED_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[^*?]+$")
-_EXEMPTING = ("ArnNotEquals", "ArnNotLike", "StringNotEquals", "StringNotLike")
-SECRET_GUARDED_ACTIONS = ("secretsmanager:GetSecretValue", "secretsmanager:DeleteSecret")
-
-
-def _identities_secrets(resources: list[StackResource]) -> list[StackResource]:
-    return [r for r in resources if r.type == AWS_SECRET and tags(r.props).get(SECRET_PURPOSE) == "identities"]
-
-
-def _check_secret_policy(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    policies = [r for r in resources if r.type == "aws:secretsmanager/secretPolicy:SecretPolicy"]
-    for secret in _identities_secrets(resources):
-        sources = [p for p in policies if refers_to(p, "secretArn", secret, secret.props.get("name"))]
-        documents = [(p.name, p.props.get("policy")) for p in sources]
-        if not unset(secret.props.get("policy")):
-            documents.append((secret.name, secret.props.get("policy")))
-        statements = []
-        for name, raw in documents:
-            parsed = require_known(policy_document(raw), f"{name}.policy")
-            statements.extend(parsed or [])
-        open_actions = [a for a in SECRET_GUARDED_ACTIONS if not any(_guards(s, a) for s in statements)]
-        if open_actions:
-            report(
-                f"Secret '{secret.name}' (identities dumps): no resource policy statement denies "
-                f"{', '.join(open_actions)} to everyone but named restore roles, so any principal of the account "
-                f"that IAM allows (an admin, a broad role) can read the node's private keys or delete every dump. "
-                f"Fix: attach an aws.secretsmanager.SecretPolicy with Effect Deny, Principal '*', those actions, and "
-                f"Condition ArnNotLike aws:PrincipalArn [the restore roles] (sv-backups:aws.restoreRoleArns).",
-                secret.urn,
-            )
-
-
-def _guards(statement: Statement, action: str) -> bool:
-    """A Deny of `action` to everyone, exempting only named roles by aws:PrincipalArn."""
-    if statement.effect != "Deny" or not is_everyone(statement.principals) or not covers(statement.actions, action):
-        return False
-    keys = {(op, key) for op, entries in statement.conditions.items() for key in entries}
-    if not keys:
-        return True
-    if len(keys) != 1 or next(iter(keys))[1] != "aws:principalarn" or next(iter(keys))[0] not in _EXEMPTING:
-        return False
-    exempted = next(iter(statement.conditions.values()))["aws:principalarn"]
-    return bool(exempted) and all(v is UNKNOWN or _NAMED_ROLE.match(str(v)) for v in exempted)
-
-
-aws_identities_secret_policy = stack_rule(
-    "aws-identities-secret-policy",
-    "The identities secret's resource policy denies reading and deleting it to everyone but named restore roles.",
-    check=_check_secret_policy,
-    severity=Severity.CRITICAL,
-    remediation="Attach a SecretPolicy denying secretsmanager:GetSecretValue and DeleteSecret to Principal '*' "
-    "with Condition ArnNotLike aws:PrincipalArn the restore roles.",
-)
-
-
-# --- RDS automated backups ------------------------------------------------------------------------------
-
-MIN_REPLICATED_RETENTION_DAYS = 7
-
-
-def _check_rds_replication(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    replications = [r for r in resources if r.type == RDS_BACKUP_REPLICATION]
-    for instance in (r for r in resources if r.type == RDS_INSTANCE):
-        identifier = instance.props.get("identifier")
-        found = [
-            r
-            for r in replications
-            if refers_to(r, "sourceDbInstanceArn", instance)
-            or (isinstance(identifier, str) and str(r.props.get("sourceDbInstanceArn")).endswith(f":db:{identifier}"))
-        ]
-        where = f"RDS instance '{instance.name}' ({identifier})"
-        good = False
-        problems = []
-        for replication in found:
-            here, there = region_of(instance), region_of(replication)
-            days = as_number(replication.props.get("retentionPeriod"))
-            if UNKNOWN not in (here, there) and here == there:
-                problems.append(f"'{replication.name}' replicates to its own region {here or '(default)'}")
-            elif days is not None and days < MIN_REPLICATED_RETENTION_DAYS:
-                problems.append(f"'{replication.name}' keeps replicated backups {days:g} days")
-            else:
-                good = True
-        if not good:
-            report(
-                f"{where}: its automated backups are not replicated to another region "
-                f"({'; '.join(problems) or 'no InstanceAutomatedBackupsReplication names it'}): losing the region "
-                f"loses them. Fix: declare aws.rds.InstanceAutomatedBackupsReplication in sv-backups:dr.region with "
-                f"sourceDbInstanceArn the instance's ARN and retentionPeriod >= {MIN_REPLICATED_RETENTION_DAYS}.",
-                instance.urn,
-            )
-
-
-rds_backups_replicated = stack_rule(
-    "rds-backups-replicated",
-    "Every RDS instance's automated backups are replicated to another region (at least 7 days).",
-    check=_check_rds_replication,
-    severity=Severity.CRITICAL,
-    remediation="Declare aws.rds.InstanceAutomatedBackupsReplication in the DR region for each instance.",
-)
-
-
-# --- the AWS profile of the cloud-neutral rules -------------------------------------------------------------
-
-ALERT_KIND, ALERT_TYPE = "svbackups-kind", "svbackups-alert"
-
-
-def _alarm_metrics(alarm: StackResource) -> list[tuple]:
-    """(namespace, metric name) the alarm watches, directly or through its metric queries."""
-    metrics = [(alarm.props.get("namespace"), alarm.props.get("metricName"))]
-    for query in alarm.props.get("metricQueries") or []:
-        if isinstance(query, dict) and isinstance(query.get("metric"), dict):
-            metrics.append((get(query, "metric", "namespace"), get(query, "metric", "metricName")))
-    return [m for m in metrics if m != (None, None)]
-
-
-def _aws_alerts(resources: list[StackResource]) -> list[BackupAlert]:
-    produced = {
-        (get(f.props, "metricTransformation", "namespace"), get(f.props, "metricTransformation", "name"))
-        for f in resources
-        if f.type == LOG_METRIC_FILTER
-    }
-    found = []
-    for alarm in resources:
-        alarm_tags = tags(alarm.props)
-        if alarm.type != METRIC_ALARM or ALERT_KIND not in alarm_tags:
-            continue
-        kind, alert_type = alarm_tags.get(ALERT_KIND), alarm_tags.get(ALERT_TYPE)
-        where = f"MetricAlarm '{alarm.name}'"
-        defects = []
-        if alarm.props.get("actionsEnabled") is False:
-            defects.append(
-                f"{where}: actionsEnabled is false, so the {kind} {alert_type} alarm never notifies anyone. Fix: "
-                f"remove actions_enabled=False."
-            )
-        missing = alarm.props.get("treatMissingData")
-        if alert_type == "stale" and missing not in ("breaching", UNKNOWN):
-            defects.append(
-                f"{where}: treatMissingData is {missing or 'unset (missing)'}: when the {kind} job stops running "
-                f"it logs nothing, its metric has no data, and the stale alarm stays quiet. Fix: set "
-                f"treat_missing_data='breaching'."
-            )
-        metrics = _alarm_metrics(alarm)
-        unfed = [m for m in metrics if UNKNOWN not in m and m not in produced]
-        if not metrics or unfed:
-            shown = ", ".join("/".join(map(str, m)) for m in unfed) or "no metric"
-            defects.append(
-                f"{where}: watches {shown}, which no LogMetricFilter of this stack produces, so it never sees a "
-                f"{kind} backup event. Fix: alarm on the metric of the LogMetricFilter that counts the jobs' "
-                f"'backup.completed' / 'backup.failed' events (components/monitoring.py BackupAlerts)."
-            )
-        actions = alarm.props.get("alarmActions")
-        notifies = None if actions is UNKNOWN else bool(actions)
-        found.append(BackupAlert(alarm, kind, alert_type, defects, notifies))
-    return found
-
-
-def _aws_missing_alert(kind: str, alert_type: str, what: str) -> str:
-    return (
-        f"No enabled CloudWatch MetricAlarm tagged {ALERT_KIND}={kind}, {ALERT_TYPE}={alert_type}: nobody is told "
-        f"about {what} of {kind}. Fix: declare it with components/monitoring.py BackupAlerts (one stale and one "
-        f"failed alarm per backup kind)."
-    )
-
-
-def _aws_silent_alert(alert: BackupAlert) -> str:
-    return (
-        f"MetricAlarm '{alert.resource.name}': no alarmActions, so the alarm only shows in the CloudWatch console. "
-        f"Fix: set sv-backups:monitoring.notificationChannels (SNS topic ARNs) or notificationEmails."
-    )
-
-
-def _aws_stores(resources: list[StackResource]) -> list[tuple[StackResource, dict]]:
-    return [
-        (b.resource, tags(b.resource.props)) for b in s3_buckets(resources) if RECENT_SECONDS in tags(b.resource.props)
-    ]
-
-
-def _aws_missing_store_label(bucket: StackResource, label: str) -> str:
-    return (
-        f"Bucket '{bucket.name}': tag {label} is missing, so the lifecycle rules cannot be checked against the "
-        f"windows. Fix: declare the bucket through the AWS backend's backup_store() (components/aws/), which tags "
-        f"it with the windows."
-    )
-
-
-def _aws_missing_backups(resources: list[StackResource]) -> list[str]:
-    missing = []
-    if not _aws_stores(resources):
-        missing.append(
-            f"No S3 bucket tagged {RECENT_SECONDS}: the backup bucket is missing or untagged, so the lifecycle "
-            f"rules cannot be checked against the windows. Fix: declare it with the AWS backend's backup_store() "
-            f"(components/aws/)."
-        )
-    if not _identities_secrets(resources):
-        missing.append(
-            f"No Secrets Manager secret tagged {SECRET_PURPOSE}=identities: identities dumps have nowhere to go (or "
-            f"the policies cannot recognise it). Fix: declare it with the AWS backend's identities_secret() "
-            f"(components/aws/)."
-        )
-    return missing
-
-
-AWS = Cloud(
-    name="aws",
-    packages=("aws",),
-    url_schemes=("s3", "awssm"),
-    alerts=_aws_alerts,
-    missing_alert=_aws_missing_alert,
-    silent_alert=_aws_silent_alert,
-    missing_backups=_aws_missing_backups,
-    stores=_aws_stores,
-    missing_store_label=_aws_missing_store_label,
-)
-
 POLICIES: list[StackValidationPolicy] = [
     s3_block_public_access,
     s3_bucket_owner_enforced,
@@ -1311,9 +795,4 @@ POLICIES: list[StackValidationPolicy] = [
     s3_lifecycle_never_deletes_history,
     s3_lifecycle_keeps_recent_window,
     s3_storage_class_transitions,
-    aws_roles_cannot_delete,
-    aws_secret_writer_put_only,
-    irsa_trust_backup_ksa,
-    aws_identities_secret_policy,
-    rds_backups_replicated,
 ]
