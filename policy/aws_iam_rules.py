@@ -14,6 +14,7 @@ from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackV
 
 from .aws_resources import (
     IAM_ROLE,
+    SECRET_POLICY,
     Statement,
     allows,
     covers,
@@ -77,6 +78,8 @@ ESCALATION_ACTIONS = (
     "kms:PutKeyPolicy",
 )
 SECRET_WRITER_ACTION = "secretsmanager:PutSecretValue"
+# Reading the node's keys back, and losing them: no job may, only the restore roles.
+SECRET_GUARDED_ACTIONS = ("secretsmanager:GetSecretValue", "secretsmanager:DeleteSecret")
 
 
 def _check_roles_cannot_delete(
@@ -84,7 +87,16 @@ def _check_roles_cannot_delete(
 ) -> None:
     job_role_urns = {r.urn for r in pod_roles(resources)}
     for role in (r for r in resources if r.type == IAM_ROLE):
-        for policy in role_policies(role, resources):
+        policies = role_policies(role, resources)
+        # An unconditional Deny in any of the role's policies wins over every Allow (IAM's evaluation order).
+        denials = [
+            s
+            for p in policies
+            if isinstance(p.statements, list)
+            for s in p.statements
+            if s.effect == "Deny" and not s.conditions and s.not_actions is None
+        ]
+        for policy in policies:
             where = f"IAM role '{role.name}': {policy.what}"
             if policy.statements is None:
                 report(
@@ -95,7 +107,11 @@ def _check_roles_cannot_delete(
                 )
                 continue
             statements = require_known(policy.statements, f"{policy.source.name}.policy")
-            denied = [a for a in DESTRUCTIVE_S3_ACTIONS if any(allows(s, a) for s in statements)]
+            denied = [
+                a
+                for a in DESTRUCTIVE_S3_ACTIONS
+                if any(allows(s, a) for s in statements) and not any(covers(d.actions, a) for d in denials)
+            ]
             if denied:
                 report(
                     f"{where} allows {', '.join(denied)}: the role can delete backups or lift their protection "
@@ -151,12 +167,13 @@ def _check_secret_writer(resources: list[StackResource], _args: StackValidationA
                 if statement.effect != "Allow":
                     continue
                 where = f"IAM role '{role.name}': {policy.what} {statement.sid}"
-                patterns = statement.actions if statement.not_actions is None else ["NotAction"]
-                extra = [
+                named = [
                     str(a)
-                    for a in patterns
+                    for a in statement.actions
                     if str(a).lower().startswith("secretsmanager:") and str(a).lower() != SECRET_WRITER_ACTION.lower()
                 ]
+                # Wildcards and NotAction: what they let through of the actions that read or destroy the dumps.
+                extra = sorted({*named, *(a for a in SECRET_GUARDED_ACTIONS if allows(statement, a))})
                 if extra:
                     report(
                         f"{where} allows {', '.join(extra)}. The identities writer may only add versions: reading "
@@ -285,11 +302,10 @@ irsa_trust_backup_ksa = stack_rule(
 
 _NAMED_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[^*?]+$")
 _EXEMPTING = ("ArnNotEquals", "ArnNotLike", "StringNotEquals", "StringNotLike")
-SECRET_GUARDED_ACTIONS = ("secretsmanager:GetSecretValue", "secretsmanager:DeleteSecret")
 
 
 def _check_secret_policy(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    policies = [r for r in resources if r.type == "aws:secretsmanager/secretPolicy:SecretPolicy"]
+    policies = [r for r in resources if r.type == SECRET_POLICY]
     for secret in identities_secrets(resources):
         sources = [p for p in policies if refers_to(p, "secretArn", secret, secret.props.get("name"))]
         documents = [(p.name, p.props.get("policy")) for p in sources]
@@ -316,8 +332,7 @@ def _guards(statement: Statement, action: str) -> bool:
     if statement.effect != "Deny" or not is_everyone(statement.principals) or not covers(statement.actions, action):
         return False
     keys = {(op, key) for op, entries in statement.conditions.items() for key in entries}
-    if not keys:
-        return True
+    # Exactly one exemption, by role ARN: a Deny without one would lock the restore roles out too.
     if len(keys) != 1 or next(iter(keys))[1] != "aws:principalarn" or next(iter(keys))[0] not in _EXEMPTING:
         return False
     exempted = next(iter(statement.conditions.values()))["aws:principalarn"]

@@ -66,6 +66,8 @@ RDS_BACKUP_REPLICATION = "aws:rds/instanceAutomatedBackupsReplication:InstanceAu
 LOG_METRIC_FILTER = "aws:cloudwatch/logMetricFilter:LogMetricFilter"
 METRIC_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 SNS_TOPIC = "aws:sns/topic:Topic"
+SNS_TOPIC_POLICY = "aws:sns/topicPolicy:TopicPolicy"
+KMS_KEY_POLICY = "aws:kms/keyPolicy:KeyPolicy"
 
 # The annotation that gives a Kubernetes ServiceAccount an IAM role (IRSA, the EKS pod identity webhook).
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -80,6 +82,16 @@ def tags(props: dict) -> dict:
     return labels(props, "tags")
 
 
+def configured(value: Any) -> bool:
+    """Set to something: a literal, or a value only known after deployment (a key created in this update)."""
+    return value is UNKNOWN or (isinstance(value, str) and value.strip() != "")
+
+
+def enabled(status: Any) -> bool:
+    """An S3 configuration status that is on (or only known after deployment)."""
+    return status is UNKNOWN or status == "Enabled"
+
+
 def unset(value: Any) -> bool:
     """Not configured: absent, or the zero value providers report for unset fields in outputs."""
     return value in (None, "", 0, [], {}) and value is not False
@@ -88,14 +100,17 @@ def unset(value: Any) -> bool:
 # --- regions --------------------------------------------------------------------------------------------
 
 
-def region_of(resource: StackResource) -> Any:
+def region_in(props: dict, provider: dict) -> Any:
     """The region a resource lives in: its own `region` input (pulumi-aws 7), else its provider's region; None
     when neither says (the engine gave no provider)."""
-    own = resource.props.get("region")
-    if (isinstance(own, str) and own) or own is UNKNOWN:
-        return own
-    from_provider = resource.provider.get("region")
-    return from_provider if (isinstance(from_provider, str) and from_provider) or from_provider is UNKNOWN else None
+    for value in (props.get("region"), provider.get("region")):
+        if value is UNKNOWN or (isinstance(value, str) and value):
+            return value
+    return None
+
+
+def region_of(resource: StackResource) -> Any:
+    return region_in(resource.props, resource.provider)
 
 
 def arn_region(arn: Any) -> str | None:

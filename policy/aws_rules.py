@@ -12,35 +12,28 @@ from .aws_resources import (
     BUCKET_POLICY,
     IAM_ROLE,
     KMS_KEY,
+    KMS_KEY_POLICY,
     RDS_BACKUP_REPLICATION,
     RDS_INSTANCE,
     S3_BUCKET_TYPES,
     SECRET_POLICY,
     SNS_TOPIC,
+    SNS_TOPIC_POLICY,
     Statement,
+    configured,
     is_everyone,
     policy_document,
     refers_to,
+    region_in,
     region_of,
     tags,
 )
 from .props import SECRET_PURPOSE, UNKNOWN, as_number, path_segments, plain
 from .rule import StackResource, resource_rule, stack_rule
 
-DAY = 86400
-
-
-def _configured(value) -> bool:
-    return value is UNKNOWN or (isinstance(value, str) and value.strip() != "")
-
 
 def _region(props: dict, args: ResourceValidationArgs):
-    """The resource's region: its `region` input, else its provider's (None when neither is known)."""
-    own = props.get("region")
-    if own:
-        return own
-    provider = plain(args.provider.props) if getattr(args, "provider", None) is not None else {}
-    return provider.get("region") or None
+    return region_in(props, plain(args.provider.props) if getattr(args, "provider", None) is not None else {})
 
 
 # --- the identities secret ------------------------------------------------------------------------------
@@ -49,7 +42,7 @@ _AWS_MANAGED_SECRET_KEY = re.compile(r"(^|:)alias/aws/secretsmanager$")
 
 
 def _customer_key(value) -> bool:
-    return _configured(value) and not (isinstance(value, str) and _AWS_MANAGED_SECRET_KEY.search(value))
+    return configured(value) and not (isinstance(value, str) and _AWS_MANAGED_SECRET_KEY.search(value))
 
 
 def _check_identities_secret(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -224,6 +217,8 @@ _POLICY_INPUTS = {
     AWS_SECRET: ("policy",),
     KMS_KEY: ("policy",),
     SNS_TOPIC: ("policy",),
+    SNS_TOPIC_POLICY: ("policy",),
+    KMS_KEY_POLICY: ("policy",),
     IAM_ROLE: ("assumeRolePolicy",),
     **{t: ("policy",) for t in S3_BUCKET_TYPES},
 }
@@ -286,8 +281,10 @@ def _check_rds_replication(resources: list[StackResource], _args: StackValidatio
         for replication in found:
             here, there = region_of(instance), region_of(replication)
             days = as_number(replication.props.get("retentionPeriod"))
-            if UNKNOWN not in (here, there) and here == there:
-                problems.append(f"'{replication.name}' replicates to its own region {here or '(default)'}")
+            if UNKNOWN not in (here, there) and None in (here, there):
+                problems.append(f"the region of '{replication.name}' or of the instance cannot be told")
+            elif UNKNOWN not in (here, there) and here == there:
+                problems.append(f"'{replication.name}' replicates to its own region {here}")
             elif days is not None and days < MIN_REPLICATED_RETENTION_DAYS:
                 problems.append(f"'{replication.name}' keeps replicated backups {days:g} days")
             else:

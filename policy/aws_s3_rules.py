@@ -29,7 +29,9 @@ from .aws_resources import (
     Statement,
     action_matches,
     bucket_arn,
+    configured,
     covers,
+    enabled,
     is_everyone,
     job_roles,
     policy_document,
@@ -52,15 +54,6 @@ from .rule import ADVISORY, StackResource, stack_rule
 from .stack_rules import dest_prefixes
 
 DAY = 86400
-
-
-def _configured(value) -> bool:
-    return value is UNKNOWN or (isinstance(value, str) and value.strip() != "")
-
-
-def _enabled(status) -> bool:
-    """An S3 configuration status that is on (or only known after deployment)."""
-    return status is UNKNOWN or status == "Enabled"
 
 
 # --- which buckets hold backups -------------------------------------------------------------------------
@@ -107,10 +100,6 @@ def _backup_buckets(resources: list[StackResource], buckets: list[S3Bucket] | No
     return list(found.values())
 
 
-def _where(bucket: S3Bucket) -> str:
-    return bucket.shown
-
-
 # --- public access, ownership, encryption, versioning ---------------------------------------------------
 
 _BLOCK_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
@@ -121,7 +110,7 @@ def _check_public_access(resources: list[StackResource], _args: StackValidationA
         blocks = bucket.of(PUBLIC_ACCESS_BLOCK)
         if not blocks:
             report(
-                f"{_where(bucket)}: no BucketPublicAccessBlock, so one bucket policy or ACL can publish the node's "
+                f"{bucket.shown}: no BucketPublicAccessBlock, so one bucket policy or ACL can publish the node's "
                 f"backups. Fix: declare aws.s3.BucketPublicAccessBlock with {', '.join(_BLOCK_FLAGS)} all true.",
                 bucket.resource.urn,
             )
@@ -133,7 +122,7 @@ def _check_public_access(resources: list[StackResource], _args: StackValidationA
             ]
             if off:
                 report(
-                    f"{_where(bucket)}: BucketPublicAccessBlock '{block.name}' leaves {', '.join(off)} off, so a "
+                    f"{bucket.shown}: BucketPublicAccessBlock '{block.name}' leaves {', '.join(off)} off, so a "
                     f"public policy or ACL would take effect. Fix: set all four of {', '.join(_BLOCK_FLAGS)} true.",
                     block.urn,
                 )
@@ -156,7 +145,7 @@ def _check_ownership(resources: list[StackResource], _args: StackValidationArgs,
         if not controls or any(o not in ("BucketOwnerEnforced", UNKNOWN) for o in owners):
             shown = ", ".join(map(str, owners)) or "no BucketOwnershipControls"
             report(
-                f"{_where(bucket)}: object ownership is {shown}, so object ACLs stay in force and an object "
+                f"{bucket.shown}: object ownership is {shown}, so object ACLs stay in force and an object "
                 f"written by another account is owned by it. Fix: declare aws.s3.BucketOwnershipControls with "
                 f"rule.objectOwnership 'BucketOwnerEnforced' (ACLs disabled, the bucket owner owns every object).",
                 bucket.resource.urn,
@@ -165,7 +154,7 @@ def _check_ownership(resources: list[StackResource], _args: StackValidationArgs,
         inline = bucket.resource.props.get("acl")
         if acls or inline not in (None, "", "private") or not unset(bucket.resource.props.get("grants")):
             report(
-                f"{_where(bucket)}: ACLs are declared ({', '.join(acls) or inline or 'grants'}); with "
+                f"{bucket.shown}: ACLs are declared ({', '.join(acls) or inline or 'grants'}); with "
                 f"BucketOwnerEnforced ACLs are disabled and access is decided by IAM and the bucket policy only. "
                 f"Fix: remove the BucketAcl, acl and grants.",
                 bucket.resource.urn,
@@ -187,7 +176,7 @@ def _check_bucket_cmk(resources: list[StackResource], _args: StackValidationArgs
         configs = bucket.of(ENCRYPTION)
         if not configs:
             report(
-                f"{_where(bucket)}: no BucketServerSideEncryptionConfiguration, so objects are encrypted with S3's "
+                f"{bucket.shown}: no BucketServerSideEncryptionConfiguration, so objects are encrypted with S3's "
                 f"own keys (SSE-S3) that the operator cannot revoke or audit. Fix: declare "
                 f"aws.s3.BucketServerSideEncryptionConfiguration with sseAlgorithm 'aws:kms', kmsMasterKeyId a "
                 f"customer-managed key of the bucket's region, and bucketKeyEnabled true.",
@@ -196,14 +185,14 @@ def _check_bucket_cmk(resources: list[StackResource], _args: StackValidationArgs
         for config in configs:
             rules = [r for r in config.props.get("rules") or [] if isinstance(r, dict)]
             if not rules:
-                report(f"{_where(bucket)}: '{config.name}' has no rule. Fix: add the SSE-KMS rule.", config.urn)
+                report(f"{bucket.shown}: '{config.name}' has no rule. Fix: add the SSE-KMS rule.", config.urn)
             for rule in rules:
                 default = get(rule, "applyServerSideEncryptionByDefault", default={}) or {}
                 algorithm, key = get(default, "sseAlgorithm"), get(default, "kmsMasterKeyId")
                 problems = []
                 if algorithm not in ("aws:kms", "aws:kms:dsse", UNKNOWN):
                     problems.append(f"sseAlgorithm is {algorithm or 'unset'} (not SSE-KMS)")
-                elif not _configured(key):
+                elif not configured(key):
                     problems.append("kmsMasterKeyId is unset, so S3 uses the AWS-managed key aws/s3")
                 elif isinstance(key, str) and _AWS_MANAGED_S3_KEY.search(key):
                     problems.append(f"kmsMasterKeyId is the AWS-managed key {key}")
@@ -211,7 +200,7 @@ def _check_bucket_cmk(resources: list[StackResource], _args: StackValidationArgs
                     problems.append("bucketKeyEnabled is not true (a KMS request per object: cost and throttling)")
                 if problems:
                     report(
-                        f"{_where(bucket)}: encryption '{config.name}': {'; '.join(problems)}. Fix: sseAlgorithm "
+                        f"{bucket.shown}: encryption '{config.name}': {'; '.join(problems)}. Fix: sseAlgorithm "
                         f"'aws:kms', kmsMasterKeyId the ARN of a customer-managed aws.kms.Key in the bucket's "
                         f"region, bucketKeyEnabled true.",
                         config.urn,
@@ -234,10 +223,10 @@ def _check_versioning(resources: list[StackResource], args: StackValidationArgs,
     minimum = float(args.get_config().get("minSoftDeleteDays", MIN_SOFT_DELETE_DAYS))
     for bucket in s3_buckets(resources):
         statuses = [get(v.props, "versioningConfiguration", "status") for v in bucket.of(VERSIONING)]
-        if not statuses or any(not _enabled(s) for s in statuses):
+        if not statuses or any(not enabled(s) for s in statuses):
             shown = ", ".join(map(str, statuses)) or "no BucketVersioning"
             report(
-                f"{_where(bucket)}: versioning is {shown}; without versions an overwrite or a delete destroys the "
+                f"{bucket.shown}: versioning is {shown}; without versions an overwrite or a delete destroys the "
                 f"set, and S3 Object Lock and replication require versioning. Fix: declare aws.s3.BucketVersioning "
                 f"with versioningConfiguration.status 'Enabled'.",
                 bucket.resource.urn,
@@ -245,7 +234,7 @@ def _check_versioning(resources: list[StackResource], args: StackValidationArgs,
         for rule in _lifecycle_rules(bucket):
             if rule.enabled and rule.noncurrent_days is not None and rule.noncurrent_days < minimum:
                 report(
-                    f"{_where(bucket)}: {rule.shown} removes noncurrent versions after {rule.noncurrent_days:g} "
+                    f"{bucket.shown}: {rule.shown} removes noncurrent versions after {rule.noncurrent_days:g} "
                     f"days: a set deleted or overwritten by mistake is gone for good before anyone notices (the S3 "
                     f"counterpart of GCS soft delete). Fix: set noncurrentVersionExpiration.noncurrentDays to at "
                     f"least {minimum:g} (sv-backups:storage.softDelete).",
@@ -280,7 +269,7 @@ _LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 def _check_object_lock(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
     for backup in _backup_buckets(resources):
         bucket = backup.bucket
-        where = _where(bucket) + (f" (DR copy of {backup.source.resource.name})" if backup.source else "")
+        where = bucket.shown + (f" (DR copy of {backup.source.resource.name})" if backup.source else "")
         enabled = bucket.resource.props.get("objectLockEnabled")
         if enabled is not True and enabled is not UNKNOWN:
             report(
@@ -362,7 +351,7 @@ def _bucket_statements(bucket: S3Bucket, report: ReportViolation) -> list[Statem
     for source, raw in sources:
         parsed = require_known(policy_document(raw), f"{source.name}.policy")
         if parsed is None:
-            report(f"{_where(bucket)}: '{source.name}' policy is not an IAM policy document. Fix: write it as JSON.")
+            report(f"{bucket.shown}: '{source.name}' policy is not an IAM policy document. Fix: write it as JSON.")
             continue
         statements.extend(parsed)
     return statements if sources else None
@@ -400,7 +389,7 @@ def _check_tls(resources: list[StackResource], _args: StackValidationArgs, repor
         if statements is None or not any(_is_tls_deny(s, bucket) for s in statements):
             shown = "has no bucket policy" if statements is None else "has no statement that denies it"
             report(
-                f"{_where(bucket)}: plain-HTTP requests are allowed (the bucket {shown}): credentials and "
+                f"{bucket.shown}: plain-HTTP requests are allowed (the bucket {shown}): credentials and "
                 f"backups could cross the network unencrypted. Fix: add to its aws.s3.BucketPolicy a statement "
                 f"Effect Deny, Principal '*', Action 's3:*', Resource the bucket and bucket/*, Condition "
                 f"{{Bool: {{aws:SecureTransport: 'false'}}}}.",
@@ -415,15 +404,19 @@ s3_tls_only = stack_rule(
     remediation="Add a Deny statement for s3:* with Condition Bool aws:SecureTransport false to the bucket policy.",
 )
 
-# What no writer may do to a backup bucket; the bucket policy must deny each to every job role.
+# What no writer may do to a backup bucket; the bucket policy must deny each to every job role. The first three
+# act on objects (bucket/*), the others on the bucket itself.
 WRITER_DENIED_S3_ACTIONS = (
     "s3:DeleteObject",
     "s3:DeleteObjectVersion",
+    "s3:BypassGovernanceRetention",
     "s3:PutLifecycleConfiguration",
     "s3:PutBucketPolicy",
-    "s3:BypassGovernanceRetention",
 )
-_PRINCIPAL_ARN_OPERATORS = ("ArnEquals", "ArnLike", "StringEquals", "StringLike")
+_BUCKET_LEVEL_ACTIONS = frozenset({"s3:PutLifecycleConfiguration", "s3:PutBucketPolicy"})
+# How a Deny to Principal '*' names the roles it applies to (aws:PrincipalArn): exactly, or by wildcard pattern.
+_EXACT_OPERATORS = ("ArnEquals", "StringEquals")
+_PATTERN_OPERATORS = ("ArnLike", "StringLike")
 
 
 def _denies_to(statement: Statement, role_arn: str, action: str) -> bool:
@@ -434,12 +427,13 @@ def _denies_to(statement: Statement, role_arn: str, action: str) -> bool:
     if keys - {"aws:principalarn"}:
         return False  # a further condition (TLS, a tag...) would leave the action open when it does not hold
     named = statement.principals or {}
-    if is_everyone(named):
-        patterns = [
-            v for operator in _PRINCIPAL_ARN_OPERATORS for v in statement.condition(operator, "aws:PrincipalArn") or []
-        ]
-        return not statement.conditions or any(action_matches(p, role_arn) for p in patterns)
-    return role_arn in named.get("AWS", []) and not statement.conditions
+    if not is_everyone(named):
+        return role_arn in named.get("AWS", []) and not statement.conditions
+    if not statement.conditions:
+        return True
+    exact = [v for op in _EXACT_OPERATORS for v in statement.condition(op, "aws:PrincipalArn") or []]
+    patterns = [v for op in _PATTERN_OPERATORS for v in statement.condition(op, "aws:PrincipalArn") or []]
+    return role_arn in exact or any(action_matches(p, role_arn) for p in patterns)
 
 
 def _grants_s3(role: StackResource | None, resources: list[StackResource]) -> bool:
@@ -473,13 +467,19 @@ def _check_writer_deletes_denied(
                 action
                 for action in WRITER_DENIED_S3_ACTIONS
                 if not any(
-                    _denies_to(s, str(arn), action) and _covers_resources(s, bucket, objects=True, bucket_itself=False)
+                    _denies_to(s, str(arn), action)
+                    and _covers_resources(
+                        s,
+                        bucket,
+                        objects=action not in _BUCKET_LEVEL_ACTIONS,
+                        bucket_itself=action in _BUCKET_LEVEL_ACTIONS,
+                    )
                     for s in statements
                 )
             ]
             if open_actions:
                 report(
-                    f"{_where(bucket)}: its bucket policy does not deny {', '.join(open_actions)} to the job role "
+                    f"{bucket.shown}: its bucket policy does not deny {', '.join(open_actions)} to the job role "
                     f"{arn} (ServiceAccount '{get(ksa.props, 'metadata', 'name')}'): one policy attached to that "
                     f"role later would let a backup job delete or unprotect backups. Fix: add a Deny statement for "
                     f"those actions on the bucket and bucket/*, Principal '*' with Condition ArnLike "
@@ -527,7 +527,7 @@ def _check_replication(resources: list[StackResource], _args: StackValidationArg
         if not good:
             detail = "; ".join(problems) or "no aws.s3.BucketReplicationConfig names it"
             report(
-                f"{_where(bucket)}: backups are not replicated to another region ({detail}): losing the region "
+                f"{bucket.shown}: backups are not replicated to another region ({detail}): losing the region "
                 f"loses every set. Fix: declare aws.s3.BucketReplicationConfig with an Enabled rule over the whole "
                 f"bucket to a bucket of this stack in sv-backups:dr.region, with "
                 f"sourceSelectionCriteria.sseKmsEncryptedObjects Enabled, destination.encryptionConfiguration."
@@ -541,11 +541,14 @@ def _replication_problems(
 ) -> list[str]:
     where = f"'{config.name}' rule #{index}"
     problems = []
-    if not _enabled(rule.get("status")):
+    if not enabled(rule.get("status")):
         problems.append(f"{where} is {rule.get('status')}")
     prefix = _rule_prefix(rule)
     if prefix is not UNKNOWN and not all(p.startswith(prefix) for p in prefixes or {""}):
         problems.append(f"{where} only replicates '{prefix}', not the sets under {sorted(prefixes)}")
+    tagged = get(rule, "filter", "tag") or get(rule, "filter", "and", "tags")
+    if tagged:
+        problems.append(f"{where} only replicates objects tagged {tagged}, and the jobs tag none")
     targets = replication_targets(bucket, buckets, rule, config)
     if not targets:
         problems.append(
@@ -556,11 +559,17 @@ def _replication_problems(
         here, there = region_of(bucket.resource), region_of(target.resource)
         if UNKNOWN in (here, there):
             continue
-        if here == there:
-            problems.append(f"{where} replicates to {target.resource.name} in the same region {here or '(default)'}")
+        if None in (here, there):
+            problems.append(
+                f"{where} replicates to {target.resource.name}, and the region of "
+                f"{(bucket if here is None else target).resource.name} cannot be told (no region input, no provider "
+                f"region)"
+            )
+        elif here == there:
+            problems.append(f"{where} replicates to {target.resource.name} in the same region {here}")
     if get(rule, "sourceSelectionCriteria", "sseKmsEncryptedObjects", "status") not in ("Enabled", UNKNOWN):
         problems.append(f"{where} skips SSE-KMS objects (sourceSelectionCriteria.sseKmsEncryptedObjects not Enabled)")
-    if not _configured(get(rule, "destination", "encryptionConfiguration", "replicaKmsKeyId")):
+    if not configured(get(rule, "destination", "encryptionConfiguration", "replicaKmsKeyId")):
         problems.append(f"{where} has no destination.encryptionConfiguration.replicaKmsKeyId")
     if get(rule, "deleteMarkerReplication", "status") == "Enabled":
         problems.append(f"{where} replicates delete markers, so a delete in the primary hides the DR copy too")
@@ -587,7 +596,6 @@ class LifecycleRule:
 
     source: StackResource
     index: int
-    rule: dict
     prefix: object
     enabled: bool
     expire_days: float | None
@@ -614,9 +622,8 @@ def _lifecycle_rules(bucket: S3Bucket) -> list[LifecycleRule]:
                     LifecycleRule(
                         config,
                         index,
-                        rule,
                         _rule_prefix(rule),
-                        _enabled(rule.get("status")),
+                        enabled(rule.get("status")),
                         as_number(get(rule, "expiration", "days")),
                         get(rule, "expiration", "date"),
                         as_number(get(rule, "noncurrentVersionExpiration", "noncurrentDays")),
@@ -630,7 +637,6 @@ def _lifecycle_rules(bucket: S3Bucket) -> list[LifecycleRule]:
                 LifecycleRule(
                     bucket.resource,
                     index,
-                    rule,
                     rule.get("prefix") or "",
                     rule.get("enabled") is not False,
                     as_number(get(rule, "expiration", "days")),
@@ -656,7 +662,7 @@ def _check_history_kept(resources: list[StackResource], _args: StackValidationAr
                     else f"the Postgres steps write to several prefixes {prefixes}"
                 )
                 report(
-                    f"{_where(bucket)}: {rule.shown} expires live objects, and {where}, so the recent tier it may "
+                    f"{bucket.shown}: {rule.shown} expires live objects, and {where}, so the recent tier it may "
                     f"expire cannot be derived; it may be deleting historical sets. Fix: point every Postgres "
                     f"step's --dest at s3://<bucket>/<prefix> with one prefix (components/postgres.py), or remove "
                     f"the expiration.",
@@ -667,7 +673,7 @@ def _check_history_kept(resources: list[StackResource], _args: StackValidationAr
             prefix = require_known(rule.prefix, f"{rule.source.name}.rules[{rule.index}].filter.prefix")
             if not str(prefix).startswith(tier):
                 report(
-                    f"{_where(bucket)}: {rule.shown} expires live objects under '{prefix or '(every prefix)'}', "
+                    f"{bucket.shown}: {rule.shown} expires live objects under '{prefix or '(every prefix)'}', "
                     f"which is not inside the recent tier '{tier}' (the Postgres CronJob writes to --dest "
                     f"s3://{backup.source.name if backup.source else bucket.name}/{prefixes[0]}), so it can delete "
                     f"historical sets ('{prefixes[0] + HISTORICAL_TIER}'): they are kept from genesis, per migration "
@@ -705,7 +711,7 @@ def _check_recent_kept(resources: list[StackResource], _args: StackValidationArg
                 continue
             if not unset(rule.expire_date):
                 report(
-                    f"{_where(bucket)}: {rule.shown} expires recent sets on a date ({rule.expire_date}), not by "
+                    f"{bucket.shown}: {rule.shown} expires recent sets on a date ({rule.expire_date}), not by "
                     f"their age, so a set can go before the recent window {describe_seconds(window)} ends. Fix: use "
                     f"expiration.days = {days}.",
                     rule.source.urn,
@@ -713,14 +719,9 @@ def _check_recent_kept(resources: list[StackResource], _args: StackValidationArg
             elif rule.expire_days != days:
                 early = rule.expire_days < days
                 report(
-                    f"{_where(bucket)}: {rule.shown} expires recent sets after {rule.expire_days:g} days, but the "
+                    f"{bucket.shown}: {rule.shown} expires recent sets after {rule.expire_days:g} days, but the "
                     f"recent window is {describe_seconds(window)} ({RECENT_SECONDS}): "
-                    + (
-                        "sets go before their window ends"
-                        if early
-                        else "sets stay (and are billed) past it, and "
-                        "the window the reviewers approved is not the one that runs"
-                    )
+                    + ("sets go before their window ends" if early else "sets stay (and are billed) past it")
                     + f". Fix: set expiration.days to {days} (sv-backups:retention.recent).",
                     rule.source.urn,
                 )
@@ -728,7 +729,7 @@ def _check_recent_kept(resources: list[StackResource], _args: StackValidationArg
                 exact = True
         if not exact:
             report(
-                f"{_where(bucket)}: no enabled lifecycle rule expires the recent tier {', '.join(tiers)} after "
+                f"{bucket.shown}: no enabled lifecycle rule expires the recent tier {', '.join(tiers)} after "
                 f"{days} days, so recent sets are never removed (and a DR copy keeps every one: S3 does not "
                 f"replicate lifecycle expirations). Fix: declare an Expiration of {days} days with filter.prefix "
                 f"'{tiers[0]}' (components/retention.py bucket_lifecycle).",
@@ -756,16 +757,14 @@ def _check_storage_classes(resources: list[StackResource], _args: StackValidatio
                 target = transition.get("storageClass")
                 if not rule.enabled or target not in _MIN_STORAGE_DAYS:
                     continue
-                moved_at = as_number(transition.get("days")) or 0
+                moved_at, minimum = as_number(transition.get("days")) or 0, _MIN_STORAGE_DAYS[target]
                 for expiry in expiring:
                     a, b = str(rule.prefix), str(expiry.prefix)
-                    if (a.startswith(b) or b.startswith(a)) and 0 < expiry.expire_days - moved_at < _MIN_STORAGE_DAYS[
-                        target
-                    ]:
+                    if (a.startswith(b) or b.startswith(a)) and 0 < expiry.expire_days - moved_at < minimum:
                         report(
-                            f"{_where(backup.bucket)}: {rule.shown} moves '{a or '*'}' objects to {target} at "
+                            f"{backup.bucket.shown}: {rule.shown} moves '{a or '*'}' objects to {target} at "
                             f"{moved_at:g} days, and {expiry.shown} expires them at {expiry.expire_days:g} days, "
-                            f"before {target}'s {_MIN_STORAGE_DAYS[target]}-day minimum storage duration: "
+                            f"before {target}'s {minimum}-day minimum storage duration: "
                             f"early-deletion fees, and every restore of those sets pays retrieval. Fix: move only "
                             f"objects that stay longer (historical sets), or keep them in STANDARD.",
                             rule.source.urn,
