@@ -803,13 +803,15 @@ def _check_regions(cloud: str, dr: DrConfig | None, primary: str | None, problem
 def _check_aws_regions(parsed: dict[str, Any], primary: str, problems: list[str]) -> None:
     """AWS resources that must be in (or out of) a given region."""
     dr: DrConfig | None = parsed.get("dr")
+    if dr is not None and dr.region == primary:
+        dr = None  # reported once, by _check_regions
     postgres: _PostgresMap | None = parsed.get("postgres")
     for role in ROLES:
         instance = getattr(postgres, role, None) if postgres else None
         if isinstance(instance, RdsPostgres) and instance.adopt and dr and (instance.region or primary) == dr.region:
             problems.append(
                 f"{PROJECT}:postgres.{role}.region: {dr.region!r} is dr.region, where the instance's automated "
-                f"backups are replicated to; allowed: the instance's own region, any other than dr.region"
+                f"backups are replicated to; allowed: the region the instance is in, any but dr.region"
             )
     monitoring: MonitoringConfig | None = parsed.get("monitoring")
     if monitoring is not None:

@@ -62,7 +62,7 @@ def declare_alerts(backend: AwsBackend, specs: list[AlertSpec], *, parent: pulum
     names, region = backend.names, backend.region
     monitoring = backend.settings.monitoring
     # CloudWatch itself encrypts what its alarms publish to the topic: the key lets it.
-    key = backend.key(region, "alerts", parent, policies.cloudwatch_uses_key)
+    key = backend.key(region, "alerts", parent, policies.cloudwatch_uses_key())
     topic = sns.Topic(
         names.resource("alerts"),
         name=names.resource("backup-alerts"),

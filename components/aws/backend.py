@@ -17,7 +17,6 @@ The job roles are IAM roles for service accounts (IRSA); the policy documents ar
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import cast
 
 import pulumi
@@ -78,12 +77,9 @@ class AwsBackend:
         return {policies.NODE_TAG: self.node, "svbackups-purpose": purpose, "managed-by": "sv-backups"}
 
     # --- keys -------------------------------------------------------------------------------------------
-    def key(
-        self, region: str, purpose: str, parent: pulumi.Resource, *service_statements: Callable[[str], dict]
-    ) -> kms.Key:
+    def key(self, region: str, purpose: str, parent: pulumi.Resource, *service_statements: dict) -> kms.Key:
         """One key per region and purpose: a regional service can only use a key of its own region.
-        `service_statements` build (from the account id) key-policy statements for AWS services that must use
-        the key as themselves."""
+        `service_statements`: key-policy statements for AWS services that must use the key as themselves."""
         cache_key = f"{region}/{purpose}"
         if cache_key not in self._keys:
             key = kms.Key(
@@ -93,9 +89,7 @@ class AwsBackend:
                 rotation_period_in_days=KEY_ROTATION_DAYS,
                 deletion_window_in_days=KEY_DELETION_WINDOW_DAYS,
                 policy=self.account.apply(
-                    lambda account: policies.to_json(
-                        policies.key_policy(self.partition, account, *(build(account) for build in service_statements))
-                    )
+                    lambda account: policies.to_json(policies.key_policy(self.partition, account, *service_statements))
                 ),
                 region=region,
                 tags=self.tags(purpose),
@@ -145,7 +139,8 @@ class AwsBackend:
         return self._store.store
 
     def allow_object_writes(self, store: BackupStore, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
-        assert self._store is not None and store is self._store.store, "backup_store() declares the store first"
+        if self._store is None or store is not self._store.store:
+            raise RuntimeError("allow_object_writes() grants on the store this backend's backup_store() declared")
         bucket, key, prefix = self._store.bucket, self._store.key, self.settings.storage.prefix
         iam.RolePolicy(
             self.names.resource("backups", "object-writer"),
@@ -223,7 +218,10 @@ class AwsBackend:
     def allow_secret_version_adds(
         self, secret: SecretSlot, identity: WorkloadIdentity, *, parent: pulumi.Resource
     ) -> None:
-        assert self._secret is not None and secret.resource is self._secret, "identities_secret() comes first"
+        if self._secret is None or secret.resource is not self._secret:
+            raise RuntimeError(
+                "allow_secret_version_adds() grants on the secret this backend's identities_secret() declared"
+            )
         regions = (self.region, self.dr_region)
         keys = [self._keys[f"{region}/secrets"].arn for region in regions]
         iam.RolePolicy(

@@ -189,15 +189,16 @@ def key_policy(part: str, account: str, *extra: Statement) -> Document:
     )
 
 
-def cloudwatch_uses_key(account: str) -> Statement:
-    """CloudWatch alarms publish to an SNS topic encrypted with this key (they need the data key)."""
+def cloudwatch_uses_key() -> Statement:
+    """CloudWatch alarms publish to an SNS topic encrypted with this key (they need its data key). The form AWS
+    documents, without conditions: CloudWatch's KMS requests carry no caller-account key to match, and a
+    condition makes every alarm action fail. Who may publish is limited by the topic policy instead."""
     return {
         "Sid": "CloudWatchAlarmsPublishEncrypted",
         "Effect": "Allow",
         "Principal": {"Service": "cloudwatch.amazonaws.com"},
         "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
         "Resource": "*",
-        "Condition": {"StringEquals": {"aws:SourceAccount": account}},
     }
 
 

@@ -31,10 +31,12 @@ from scripts.offline_plan import (
     plan_program,
     stack_config,
 )
+from tests.stackfiles import stack_names
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = load_project(ROOT)
-SHIPPED_STACKS = ("dev", "prod")
+# Every stack file under stacks/: a new stack is planned, validated and golden-checked by every generic test.
+SHIPPED_STACKS = tuple(stack_names())
 
 
 def program_ready() -> bool:

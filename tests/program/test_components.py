@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from components.gcp import CLOUDSQL_IGNORED_FIELDS
+from tests.program.conftest import SHIPPED_STACKS
 
 GOLDEN = Path(__file__).parent / "golden"
 DAY = 86400
@@ -34,7 +35,7 @@ def by_parent(plan, component_type: str) -> list[dict]:
     return [r for r in plan.resources if r["parent"] == component["urn"]]
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_resource_names_are_stable(shipped_plan, stack):
     """Renaming a bucket, key or secret replaces it (and loses backups): any rename shows up here first.
     Regenerate deliberately with: python scripts/plan.py --stack S --out /tmp/p && jq -r '.resources[].urn'."""
@@ -43,7 +44,7 @@ def test_resource_names_are_stable(shipped_plan, stack):
     assert urns == golden
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
     plan = shipped_plan(stack)
     urns = {r["urn"]: r for r in plan.resources}
@@ -64,7 +65,7 @@ def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
     }
     # every cloud or Kubernetes resource sits inside one of the concern components
     for resource in plan.resources:
-        if resource["type"].startswith(("gcp:", "kubernetes:")):
+        if resource["type"].startswith(("gcp:", "aws:", "kubernetes:")):
             ancestor = urns[resource["parent"]]
             while not ancestor["type"].startswith("svbackups:"):
                 ancestor = urns[ancestor["parent"]]
@@ -138,7 +139,7 @@ def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(pr
     ]
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_backup_pods_are_hardened(shipped_plan, stack):
     for job in shipped_plan(stack).of_type("kubernetes:batch/v1:CronJob"):
         pod = pod_spec(job)

@@ -34,3 +34,38 @@ def test_invalid_config_declares_nothing_and_names_every_problem(dev_config):
     assert "sv-backups:node.migrationId:" in message
     assert "sv-backups:postgres.participant: is required but missing" in message
     assert [t for t in mocks.declared if t != "pulumi:pulumi:Stack"] == []
+
+
+def _rds_without_instance(config):
+    del config["sv-backups:postgres"]["participant"]["instance"]
+
+
+def _dr_is_primary(config):
+    config["sv-backups:dr"]["region"] = config["aws:region"]
+
+
+def _cloudsql_on_aws(config):
+    sequencer = config["sv-backups:postgres"]["sequencer"]
+    config["sv-backups:postgres"]["sequencer"] = {
+        "kind": "cloudsql",
+        **{key: sequencer[key] for key in ("instance", "passwordSecret", "databases")},
+    }
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_rds_without_instance, "sv-backups:postgres.participant.instance: is required but missing"),
+        (_dr_is_primary, "sv-backups:dr.region: 'us-east-1' is the primary region (aws:region)"),
+        (_cloudsql_on_aws, "sv-backups:postgres.sequencer.kind: 'cloudsql' is not available on aws"),
+    ],
+    ids=["rds-without-instance", "dr-is-primary", "cloudsql-on-aws"],
+)
+def test_invalid_aws_config_declares_nothing(stack_config_map, mutate, message):
+    config = stack_config_map("aws-prod")
+    mutate(config)
+    mocks = CountingMocks(project="", region="us-east-1")
+    with pytest.raises(RunError) as error:
+        plan_program(main_program(ROOT), stack_config(config, project="sv-backups", stack="aws-prod"), mocks=mocks)
+    assert message in str(error.value)
+    assert [t for t in mocks.declared if t != "pulumi:pulumi:Stack"] == []

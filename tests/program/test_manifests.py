@@ -1,5 +1,5 @@
 """Every Kubernetes object the program declares, validated against the official schemas (strict) and CRD
-objects against their CRD schema, for every shipped stack and the Kubernetes versions GKE runs."""
+objects against their CRD schema, for every shipped stack and the Kubernetes versions GKE and EKS run."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from tests.program.conftest import SHIPPED_STACKS
+
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 CRD_SCHEMAS = {
     ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass"): SCHEMAS / "volumesnapshotclass.v1.json",
 }
-# Oldest GKE minor still in standard support when written, and the newest schema the library ships.
+# Oldest GKE and EKS minor still in standard support when written, and the newest schema the library ships.
 KUBERNETES_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
 
 
@@ -27,7 +29,7 @@ def _validate(manifest: dict, version: str) -> None:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_manifests_are_valid(shipped_plan, stack, version):
     manifests = shipped_plan(stack).manifests
     kinds = sorted({m["kind"] for m in manifests.values()})

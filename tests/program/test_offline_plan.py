@@ -378,6 +378,20 @@ def test_cli_plans_a_valid_stack_without_passphrase_and_never_shows_secrets(run_
 
 
 @needs_program
+def test_cli_plans_an_aws_stack_with_mocked_account_and_cluster_and_never_shows_secrets(run_cli, stack_config_map):
+    config = stack_config_map("aws-dev")
+    config["sv-backups:identities"]["clientSecret"] = CLEAR_CLIENT_SECRET
+    code, out, err, out_dir = run_cli(config)
+    assert code == 0, err
+    assert "aws:s3/bucket:Bucket" in out and "aws:eks" not in out  # invokes are not resources
+    text = (out_dir / "plan.json").read_text()
+    assert CLEAR_CLIENT_SECRET not in text
+    assert f"arn:aws:iam::{engine.AWS_ACCOUNT_ID}:role/sv-backups/sv-dev/jobs/sv-dev-pg-backup" in text
+    for path in (out_dir / "manifests").glob("*.yaml"):
+        assert CLEAR_CLIENT_SECRET not in path.read_text(), path
+
+
+@needs_program
 def test_cli_output_is_byte_identical_across_runs(run_cli):
     first = run_cli(None, "--stack", "dev")
     second = run_cli(None, "--stack", "dev")
@@ -398,14 +412,15 @@ def test_cli_exits_with_the_policy_code(run_cli, monkeypatch):
 
 @pytest.mark.slow
 @needs_program
-def test_cli_as_a_process_is_deterministic_across_hash_seeds(tmp_path):
+@pytest.mark.parametrize("stack", ["prod", "aws-prod"])
+def test_cli_as_a_process_is_deterministic_across_hash_seeds(tmp_path, stack):
     """Two processes with different hash seeds (set and dict orders differ) write byte-identical files."""
     outputs = []
     for seed in ("1", "2"):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")} | {"PYTHONHASHSEED": seed}
         out = tmp_path / seed
         done = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "plan.py"), "--stack", "prod", "--out", str(out)],
+            [sys.executable, str(ROOT / "scripts" / "plan.py"), "--stack", stack, "--out", str(out)],
             capture_output=True,
             text=True,
             env=env,
@@ -416,7 +431,7 @@ def test_cli_as_a_process_is_deterministic_across_hash_seeds(tmp_path):
         assert done.returncode in (0, 3), done.stderr  # 3: a mandatory policy fails (reported on stdout)
         outputs.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
     assert outputs[0] == outputs[1]
-    assert json.loads(outputs[0][Path("plan.json")])["stack"] == "prod"
+    assert json.loads(outputs[0][Path("plan.json")])["stack"] == stack
 
 
 # --- the shipped stacks through the real program ----------------------------------------------------------
