@@ -20,6 +20,7 @@ from .aws_resources import (
     SNS_TOPIC,
     SNS_TOPIC_POLICY,
     Statement,
+    arn_region,
     configured,
     is_everyone,
     policy_document,
@@ -49,6 +50,12 @@ def _check_identities_secret(props: dict, args: ResourceValidationArgs, report: 
     if tags(props).get(SECRET_PURPOSE) != "identities":
         return
     where = f"Secret '{args.name}' (identities dumps)"
+    primary = _region(props, args)
+    if isinstance(primary, str) and arn_region(props.get("kmsKeyId")) not in (None, primary):
+        report(
+            f"{where}: kmsKeyId {props.get('kmsKeyId')} is a key of {arn_region(props.get('kmsKeyId'))}, not of the "
+            f"secret's region {primary}. Fix: use the customer-managed key of {primary}."
+        )
     if not _customer_key(props.get("kmsKeyId")):
         report(
             f"{where}: kmsKeyId is {props.get('kmsKeyId') or 'unset'}, so the node's private keys are encrypted "
@@ -59,7 +66,6 @@ def _check_identities_secret(props: dict, args: ResourceValidationArgs, report: 
     if replicas is UNKNOWN:
         return
     replicas = [r for r in replicas or [] if isinstance(r, dict)]
-    primary = _region(props, args)
     elsewhere = [r for r in replicas if r.get("region") is UNKNOWN or (r.get("region") and r.get("region") != primary)]
     if not elsewhere:
         shown = ", ".join(str(r.get("region")) for r in replicas) or "none"
@@ -69,6 +75,12 @@ def _check_identities_secret(props: dict, args: ResourceValidationArgs, report: 
             f"that region's key}}]."
         )
     for replica in replicas:
+        key, region = replica.get("kmsKeyId"), replica.get("region")
+        if isinstance(region, str) and arn_region(key) not in (None, region):
+            report(
+                f"{where}: the replica in {region} names kmsKeyId {key}, a key of {arn_region(key)}: each replica "
+                f"must be encrypted by a key of its own region. Fix: use the customer-managed key of {region}."
+            )
         if not _customer_key(replica.get("kmsKeyId")):
             report(
                 f"{where}: the replica in {replica.get('region')} has kmsKeyId {replica.get('kmsKeyId') or 'unset'} "

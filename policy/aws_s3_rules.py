@@ -28,6 +28,7 @@ from .aws_resources import (
     S3Bucket,
     Statement,
     action_matches,
+    arn_region,
     bucket_arn,
     configured,
     covers,
@@ -92,12 +93,21 @@ def _backup_buckets(resources: list[StackResource], buckets: list[S3Bucket] | No
     for primary in list(found.values()):
         for config, _index, rule in _replication_rules(primary.bucket):
             for target in replication_targets(primary.bucket, buckets, rule, config):
+                # A bucket the jobs write to is a store, never a copy: what replicates into it (or a rule
+                # replicating a bucket to itself) must not exempt it from the store's rules.
+                if target is primary.bucket or target.name in dests:
+                    continue
                 copy = found.setdefault(target.resource.urn, BackupBucket(target))
                 copy.source = copy.source or primary.bucket
                 copy.prefixes |= primary.prefixes
                 if copy.window is None:
                     copy.window = primary.window
     return list(found.values())
+
+
+def _foreign_key(key, region) -> bool:
+    """A KMS key ARN of another region than `region` (S3 can only use a key of the bucket's own region)."""
+    return isinstance(region, str) and arn_region(key) not in (None, region)
 
 
 # --- public access, ownership, encryption, versioning ---------------------------------------------------
@@ -196,6 +206,8 @@ def _check_bucket_cmk(resources: list[StackResource], _args: StackValidationArgs
                     problems.append("kmsMasterKeyId is unset, so S3 uses the AWS-managed key aws/s3")
                 elif isinstance(key, str) and _AWS_MANAGED_S3_KEY.search(key):
                     problems.append(f"kmsMasterKeyId is the AWS-managed key {key}")
+                elif _foreign_key(key, region_of(bucket.resource)):
+                    problems.append(f"kmsMasterKeyId {key} is a key of {arn_region(key)}, not of the bucket's region")
                 if rule.get("bucketKeyEnabled") is not True and rule.get("bucketKeyEnabled") is not UNKNOWN:
                     problems.append("bucketKeyEnabled is not true (a KMS request per object: cost and throttling)")
                 if problems:
@@ -569,8 +581,15 @@ def _replication_problems(
             problems.append(f"{where} replicates to {target.resource.name} in the same region {here}")
     if get(rule, "sourceSelectionCriteria", "sseKmsEncryptedObjects", "status") not in ("Enabled", UNKNOWN):
         problems.append(f"{where} skips SSE-KMS objects (sourceSelectionCriteria.sseKmsEncryptedObjects not Enabled)")
-    if not configured(get(rule, "destination", "encryptionConfiguration", "replicaKmsKeyId")):
+    replica_key = get(rule, "destination", "encryptionConfiguration", "replicaKmsKeyId")
+    if not configured(replica_key):
         problems.append(f"{where} has no destination.encryptionConfiguration.replicaKmsKeyId")
+    for target in targets:
+        if _foreign_key(replica_key, region_of(target.resource)):
+            problems.append(
+                f"{where} encrypts replicas with {replica_key}, a key of {arn_region(replica_key)}, not of the DR "
+                f"bucket's region"
+            )
     if get(rule, "deleteMarkerReplication", "status") == "Enabled":
         problems.append(f"{where} replicates delete markers, so a delete in the primary hides the DR copy too")
     return problems

@@ -205,9 +205,39 @@ def _snapshot_flag(flag, value):
     return mutate
 
 
+def _primary_bucket_key(plan):
+    return _encryption_default()(plan)["kmsMasterKeyId"]
+
+
+def _dr_in_the_primary_region(plan):
+    """The DR bucket moved to the primary's region, with that region's key (so only the replication is wrong)."""
+    _bucket(dr=True)(plan).update(region=_bucket()(plan)["region"])
+    _encryption_default(dr=True)(plan).update(kmsMasterKeyId=_primary_bucket_key(plan))
+
+
 PUBLIC_READ = {"Sid": "Public", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}
 
 CASES = [
+    (
+        "s3-bucket-cmk",
+        "aws-prod",
+        lambda p: _encryption_default(dr=True)(p).update(kmsMasterKeyId=_primary_bucket_key(p)),
+        "is a key of us-east-1, not of the bucket's region",
+    ),
+    (
+        "s3-replication-to-dr",
+        "aws-dev",
+        lambda p: _replication_rule(p)["destination"]["encryptionConfiguration"].update(
+            replicaKmsKeyId=_primary_bucket_key(p)
+        ),
+        "a key of eu-central-1, not of the DR bucket's region",
+    ),
+    (
+        "aws-identities-secret-cmk-replicated",
+        "aws-prod",
+        lambda p: _secret(p)["replicas"][0].update(kmsKeyId=_secret(p)["kmsKeyId"]),
+        "a key of us-east-1: each replica must be encrypted by a key of its own region",
+    ),
     # Kubernetes: the same rules as on GKE, on the EKS stacks.
     (
         "backup-schedule-max-gap",
@@ -412,8 +442,8 @@ CASES = [
     (
         "s3-replication-to-dr",
         "aws-dev",
-        lambda p: _bucket(dr=True)(p).update(region=_bucket()(p)["region"]),
-        "in the same region eu-central-1",
+        _dr_in_the_primary_region,
+        "replicates to sv-dev-backups-dr in the same region eu-central-1",
     ),
     ("s3-replication-to-dr", "aws-prod", lambda p: _replication_rule(p).update(status="Disabled"), "is Disabled"),
     (
@@ -834,6 +864,27 @@ def test_policy_documents_known_only_after_deployment_are_notes(plan_copy):
     verdicts = {v.policy.name: v for v in evaluate(plan, {})}
     assert all(not v.violations for v in verdicts.values()), {k: v.violations for k, v in verdicts.items()}
     assert any("policy" in note for note in verdicts["s3-tls-only"].notes)
+
+
+def test_a_store_that_replicates_to_itself_or_is_replicated_into_stays_a_store(plan_copy):
+    """Only a bucket no job writes to can be a DR copy: replicating the store to itself, or the DR bucket back
+    into the store, does not exempt the store from the replication and writer rules."""
+    plan = h.pin_images(plan_copy("aws-dev"))
+    store = "arn:aws:s3:::" + _bucket()(plan)["bucket"]
+    _replication_rule(plan)["destination"]["bucket"] = store
+    assert any("replicates to sv-dev-backups in the same region" in m for m in violated(plan)["s3-replication-to-dr"])
+
+    plan = h.pin_images(plan_copy("aws-dev"))
+    back = json.loads(json.dumps(h.bucket_side(plan, REPLICATION)))
+    back.update(urn=back["urn"] + "-back", name=back["name"] + "-back")
+    back["inputs"].update(bucket=_bucket(dr=True)(plan)["bucket"])
+    back["inputs"]["rules"][0]["destination"]["bucket"] = store
+    back["options"]["propertyDependencies"] = {}
+    plan["resources"].append(back)
+    h.edit_document(
+        _bucket_policy()(plan), lambda d: d["Statement"].remove(h.statement(d, "DenyDestructiveActionsToJobRoles"))
+    )
+    assert "s3-writer-deletes-denied" in violated(plan)
 
 
 def test_a_replica_outside_the_stack_is_not_a_dr_copy(plan_copy):
