@@ -20,17 +20,33 @@ from .aws_resources import (
     SNS_TOPIC,
     SNS_TOPIC_POLICY,
     Statement,
+    allows,
     arn_region,
     configured,
     is_everyone,
+    job_roles,
     policy_document,
     refers_to,
     region_in,
     region_of,
+    role_policies,
+    s3_buckets,
+    service_account_key,
     tags,
 )
-from .props import SECRET_PURPOSE, UNKNOWN, as_number, path_segments, plain
+from .props import (
+    SECRET_PURPOSE,
+    SNAPSHOT_CLASS,
+    UNKNOWN,
+    as_number,
+    get,
+    namespace_of,
+    path_segments,
+    plain,
+    pod_spec,
+)
 from .rule import StackResource, resource_rule, stack_rule
+from .stack_rules import cometbft_steps, dest_prefixes, one_flag
 
 
 def _region(props: dict, args: ResourceValidationArgs):
@@ -311,6 +327,59 @@ def _check_rds_replication(resources: list[StackResource], _args: StackValidatio
             )
 
 
+# --- CometBFT snapshots --------------------------------------------------------------------------------
+
+# CSI drivers whose snapshots live in one region only: a kept snapshot is a backup once copied out of it.
+REGIONAL_SNAPSHOT_DRIVERS = frozenset({"ebs.csi.aws.com"})
+
+
+def _check_cometbft_copies(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
+    drivers = {get(r.props, "metadata", "name"): r.props.get("driver") for r in resources if r.type == SNAPSHOT_CLASS}
+    # The primary region: where the store the Postgres jobs write to lives (the cluster's region).
+    dests = dest_prefixes(resources, "s3")
+    store_regions = {region_of(b.resource) for b in s3_buckets(resources) if b.name in dests}
+    roles = {service_account_key(ksa): role for ksa, _arn, role in job_roles(resources)}
+    for job, step in cometbft_steps(resources):
+        if step is None or drivers.get(one_flag(step, "--class")) not in REGIONAL_SNAPSHOT_DRIVERS:
+            continue
+        where = f"CronJob '{job.name}' (snapshot-cometbft step)"
+        region, key = one_flag(step, "--copy-to-region"), one_flag(step, "--copy-kms-key")
+        problems = []
+        if region is None:
+            problems.append("no --copy-to-region, so every kept EBS snapshot stays in the cluster's region")
+        elif region in store_regions:
+            problems.append(f"--copy-to-region {region} is the cluster's own region (that of the backup store)")
+        if key is None:
+            problems.append("no --copy-kms-key, so the copies are not encrypted with a key of the DR region")
+        elif isinstance(region, str) and arn_region(key) not in (None, region):
+            problems.append(f"--copy-kms-key {key} is a key of {arn_region(key)}, not of {region}")
+        spec = pod_spec(job.props)
+        role = roles.get((namespace_of(job.props), spec.get("serviceAccountName") or "default"))
+        if role is not None and not any(
+            isinstance(p.statements, list) and any(allows(s, "ec2:CopySnapshot") for s in p.statements)
+            for p in role_policies(role, resources)
+        ):
+            problems.append(f"its role '{role.name}' may not ec2:CopySnapshot, so every copy fails")
+        if problems:
+            report(
+                f"{where}: {'; '.join(problems)}. EBS snapshots are regional: a region loss loses every CometBFT "
+                f"snapshot that was not copied. Fix: pass --copy-to-region sv-backups:dr.region and --copy-kms-key "
+                f"that region's key, and allow the job's role ec2:CopySnapshot (components/aws/backend.py "
+                f"snapshot_copies).",
+                job.urn,
+            )
+
+
+cometbft_snapshots_copied = stack_rule(
+    "cometbft-snapshots-copied",
+    "CometBFT snapshots of a regional CSI driver (EBS) are copied to another region, under that region's key, by "
+    "a job role allowed to copy them.",
+    check=_check_cometbft_copies,
+    severity=Severity.CRITICAL,
+    remediation="Pass --copy-to-region and --copy-kms-key to snapshot-cometbft and allow ec2:CopySnapshot.",
+)
+
+
 rds_backups_replicated = stack_rule(
     "rds-backups-replicated",
     "Every RDS instance's automated backups are replicated to another region (at least 7 days).",
@@ -325,4 +394,5 @@ POLICIES = [
     aws_no_public_policies,
     rds_backups_protected,
     rds_backups_replicated,
+    cometbft_snapshots_copied,
 ]

@@ -277,14 +277,14 @@ def _cadence_check(clouds: Sequence[Cloud]):
                     job.urn,
                 )
 
-        for job, step in _cometbft_steps(resources):
+        for job, step in cometbft_steps(resources):
             if step is not None:
                 _check_cometbft_cadence(job, step, report)
 
     return check
 
 
-def _cometbft_steps(resources: list[StackResource]) -> list[tuple[StackResource, dict | None]]:
+def cometbft_steps(resources: list[StackResource]) -> list[tuple[StackResource, dict | None]]:
     """(CronJob, container) for every container of a CometBFT backup CronJob that runs `snapshot-cometbft`;
     (CronJob, None) for a CometBFT CronJob without one."""
     found = []
@@ -300,14 +300,14 @@ def _cometbft_steps(resources: list[StackResource]) -> list[tuple[StackResource,
     return found
 
 
-def _one_flag(step: dict, flag: str):
+def one_flag(step: dict, flag: str):
     """The value of `flag` in a step's arguments; None when absent (or given twice: ambiguous)."""
     values = flag_values(step, flag)
     return values[0] if len(values) == 1 else None
 
 
 def _check_cometbft_cadence(job: StackResource, step: dict, report: ReportViolation) -> None:
-    raw_blocks, raw_rate = _one_flag(step, "--retain-blocks"), _one_flag(step, "--blocks-per-hour")
+    raw_blocks, raw_rate = one_flag(step, "--retain-blocks"), one_flag(step, "--blocks-per-hour")
     if UNKNOWN in (raw_blocks, raw_rate):
         return
     try:
@@ -354,7 +354,7 @@ MIN_COMETBFT_KEEP_RECENT = timedelta(days=1)
 
 def _check_cometbft_kept(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
     declared = {get(r.props, "metadata", "name") for r in resources if r.type == SNAPSHOT_CLASS}
-    for job, step in _cometbft_steps(resources):
+    for job, step in cometbft_steps(resources):
         where = f"CronJob '{job.name}' (snapshot-cometbft step)"
         if step is None:
             report(
@@ -364,7 +364,7 @@ def _check_cometbft_kept(resources: list[StackResource], _args: StackValidationA
                 job.urn,
             )
             continue
-        snapshot_class = _one_flag(step, "--class")
+        snapshot_class = one_flag(step, "--class")
         # With no class declared at all, backup-coverage reports the missing class.
         if declared and snapshot_class is not UNKNOWN and (snapshot_class is None or snapshot_class not in declared):
             shown = "no --class" if snapshot_class is None else f"--class {snapshot_class}"
@@ -375,7 +375,7 @@ def _check_cometbft_kept(resources: list[StackResource], _args: StackValidationA
                 f"--class with the name of the stack's VolumeSnapshotClass (components/cometbft.py).",
                 job.urn,
             )
-        raw = _one_flag(step, "--keep-recent")
+        raw = one_flag(step, "--keep-recent")
         if raw is UNKNOWN:
             continue
         try:

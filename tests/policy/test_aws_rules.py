@@ -215,6 +215,13 @@ def _dr_in_the_primary_region(plan):
     _encryption_default(dr=True)(plan).update(kmsMasterKeyId=_primary_bucket_key(plan))
 
 
+def _drop_copy_flags(plan):
+    args = h.container(plan, "cometbft", "snapshot")["args"]
+    for flag in ("--copy-to-region", "--copy-kms-key"):
+        index = args.index(flag)
+        del args[index : index + 2]
+
+
 PUBLIC_READ = {"Sid": "Public", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}
 
 CASES = [
@@ -309,6 +316,17 @@ CASES = [
         "aws-prod",
         lambda p: _bucket(dr=True)(p)["tags"].pop("svbackups-historical-cadence-seconds"),
         "tag svbackups-historical-cadence-seconds is missing",
+    ),
+    ("cometbft-snapshots-copied", "aws-prod", _snapshot_flag("--copy-to-region", "us-east-1"), "cluster's own region"),
+    ("cometbft-snapshots-copied", "aws-dev", _drop_copy_flags, "no --copy-to-region"),
+    (
+        "cometbft-snapshots-copied",
+        "aws-prod",
+        lambda p: h.edit_document(
+            h.role_policy(p, "cometbft-snapshot"),
+            lambda d: d["Statement"].remove(h.statement(d, "CopySnapshotsToDr")),
+        ),
+        "may not ec2:CopySnapshot",
     ),
     # S3 buckets.
     (
