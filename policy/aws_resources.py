@@ -295,17 +295,16 @@ def replication_targets(source: S3Bucket, buckets: list[S3Bucket], rule: dict, c
 # --- IAM roles of the backup jobs ------------------------------------------------------------------------
 
 
-def role_name_of_arn(arn: Any) -> str | None:
-    """The role name in `arn:aws:iam::<account>:role/<path>/<name>`."""
-    if not isinstance(arn, str) or ":role/" not in arn:
-        return None
-    return arn.rsplit("/", 1)[-1]
-
-
 def role_names(role: StackResource) -> tuple:
-    """How other resources name a role: its name (also its id), and the ARN forms of the plan."""
+    """How other resources name a role: by its name (which is also its id)."""
     name = role.props.get("name")
     return (name,) if isinstance(name, str) and name else ()
+
+
+def names_role(arn: Any, role: StackResource) -> bool:
+    """Whether a role ARN is this role's: `...:role<path><name>` with the role's path ('/' unless set)."""
+    name, path = role.props.get("name"), role.props.get("path") or "/"
+    return isinstance(arn, str) and isinstance(name, str) and bool(name) and arn.endswith(f":role{path}{name}")
 
 
 def annotated_role(ksa: StackResource, roles: list[StackResource]) -> tuple[Any, StackResource | None]:
@@ -313,11 +312,8 @@ def annotated_role(ksa: StackResource, roles: list[StackResource]) -> tuple[Any,
     arn = labels(ksa.props, "metadata", "annotations").get(IRSA_ANNOTATION)
     if arn in (None, ""):
         return None, None
-    by_name = role_name_of_arn(arn)
     for role in roles:
-        if (by_name is not None and by_name in role_names(role)) or (
-            arn is UNKNOWN and role.urn in ksa.property_dependencies.get("metadata", ())
-        ):
+        if names_role(arn, role) or (arn is UNKNOWN and role.urn in ksa.property_dependencies.get("metadata", ())):
             return arn, role
     return arn, None
 
