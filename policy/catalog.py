@@ -6,7 +6,20 @@ from pathlib import Path
 
 from pulumi_policy import Policy
 
-from . import cloudsql_iam_rules, gcp_replication_rules, gcp_rules, kubernetes_rules, stack_rules
+from . import (
+    aws_cloud,
+    aws_iam_rules,
+    aws_rules,
+    aws_s3_rules,
+    cloudsql_iam_rules,
+    coverage_rules,
+    gcp_replication_rules,
+    gcp_rules,
+    key_rules,
+    kubernetes_rules,
+    stack_rules,
+)
+from .clouds import Cloud
 
 PACK_NAME = "sv-backups"
 PACK_DIR = Path(__file__).resolve().parent
@@ -14,10 +27,19 @@ PACK_DIR = Path(__file__).resolve().parent
 # scripts/policy_check.py picks the same file for the plan's stack.
 CONFIG_DIR = PACK_DIR / "config"
 
+# The clouds the cloud-neutral rules (coverage_rules.py) know: each stack is held to the profiles of the clouds
+# it is on. A rule about one cloud's resources only applies to that cloud's resource types.
+CLOUDS: tuple[Cloud, ...] = (stack_rules.GCP, aws_cloud.AWS)
+
 POLICIES: list[Policy] = [
     *kubernetes_rules.POLICIES,
     *gcp_rules.POLICIES,
-    *stack_rules.POLICIES,
+    *key_rules.POLICIES,
+    *stack_rules.policies(CLOUDS),
+    *aws_rules.POLICIES,
+    *aws_s3_rules.POLICIES,
+    *aws_iam_rules.POLICIES,
+    *coverage_rules.policies(CLOUDS),
     *cloudsql_iam_rules.POLICIES,
     *gcp_replication_rules.POLICIES,
 ]

@@ -30,7 +30,7 @@ from .props import (
     labels,
 )
 from .rule import StackResource, resource_rule, stack_rule
-from .stack_rules import _dest_prefixes
+from .stack_rules import dest_prefixes
 
 NOTIFICATION = "gcp:storage/notification:Notification"
 SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
@@ -257,7 +257,7 @@ def _check_region_loss(resources: list[StackResource], _args: StackValidationArg
             for source, source_path, sink, sink_path in gcs_copies(resource.props):
                 if isinstance(source, str) and isinstance(sink, str):
                     copies.setdefault(source, []).append(_Copy(resource, str(source_path), sink, str(sink_path)))
-    for name, prefixes in sorted(_dest_prefixes(resources).items()):
+    for name, prefixes in sorted(dest_prefixes(resources, "gs").items()):
         source = buckets.get(name)
         # A --dest outside the stack: lifecycle-never-deletes-history and backup-coverage speak for it.
         if source is None or _region(source) is None:

@@ -1,14 +1,11 @@
-"""Rules on the GCP resources: the backup bucket, the identities secret, IAM grants, Cloud SQL, KMS keys."""
+"""Rules on the GCP resources: the backup bucket, the identities secret, IAM grants, Cloud SQL."""
 
 from __future__ import annotations
-
-import re
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
 from .props import (
     BUCKET,
-    CRYPTO_KEY,
     RECENT_SECONDS,
     SECRET,
     SECRET_PURPOSE,
@@ -19,6 +16,7 @@ from .props import (
     get,
     iam_grants,
     labels,
+    path_segments,
 )
 from .rule import ADVISORY, resource_rule
 
@@ -419,18 +417,11 @@ _PROTECTED_PATHS = (
     ("settings", "deletionProtectionEnabled"),
 )
 _IGNORABLE_BACKUP_FIELDS = frozenset({"startTime", "backupTier"})
-_PATH_SEGMENT = re.compile(r'\[\s*"((?:[^"\\]|\\.)*)"\s*\]|\[\s*([^\]]*?)\s*\]|([^.\[\]]+)')
-
-
-def _path_segments(path: str) -> list[str]:
-    """`settings.backupConfiguration["enabled"]` -> ['settings', 'backupConfiguration', 'enabled'] (Pulumi
-    property paths: dots, [index], ["key"], * wildcards)."""
-    return [next(g for g in match.groups() if g is not None) for match in _PATH_SEGMENT.finditer(path)]
 
 
 def _hidden_protection(ignored: str) -> str | None:
     """The protected field an ignoreChanges path covers (an ancestor, the field itself or anything under it)."""
-    segments = _path_segments(ignored)
+    segments = path_segments(ignored)
     for protected in _PROTECTED_PATHS:
         common = min(len(segments), len(protected))
         if not segments or not all(a in ("*", b) for a, b in zip(segments[:common], protected[:common], strict=True)):
@@ -457,47 +448,6 @@ cloudsql_backups_protected = resource_rule(
 )
 
 
-# --- KMS ------------------------------------------------------------------------------------------------
-
-MAX_ROTATION_DAYS = 90
-
-
-def _check_rotation(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
-    maximum = float(args.get_config().get("maxRotationDays", MAX_ROTATION_DAYS))
-    raw = props.get("rotationPeriod")
-    if raw is UNKNOWN:
-        return
-    seconds = as_number(raw)
-    if seconds is None:
-        report(
-            f"CryptoKey '{args.name}': no rotationPeriod; the key material never rotates. Fix: set "
-            f"rotationPeriod to at most '{int(maximum * DAY)}s' ({maximum:g} days)."
-        )
-    elif seconds > maximum * DAY:
-        report(
-            f"CryptoKey '{args.name}': rotationPeriod is {describe_seconds(seconds)}, longer than {maximum:g} "
-            f"days. Fix: set rotationPeriod to at most '{int(maximum * DAY)}s'."
-        )
-
-
-kms_key_rotation = resource_rule(
-    "kms-key-rotation",
-    "Cloud KMS keys rotate at least every 90 days.",
-    types=[CRYPTO_KEY],
-    check=_check_rotation,
-    level=ADVISORY,
-    severity=Severity.MEDIUM,
-    remediation="Set rotationPeriod to '7776000s' (90 days) or less.",
-    config={
-        "maxRotationDays": {
-            "type": "number",
-            "minimum": 1,
-            "default": MAX_ROTATION_DAYS,
-            "description": "Longest allowed rotation period, in days.",
-        }
-    },
-)
-
 POLICIES = [
     bucket_uniform_access,
     bucket_public_access_prevention,
@@ -509,5 +459,4 @@ POLICIES = [
     secret_writer_add_only,
     cloudsql_backups_protected,
     storage_class_transitions,
-    kms_key_rotation,
 ]

@@ -10,6 +10,7 @@ schedule that is UNKNOWN cannot be checked and says so (`require_known`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from pulumi_policy.proxy import (
     UNKNOWN_OBJECT_VALUE,
     UNKNOWN_STRING_VALUE,
     UnknownValueError,
+    _DictProxy,
+    _ListProxy,
 )
 
 _SENTINELS = {
@@ -75,6 +78,18 @@ UNKNOWN = _Unknown()
 
 def plain(value: Any) -> Any:
     """Props (possibly wrapped in CrossGuard's unknown-checking proxies) as plain dicts and lists."""
+    kind = type(value)
+    # The common shapes first, by exact type: every rule copies every resource's props, on every run.
+    if kind is _DictProxy or kind is dict:
+        inner = value._DictProxy__target if kind is _DictProxy else value
+        return {key: plain(item) for key, item in inner.items()}
+    if kind is _ListProxy or kind is list:
+        inner = value._ListProxy__target if kind is _ListProxy else value
+        return [plain(item) for item in inner]
+    if kind is str:
+        return UNKNOWN if value in _SENTINELS else value
+    if value is None or kind in (bool, int, float):
+        return value
     if isinstance(value, Mapping):
         inner = getattr(value, "_DictProxy__target", value)
         return {key: plain(item) for key, item in inner.items()}
@@ -211,3 +226,12 @@ def cloudsql_proxy_version(container: dict) -> str | None:
     repository = image.split("@", 1)[0]
     name = repository.rsplit("/", 1)[-1].split(":", 1)[0]
     return {"cloud-sql-proxy": "v2", "gce-proxy": "v1"}.get(name)
+
+
+_PATH_SEGMENT = re.compile(r'\[\s*"((?:[^"\\]|\\.)*)"\s*\]|\[\s*([^\]]*?)\s*\]|([^.\[\]]+)')
+
+
+def path_segments(path: str) -> list[str]:
+    """`settings.backupConfiguration["enabled"]` -> ['settings', 'backupConfiguration', 'enabled'] (Pulumi
+    property paths: dots, [index], ["key"], * wildcards)."""
+    return [next(g for g in match.groups() if g is not None) for match in _PATH_SEGMENT.finditer(path)]

@@ -8,6 +8,7 @@ from typing import Any
 from pulumi_policy import (
     EnforcementLevel,
     PolicyConfigSchema,
+    PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
@@ -57,15 +58,45 @@ def resource_rule(
 
 
 class StackResource:
-    """One resource as a stack rule sees it: type, logical name, URN and plain props."""
+    """One resource as a stack rule sees it: type, logical name, URN and plain props; the plain props of its
+    provider (`{}` when the engine gives none), and, per input, the URNs of the resources its value came from
+    (`property_dependencies`): how a bucket's side resources name their bucket even when its name is only
+    known after deployment."""
 
-    __slots__ = ("name", "props", "type", "urn")
+    __slots__ = ("name", "property_dependencies", "props", "provider", "type", "urn")
 
-    def __init__(self, resource_type: str, name: str, urn: str, props: dict):
+    def __init__(
+        self,
+        resource_type: str,
+        name: str,
+        urn: str,
+        props: dict,
+        provider: dict | None = None,
+        property_dependencies: dict[str, list[str]] | None = None,
+    ):
         self.type = resource_type
         self.name = name
         self.urn = urn
         self.props = props
+        self.provider = provider or {}
+        self.property_dependencies = property_dependencies or {}
+
+
+def _stack_resource(resource: PolicyResource) -> StackResource:
+    """The plain view of a resource, made once per PolicyResource: every stack rule reads all of them, and the
+    offline checker hands the same PolicyResources to every rule."""
+    view = getattr(resource, "_svbackups_view", None)
+    if view is None:
+        view = StackResource(
+            resource.resource_type,
+            resource.name,
+            resource.urn,
+            plain(resource.props),
+            plain(resource.provider.props) if resource.provider is not None else None,
+            {key: [d.urn for d in deps] for key, deps in (resource.property_dependencies or {}).items()},
+        )
+        resource._svbackups_view = view
+    return view
 
 
 def stack_rule(
@@ -76,12 +107,12 @@ def stack_rule(
     level: EnforcementLevel = MANDATORY,
     severity: Severity = Severity.HIGH,
     remediation: str,
+    config: dict[str, dict[str, Any]] | None = None,
 ) -> StackValidationPolicy:
     """A StackValidationPolicy that runs `check` on every resource of the stack, props made plain."""
 
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
-        resources = [StackResource(r.resource_type, r.name, r.urn, plain(r.props)) for r in args.resources]
-        check(resources, args, report)
+        check([_stack_resource(r) for r in args.resources], args, report)
 
     return StackValidationPolicy(
         name=name,
@@ -90,4 +121,5 @@ def stack_rule(
         enforcement_level=level,
         severity=severity,
         remediation_steps=remediation,
+        config_schema=PolicyConfigSchema(properties=config) if config else None,
     )

@@ -8,11 +8,11 @@ Postgres CronJob's own arguments with the same function the job runs (components
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from urllib.parse import urlparse
 
-from pulumi_policy import ReportViolation, Severity, StackValidationArgs
+from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackValidationPolicy
 
 from components.retention import (
     HISTORICAL_TIER,
@@ -23,13 +23,11 @@ from components.retention import (
     postgres_historical_cadence,
 )
 
+from .clouds import BackupAlert, Cloud, clouds_of
 from .props import (
     ALERT_POLICY,
-    BACKUP_COMPONENTS,
-    BACKUP_KINDS,
     BUCKET,
     CADENCE_SECONDS,
-    COMPONENT_LABEL,
     CRON_JOB,
     GKE_SA_ANNOTATION,
     K8S_SERVICE_ACCOUNT,
@@ -54,7 +52,7 @@ from .props import (
     pod_spec,
     require_known,
 )
-from .rule import ADVISORY, StackResource, stack_rule
+from .rule import StackResource, stack_rule
 
 DAY = 86400
 _NONCURRENT_ONLY = ("daysSinceNoncurrentTime", "numNewerVersions", "noncurrentTimeBefore")
@@ -75,8 +73,8 @@ def _bucket_name(bucket: StackResource) -> str:
     return require_known(bucket.props.get("name"), f"{bucket.name}.name")
 
 
-def _dest_prefixes(resources: list[StackResource]) -> dict[str, set[str]]:
-    """Bucket name -> the object prefixes the Postgres backup steps write to, from their `--dest gs://bucket/
+def dest_prefixes(resources: list[StackResource], scheme: str) -> dict[str, set[str]]:
+    """Bucket name -> the object prefixes the Postgres backup steps write to, from their `--dest <scheme>://bucket/
     <prefix>` arguments (read like jobs/destinations.py: the URL path without its slashes, then '/'). Derived from
     what the jobs really do, not from labels the program writes about itself."""
     found: dict[str, set[str]] = {}
@@ -87,7 +85,7 @@ def _dest_prefixes(resources: list[StackResource]) -> dict[str, set[str]]:
             for url in flag_values(container, "--dest"):
                 url = require_known(url, f"{resource.name}.{container.get('name')}.args.--dest")
                 parsed = urlparse(str(url))
-                if parsed.scheme == "gs" and parsed.netloc:
+                if parsed.scheme == scheme and parsed.netloc:
                     path = parsed.path.strip("/")
                     found.setdefault(parsed.netloc, set()).add(f"{path}/" if path else "")
     return found
@@ -100,7 +98,7 @@ def _store_prefixes(resources: list[StackResource]) -> dict[str, dict[str, str]]
     allowlist."""
     stores = {
         bucket: {prefix: f"the Postgres CronJob writes to --dest gs://{bucket}/{prefix}" for prefix in prefixes}
-        for bucket, prefixes in _dest_prefixes(resources).items()
+        for bucket, prefixes in dest_prefixes(resources, "gs").items()
     }
     written = {bucket: sorted(prefixes) for bucket, prefixes in stores.items()}
     for resource in resources:
@@ -149,19 +147,6 @@ def _describe_rule(index: int, rule: dict) -> str:
     condition = get(rule, "condition", default={}) or {}
     shown = {k: v for k, v in condition.items() if v not in (None, [], UNKNOWN)} if isinstance(condition, dict) else {}
     return f"lifecycle rule #{index} (Delete, {shown or 'no condition'})"
-
-
-def _require_label(bucket: StackResource, label: str, report: ReportViolation) -> str | None:
-    value = labels(bucket.props, "labels").get(label)
-    if value in (None, "", UNKNOWN):
-        report(
-            f"Bucket '{bucket.name}': label {label} is missing, so the lifecycle rules cannot be checked "
-            f"against the windows. Fix: declare the bucket through components/gcp/backend.py backup_store(), "
-            f"which labels it with the windows.",
-            bucket.urn,
-        )
-        return None
-    return value
 
 
 # --- lifecycle: history -------------------------------------------------------------------------------
@@ -287,43 +272,47 @@ def _seal_windows(resources: list[StackResource]) -> tuple[StackResource | None,
     return None, {}
 
 
-def _check_cadence(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    for bucket in _backup_buckets(resources):
-        values = labels(bucket.props, "labels")
-        cadence = as_number(values.get(CADENCE_SECONDS))
-        pruning = as_number(values.get(MIN_PRUNING_SECONDS))
-        if cadence is None:
-            _require_label(bucket, CADENCE_SECONDS, report)
-        elif pruning is not None and cadence >= pruning:
-            report(
-                f"Bucket '{bucket.name}': historical sets are kept every {describe_seconds(cadence)} "
-                f"({CADENCE_SECONDS}), not strictly more often than the smallest pruning window "
-                f"{describe_seconds(pruning)} ({MIN_PRUNING_SECONDS}): pruned history would fall between two "
-                f"kept sets. Fix: keep historical sets more often than the smallest of "
-                f"sv-backups:retention.participantPruning / sequencerPruning (the program uses half).",
-                bucket.urn,
-            )
-    job, windows = _seal_windows(resources)
-    if job is not None and windows:
-        used = postgres_historical_cadence(windows.get("participant"), windows.get("sequencer"))
-        smallest = min(windows.values())
-        if used >= smallest:
-            report(
-                f"CronJob '{job.name}': the seal step promotes a historical set every "
-                f"{describe_seconds(used.total_seconds())} (from its --participant-pruning/--sequencer-pruning), "
-                f"not strictly more often than the smallest pruning window "
-                f"{describe_seconds(smallest.total_seconds())}. Fix: lengthen "
-                f"sv-backups:retention.participantPruning / sequencerPruning (the cadence is half the smallest "
-                f"window, at least 1h).",
-                job.urn,
-            )
+def _cadence_check(clouds: Sequence[Cloud]):
+    def check(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
+        for cloud in clouds_of(resources, clouds):
+            for store, values in cloud.stores(resources):
+                cadence = as_number(values.get(CADENCE_SECONDS))
+                pruning = as_number(values.get(MIN_PRUNING_SECONDS))
+                if cadence is None:
+                    if values.get(CADENCE_SECONDS) in (None, "", UNKNOWN):
+                        report(cloud.missing_store_label(store, CADENCE_SECONDS), store.urn)
+                elif pruning is not None and cadence >= pruning:
+                    report(
+                        f"Bucket '{store.name}': historical sets are kept every {describe_seconds(cadence)} "
+                        f"({CADENCE_SECONDS}), not strictly more often than the smallest pruning window "
+                        f"{describe_seconds(pruning)} ({MIN_PRUNING_SECONDS}): pruned history would fall between "
+                        f"two kept sets. Fix: keep historical sets more often than the smallest of "
+                        f"sv-backups:retention.participantPruning / sequencerPruning (the program uses half).",
+                        store.urn,
+                    )
+        job, windows = _seal_windows(resources)
+        if job is not None and windows:
+            used = postgres_historical_cadence(windows.get("participant"), windows.get("sequencer"))
+            smallest = min(windows.values())
+            if used >= smallest:
+                report(
+                    f"CronJob '{job.name}': the seal step promotes a historical set every "
+                    f"{describe_seconds(used.total_seconds())} (from its --participant-pruning/--sequencer-pruning), "
+                    f"not strictly more often than the smallest pruning window "
+                    f"{describe_seconds(smallest.total_seconds())}. Fix: lengthen "
+                    f"sv-backups:retention.participantPruning / sequencerPruning (the cadence is half the smallest "
+                    f"window, at least 1h).",
+                    job.urn,
+                )
 
-    for job, step in _cometbft_steps(resources):
-        if step is not None:
-            _check_cometbft_cadence(job, step, report)
+        for job, step in cometbft_steps(resources):
+            if step is not None:
+                _check_cometbft_cadence(job, step, report)
+
+    return check
 
 
-def _cometbft_steps(resources: list[StackResource]) -> list[tuple[StackResource, dict | None]]:
+def cometbft_steps(resources: list[StackResource]) -> list[tuple[StackResource, dict | None]]:
     """(CronJob, container) for every container of a CometBFT backup CronJob that runs `snapshot-cometbft`;
     (CronJob, None) for a CometBFT CronJob without one."""
     found = []
@@ -339,14 +328,14 @@ def _cometbft_steps(resources: list[StackResource]) -> list[tuple[StackResource,
     return found
 
 
-def _one_flag(step: dict, flag: str):
+def one_flag(step: dict, flag: str):
     """The value of `flag` in a step's arguments; None when absent (or given twice: ambiguous)."""
     values = flag_values(step, flag)
     return values[0] if len(values) == 1 else None
 
 
 def _check_cometbft_cadence(job: StackResource, step: dict, report: ReportViolation) -> None:
-    raw_blocks, raw_rate = _one_flag(step, "--retain-blocks"), _one_flag(step, "--blocks-per-hour")
+    raw_blocks, raw_rate = one_flag(step, "--retain-blocks"), one_flag(step, "--blocks-per-hour")
     if UNKNOWN in (raw_blocks, raw_rate):
         return
     try:
@@ -375,14 +364,15 @@ def _check_cometbft_cadence(job: StackResource, step: dict, report: ReportViolat
         )
 
 
-historical_cadence_within_pruning = stack_rule(
-    "historical-cadence-within-pruning",
-    "Historical backups are kept strictly more often than the smallest participant/sequencer pruning window, and "
-    "CometBFT snapshots strictly more often than CometBFT's block retention window.",
-    check=_check_cadence,
-    severity=Severity.CRITICAL,
-    remediation="Keep the historical cadence below the smallest pruning window (components/retention.py).",
-)
+def _historical_cadence_within_pruning(clouds: Sequence[Cloud]) -> StackValidationPolicy:
+    return stack_rule(
+        "historical-cadence-within-pruning",
+        "Historical backups are kept strictly more often than the smallest participant/sequencer pruning window, "
+        "and CometBFT snapshots strictly more often than CometBFT's block retention window.",
+        check=_cadence_check(clouds),
+        severity=Severity.CRITICAL,
+        remediation="Keep the historical cadence below the smallest pruning window (components/retention.py).",
+    )
 
 
 # --- CometBFT snapshots ---------------------------------------------------------------------------------
@@ -392,7 +382,7 @@ MIN_COMETBFT_KEEP_RECENT = timedelta(days=1)
 
 def _check_cometbft_kept(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
     declared = {get(r.props, "metadata", "name") for r in resources if r.type == SNAPSHOT_CLASS}
-    for job, step in _cometbft_steps(resources):
+    for job, step in cometbft_steps(resources):
         where = f"CronJob '{job.name}' (snapshot-cometbft step)"
         if step is None:
             report(
@@ -402,7 +392,7 @@ def _check_cometbft_kept(resources: list[StackResource], _args: StackValidationA
                 job.urn,
             )
             continue
-        snapshot_class = _one_flag(step, "--class")
+        snapshot_class = one_flag(step, "--class")
         # With no class declared at all, backup-coverage reports the missing class.
         if declared and snapshot_class is not UNKNOWN and (snapshot_class is None or snapshot_class not in declared):
             shown = "no --class" if snapshot_class is None else f"--class {snapshot_class}"
@@ -413,7 +403,7 @@ def _check_cometbft_kept(resources: list[StackResource], _args: StackValidationA
                 f"--class with the name of the stack's VolumeSnapshotClass (components/cometbft.py).",
                 job.urn,
             )
-        raw = _one_flag(step, "--keep-recent")
+        raw = one_flag(step, "--keep-recent")
         if raw is UNKNOWN:
             continue
         try:
@@ -472,7 +462,7 @@ def _email(value) -> str | None:
     return tail.lower() if "@" in tail else None
 
 
-def _backup_ksas(resources: list[StackResource]) -> set[tuple[str, str]]:
+def backup_ksas(resources: list[StackResource]) -> set[tuple[str, str]]:
     """(namespace, serviceAccountName) of every backup CronJob's pods. A KSA labelled with a backup component whose
     CronJob is missing from the stack counts too: backup-coverage reports the missing CronJob."""
     found, kinds = set(), set()
@@ -518,7 +508,7 @@ def _writer_projects(resources: list[StackResource], emails: set[str]) -> set:
 def _check_workload_identity(
     resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation
 ) -> None:
-    ksas = _backup_ksas(resources)
+    ksas = backup_ksas(resources)
     emails, account_ids = _writer_accounts(resources, ksas)
     annotated = {
         (namespace_of(r.props), get(r.props, "metadata", "name")): _email(
@@ -616,119 +606,91 @@ workload_identity_backup_ksa = stack_rule(
 )
 
 
-# --- alerts ---------------------------------------------------------------------------------------------
-
-ALERT_TYPES = ("stale", "failed")
+# --- the GCP profile of the cloud-neutral rules (coverage_rules.py) ------------------------------------
 
 
-def _backup_alerts(resources: list[StackResource]) -> list[StackResource]:
-    return [r for r in resources if r.type == ALERT_POLICY and "svbackups-kind" in labels(r.props, "userLabels")]
-
-
-def _check_alerts(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    present = set()
-    for alert in _backup_alerts(resources):
+def _gcp_alerts(resources: list[StackResource]) -> list[BackupAlert]:
+    found = []
+    for alert in resources:
         user_labels = labels(alert.props, "userLabels")
-        if alert.props.get("enabled") is False:
-            report(
-                f"AlertPolicy '{alert.name}': enabled is false, so the {user_labels.get('svbackups-kind')} "
-                f"{user_labels.get('svbackups-alert')} alert never fires. Fix: remove enabled: false.",
-                alert.urn,
-            )
+        if alert.type != ALERT_POLICY or "svbackups-kind" not in user_labels:
             continue
-        present.add((user_labels.get("svbackups-kind"), user_labels.get("svbackups-alert")))
-    for kind in BACKUP_KINDS:
-        for alert_type in ALERT_TYPES:
-            if (kind, alert_type) not in present:
-                what = (
-                    "no completed backup for longer than the schedule allows"
-                    if alert_type == "stale"
-                    else "a failed backup run"
-                )
-                report(
-                    f"No enabled AlertPolicy with userLabels svbackups-kind={kind}, svbackups-alert={alert_type}: "
-                    f"nobody is told about {what} of {kind}. Fix: declare it with components/monitoring.py "
-                    f"BackupAlerts (one stale and one failed alert per backup kind)."
-                )
-
-
-alerts_per_backup_kind = stack_rule(
-    "alerts-per-backup-kind",
-    "Every backup kind (postgres, cometbft, identities) has an enabled stale alert and failed alert.",
-    check=_check_alerts,
-    severity=Severity.HIGH,
-    remediation="Declare the alerts with components/monitoring.py BackupAlerts.",
-)
-
-
-def _check_channels(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    for alert in _backup_alerts(resources):
+        kind, alert_type = user_labels.get("svbackups-kind"), user_labels.get("svbackups-alert")
+        defects = []
+        if alert.props.get("enabled") is False:
+            defects.append(
+                f"AlertPolicy '{alert.name}': enabled is false, so the {kind} {alert_type} alert never fires. "
+                f"Fix: remove enabled: false."
+            )
         channels = alert.props.get("notificationChannels")
-        if channels is not UNKNOWN and not channels:
-            report(
-                f"AlertPolicy '{alert.name}': no notificationChannels, so the alert only shows in the console. "
-                f"Fix: set sv-backups:monitoring.notificationChannels or notificationEmails.",
-                alert.urn,
-            )
+        notifies = None if channels is UNKNOWN else bool(channels)
+        found.append(BackupAlert(alert, kind, alert_type, defects, notifies))
+    return found
 
 
-alert_notification_channels = stack_rule(
-    "alert-notification-channels",
-    "Backup alerts notify someone (at least one notification channel).",
-    check=_check_channels,
-    level=ADVISORY,
-    severity=Severity.MEDIUM,
-    remediation="Set sv-backups:monitoring.notificationChannels or notificationEmails.",
-)
+def _gcp_missing_alert(kind: str, alert_type: str, what: str) -> str:
+    return (
+        f"No enabled AlertPolicy with userLabels svbackups-kind={kind}, svbackups-alert={alert_type}: nobody is "
+        f"told about {what} of {kind}. Fix: declare it with components/monitoring.py BackupAlerts (one stale and "
+        f"one failed alert per backup kind)."
+    )
 
 
-# --- coverage -------------------------------------------------------------------------------------------
+def _gcp_silent_alert(alert: BackupAlert) -> str:
+    return (
+        f"AlertPolicy '{alert.resource.name}': no notificationChannels, so the alert only shows in the console. "
+        f"Fix: set sv-backups:monitoring.notificationChannels or notificationEmails."
+    )
 
 
-def _check_coverage(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
-    kinds = {backup_kind(r.props) for r in resources if r.type == CRON_JOB}
-    for component, kind in BACKUP_COMPONENTS.items():
-        if kind not in kinds:
-            report(
-                f"No CronJob labelled {COMPONENT_LABEL}={component}: the {kind} backup never runs (or the "
-                f"policies cannot recognise it). Fix: declare it with its component (components/) and keep the "
-                f"label."
-            )
+def _gcp_missing_backups(resources: list[StackResource]) -> list[str]:
+    missing = []
     if not _backup_buckets(resources):
-        report(
+        missing.append(
             f"No bucket labelled {RECENT_SECONDS}: the backup bucket is missing or unlabelled, so the lifecycle "
             f"rules cannot be checked against the windows. Fix: declare it with components/gcp/backend.py "
             f"backup_store()."
         )
     if not any(r.type == SECRET and labels(r.props, "labels").get(SECRET_PURPOSE) == "identities" for r in resources):
-        report(
+        missing.append(
             f"No Secret Manager secret labelled {SECRET_PURPOSE}=identities: identities dumps have nowhere to go "
             f"(or the policies cannot recognise it). Fix: declare it with components/gcp/backend.py "
             f"identities_secret()."
         )
-    if not any(r.type == SNAPSHOT_CLASS for r in resources):
-        report(
-            "No VolumeSnapshotClass: CometBFT snapshots have no class with deletionPolicy Retain. Fix: declare "
-            "it with components/cometbft.py."
-        )
+    return missing
 
 
-backup_coverage = stack_rule(
-    "backup-coverage",
-    "The stack declares every backup: the three CronJobs, the labelled backup bucket, the identities secret, "
-    "the snapshot class.",
-    check=_check_coverage,
-    severity=Severity.CRITICAL,
-    remediation="Declare the stack with components/program.py SvBackups.",
+def _gcp_stores(resources: list[StackResource]) -> list[tuple[StackResource, dict]]:
+    return [(bucket, labels(bucket.props, "labels")) for bucket in _backup_buckets(resources)]
+
+
+def _gcp_missing_store_label(bucket: StackResource, label: str) -> str:
+    return (
+        f"Bucket '{bucket.name}': label {label} is missing, so the lifecycle rules cannot be checked against the "
+        f"windows. Fix: declare the bucket through components/gcp/backend.py backup_store(), which labels it with "
+        f"the windows."
+    )
+
+
+GCP = Cloud(
+    name="gcp",
+    packages=("gcp",),
+    url_schemes=("gs", "gcpsm"),
+    alerts=_gcp_alerts,
+    missing_alert=_gcp_missing_alert,
+    silent_alert=_gcp_silent_alert,
+    missing_backups=_gcp_missing_backups,
+    stores=_gcp_stores,
+    missing_store_label=_gcp_missing_store_label,
 )
 
-POLICIES = [
-    lifecycle_never_deletes_history,
-    lifecycle_keeps_recent_window,
-    historical_cadence_within_pruning,
-    cometbft_snapshots_kept,
-    workload_identity_backup_ksa,
-    alerts_per_backup_kind,
-    backup_coverage,
-    alert_notification_channels,
-]
+
+def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
+    """The rules, the cadence rule over the given cloud profiles (catalog.py passes every cloud's)."""
+    return [
+        lifecycle_never_deletes_history,
+        lifecycle_keeps_recent_window,
+        _historical_cadence_within_pruning(clouds),
+        cometbft_snapshots_kept,
+        workload_identity_backup_ksa,
+    ]

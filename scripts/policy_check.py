@@ -31,6 +31,7 @@ from pulumi_policy import (  # noqa: E402
     EnforcementLevel,
     Policy,
     PolicyCustomTimeouts,
+    PolicyProviderResource,
     PolicyResource,
     PolicyResourceOptions,
     ResourceValidationArgs,
@@ -215,22 +216,82 @@ def _label(resource: dict) -> str:
     return f"{resource.get('type')} {resource.get('name')}"
 
 
-def _check_resources(policy: ResourceValidationPolicy, resources, config, verdict: Verdict) -> None:
+def _provider_ref_urn(reference: str) -> str:
+    """The provider URN of a provider reference `<urn>::<id>` (URNs contain `::` themselves)."""
+    return reference.rsplit("::", 1)[0]
+
+
+def _default_provider_config(stack: str) -> dict[str, dict[str, Any]]:
+    """Package -> the properties of the stack's default provider of that package: its `<package>:*` keys of
+    stacks/Pulumi.<stack>.yaml (as the CLI configures a default provider), e.g. {"aws": {"region": ...}}."""
+    from scripts.offline_plan import PlanInputError, load_project, load_stack_file
+
+    try:
+        project = load_project(REPO)
+        path = project.stack_file(stack)
+        values = load_stack_file(path, project=project.name, stack=stack).values if path.is_file() else {}
+    except PlanInputError:
+        values = {}
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        package, _, name = key.partition(":")
+        found.setdefault(package, {})[name] = value
+    return found
+
+
+def _providers(plan: dict) -> dict[str, PolicyProviderResource]:
+    """Resource URN -> its provider, as the engine hands it to a policy: the provider resource named by the
+    resource's `provider` option, else the stack's default provider of the resource's package."""
+    resources = plan.get("resources") or []
+    by_urn = {r["urn"]: r for r in resources}
+    defaults = _default_provider_config(str(plan.get("stack", "")))
+    found = {}
+    for resource in resources:
+        options = resource.get("options") or {}
+        if not options.get("custom") or resource["type"].startswith("pulumi:providers:"):
+            continue
+        reference = options.get("provider")
+        if reference:
+            named = by_urn.get(_provider_ref_urn(reference))
+            if named is not None:
+                found[resource["urn"]] = PolicyProviderResource(
+                    named["type"], _props(named), named["urn"], named["name"]
+                )
+            continue
+        package = resource["type"].split(":", 1)[0]
+        found[resource["urn"]] = PolicyProviderResource(
+            f"pulumi:providers:{package}",
+            unknown_checking_proxy(deserialize_properties(defaults.get(package, {}))),
+            f"urn:pulumi:{plan.get('stack')}::{plan.get('project')}::pulumi:providers:{package}::default",
+            "default",
+        )
+    return found
+
+
+def _check_resources(policy: ResourceValidationPolicy, resources, config, verdict: Verdict, props, providers) -> None:
     for resource in resources:
 
         def report(message: str, _urn: str | None = None, resource=resource) -> None:
             verdict.violations.append(Violation(message, _label(resource)))
 
         args = ResourceValidationArgs(
-            resource["type"], _props(resource), resource["urn"], resource["name"], _options(resource), None, config
+            resource["type"],
+            props[resource["urn"]],
+            resource["urn"],
+            resource["name"],
+            _options(resource),
+            providers.get(resource["urn"]),
+            config,
         )
         _run(policy.validate, args, report, verdict)
 
 
-def _check_stack(policy: StackValidationPolicy, resources, config, verdict: Verdict) -> None:
-    by_urn = {r["urn"]: r for r in resources}
+def _stack_resources(resources, props, providers) -> list[PolicyResource]:
+    """The stack's resources as a stack policy sees them: parents, dependencies and property dependencies linked."""
     stack_resources = {
-        r["urn"]: PolicyResource(r["type"], _props(r), r["urn"], r["name"], _options(r), None, None, [], {})
+        r["urn"]: PolicyResource(
+            r["type"], props[r["urn"]], r["urn"], r["name"], _options(r), providers.get(r["urn"]), None, [], {}
+        )
         for r in resources
     }
     for resource in resources:
@@ -241,16 +302,25 @@ def _check_stack(policy: StackValidationPolicy, resources, config, verdict: Verd
             key: [stack_resources[d] for d in urns if d in stack_resources]
             for key, urns in ((resource.get("options") or {}).get("propertyDependencies") or {}).items()
         }
+    return list(stack_resources.values())
+
+
+def _check_stack(policy: StackValidationPolicy, resources, config, verdict: Verdict, stack_resources) -> None:
+    by_urn = {r["urn"]: r for r in resources}
 
     def report(message: str, urn: str | None = None) -> None:
         verdict.violations.append(Violation(message, _label(by_urn[urn]) if urn in by_urn else "stack"))
 
-    _run(policy.validate, StackValidationArgs(list(stack_resources.values()), config), report, verdict)
+    _run(policy.validate, StackValidationArgs(stack_resources, config), report, verdict)
 
 
 def evaluate(plan: dict, config: dict[str, Any] | None = None) -> list[Verdict]:
     """One verdict per rule of the pack, in catalog order."""
     resources = plan.get("resources") or []
+    # Built once and shared by every rule: rules only read them (the pack builds the same per rule).
+    props = {r["urn"]: _props(r) for r in resources}
+    providers = _providers(plan)
+    stack_resources = _stack_resources(resources, props, providers)
     verdicts = []
     for policy, (level, properties) in zip(POLICIES, resolve_config(config).values(), strict=True):
         verdict = Verdict(policy, level)
@@ -258,9 +328,9 @@ def evaluate(plan: dict, config: dict[str, Any] | None = None) -> list[Verdict]:
         if level == EnforcementLevel.DISABLED:
             continue
         if isinstance(policy, ResourceValidationPolicy):
-            _check_resources(policy, resources, properties, verdict)
+            _check_resources(policy, resources, properties, verdict, props, providers)
         elif isinstance(policy, StackValidationPolicy):
-            _check_stack(policy, resources, properties, verdict)
+            _check_stack(policy, resources, properties, verdict, stack_resources)
     return verdicts
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from policy.props import backup_kind, pod_spec
 
 DIGEST = "@sha256:" + "0" * 64
@@ -83,3 +85,62 @@ def pin_images(plan: dict) -> dict:
         for container_ in spec.get("initContainers", []) + spec.get("containers", []):
             container_["image"] = container_["image"].split("@")[0].rsplit(":", 1)[0] + DIGEST
     return plan
+
+
+# --- AWS plans ------------------------------------------------------------------------------------------------
+
+S3_BUCKET = "aws:s3/bucket:Bucket"
+IAM_ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+
+
+def s3_bucket(plan: dict, *, dr: bool = False) -> dict:
+    """The backup bucket, or its DR copy (the bucket the program tags as a replica)."""
+    return one(plan, S3_BUCKET, lambda r: ("svbackups-replica-of" in r["inputs"].get("tags", {})) == dr)
+
+
+def bucket_side(plan: dict, resource_type: str, *, dr: bool = False) -> dict:
+    """The side resource of `resource_type` that configures the backup bucket (or its DR copy)."""
+    name = s3_bucket(plan, dr=dr)["inputs"]["bucket"]
+    return one(plan, resource_type, lambda r: r["inputs"].get("bucket") == name)
+
+
+def side_inputs(resource_type: str, *, dr: bool = False):
+    return lambda plan: bucket_side(plan, resource_type, dr=dr)["inputs"]
+
+
+def role(plan: dict, purpose: str) -> dict:
+    """An IAM role by its svbackups-purpose tag (pg-backup, identities, cometbft-snapshot, replication)."""
+    return one(plan, IAM_ROLE, lambda r: r["inputs"].get("tags", {}).get("svbackups-purpose") == purpose)
+
+
+def role_policy(plan: dict, purpose: str) -> dict:
+    name = role(plan, purpose)["inputs"]["name"]
+    return one(plan, ROLE_POLICY, lambda r: r["inputs"]["role"] == name)
+
+
+def document(resource: dict, key: str = "policy") -> dict:
+    return json.loads(resource["inputs"][key])
+
+
+def edit_document(resource: dict, change, key: str = "policy") -> None:
+    """Apply `change(document)` to a JSON policy input, in place."""
+    doc = document(resource, key)
+    change(doc)
+    resource["inputs"][key] = json.dumps(doc)
+
+
+def statement(doc: dict, sid: str) -> dict:
+    (found,) = [s for s in doc["Statement"] if s.get("Sid") == sid]
+    return found
+
+
+def alarm(plan: dict, kind: str, alert_type: str) -> dict:
+    return one(
+        plan,
+        "aws:cloudwatch/metricAlarm:MetricAlarm",
+        lambda r: (
+            (r["inputs"]["tags"].get("svbackups-kind"), r["inputs"]["tags"].get("svbackups-alert"))
+            == (kind, alert_type)
+        ),
+    )

@@ -19,11 +19,12 @@ import pytest
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from policy.catalog import POLICIES
-from scripts.policy_check import resolve_config
+from policy.catalog import CONFIG_DIR, POLICIES
+from policy.props import plain
+from scripts.policy_check import _providers, resolve_config
 
 from . import helpers as h
-from .conftest import REPO
+from .conftest import REPO, STACKS
 
 pytestmark = pytest.mark.slow
 
@@ -90,17 +91,45 @@ def _configure(analyzer, config: dict) -> None:
     analyzer.Configure(request)
 
 
-def _resource(resource: dict) -> dict:
-    return {
+def _resource(resource: dict, providers: dict | None = None) -> dict:
+    """A resource as the CLI sends it to Analyze: inputs, the options rules read, and its provider."""
+    options = resource.get("options") or {}
+    found = {
         "urn": resource["urn"],
         "type": resource["type"],
         "name": resource["name"],
         "properties": _struct(json.loads(json.dumps(resource["inputs"]))),
         "options": analyzer_pb2.AnalyzerResourceOptions(
             parent=resource.get("parent") or "",
-            ignoreChanges=(resource.get("options") or {}).get("ignoreChanges") or [],
+            protect=bool(options.get("protect")),
+            ignoreChanges=options.get("ignoreChanges") or [],
         ),
     }
+    provider = (providers or {}).get(resource["urn"])
+    if provider is not None:
+        found["provider"] = analyzer_pb2.AnalyzerProviderResource(
+            type=provider.resource_type, properties=_struct(plain(provider.props)), urn=provider.urn, name=provider.name
+        )
+    return found
+
+
+def _stack_request(plan: dict) -> analyzer_pb2.AnalyzeStackRequest:
+    """Every resource as the CLI sends it to AnalyzeStack: with parent, dependencies and property dependencies."""
+    providers = _providers(plan)
+    resources = []
+    for resource in plan["resources"]:
+        dependencies = (resource.get("options") or {}).get("propertyDependencies") or {}
+        resources.append(
+            analyzer_pb2.AnalyzerResource(
+                **_resource(resource, providers),
+                parent=resource.get("parent") or "",
+                dependencies=resource.get("dependsOn") or [],
+                propertyDependencies={
+                    key: analyzer_pb2.AnalyzerPropertyDependencies(urns=urns) for key, urns in dependencies.items()
+                },
+            )
+        )
+    return analyzer_pb2.AnalyzeStackRequest(resources=resources)
 
 
 def test_analyzer_info_lists_every_rule(analyzer):
@@ -192,3 +221,54 @@ def test_analyze_stack_passes_the_shipped_stack(analyzer, plans):
         resources=[analyzer_pb2.AnalyzerResource(**_resource(r)) for r in plans["dev"]["resources"]]
     )
     assert list(analyzer.AnalyzeStack(request).diagnostics) == []
+
+
+def _stack_config(stack: str) -> dict:
+    path = CONFIG_DIR / f"{stack}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_shipped_stack_passes_the_pack_process(analyzer, plans, stack):
+    """Each resource through Analyze and the whole stack through AnalyzeStack, as `pulumi preview` sends them."""
+    _configure(analyzer, _stack_config(stack))
+    plan = plans[stack]
+    providers = _providers(plan)
+    for resource in plan["resources"]:
+        response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(**_resource(resource, providers)))
+        assert [d.message for d in response.diagnostics if d.enforcementLevel == analyzer_pb2.MANDATORY] == []
+    assert list(analyzer.AnalyzeStack(_stack_request(plan)).diagnostics) == []
+
+
+def test_analyze_stack_reports_an_aws_bucket_that_deletes_history(analyzer, plans):
+    _configure(analyzer, _stack_config("aws-prod"))
+    plan = h.pin_images(json.loads(json.dumps(plans["aws-prod"])))
+    lifecycle = h.bucket_side(plan, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+    lifecycle["inputs"]["rules"].append(
+        {"id": "x", "status": "Enabled", "filter": {"prefix": "historical/"}, "expiration": {"days": 3650}}
+    )
+    replication = h.bucket_side(plan, "aws:s3/bucketReplicationConfig:BucketReplicationConfig")
+    replication["inputs"]["rules"][0]["deleteMarkerReplication"] = {"status": "Enabled"}
+
+    by_policy = {d.policyName: d for d in analyzer.AnalyzeStack(_stack_request(plan)).diagnostics}
+
+    assert set(by_policy) == {"s3-lifecycle-never-deletes-history", "s3-replication-to-dr"}
+    assert by_policy["s3-lifecycle-never-deletes-history"].urn == lifecycle["urn"]
+    assert "historical sets" in by_policy["s3-lifecycle-never-deletes-history"].message
+    assert by_policy["s3-replication-to-dr"].urn == h.s3_bucket(plan)["urn"]
+    assert by_policy["s3-replication-to-dr"].enforcementLevel == analyzer_pb2.MANDATORY
+
+
+def test_analyze_sees_protect_and_ignore_changes_of_an_rds_instance(analyzer, plans):
+    _configure(analyzer, _stack_config("aws-prod"))
+    instance = json.loads(json.dumps(h.resources(plans["aws-prod"], "aws:rds/instance:Instance")[0]))
+    assert list(analyzer.Analyze(analyzer_pb2.AnalyzeRequest(**_resource(instance))).diagnostics) == []
+
+    instance["options"]["protect"] = False
+    instance["options"]["ignoreChanges"].append("deletionProtection")
+    response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(**_resource(instance)))
+
+    messages = [d.message for d in response.diagnostics if d.policyName == "rds-backups-protected"]
+    assert len(messages) == 2
+    assert any("protect is off" in m for m in messages)
+    assert any("'deletionProtection', which covers deletionProtection" in m for m in messages)

@@ -1,0 +1,89 @@
+"""Stack rules every stack must pass whatever its cloud: every backup exists, and each kind has its alerts.
+
+The cloud-neutral part (the three backup CronJobs, the VolumeSnapshotClass) is checked here; the cloud part
+(the backup store, the identities secret, the alert resources) comes from the `Cloud` profiles of the clouds
+the stack is on (`clouds.py`), so that no rule passes because its subject vanished or lost its label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackValidationPolicy
+
+from .clouds import Cloud, clouds_of
+from .props import BACKUP_COMPONENTS, BACKUP_KINDS, COMPONENT_LABEL, CRON_JOB, SNAPSHOT_CLASS, backup_kind
+from .rule import ADVISORY, StackResource, stack_rule
+
+ALERT_TYPES = ("stale", "failed")
+
+
+def _what(alert_type: str) -> str:
+    return "no completed backup for longer than the schedule allows" if alert_type == "stale" else "a failed backup run"
+
+
+def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
+    """The rules, over the given cloud profiles (catalog.py passes every cloud's)."""
+
+    def check_alerts(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
+        for cloud in clouds_of(resources, clouds):
+            present = set()
+            for alert in cloud.alerts(resources):
+                for defect in alert.defects:
+                    report(defect, alert.resource.urn)
+                if not alert.defects:
+                    present.add((alert.kind, alert.alert))
+            for kind in BACKUP_KINDS:
+                for alert_type in ALERT_TYPES:
+                    if (kind, alert_type) not in present:
+                        report(cloud.missing_alert(kind, alert_type, _what(alert_type)))
+
+    def check_channels(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
+        for cloud in clouds_of(resources, clouds):
+            for alert in cloud.alerts(resources):
+                if alert.notifies is False:
+                    report(cloud.silent_alert(alert), alert.resource.urn)
+
+    def check_coverage(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
+        kinds = {backup_kind(r.props) for r in resources if r.type == CRON_JOB}
+        for component, kind in BACKUP_COMPONENTS.items():
+            if kind not in kinds:
+                report(
+                    f"No CronJob labelled {COMPONENT_LABEL}={component}: the {kind} backup never runs (or the "
+                    f"policies cannot recognise it). Fix: declare it with its component (components/) and keep "
+                    f"the label."
+                )
+        for cloud in clouds_of(resources, clouds):
+            for message in cloud.missing_backups(resources):
+                report(message)
+        if not any(r.type == SNAPSHOT_CLASS for r in resources):
+            report(
+                "No VolumeSnapshotClass: CometBFT snapshots have no class with deletionPolicy Retain. Fix: declare "
+                "it with components/cometbft.py."
+            )
+
+    return [
+        stack_rule(
+            "alerts-per-backup-kind",
+            "Every backup kind (postgres, cometbft, identities) has an enabled stale alert and failed alert.",
+            check=check_alerts,
+            severity=Severity.HIGH,
+            remediation="Declare the alerts with components/monitoring.py BackupAlerts.",
+        ),
+        stack_rule(
+            "backup-coverage",
+            "The stack declares every backup: the three CronJobs, the labelled backup bucket, the identities "
+            "secret, the snapshot class.",
+            check=check_coverage,
+            severity=Severity.CRITICAL,
+            remediation="Declare the stack with components/program.py SvBackups.",
+        ),
+        stack_rule(
+            "alert-notification-channels",
+            "Backup alerts notify someone (at least one notification channel).",
+            check=check_channels,
+            level=ADVISORY,
+            severity=Severity.MEDIUM,
+            remediation="Set sv-backups:monitoring.notificationChannels or notificationEmails.",
+        ),
+    ]
