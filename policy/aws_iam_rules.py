@@ -29,6 +29,7 @@ from .aws_resources import (
     unset,
 )
 from .props import (
+    RESTORE_SUFFIX,
     UNKNOWN,
     get,
     require_known,
@@ -160,6 +161,8 @@ def _whole_service(resource) -> bool:
 
 def _check_secret_writer(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
     for role in pod_roles(resources):
+        if str(role.props.get("name", "")).endswith(RESTORE_SUFFIX):
+            continue  # a DR stack's restore role reads the dumps back: dr-restore-read-only holds it to that
         for policy in role_policies(role, resources):
             if not isinstance(policy.statements, list):
                 continue  # aws-roles-cannot-delete reports what cannot be reviewed

@@ -40,6 +40,7 @@ from .props import (
     UNKNOWN,
     as_number,
     get,
+    is_dr_stack,
     namespace_of,
     path_segments,
     plain,
@@ -339,6 +340,8 @@ def _check_cometbft_copies(resources: list[StackResource], _args: StackValidatio
     dests = dest_prefixes(resources, "s3")
     store_regions = {region_of(b.resource) for b in s3_buckets(resources) if b.name in dests}
     roles = {service_account_key(ksa): role for ksa, _arn, role in job_roles(resources)}
+    if is_dr_stack(resources):
+        return  # a DR stack's snapshots stay in its region: the primary region may be the one that is gone
     for job, step in cometbft_steps(resources):
         if step is None or drivers.get(one_flag(step, "--class")) not in REGIONAL_SNAPSHOT_DRIVERS:
             continue

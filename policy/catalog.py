@@ -13,6 +13,7 @@ from . import (
     aws_s3_rules,
     cloudsql_iam_rules,
     coverage_rules,
+    dr_rules,
     gcp_replication_rules,
     gcp_rules,
     key_rules,
@@ -42,6 +43,7 @@ POLICIES: list[Policy] = [
     *coverage_rules.policies(CLOUDS),
     *cloudsql_iam_rules.POLICIES,
     *gcp_replication_rules.POLICIES,
+    *dr_rules.POLICIES,
 ]
 
 

@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackValidationPolicy
 
 from .clouds import Cloud, clouds_of
-from .props import BACKUP_COMPONENTS, BACKUP_KINDS, COMPONENT_LABEL, CRON_JOB, SNAPSHOT_CLASS, backup_kind
+from .props import (
+    BACKUP_COMPONENTS,
+    BACKUP_KINDS,
+    COMPONENT_LABEL,
+    CRON_JOB,
+    SNAPSHOT_CLASS,
+    backup_kind,
+    is_dr_stack,
+    standby,
+)
 from .rule import ADVISORY, StackResource, stack_rule
 
 ALERT_TYPES = ("stale", "failed")
@@ -20,6 +29,14 @@ ALERT_TYPES = ("stale", "failed")
 
 def _what(alert_type: str) -> str:
     return "no completed backup for longer than the schedule allows" if alert_type == "stale" else "a failed backup run"
+
+
+def alerted_kinds(resources: list[StackResource]) -> tuple[str, ...]:
+    """The kinds that must have alerts: every backup kind, but a DR stack's standby backups (they are suspended
+    on purpose until failover: alerting on them would page every day) and, on a DR stack, the replica check."""
+    waiting = {backup_kind(r.props) for r in resources if r.type == CRON_JOB and standby(r.props)}
+    kinds = tuple(k for k in BACKUP_KINDS if k not in waiting)
+    return (*kinds, "replica") if is_dr_stack(resources) else kinds
 
 
 def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
@@ -33,7 +50,7 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
                     report(defect, alert.resource.urn)
                 if not alert.defects:
                     present.add((alert.kind, alert.alert))
-            for kind in BACKUP_KINDS:
+            for kind in alerted_kinds(resources):
                 for alert_type in ALERT_TYPES:
                     if (kind, alert_type) not in present:
                         report(cloud.missing_alert(kind, alert_type, _what(alert_type)))
@@ -53,7 +70,8 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
                     f"policies cannot recognise it). Fix: declare it with its component (components/) and keep "
                     f"the label."
                 )
-        for cloud in clouds_of(resources, clouds):
+        # A DR stack's store and secret are the primary's (read through its StackReference): not declared here.
+        for cloud in [] if is_dr_stack(resources) else clouds_of(resources, clouds):
             for message in cloud.missing_backups(resources):
                 report(message)
         if not any(r.type == SNAPSHOT_CLASS for r in resources):

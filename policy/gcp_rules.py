@@ -7,6 +7,7 @@ from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 from .props import (
     BUCKET,
     RECENT_SECONDS,
+    RESTORE_SUFFIX,
     SECRET,
     SECRET_PURPOSE,
     SQL_INSTANCE,
@@ -343,6 +344,9 @@ def _check_secret_writer(props: dict, args: ResourceValidationArgs, report: Repo
             continue
         if project_grant and not str(role).startswith("roles/secretmanager."):
             continue
+        # A DR stack's restore identity reads the dumps back: dr-restore-read-only holds it to reading only.
+        if role == SECRET_READER_ROLE and members and all(_restore_member(m) for m in members):
+            continue
         who = ", ".join("<known after deploy>" if m is UNKNOWN else str(m) for m in members) or "nobody"
         scope = "every secret of the project" if project_grant else f"secret {props.get('secretId')}"
         report(
@@ -350,6 +354,15 @@ def _check_secret_writer(props: dict, args: ResourceValidationArgs, report: Repo
             f"versions: accessor reads the node's private keys back, admin and versionManager can disable or "
             f"destroy stored dumps. Fix: grant {SECRET_WRITER_ROLE} only."
         )
+
+
+SECRET_READER_ROLE = "roles/secretmanager.secretAccessor"
+
+
+def _restore_member(member) -> bool:
+    """serviceAccount:<node>-dr-restore@...: a DR stack's restore identity (components/dr.py)."""
+    text = str(member)
+    return text.startswith("serviceAccount:") and text.split(":", 1)[1].split("@", 1)[0].endswith(RESTORE_SUFFIX)
 
 
 def _is_secret_or_project_iam(resource_type: str) -> bool:

@@ -22,6 +22,7 @@ from components.schedules import (
 from .props import (
     CRON_JOB,
     SNAPSHOT_CLASS,
+    STANDBY_LABEL,
     UNKNOWN,
     as_number,
     backup_kind,
@@ -30,6 +31,7 @@ from .props import (
     get,
     pod_spec,
     require_known,
+    standby,
 )
 from .rule import ADVISORY, resource_rule
 
@@ -84,8 +86,15 @@ def _check_schedule(props: dict, args: ResourceValidationArgs, report: ReportVio
             f"{where}: spec.timeZone is '{zone}'; with daylight saving time a {describe(max_gap)} schedule "
             f"has a longer gap once a year. Fix: use timeZone 'Etc/UTC'."
         )
-    if get(props, "spec", "suspend") is True:
+    suspended = get(props, "spec", "suspend") is True
+    if suspended and not standby(props):
         report(f"{where}: spec.suspend is true, so no backup runs at all. Fix: remove suspend (or set it false).")
+    elif standby(props) and not suspended:
+        report(
+            f"{where}: labelled {STANDBY_LABEL} (a DR stack's CronJob before failover) but not suspended, so the "
+            f"DR cluster writes sets while the primary still does. Fix: set spec.suspend: true, or declare the "
+            f"failover (sv-backups:dr.failover: true), which drops the label."
+        )
 
 
 schedule_max_gap = resource_rule(

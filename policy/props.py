@@ -42,6 +42,13 @@ _SENTINELS = {
 COMPONENT_LABEL = "app.kubernetes.io/component"
 BACKUP_COMPONENTS = {"postgres-backup": "postgres", "cometbft-snapshot": "cometbft", "identities-dump": "identities"}
 BACKUP_KINDS = ("postgres", "cometbft", "identities")
+# A DR stack's own jobs (components/dr.py): the replica check runs as the restore identity.
+DR_COMPONENTS = {"replica-check": "replica"}
+# On a DR stack's backup CronJobs until failover (components/naming.py STANDBY_LABEL): suspended on purpose.
+STANDBY_LABEL = "sv-backups.canton.network/standby"
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+# The restore identity's account id / role name ends so (components/dr.py RESTORE_COMPONENT).
+RESTORE_SUFFIX = "-restore"
 
 CRON_JOB = "kubernetes:batch/v1:CronJob"
 SNAPSHOT_CLASS = "kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass"
@@ -148,6 +155,23 @@ def labels(props: dict, *path: str) -> dict:
 def backup_kind(props: dict) -> str | None:
     """The backup a CronJob runs (postgres, cometbft, identities), from its component label; None otherwise."""
     return BACKUP_COMPONENTS.get(labels(props, "metadata", "labels").get(COMPONENT_LABEL))
+
+
+def dr_kind(props: dict) -> str | None:
+    """The DR job a CronJob runs (replica), from its component label; None otherwise."""
+    return DR_COMPONENTS.get(labels(props, "metadata", "labels").get(COMPONENT_LABEL))
+
+
+def standby(props: dict) -> bool:
+    """A DR stack's backup CronJob before failover (labelled so by the program)."""
+    return labels(props, "metadata", "labels").get(STANDBY_LABEL) == "true"
+
+
+def is_dr_stack(resources) -> bool:
+    """A DR stack (components/dr.py): it reads a primary through a StackReference and runs the replica check."""
+    return any(r.type == STACK_REFERENCE for r in resources) and any(
+        r.type == CRON_JOB and dr_kind(r.props) == "replica" for r in resources
+    )
 
 
 def pod_spec(cron_job_props: dict) -> dict:

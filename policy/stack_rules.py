@@ -43,6 +43,7 @@ from .props import (
     backup_kind,
     containers,
     describe_seconds,
+    dr_kind,
     flag_values,
     gcs_copies,
     get,
@@ -467,7 +468,8 @@ def backup_ksas(resources: list[StackResource]) -> set[tuple[str, str]]:
     CronJob is missing from the stack counts too: backup-coverage reports the missing CronJob."""
     found, kinds = set(), set()
     for resource in resources:
-        if resource.type == CRON_JOB and backup_kind(resource.props) is not None:
+        # The DR stack's replica check runs as the restore identity: its KSA is a job KSA like the others.
+        if resource.type == CRON_JOB and (backup_kind(resource.props) or dr_kind(resource.props)) is not None:
             spec = pod_spec(resource.props)
             name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
             found.add((namespace_of(resource.props), name))
