@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 CRON_JOB = "kubernetes:batch/v1:CronJob"
-# The primary stacks (a DR stack, e.g. prod-dr, declares other things and has its own tests: test_dr.py).
+# The GCP primary stacks whose CronJobs the contract tests run.
 SHIPPED_STACKS = ("dev", "prod", "prod-ch")
 
 
