@@ -3,9 +3,12 @@ with that rule's message (and with no other rule)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from policy.catalog import POLICIES
+from policy.props import pod_spec
 from scripts.policy_check import evaluate, run_policy_checks
 
 from . import helpers as h
@@ -889,6 +892,69 @@ REPLICATION_CASES = [
     ),
 ]
 CASES += REPLICATION_CASES
+
+
+# --- DR stacks (prod-dr, aws-prod-dr): standby CronJobs, the replica check, the read-only restore identity -----
+
+
+def _replica_check(plan):
+    return h.one(plan, "kubernetes:batch/v1:CronJob", lambda r: r["name"].endswith("-replica-check"))
+
+
+def _restore_grant(label):
+    return lambda plan: h.one(plan, "gcp:projects/iAMMember:IAMMember", lambda r: r["name"].endswith(f"reader-{label}"))
+
+
+def _label_standby(kind):
+    def mutate(plan):
+        job = h.cron_job(plan, kind)["inputs"]
+        job["metadata"]["labels"]["sv-backups.canton.network/standby"] = "true"
+        job["spec"]["suspend"] = True
+
+    return mutate
+
+
+def _aws_restore_policy(plan):
+    return h.one(plan, "aws:iam/rolePolicy:RolePolicy", lambda r: r["name"] == "sv-1-dr-backups-reader-dr-copy")
+
+
+def _allow_put(plan):
+    policy = _aws_restore_policy(plan)["inputs"]
+    document = json.loads(policy["policy"])
+    document["Statement"][0]["Action"] = ["s3:GetObject", "s3:PutObject"]
+    policy["policy"] = json.dumps(document)
+
+
+DR_CASES = [
+    (
+        "backup-schedule-max-gap",
+        "prod-dr",
+        _drop(_cron_spec("postgres"), "suspend"),
+        "labelled sv-backups.canton.network/standby (a DR stack's CronJob before failover) but not suspended",
+    ),
+    ("dr-standby", "prod-dr", lambda p: _replica_check(p)["inputs"]["spec"].update(suspend=True), "is suspended"),
+    (
+        "dr-standby",
+        "prod-dr",
+        lambda p: pod_spec(_replica_check(p)["inputs"])["containers"][0]["args"].__setitem__(0, "list-sets"),
+        "not check-replica",
+    ),
+    ("dr-standby", "prod", _label_standby("postgres"), "this is not a DR stack"),
+    (
+        "dr-restore-read-only",
+        "prod-dr",
+        lambda p: _restore_grant("dr-copy")(p)["inputs"].update(role="roles/storage.objectCreator"),
+        "may only read the backups",
+    ),
+    (
+        "dr-restore-read-only",
+        "prod-dr",
+        _drop(lambda p: _restore_grant("primary")(p)["inputs"], "condition"),
+        "on the whole project",
+    ),
+    ("dr-restore-read-only", "aws-prod-dr", _allow_put, "allows s3:PutObject"),
+]
+CASES += DR_CASES
 
 
 @pytest.mark.parametrize(
