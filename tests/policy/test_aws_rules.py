@@ -7,16 +7,16 @@ import json
 
 import pytest
 
-from policy import gcp_rules
+from policy import cloudsql_iam_rules, gcp_replication_rules, gcp_rules
 from policy.catalog import POLICIES
 
 from . import helpers as h
 from .conftest import STACKS
-from .test_rules import violated
+from .test_rules import DR_CASES, violated
 
 AWS_STACKS = [s for s in STACKS if s.startswith("aws-")]
 # Rules whose subjects only a GCP stack has (GCP resource types, gs:// destinations, Workload Identity).
-GCP_ONLY = {p.name for p in gcp_rules.POLICIES} | {
+GCP_ONLY = {p.name for p in (*gcp_rules.POLICIES, *cloudsql_iam_rules.POLICIES, *gcp_replication_rules.POLICIES)} | {
     "lifecycle-never-deletes-history",
     "lifecycle-keeps-recent-window",
     "workload-identity-backup-ksa",
@@ -799,6 +799,18 @@ CASES = [
     ),
     ("backup-coverage", "aws-prod", _remove(SECRET), "No Secrets Manager secret tagged svbackups-purpose=identities"),
     ("backup-coverage", "aws-dev", _remove(SNAPSHOT_CLASS), "No VolumeSnapshotClass"),
+]
+# The DR stack's rules on AWS (their GCP cases are in test_rules.py).
+CASES += [(rule, stack, mutate, expected) for rule, stack, mutate, expected in DR_CASES if stack == "aws-prod-dr"]
+CASES += [
+    (
+        "dr-standby",
+        "aws-prod-dr",
+        lambda p: h.one(p, "kubernetes:batch/v1:CronJob", lambda r: r["name"].endswith("-replica-check"))["inputs"][
+            "spec"
+        ].update(suspend=True),
+        "is suspended",
+    )
 ]
 
 

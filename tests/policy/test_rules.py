@@ -954,7 +954,8 @@ DR_CASES = [
     ),
     ("dr-restore-read-only", "aws-prod-dr", _allow_put, "allows s3:PutObject"),
 ]
-CASES += DR_CASES
+# The aws-prod-dr cases run with the AWS cases (test_aws_rules.py), the GCP ones here.
+CASES += [case for case in DR_CASES if case[1] != "aws-prod-dr"]
 
 
 @pytest.mark.parametrize(
