@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("jobs.pgsets_cli", "jobs.identities", "jobs.cometbft")
+COMMAND_MODULES = ("jobs.pgsets_cli", "jobs.history_cli", "jobs.identities", "jobs.cometbft")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from jobs.destinations import open_destination
 from jobs.pgdump import DumpSettings
 from jobs.pgsets import backup_set, complete_sets
 from tests.jobs.conftest import REPO, job_env
-from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, make_sources, stopped
+from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, assert_whole_archives, make_sources, stopped
 from tests.jobs.pgcluster import PASSWORD, PG_BIN, wait_for
 
 pytestmark = pytest.mark.slow
@@ -158,8 +158,11 @@ def test_upload_cut_off(sources, s3_bucket, pg_env, monkeypatch, capsys):
 
     monkeypatch.setattr(dest, "writer", small_parts)
 
+    cut = []
+
     def cut_off(**kwargs):
         if "participant" in kwargs["Key"] and kwargs["PartNumber"] == 3:
+            cut.append(kwargs["Key"].removeprefix("pg/"))
             raise ConnectionError("connection reset by peer")
         return real(**kwargs)
 
@@ -171,7 +174,9 @@ def test_upload_cut_off(sources, s3_bucket, pg_env, monkeypatch, capsys):
     assert {k: after[k] for k in before} == before
     new = sorted(set(after) - set(before))
     assert new and all(k.startswith("recent/0/cut/") for k in new)
-    assert not [k for k in new if "participant" in k or k.endswith("manifest.json")]
+    assert cut and cut[0] not in new  # the object whose upload was cut off never appeared
+    assert not [k for k in new if k.endswith(("manifest.json", "steps/participant.json"))]
+    assert_whole_archives({k: dest.read_bytes(k) for k in new if "/data/" in k})
     assert dest.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
     assert [m["set_id"] for _, m in complete_sets(dest)] == ["earlier", "earlier"]
 
@@ -247,7 +252,8 @@ def test_killed_mid_dump(sources, store, pg_env, jobs_cli, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     visible = fingerprint(store)
     assert {k: visible[k] for k in before} == before
-    assert not [k for k in visible if "/killed/" in k and ("participant" in k or k.endswith("manifest.json"))]
+    assert not [k for k in visible if "/killed/" in k and k.endswith(("manifest.json", "steps/participant.json"))]
+    assert_whole_archives({k: (store / k).read_bytes() for k in visible if "/killed/data/" in k})
     assert "killed" not in [json.loads(line)["set_id"] for line in jobs_cli("list-sets", f"file://{store}",
                                                                              "--json").stdout.splitlines()]
 

@@ -21,6 +21,7 @@ from jobs.manifest import (
     ordering_errors,
     parse_time,
     step_errors,
+    windows_record,
 )
 from jobs.pgdump import client_binary, database_name, object_key, parse_dsn, redact
 from jobs.pgsets import complete_sets, seal_set, to_json
@@ -102,7 +103,8 @@ def manifest_of(*dbs, **over):
     for db in dbs:
         steps.setdefault(db["role"], {"role": db["role"], "databases": []})["databases"].append(db)
     manifest = build_manifest(set_id="s1", migration_id=2, tier="recent", created_at=T0 + timedelta(minutes=5),
-                              code_version="test", steps=list(steps.values()))
+                              code_version="test", steps=list(steps.values()),
+                              windows=windows_record(timedelta(days=30), None, timedelta(days=14)), history={})
     manifest.update(over)
     return manifest
 
@@ -311,7 +313,7 @@ def test_dsn_rules():
     with pytest.raises(ValueError, match="PGPASSWORD"):
         parse_dsn("postgresql://sv:hunter2@apps-pg/x")
     assert "hunter2" not in redact("postgresql://sv:hunter2@apps-pg/x")
-    assert object_key("apps", "we ird/db", "a1") == "data/apps/we%20ird%2Fdb.a1.pgdump.zst"
+    assert object_key("apps", "we ird/db", "a1", "data-0") == "data/apps/we%20ird%2Fdb.a1.data-0.pgdump.zst"
 
 
 # ------------------------------------------------------------------------------------------ packaging
