@@ -104,8 +104,15 @@ def set_point(tier: str, manifest: dict[str, Any]) -> SetPoint:
         int(mid): Recorded(_ref(entry["first"]), _ref(entry["last"]), entry["count"])
         for mid, entry in (manifest.get("history") or {}).items()
     }
-    return SetPoint(tier, int(manifest["migration_id"]), manifest["set_id"], parse_time(manifest["created_at"]),
-                    roles, windows, history)
+    return SetPoint(
+        tier,
+        int(manifest["migration_id"]),
+        manifest["set_id"],
+        parse_time(manifest["created_at"]),
+        roles,
+        windows,
+        history,
+    )
 
 
 def _ref(entry: dict[str, str]) -> Ref:
@@ -157,8 +164,13 @@ class Gap:
     window: Window
 
     def as_json(self) -> dict[str, Any]:
-        return {"seconds": self.seconds, "human": human(timedelta(seconds=self.seconds)), "from": self.from_set,
-                "to": self.to_set, "window": window_text(self.window)}
+        return {
+            "seconds": self.seconds,
+            "human": human(timedelta(seconds=self.seconds)),
+            "from": self.from_set,
+            "to": self.to_set,
+            "window": window_text(self.window),
+        }
 
 
 @dataclass
@@ -175,10 +187,15 @@ class Series:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "migration_id": self.migration_id, "role": self.role, "pruned": self.pruned,
-            "first": self.first.as_json() if self.first else None, "last": self.last.as_json() if self.last else None,
-            "count": self.count, "largest_gap": self.largest_gap.as_json() if self.largest_gap else None,
-            "open_gap": self.open_gap.as_json() if self.open_gap else None, "verdict": self.verdict,
+            "migration_id": self.migration_id,
+            "role": self.role,
+            "pruned": self.pruned,
+            "first": self.first.as_json() if self.first else None,
+            "last": self.last.as_json() if self.last else None,
+            "count": self.count,
+            "largest_gap": self.largest_gap.as_json() if self.largest_gap else None,
+            "open_gap": self.open_gap.as_json() if self.open_gap else None,
+            "verdict": self.verdict,
         }
 
 
@@ -188,6 +205,8 @@ class Report:
     max_age: timedelta
     series: list[Series] = field(default_factory=list)
     newest: SetPoint | None = None
+    genesis: Ref | None = None  # the first historical set ever, as present or as recorded
+    genesis_present: bool = False
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -201,16 +220,28 @@ class Report:
     def as_json(self) -> dict[str, Any]:
         newest = None
         if self.newest is not None:
-            newest = {"set_id": self.newest.set_id, "migration_id": self.newest.migration_id,
-                      "taken_at": format_time(self.newest.taken_at),
-                      "age_seconds": self.newest_age.total_seconds(), "max_age": format_duration(self.max_age),
-                      "fresh": self.newest_age < self.max_age}
-        return {"ok": self.ok, "now": format_time(self.now), "series": [s.as_json() for s in self.series],
-                "newest": newest, "problems": self.problems}
+            newest = {
+                "set_id": self.newest.set_id,
+                "migration_id": self.newest.migration_id,
+                "taken_at": format_time(self.newest.taken_at),
+                "age_seconds": self.newest_age.total_seconds(),
+                "max_age": format_duration(self.max_age),
+                "fresh": self.newest_age < self.max_age,
+            }
+        genesis = None if self.genesis is None else {**self.genesis.as_json(), "present": self.genesis_present}
+        return {
+            "ok": self.ok,
+            "now": format_time(self.now),
+            "genesis": genesis,
+            "series": [s.as_json() for s in self.series],
+            "newest": newest,
+            "problems": self.problems,
+        }
 
 
-def audit(points: list[SetPoint], now: datetime, max_age: timedelta,
-          overrides: dict[str, timedelta | None] | None = None) -> Report:
+def audit(
+    points: list[SetPoint], now: datetime, max_age: timedelta, overrides: dict[str, timedelta | None] | None = None
+) -> Report:
     """Judge a store's complete sets. `overrides`: role -> window (None: pruning off) replacing every recorded
     window of that role."""
     overrides = overrides or {}
@@ -222,7 +253,8 @@ def audit(points: list[SetPoint], now: datetime, max_age: timedelta,
     if report.newest_age >= max_age:
         report.problems.append(
             f"the newest complete set {report.newest.set_id} (migration id {report.newest.migration_id}) was taken "
-            f"{human(report.newest_age)} ago, not less than the allowed {human(max_age)}")
+            f"{human(report.newest_age)} ago, not less than the allowed {human(max_age)}"
+        )
     current = max(p.migration_id for p in points)
     by_id: dict[int, list[SetPoint]] = {}
     for point in points:
@@ -237,6 +269,10 @@ def audit(points: list[SetPoint], now: datetime, max_age: timedelta,
         for role in roles:
             report.series.append(_series(mid, role, sets, now, overrides, mid == current, report.problems))
     report.problems += _deletions(points)
+    firsts = [p.ref for p in points if p.tier == HISTORICAL] + [r.first for p in points for r in p.history.values()]
+    if firsts:
+        report.genesis = min(firsts, key=_ref_key)
+        report.genesis_present = any(p.tier == HISTORICAL and p.set_id == report.genesis.set_id for p in points)
     return report
 
 
@@ -256,8 +292,15 @@ def _window(role: str, points: list[SetPoint], overrides: dict[str, timedelta | 
     return min(bounds) if bounds else None
 
 
-def _series(mid: int, role: str, sets: list[SetPoint], now: datetime, overrides: dict[str, timedelta | None],
-            current: bool, problems: list[str]) -> Series:
+def _series(
+    mid: int,
+    role: str,
+    sets: list[SetPoint],
+    now: datetime,
+    overrides: dict[str, timedelta | None],
+    current: bool,
+    problems: list[str],
+) -> Series:
     pruned = role in PRUNED_ROLES
     series = Series(mid, role, pruned)
     with_role = [p for p in sets if role in p.roles]
@@ -271,8 +314,10 @@ def _series(mid: int, role: str, sets: list[SetPoint], now: datetime, overrides:
         window = _window(role, [newest_any], overrides) if pruned else None
         waiting = current and (window is None or (window is not UNKNOWN and pending < window))
         if not waiting:
-            problems.append(f"{label}: no historical set, only {len(with_role)} recent set(s) that will expire "
-                            f"(the first set of a migration id is always promoted: did promotion fail?)")
+            problems.append(
+                f"{label}: no historical set, only {len(with_role)} recent set(s) that will expire "
+                f"(the first set of a migration id is always promoted: did promotion fail?)"
+            )
         else:
             series.verdict = "ok"
         return series
@@ -287,8 +332,10 @@ def _series(mid: int, role: str, sets: list[SetPoint], now: datetime, overrides:
             unknown.append(b.set_id if a.windows is not None else a.set_id)
         elif window is not None and gap.seconds >= window.total_seconds():
             series.verdict = "gap"
-            problems.append(f"{label}: historical sets {a.set_id} and {b.set_id} are {human(_delta(gap))} apart, "
-                            f"not less than the pruning window {window_text(window)}: the data in between is lost")
+            problems.append(
+                f"{label}: historical sets {a.set_id} and {b.set_id} are {human(_delta(gap))} apart, "
+                f"not less than the pruning window {window_text(window)}: the data in between is lost"
+            )
     if current:
         window = _window(role, [kept[-1], newest_any], overrides) if pruned else None
         last = kept[-1]
@@ -297,14 +344,18 @@ def _series(mid: int, role: str, sets: list[SetPoint], now: datetime, overrides:
             unknown.append(last.set_id)
         elif window is not None and series.open_gap.seconds >= window.total_seconds():
             series.verdict = "gap"
-            problems.append(f"{label}: the newest historical set {last.set_id} was taken "
-                            f"{human(_delta(series.open_gap))} ago, not less than the pruning window "
-                            f"{window_text(window)}: no later promotion can close this gap")
+            problems.append(
+                f"{label}: the newest historical set {last.set_id} was taken "
+                f"{human(_delta(series.open_gap))} ago, not less than the pruning window "
+                f"{window_text(window)}: no later promotion can close this gap"
+            )
     if unknown:
         if series.verdict == "ok":
             series.verdict = "unknown-window"
-        problems.append(f"{label}: set(s) {', '.join(sorted(set(unknown)))} record no pruning window (sealed "
-                        f"before windows were recorded): pass --{role}-pruning to judge their gaps")
+        problems.append(
+            f"{label}: set(s) {', '.join(sorted(set(unknown)))} record no pruning window (sealed "
+            f"before windows were recorded): pass --{role}-pruning to judge their gaps"
+        )
     return series
 
 
@@ -331,16 +382,22 @@ def _deletions(points: list[SetPoint]) -> list[str]:
                 missing[mid] = (lost, point, entry)
     problems = []
     for mid, (point, entry) in sorted(gone_all.items()):
-        problems.append(f"migration id {mid}: set {point.set_id} records {entry.count} historical set(s) of it "
-                        f"(first {entry.first.set_id} at {format_time(entry.first.created_at)}), none is left: "
-                        "its history was deleted")
+        problems.append(
+            f"migration id {mid}: set {point.set_id} records {entry.count} historical set(s) of it "
+            f"(first {entry.first.set_id} at {format_time(entry.first.created_at)}), none is left: "
+            "its history was deleted"
+        )
     for mid, (point, entry) in sorted(gone_first.items()):
-        problems.append(f"migration id {mid}: its first historical set {entry.first.set_id} (sealed "
-                        f"{format_time(entry.first.created_at)}), recorded by set {point.set_id}, is gone: the "
-                        "history from its beginning is incomplete")
+        problems.append(
+            f"migration id {mid}: its first historical set {entry.first.set_id} (sealed "
+            f"{format_time(entry.first.created_at)}), recorded by set {point.set_id}, is gone: the "
+            "history from its beginning is incomplete"
+        )
     for mid, (lost, point, entry) in sorted(missing.items()):
-        problems.append(f"migration id {mid}: set {point.set_id} records {entry.count} historical set(s) up to "
-                        f"{entry.last.set_id}, {lost} of them are gone")
+        problems.append(
+            f"migration id {mid}: set {point.set_id} records {entry.count} historical set(s) up to "
+            f"{entry.last.set_id}, {lost} of them are gone"
+        )
     return problems
 
 
@@ -381,24 +438,46 @@ def _window_cell(series: Series) -> str:
 
 def table(report: Report) -> str:
     """The human table: one row per migration id and role, then the freshness line and every problem."""
-    head = ("migration", "role", "first historical set", "last historical set", "count", "largest gap", "window",
-            "open gap", "verdict")
+    head = (
+        "migration",
+        "role",
+        "first historical set",
+        "last historical set",
+        "count",
+        "largest gap",
+        "window",
+        "open gap",
+        "verdict",
+    )
     rows = [head]
     for s in report.series:
         gap = s.largest_gap
-        rows.append((
-            str(s.migration_id), s.role,
-            f"{s.first.set_id} {format_time(s.first.created_at)[:19]}Z" if s.first else "-",
-            f"{s.last.set_id} {format_time(s.last.created_at)[:19]}Z" if s.last else "-",
-            str(s.count), human(_delta(gap)) if gap else "-", _window_cell(s),
-            human(_delta(s.open_gap)) if s.open_gap else "-", s.verdict,
-        ))
+        rows.append(
+            (
+                str(s.migration_id),
+                s.role,
+                f"{s.first.set_id} {format_time(s.first.created_at)[:19]}Z" if s.first else "-",
+                f"{s.last.set_id} {format_time(s.last.created_at)[:19]}Z" if s.last else "-",
+                str(s.count),
+                human(_delta(gap)) if gap else "-",
+                _window_cell(s),
+                human(_delta(s.open_gap)) if s.open_gap else "-",
+                s.verdict,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if report.genesis is not None:
+        lines.append(
+            f"genesis: {report.genesis.set_id}, sealed {format_time(report.genesis.created_at)[:19]}Z, "
+            + ("present" if report.genesis_present else "GONE")
+        )
     if report.newest is not None:
         fresh = "fresh" if report.newest_age < report.max_age else "STALE"
-        lines.append(f"newest set: {report.newest.set_id} (migration id {report.newest.migration_id}), taken "
-                     f"{human(report.newest_age)} ago, allowed {human(report.max_age)}: {fresh}")
+        lines.append(
+            f"newest set: {report.newest.set_id} (migration id {report.newest.migration_id}), taken "
+            f"{human(report.newest_age)} ago, allowed {human(report.max_age)}: {fresh}"
+        )
     lines += [f"PROBLEM: {p}" for p in report.problems]
     lines.append("history is gap-less" if report.ok else f"history audit FAILED: {len(report.problems)} problem(s)")
     return "\n".join(lines)

@@ -63,7 +63,9 @@ def cmd_audit_history(args) -> int:
     report = audit(points, now=utc_now(), max_age=args.interval + args.slack, overrides=overrides)
     print(json.dumps(report.as_json(), sort_keys=True) if args.json else table(report), flush=True)
     fields = {
-        "store": args.url, "sets": len(points), "series": len(report.series),
+        "store": args.url,
+        "sets": len(points),
+        "series": len(report.series),
         "newest_set_id": report.newest.set_id if report.newest else None,
         "newest_age_seconds": round(report.newest_age.total_seconds(), 3) if report.newest else None,
         "seconds": round(time.monotonic() - started, 3),
@@ -84,14 +86,30 @@ def register(subparsers) -> None:
         help="prove the history gap-less: per migration id and role, from genesis, under the pruning windows",
     )
     p.add_argument("url", help="the store: file:///path, gs://bucket/prefix or s3://bucket/prefix")
-    p.add_argument("--participant-pruning", type=_window, default=None,
-                   help=f"judge every participant gap against this window ({DURATION_HELP}, or 'off'); default: "
-                        "the windows each set's manifest recorded")
-    p.add_argument("--sequencer-pruning", type=_window, default=None,
-                   help="likewise for the sequencer (default: the recorded windows)")
-    p.add_argument("--interval", type=_duration, default=timedelta(hours=4),
-                   help="the schedule's largest gap between two sets (default 4h)")
-    p.add_argument("--slack", type=_duration, default=timedelta(hours=1),
-                   help="how much older than --interval the newest set may be: run time and grace (default 1h)")
+    p.add_argument(
+        "--participant-pruning",
+        type=_window,
+        default=None,
+        help=f"judge every participant gap against this window ({DURATION_HELP}, or 'off'); default: "
+        "the windows each set's manifest recorded",
+    )
+    p.add_argument(
+        "--sequencer-pruning",
+        type=_window,
+        default=None,
+        help="likewise for the sequencer (default: the recorded windows)",
+    )
+    p.add_argument(
+        "--interval",
+        type=_duration,
+        default=timedelta(hours=4),
+        help="the schedule's largest gap between two sets (default 4h)",
+    )
+    p.add_argument(
+        "--slack",
+        type=_duration,
+        default=timedelta(hours=1),
+        help="how much older than --interval the newest set may be: run time and grace (default 1h)",
+    )
     p.add_argument("--json", action="store_true", help="the report as one JSON object instead of the table")
     p.set_defaults(func=cmd_audit_history)

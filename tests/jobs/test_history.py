@@ -20,13 +20,32 @@ SECOND = timedelta(seconds=1)
 LONG = timedelta(days=10_000)  # freshness out of the way where a test is about something else
 
 
-def manifest(set_id: str, at: datetime, *, mid: int = 0, roles=("apps", "participant"), participant=W,
-             sequencer=None, history=None, windows=True, took=timedelta(0)) -> dict:
+def manifest(
+    set_id: str,
+    at: datetime,
+    *,
+    mid: int = 0,
+    roles=("apps", "participant"),
+    participant=W,
+    sequencer=None,
+    history=None,
+    windows=True,
+    took=timedelta(0),
+) -> dict:
     """The fields of a manifest the audit reads: each role's snapshot requested at `at`, acquired `took` later."""
     record = {
-        "set_id": set_id, "migration_id": mid, "created_at": format_time(at + took),
-        "databases": [{"role": role, "database": f"{role}_db", "snapshot_requested_at": format_time(at),
-                       "snapshot_acquired_at": format_time(at + took)} for role in roles],
+        "set_id": set_id,
+        "migration_id": mid,
+        "created_at": format_time(at + took),
+        "databases": [
+            {
+                "role": role,
+                "database": f"{role}_db",
+                "snapshot_requested_at": format_time(at),
+                "snapshot_acquired_at": format_time(at + took),
+            }
+            for role in roles
+        ],
         "history": history or {},
     }
     if windows:
@@ -50,8 +69,9 @@ def row(report, role="participant", mid=0):
 # --------------------------------------------------------------------------------------------- gaps
 
 
-@pytest.mark.parametrize("gap, ok", [(W - SECOND, True), (W - timedelta(microseconds=1), True), (W, False),
-                                     (W + SECOND, False)])
+@pytest.mark.parametrize(
+    "gap, ok", [(W - SECOND, True), (W - timedelta(microseconds=1), True), (W, False), (W + SECOND, False)]
+)
 def test_a_gap_must_be_strictly_smaller_than_the_window(gap, ok):
     points = [historical("a", T0), historical("b", T0 + gap)]
     report = audit(points, now=T0 + gap, max_age=LONG)
@@ -73,8 +93,10 @@ def test_the_gap_is_measured_conservatively_across_the_snapshot_times():
 def test_apps_and_mediator_are_reported_not_judged():
     gap = timedelta(days=400)
     roles = ("apps", "participant", "mediator")
-    points = [historical("a", T0, roles=roles, participant=None), historical("b", T0 + gap, roles=roles,
-                                                                             participant=None)]
+    points = [
+        historical("a", T0, roles=roles, participant=None),
+        historical("b", T0 + gap, roles=roles, participant=None),
+    ]
     report = audit(points, now=T0 + gap, max_age=LONG)
     assert report.ok, report.problems
     for role in ("apps", "mediator", "participant"):  # participant too: pruning was off in both sets
@@ -93,8 +115,10 @@ def test_each_gap_is_bound_by_the_smaller_window_of_its_two_sets():
 def test_sequencer_has_its_own_window():
     roles = ("apps", "participant", "sequencer")
     short = timedelta(days=7)
-    points = [historical("a", T0, roles=roles, sequencer=short),
-              historical("b", T0 + short + SECOND, roles=roles, sequencer=short)]
+    points = [
+        historical("a", T0, roles=roles, sequencer=short),
+        historical("b", T0 + short + SECOND, roles=roles, sequencer=short),
+    ]
     report = audit(points, now=T0 + short + SECOND, max_age=LONG)
     assert row(report, "sequencer").verdict == "gap" and row(report).verdict == "ok"
 
@@ -156,8 +180,9 @@ def test_an_empty_store_fails():
 # --------------------------------------------------------------------------------------- deletions
 
 
-def sealed_history(times: list[datetime], mids: list[int] | None = None, window: timedelta = W, store=(),
-                   name: str = "s"):
+def sealed_history(
+    times: list[datetime], mids: list[int] | None = None, window: timedelta = W, store=(), name: str = "s"
+):
     """Sets sealed as seal_set does, into `store` (the complete sets already there): each records
     history_record(every complete set), and is promoted when promotion_due says so (the first of each migration id
     always)."""
@@ -181,8 +206,11 @@ def test_deleting_genesis_is_caught_forever():
     points = sealed_history([T0 + timedelta(days=d) for d in range(0, 60, 1)])
     now = T0 + timedelta(days=59, hours=1)
     assert audit(points, now=now, max_age=LONG).ok
+    assert audit(points, now=now, max_age=LONG).as_json()["genesis"]["present"]
     report = audit(drop(points, HISTORICAL, {"s0000"}), now=now, max_age=LONG)
     assert any("first historical set s0000" in p and "is gone" in p for p in report.problems), report.problems
+    assert report.as_json()["genesis"] == {"set_id": "s0000", "created_at": format_time(T0), "present": False}
+    assert "genesis: s0000, sealed 2026-01-01T00:00:00Z, GONE" in table(report)
     # even once the recent sets that knew it directly have expired: later manifests carry the first set forward
     only_late = [p for p in drop(points, HISTORICAL, {"s0000"}) if p.tier == HISTORICAL or p.set_id >= "s0050"]
     assert any("first historical set s0000" in p for p in audit(only_late, now=now, max_age=LONG).problems)
@@ -240,8 +268,7 @@ def test_table_and_json_name_every_series():
     text = table(report)
     assert "participant" in text and "apps" in text and "history is gap-less" in text
     data = report.as_json()
-    assert data["ok"] and {(s["migration_id"], s["role"]) for s in data["series"]} == {(0, "apps"),
-                                                                                      (0, "participant")}
+    assert data["ok"] and {(s["migration_id"], s["role"]) for s in data["series"]} == {(0, "apps"), (0, "participant")}
     assert data["series"][1]["largest_gap"]["window"] == "30d"
 
 
@@ -307,7 +334,8 @@ def test_adding_a_historical_set_never_breaks_a_history(seconds, where, fraction
     victim=st.integers(min_value=0, max_value=10**6),
 )
 def test_sets_taken_on_schedule_and_promoted_by_the_seal_are_gapless_and_every_deletion_shows(
-        window_days, schedule, upgrade_at, victim):
+    window_days, schedule, upgrade_at, victim
+):
     """The settings' rule (cadence + largest schedule gap + run time < window) makes the seal's promotion keep
     a gap-less history, across a synchronizer upgrade; deleting any historical set that a later set was sealed
     after is then always reported."""

@@ -12,9 +12,14 @@ from jobs.manifest import database_errors
 from jobs.pgdump import DataPart, MiB, Table, part_dumps, plan_parts, table_pattern
 
 tables = st.lists(
-    st.builds(Table, pattern=st.text(min_size=1, max_size=8).map(lambda n: table_pattern("public", n)),
-              size=st.integers(min_value=0, max_value=4096 * MiB), splittable=st.booleans()),
-    max_size=40, unique_by=lambda t: t.pattern,
+    st.builds(
+        Table,
+        pattern=st.text(min_size=1, max_size=8).map(lambda n: table_pattern("public", n)),
+        size=st.integers(min_value=0, max_value=4096 * MiB),
+        splittable=st.booleans(),
+    ),
+    max_size=40,
+    unique_by=lambda t: t.pattern,
 )
 
 
@@ -36,8 +41,11 @@ def test_parts_are_balanced_like_lpt(items, max_parts):
     """Longest-processing-time first: no part exceeds the ideal share by more than the largest item."""
     parts = plan_parts(items, max_parts, MiB)
     total = sum(t.size for t in items)
-    largest = max([t.size for t in items if t.splittable and t.size >= MiB]
-                  + [sum(t.size for t in items if not (t.splittable and t.size >= MiB))], default=0)
+    largest = max(
+        [t.size for t in items if t.splittable and t.size >= MiB]
+        + [sum(t.size for t in items if not (t.splittable and t.size >= MiB))],
+        default=0,
+    )
     assert max(p.size for p in parts) <= total / len(parts) + largest
 
 
@@ -47,8 +55,12 @@ def test_the_rest_excludes_exactly_what_the_other_parts_dump(items, max_parts, m
     jobs = part_dumps(parts)
     assert jobs[0][0] == "schema" and jobs[0][1] == ["--section=pre-data", "--section=post-data"]
     named = {arg.removeprefix("--table=") for _, args, _ in jobs[1:] for arg in args if arg.startswith("--table=")}
-    excluded = {arg.removeprefix("--exclude-table-data=") for _, args, _ in jobs[1:] for arg in args
-                if arg.startswith("--exclude-table-data=")}
+    excluded = {
+        arg.removeprefix("--exclude-table-data=")
+        for _, args, _ in jobs[1:]
+        for arg in args
+        if arg.startswith("--exclude-table-data=")
+    }
     in_rest = {t for p in parts if p.rest for t in p.tables}
     assert named == excluded == {t for p in parts if not p.rest for t in p.tables}
     assert not named & in_rest
@@ -62,11 +74,18 @@ def test_a_small_database_is_one_schema_and_one_data_part():
 
 
 def test_large_tables_get_parts_of_their_own():
-    items = [Table('"public"."events"', 900 * MiB, True), Table('"public"."contracts"', 500 * MiB, True),
-             Table('"public"."unlogged"', 800 * MiB, False), Table('"public"."small"', 3 * MiB, True)]
+    items = [
+        Table('"public"."events"', 900 * MiB, True),
+        Table('"public"."contracts"', 500 * MiB, True),
+        Table('"public"."unlogged"', 800 * MiB, False),
+        Table('"public"."small"', 3 * MiB, True),
+    ]
     parts = plan_parts(items, 8, 64 * MiB)
-    assert [(p.tables, p.rest) for p in parts] == [(['"public"."events"'], False), ([], True),
-                                                  (['"public"."contracts"'], False)]
+    assert [(p.tables, p.rest) for p in parts] == [
+        (['"public"."events"'], False),
+        ([], True),
+        (['"public"."contracts"'], False),
+    ]
 
 
 def test_patterns_match_one_table_literally():
@@ -79,14 +98,25 @@ def _obj(key, **extra):
 
 
 def db_record(objects, **extra):
-    return {"role": "apps", "database": "a", "server_version": "15", "snapshot_requested_at": "x",
-            "snapshot_acquired_at": "x", "finished_at": "x", "wal_lsn": "0/1", "objects": objects, **extra}
+    return {
+        "role": "apps",
+        "database": "a",
+        "server_version": "15",
+        "snapshot_requested_at": "x",
+        "snapshot_acquired_at": "x",
+        "finished_at": "x",
+        "wal_lsn": "0/1",
+        "objects": objects,
+        **extra,
+    }
 
 
 def test_manifest_rules_for_a_database_in_parts():
-    good = [_obj("data/apps/a.1.schema.pgdump.zst", part="schema"),
-            _obj("data/apps/a.1.data-0.pgdump.zst", part="data", tables=['"public"."t"']),
-            _obj("data/apps/a.1.data-1.pgdump.zst", part="data", rest=True)]
+    good = [
+        _obj("data/apps/a.1.schema.pgdump.zst", part="schema"),
+        _obj("data/apps/a.1.data-0.pgdump.zst", part="data", tables=['"public"."t"']),
+        _obj("data/apps/a.1.data-1.pgdump.zst", part="data", rest=True),
+    ]
     assert database_errors(db_record(good, layout="sections")) == []
     assert "2 objects for a single-archive database" in database_errors(db_record(good[:2]))[0]
     cases = [
