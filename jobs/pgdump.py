@@ -184,6 +184,10 @@ class DumpSettings:
     dump_jobs: int = 2  # pg_dump processes of one database at once (the server does most of the work)
     max_parts: int = 8  # data objects per database: the most pg_restore processes a restore can use on it
     min_part_size: int = 64 * MiB  # tables smaller than this stay in the rest part
+    # How long a part's pg_dump waits for its table locks. The job's own connection already holds ACCESS SHARE
+    # on every table, so such a wait can only be behind an exclusive request queued since (DDL, e.g. an app's
+    # migration at start-up), which itself waits for the job: a deadlock. Fail fast, so the DDL goes on.
+    part_lock_wait: str = "30s"
 
 
 # ----------------------------------------------------------------------------------------- parts
@@ -230,26 +234,28 @@ def plan_parts(tables: list[Table], max_parts: int, min_part_size: int) -> list[
     return sorted((p for p in parts if p.rest or p.tables), key=lambda p: -p.size)
 
 
-_TABLES_SQL = """
-SELECT n.nspname, c.relname, pg_table_size(c.oid),
-       c.relpersistence = 'p' AND NOT EXISTS (
+# Every relation pg_dump locks (tables, partitioned tables) and materialized views, in the snapshot's catalog.
+_RELATIONS_SQL = """
+SELECT n.nspname, c.relname, c.relkind = 'r', pg_table_size(c.oid),
+       c.relkind = 'r' AND c.relpersistence = 'p' AND NOT EXISTS (
            SELECT 1 FROM pg_depend d
            WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
 ORDER BY 1, 2
 """
 
 
 def _tables_and_lock(conn: psycopg.Connection, lock_wait_timeout: str) -> list[Table]:
-    """The tables of the snapshot (this transaction's), locked ACCESS SHARE until it ends."""
-    rows = conn.execute(_TABLES_SQL).fetchall()
+    """The tables of the snapshot (this transaction's); every relation is locked ACCESS SHARE until it ends."""
+    rows = conn.execute(_RELATIONS_SQL).fetchall()
     if rows:
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_wait_timeout)))
         conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
-            sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name, _, _ in rows)))
-    return [Table(table_pattern(schema, name), size, splittable) for schema, name, size, splittable in rows]
+            sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name, *_ in rows)))
+    return [Table(table_pattern(schema, name), size, splittable)
+            for schema, name, is_table, size, splittable in rows if is_table]
 
 
 def part_dumps(parts: list[DataPart]) -> list[tuple[str, list[str], DataPart | None]]:
@@ -442,7 +448,7 @@ def _dump_parts(*, pg_dump, dsn, snapshot_id, dest, set_prefix, keys, parts, set
 def _run_pg_dump(*, pg_dump, dsn, snapshot_id, dest, key, settings, label, extra_args, group) -> dict[str, Any]:
     args = [
         pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
-        f"--lock-wait-timeout={settings.lock_wait_timeout}", "--no-sync", *extra_args, f"--dbname={dsn}",
+        f"--lock-wait-timeout={settings.part_lock_wait}", "--no-sync", *extra_args, f"--dbname={dsn}",
     ]
     env = {**os.environ, "PGAPPNAME": "sv-backups-pg_dump"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)

@@ -104,7 +104,7 @@ def _add_dump_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zstd-level", type=int, default=1, help="zstd level (default 1; 3 is ~3%% smaller, slower)")
     parser.add_argument("--zstd-threads", type=int, default=0, help="compression threads (default: CPUs, max 4)")
     parser.add_argument("--lock-wait-timeout", default="10min",
-                        help="pg_dump --lock-wait-timeout: fail rather than wait forever behind DDL (default 10min)")
+                        help="how long to wait for the tables' locks behind running DDL before failing (default 10min)")
     parser.add_argument("--dump-jobs", type=_positive, default=2,
                         help="pg_dump processes per database at once (schema and data parts; default 2)")
     parser.add_argument("--max-parts", type=_positive, default=8,

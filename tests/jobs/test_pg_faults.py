@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobs.destinations import open_destination
-from jobs.pgdump import DumpSettings
+from jobs.pgdump import DumpError, DumpSettings
 from jobs.pgsets import backup_set, complete_sets
 from tests.jobs.conftest import REPO, job_env
 from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, assert_whole_archives, make_sources, stopped
@@ -290,3 +290,34 @@ def test_sigterm_mid_dump_aborts_and_reports(sources, store, pg_env, jobs_cli, t
                                   before, jobs_cli, "termed")
     assert "SIGTERM" in event["error"]
     assert not list(store.rglob(".*.partial"))  # the interrupted write was cleaned up
+
+
+def test_ddl_during_a_dump_fails_fast_instead_of_losing_data(sources, s3_bucket, pg_env, tmp_path):
+    """TRUNCATE is not MVCC-safe: a part that dumped a table truncated after the snapshot would read it as empty,
+    and the set would look complete. The job's own locks make the TRUNCATE wait; the next part's lock request then
+    queues behind it (a deadlock), fails within its short lock wait, and no set is complete."""
+    dest = open_destination(f"s3://{s3_bucket}/pg")
+    marker = tmp_path / "schema-dump-starting"
+    pg_bin = fake_pg_bin(tmp_path, f"""if [[ "$*" == *--section=pre-data* ]]; then touch {marker}; sleep 3; fi
+exec "$REAL" "$@"
+""")
+    settings = DumpSettings(pg_bin=pg_bin, dump_jobs=1, min_part_size=64 * 1024, part_lock_wait="2s")
+    participant = sources.participant
+    participant.psql("CREATE TABLE saved_events AS SELECT * FROM par_events", PARTICIPANT_DB)
+    truncate = subprocess.Popen(  # once the job holds its snapshot and locks, and its first part is not running yet
+        ["bash", "-c", f'until [ -e {marker} ]; do sleep 0.05; done; exec "$0" "$@"', str(PG_BIN / "psql"), "-X",
+         "-v", "ON_ERROR_STOP=1", "-d", participant.dsn(PARTICIPANT_DB), "-c",
+         "SET lock_timeout = '120s'; TRUNCATE par_events"],
+        env={**os.environ, "PGPASSWORD": PASSWORD}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        with pytest.raises(DumpError, match=r"(?s)\(schema\).*statement timeout.*LOCK TABLE public.par_events"):
+            backup_set(dest, dsns={"participant": [participant.dsn(PARTICIPANT_DB)]}, set_id="ddl", migration_id=0,
+                       settings=settings)
+        assert truncate.wait(timeout=120) == 0, truncate.stdout.read()  # it went on once the job let go
+        assert complete_sets(dest) == []
+    finally:
+        if truncate.poll() is None:
+            truncate.kill()
+        participant.psql("INSERT INTO par_events SELECT * FROM saved_events; DROP TABLE saved_events", PARTICIPANT_DB)
