@@ -234,14 +234,15 @@ def plan_parts(tables: list[Table], max_parts: int, min_part_size: int) -> list[
     return sorted((p for p in parts if p.rest or p.tables), key=lambda p: -p.size)
 
 
-# Every relation pg_dump locks (tables, partitioned tables) and materialized views, in the snapshot's catalog.
+# Every relation pg_dump locks (tables and partitioned tables), in the snapshot's catalog. Materialized views
+# cannot be locked, and need not be: their data is not dumped (the restore refreshes them).
 _RELATIONS_SQL = """
 SELECT n.nspname, c.relname, c.relkind = 'r', pg_table_size(c.oid),
        c.relkind = 'r' AND c.relpersistence = 'p' AND NOT EXISTS (
            SELECT 1 FROM pg_depend d
            WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't'
+WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
 ORDER BY 1, 2
 """
