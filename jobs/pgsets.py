@@ -129,7 +129,7 @@ def seal_set(
     cadence = postgres_historical_cadence(participant_pruning, sequencer_pruning)
     # Every complete set's record of history, so that a loss stays on record after the sets that saw it expire.
     known = [set_point(key.split("/", 1)[0], m) for key, m in complete_sets(dest)]
-    historical = [p for p in known if p.tier == HISTORICAL]
+    kept = [p for p in known if p.tier == HISTORICAL]
     existing = read_json(dest, f"{prefix}/{MANIFEST}")
     if existing is not None and not manifest_errors(existing, set_id):
         manifest = existing
@@ -156,8 +156,7 @@ def seal_set(
             raise SetError("refusing to seal set " + set_id + ": " + "; ".join(errors))
         dest.put_bytes(f"{prefix}/{MANIFEST}", to_json(manifest))
     result = SealResult(set_id, migration_id, manifest, urls=[dest.describe(prefix)])
-    last = max((p.created_at for p in historical if p.migration_id == migration_id and p.set_id != set_id),
-               default=None)
+    last = max((p.created_at for p in kept if p.migration_id == migration_id and p.set_id != set_id), default=None)
     historical = set_prefix(HISTORICAL, migration_id, set_id)
     already = read_json(dest, f"{historical}/{MANIFEST}") is not None
     if already or promotion_due(last, parse_time(manifest["created_at"]), cadence):
