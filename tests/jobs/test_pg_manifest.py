@@ -250,6 +250,14 @@ def test_newer_client_setting_errors_are_harmless():
     assert report.errors == [] and len(report.harmless) == 1
 
 
+def test_parallel_workers_print_more_errors_than_pg_restore_counts():
+    """pg_restore 17 -j2 into PostgreSQL 15 (as captured): four connections fail the SET, two are counted."""
+    parallel = PG17_INTO_15.replace("pg_restore: warning: errors ignored on restore: 1\n", "") * 4
+    parallel += "pg_restore: warning: errors ignored on restore: 2\n"
+    report = classify_pg_restore_output(parallel, 1)
+    assert report.errors == [] and len(report.harmless) == 4
+
+
 def test_real_errors_are_not_missed():
     report = classify_pg_restore_output(REAL_ERROR, 1)
     assert len(report.errors) == 1 and "duplicate key" in report.errors[0] and len(report.harmless) == 1
