@@ -13,7 +13,7 @@ from typing import Any
 
 COMPLETED = "backup.completed"
 FAILED = "backup.failed"
-KINDS = ("postgres", "cometbft", "identities", "replica")
+KINDS = ("postgres", "cometbft", "identities", "replica", "history")
 
 
 def emit(event: str, kind: str, *, stream=None, **fields: Any) -> dict[str, Any]:

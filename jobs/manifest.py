@@ -14,12 +14,24 @@ anyone can check the set from the manifest alone:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-SET_FORMAT = "sv-backups/postgres-set/v1"
-STEP_FORMAT = "sv-backups/postgres-step/v1"
+from components.retention import format_duration, parse_duration
+
+# v2: a database may be stored in parts (LAYOUT_SECTIONS), and the manifest records the pruning windows and the
+# history the seal saw. v1 sets (one archive per database, no windows) stay readable and restorable.
+SET_FORMAT = "sv-backups/postgres-set/v2"
+SET_FORMATS = ("sv-backups/postgres-set/v1", SET_FORMAT)
+STEP_FORMAT = "sv-backups/postgres-step/v2"
+STEP_FORMATS = ("sv-backups/postgres-step/v1", STEP_FORMAT)
+# A database stored as one schema archive (pre-data and post-data sections) plus data archives that each hold
+# the data of some tables (`tables`) or of everything else (`rest`); without `layout`, one whole archive.
+LAYOUT_SECTIONS = "sections"
+SCHEMA_PART = "schema"
+DATA_PART = "data"
 MANIFEST = "manifest.json"
 STEPS_DIR = "steps"
 DATA_DIR = "data"
@@ -54,6 +66,14 @@ def check_set_id(set_id: str) -> str:
 
 def role_sort_key(role: str) -> tuple[int, str]:
     return (ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER), role)
+
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default clock of every recorded wall time (tests inject others: see jobs/pgsets.py)."""
+    return datetime.now(UTC)
 
 
 def format_time(value: datetime) -> str:
@@ -175,13 +195,38 @@ def database_errors(db: dict[str, Any]) -> list[str]:
             errors.append(f"{label}: bad sha256 for {obj.get('key')}")
     if "objects" in db and not db["objects"]:
         errors.append(f"{label}: no objects")
+    elif "objects" in db:
+        errors += _layout_errors(label, db)
+    return errors
+
+
+def _layout_errors(label: str, db: dict[str, Any]) -> list[str]:
+    objects = db["objects"]
+    layout = db.get("layout")
+    if layout is None:
+        return [] if len(objects) == 1 else [f"{label}: {len(objects)} objects for a single-archive database"]
+    if layout != LAYOUT_SECTIONS:
+        return [f"{label}: unknown layout {layout!r}"]
+    parts = [obj.get("part") for obj in objects]
+    errors = []
+    if parts.count(SCHEMA_PART) != 1:
+        errors.append(f"{label}: needs exactly one {SCHEMA_PART} part, has {parts.count(SCHEMA_PART)}")
+    data = [obj for obj in objects if obj.get("part") == DATA_PART]
+    if len(data) + parts.count(SCHEMA_PART) != len(objects):
+        errors.append(f"{label}: parts must be {SCHEMA_PART} or {DATA_PART}")
+    if sum(1 for obj in data if obj.get("rest") is True) != 1:
+        errors.append(f"{label}: exactly one {DATA_PART} part must hold the rest of the data")
+    for obj in data:
+        tables = obj.get("tables", [])
+        if obj.get("rest") is not True and not (tables and all(isinstance(t, str) for t in tables)):
+            errors.append(f"{label}: {DATA_PART} part {obj.get('key')} names no tables")
     return errors
 
 
 def step_errors(step: dict[str, Any], set_id: str, migration_id: int, role: str) -> list[str]:
     errors = []
-    if step.get("format") != STEP_FORMAT:
-        errors.append(f"step {role}: format {step.get('format')!r} is not {STEP_FORMAT}")
+    if step.get("format") not in STEP_FORMATS:
+        errors.append(f"step {role}: format {step.get('format')!r} is not one of {', '.join(STEP_FORMATS)}")
     if step.get("set_id") != set_id:
         errors.append(f"step {role}: set id {step.get('set_id')!r} is not {set_id!r}")
     if step.get("migration_id") != migration_id:
@@ -201,8 +246,8 @@ def step_errors(step: dict[str, Any], set_id: str, migration_id: int, role: str)
 def manifest_errors(manifest: dict[str, Any], set_id: str | None = None) -> list[str]:
     """Everything checkable from the manifest alone (objects are checked against the store elsewhere)."""
     errors = []
-    if manifest.get("format") != SET_FORMAT:
-        errors.append(f"format {manifest.get('format')!r} is not {SET_FORMAT}")
+    if manifest.get("format") not in SET_FORMATS:
+        errors.append(f"format {manifest.get('format')!r} is not one of {', '.join(SET_FORMATS)}")
     if manifest.get("complete") is not True:
         errors.append("manifest is not marked complete")
     if set_id is not None and manifest.get("set_id") != set_id:
@@ -220,14 +265,63 @@ def manifest_errors(manifest: dict[str, Any], set_id: str | None = None) -> list
     keys = [obj["key"] for db in databases for obj in db.get("objects", [])]
     if len(keys) != len(set(keys)):
         errors.append("an object key is listed twice")
+    if manifest["format"] == SET_FORMAT:
+        errors += _windows_errors(manifest.get("windows")) + _history_errors(manifest.get("history"))
     if errors:
         return errors
     return ordering_errors(databases)
 
 
+WINDOW_KEYS = ("participant_pruning", "sequencer_pruning")
+
+
+def windows_record(participant_pruning: timedelta | None, sequencer_pruning: timedelta | None,
+                   historical_cadence: timedelta) -> dict[str, str | None]:
+    """The pruning windows the seal was given (null: pruning off), so that an audit of the store alone knows the
+    bound each gap had to keep, including changes of the windows over time."""
+    return {
+        "participant_pruning": format_duration(participant_pruning) if participant_pruning else None,
+        "sequencer_pruning": format_duration(sequencer_pruning) if sequencer_pruning else None,
+        "historical_cadence": format_duration(historical_cadence),
+    }
+
+
+def _windows_errors(windows: Any) -> list[str]:
+    if not isinstance(windows, dict):
+        return ["manifest has no windows"]
+    errors = []
+    for key in (*WINDOW_KEYS, "historical_cadence"):
+        value = windows.get(key)
+        if value is None and key != "historical_cadence":
+            continue
+        try:
+            parse_duration(value)
+        except ValueError:
+            errors.append(f"windows.{key}: {value!r} is not a duration")
+    return errors
+
+
+def _history_errors(history: Any) -> list[str]:
+    if not isinstance(history, dict):
+        return ["manifest has no history"]
+    errors = []
+    for migration_id, entry in history.items():
+        try:
+            int(migration_id)
+            for end in ("first", "last"):
+                check_set_id(entry[end]["set_id"])
+                parse_time(entry[end]["created_at"])
+            if not isinstance(entry["count"], int) or entry["count"] < 1:
+                raise ValueError("count")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            errors.append(f"history[{migration_id!r}] is not {{first, last, count}}")
+    return errors
+
+
 def build_manifest(
     *, set_id: str, migration_id: int, tier: str, created_at: datetime, code_version: str,
-    steps: list[dict[str, Any]], promoted_from: str | None = None,
+    steps: list[dict[str, Any]], windows: dict[str, str | None], history: dict[str, Any],
+    promoted_from: str | None = None,
 ) -> dict[str, Any]:
     databases = [db for step in sorted(steps, key=lambda s: role_sort_key(s["role"])) for db in step["databases"]]
     manifest: dict[str, Any] = {
@@ -242,6 +336,8 @@ def build_manifest(
         "ordering": ordering_summary(databases),
         "steps": [step_key(s["role"]) for s in sorted(steps, key=lambda s: role_sort_key(s["role"]))],
         "total_size": sum(obj["size"] for db in databases for obj in db["objects"]),
+        "windows": windows,
+        "history": history,
         "databases": databases,
     }
     if promoted_from:

@@ -6,6 +6,10 @@ the same set id (the pod name) and migration id, so they write under one prefix
 `steps/<role>.json` (create-only: a step is done exactly when its record exists). The seal reads the records
 of the roles it expects, checks them and their objects, checks the ordering rule, and writes `manifest.json`
 last. Nothing is ever deleted or overwritten; a set without a manifest does not exist for anyone.
+
+Clock: every wall-clock time a set records (snapshot times, step times, `created_at`) is read from one `clock`
+callable (default: the system's UTC time), so that tests can take real sets at chosen times. The monotonic
+readings that back the ordering proof always come from the kernel.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import json
 import secrets
 import socket
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +26,7 @@ from typing import Any
 from components.retention import postgres_historical_cadence, promotion_due
 from jobs import __version__
 from jobs.destinations import Destination, ObjectExists
+from jobs.history import history_record, set_point
 from jobs.manifest import (
     APPS,
     HISTORICAL,
@@ -30,6 +34,7 @@ from jobs.manifest import (
     PARTICIPANT,
     RECENT,
     STEP_FORMAT,
+    Clock,
     SetError,
     build_manifest,
     format_time,
@@ -39,6 +44,8 @@ from jobs.manifest import (
     set_prefix,
     step_errors,
     step_key,
+    utc_now,
+    windows_record,
 )
 from jobs.pgdump import DumpSettings, dump_database, kill_running_dumps
 
@@ -58,6 +65,7 @@ def new_set_id(at: datetime | None = None) -> str:
 
 def run_step(
     dest: Destination, *, role: str, set_id: str, migration_id: int, dsns: list[str], settings: DumpSettings,
+    clock: Clock = utc_now,
 ) -> dict[str, Any]:
     """Dump every database of one role (one after the other, each with its own snapshot) and record the step.
 
@@ -68,10 +76,11 @@ def run_step(
     if existing is not None:
         log(f"step {role} of set {set_id} is already recorded; nothing to do")
         return existing
-    started = datetime.now(UTC)
+    started = clock()
     attempt = secrets.token_hex(4)
     databases = [
-        dump_database(role=role, dsn=dsn, dest=dest, set_prefix=prefix, attempt=attempt, settings=settings, log=log)
+        dump_database(role=role, dsn=dsn, dest=dest, set_prefix=prefix, attempt=attempt, settings=settings, log=log,
+                      clock=clock)
         for dsn in dsns
     ]
     names = [db["database"] for db in databases]
@@ -86,7 +95,7 @@ def run_step(
         "host": socket.gethostname(),
         "attempt": attempt,
         "started_at": format_time(started),
-        "finished_at": format_time(datetime.now(UTC)),
+        "finished_at": format_time(clock()),
         "databases": databases,
     }
     dest.put_bytes(f"{prefix}/{step_key(role)}", to_json(step))
@@ -109,12 +118,18 @@ class SealResult:
 def seal_set(
     dest: Destination, *, set_id: str, migration_id: int, roles: list[str],
     participant_pruning: timedelta | None = None, sequencer_pruning: timedelta | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    now: Clock = utc_now,
 ) -> SealResult:
     """Check the steps of `roles` and write the manifest last; then promote to historical when due.
 
-    Re-running a seal that already succeeded is harmless: it finds its manifest and finishes the promotion."""
+    The manifest records the pruning windows and cadence (for the history audit) and the history seen in the store
+    (`jobs.history.history_record`). Re-running a seal that already succeeded is harmless: it finds its manifest
+    and finishes the promotion."""
     prefix = set_prefix(RECENT, migration_id, set_id)
+    cadence = postgres_historical_cadence(participant_pruning, sequencer_pruning)
+    # Every complete set's record of history, so that a loss stays on record after the sets that saw it expire.
+    known = [set_point(key.split("/", 1)[0], m) for key, m in complete_sets(dest)]
+    kept = [p for p in known if p.tier == HISTORICAL]
     existing = read_json(dest, f"{prefix}/{MANIFEST}")
     if existing is not None and not manifest_errors(existing, set_id):
         manifest = existing
@@ -133,15 +148,15 @@ def seal_set(
             raise SetError("; ".join(errors))
         manifest = build_manifest(
             set_id=set_id, migration_id=migration_id, tier=RECENT, created_at=now(), code_version=__version__,
-            steps=steps,
+            steps=steps, windows=windows_record(participant_pruning, sequencer_pruning, cadence),
+            history=history_record(known, exclude=set_id),
         )
         errors = manifest_errors(manifest, set_id) + object_errors(dest, prefix, manifest, deep=False)
         if errors:
             raise SetError("refusing to seal set " + set_id + ": " + "; ".join(errors))
         dest.put_bytes(f"{prefix}/{MANIFEST}", to_json(manifest))
     result = SealResult(set_id, migration_id, manifest, urls=[dest.describe(prefix)])
-    cadence = postgres_historical_cadence(participant_pruning, sequencer_pruning)
-    last = last_historical_at(dest, migration_id, exclude=set_id)
+    last = max((p.created_at for p in kept if p.migration_id == migration_id and p.set_id != set_id), default=None)
     historical = set_prefix(HISTORICAL, migration_id, set_id)
     already = read_json(dest, f"{historical}/{MANIFEST}") is not None
     if already or promotion_due(last, parse_time(manifest["created_at"]), cadence):
@@ -171,33 +186,32 @@ def promote(dest: Destination, manifest: dict[str, Any], source: str, target: st
     dest.put_bytes(f"{target}/{MANIFEST}", to_json(promoted))
 
 
-def last_historical_at(dest: Destination, migration_id: int, exclude: str | None = None) -> datetime | None:
-    times = [
-        parse_time(m["created_at"])
-        for _, m in complete_sets(dest, tiers=(HISTORICAL,), migration_id=migration_id)
-        if m["set_id"] != exclude
-    ]
-    return max(times, default=None)
-
-
 # ----------------------------------------------------------------------------------------- listing
+
+MANIFEST_READERS = 8
 
 
 def complete_sets(
     dest: Destination, tiers: tuple[str, ...] = (RECENT, HISTORICAL), migration_id: int | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """(set prefix, manifest) of every complete set, newest first. Sets without a valid manifest are skipped."""
-    found = []
+    """(set prefix, manifest) of every complete set, newest first. Sets without a valid manifest are skipped.
+
+    Manifests are read a few at a time: an object store's latency, not its bandwidth, bounds a long history."""
+    keys = []
     for tier in tiers:
         base = f"{tier}/" if migration_id is None else f"{tier}/{migration_id}/"
         for info in dest.list(base):
             parts = info.key.split("/")
-            if len(parts) != 4 or parts[3] != MANIFEST:
-                continue
-            manifest = read_json(dest, info.key)
-            if manifest is None or manifest_errors(manifest, parts[2]):
-                continue
-            found.append(("/".join(parts[:3]), manifest))
+            if len(parts) == 4 and parts[3] == MANIFEST:
+                keys.append(info.key)
+    with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
+        manifests = list(pool.map(lambda key: read_json(dest, key), keys))
+    found = []
+    for key, manifest in zip(keys, manifests, strict=True):
+        parts = key.split("/")
+        if manifest is None or manifest_errors(manifest, parts[2]):
+            continue
+        found.append(("/".join(parts[:3]), manifest))
     found.sort(key=lambda item: (parse_time(item[1]["created_at"]), item[0]), reverse=True)
     return found
 
@@ -247,13 +261,14 @@ def verify_set(dest: Destination, prefix: str) -> tuple[dict[str, Any] | None, l
 def backup_set(
     dest: Destination, *, dsns: dict[str, list[str]], set_id: str, migration_id: int, settings: DumpSettings,
     participant_pruning: timedelta | None = None, sequencer_pruning: timedelta | None = None, parallel: int = 2,
+    clock: Clock = utc_now,
 ) -> SealResult:
     """The CronJob's steps in one process: apps alone first; then participant and every other role, up to
     `parallel` at a time (they do not depend on each other); then the seal."""
 
     def step(role: str) -> dict[str, Any]:
         return run_step(dest, role=role, set_id=set_id, migration_id=migration_id, dsns=dsns[role],
-                        settings=settings)
+                        settings=settings, clock=clock)
 
     roles = sorted(dsns, key=role_sort_key)
     rest = [r for r in roles if r != APPS]  # participant sorts first among them
@@ -273,7 +288,7 @@ def backup_set(
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return seal_set(dest, set_id=set_id, migration_id=migration_id, roles=roles,
-                    participant_pruning=participant_pruning, sequencer_pruning=sequencer_pruning)
+                    participant_pruning=participant_pruning, sequencer_pruning=sequencer_pruning, now=clock)
 
 
 # --------------------------------------------------------------------------------------------- util

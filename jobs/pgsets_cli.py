@@ -15,7 +15,7 @@ from components.retention import DURATION_HELP, parse_duration
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.manifest import TIERS, check_role, check_set_id
-from jobs.pgdump import DumpSettings
+from jobs.pgdump import DumpSettings, MiB
 from jobs.pgsets import backup_set, complete_sets, log, new_set_id, run_step, seal_set, verify_set
 from jobs.restore import RestoreOptions, restore_set
 
@@ -81,8 +81,20 @@ def _split_set_url(url: str):
     return open_destination(base), f"{tier}/{migration}/{set_id}"
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _dump_settings(args) -> DumpSettings:
-    settings = DumpSettings(zstd_level=args.zstd_level, lock_wait_timeout=args.lock_wait_timeout, pg_bin=args.pg_bin)
+    settings = DumpSettings(zstd_level=args.zstd_level, lock_wait_timeout=args.lock_wait_timeout, pg_bin=args.pg_bin,
+                            dump_jobs=args.dump_jobs, max_parts=args.max_parts,
+                            min_part_size=args.part_min_mb * MiB)
     if args.zstd_threads:
         settings.zstd_threads = args.zstd_threads
     return settings
@@ -92,7 +104,13 @@ def _add_dump_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zstd-level", type=int, default=1, help="zstd level (default 1; 3 is ~3%% smaller, slower)")
     parser.add_argument("--zstd-threads", type=int, default=0, help="compression threads (default: CPUs, max 4)")
     parser.add_argument("--lock-wait-timeout", default="10min",
-                        help="pg_dump --lock-wait-timeout: fail rather than wait forever behind DDL (default 10min)")
+                        help="how long to wait for the tables' locks behind running DDL before failing (default 10min)")
+    parser.add_argument("--dump-jobs", type=_positive, default=2,
+                        help="pg_dump processes per database at once (schema and data parts; default 2)")
+    parser.add_argument("--max-parts", type=_positive, default=8,
+                        help="data objects per database: the most a restore can load at once (default 8)")
+    parser.add_argument("--part-min-mb", type=_positive, default=64,
+                        help="tables smaller than this (MiB) share the rest part (default 64)")
     _add_pg_bin(parser)
 
 
@@ -284,13 +302,15 @@ def register(subparsers) -> None:
     p.add_argument("url", help="DEST/<recent|historical>/<migration id>/<set id>")
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
                    help="target database for a role (created if absent; must be empty)")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="pg_restore --jobs; above 1 the archive is first decompressed into --workdir")
-    p.add_argument("--workdir", type=Path, default=None, help="local space for --jobs > 1 (default: TMPDIR)")
+    p.add_argument("--jobs", type=_positive, default=2,
+                   help="pg_restore processes per database: data parts streamed at once, then post-data --jobs "
+                        "(default 2; a v1 set's single archive always streams into one)")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="where each database's schema archive is fetched (small, no data; default: TMPDIR)")
     p.add_argument("--no-owner", action="store_true", help="pg_restore --no-owner --no-privileges")
     p.add_argument("--allow-partial", action="store_true", help="restore only the roles given")
     p.add_argument("--analyze", action="store_true", help="ANALYZE each restored database (pg_restore does not)")
-    p.add_argument("--parallel", type=int, default=2, help="databases restored at once (default 2)")
+    p.add_argument("--parallel", type=_positive, default=2, help="databases restored at once (default 2)")
     _add_pg_bin(p)
     p.set_defaults(func=cmd_restore_set)
 

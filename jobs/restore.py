@@ -1,6 +1,14 @@
 """Restore a complete set into servers, and check the result rather than trusting pg_restore's exit code.
 
-Checks, per database: the object's size and sha256 while it streams (a mismatch fails the restore); every
+Parallel where PostgreSQL allows: `parallel` databases at once, and within a database stored in parts (the
+`sections` layout, pgdump.py) the phases pg_restore's own parallel mode uses: the schema archive (small) is
+fetched to a local file; its pre-data section is restored; then the data parts stream from the store into up to
+`jobs` pg_restore processes at once (a streamed archive needs no seeking when it is read in order); then the
+post-data section (indexes, constraints, triggers, ACLs, materialized view refreshes) runs with
+`pg_restore --jobs` from the local schema archive. A database of a v1 set (one whole archive) streams into one
+pg_restore, as it always did.
+
+Checks, per database: every object's size and sha256 while it streams (a mismatch fails the restore); every
 error pg_restore reports is classified, and only known-harmless ones pass (a newer client sets parameters an
 older server does not know, e.g. `SET transaction_timeout = 0` from pg_restore 17 into a 15 server); the
 relations and constraints listed in the archive's table of contents exist afterwards.
@@ -24,7 +32,7 @@ import zstandard
 from psycopg import sql
 
 from jobs.destinations import Destination
-from jobs.manifest import MANIFEST, SetError, manifest_errors
+from jobs.manifest import DATA_PART, LAYOUT_SECTIONS, MANIFEST, SCHEMA_PART, SetError, manifest_errors
 from jobs.pgdump import client_binary, connect, database_name, redact, with_database
 from jobs.pgsets import log, object_errors, read_json
 
@@ -51,8 +59,9 @@ def classify_pg_restore_output(stderr: str, exit_code: int) -> RestoreReport:
     """Split pg_restore's errors into harmless and real ones.
 
     Harmless: an older server rejecting a `SET <parameter>` that a newer client emits (the parameter does not
-    exist there, so its default is what the dump wanted). Everything else is real, as is any mismatch between
-    the errors we parsed and the count pg_restore reports, and a failing exit code without parsed errors."""
+    exist there, so its default is what the dump wanted). Everything else is real, as is pg_restore reporting
+    more errors than we recognised (one we failed to parse), and a failing exit code without parsed errors. It
+    may report fewer: with --jobs, every connection prints its errors but only the leader's are counted."""
     report = RestoreReport()
     blocks = [b.strip() for b in _ERROR_START.split(stderr)[1:]]
     for block in blocks:
@@ -64,7 +73,7 @@ def classify_pg_restore_output(stderr: str, exit_code: int) -> RestoreReport:
         else:
             report.errors.append(block)
     ignored = [int(n) for n in _IGNORED.findall(stderr)]
-    if ignored and sum(ignored) != len(blocks):
+    if ignored and sum(ignored) > len(blocks):
         report.errors.append(f"pg_restore reports {sum(ignored)} ignored errors, {len(blocks)} were recognised")
     if exit_code != 0 and not blocks:
         report.errors.append(f"pg_restore exited with {exit_code}: {stderr.strip()[-2000:]}")
@@ -156,9 +165,9 @@ def prepare_target(dsn: str) -> int:
 
 @dataclass
 class RestoreOptions:
-    jobs: int = 1
+    jobs: int = 2  # pg_restore processes per database (data parts at once, then post-data --jobs)
     no_owner: bool = False
-    workdir: Path | None = None
+    workdir: Path | None = None  # where the schema archive is fetched (small: no data)
     pg_bin: Path | None = None
     analyze: bool = False
 
@@ -172,40 +181,13 @@ def restore_database(dest: Destination, prefix: str, db: dict[str, Any], dsn: st
     args = [pg_restore, f"--dbname={dsn}", "--no-password"]  # never wait on a password prompt
     if options.no_owner:
         args += ["--no-owner", "--no-privileges"]
-    (obj,) = db["objects"]
-    key = f"{prefix}/{obj['key']}"
     with tempfile.TemporaryDirectory(dir=options.workdir, prefix="sv-restore-") as tmp:
-        stderr_path = Path(tmp) / "stderr"
-        with dest.open_read(key) as raw, open(stderr_path, "wb") as stderr:
-            source = _HashingReader(raw)
-            reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20)
-            if options.jobs > 1:
-                # pg_restore -j needs a seekable file: a local, uncompressed copy (workdir must hold it).
-                archive = Path(tmp) / "archive.dump"
-                with open(archive, "wb") as out:
-                    _copy(reader, out)
-                _drain(source)
-                code = subprocess.run([*args, f"--jobs={options.jobs}", str(archive)], stdout=stderr,
-                                      stderr=stderr, stdin=subprocess.DEVNULL).returncode
-                listing = _list_file(pg_restore, archive)
-            else:
-                proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=stderr, stderr=stderr)
-                try:
-                    with contextlib.suppress(BrokenPipeError):
-                        _copy(reader, proc.stdin)
-                        _drain(source)
-                    with contextlib.suppress(BrokenPipeError):
-                        proc.stdin.close()
-                finally:
-                    code = proc.wait()
-                listing = None
-        report = classify_pg_restore_output(stderr_path.read_text(errors="replace"), code)
-    if report.errors:
-        raise RestoreError(f"{label}: pg_restore failed: " + " | ".join(e.replace("\n", " ") for e in report.errors))
-    if source.size != obj["size"] or source.digest.hexdigest() != obj["sha256"]:
-        raise RestoreError(f"{label}: {obj['key']} does not match its manifest size/sha256 (restored data suspect)")
-    if listing is None:
-        listing = _stream_listing(dest, key, pg_restore)
+        if db.get("layout") == LAYOUT_SECTIONS:
+            harmless, listing = _restore_sections(dest, prefix, db, args, options, Path(tmp), label)
+        else:
+            (obj,) = db["objects"]
+            harmless = _stream_into(dest, prefix, obj, args, Path(tmp), label)
+            listing = _stream_listing(dest, f"{prefix}/{obj['key']}", pg_restore)
     with connect(dsn, autocommit=True) as conn:
         missing = missing_objects(conn, toc_objects(listing))
         if options.analyze:
@@ -214,9 +196,88 @@ def restore_database(dest: Destination, prefix: str, db: dict[str, Any], dsn: st
         raise RestoreError(f"{label}: restored database lacks {', '.join(missing[:10])}")
     seconds = time.monotonic() - started
     log(f"restored {label} into {redact(dsn)} in {seconds:.1f}s"
-        + (f" (ignored harmless: {'; '.join(report.harmless)})" if report.harmless else ""))
+        + (f" (ignored harmless: {'; '.join(harmless)})" if harmless else ""))
     return {"role": db["role"], "database": db["database"], "target": redact(dsn), "seconds": round(seconds, 3),
-            "harmless_errors": report.harmless}
+            "harmless_errors": harmless}
+
+
+def _restore_sections(dest: Destination, prefix: str, db: dict[str, Any], args: list[str], options: RestoreOptions,
+                      tmp: Path, label: str) -> tuple[list[str], str]:
+    """Pre-data, then the data parts `jobs` at a time, then post-data with --jobs. Returns the harmless errors
+    and the schema archive's table of contents."""
+    (schema,) = [obj for obj in db["objects"] if obj["part"] == SCHEMA_PART]
+    data = [obj for obj in db["objects"] if obj["part"] == DATA_PART]
+    archive = tmp / "schema.dump"
+    _fetch(dest, f"{prefix}/{schema['key']}", schema, archive, label)
+    jobs = max(1, options.jobs)
+    harmless = _run_restore([*args, "--section=pre-data", str(archive)], tmp / "pre-data.log", f"{label} (pre-data)")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_stream_into, dest, prefix, obj, [*args, "--section=data"], tmp, label)
+                   for obj in data]
+        errors = [str(f.exception()) for f in futures if f.exception() is not None]
+    if errors:
+        raise RestoreError("; ".join(errors))
+    for future in futures:
+        harmless += future.result()
+    harmless += _run_restore([*args, "--section=post-data", f"--jobs={jobs}", str(archive)], tmp / "post-data.log",
+                             f"{label} (post-data)")
+    return sorted(set(harmless)), _list_file(args[0], archive)
+
+
+def _checked(label: str, what: str, stderr: str, code: int) -> list[str]:
+    report = classify_pg_restore_output(stderr, code)
+    if report.errors:
+        raise RestoreError(f"{label}{what}: pg_restore failed: "
+                           + " | ".join(e.replace("\n", " ") for e in report.errors))
+    return report.harmless
+
+
+def _run_restore(args: list[str], log_path: Path, label: str) -> list[str]:
+    with open(log_path, "wb") as out:
+        code = subprocess.run(args, stdout=out, stderr=out, stdin=subprocess.DEVNULL).returncode
+    return _checked(label, "", log_path.read_text(errors="replace"), code)
+
+
+def _fetch(dest: Destination, key: str, obj: dict[str, Any], path: Path, label: str) -> None:
+    """Decompress one object into a local file, checking its size and sha256."""
+    with dest.open_read(key) as raw, open(path, "wb") as out:
+        source = _HashingReader(raw)
+        _copy(zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20), out)
+        _drain(source)
+    _check_digest(source, obj, label)
+
+
+def _stream_into(dest: Destination, prefix: str, obj: dict[str, Any], args: list[str], tmp: Path,
+                 label: str) -> list[str]:
+    """Stream one object, decompressed, into a pg_restore reading stdin; returns the harmless errors."""
+    name = obj["key"].rsplit("/", 1)[-1]
+    log_path = tmp / f"{name}.log"
+    with dest.open_read(f"{prefix}/{obj['key']}") as raw, open(log_path, "wb") as stderr:
+        source = _HashingReader(raw)
+        reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20)
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=stderr, stderr=stderr)
+        try:
+            with contextlib.suppress(BrokenPipeError):  # pg_restore stopped reading: its errors say why
+                _copy(reader, proc.stdin)
+                _drain(source)
+        except Exception as exc:  # the store or the decompressor failed: pg_restore must not wait for more
+            proc.kill()
+            raise RestoreError(f"{label}: cannot read {obj['key']}: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                proc.stdin.close()
+            code = proc.wait()
+    harmless = _checked(label, f" ({name})", log_path.read_text(errors="replace"), code)
+    _check_digest(source, obj, label)
+    return harmless
+
+
+def _check_digest(source: _HashingReader, obj: dict[str, Any], label: str) -> None:
+    if source.size != obj["size"] or source.digest.hexdigest() != obj["sha256"]:
+        raise RestoreError(f"{label}: {obj['key']} does not match its manifest size/sha256 (restored data suspect)")
 
 
 def _copy(reader, out) -> None:

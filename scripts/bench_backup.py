@@ -8,10 +8,15 @@ Splice-shaped fixture data, then, in the same run, times:
 - naive:      `pg_dump -Fc -f FILE` of each database, one after the other (pg_dump's default gzip);
 - backup-set: `python -m jobs backup-set --dest file://...` (process start, snapshots, dumps, zstd, sha256,
               step records, manifest, historical promotion included);
-- restore:    `python -m jobs restore-set` of that set into new databases (streamed; and with --jobs 2).
+- restore baseline: `CREATE DATABASE` + `pg_restore -j2` of a `pg_dump -Fd` (its default compression) of each
+              database, one after the other (the dumps are made once, before the runs);
+- restore-set: `python -m jobs restore-set` of the newest set into new databases, default flags (process start,
+              fetching, decompression, sha256 and the table-of-contents check included).
+Each run measures the two restores in alternating order, so that drifting load favours neither.
 
-Prints wall times (medians over --repeat runs), bytes written and the ratios the issue sets targets for:
-backup-set <= 1.3x the floor, >= 3x faster than naive, output no larger than naive's.
+Prints wall times (medians over --repeat runs), bytes written and the ratios the issues set targets for:
+backup-set <= 1.3x the floor, >= 3x faster than naive, output no larger than naive's; restore-set <= 1.1x the
+restore baseline.
 
 Usage: python scripts/bench_backup.py [--small] [--repeat 3]   (as root the servers run as user postgres)
 """
@@ -73,7 +78,12 @@ def main() -> int:
               f"(built in {load_time:.0f}s); PostgreSQL {apps.psql('SHOW server_version')}; "
               f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}", flush=True)
         targets = [(apps, APPS_DB), (participant, PARTICIPANT_DB)]
-        pg_dump = str(PG_BIN / "pg_dump")
+        pg_dump, pg_restore = str(PG_BIN / "pg_dump"), str(PG_BIN / "pg_restore")
+        directory_dumps = work / "fd"
+        directory_dumps.mkdir()
+        fd_time, _ = timed(lambda: [run([pg_dump, "-Fd", f"--file={directory_dumps / db}", f"--dbname={c.dsn(db)}"])
+                                    for c, db in targets])
+        print(f"restore baseline input: `pg_dump -Fd` of each database in {fd_time:.1f}s", flush=True)
 
         def floor():
             for cluster, db in targets:
@@ -100,26 +110,40 @@ def main() -> int:
             sets.append(event["urls"][0])
             return event["bytes"]
 
+        def drop_restored():
+            for cluster, db in targets:
+                cluster.psql(f"DROP DATABASE IF EXISTS {db}_restored")
+
+        def restore_baseline():
+            for cluster, db in targets:
+                cluster.psql(f"CREATE DATABASE {db}_restored")
+                run([pg_restore, "-j2", f"--dbname={cluster.dsn(db + '_restored')}", str(directory_dumps / db)])
+            return 0
+
+        def restore_set():
+            run([sys.executable, "-m", "jobs", "restore-set", sets[-1],
+                 "--db", f"apps={apps.dsn(APPS_DB + '_restored')}",
+                 "--db", f"participant={participant.dsn(PARTICIPANT_DB + '_restored')}"],
+                cwd=REPO, capture_output=True, text=True)
+            return 0
+
         results: dict[str, list[float]] = {"floor": [], "naive": [], "backup-set": []}
+        if not opts.no_restore:
+            results.update({"restore-baseline": [], "restore-set": []})
         size_of: dict[str, int] = {}
         for index in range(opts.repeat):
-            for name, fn in (("floor", floor), ("naive", naive), ("backup-set", backup_set)):
+            measurements = [("floor", floor), ("naive", naive), ("backup-set", backup_set)]
+            if not opts.no_restore:
+                restores = [("restore-baseline", restore_baseline), ("restore-set", restore_set)]
+                measurements += restores if index % 2 == 0 else restores[::-1]
+            for name, fn in measurements:
                 seconds, size = timed(fn)
                 results[name].append(seconds)
                 size_of[name] = size
-                print(f"  run {index + 1}: {name:<10} {seconds:7.2f}s", flush=True)
-
-        restore_times: dict[str, float] = {}
-        if not opts.no_restore:
-            for label, extra in (("restore-set (streamed)", []), ("restore-set --jobs 2", ["--jobs", "2"])):
-                suffix = "r1" if not extra else "r2"
-                seconds, _ = timed(lambda extra=extra, suffix=suffix: run(
-                    [sys.executable, "-m", "jobs", "restore-set", sets[-1], *extra,
-                     "--db", f"apps={apps.dsn(APPS_DB + '_' + suffix)}",
-                     "--db", f"participant={participant.dsn(PARTICIPANT_DB + '_' + suffix)}"],
-                    cwd=REPO, capture_output=True, text=True))
-                restore_times[label] = seconds
-                print(f"  {label}: {seconds:.2f}s", flush=True)
+                print(f"  run {index + 1}: {name:<16} {seconds:7.2f}s", flush=True)
+                if name.startswith("restore"):
+                    drop_restored()
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
 
         med = {name: statistics.median(values) for name, values in results.items()}
         print()
@@ -131,8 +155,15 @@ def main() -> int:
             written = "-" if name == "floor" else f"{size_of[name]:,}"
             print(f"| {label} | {med[name]:.2f} | {written} | {med[name] / med['floor']:.2f} | "
                   f"{med['naive'] / med[name]:.2f} |")
-        for label, seconds in restore_times.items():
-            print(f"| {label} | {seconds:.2f} | - | - | - |")
+        ok_restore = True
+        if not opts.no_restore:
+            print()
+            print(f"| restore | wall time (s, median of {opts.repeat}) | x baseline |")
+            print("|---|---:|---:|")
+            for name, label in (("restore-baseline", "baseline: `pg_restore -j2` of `pg_dump -Fd`, each DB in turn"),
+                                ("restore-set", "`python -m jobs restore-set` (defaults: --parallel 2 --jobs 2)")):
+                print(f"| {label} | {med[name]:.2f} | {med[name] / med['restore-baseline']:.2f} |")
+            ok_restore = med["restore-set"] <= 1.1 * med["restore-baseline"]
         ok_floor = med["backup-set"] <= 1.3 * med["floor"]
         ok_naive = med["naive"] >= 3 * med["backup-set"]
         ok_size = size_of["backup-set"] <= size_of["naive"]
@@ -140,8 +171,10 @@ def main() -> int:
         print(f"targets: <= 1.3x floor: {'met' if ok_floor else 'MISSED'} ({med['backup-set'] / med['floor']:.2f}x); "
               f">= 3x faster than naive: {'met' if ok_naive else 'MISSED'} ({med['naive'] / med['backup-set']:.2f}x); "
               f"no larger than naive: {'met' if ok_size else 'MISSED'} "
-              f"({size_of['backup-set'] / size_of['naive']:.2f} of naive)")
-        return 0 if ok_floor and ok_naive and ok_size else 1
+              f"({size_of['backup-set'] / size_of['naive']:.2f} of naive)"
+              + ("" if opts.no_restore else f"; restore <= 1.1x baseline: {'met' if ok_restore else 'MISSED'} "
+                 f"({med['restore-set'] / med['restore-baseline']:.2f}x)"))
+        return 0 if ok_floor and ok_naive and ok_size and ok_restore else 1
     finally:
         factory.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
 
 import psycopg
+import zstandard
 
-from tests.jobs.pgcluster import PASSWORD, Cluster, load_fixture
+from tests.jobs.pgcluster import PASSWORD, PG_BIN, Cluster, load_fixture
 
 APPS_DB = "cantonnet_sv"
 PARTICIPANT_DB = "participant_1"
@@ -100,3 +102,15 @@ def stopped(cluster: Cluster):
         yield
     finally:
         cluster.start()
+
+
+def assert_whole_archives(objects: dict[str, bytes]) -> None:
+    """Each object is a whole dump: a zstd frame that ends (its checksum verified) holding an archive whose table
+    of contents pg_restore reads. A database is stored in several objects; when its step fails, the parts that
+    finished stay behind (create-only: nothing is deleted), unreferenced, but none of them is ever partial."""
+    for key, data in objects.items():
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        archive = decompressor.decompress(data)
+        assert decompressor.eof, f"{key} is cut off"
+        listed = subprocess.run([str(PG_BIN / "pg_restore"), "--list"], input=archive, capture_output=True)
+        assert listed.returncode == 0, f"{key}: {listed.stderr.decode()}"

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from jobs.destinations import open_destination
-from jobs.pgdump import DumpSettings
+from jobs.pgdump import DumpError, DumpSettings
 from jobs.pgsets import backup_set, complete_sets
 from tests.jobs.conftest import REPO, job_env
-from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, make_sources, stopped
+from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, assert_whole_archives, make_sources, stopped
 from tests.jobs.pgcluster import PASSWORD, PG_BIN, wait_for
 
 pytestmark = pytest.mark.slow
@@ -158,8 +158,11 @@ def test_upload_cut_off(sources, s3_bucket, pg_env, monkeypatch, capsys):
 
     monkeypatch.setattr(dest, "writer", small_parts)
 
+    cut = []
+
     def cut_off(**kwargs):
         if "participant" in kwargs["Key"] and kwargs["PartNumber"] == 3:
+            cut.append(kwargs["Key"].removeprefix("pg/"))
             raise ConnectionError("connection reset by peer")
         return real(**kwargs)
 
@@ -171,7 +174,9 @@ def test_upload_cut_off(sources, s3_bucket, pg_env, monkeypatch, capsys):
     assert {k: after[k] for k in before} == before
     new = sorted(set(after) - set(before))
     assert new and all(k.startswith("recent/0/cut/") for k in new)
-    assert not [k for k in new if "participant" in k or k.endswith("manifest.json")]
+    assert cut and cut[0] not in new  # the object whose upload was cut off never appeared
+    assert not [k for k in new if k.endswith(("manifest.json", "steps/participant.json"))]
+    assert_whole_archives({k: dest.read_bytes(k) for k in new if "/data/" in k})
     assert dest.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
     assert [m["set_id"] for _, m in complete_sets(dest)] == ["earlier", "earlier"]
 
@@ -247,7 +252,8 @@ def test_killed_mid_dump(sources, store, pg_env, jobs_cli, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     visible = fingerprint(store)
     assert {k: visible[k] for k in before} == before
-    assert not [k for k in visible if "/killed/" in k and ("participant" in k or k.endswith("manifest.json"))]
+    assert not [k for k in visible if "/killed/" in k and k.endswith(("manifest.json", "steps/participant.json"))]
+    assert_whole_archives({k: (store / k).read_bytes() for k in visible if "/killed/data/" in k})
     assert "killed" not in [json.loads(line)["set_id"] for line in jobs_cli("list-sets", f"file://{store}",
                                                                              "--json").stdout.splitlines()]
 
@@ -284,3 +290,34 @@ def test_sigterm_mid_dump_aborts_and_reports(sources, store, pg_env, jobs_cli, t
                                   before, jobs_cli, "termed")
     assert "SIGTERM" in event["error"]
     assert not list(store.rglob(".*.partial"))  # the interrupted write was cleaned up
+
+
+def test_ddl_during_a_dump_fails_fast_instead_of_losing_data(sources, s3_bucket, pg_env, tmp_path):
+    """TRUNCATE is not MVCC-safe: a part that dumped a table truncated after the snapshot would read it as empty,
+    and the set would look complete. The job's own locks make the TRUNCATE wait; the next part's lock request then
+    queues behind it (a deadlock), fails within its short lock wait, and no set is complete."""
+    dest = open_destination(f"s3://{s3_bucket}/pg")
+    marker = tmp_path / "schema-dump-starting"
+    pg_bin = fake_pg_bin(tmp_path, f"""if [[ "$*" == *--section=pre-data* ]]; then touch {marker}; sleep 3; fi
+exec "$REAL" "$@"
+""")
+    settings = DumpSettings(pg_bin=pg_bin, dump_jobs=1, min_part_size=64 * 1024, part_lock_wait="2s")
+    participant = sources.participant
+    participant.psql("CREATE TABLE saved_events AS SELECT * FROM par_events", PARTICIPANT_DB)
+    truncate = subprocess.Popen(  # once the job holds its snapshot and locks, and its first part is not running yet
+        ["bash", "-c", f'until [ -e {marker} ]; do sleep 0.05; done; exec "$0" "$@"', str(PG_BIN / "psql"), "-X",
+         "-v", "ON_ERROR_STOP=1", "-d", participant.dsn(PARTICIPANT_DB), "-c",
+         "SET lock_timeout = '120s'; TRUNCATE par_events"],
+        env={**os.environ, "PGPASSWORD": PASSWORD}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        with pytest.raises(DumpError, match=r"(?s)\(schema\).*statement timeout.*LOCK TABLE public.par_events"):
+            backup_set(dest, dsns={"participant": [participant.dsn(PARTICIPANT_DB)]}, set_id="ddl", migration_id=0,
+                       settings=settings)
+        assert truncate.wait(timeout=120) == 0, truncate.stdout.read()  # it went on once the job let go
+        assert complete_sets(dest) == []
+    finally:
+        if truncate.poll() is None:
+            truncate.kill()
+        participant.psql("INSERT INTO par_events SELECT * FROM saved_events; DROP TABLE saved_events", PARTICIPANT_DB)

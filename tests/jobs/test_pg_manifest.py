@@ -21,6 +21,7 @@ from jobs.manifest import (
     ordering_errors,
     parse_time,
     step_errors,
+    windows_record,
 )
 from jobs.pgdump import client_binary, database_name, object_key, parse_dsn, redact
 from jobs.pgsets import complete_sets, seal_set, to_json
@@ -102,7 +103,8 @@ def manifest_of(*dbs, **over):
     for db in dbs:
         steps.setdefault(db["role"], {"role": db["role"], "databases": []})["databases"].append(db)
     manifest = build_manifest(set_id="s1", migration_id=2, tier="recent", created_at=T0 + timedelta(minutes=5),
-                              code_version="test", steps=list(steps.values()))
+                              code_version="test", steps=list(steps.values()),
+                              windows=windows_record(timedelta(days=30), None, timedelta(days=14)), history={})
     manifest.update(over)
     return manifest
 
@@ -248,6 +250,14 @@ def test_newer_client_setting_errors_are_harmless():
     assert report.errors == [] and len(report.harmless) == 1
 
 
+def test_parallel_workers_print_more_errors_than_pg_restore_counts():
+    """pg_restore 17 -j2 into PostgreSQL 15 (as captured): four connections fail the SET, two are counted."""
+    parallel = PG17_INTO_15.replace("pg_restore: warning: errors ignored on restore: 1\n", "") * 4
+    parallel += "pg_restore: warning: errors ignored on restore: 2\n"
+    report = classify_pg_restore_output(parallel, 1)
+    assert report.errors == [] and len(report.harmless) == 4
+
+
 def test_real_errors_are_not_missed():
     report = classify_pg_restore_output(REAL_ERROR, 1)
     assert len(report.errors) == 1 and "duplicate key" in report.errors[0] and len(report.harmless) == 1
@@ -311,7 +321,7 @@ def test_dsn_rules():
     with pytest.raises(ValueError, match="PGPASSWORD"):
         parse_dsn("postgresql://sv:hunter2@apps-pg/x")
     assert "hunter2" not in redact("postgresql://sv:hunter2@apps-pg/x")
-    assert object_key("apps", "we ird/db", "a1") == "data/apps/we%20ird%2Fdb.a1.pgdump.zst"
+    assert object_key("apps", "we ird/db", "a1", "data-0") == "data/apps/we%20ird%2Fdb.a1.data-0.pgdump.zst"
 
 
 # ------------------------------------------------------------------------------------------ packaging

@@ -1,0 +1,115 @@
+"""`python -m jobs audit-history URL`: prove the store's Postgres history gap-less (rules: jobs/history.py).
+
+Reads only complete sets (their manifests, never the dumps). Prints the table (or `--json`), then one outcome
+event: `backup.completed` / `backup.failed` with `"kind": "history"`, which the alerts can watch like every
+other job's. Exit codes: 0 gap-less and fresh, 1 a problem found or the store unreadable, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import timedelta
+
+from components.retention import DURATION_HELP, parse_duration
+from jobs.destinations import open_destination
+from jobs.events import COMPLETED, FAILED, emit
+from jobs.history import PRUNED_ROLES, audit, set_point, table
+from jobs.manifest import utc_now
+from jobs.pgsets import complete_sets
+
+KIND = "history"
+# What the problems in the event's `error` may add up to: the full list is in the table or --json.
+ERROR_LIMIT = 2000
+
+
+class _Off:
+    """`--participant-pruning off`: judge every gap as unpruned, whatever the manifests recorded."""
+
+
+OFF = _Off()
+
+
+def _window(text: str) -> timedelta | _Off:
+    if text.strip().lower() == "off":
+        return OFF
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or 'off')") from None
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_audit_history(args) -> int:
+    started = time.monotonic()
+    try:
+        dest = open_destination(args.url)
+        points = [set_point(prefix.split("/", 1)[0], manifest) for prefix, manifest in complete_sets(dest)]
+    except Exception as exc:
+        emit(FAILED, KIND, error=f"{type(exc).__name__}: {exc}", store=args.url)
+        return 1
+    overrides = {}
+    for role in PRUNED_ROLES:
+        given = getattr(args, f"{role}_pruning")
+        if given is not None:
+            overrides[role] = None if given is OFF else given
+    report = audit(points, now=utc_now(), max_age=args.interval + args.slack, overrides=overrides)
+    print(json.dumps(report.as_json(), sort_keys=True) if args.json else table(report), flush=True)
+    fields = {
+        "store": args.url,
+        "sets": len(points),
+        "series": len(report.series),
+        "newest_set_id": report.newest.set_id if report.newest else None,
+        "newest_age_seconds": round(report.newest_age.total_seconds(), 3) if report.newest else None,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    if report.ok:
+        emit(COMPLETED, KIND, **fields)
+        return 0
+    error = "; ".join(report.problems)
+    if len(error) > ERROR_LIMIT:
+        error = error[:ERROR_LIMIT] + f"... ({len(report.problems)} problems in all)"
+    emit(FAILED, KIND, error=error, problems=len(report.problems), **fields)
+    return 1
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "audit-history",
+        help="prove the history gap-less: per migration id and role, from genesis, under the pruning windows",
+    )
+    p.add_argument("url", help="the store: file:///path, gs://bucket/prefix or s3://bucket/prefix")
+    p.add_argument(
+        "--participant-pruning",
+        type=_window,
+        default=None,
+        help=f"judge every participant gap against this window ({DURATION_HELP}, or 'off'); default: "
+        "the windows each set's manifest recorded",
+    )
+    p.add_argument(
+        "--sequencer-pruning",
+        type=_window,
+        default=None,
+        help="likewise for the sequencer (default: the recorded windows)",
+    )
+    p.add_argument(
+        "--interval",
+        type=_duration,
+        default=timedelta(hours=4),
+        help="the schedule's largest gap between two sets (default 4h)",
+    )
+    p.add_argument(
+        "--slack",
+        type=_duration,
+        default=timedelta(hours=1),
+        help="how much older than --interval the newest set may be: run time and grace (default 1h)",
+    )
+    p.add_argument("--json", action="store_true", help="the report as one JSON object instead of the table")
+    p.set_defaults(func=cmd_audit_history)
