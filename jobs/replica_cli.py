@@ -85,7 +85,9 @@ def cmd_check_replica(args) -> int:
     # every complete set (and the secret's versions). Replication inside the store is the provider's.
     single_store = args.src.rstrip("/") == args.dst.rstrip("/")
     if single_store and args.secret_src != args.secret_dst:
-        return _usage("SRC and DST are one store but the secrets differ: compare two stores, or one store and one secret")
+        return _usage(
+            "SRC and DST are one store but the secrets differ: compare two stores, or one store and one secret"
+        )
     started = time.monotonic()
     options = CheckOptions(max_lag=args.max_lag, deep=args.deep, recent_retention=args.recent_retention)
     base = {
