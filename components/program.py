@@ -9,6 +9,7 @@ from __future__ import annotations
 import pulumi
 
 from components import retention
+from components.audit import HistoryAudit
 from components.backends import backend_for
 from components.cometbft import CometbftSnapshots
 from components.dr import DisasterRecovery
@@ -29,6 +30,7 @@ class SvBackups(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.storage: BackupStorage | None = None
         self.dr: DisasterRecovery | None = None
+        self.audit: HistoryAudit | None = None
         if settings.role == "dr":
             self.dr = DisasterRecovery("dr", settings, backend, child)
             self.store, secret = self.dr.store, self.dr.secret
@@ -47,6 +49,10 @@ class SvBackups(pulumi.ComponentResource):
         specs = [] if settings.standby else alert_specs(settings, self.cron_jobs)
         if self.dr is not None:
             specs += self.dr.alert_specs
+        else:
+            # The primary audits its own store's history daily (a DR stack's copy is checked by check-replica).
+            self.audit = HistoryAudit("audit", settings, backend, self.store, child)
+            specs.append(self.audit.alert_spec)
         self.alerts = BackupAlerts("alerts", specs, backend, child)
         self.register_outputs(
             {
@@ -74,7 +80,7 @@ def declare(settings: Settings) -> SvBackups:
     pulumi.export("historicalSetsUrl", historical_url)
     pulumi.export("identitiesSecret", node.identities.secret_id)
     pulumi.export("identitiesSecretUrl", node.identities.secret_url)
-    pulumi.export("cronJobs", node.cron_jobs)
+    pulumi.export("cronJobs", {**node.cron_jobs, **({"historyAudit": node.audit.cron_job_name} if node.audit else {})})
     pulumi.export("snapshotClass", node.cometbft.snapshot_class_name)
     pulumi.export(
         "schedules",
@@ -82,6 +88,7 @@ def declare(settings: Settings) -> SvBackups:
             "postgres": settings.schedule.postgres,
             "cometbft": settings.schedule.cometbft,
             "identities": settings.schedule.identities,
+            "audit": settings.schedule.audit,
         },
     )
     pulumi.export("postgresRoles", settings.roles)

@@ -136,8 +136,10 @@ class ScheduleConfig(_Model):
     postgres: str = "0 */4 * * *"
     cometbft: str = "20 */4 * * *"
     identities: str = "40 */4 * * *"
+    # The daily history audit (python -m jobs audit-history): reads manifests only, after the night's sets.
+    audit: str = "50 5 * * *"
 
-    @field_validator("postgres", "cometbft", "identities")
+    @field_validator("postgres", "cometbft", "identities", "audit")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         schedules.validate_cron(value)

@@ -17,7 +17,7 @@ from .props import (
     UNKNOWN,
     backup_kind,
     containers,
-    dr_kind,
+    check_kind,
     get,
     iam_grants,
     is_dr_stack,
@@ -132,7 +132,7 @@ def _check_standby(resources: list[StackResource], _args: StackValidationArgs, r
             f"sv-backups:dr.failover and let the program label them all alike."
         )
     for job in resources:
-        if job.type != CRON_JOB or dr_kind(job.props) != "replica":
+        if job.type != CRON_JOB or check_kind(job.props) != "replica":
             continue
         if get(job.props, "spec", "suspend") is True:
             report(

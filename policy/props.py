@@ -42,8 +42,9 @@ _SENTINELS = {
 COMPONENT_LABEL = "app.kubernetes.io/component"
 BACKUP_COMPONENTS = {"postgres-backup": "postgres", "cometbft-snapshot": "cometbft", "identities-dump": "identities"}
 BACKUP_KINDS = ("postgres", "cometbft", "identities")
-# A DR stack's own jobs (components/dr.py): the replica check runs as the restore identity.
-DR_COMPONENTS = {"replica-check": "replica"}
+# The jobs that check the backups rather than take them, and run as the read-only restore identity: a DR stack's
+# replica check (components/dr.py) and every primary's daily history audit (components/audit.py).
+CHECK_COMPONENTS = {"replica-check": "replica", "history-audit": "history"}
 # On a DR stack's backup CronJobs until failover (components/naming.py STANDBY_LABEL): suspended on purpose.
 STANDBY_LABEL = "sv-backups.canton.network/standby"
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
@@ -157,9 +158,9 @@ def backup_kind(props: dict) -> str | None:
     return BACKUP_COMPONENTS.get(labels(props, "metadata", "labels").get(COMPONENT_LABEL))
 
 
-def dr_kind(props: dict) -> str | None:
-    """The DR job a CronJob runs (replica), from its component label; None otherwise."""
-    return DR_COMPONENTS.get(labels(props, "metadata", "labels").get(COMPONENT_LABEL))
+def check_kind(props: dict) -> str | None:
+    """The check a CronJob runs (replica, history), from its component label; None otherwise."""
+    return CHECK_COMPONENTS.get(labels(props, "metadata", "labels").get(COMPONENT_LABEL))
 
 
 def standby(props: dict) -> bool:
@@ -170,7 +171,7 @@ def standby(props: dict) -> bool:
 def is_dr_stack(resources) -> bool:
     """A DR stack (components/dr.py): it reads a primary through a StackReference and runs the replica check."""
     return any(r.type == STACK_REFERENCE for r in resources) and any(
-        r.type == CRON_JOB and dr_kind(r.props) == "replica" for r in resources
+        r.type == CRON_JOB and check_kind(r.props) == "replica" for r in resources
     )
 
 

@@ -43,7 +43,7 @@ from .props import (
     backup_kind,
     containers,
     describe_seconds,
-    dr_kind,
+    check_kind,
     flag_values,
     gcs_copies,
     get,
@@ -469,7 +469,7 @@ def backup_ksas(resources: list[StackResource]) -> set[tuple[str, str]]:
     found, kinds = set(), set()
     for resource in resources:
         # The DR stack's replica check runs as the restore identity: its KSA is a job KSA like the others.
-        if resource.type == CRON_JOB and (backup_kind(resource.props) or dr_kind(resource.props)) is not None:
+        if resource.type == CRON_JOB and (backup_kind(resource.props) or check_kind(resource.props)) is not None:
             spec = pod_spec(resource.props)
             name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
             found.add((namespace_of(resource.props), name))

@@ -8,7 +8,16 @@ import random
 from datetime import datetime, timedelta
 
 from jobs.destinations import Destination
-from jobs.manifest import STEP_FORMAT, build_manifest, format_time, manifest_errors, set_prefix, step_key
+from jobs.history import history_record
+from jobs.manifest import (
+    STEP_FORMAT,
+    build_manifest,
+    format_time,
+    manifest_errors,
+    set_prefix,
+    step_key,
+    windows_record,
+)
 from jobs.pgsets import to_json
 
 ROLES = (("apps", "cantonnet_sv"), ("participant", "participant_0"))
@@ -53,7 +62,14 @@ def write_set(
         dest.put_bytes(f"{prefix}/{step_key(role)}", to_json(step))
         steps.append(step)
     manifest = build_manifest(
-        set_id=set_id, migration_id=migration_id, tier=tier, created_at=created_at, code_version="test", steps=steps
+        set_id=set_id,
+        migration_id=migration_id,
+        tier=tier,
+        created_at=created_at,
+        code_version="test",
+        steps=steps,
+        windows=windows_record(None, None, timedelta(days=14)),
+        history=history_record([], exclude=set_id),
     )
     assert not manifest_errors(manifest, set_id)
     dest.put_bytes(f"{prefix}/manifest.json", to_json(manifest))

@@ -176,6 +176,10 @@ def test_corrupted_copy_of_the_same_size_differs(pair, cli):
         assert report["problems"] == [
             "data/apps/cantonnet_sv.0a1b2c3d.pgdump.zst: sha256 of the DR copy is not the manifest's"
         ]
+    elif pair.kind == "s3":  # the job uploads with a full-object SHA-256: compared with the manifest's directly
+        assert report["problems"][0].startswith(
+            "data/apps/cantonnet_sv.0a1b2c3d.pgdump.zst: the DR store's SHA-256 is not the manifest's"
+        )
     else:  # caught by the stores' own checksums, without reading the dump
         assert report["problems"][0].startswith(
             "data/apps/cantonnet_sv.0a1b2c3d.pgdump.zst: the stores' checksums differ"
