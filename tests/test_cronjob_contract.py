@@ -68,6 +68,7 @@ HANDLERS = {
     "seal-set": ("jobs.pgsets_cli", "cmd_seal_set"),
     "dump-identities": ("jobs.identities", "handle"),
     "snapshot-cometbft": ("jobs.cometbft", "handle"),
+    "audit-history": ("jobs.history_cli", "cmd_audit_history"),
 }
 
 

@@ -274,6 +274,7 @@ def test_irsa_roles_trust_exactly_one_service_account_each(prod):
         "sv-1-pg-backup": "sv-1-postgres-backup",
         "sv-1-identities": "sv-1-identities-dump",
         "sv-1-cometbft-snapshot": "sv-1-cometbft-snapshot",
+        "sv-1-restore": "sv-1-history-audit",
     }
     assert set(roles) == set(expected)
     for role_name, service_account in expected.items():
@@ -327,9 +328,7 @@ def test_only_restore_roles_read_the_secret_and_the_deployer_keeps_managing_it(p
     assert {"secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy"} <= actions(manage)
     # the deploying principal is exempt by its role ARN (not the session's), so the next `pulumi up` works
     deployer = f"arn:aws:iam::{ACCOUNT}:role/{AWS_DEPLOYER_ROLE}"
-    assert manage["Condition"] == {
-        "ArnNotLike": {"aws:PrincipalArn": sorted([*RESTORE_ROLES, dr_restore, deployer])}
-    }
+    assert manage["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": sorted([*RESTORE_ROLES, dr_restore, deployer])}}
     assert not actions(reads) & actions(manage)
 
 
@@ -516,7 +515,7 @@ def test_the_snapshot_job_deletes_only_the_nodes_snapshots(prod):
 def test_alarms_cover_every_kind_stale_and_failed(prod):
     alarms = prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
     kinds = sorted((a["inputs"]["tags"]["svbackups-kind"], a["inputs"]["tags"]["svbackups-alert"]) for a in alarms)
-    assert kinds == [(k, a) for k in ("cometbft", "identities", "postgres") for a in ("failed", "stale")]
+    assert kinds == [(k, a) for k in ("cometbft", "history", "identities", "postgres") for a in ("failed", "stale")]
     topic = f"arn:aws:sns:{PRIMARY}:{ACCOUNT}:sv-1-backup-alerts"
     stale = named(prod, "sv-1-alarm-postgres-stale")["inputs"]
     # largest gap 4 h + start window 15 min + run deadline 3 h 30 min + slack 1 h
@@ -531,7 +530,7 @@ def test_alarms_cover_every_kind_stale_and_failed(prod):
     assert (failed["comparisonOperator"], failed["threshold"]) == ("GreaterThanThreshold", 0)
     assert failed["treatMissingData"] == "notBreaching"
     filters = {f["inputs"]["name"]: f["inputs"] for f in prod.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter")}
-    assert len(filters) == 6
+    assert len(filters) == 8  # completed and failed for postgres, cometbft, identities and the history audit
     completed = filters["sv-backups/sv-1/postgres-completed"]
     assert completed["logGroupName"] == "/aws/containerinsights/sv-1-prod/application"
     assert completed["pattern"] == (
@@ -584,4 +583,5 @@ def test_outputs_for_restore_and_audit(prod):
         "postgres": "sv-1-postgres-backup",
         "cometbft": "sv-1-cometbft-snapshot",
         "identities": "sv-1-identities-dump",
+        "historyAudit": "sv-1-history-audit",
     }

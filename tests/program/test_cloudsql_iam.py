@@ -34,6 +34,13 @@ LIVE_FLAGS = [
 ]
 
 
+def cloudsql_grants(plan) -> list[dict]:
+    """The project IAM members granting Cloud SQL roles (the history audit's storage reader is another one)."""
+    return [
+        g for g in plan.of_type("gcp:projects/iAMMember:IAMMember") if g["inputs"]["role"].startswith("roles/cloudsql.")
+    ]
+
+
 def iam_config(stack_config_map, *roles: str, **changes) -> dict:
     """The prod stack with the given Cloud SQL roles on IAM authentication (no passwordSecret)."""
     config = stack_config_map("prod")
@@ -132,7 +139,7 @@ def test_adopted_instance_gets_the_iam_user_of_the_job_service_account(adopted_i
 
 
 def test_cloudsql_roles_are_granted_on_that_instance_only(adopted_iam_plan):
-    grants = adopted_iam_plan.of_type("gcp:projects/iAMMember:IAMMember")
+    grants = cloudsql_grants(adopted_iam_plan)
     assert sorted(g["inputs"]["role"] for g in grants) == ["roles/cloudsql.client", "roles/cloudsql.instanceUser"]
     for grant in grants:
         inputs = grant["inputs"]
@@ -206,7 +213,7 @@ def test_instance_not_adopted_gets_grants_and_a_proxy_but_no_instance_or_user(st
     plan = plan_with_live_flags(config)
     assert [r["inputs"]["name"] for r in plan.of_type(SQL_INSTANCE)] == ["sv-1-sequencer-pg-4"]
     assert plan.of_type("gcp:sql/user:User") == []
-    grants = plan.of_type("gcp:projects/iAMMember:IAMMember")
+    grants = cloudsql_grants(plan)
     assert {g["inputs"]["condition"]["expression"] for g in grants} == {
         instance_condition("sv-prod-project", "sv-1-participant-pg-4")
     }
@@ -227,7 +234,7 @@ def test_every_iam_instance_has_its_own_proxy_and_port(stack_config_map):
         assert urlsplit(db.split("=", 1)[1]).port == int(ports[role][0])
     assert ports == {"participant": ("15433", "9802"), "sequencer": ("15434", "9803")}
     assert len(plan.of_type("gcp:sql/user:User")) == 2
-    assert len(plan.of_type("gcp:projects/iAMMember:IAMMember")) == 4
+    assert len(cloudsql_grants(plan)) == 4
     init = [c["name"] for c in pod_spec(cron_job(plan, "postgres-backup"))["initContainers"]]
     assert init[:2] == ["cloudsql-proxy-participant", "cloudsql-proxy-sequencer"]
 
@@ -236,6 +243,6 @@ def test_password_instances_declare_no_iam_access(stack_config_map):
     config = iam_config(stack_config_map)  # both Cloud SQL instances with their password secrets
     plan = plan_with_live_flags(config)
     assert plan.of_type("gcp:sql/user:User") == []
-    assert plan.of_type("gcp:projects/iAMMember:IAMMember") == []
+    assert cloudsql_grants(plan) == []
     assert not [c for c in containers(plan).values() if c.get("restartPolicy") == "Always"]
     assert "postgresSetupSql" not in plan.outputs

@@ -60,7 +60,11 @@ def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
     dr_stack = plan.outputs["role"] == "dr"
     assert {c["type"] for c in components} == {
         "svbackups:index:SvBackups",
-        "svbackups:dr:DisasterRecovery" if dr_stack else "svbackups:storage:BackupStorage",
+        *(
+            ("svbackups:dr:DisasterRecovery",)
+            if dr_stack
+            else ("svbackups:storage:BackupStorage", "svbackups:audit:HistoryAudit")
+        ),
         "svbackups:postgres:PostgresBackups",
         "svbackups:identities:IdentityBackups",
         "svbackups:cometbft:CometbftSnapshots",
@@ -203,8 +207,11 @@ def test_cloudsql_adoption_changes_only_backups_and_protection(prod_plan):
         assert inputs["settings"].get("databaseFlags") == flags[inputs["name"]]
         # the backup settings we size are managed; only the start time and the backup tier (set by GCP) are not
         managed_elsewhere = {"settings.backupConfiguration.startTime", "settings.backupConfiguration.backupTier"}
-        assert not [f for f in options["ignoreChanges"]
-                    if f.startswith("settings.backupConfiguration") and f not in managed_elsewhere]
+        assert not [
+            f
+            for f in options["ignoreChanges"]
+            if f.startswith("settings.backupConfiguration") and f not in managed_elsewhere
+        ]
         assert "deletionProtection" not in options["ignoreChanges"]
 
 
@@ -271,6 +278,7 @@ def test_writers_can_create_but_not_delete(prod_plan):
 def test_workload_identity_binds_each_k8s_service_account(prod_plan):
     bindings = prod_plan.of_type("gcp:serviceaccount/iAMMember:IAMMember")
     assert sorted(b["inputs"]["member"] for b in bindings) == [
+        "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-history-audit]",
         "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-identities-dump]",
         "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-postgres-backup]",
     ]
@@ -362,7 +370,7 @@ def test_alerts_cover_every_kind_stale_and_failed(prod_plan):
     kinds = sorted(
         (p["inputs"]["userLabels"]["svbackups-kind"], p["inputs"]["userLabels"]["svbackups-alert"]) for p in policies
     )
-    assert kinds == [(k, a) for k in ("cometbft", "identities", "postgres") for a in ("failed", "stale")]
+    assert kinds == [(k, a) for k in ("cometbft", "history", "identities", "postgres") for a in ("failed", "stale")]
     [stale] = [p for p in policies if p["name"] == "sv-1-alert-postgres-stale"]
     absent = stale["inputs"]["conditions"][0]["conditionAbsent"]
     # largest gap 4 h + start window 15 min + run deadline 3 h 30 min + slack 1 h
@@ -384,6 +392,7 @@ def test_outputs_for_restore_and_audit(prod_plan):
         "postgres": "sv-1-postgres-backup",
         "cometbft": "sv-1-cometbft-snapshot",
         "identities": "sv-1-identities-dump",
+        "historyAudit": "sv-1-history-audit",
     }
     assert outputs["windows"]["postgresHistoricalCadence"] == "14d"
     assert outputs["windows"]["participantPruning"] == "30d"

@@ -1,0 +1,67 @@
+"""The daily history audit CronJob of a primary stack, through the mock engine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.__main__ import build_parser
+
+CRON_JOB = "kubernetes:batch/v1:CronJob"
+
+
+def audit_job(plan) -> dict:
+    [job] = [j for j in plan.of_type(CRON_JOB) if j["name"].endswith("-history-audit")]
+    return job["inputs"]
+
+
+@pytest.mark.parametrize("stack", ["prod", "aws-prod"])
+def test_the_audit_runs_daily_on_the_store_with_the_freshness_bound(shipped_plan, stack):
+    plan = shipped_plan(stack)
+    job = audit_job(plan)
+    assert job["spec"]["schedule"] == "50 5 * * *" and "suspend" not in job["spec"]
+    [container] = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    # 4-hourly sets: fresh within 4 h, plus a run's start window and deadline (3 h 45 min) and the 1 h slack
+    assert container["args"] == [
+        "audit-history",
+        plan.outputs["backupUrl"],
+        "--interval",
+        "4h",
+        "--slack",
+        "285m",
+        "--json",
+    ]
+    args = build_parser().parse_args(container["args"])  # the job's own parser accepts exactly these flags
+    assert args.url == plan.outputs["backupUrl"]
+    assert plan.outputs["cronJobs"]["historyAudit"] == "sv-1-history-audit"
+
+
+def test_the_audit_reads_only_its_store_on_gcp(shipped_plan):
+    plan = shipped_plan("prod")
+    member = "serviceAccount:sv-1-restore@sv-prod-project.iam.gserviceaccount.com"
+    grants = [r for r in plan.resources if r["inputs"].get("member") == member]
+    assert [(g["type"], g["inputs"]["role"]) for g in grants] == [
+        ("gcp:projects/iAMMember:IAMMember", "roles/storage.objectViewer")
+    ]
+    bucket = plan.outputs["backupBucket"]
+    assert f'resource.name == "projects/_/buckets/{bucket}"' in grants[0]["inputs"]["condition"]["expression"]
+
+
+def test_the_audit_reads_only_its_store_on_aws(shipped_plan):
+    plan = shipped_plan("aws-prod")
+    [policy] = [r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r["inputs"]["role"] == "sv-1-restore"]
+    actions = set()
+    for statement in json.loads(policy["inputs"]["policy"])["Statement"]:
+        assert statement["Effect"] == "Allow"
+        actions |= {statement["Action"]} if isinstance(statement["Action"], str) else set(statement["Action"])
+    assert actions == {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"}
+
+
+@pytest.mark.parametrize(("stack", "alert_type"), [("prod", "gcp:monitoring/alertPolicy:AlertPolicy")])
+def test_the_audit_alerts_when_it_fails_or_stops_passing(shipped_plan, stack, alert_type):
+    alerts = shipped_plan(stack).of_type(alert_type)
+    kinds = {
+        (a["inputs"]["userLabels"]["svbackups-kind"], a["inputs"]["userLabels"]["svbackups-alert"]) for a in alerts
+    }
+    assert {("history", "stale"), ("history", "failed")} <= kinds
