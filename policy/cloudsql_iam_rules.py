@@ -208,9 +208,9 @@ def _proxy_problems(container: dict, field: str, index: int, version: str, steps
             "before the proxy listens, and fails. Fix: --health-check and startupProbe httpGet /startup on "
             "--http-port."
         )
-    elif str(get(probe, "port")) != health_port:
+    elif _port_text(get(probe, "port")) != health_port:
         problems.append(
-            f"probes port {get(probe, 'port')} but serves health checks on --http-port {health_port}: the "
+            f"probes port {_port_text(get(probe, 'port'))} but serves health checks on --http-port {health_port}: the "
             f"probe never passes. Fix: probe the --http-port."
         )
     elif str(proxy.options.get("http-address")) in LOOPBACK:
@@ -473,3 +473,8 @@ cloudsql_iam_login = stack_rule(
 )
 
 POLICIES = [cloudsql_proxy_sidecar, cloudsql_grants_one_instance, cloudsql_iam_login]
+
+
+def _port_text(port) -> str:
+    """A probe port as text: the CLI sends numbers as doubles over gRPC (9803.0), offline plans as ints."""
+    return str(int(port)) if isinstance(port, float) and port.is_integer() else str(port)
