@@ -6,6 +6,7 @@ VolumeSnapshotClass's `tagSpecification_1` makes the driver tag it, and deleted 
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -191,6 +192,9 @@ def test_runs_are_idempotent_and_copy_what_earlier_runs_missed(api, ebs, capsys)
     assert copies[f"{NS}/kept-with-copy"][0]["SnapshotId"] == existing
     assert read_events(capsys)[-1]["copies_started"] == 2
 
+    # A later run, not a retry: snapshot names carry the second they were taken (a run within the same second
+    # is the same run's retried POST and rightly takes no new snapshot).
+    time.sleep(1.01 - time.time() % 1)
     with AwsCallRecorder() as recorder:
         assert run(copying(api, ebs)) == 0
     assert recorder.operations().count("CopySnapshot") == 1, "only the second run's own snapshot"
