@@ -11,8 +11,10 @@ enough for (large objects).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -76,8 +78,23 @@ def events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-def proxy_for(role: str, cluster) -> RunningProxy:
-    return RunningProxy(INSTANCES[role], f"127.0.0.1:{cluster.port}", port=free_port(), http_port=free_port())
+@contextlib.contextmanager
+def proxy_for(role: str, cluster) -> Iterator[RunningProxy]:
+    """The stand-in on free ports. A port found free can be taken by another process before the stand-in binds
+    it: then it starts again on other ports (at most three tries)."""
+    for attempt in range(3):
+        proxy = RunningProxy(INSTANCES[role], f"127.0.0.1:{cluster.port}", port=free_port(), http_port=free_port())
+        try:
+            running = proxy.__enter__()
+        except RuntimeError as error:
+            if "Address already in use" in str(error) and attempt < 2:
+                continue
+            raise
+        try:
+            yield running
+        finally:
+            proxy.__exit__(None, None, None)
+        return
 
 
 @pytest.fixture(scope="module")
