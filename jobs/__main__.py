@@ -10,7 +10,8 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("jobs.pgsets_cli", "jobs.history_cli", "jobs.identities", "jobs.cometbft", "jobs.replica_cli")
+COMMAND_MODULES = ("jobs.pgsets_cli", "jobs.history_cli", "jobs.identities", "jobs.cometbft", "jobs.replica_cli",
+                   "jobs.drill_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

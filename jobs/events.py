@@ -13,7 +13,9 @@ from typing import Any
 
 COMPLETED = "backup.completed"
 FAILED = "backup.failed"
-KINDS = ("postgres", "cometbft", "identities", "replica", "history")
+# drill-*: the restore drills (jobs/drill_cli.py, drill_identities.py, drill_cometbft.py).
+KINDS = ("postgres", "cometbft", "identities", "replica", "history", "drill-postgres", "drill-cometbft",
+         "drill-identities")
 
 
 def emit(event: str, kind: str, *, stream=None, **fields: Any) -> dict[str, Any]:

@@ -193,10 +193,34 @@ def database_errors(db: dict[str, Any]) -> list[str]:
             errors.append(f"{label}: bad size for {obj.get('key')}")
         if not re.fullmatch(r"[0-9a-f]{64}", str(obj.get("sha256", ""))):
             errors.append(f"{label}: bad sha256 for {obj.get('key')}")
+    if "verification" in db:  # optional: sets taken before it was recorded have none (the drill says so)
+        errors += verification_errors(label, db["verification"])
     if "objects" in db and not db["objects"]:
         errors.append(f"{label}: no objects")
     elif "objects" in db:
         errors += _layout_errors(label, db)
+    return errors
+
+
+def verification_errors(label: str, record: Any) -> list[str]:
+    """Shape of the (optional) verification record of a database (written by jobs/pgverify.py)."""
+    if not isinstance(record, dict):
+        return [f"{label}: verification is not an object"]
+    errors = []
+    if not isinstance(record.get("database_size"), int) or record["database_size"] < 0:
+        errors.append(f"{label}: verification.database_size must be a non-negative integer")
+    tables = record.get("tables")
+    if not isinstance(tables, list):
+        return [*errors, f"{label}: verification.tables must be a list"]
+    for table in tables:
+        if not (isinstance(table, dict) and isinstance(table.get("schema"), str) and isinstance(table.get("name"), str)
+                and isinstance(table.get("rows"), int) and table["rows"] >= 0):
+            errors.append(f"{label}: verification table {table!r} needs schema, name and rows")
+            continue
+        sample = table.get("sample")
+        if sample is not None and not (isinstance(sample, dict) and isinstance(sample.get("rows"), int)
+                                       and len(str(sample.get("sha256", ""))) == 64):
+            errors.append(f"{label}: verification sample of {table['schema']}.{table['name']} needs rows and sha256")
     return errors
 
 

@@ -44,6 +44,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jobs.destinations import Destination
 from jobs.manifest import DATA_DIR, DATA_PART, LAYOUT_SECTIONS, SCHEMA_PART, Clock, format_time, utc_now
+from jobs.pgverify import SAMPLE_ROWS, Stopped, verification_record
 
 PG_LIB = Path(os.environ.get("SV_BACKUPS_PG_LIB", "/usr/lib/postgresql"))
 SUPPORTED_MAJORS = range(14, 18)
@@ -191,6 +192,9 @@ class DumpSettings:
     # on every table, so such a wait can only be behind an exclusive request queued since (DDL, e.g. an app's
     # migration at start-up), which itself waits for the job: a deadlock. Fail fast, so the DDL goes on.
     part_lock_wait: str = "30s"
+    # Rows per table in the sampled checksum the restore drill checks (pgverify.py); 0: record no verification
+    # data (counts and samples), e.g. to measure what it costs.
+    verify_sample_rows: int = SAMPLE_ROWS
 
 
 # ----------------------------------------------------------------------------------------- parts
@@ -351,11 +355,27 @@ def dump_database(
         server_major = version_num // 10000
         pg_dump = client_binary("pg_dump", server_major, override=settings.pg_bin)
         parts = plan_parts(tables, settings.max_parts, settings.min_part_size)
-        objects = _dump_parts(
-            pg_dump=pg_dump, dsn=dsn, snapshot_id=snapshot_id, dest=dest, set_prefix=set_prefix,
-            keys=lambda part: object_key(role, database, attempt, part), parts=parts, settings=settings,
-            label=f"{role}/{database}",
-        )
+        # The verification data is read on this (otherwise idle) snapshot connection while the parts stream, so
+        # its counts scan the tables alongside the parts' COPYs (pgverify.py says why that is cheap).
+        stop = threading.Event()
+        with ThreadPoolExecutor(max_workers=1) as side:
+            verifying = (side.submit(verification_record, conn, settings.verify_sample_rows, stop)
+                         if settings.verify_sample_rows > 0 else None)
+            try:
+                objects = _dump_parts(
+                    pg_dump=pg_dump, dsn=dsn, snapshot_id=snapshot_id, dest=dest, set_prefix=set_prefix,
+                    keys=lambda part: object_key(role, database, attempt, part), parts=parts, settings=settings,
+                    label=f"{role}/{database}",
+                )
+            except BaseException:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    conn.cancel_safe()  # end the running count now, not after its scan
+                raise
+            try:
+                verification = verifying.result() if verifying else None
+            except Stopped:
+                verification = None
         conn.rollback()
     except psycopg.Error as exc:
         raise DumpError(f"{role}/{database}: {_first_line(exc)}") from None
@@ -390,6 +410,8 @@ def dump_database(
         "uncompressed_size": uncompressed,
         "objects": objects,
     }
+    if verification is not None:
+        record["verification"] = verification
     if log:
         log(f"dumped {role}/{database}: {uncompressed} bytes -> {size} bytes in {len(objects)} objects "
             f"in {(finished.monotonic_ns - requested.monotonic_ns) / 1e9:.1f}s")
