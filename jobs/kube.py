@@ -223,3 +223,12 @@ def volume_snapshots_path(namespace: str, name: str | None = None) -> str:
 
 def volume_snapshot_content_path(name: str) -> str:
     return f"{SNAPSHOT_GROUP}/volumesnapshotcontents/{_seg(name)}"
+
+
+def pvcs_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{_seg(namespace)}/persistentvolumeclaims"
+
+
+def pods_path(namespace: str, name: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{_seg(namespace)}/pods"
+    return f"{base}/{_seg(name)}" if name else base

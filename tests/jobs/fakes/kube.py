@@ -1,5 +1,5 @@
-"""A fake Kubernetes API server for the objects the backup jobs touch: PersistentVolumeClaims, ConfigMaps,
-VolumeSnapshots and VolumeSnapshotContents, with a toy snapshot controller.
+"""A fake Kubernetes API server for the objects the backup jobs touch: PersistentVolumeClaims, ConfigMaps, Pods,
+VolumeSnapshots and VolumeSnapshotContents, with a toy snapshot controller, PVC binder and kubelet.
 
 It speaks the real paths, label selectors, pagination (`page_size`), JSON merge patch with the
 `metadata.resourceVersion` precondition, `Status` error bodies, and the snapshot controller's visible
@@ -8,6 +8,12 @@ behaviour: a new VolumeSnapshot becomes bound to a VolumeSnapshotContent (deleti
 until `ready_after` reads, then succeeds, as the real controller does after transient errors), or never
 becomes ready (mode "pending"). Deleting a VolumeSnapshot deletes its content, and the "disk snapshot" behind it, only
 when the content's deletionPolicy is Delete; `disk_snapshots` is what the cloud would bill.
+
+PVCs restored from a snapshot (`spec.dataSource`) become Bound after `bind_after` reads when the snapshot exists
+and is ready (`pvc_mode` "bind"), or stay Pending (`pvc_mode` "pending", or no such ready snapshot). A pod
+starts once every claim it mounts is Bound and then, one read at a time, runs and ends as `pod_mode` says
+("succeeded": exit 0, "failed": exit 3, "pending": never starts), with `pod_message` as its termination message.
+`created` keeps every body POSTed, for assertions on what a job asked for.
 
 The disk snapshots are made-up GCE paths unless `take_disk_snapshot` / `delete_disk_snapshot` stand for the CSI
 driver's cloud calls (the EBS tests create and delete real moto EC2 snapshots there; set `driver` to match).
@@ -28,13 +34,14 @@ from tests.jobs.fakes.httpserver import LocalServer, Reply, Request
 
 SNAP = "/apis/snapshot.storage.k8s.io/v1"
 _ROUTES = [
-    (re.compile(r"^/api/v1/namespaces/([^/]+)/(persistentvolumeclaims|configmaps)(?:/([^/]+))?$"), True),
+    (re.compile(r"^/api/v1/namespaces/([^/]+)/(persistentvolumeclaims|configmaps|pods)(?:/([^/]+))?$"), True),
     (re.compile(rf"^{SNAP}/namespaces/([^/]+)/(volumesnapshots)(?:/([^/]+))?$"), True),
     (re.compile(rf"^{SNAP}/(volumesnapshotcontents)(?:/([^/]+))?$"), False),
 ]
 _KINDS = {
     "persistentvolumeclaims": ("v1", "PersistentVolumeClaim"),
     "configmaps": ("v1", "ConfigMap"),
+    "pods": ("v1", "Pod"),
     "volumesnapshots": ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"),
     "volumesnapshotcontents": ("snapshot.storage.k8s.io/v1", "VolumeSnapshotContent"),
 }
@@ -99,6 +106,11 @@ class FakeKubeApi(LocalServer):
         self._versions = itertools.count(1000)
         self._faults: list[tuple[str, str, deque[int]]] = []
         self._forbidden: set[tuple[str, str]] = set()
+        self.pvc_mode = "bind"  # bind | pending
+        self.bind_after = 2
+        self.pod_mode = "succeeded"  # succeeded | failed | pending
+        self.pod_message = "CometBFT data directory at /cometbft/data: blockstore.db state.db"
+        self.created: list[tuple[str, dict]] = []  # (plural, body) of every POST
 
     # --- test controls --------------------------------------------------------------------------------
     def fail(self, method: str, path_prefix: str, *statuses: int) -> None:
@@ -212,6 +224,38 @@ class FakeKubeApi(LocalServer):
             else:
                 self._bind(snapshot, ready=True)
 
+    def _advance_claim(self, claim: dict) -> None:
+        """The PV controller: a claim restored from a ready snapshot binds after `bind_after` reads."""
+        source = claim.get("spec", {}).get("dataSource")
+        if not source or claim.get("status", {}).get("phase") == "Bound":
+            return
+        snapshot = self.objects.get(("volumesnapshots", claim["metadata"]["namespace"], source.get("name")))
+        ready = bool(snapshot and snapshot.get("status", {}).get("readyToUse"))
+        reads = self._reads[claim["metadata"]["uid"]] = self._reads.get(claim["metadata"]["uid"], 0) + 1
+        if self.pvc_mode == "bind" and ready and reads >= self.bind_after:
+            size = claim["spec"]["resources"]["requests"]["storage"]
+            claim["status"] = {"phase": "Bound", "capacity": {"storage": size}}
+
+    def _advance_pod(self, pod: dict) -> None:
+        """The scheduler and kubelet: Pending until every claim is Bound, then Running, then done."""
+        status = pod.setdefault("status", {"phase": "Pending"})
+        if status.get("phase") in ("Succeeded", "Failed") or self.pod_mode == "pending":
+            return
+        namespace = pod["metadata"]["namespace"]
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"].get("volumes", [])
+                  if "persistentVolumeClaim" in v]
+        if not all((self.objects.get(("persistentvolumeclaims", namespace, c)) or {}).get("status", {}).get("phase")
+                   == "Bound" for c in claims):
+            return
+        if status.get("phase") == "Pending":
+            status["phase"] = "Running"
+            return
+        code = 0 if self.pod_mode == "succeeded" else 3
+        status["phase"] = "Succeeded" if code == 0 else "Failed"
+        status["containerStatuses"] = [{"name": c["name"], "state": {"terminated": {
+            "exitCode": code, "reason": "Completed" if code == 0 else "Error", "message": self.pod_message}}}
+            for c in pod["spec"]["containers"]]
+
     def _delete_snapshot(self, key: tuple[str, str, str]) -> None:
         snapshot = self.objects.pop(key)
         content_name = snapshot.get("status", {}).get("boundVolumeSnapshotContentName")
@@ -261,6 +305,10 @@ class FakeKubeApi(LocalServer):
         if method == "GET":
             if plural == "volumesnapshots":
                 self._advance(obj)
+            elif plural == "persistentvolumeclaims":
+                self._advance_claim(obj)
+            elif plural == "pods":
+                self._advance_pod(obj)
             return Reply.json(obj)
         if method == "PATCH":
             if request.headers.get("content-type") != "application/merge-patch+json":
@@ -311,6 +359,9 @@ class FakeKubeApi(LocalServer):
             return _status(422, "metadata.name: Required value")
         if (plural, namespace, name) in self.objects:
             return _status(409, f'{plural} "{name}" already exists')
+        self.created.append((plural, copy.deepcopy(body)))
         if plural == "volumesnapshots":
             body.setdefault("status", {})["readyToUse"] = False
+        elif plural == "pods" or (plural == "persistentvolumeclaims" and body.get("spec", {}).get("dataSource")):
+            body["status"] = {"phase": "Pending"}
         return Reply.json(self._put(plural, namespace, name, body), 201)
