@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -309,7 +310,8 @@ def run_drill(dest: Destination, options: DrillOptions, now: datetime) -> DrillR
     with scratch_server(options.scratch_dir, server_major(manifest)) as server:
         result.scratch = f"in-pod PostgreSQL ({server.bin}) in {options.scratch_dir}"
         log(f"drill: scratch server started from {server.bin}")
-        _restore_and_verify(dest, prefix, manifest, result, options, server.dsn(), create_like_source=True)
+        _restore_and_verify(dest, prefix, manifest, result, options, server.dsn(), create_like_source=True,
+                            abort=server.stop)
     return result
 
 
@@ -331,7 +333,10 @@ def _create_like_source(admin_dsn: str, db: dict[str, Any], res: DatabaseResult)
 
 
 def _restore_and_verify(dest: Destination, prefix: str, manifest: dict[str, Any], result: DrillResult,
-                        options: DrillOptions, admin_dsn: str, create_like_source: bool) -> None:
+                        options: DrillOptions, admin_dsn: str, create_like_source: bool,
+                        abort: Callable[[], None] | None = None) -> None:
+    """Restore and verify every database whose objects are all there; `abort` (stop the scratch server) ends
+    the running restores at once when the drill is interrupted (SIGTERM), instead of waiting for them."""
     pairs = [(db, res, with_database(admin_dsn, db["database"]))
              for db, res in zip(manifest["databases"], result.databases, strict=True) if res.status == PASSED]
     restore_options = RestoreOptions(jobs=options.jobs, no_owner=True, workdir=options.scratch_dir,
@@ -358,8 +363,15 @@ def _restore_and_verify(dest: Destination, prefix: str, manifest: dict[str, Any]
         log(f"drill: {res.label}: {res.status} ({res.tables} tables, {res.rows} rows, {res.samples_checked} "
             f"samples checked)" + "".join(f"; {p}" for p in res.problems))
 
-    with ThreadPoolExecutor(max_workers=max(1, options.parallel)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, options.parallel))
+    try:
         list(pool.map(one, pairs))
+    except BaseException:
+        if abort is not None:
+            abort()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     restored = {res.label: dsn for _, res, dsn in pairs if res.status == PASSED}
     apps = [(label, dsn) for label, dsn in restored.items() if label.startswith(f"{APPS}/")]
     participant = [(label, dsn) for label, dsn in restored.items() if label.startswith(f"{PARTICIPANT}/")]

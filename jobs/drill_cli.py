@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -22,6 +23,14 @@ from jobs.pgdump import redact
 
 KIND = "drill-postgres"
 ERROR_LIMIT = 2000
+
+
+class Terminated(Exception):
+    """SIGTERM: unwind so that the scratch server stops and the outcome event is logged."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("terminated by SIGTERM before the drill finished")
 
 
 def _duration(text: str):
@@ -75,6 +84,8 @@ def table(result: DrillResult) -> str:
 
 
 def cmd_drill_restore(args) -> int:
+    # SIGTERM (the Job's deadline) unwinds, so that the scratch server is stopped and backup.failed is logged.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     started = time.monotonic()
     fields = {"store": args.url}
     if args.scratch_dsn:
