@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -234,3 +235,28 @@ def test_too_little_scratch_space_is_a_clear_error(tmp_path):
     manifest = {"databases": [{"verification": {"database_size": 1 << 60}}]}
     with pytest.raises(DrillError, match=r"has \d+ MiB free, the set needs about \d+ MiB"):
         check_space(tmp_path, manifest)
+
+
+def test_sigterm_stops_the_scratch_server_and_reports_the_failure(good_store, scratch):
+    proc = subprocess.Popen([sys.executable, "-m", "jobs", "drill-restore", f"file://{good_store}", "--scratch-dir",
+                             str(scratch)], cwd=REPO, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stderr:
+        if "scratch server started" in line:
+            break
+    pid = int((scratch / "scratch-pg" / "data" / "postmaster.pid").read_text().split()[0])
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    (event,) = [json.loads(line) for line in out.splitlines() if '"event"' in line]
+    assert proc.returncode == 1 and event["event"] == "backup.failed" and "SIGTERM" in event["error"]
+    assert not (scratch / "scratch-pg").exists()
+    assert not running(pid), "the postmaster outlived the drill"
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (the daemonized postmaster's parent may be a pid 1 that does not reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
