@@ -161,9 +161,11 @@ def verify_database(conn: psycopg.Connection, db: dict[str, Any], result: Databa
             texts.sort()
         digest = sample_digest(texts)
         if len(texts) != sample["rows"] or digest != sample["sha256"]:
+            hint = (" (the key is text: a scratch server whose C library sorts it differently also changes the "
+                    "sample)" if sample.get("collatable_key") else "")
             result.fail(f"table {name}: sampled checksum of the first {sample['rows']} rows differs "
                         f"(expected sha256 {sample['sha256'][:16]}..., restored {digest[:16]}... over {len(texts)} "
-                        "rows)")
+                        f"rows){hint}")
         else:
             result.samples_checked += 1
 
