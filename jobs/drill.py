@@ -129,6 +129,8 @@ def verify_database(conn: psycopg.Connection, db: dict[str, Any], result: Databa
         result.problems.append(f"{result.label}: no verification data in the manifest (a set taken before it was "
                                "recorded): restored and digests checked, contents not verified")
         return
+    for table in record.get("skipped") or []:
+        result.notes.append(f"table {table['schema']}.{table['name']} was not verified at dump time: {table['error']}")
     pin_output(conn, local=False)
     collate = conn.execute("SELECT datcollate FROM pg_database WHERE datname = current_database()").fetchone()[0]
     same_collation = collate == record.get("collate")

@@ -31,8 +31,10 @@ import psycopg
 from psycopg import sql
 
 SAMPLE_ROWS = 1000
-# Pinned on both sides, so that a row's text form depends only on its values.
+# Pinned on both sides, so that a row's text form depends only on its values; and row security off, as pg_dump
+# sets it: a policy that would hide rows makes the count fail rather than come out short.
 OUTPUT_SETTINGS = {
+    "row_security": "off",
     "TimeZone": "UTC",
     "DateStyle": "ISO, MDY",
     "IntervalStyle": "postgres",
@@ -113,18 +115,31 @@ def table_facts(conn: psycopg.Connection, schema: str, name: str, key: list[str]
 
 def verification_record(conn: psycopg.Connection, sample_rows: int = SAMPLE_ROWS,
                         stop: threading.Event | None = None) -> dict[str, Any]:
-    """Read in the caller's open snapshot transaction (REPEATABLE READ): what the drill checks later."""
+    """Read in the caller's open snapshot transaction (REPEATABLE READ): what the drill checks later.
+
+    Every statement runs in a savepoint: an error (or the cancel that stops this pass when the dump failed)
+    must not abort the snapshot's transaction, whose end would release the table locks and the exported
+    snapshot that dump parts still to start depend on. A table that cannot be read is listed in `skipped`."""
     pin_output(conn, local=True)
-    size, encoding, collate, ctype = conn.execute(_DATABASE_SQL).fetchone()
-    tables = []
-    for schema, name, table_size, key, collatable in conn.execute(_TABLES_SQL).fetchall():
+    with conn.transaction():
+        size, encoding, collate, ctype = conn.execute(_DATABASE_SQL).fetchone()
+        listed = conn.execute(_TABLES_SQL).fetchall()
+    tables, skipped = [], []
+    for schema, name, table_size, key, collatable in listed:
         if stop is not None and stop.is_set():
             raise Stopped("stopped")
-        facts = table_facts(conn, schema, name, key, sample_rows)
+        try:
+            with conn.transaction():
+                facts = table_facts(conn, schema, name, key, sample_rows)
+        except psycopg.Error as exc:
+            if stop is not None and stop.is_set():
+                raise Stopped("stopped") from None
+            skipped.append({"schema": schema, "name": name, "error": (str(exc).strip().splitlines() or ["?"])[0]})
+            continue
         if "sample" in facts:
             facts["sample"]["collatable_key"] = bool(collatable)
         tables.append({"schema": schema, "name": name, "size": table_size, **facts})
-    return {
+    record = {
         "sample_rows": sample_rows,
         "database_size": size,
         "encoding": encoding,
@@ -132,3 +147,6 @@ def verification_record(conn: psycopg.Connection, sample_rows: int = SAMPLE_ROWS
         "ctype": ctype,
         "tables": tables,
     }
+    if skipped:
+        record["skipped"] = skipped
+    return record
