@@ -82,6 +82,12 @@ class ScratchServer:
             raise ScratchError(f"{what} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-2000:]}")
 
     def start(self) -> ScratchServer:
+        if os.geteuid() != 0:
+            try:
+                pwd.getpwuid(os.geteuid())
+            except KeyError:
+                raise ScratchError(f"uid {os.geteuid()} has no passwd entry, and initdb needs one: run the drill as "
+                                   "the image's user (65532) or add an entry for this uid") from None
         if self.base.exists():
             raise ScratchError(f"{self.base} already exists: give the drill an empty scratch directory")
         self.base.mkdir(mode=0o700)
