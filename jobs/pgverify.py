@@ -65,8 +65,10 @@ WHERE c.relkind = 'r' AND c.relpersistence <> 't'
 ORDER BY 3 DESC, 1, 2
 """
 
+# datlocprovider exists from PostgreSQL 15 on (read through to_jsonb so that 14 answers null: libc).
 _DATABASE_SQL = """
-SELECT pg_database_size(d.oid), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype
+SELECT pg_database_size(d.oid), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
+       coalesce(to_jsonb(d) ->> 'datlocprovider', 'c')
 FROM pg_database d WHERE d.datname = current_database()
 """
 
@@ -122,7 +124,7 @@ def verification_record(conn: psycopg.Connection, sample_rows: int = SAMPLE_ROWS
     snapshot that dump parts still to start depend on. A table that cannot be read is listed in `skipped`."""
     pin_output(conn, local=True)
     with conn.transaction():
-        size, encoding, collate, ctype = conn.execute(_DATABASE_SQL).fetchone()
+        size, encoding, collate, ctype, provider = conn.execute(_DATABASE_SQL).fetchone()
         listed = conn.execute(_TABLES_SQL).fetchall()
     tables, skipped = [], []
     for schema, name, table_size, key, collatable in listed:
@@ -145,6 +147,7 @@ def verification_record(conn: psycopg.Connection, sample_rows: int = SAMPLE_ROWS
         "encoding": encoding,
         "collate": collate,
         "ctype": ctype,
+        "locale_provider": {"c": "libc", "i": "icu"}.get(provider, provider),
         "tables": tables,
     }
     if skipped:
