@@ -52,6 +52,11 @@ HISTORICAL_STORAGE_CLASSES = {
     # request of hours first: allowed, but not the default for backups one may need during an incident).
     "aws": ("GLACIER_IR", "STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE"),
 }
+# The default drill schedule per cloud: weekly (Sunday 06:20 UTC). CloudWatch evaluates at most 7 days of data
+# for an alarm, and a weekly drill's stale window is a week plus its run and the slack, so on AWS the drills run
+# twice a week (Sunday and Wednesday) by default; MAX_STALE_WINDOW refuses a sparser schedule there.
+DRILL_SCHEDULES = {"gcp": "20 6 * * 0", "aws": "20 6 * * 0,3"}
+MAX_STALE_WINDOW: dict[str, timedelta | None] = {"gcp": None, "aws": timedelta(days=7)}
 # Which managed Postgres kind each cloud has.
 MANAGED_POSTGRES_KIND = {"gcp": "cloudsql", "aws": "rds"}
 
@@ -138,13 +143,14 @@ class ScheduleConfig(_Model):
     identities: str = "40 */4 * * *"
     # The daily history audit (python -m jobs audit-history): reads manifests only, after the night's sets.
     audit: str = "50 5 * * *"
-    # The weekly restore drills (components/drill.py): Sunday morning, after the night's sets and the audit.
-    drill: str = "20 6 * * 0"
+    # The restore drills (components/drill.py), after the night's sets and the audit; unset: DRILL_SCHEDULES.
+    drill: str | None = None
 
     @field_validator("postgres", "cometbft", "identities", "audit", "drill")
     @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        schedules.validate_cron(value)
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            schedules.validate_cron(value)
         return value
 
 
@@ -682,7 +688,13 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     if aws is not None:
         _check_aws_regions(parsed, aws.region, problems)
 
+    schedule_cfg: ScheduleConfig | None = parsed.get("schedule")
+    if schedule_cfg is not None and schedule_cfg.drill is None:
+        # Resolved once here: every component reads settings.schedule.drill as a cron expression.
+        parsed["schedule"] = schedule_cfg.model_copy(update={"drill": DRILL_SCHEDULES[cloud or "gcp"]})
     derived = _derive(parsed, problems)
+    if cloud is not None and derived is not None and derived.drill is not None:
+        _check_drill_alerts(cloud, parsed, derived.drill, problems)
     if problems:
         raise SettingsError(problems)
 
@@ -692,7 +704,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         cloud=cloud,
         role=role,
         node=parsed["node"],
-        schedule=parsed.get("schedule") or ScheduleConfig(),
+        schedule=parsed["schedule"],
         postgres={role: getattr(postgres_map, role) for role in ROLES if getattr(postgres_map, role)},
         retention=parsed.get("retention") or RetentionConfig(),
         identities=parsed["identities"],
@@ -854,6 +866,22 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
         cometbft_retention_window=cometbft_window,
         drill=drill_timing,
     )
+
+
+def _check_drill_alerts(cloud: str, parsed: dict[str, Any], drill: Timing, problems: list[str]) -> None:
+    """A drill's stale alert waits a drill interval plus a run and the slack: the cloud must be able to watch
+    that long (CloudWatch alarms evaluate at most 7 days)."""
+    limit = MAX_STALE_WINDOW[cloud]
+    monitoring: MonitoringConfig = parsed.get("monitoring") or MonitoringConfig()
+    stale = drill.largest_gap + drill.latest_finish + monitoring.slack
+    if limit is not None and stale > limit:
+        problems.append(
+            f"{PROJECT}:schedule.drill: {parsed['schedule'].drill!r} leaves {schedules.describe(drill.largest_gap)} "
+            f"between two drills; with a run of up to {schedules.describe(drill.latest_finish)} and the "
+            f"{schedules.describe(monitoring.slack)} slack its stale alert would wait {schedules.describe(stale)}, "
+            f"longer than the {schedules.describe(limit)} a {cloud} alarm can evaluate; allowed: drills at most "
+            f"~6 days apart, e.g. {DRILL_SCHEDULES[cloud]!r} (the {cloud} default)"
+        )
 
 
 def _drill_timing(schedule: ScheduleConfig, drill: DrillConfig | None, problems: list[str]) -> Timing | None:
