@@ -879,7 +879,7 @@ def _check_drill_alerts(cloud: str, parsed: dict[str, Any], drill: Timing, probl
             f"{PROJECT}:schedule.drill: {parsed['schedule'].drill!r} leaves {schedules.describe(drill.largest_gap)} "
             f"between two drills; with a run of up to {schedules.describe(drill.latest_finish)} and the "
             f"{schedules.describe(monitoring.slack)} slack its stale alert would wait {schedules.describe(stale)}, "
-            f"longer than the {schedules.describe(limit)} a {cloud} alarm can evaluate; allowed: drills at most "
+            f"longer than the {schedules.describe(limit)} an alarm on {cloud} can evaluate; allowed: drills at most "
             f"~6 days apart, e.g. {DRILL_SCHEDULES[cloud]!r} (the {cloud} default)"
         )
 
