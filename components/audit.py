@@ -10,23 +10,19 @@ read-only restore identity: it may list and read the sets, never write or delete
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
-from pulumi_kubernetes.core import v1 as core
-from pulumi_kubernetes.meta import v1 as meta
 
-from components import kube_specs, retention, schedules
+from components import kube_specs, readers, retention, schedules
 from components.cloud import AlertSpec, BackupStore, CloudBackend
 from components.naming import Names
 from components.settings import Settings
 
 COMPONENT = "history-audit"
-# The read-only identity restores and checks run as (components/dr.py names a DR stack's the same way).
-READER_PURPOSE = "restore"
 
 
 class HistoryAudit(pulumi.ComponentResource):
     """Inputs: settings (the postgres schedule, the audit schedule, the slack), the store. Outputs:
-    `cron_job_name`, `alert_spec` (stale after a day without a passing audit, plus its run and the slack)."""
+    `cron_job_name`, `reader` (the stack's restore identity and ServiceAccount), `alert_spec` (stale
+    after a day without a passing audit, plus its run and the slack)."""
 
     def __init__(
         self,
@@ -39,20 +35,10 @@ class HistoryAudit(pulumi.ComponentResource):
         super().__init__("svbackups:audit:HistoryAudit", name, None, opts)
         names = Names(settings.name_prefix)
         namespace = settings.node.namespace
-        labels = names.labels(COMPONENT)
-        sa_name = names.resource(COMPONENT)
-        child = pulumi.ResourceOptions(parent=self)
 
-        reader = backend.workload_identity(READER_PURPOSE, sa_name, parent=self)
-        backend.allow_object_reads(store, reader, label="audit", parent=self)
-        core.ServiceAccount(
-            names.resource(COMPONENT, "sa"),
-            metadata=meta.ObjectMetaArgs(
-                name=sa_name, namespace=namespace, labels=labels, annotations=reader.service_account_annotations
-            ),
-            automount_service_account_token=False,
-            opts=child,
-        )
+        # The stack's restore identity: the drills (components/drill.py) run as the same ServiceAccount.
+        self.reader = readers.declare_reader(names, namespace, COMPONENT, backend, parent=self)
+        backend.allow_object_reads(store, self.reader.identity, label="audit", parent=self)
         postgres = settings.derived.timing["postgres"]
         fmt = retention.format_duration
         # Fresh: the newest complete set is at most one schedule gap old, plus how late a run may finish and
@@ -67,18 +53,15 @@ class HistoryAudit(pulumi.ComponentResource):
             "--json",
         ]
         timing = schedules.schedule_timing(settings.schedule.audit)
-        self.cron_job_name = names.resource(COMPONENT)
-        k8s.batch.v1.CronJob(
-            names.resource(COMPONENT),
-            metadata=meta.ObjectMetaArgs(name=self.cron_job_name, namespace=namespace, labels=labels),
-            spec=kube_specs.cron_job_spec(
-                schedule=settings.schedule.audit,
-                timing=timing,
-                labels=labels,
-                service_account=sa_name,
-                containers=[kube_specs.job_container("audit-history", settings.job_image, args)],
-            ),
-            opts=child,
+        self.cron_job_name = readers.read_only_cron_job(
+            names,
+            COMPONENT,
+            namespace=namespace,
+            schedule=settings.schedule.audit,
+            timing=timing,
+            service_account=self.reader.service_account,
+            containers=[kube_specs.job_container("audit-history", settings.job_image, args)],
+            parent=self,
         )
         self.alert_spec = AlertSpec(
             kind="history",

@@ -89,7 +89,7 @@ class SnapshotCopies:
 class AlertSpec:
     """One backup kind to watch: stale after `stale_after` without a completed run, or failed."""
 
-    kind: str  # postgres | cometbft | identities
+    kind: str  # postgres | cometbft | identities | history | replica | drill-postgres | drill-cometbft | ...
     namespace: str
     cron_job: str
     stale_after: timedelta
@@ -101,6 +101,11 @@ class CloudBackend(Protocol):
 
     def snapshot_class_parameters(self) -> dict[str, str]:
         """VolumeSnapshotClass parameters (e.g. where the snapshot data is stored)."""
+        ...
+
+    def drill_volume_parameters(self) -> dict[str, str]:
+        """StorageClass parameters of the disks the restore drills create (for the default CSI driver): the
+        scratch volume of the Postgres drill and the PVC the CometBFT drill restores from a snapshot."""
         ...
 
     def backup_store(self, *, parent: pulumi.Resource) -> BackupStore: ...

@@ -21,11 +21,8 @@ same and outlive the primary region.
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
-from pulumi_kubernetes.core import v1 as core
-from pulumi_kubernetes.meta import v1 as meta
 
-from components import kube_specs, retention, schedules
+from components import kube_specs, readers, retention, schedules
 from components.cloud import AlertSpec, BackupStore, CloudBackend, SecretSlot
 from components.naming import Names
 from components.settings import Settings
@@ -70,26 +67,16 @@ class DisasterRecovery(pulumi.ComponentResource):
         primary_secret = SecretSlot(id=out("identitiesSecret"), url=out("identitiesSecretUrl"), resource=None)
         self.secret = SecretSlot(id=out("drIdentitiesSecret"), url=out("drIdentitiesSecretUrl"), resource=None)
 
-        # One reader for restores, drills and the replica check; it reads the primary too, to compare.
-        labels = names.labels(RESTORE_COMPONENT)
-        sa_name = names.resource(RESTORE_COMPONENT)
-        reader = backend.workload_identity("restore", sa_name, parent=self)
-        backend.allow_object_reads(self.store, reader, label="dr-copy", parent=self)
-        backend.allow_object_reads(primary_store, reader, label="primary", parent=self)
-        backend.allow_secret_reads(self.secret, reader, label="dr-copy", parent=self)
-        backend.allow_secret_reads(primary_secret, reader, label="primary", parent=self)
-        core.ServiceAccount(
-            names.resource(RESTORE_COMPONENT, "sa"),
-            metadata=meta.ObjectMetaArgs(
-                name=sa_name, namespace=namespace, labels=labels, annotations=reader.service_account_annotations
-            ),
-            automount_service_account_token=False,
-            opts=child,
-        )
+        # One reader for restores and the replica check; it reads the primary too, to compare.
+        reader = readers.declare_reader(names, namespace, RESTORE_COMPONENT, backend, parent=self)
+        sa_name = reader.service_account
+        backend.allow_object_reads(self.store, reader.identity, label="dr-copy", parent=self)
+        backend.allow_object_reads(primary_store, reader.identity, label="primary", parent=self)
+        backend.allow_secret_reads(self.secret, reader.identity, label="dr-copy", parent=self)
+        backend.allow_secret_reads(primary_secret, reader.identity, label="primary", parent=self)
 
         timing = schedules.schedule_timing(settings.dr.check_schedule)
         lag = retention.format_duration(settings.dr.max_replication_lag)
-        check_labels = names.labels(CHECK_COMPONENT)
         args = [
             "check-replica",
             primary_store.url,
@@ -104,21 +91,16 @@ class DisasterRecovery(pulumi.ComponentResource):
             "--recent-retention",
             retention.format_duration(settings.retention.recent),
         ]
-        self.check_cron_job_name = names.resource(CHECK_COMPONENT)
-        k8s.batch.v1.CronJob(
-            names.resource(CHECK_COMPONENT),
-            metadata=meta.ObjectMetaArgs(name=self.check_cron_job_name, namespace=namespace, labels=check_labels),
-            spec=kube_specs.cron_job_spec(
-                schedule=settings.dr.check_schedule,
-                timing=timing,
-                labels=check_labels,
-                service_account=sa_name,
-                containers=[kube_specs.job_container("check-replica", settings.job_image, args)],
-            ),
-            opts=child,
+        self.check_cron_job_name = readers.read_only_cron_job(
+            names,
+            CHECK_COMPONENT,
+            namespace=namespace,
+            schedule=settings.dr.check_schedule,
+            timing=timing,
+            service_account=sa_name,
+            containers=[kube_specs.job_container("check-replica", settings.job_image, args)],
+            parent=self,
         )
-        # Stale when no check has passed for the lag bound plus a check interval and run: a set that missed the
-        # bound fails the check itself, so this also covers a check that no longer runs.
         self.alert_specs = [
             AlertSpec(
                 kind="replica",

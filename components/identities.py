@@ -141,6 +141,7 @@ class IdentityBackups(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.slot = slot
         self.secret_id = slot.id
         self.secret_url = slot.url
         # The DR region's copy: the same secret where its replicas share one name (Secret Manager).

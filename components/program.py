@@ -13,11 +13,15 @@ from components.audit import HistoryAudit
 from components.backends import backend_for
 from components.cometbft import CometbftSnapshots
 from components.dr import DisasterRecovery
+from components.drill import RestoreDrill
 from components.identities import IdentityBackups
 from components.monitoring import BackupAlerts, alert_specs
 from components.postgres import PostgresBackups
 from components.settings import Settings
 from components.storage import BackupStorage, tier_urls
+
+# The keys of the drills' CronJobs in the `cronJobs` output (next to `historyAudit`).
+DRILL_OUTPUTS = {"postgres": "drillPostgres", "cometbft": "drillCometbft", "identities": "drillIdentities"}
 
 
 class SvBackups(pulumi.ComponentResource):
@@ -31,6 +35,7 @@ class SvBackups(pulumi.ComponentResource):
         self.storage: BackupStorage | None = None
         self.dr: DisasterRecovery | None = None
         self.audit: HistoryAudit | None = None
+        self.drill: RestoreDrill | None = None
         if settings.role == "dr":
             self.dr = DisasterRecovery("dr", settings, backend, child)
             self.store, secret = self.dr.store, self.dr.secret
@@ -53,6 +58,13 @@ class SvBackups(pulumi.ComponentResource):
             # The primary audits its own store's history daily (a DR stack's copy is checked by check-replica).
             self.audit = HistoryAudit("audit", settings, backend, self.store, child)
             specs.append(self.audit.alert_spec)
+            if settings.drill.enabled:
+                # Weekly restores of the newest backup of each kind, as the audit's read-only identity. A DR
+                # stack has none: its copy is checked against the primary's by check-replica (components/drill.py).
+                self.drill = RestoreDrill(
+                    "drill", settings, backend, self.store, self.identities.slot, self.audit.reader, child
+                )
+                specs += [job.alert for job in self.drill.jobs]
         self.alerts = BackupAlerts("alerts", specs, backend, child)
         self.register_outputs(
             {
@@ -80,7 +92,10 @@ def declare(settings: Settings) -> SvBackups:
     pulumi.export("historicalSetsUrl", historical_url)
     pulumi.export("identitiesSecret", node.identities.secret_id)
     pulumi.export("identitiesSecretUrl", node.identities.secret_url)
-    pulumi.export("cronJobs", {**node.cron_jobs, **({"historyAudit": node.audit.cron_job_name} if node.audit else {})})
+    checks = {"historyAudit": node.audit.cron_job_name} if node.audit else {}
+    if node.drill is not None:
+        checks |= {DRILL_OUTPUTS[job.kind]: job.cron_job for job in node.drill.jobs}
+    pulumi.export("cronJobs", {**node.cron_jobs, **checks})
     pulumi.export("snapshotClass", node.cometbft.snapshot_class_name)
     pulumi.export(
         "schedules",
@@ -89,6 +104,7 @@ def declare(settings: Settings) -> SvBackups:
             "cometbft": settings.schedule.cometbft,
             "identities": settings.schedule.identities,
             "audit": settings.schedule.audit,
+            **({"drill": settings.schedule.drill} if node.drill is not None else {}),
         },
     )
     pulumi.export("postgresRoles", settings.roles)

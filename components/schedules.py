@@ -123,6 +123,14 @@ def schedule_timing(expression: str) -> Timing:
     return Timing(smallest, largest, start_window, smallest - 2 * start_window)
 
 
+def check_timing(expression: str, max_run: timedelta) -> Timing:
+    """The timing of a job that checks the backups (a drill: no 4-hour bound, may be weekly or irregular): the
+    exact largest gap over a full period (an alert's staleness bound), and a run of at most `max_run`."""
+    smallest = smallest_gap(expression)
+    start_window = _start_window(smallest)
+    return Timing(smallest, largest_gap(expression), start_window, min(max_run, smallest - 2 * start_window))
+
+
 def _start_window(gap: timedelta) -> timedelta:
     share = timedelta(minutes=int(gap.total_seconds() // 60 // START_WINDOW_SHARE))
     return min(MAX_START_WINDOW, max(MIN_START_WINDOW, share))

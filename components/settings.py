@@ -52,6 +52,11 @@ HISTORICAL_STORAGE_CLASSES = {
     # request of hours first: allowed, but not the default for backups one may need during an incident).
     "aws": ("GLACIER_IR", "STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE"),
 }
+# The default drill schedule per cloud: weekly (Sunday 06:20 UTC). CloudWatch evaluates at most 7 days of data
+# for an alarm, and a weekly drill's stale window is a week plus its run and the slack, so on AWS the drills run
+# twice a week (Sunday and Wednesday) by default; MAX_STALE_WINDOW refuses a sparser schedule there.
+DRILL_SCHEDULES = {"gcp": "20 6 * * 0", "aws": "20 6 * * 0,3"}
+MAX_STALE_WINDOW: dict[str, timedelta | None] = {"gcp": None, "aws": timedelta(days=7)}
 # Which managed Postgres kind each cloud has.
 MANAGED_POSTGRES_KIND = {"gcp": "cloudsql", "aws": "rds"}
 
@@ -138,11 +143,14 @@ class ScheduleConfig(_Model):
     identities: str = "40 */4 * * *"
     # The daily history audit (python -m jobs audit-history): reads manifests only, after the night's sets.
     audit: str = "50 5 * * *"
+    # The restore drills (components/drill.py), after the night's sets and the audit; unset: DRILL_SCHEDULES.
+    drill: str | None = None
 
-    @field_validator("postgres", "cometbft", "identities", "audit")
+    @field_validator("postgres", "cometbft", "identities", "audit", "drill")
     @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        schedules.validate_cron(value)
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            schedules.validate_cron(value)
         return value
 
 
@@ -316,6 +324,59 @@ class CometbftConfig(_Model):
         return _check_k8s_name(value)
 
 
+_QUANTITY = re.compile(r"^([1-9][0-9]*)(Gi|Ti)$")
+_QUANTITY_GIB = {"Gi": 1, "Ti": 1024}
+# The scratch PostgreSQL needs room for its own files plus the restored databases; below this it is no drill.
+MIN_SCRATCH_GIB = 1
+# A drill run needs this at least: initdb, a restore of the newest set and the checks of every database.
+MIN_DRILL_TIMEOUT = timedelta(minutes=15)
+
+
+class DrillConfig(_Model):
+    """`sv-backups:drill`: the weekly restore drills (components/drill.py), on primary stacks."""
+
+    enabled: bool = Field(True, description="declare the drills (policy restore-drill-coverage requires them)")
+    # The scratch PostgreSQL lives on a generic ephemeral volume: a disk of this size created for the drill pod
+    # and deleted with it. Size it above the restored size of the largest set (databases, indexes, WAL).
+    scratch_size: str = Field("100Gi", alias="scratchSize", description="Kubernetes quantity in Gi or Ti")
+    storage_class: str | None = Field(
+        None, alias="storageClass", description="class of the scratch volume; default: the class the program declares"
+    )
+    cometbft_storage_class: str | None = Field(
+        None,
+        alias="cometbftStorageClass",
+        description="class of the PVC restored from a snapshot; default: the class the program declares (the "
+        "snapshot class's CSI driver)",
+    )
+    # How long a Postgres drill may run (Job activeDeadlineSeconds); the CometBFT and identities drills are short.
+    timeout: Duration = Field(timedelta(hours=4))
+
+    @field_validator("scratch_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _QUANTITY.match(value):
+            raise ValueError(f"must be a Kubernetes quantity in Gi or Ti of at least {MIN_SCRATCH_GIB}Gi, e.g. 200Gi")
+        return value
+
+    @field_validator("storage_class", "cometbft_storage_class")
+    @classmethod
+    def _class(cls, value: str | None) -> str | None:
+        return None if value is None else _check_k8s_name(value)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: timedelta) -> timedelta:
+        if value < MIN_DRILL_TIMEOUT:
+            least = retention.format_duration(MIN_DRILL_TIMEOUT)
+            raise ValueError(f"must be at least {least} (a restore of the newest set and its checks)")
+        return value
+
+    @property
+    def scratch_gib(self) -> int:
+        number, unit = _QUANTITY.match(self.scratch_size).groups()
+        return int(number) * _QUANTITY_GIB[unit]
+
+
 class DrConfig(_Model):
     """`sv-backups:dr`. On a primary stack: the second region every artifact is copied to. On a DR stack
     (`sv-backups:role: dr`, its provider region being the DR region): the primary stack it stands in for."""
@@ -465,6 +526,8 @@ class Derived:
     cometbft_historical_cadence: timedelta
     min_pruning_window: timedelta | None
     cometbft_retention_window: timedelta
+    # The Postgres drill's schedule and run bound (sv-backups:schedule.drill, sv-backups:drill.timeout).
+    drill: Timing | None = None
 
 
 @dataclass(frozen=True)
@@ -482,6 +545,7 @@ class Settings:
     job_image: str
     monitoring: MonitoringConfig
     storage: StorageConfig
+    drill: DrillConfig
     gcp: GcpConfig | None  # set when cloud is gcp
     aws: AwsConfig | None  # set when cloud is aws
     derived: Derived
@@ -529,6 +593,7 @@ _SECTIONS: dict[str, tuple[type[BaseModel] | None, bool]] = {
     "role": (None, False),  # primary (default) | dr
     "monitoring": (MonitoringConfig, False),
     "storage": (StorageConfig, False),
+    "drill": (DrillConfig, False),
     "aws": (AwsSection, False),  # required when cloud is aws (checked below)
 }
 SUPPORTED_CLOUDS = ("gcp", "aws")
@@ -623,7 +688,13 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     if aws is not None:
         _check_aws_regions(parsed, aws.region, problems)
 
+    schedule_cfg: ScheduleConfig | None = parsed.get("schedule")
+    if schedule_cfg is not None and schedule_cfg.drill is None:
+        # Resolved once here: every component reads settings.schedule.drill as a cron expression.
+        parsed["schedule"] = schedule_cfg.model_copy(update={"drill": DRILL_SCHEDULES[cloud or "gcp"]})
     derived = _derive(parsed, problems)
+    if cloud is not None and derived is not None and derived.drill is not None:
+        _check_drill_alerts(cloud, parsed, derived.drill, problems)
     if problems:
         raise SettingsError(problems)
 
@@ -633,7 +704,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         cloud=cloud,
         role=role,
         node=parsed["node"],
-        schedule=parsed.get("schedule") or ScheduleConfig(),
+        schedule=parsed["schedule"],
         postgres={role: getattr(postgres_map, role) for role in ROLES if getattr(postgres_map, role)},
         retention=parsed.get("retention") or RetentionConfig(),
         identities=parsed["identities"],
@@ -642,6 +713,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         job_image=parsed["jobImage"],
         monitoring=parsed.get("monitoring") or MonitoringConfig(),
         storage=parsed.get("storage") or StorageConfig(),
+        drill=parsed.get("drill") or DrillConfig(),
         gcp=gcp,
         aws=aws,
         derived=derived,
@@ -745,6 +817,8 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
                 f"{schedules.describe(shortest_gap_for(kind))} apart"
             )
 
+    drill_timing = _drill_timing(schedule, parsed.get("drill"), problems)
+
     retention_cfg: RetentionConfig | None = parsed.get("retention")
     if retention_cfg is None:
         return None
@@ -790,7 +864,38 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
         cometbft_historical_cadence=cometbft_cadence,
         min_pruning_window=min_window,
         cometbft_retention_window=cometbft_window,
+        drill=drill_timing,
     )
+
+
+def _check_drill_alerts(cloud: str, parsed: dict[str, Any], drill: Timing, problems: list[str]) -> None:
+    """A drill's stale alert waits a drill interval plus a run and the slack: the cloud must be able to watch
+    that long (CloudWatch alarms evaluate at most 7 days)."""
+    limit = MAX_STALE_WINDOW[cloud]
+    monitoring: MonitoringConfig = parsed.get("monitoring") or MonitoringConfig()
+    stale = drill.largest_gap + drill.latest_finish + monitoring.slack
+    if limit is not None and stale > limit:
+        problems.append(
+            f"{PROJECT}:schedule.drill: {parsed['schedule'].drill!r} leaves {schedules.describe(drill.largest_gap)} "
+            f"between two drills; with a run of up to {schedules.describe(drill.latest_finish)} and the "
+            f"{schedules.describe(monitoring.slack)} slack its stale alert would wait {schedules.describe(stale)}, "
+            f"longer than the {schedules.describe(limit)} an alarm on {cloud} can evaluate; allowed: drills at most "
+            f"~6 days apart, e.g. {DRILL_SCHEDULES[cloud]!r} (the {cloud} default)"
+        )
+
+
+def _drill_timing(schedule: ScheduleConfig, drill: DrillConfig | None, problems: list[str]) -> Timing | None:
+    """A drill must be able to run its whole timeout between two of its starts (no overlap, like the backups)."""
+    drill = drill or DrillConfig()  # an invalid section is reported already; its defaults stand in
+    timing = schedules.check_timing(schedule.drill, drill.timeout)
+    if timing.deadline < drill.timeout:
+        problems.append(
+            f"{PROJECT}:drill.timeout: {retention.format_duration(drill.timeout)} does not fit between two drills: "
+            f"schedule.drill {schedule.drill!r} runs {schedules.describe(timing.smallest_gap)} apart at its closest, "
+            f"which leaves a run {schedules.describe(timing.deadline)} after its start window and margin; allowed: "
+            f"a timeout of at most that, or a sparser schedule.drill"
+        )
+    return timing
 
 
 def _check_dr(cloud: str, role: str, dr: DrConfig | None, primary: str | None, problems: list[str]) -> None:

@@ -14,6 +14,7 @@ from . import (
     cloudsql_iam_rules,
     coverage_rules,
     dr_rules,
+    drill_rules,
     gcp_replication_rules,
     gcp_rules,
     key_rules,
@@ -44,6 +45,7 @@ POLICIES: list[Policy] = [
     *cloudsql_iam_rules.POLICIES,
     *gcp_replication_rules.POLICIES,
     *dr_rules.POLICIES,
+    *drill_rules.POLICIES,
 ]
 
 

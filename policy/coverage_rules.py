@@ -17,8 +17,11 @@ from .props import (
     BACKUP_KINDS,
     COMPONENT_LABEL,
     CRON_JOB,
+    DRILL_COMPONENTS,
     SNAPSHOT_CLASS,
     backup_kind,
+    drill_component,
+    drill_kind,
     is_dr_stack,
     standby,
 )
@@ -33,10 +36,12 @@ def _what(alert_type: str) -> str:
 
 def alerted_kinds(resources: list[StackResource]) -> tuple[str, ...]:
     """The kinds that must have alerts: every backup kind, but a DR stack's standby backups (they are suspended
-    on purpose until failover: alerting on them would page every day) and, on a DR stack, the replica check."""
+    on purpose until failover: alerting on them would page every day), on a DR stack the replica check, and every
+    restore drill the stack declares (`drill-postgres`...: a drill nobody hears about proves nothing)."""
     waiting = {backup_kind(r.props) for r in resources if r.type == CRON_JOB and standby(r.props)}
     kinds = tuple(k for k in BACKUP_KINDS if k not in waiting)
-    return (*kinds, "replica") if is_dr_stack(resources) else kinds
+    drills = sorted({drill_component(r.props) for r in resources if r.type == CRON_JOB} - {None})
+    return (*kinds, *(["replica"] if is_dr_stack(resources) else []), *drills)
 
 
 def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
@@ -80,10 +85,25 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
                 "it with components/cometbft.py."
             )
 
+    def check_drills(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
+        # A DR stack's copy is proven by the replica check against the primary's drilled store (components/drill.py).
+        if is_dr_stack(resources):
+            return
+        drilled = {drill_kind(r.props) for r in resources if r.type == CRON_JOB}
+        for component, kind in DRILL_COMPONENTS.items():
+            if kind not in drilled:
+                report(
+                    f"No CronJob labelled {COMPONENT_LABEL}={component}: nothing restores the {kind} backups on a "
+                    f"schedule, so a backup that cannot be restored goes unnoticed until the day it is needed. Fix: "
+                    f"keep sv-backups:drill.enabled true (components/drill.py), or disable this rule for the stack in "
+                    f"its policy config with the reason."
+                )
+
     return [
         stack_rule(
             "alerts-per-backup-kind",
-            "Every backup kind (postgres, cometbft, identities) has an enabled stale alert and failed alert.",
+            "Every backup kind (postgres, cometbft, identities), a DR stack's replica check and every restore drill "
+            "has an enabled stale alert and failed alert.",
             check=check_alerts,
             severity=Severity.HIGH,
             remediation="Declare the alerts with components/monitoring.py BackupAlerts.",
@@ -95,6 +115,14 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
             check=check_coverage,
             severity=Severity.CRITICAL,
             remediation="Declare the stack with components/program.py SvBackups.",
+        ),
+        stack_rule(
+            "restore-drill-coverage",
+            "Every primary stack restores the newest backup of each kind on a schedule: a drill CronJob per backup "
+            "kind (drill-postgres, drill-cometbft, drill-identities).",
+            check=check_drills,
+            severity=Severity.HIGH,
+            remediation="Keep sv-backups:drill.enabled true; components/drill.py declares the drills.",
         ),
         stack_rule(
             "alert-notification-channels",

@@ -104,7 +104,8 @@ def _check_restore_read_only(
 
 dr_restore_read_only = stack_rule(
     "dr-restore-read-only",
-    "The restore identity (a DR stack's `<node>-dr-restore`) may read backups and secrets, never write or delete.",
+    "The restore identity (`<node>-restore` on a primary: the audit and drills; `<node>-dr-restore` on a DR stack) "
+    "may read backups and secrets, never write or delete.",
     check=_check_restore_read_only,
     severity=Severity.CRITICAL,
     remediation="Grant the restore identity read roles / actions only (components/dr.py, the backends' "

@@ -45,6 +45,8 @@ BACKUP_KINDS = ("postgres", "cometbft", "identities")
 # The jobs that check the backups rather than take them, and run as the read-only restore identity: a DR stack's
 # replica check (components/dr.py) and every primary's daily history audit (components/audit.py).
 CHECK_COMPONENTS = {"replica-check": "replica", "history-audit": "history"}
+# The restore drills of a primary stack (components/drill.py), per backup kind; their events' kind is the label.
+DRILL_COMPONENTS = {"drill-postgres": "postgres", "drill-cometbft": "cometbft", "drill-identities": "identities"}
 # On a DR stack's backup CronJobs until failover (components/naming.py STANDBY_LABEL): suspended on purpose.
 STANDBY_LABEL = "sv-backups.canton.network/standby"
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
@@ -161,6 +163,17 @@ def backup_kind(props: dict) -> str | None:
 def check_kind(props: dict) -> str | None:
     """The check a CronJob runs (replica, history), from its component label; None otherwise."""
     return CHECK_COMPONENTS.get(labels(props, "metadata", "labels").get(COMPONENT_LABEL))
+
+
+def drill_kind(props: dict) -> str | None:
+    """The backup kind a drill CronJob restores (postgres, cometbft, identities), from its component label."""
+    return DRILL_COMPONENTS.get(labels(props, "metadata", "labels").get(COMPONENT_LABEL))
+
+
+def drill_component(props: dict) -> str | None:
+    """A drill CronJob's component label (drill-postgres...), which is also its outcome events' kind."""
+    component = labels(props, "metadata", "labels").get(COMPONENT_LABEL)
+    return component if component in DRILL_COMPONENTS else None
 
 
 def standby(props: dict) -> bool:

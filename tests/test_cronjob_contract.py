@@ -69,6 +69,10 @@ HANDLERS = {
     "dump-identities": ("jobs.identities", "handle"),
     "snapshot-cometbft": ("jobs.cometbft", "handle"),
     "audit-history": ("jobs.history_cli", "cmd_audit_history"),
+    # The restore drills (components/drill.py; the job side is docs/jobs-drills.md).
+    "drill-restore": ("jobs.drill_cli", "cmd_drill_restore"),
+    "drill-cometbft": ("jobs.drill_cometbft", "handle"),
+    "drill-identities": ("jobs.drill_identities", "cmd_drill_identities"),
 }
 
 
@@ -290,6 +294,73 @@ def test_identities_pod_means_what_the_program_intends(stack):
     }
     assert (parsed.namespace, parsed.fingerprint_configmap) in configmaps
     assert spec["automountServiceAccountToken"] is True and parsed.kube_api is None
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_drill_pods_mean_what_the_program_intends(stack):
+    """The restore drills (components/drill.py): each restores what the stack backs up, within its deadline, and the
+    CometBFT drill's calls (jobs/drill_cometbft.py) are exactly what its Role grants."""
+    from jobs.cometbft import MIGRATION_ID_LABEL
+    from jobs.secret_stores import open_store
+
+    settings = settings_of(stack)
+    plan = shipped_plan(stack)
+    postgres = settings.derived.timing["postgres"]
+
+    job = cron_job_running(plan, "drill-restore")
+    spec = pod_spec(job)
+    pod = Pod(pod_name(job["metadata"]["name"]), job["metadata"]["namespace"])
+    (container,) = spec["containers"]
+    parsed = parse_job_args(pod.args(container))
+    assert parsed.url == plan.outputs["backupUrl"] and parsed.scratch_dsn is None
+    assert parsed.max_age == postgres.largest_gap + postgres.latest_finish + settings.monitoring.slack
+    # The scratch directory is the mounted ephemeral volume, sized by drill.scratchSize.
+    mount = next(
+        m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) == PurePosixPath(parsed.scratch_dir)
+    )
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    claim = volume["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == settings.drill.scratch_size
+    assert spec["automountServiceAccountToken"] is False
+
+    job = cron_job_running(plan, "drill-cometbft")
+    spec = pod_spec(job)
+    namespace = job["metadata"]["namespace"]
+    (container,) = spec["containers"]
+    parsed = parse_job_args(Pod(pod_name(job["metadata"]["name"]), namespace).args(container))
+    assert parsed.namespace == settings.node.namespace
+    assert parsed.selector[MIGRATION_ID_LABEL] == str(settings.node.migration_id)
+    classes = {c["metadata"]["name"]: c for c in resources_of_type(plan, "kubernetes:storage.k8s.io/v1:StorageClass")}
+    (snapshot_class,) = resources_of_type(plan, "kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+    # A PVC restored from a snapshot needs a class of the snapshot's CSI driver.
+    assert classes[parsed.storage_class]["provisioner"] == snapshot_class["driver"]
+    assert parsed.probe_image == settings.job_image
+    deadline = timedelta(seconds=job["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"])
+    assert parsed.timeout < deadline and parsed.kube_api is None
+    assert spec["automountServiceAccountToken"] is True
+    calls = [
+        ("GET", f"/apis/snapshot.storage.k8s.io/v1/namespaces/{namespace}/volumesnapshots"),
+        *(
+            (method, f"/api/v1/namespaces/{namespace}/{resource}{suffix}")
+            for resource in ("persistentvolumeclaims", "pods")
+            for method, suffix in (("POST", ""), ("GET", "/drill-x"), ("DELETE", "/drill-x"))
+        ),
+    ]
+    accesses = [access_of(method, path) for method, path in calls]
+    assert rbac_denials(plan, namespace, spec["serviceAccountName"], accesses) == []
+    # ...and nothing more: no secrets, no patching the node's own PVC.
+    for method, path in (
+        ("GET", f"/api/v1/namespaces/{namespace}/secrets/x"),
+        ("PATCH", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{settings.cometbft.pvc}"),
+    ):
+        assert rbac_denials(plan, namespace, spec["serviceAccountName"], [access_of(method, path)]) != []
+
+    job = cron_job_running(plan, "drill-identities")
+    (container,) = pod_spec(job)["containers"]
+    parsed = parse_job_args(Pod(pod_name(job["metadata"]["name"]), namespace).args(container))
+    assert parsed.url == plan.outputs["identitiesSecretUrl"]
+    open_store(parsed.url)  # a URL the reader's store adapters accept
+    assert parsed.max_age is None  # a version is added only when the dump changed: its age is no failure
 
 
 def test_the_checks_catch_a_renamed_flag():

@@ -109,6 +109,10 @@ class AwsBackend:
         return self._keys[cache_key]
 
     # --- snapshots --------------------------------------------------------------------------------------
+    def drill_volume_parameters(self) -> dict[str, str]:
+        # gp3 (3000 IOPS baseline whatever the size), encrypted like every disk holding the node's data.
+        return {"type": "gp3", "encrypted": "true"}
+
     def snapshot_class_parameters(self) -> dict[str, str]:
         # The EBS CSI driver tags each snapshot: the snapshot job may delete only snapshots with this tag.
         return {
@@ -230,18 +234,21 @@ class AwsBackend:
         )
         # Who deploys keeps managing the secret (its policy, tags, replicas), whatever role that is.
         deployer = iam.get_session_context_output(arn=self.caller.arn).issuer_arn
-        # The operator's break-glass roles, and the restore role of this node's DR stack (named by convention).
-        dr_restore = self.account.apply(
-            lambda account: policies.dr_restore_role_arn(
-                self.partition, account, self.node, Names(f"{self.node}-dr").resource("restore")
-            )
+        # The operator's break-glass roles, the restore role of this node's DR stack (named by convention) and,
+        # where the identities drill reads the newest version back (components/drill.py), this stack's own
+        # restore role: IAM lets each of them read only (policy dr-restore-read-only).
+        readers = [Names(f"{self.node}-dr").resource("restore")]
+        if self.settings.drill.enabled:
+            readers.append(Names(self.node).resource("restore"))
+        restore_roles = self.account.apply(
+            lambda account: [policies.dr_restore_role_arn(self.partition, account, self.node, r) for r in readers]
         )
         secretsmanager.SecretPolicy(
             self.names.resource("identities-dump", "policy"),
             secret_arn=secret.arn,
-            policy=pulumi.Output.all(deployer, dr_restore).apply(
-                lambda arns: policies.to_json(
-                    policies.secret_resource_policy([*self.cluster.restore_role_arns, arns[1]], [arns[0]])
+            policy=pulumi.Output.all(deployer, restore_roles).apply(
+                lambda args: policies.to_json(
+                    policies.secret_resource_policy([*self.cluster.restore_role_arns, *args[1]], [args[0]])
                 )
             ),
             block_public_policy=True,

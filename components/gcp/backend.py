@@ -82,6 +82,10 @@ class GcpBackend:
         )
 
     # --- snapshots --------------------------------------------------------------------------------------
+    def drill_volume_parameters(self) -> dict[str, str]:
+        # Balanced PD: SSD-backed, so a restore is not throttled by a standard disk's IOPS; deleted with the pod.
+        return {"type": "pd-balanced"}
+
     def snapshot_class_parameters(self) -> dict[str, str]:
         # PD snapshots default to the multi-region nearest the disk, which for Zurich or London is the region
         # itself. We pin where they are stored so that the primary region's loss never takes them with it: the

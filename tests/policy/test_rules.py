@@ -13,6 +13,7 @@ from scripts.policy_check import evaluate, run_policy_checks
 
 from . import helpers as h
 from .conftest import STACKS
+from .drill_cases import DRILL_CASES, GCP_STACKS
 
 
 def violated(plan: dict, config: dict | None = None) -> dict[str, list[str]]:
@@ -956,6 +957,8 @@ DR_CASES = [
 ]
 # The aws-prod-dr cases run with the AWS cases (test_aws_rules.py), the GCP ones here.
 CASES += [case for case in DR_CASES if case[1] != "aws-prod-dr"]
+# The restore drills' rules on GCP (the AWS cases run with test_aws_rules.py).
+CASES += [case for case in DRILL_CASES if case[1] in GCP_STACKS]
 
 
 @pytest.mark.parametrize(

@@ -41,16 +41,20 @@ def test_the_audit_reads_only_its_store_on_gcp(shipped_plan):
     plan = shipped_plan("prod")
     member = "serviceAccount:sv-1-restore@sv-prod-project.iam.gserviceaccount.com"
     grants = [r for r in plan.resources if r["inputs"].get("member") == member]
-    assert [(g["type"], g["inputs"]["role"]) for g in grants] == [
-        ("gcp:projects/iAMMember:IAMMember", "roles/storage.objectViewer")
+    # The store for the audit (and the Postgres drill); the secret for the identities drill (test_drill.py).
+    assert sorted((g["type"], g["inputs"]["role"]) for g in grants) == [
+        ("gcp:projects/iAMMember:IAMMember", "roles/storage.objectViewer"),
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "roles/secretmanager.secretAccessor"),
     ]
+    grants = [g for g in grants if g["type"] == "gcp:projects/iAMMember:IAMMember"]
     bucket = plan.outputs["backupBucket"]
     assert f'resource.name == "projects/_/buckets/{bucket}"' in grants[0]["inputs"]["condition"]["expression"]
 
 
 def test_the_audit_reads_only_its_store_on_aws(shipped_plan):
     plan = shipped_plan("aws-prod")
-    [policy] = [r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r["inputs"]["role"] == "sv-1-restore"]
+    [policy] = [r for r in plan.of_type("aws:iam/rolePolicy:RolePolicy") if r["name"] == "sv-1-backups-reader-audit"]
+    assert policy["inputs"]["role"] == "sv-1-restore"
     actions = set()
     for statement in json.loads(policy["inputs"]["policy"])["Statement"]:
         assert statement["Effect"] == "Allow"

@@ -321,14 +321,17 @@ def test_only_restore_roles_read_the_secret_and_the_deployer_keeps_managing_it(p
     reads = policy["OnlyRestoreRolesReadOrDestroy"]
     assert reads["Effect"] == "Deny" and reads["Principal"] == "*"
     assert {"secretsmanager:GetSecretValue", "secretsmanager:DeleteSecret"} <= actions(reads)
-    # the operator's restore roles, and the restore role of the node's DR stack (components/dr.py), by name
+    # the operator's restore roles, the restore role of the node's DR stack (components/dr.py) and this stack's own
+    # (the identities drill reads the newest version back, components/drill.py), by name
     dr_restore = f"arn:aws:iam::{ACCOUNT}:role/sv-backups/sv-1/jobs/sv-1-dr-restore"
-    assert reads["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": [*RESTORE_ROLES, dr_restore]}}
+    own_restore = f"arn:aws:iam::{ACCOUNT}:role/sv-backups/sv-1/jobs/sv-1-restore"
+    assert reads["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": [*RESTORE_ROLES, dr_restore, own_restore]}}
     manage = policy["OnlyRestoreRolesAndDeployerManage"]
     assert {"secretsmanager:PutResourcePolicy", "secretsmanager:DeleteResourcePolicy"} <= actions(manage)
     # the deploying principal is exempt by its role ARN (not the session's), so the next `pulumi up` works
     deployer = f"arn:aws:iam::{ACCOUNT}:role/{AWS_DEPLOYER_ROLE}"
-    assert manage["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": sorted([*RESTORE_ROLES, dr_restore, deployer])}}
+    managers = sorted([*RESTORE_ROLES, dr_restore, own_restore, deployer])
+    assert manage["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": managers}}
     assert not actions(reads) & actions(manage)
 
 
@@ -515,7 +518,8 @@ def test_the_snapshot_job_deletes_only_the_nodes_snapshots(prod):
 def test_alarms_cover_every_kind_stale_and_failed(prod):
     alarms = prod.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
     kinds = sorted((a["inputs"]["tags"]["svbackups-kind"], a["inputs"]["tags"]["svbackups-alert"]) for a in alarms)
-    assert kinds == [(k, a) for k in ("cometbft", "history", "identities", "postgres") for a in ("failed", "stale")]
+    every = ("cometbft", "drill-cometbft", "drill-identities", "drill-postgres", "history", "identities", "postgres")
+    assert kinds == [(k, a) for k in every for a in ("failed", "stale")]
     topic = f"arn:aws:sns:{PRIMARY}:{ACCOUNT}:sv-1-backup-alerts"
     stale = named(prod, "sv-1-alarm-postgres-stale")["inputs"]
     # largest gap 4 h + start window 15 min + run deadline 3 h 30 min + slack 1 h
@@ -530,7 +534,7 @@ def test_alarms_cover_every_kind_stale_and_failed(prod):
     assert (failed["comparisonOperator"], failed["threshold"]) == ("GreaterThanThreshold", 0)
     assert failed["treatMissingData"] == "notBreaching"
     filters = {f["inputs"]["name"]: f["inputs"] for f in prod.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter")}
-    assert len(filters) == 8  # completed and failed for postgres, cometbft, identities and the history audit
+    assert len(filters) == 14  # completed and failed for the three backups, the history audit and the three drills
     completed = filters["sv-backups/sv-1/postgres-completed"]
     assert completed["logGroupName"] == "/aws/containerinsights/sv-1-prod/application"
     assert completed["pattern"] == (
@@ -584,4 +588,7 @@ def test_outputs_for_restore_and_audit(prod):
         "cometbft": "sv-1-cometbft-snapshot",
         "identities": "sv-1-identities-dump",
         "historyAudit": "sv-1-history-audit",
+        "drillPostgres": "sv-1-drill-postgres",
+        "drillCometbft": "sv-1-drill-cometbft",
+        "drillIdentities": "sv-1-drill-identities",
     }

@@ -63,7 +63,7 @@ def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
         *(
             ("svbackups:dr:DisasterRecovery",)
             if dr_stack
-            else ("svbackups:storage:BackupStorage", "svbackups:audit:HistoryAudit")
+            else ("svbackups:storage:BackupStorage", "svbackups:audit:HistoryAudit", "svbackups:drill:RestoreDrill")
         ),
         "svbackups:postgres:PostgresBackups",
         "svbackups:identities:IdentityBackups",
@@ -270,9 +270,13 @@ def test_writers_can_create_but_not_delete(prod_plan):
     assert {g["inputs"]["member"] for g in grants} == {
         "serviceAccount:sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"
     }
-    [secret_grant] = prod_plan.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
-    assert secret_grant["inputs"]["role"] == "roles/secretmanager.secretVersionAdder"
-    assert secret_grant["inputs"]["member"] == "serviceAccount:sv-1-identities@sv-prod-project.iam.gserviceaccount.com"
+    secret_grants = prod_plan.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+    # The writer only adds versions; the restore identity reads them back for the identities drill.
+    accounts = {g["inputs"]["role"]: g["inputs"]["member"].split("@")[0] for g in secret_grants}
+    assert accounts == {
+        "roles/secretmanager.secretVersionAdder": "serviceAccount:sv-1-identities",
+        "roles/secretmanager.secretAccessor": "serviceAccount:sv-1-restore",
+    }
 
 
 def test_workload_identity_binds_each_k8s_service_account(prod_plan):
@@ -370,7 +374,8 @@ def test_alerts_cover_every_kind_stale_and_failed(prod_plan):
     kinds = sorted(
         (p["inputs"]["userLabels"]["svbackups-kind"], p["inputs"]["userLabels"]["svbackups-alert"]) for p in policies
     )
-    assert kinds == [(k, a) for k in ("cometbft", "history", "identities", "postgres") for a in ("failed", "stale")]
+    every = ("cometbft", "drill-cometbft", "drill-identities", "drill-postgres", "history", "identities", "postgres")
+    assert kinds == [(k, a) for k in every for a in ("failed", "stale")]
     [stale] = [p for p in policies if p["name"] == "sv-1-alert-postgres-stale"]
     absent = stale["inputs"]["conditions"][0]["conditionAbsent"]
     # largest gap 4 h + start window 15 min + run deadline 3 h 30 min + slack 1 h
@@ -393,6 +398,9 @@ def test_outputs_for_restore_and_audit(prod_plan):
         "cometbft": "sv-1-cometbft-snapshot",
         "identities": "sv-1-identities-dump",
         "historyAudit": "sv-1-history-audit",
+        "drillPostgres": "sv-1-drill-postgres",
+        "drillCometbft": "sv-1-drill-cometbft",
+        "drillIdentities": "sv-1-drill-identities",
     }
     assert outputs["windows"]["postgresHistoricalCadence"] == "14d"
     assert outputs["windows"]["participantPruning"] == "30d"
@@ -475,7 +483,7 @@ def test_tighter_schedules_scale_the_cron_job_deadlines_and_alerts(offline_plan,
         assert (spec["schedule"], spec["startingDeadlineSeconds"]) == (schedule, starting)
         assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] == active
     [stale] = [
-        p for p in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if p["name"].endswith("cometbft-stale")
+        p for p in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if p["name"].endswith("-alert-cometbft-stale")
     ]
     # largest gap 30 min + start window 3 min + deadline 24 min + slack 1 h
     assert stale["inputs"]["conditions"][0]["conditionAbsent"]["duration"] == f"{(30 + 3 + 24 + 60) * 60}s"
