@@ -64,12 +64,17 @@ def copy_subscription(names: Names) -> str:
     return names.resource("backups", "to-dr")
 
 
+def primary_bucket_name(backend: GcpBackend) -> str:
+    """The name of the bucket the jobs write to (its turbo replication is watched: components/gcp/alerts.py)."""
+    return backend.names.bucket(backend.project, backend.settings.storage.bucket_name)
+
+
 def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStore:
     settings = backend.settings
     storage = settings.storage
     layout = backend.layout
     names = backend.names
-    name = names.bucket(backend.project, storage.bucket_name)
+    name = primary_bucket_name(backend)
     gcs_agent = gcp.storage.get_project_service_account_output(project=backend.project).email_address.apply(
         lambda email: f"serviceAccount:{email}"
     )
