@@ -85,7 +85,7 @@ def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStor
         # The bucket spans both regions: it is its own DR copy.
         return BackupStore(name=bucket.name, url=_url(bucket, storage.prefix), resource=bucket)
 
-    labels = {**_labels(backend), DR_REGION_LABEL: backend.dr_region}
+    labels = _labels(backend)
     buckets = []
     for logical, bucket_name, placement in (
         (names.resource("backups"), name, layout.primary),
@@ -119,6 +119,8 @@ def _labels(backend: GcpBackend) -> dict[str, str]:
         "svbackups-historical-cadence-seconds": str(int(derived.postgres_historical_cadence.total_seconds())),
         "svbackups-recent-prefix": label_value(storage.prefix + retention.RECENT_TIER),
         "svbackups-historical-prefix": label_value(storage.prefix + retention.HISTORICAL_TIER),
+        # The region the stack declared for its DR copy (a dual-region holds both; policy: production-dr).
+        DR_REGION_LABEL: backend.dr_region,
     }
     if derived.min_pruning_window is not None:
         labels["svbackups-min-pruning-seconds"] = str(int(derived.min_pruning_window.total_seconds()))

@@ -1002,8 +1002,9 @@ def test_every_rule_has_a_breaking_case():
     """GCP stacks here, AWS stacks in test_aws_rules.py (each AWS-applicable rule has an AWS case there)."""
     from .test_aws_rules import CASES as AWS_CASES
     from .test_aws_rules import GCP_ONLY
+    from .test_repo_rules import CONFIGURED_CASES  # rules that act only with a policy config property
 
-    assert {p.name for p in POLICIES} == {case[0] for case in CASES + AWS_CASES}
+    assert {p.name for p in POLICIES} == {case[0] for case in CASES + AWS_CASES + CONFIGURED_CASES}
     assert {case[0] for case in CASES} >= GCP_ONLY
 
 

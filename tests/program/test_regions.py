@@ -227,7 +227,9 @@ def test_dual_region_stacks_need_no_copy(prod_plan):
     assert prod_plan.outputs["drBackupUrl"] == prod_plan.outputs["backupUrl"]  # the same bucket holds both copies
     assert prod_plan.outputs["drBackupBucket"] == prod_plan.outputs["backupBucket"]
     [bucket] = prod_plan.of_type(BUCKET)
-    assert "svbackups-dr-region" not in bucket["inputs"]["labels"]
+    # both regions hold the data; the label says which one is the declared DR region (policy: production-dr)
+    assert bucket["inputs"]["labels"]["svbackups-dr-region"] == "us-east4"
+    assert "US-EAST4" in bucket["inputs"]["customPlacementConfig"]["dataLocations"]
 
 
 def test_the_zurich_example_stack(shipped_plan):
