@@ -46,7 +46,7 @@ class DisasterRecovery(pulumi.ComponentResource):
     """Inputs: DR-stack settings (`dr.primaryStack`, `dr.failover`, `dr.maxReplicationLag`, `dr.checkSchedule`).
     Outputs: `store` (the DR copy the DR cluster restores from and, after failover, writes to), `secret` (the
     identities secret as seen from the DR region), `restore_service_account`, `check_cron_job_name`,
-    `alert_specs` (what the DR stack alerts on)."""
+    `alert_specs` (what the DR stack alerts on), `failover_facts` (stack outputs scripts/failover.py reads)."""
 
     def __init__(
         self, name: str, settings: Settings, backend: CloudBackend, opts: pulumi.ResourceOptions | None = None
@@ -110,6 +110,7 @@ class DisasterRecovery(pulumi.ComponentResource):
             )
         ]
         self.restore_service_account = sa_name
+        self.failover_facts = _failover_facts(settings, primary)
         self.register_outputs(
             {
                 "drBackupUrl": self.store.url,
@@ -118,3 +119,20 @@ class DisasterRecovery(pulumi.ComponentResource):
                 "replicaCheckCronJob": self.check_cron_job_name,
             }
         )
+
+
+def _failover_facts(settings: Settings, primary: pulumi.StackReference) -> dict[str, pulumi.Input]:
+    """What scripts/failover.py needs besides the DR copy, as stack outputs (scripts/failover_plan.py
+    resolve_facts reads them; its flags still win): the cloud, and where the CometBFT snapshot copies are.
+
+    GCP: PD snapshots are global resources of the project the primary's cluster took them in, stored in the
+    multi-region or the DR region (components/gcp/backend.py), so the primary's project (its `project` output;
+    a primary planned before that output existed falls back to this stack's project). AWS: the snapshot job
+    copies each EBS snapshot to the DR region, which is this stack's own region."""
+    cometbft: dict[str, pulumi.Input] = {"pvc": settings.cometbft.pvc}
+    if settings.gcp is not None:
+        own = settings.gcp.project
+        cometbft["snapshotProject"] = primary.get_output("project").apply(lambda project: project or own)
+    else:
+        cometbft["snapshotRegion"] = settings.region
+    return {"cloud": settings.cloud, "region": settings.region, "cometbft": cometbft}

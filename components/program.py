@@ -141,9 +141,14 @@ def declare(settings: Settings) -> SvBackups:
         pulumi.export("drBackupUrl", store.dr_url if store.dr_url is not None else store.url)
         pulumi.export("drIdentitiesSecret", secret.dr_secret_id)
         pulumi.export("drIdentitiesSecretUrl", secret.dr_secret_url)
+        if settings.gcp is not None:
+            # Where the CometBFT PD snapshots are: a DR stack passes it on to failover (components/dr.py).
+            pulumi.export("project", settings.gcp.project)
     else:
         pulumi.export("primaryStack", settings.dr.primary_stack)
         pulumi.export("standby", settings.standby)
         pulumi.export("restoreServiceAccount", node.dr.restore_service_account)
         pulumi.export("replicaCheckCronJob", node.dr.check_cron_job_name)
+        for key, value in node.dr.failover_facts.items():
+            pulumi.export(key, value)
     return node

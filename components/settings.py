@@ -385,7 +385,8 @@ class DrConfig(_Model):
     primary_stack: str | None = Field(None, alias="primaryStack", description="DR stacks: org/project/stack")
     # DR stacks: the backup CronJobs of the DR cluster exist but stay suspended until this is true.
     failover: bool = False
-    # DR stacks: a complete set must reach the DR copy within this bound, or the replication alert fires.
+    # A complete set must reach the DR copy within this bound, or the replication alert fires: the DR stack's
+    # replica check, and on a primary with a dual-region bucket its turbo replication alert.
     max_replication_lag: Duration = Field(timedelta(hours=1), alias="maxReplicationLag")
     check_schedule: str = Field("*/30 * * * *", alias="checkSchedule", description="DR stacks: replica check")
 

@@ -1,4 +1,5 @@
-"""Rules on DR stacks (components/dr.py): the restore identity only reads, and the standby backups stand by.
+"""Rules on DR stacks (components/dr.py): the restore identity only reads, the standby backups stand by, and a
+production primary has a DR region (and, checked over the repository, a DR stack: policy/repo_rules.py).
 
 A DR stack is recognised by what it declares (a StackReference to its primary and the replica-check CronJob),
 and a restore identity by its name (`<node>-dr-restore`, as the program names it): the rules below hold every
@@ -8,10 +9,15 @@ such identity, in any stack, to reading only, so the name grants nothing by itse
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from pulumi_policy import ReportViolation, Severity, StackValidationArgs
 
+from components.gcp_locations import bucket_region
+
+from .aws_resources import S3_BUCKET_TYPES, region_of, tags
 from .props import (
+    BUCKET,
     CRON_JOB,
     RESTORE_SUFFIX,
     UNKNOWN,
@@ -21,10 +27,12 @@ from .props import (
     get,
     iam_grants,
     is_dr_stack,
+    labels,
     pod_spec,
     standby,
 )
 from .rule import StackResource, stack_rule
+from .stack_rules import dest_prefixes
 
 # What restores, drills and the replica check need: list and read the sets and the secret's versions.
 GCP_READ_ROLES = frozenset({"roles/storage.objectViewer", "roles/secretmanager.secretAccessor"})
@@ -158,4 +166,95 @@ dr_standby = stack_rule(
     remediation="Let components/program.py declare the DR stack (sv-backups:role: dr, sv-backups:dr.failover).",
 )
 
-POLICIES = [dr_restore_read_only, dr_standby]
+
+# --- a production primary declares its DR region (its DR stack: policy/repo_rules.py) ---------------------
+
+PRODUCTION_DR = "production-dr"
+REQUIRE_DR_STACK = "requireDrStack"
+# The label (GCS) or tag (S3) with which the program names the DR region on the bucket the jobs write to.
+DR_REGION_LABEL = "svbackups-dr-region"
+
+
+def _primary_stores(resources: list[StackResource]) -> list[tuple[StackResource, dict, Any, set]]:
+    """The buckets the Postgres jobs write to: (bucket, its labels or tags, its own region (None for a GCS
+    dual-region), the regions the bucket's data is in or the stack's other buckets are in)."""
+    found = []
+    gcs = {r.props.get("name"): r for r in resources if r.type == BUCKET}
+    gcs_regions = {
+        bucket_region(str(r.props.get("location")), get(r.props, "customPlacementConfig", "dataLocations") or [])
+        for r in gcs.values()
+        if isinstance(r.props.get("location"), str)
+    }
+    for name in sorted(dest_prefixes(resources, "gs")):
+        bucket = gcs.get(name)
+        if bucket is None or not isinstance(bucket.props.get("location"), str):
+            continue
+        placement = get(bucket.props, "customPlacementConfig", "dataLocations", default=[]) or []
+        own = bucket_region(bucket.props["location"], placement)
+        held = {str(p).lower() for p in placement} if own is None else gcs_regions - {None}
+        found.append((bucket, labels(bucket.props, "labels"), own, held))
+    s3 = {r.props.get("bucket"): r for r in resources if r.type in S3_BUCKET_TYPES}
+    s3_regions = {region_of(r) for r in s3.values()}
+    for name in sorted(dest_prefixes(resources, "s3")):
+        bucket = s3.get(name)
+        if bucket is not None:
+            found.append((bucket, tags(bucket.props), region_of(bucket), s3_regions))
+    return found
+
+
+def _check_production_dr(resources: list[StackResource], args: StackValidationArgs, report: ReportViolation) -> None:
+    if not (args.get_config() or {}).get(REQUIRE_DR_STACK):
+        return
+    if is_dr_stack(resources):
+        report(
+            f"This is a DR stack, and the policy config requires it to have a DR stack of its own ({PRODUCTION_DR}."
+            f"{REQUIRE_DR_STACK}): a DR stack stands in for its primary, which carries that requirement. Fix: set "
+            f"{REQUIRE_DR_STACK} in the primary's policy config, not the DR stack's."
+        )
+        return
+    for bucket, marks, own, held in _primary_stores(resources):
+        where = f"Bucket '{bucket.name}'"
+        region = marks.get(DR_REGION_LABEL)
+        fix = (
+            "Fix: set sv-backups:dr.region (the program labels the bucket with it and keeps a copy there) and "
+            "declare the DR stack (stacks/Pulumi.<stack>-dr.yaml, sv-backups:role: dr)."
+        )
+        if region is UNKNOWN:
+            continue
+        if not isinstance(region, str) or not region:
+            report(
+                f"{where}: a production stack's backup bucket names no DR region (label/tag {DR_REGION_LABEL}), so "
+                f"nothing shows where its sets survive the primary region's loss and where its DR stack runs. {fix}",
+                bucket.urn,
+            )
+            continue
+        primary = own if own is not None else bucket.provider.get("region")
+        if isinstance(primary, str) and region == primary.lower():
+            report(f"{where}: its DR region {region} is its own region {primary}. {fix}", bucket.urn)
+        elif region not in held:
+            report(
+                f"{where}: names DR region {region}, but none of the stack's copies of the sets is there (they are "
+                f"in {', '.join(sorted(map(str, held))) or 'no known region'}). {fix}",
+                bucket.urn,
+            )
+
+
+production_dr = stack_rule(
+    PRODUCTION_DR,
+    "With requireDrStack (production stacks): the bucket the jobs write to names a DR region other than its own, "
+    "where the stack keeps a copy of the sets; the offline check also requires a DR stack file in the repository "
+    "whose dr.primaryStack is this stack, deployed in that region (policy/repo_rules.py).",
+    check=_check_production_dr,
+    severity=Severity.HIGH,
+    remediation="Set sv-backups:dr.region and add stacks/Pulumi.<stack>-dr.yaml (sv-backups:role: dr, "
+    "sv-backups:dr.primaryStack: <org>/sv-backups/<stack>) in the DR region.",
+    config={
+        REQUIRE_DR_STACK: {
+            "type": "boolean",
+            "default": False,
+            "description": "This stack is production: it must declare a DR region and have a DR stack.",
+        }
+    },
+)
+
+POLICIES = [dr_restore_read_only, dr_standby, production_dr]

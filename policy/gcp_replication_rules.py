@@ -5,7 +5,8 @@ multi-region), or is regional and then every object must reach a DR bucket in `s
 event-driven Storage Transfer job fed by the bucket's own notifications, wired end to end (notification ->
 topic -> subscription -> job, each service agent with its grant), plus a scheduled catch-up job, both into a
 declared bucket in the DR region held to the same windows. A transfer job that touches backups only ever adds
-objects: it never deletes (at the source or the sink) and never overwrites.
+objects: it never deletes (at the source or the sink) and never overwrites. A dual-region bucket replicates
+itself with turbo replication, and an alert watches that replication's delay.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
-from components.gcp_locations import bucket_region
+from components.gcp_locations import MULTI_REGION_LOCATIONS, PREDEFINED_DUAL_REGIONS, bucket_region
 
 from .props import (
+    ALERT_POLICY,
     BUCKET,
     CADENCE_SECONDS,
     MIN_PRUNING_SECONDS,
@@ -337,4 +339,124 @@ backup_bucket_survives_region_loss = stack_rule(
     "the event-driven and catch-up transfers).",
 )
 
-POLICIES = [transfer_copy_only, backup_bucket_survives_region_loss]
+
+# --- a dual-region bucket's replication is watched ----------------------------------------------------------
+
+# Cloud Monitoring's turbo replication metric (components/gcp/alerts.py TURBO_MAX_DELAY, where its source is
+# cited): the age of the oldest object not yet in both regions. GCS reports it for turbo-replicated buckets only.
+TURBO_MAX_DELAY = "storage.googleapis.com/replication/turbo_max_delay"
+TURBO_RPO = "ASYNC_TURBO"
+# The alert may not wait longer than the SV backup interval: a DR copy a whole set behind is what it must catch.
+MAX_LAG_SECONDS = 4 * 3600
+_FIRING = ("COMPARISON_GT", "COMPARISON_GE")
+
+
+def _dual_region(bucket: StackResource) -> bool:
+    """A dual-region bucket (configurable over two regions, or predefined such as NAM4): where turbo applies."""
+    location = bucket.props.get("location")
+    if not isinstance(location, str):
+        return False
+    placement = get(bucket.props, "customPlacementConfig", "dataLocations", default=[]) or []
+    distinct = {p.upper() for p in placement if isinstance(p, str)}
+    return location.upper() in PREDEFINED_DUAL_REGIONS or (
+        location.upper() in MULTI_REGION_LOCATIONS and len(distinct) == 2
+    )
+
+
+def _watches(condition: dict, bucket: str) -> bool:
+    """The condition's filter reads the turbo delay metric of this bucket (an unknown filter counts)."""
+    query = get(condition, "conditionThreshold", "filter")
+    if query is UNKNOWN:
+        return True
+    return (
+        isinstance(query, str)
+        and f'metric.type="{TURBO_MAX_DELAY}"' in query
+        and f'resource.labels.bucket_name="{bucket}"' in query
+    )
+
+
+def _alert_defects(alert: StackResource, condition: dict, bound: float) -> list[str]:
+    where = f"AlertPolicy '{alert.name}'"
+    threshold = get(condition, "conditionThreshold", default={}) or {}
+    defects = []
+    if alert.props.get("enabled") is False:
+        defects.append(f"{where} is disabled (enabled: false)")
+    comparison = threshold.get("comparison")
+    if comparison is not UNKNOWN and comparison not in _FIRING:
+        defects.append(f"{where} fires on comparison {comparison}, not when the delay grows above a bound")
+    value = as_number(threshold.get("thresholdValue"))
+    if threshold.get("thresholdValue") is not UNKNOWN and (value is None or value <= 0 or value > bound):
+        defects.append(
+            f"{where} fires only above {threshold.get('thresholdValue')!r} s of delay; the bound is at most "
+            f"{int(bound)} s (maxLagSeconds)"
+        )
+    channels = alert.props.get("notificationChannels")
+    if channels is not UNKNOWN and not channels:
+        defects.append(f"{where} notifies nobody (no notificationChannels)")
+    return defects
+
+
+def _check_turbo_alert(resources: list[StackResource], args: StackValidationArgs, report: ReportViolation) -> None:
+    bound = as_number((args.get_config() or {}).get("maxLagSeconds")) or MAX_LAG_SECONDS
+    buckets = {r.props["name"]: r for r in resources if r.type == BUCKET and isinstance(r.props.get("name"), str)}
+    fix = (
+        "Fix: let the program declare the bucket and its alerts (components/gcp/buckets.py rpo ASYNC_TURBO, "
+        "components/gcp/alerts.py; the bound is sv-backups:dr.maxReplicationLag)."
+    )
+    for name in sorted(dest_prefixes(resources, "gs")):
+        bucket = buckets.get(name)
+        if bucket is None or not _dual_region(bucket):
+            continue
+        where = f"Bucket '{bucket.name}' (dual-region)"
+        rpo = bucket.props.get("rpo")
+        if rpo is not UNKNOWN and rpo != TURBO_RPO:
+            report(
+                f"{where}: rpo is {rpo or 'unset (DEFAULT)'}: default replication copies only 99.9% of new objects "
+                f"to the second region within an hour (all within 12 h), and GCS reports no {TURBO_MAX_DELAY} to "
+                f"alert on. {fix}",
+                bucket.urn,
+            )
+        watching = [
+            (alert, condition)
+            for alert in resources
+            if alert.type == ALERT_POLICY
+            for condition in (alert.props.get("conditions") or [])
+            if isinstance(condition, dict) and _watches(condition, name)
+        ]
+        defects = [_alert_defects(alert, condition, bound) for alert, condition in watching]
+        if not watching:
+            report(
+                f"{where}: no AlertPolicy watches its replication ({TURBO_MAX_DELAY} of bucket {name}), so nobody "
+                f"learns that sets written since are in the primary region only. {fix}",
+                bucket.urn,
+            )
+        elif all(defects):
+            for (alert, _condition), found in zip(watching, defects, strict=True):
+                report(
+                    f"{where}: its replication alert would not tell anyone in time: {'; '.join(found)}. {fix}",
+                    alert.urn,
+                )
+
+
+dual_region_replication_alert = stack_rule(
+    "dual-region-replication-alert",
+    "Every dual-region bucket the Postgres jobs write to uses turbo replication, and an enabled AlertPolicy with "
+    "notification channels fires when its replication delay (storage.googleapis.com/replication/turbo_max_delay) "
+    "exceeds a bound of at most the backup interval.",
+    check=_check_turbo_alert,
+    severity=Severity.HIGH,
+    remediation="Declare the bucket with components/gcp/buckets.py (rpo ASYNC_TURBO) and its alert with "
+    "components/gcp/alerts.py (threshold sv-backups:dr.maxReplicationLag).",
+    config={
+        "maxLagSeconds": {
+            "type": "integer",
+            "minimum": 900,
+            "maximum": MAX_LAG_SECONDS,
+            "default": MAX_LAG_SECONDS,
+            "description": "Largest allowed alert threshold on the replication delay, in seconds (900, turbo's "
+            "15-minute target, to 14400, the backup interval).",
+        }
+    },
+)
+
+POLICIES = [transfer_copy_only, backup_bucket_survives_region_loss, dual_region_replication_alert]

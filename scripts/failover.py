@@ -3,8 +3,9 @@
     python scripts/failover.py [--dr-url URL] [--dr-stack-outputs FILE | --dr-stack NAME] [--pg ROLE=URL ...]
                                [--execute [--identities-out FILE]] [...]
 
-1. Reads the DR-side facts from the DR stack's outputs (a `pulumi stack output --json` file, or the Pulumi CLI)
-   and the flags, which win. Nothing of the primary region is needed.
+1. Reads the DR-side facts from the DR stack's outputs (a `pulumi stack output --json` file, the DR stack's
+   offline plan.json, or the Pulumi CLI) and the flags, which win: the DR copy, the node, the cloud and where
+   the CometBFT snapshot copies are (GCP project, AWS region). Nothing of the primary region is needed.
 2. Lists the complete sets in the DR copy (the node's migration id) and verifies them newest first, as
    `verify-set` does (manifest, every object's size and sha256, the apps-before-participant rule): the first
    that passes is the set, and one set restores the whole node.
@@ -71,7 +72,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="failover.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     facts = parser.add_argument_group("DR facts (default: the DR stack's outputs)")
     source = facts.add_mutually_exclusive_group()
-    source.add_argument("--dr-stack-outputs", type=Path, help="`pulumi stack output --json --stack DR` saved to a file")
+    source.add_argument(
+        "--dr-stack-outputs",
+        type=Path,
+        help="`pulumi stack output --json --stack DR` saved to a file, or the DR stack's offline plan.json",
+    )
     source.add_argument("--dr-stack", help="the DR stack's name: runs `pulumi stack output --json --stack NAME`")
     facts.add_argument("--dr-url", help="the DR copy of the backups (default: output backupUrl)")
     facts.add_argument("--cloud", choices=("gcp", "aws"), help="default: output cloud, else the URL's scheme")
@@ -89,8 +94,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     facts.add_argument("--cometbft-pvc", help="default: global-domain-<serial>-cometbft-cometbft-data")
     facts.add_argument("--cometbft-storage-class", help="StorageClass of the restored CometBFT claim")
     facts.add_argument("--cometbft-snapshot", help="restore this snapshot handle instead of looking one up")
-    facts.add_argument("--snapshot-project", help="gcp: the project holding the PD snapshots (default: project)")
-    facts.add_argument("--region", help="aws: the DR region holding the EBS snapshot copies (default: region)")
+    facts.add_argument(
+        "--snapshot-project", help="gcp: the project holding the PD snapshots (default: cometbft.snapshotProject)"
+    )
+    facts.add_argument(
+        "--region", help="aws: the DR region holding the EBS snapshot copies (default: cometbft.snapshotRegion)"
+    )
     parser.add_argument("--set-id", type=_set_id, help="restore this set (default: the newest that verifies)")
     parser.add_argument(
         "--pg",
@@ -150,6 +159,9 @@ def load_outputs(args: argparse.Namespace) -> dict:
         return {}
     if not isinstance(value, dict):
         raise FactsError("the DR stack outputs must be a JSON object (pulumi stack output --json)")
+    if isinstance(value.get("outputs"), dict) and isinstance(value.get("resources"), list):
+        # The offline plan of the DR stack (scripts/plan.py --stack <dr> writes plan.json): its stack outputs.
+        return value["outputs"]
     return value
 
 

@@ -147,8 +147,9 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
     identities = pick("identities_secret", "identitiesSecretUrl", str)
     pvc = pick("cometbft_pvc", "cometbft.pvc", str)
     storage_class = pick("cometbft_storage_class", "cometbft.storageClass", str)
-    project = pick("snapshot_project", "project", str)
-    region = pick("region", "region", str) or pick("region", "drRegion", str)
+    # Where the CometBFT snapshot copies are: the DR stack exports both (components/dr.py failover_facts).
+    project = pick("snapshot_project", "cometbft.snapshotProject", str) or pick("snapshot_project", "project", str)
+    region = pick("region", "cometbft.snapshotRegion", str) or pick("region", "region", str)
     context = pick("context", "kubeContext", str)
     targets, targets_given = _targets(flags.get("pg") or [], outputs, problems)
     if problems:
@@ -500,7 +501,10 @@ class _Gcp(_Cloud):
     def snapshot_lookup(self, facts: DrFacts, chosen: ChosenSet) -> list[str]:
         project = facts.snapshot_project
         if not project:
-            raise FactsError("project: missing (the GCP project of the PD snapshots; pass --snapshot-project)")
+            raise FactsError(
+                "cometbft.snapshotProject: missing (the GCP project of the PD snapshots; the DR stack exports it, "
+                "or pass --snapshot-project)"
+            )
         mine = (
             f"description~'volumesnapshot/namespace.{{3}}{facts.namespace}.{{1}}' AND "
             f"description~'volumesnapshot/name.{{3}}{facts.cometbft_pvc}-[0-9]+.{{1}}'"
@@ -538,7 +542,10 @@ class _Aws(_Cloud):
 
     def snapshot_lookup(self, facts: DrFacts, chosen: ChosenSet) -> list[str]:
         if not facts.region:
-            raise FactsError("region: missing (the DR region holding the EBS snapshot copies; pass --region)")
+            raise FactsError(
+                "cometbft.snapshotRegion: missing (the DR region holding the EBS snapshot copies; the DR stack "
+                "exports it, or pass --region)"
+            )
         if not facts.node:
             raise FactsError("node.name: missing (the EBS copies are found by node tag; pass --node)")
         filters = [f"Name=tag:{key},Values={value}" for key, value in MANAGED_BY.items()] + [

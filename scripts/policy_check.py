@@ -8,7 +8,9 @@ CLI (props wrapped in CrossGuard's unknown-checking proxy, the policy's config w
 so a verdict here is the verdict `pulumi preview --policy-pack policy` gives on the same resources.
 
 Enforcement levels and rule properties come from a policy config file in the CLI's `--policy-pack-config`
-format; without --config, `policy/config/<stack>.json` for the plan's stack is used when it exists.
+format; without --config, `policy/config/<stack>.json` for the plan's stack is used when it exists. Rules that
+need more than one stack run their repository half here too (policy/repo_rules.py: with
+`production-dr.requireDrStack`, a DR stack of the plan's stack among stacks/).
 Exit 0 when no mandatory rule fails, 3 when one does, 2 on an unreadable plan or invalid config.
 """
 
@@ -43,6 +45,7 @@ from pulumi_policy.deserialize import deserialize_properties  # noqa: E402
 from pulumi_policy.policy import _NotApplicableError  # noqa: E402
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy  # noqa: E402
 
+from policy import repo_rules  # noqa: E402
 from policy.catalog import CONFIG_DIR, PACK_NAME, POLICIES, pack_version  # noqa: E402
 
 EXIT_OK = 0
@@ -314,8 +317,9 @@ def _check_stack(policy: StackValidationPolicy, resources, config, verdict: Verd
     _run(policy.validate, StackValidationArgs(stack_resources, config), report, verdict)
 
 
-def evaluate(plan: dict, config: dict[str, Any] | None = None) -> list[Verdict]:
-    """One verdict per rule of the pack, in catalog order."""
+def evaluate(plan: dict, config: dict[str, Any] | None = None, *, repo: Path = REPO) -> list[Verdict]:
+    """One verdict per rule of the pack, in catalog order. A rule with a repository half (policy/repo_rules.py:
+    `production-dr`) also gets that half's violations, checked against the stack files of `repo`."""
     resources = plan.get("resources") or []
     # Built once and shared by every rule: rules only read them (the pack builds the same per rule).
     props = {r["urn"]: _props(r) for r in resources}
@@ -331,6 +335,9 @@ def evaluate(plan: dict, config: dict[str, Any] | None = None) -> list[Verdict]:
             _check_resources(policy, resources, properties, verdict, props, providers)
         elif isinstance(policy, StackValidationPolicy):
             _check_stack(policy, resources, properties, verdict, stack_resources)
+        if policy.name == repo_rules.RULE and properties.get(repo_rules.REQUIRE_DR_STACK):
+            stack = str(plan.get("stack", ""))
+            verdict.violations += [Violation(m, "repository") for m in repo_rules.dr_stack_problems(stack, repo)]
     return verdicts
 
 

@@ -45,6 +45,9 @@ class S3Store:
     key: kms.Key
 
 
+DR_REGION_TAG = "svbackups-dr-region"
+
+
 def declare_store(backend: AwsBackend, *, parent: pulumi.Resource) -> S3Store:
     settings = backend.settings
     storage = settings.storage
@@ -54,7 +57,9 @@ def declare_store(backend: AwsBackend, *, parent: pulumi.Resource) -> S3Store:
     tags = window_tags(settings)
     key = backend.key(backend.region, "bucket", parent)
     dr_key = backend.key(backend.dr_region, "bucket", parent)
-    bucket, ready = _locked_bucket(backend, "backups", name, backend.region, key, rules, tags, parent)
+    # The primary names the region its copy is in, as on GCS (policy: production-dr).
+    primary_tags = {**tags, DR_REGION_TAG: backend.dr_region}
+    bucket, ready = _locked_bucket(backend, "backups", name, backend.region, key, rules, primary_tags, parent)
     replica, replica_ready = _locked_bucket(
         backend,
         "backups-dr",

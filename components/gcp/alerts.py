@@ -1,8 +1,9 @@
 """Cloud Monitoring alerts on the jobs' outcome events (log-based metrics), per backup kind.
 
 Per kind: a `completed` and a `failed` log-based metric, a *stale* alert (no completed run for the stale
-window) and a *failed* alert (any failed run, or a Kubernetes Job that died without logging). With paired
-regional buckets, one more: the copy to the DR bucket is *behind* (components/gcp/buckets.py).
+window) and a *failed* alert (any failed run, or a Kubernetes Job that died without logging). One more for the
+DR copy (components/gcp/buckets.py): with paired regional buckets, the copy to the DR bucket is *behind*; with a
+dual-region bucket, its turbo replication is behind by more than `dr.maxReplicationLag`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import pulumi
 import pulumi_gcp as gcp
 
-from components import schedules
+from components import gcp_locations, schedules
 from components.cloud import AlertSpec
 from components.gcp import buckets
 
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
     from components.gcp.backend import GcpBackend
 
 ALIGNMENT = "300s"
+# Cloud Monitoring's turbo replication metric of a dual-region bucket (GAUGE, seconds, resource gcs_bucket): the
+# age of the oldest object not yet replicated to the other region; every object written before that is in both.
+# Google Cloud metrics list, "storage" (storage.googleapis.com/replication/*), and "Managing turbo replication"
+# (cloud.google.com/storage/docs/managing-turbo-replication), which monitors the 15-minute RPO with it. Reported
+# only for buckets with turbo replication (rpo ASYNC_TURBO), and computed periodically: the metric trails the
+# real delay by storage.googleapis.com/replication/time_since_metrics_updated.
+TURBO_MAX_DELAY = "storage.googleapis.com/replication/turbo_max_delay"
 
 
 def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
@@ -45,6 +53,8 @@ def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulum
         policies.extend(_alerts_for(backend, spec, channels, parent))
     if backend.layout is not None and backend.layout.replica is not None:
         policies.append(_copy_behind(backend, channels, parent))
+    elif backend.layout is not None and backend.layout.kind == gcp_locations.DUAL_REGION:
+        policies.append(_turbo_replication_behind(backend, channels, parent))
     return policies
 
 
@@ -88,6 +98,56 @@ def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -
                 f"the DR bucket yet (subscription `{subscription}`). Backups to the primary bucket go on; the copy "
                 f"catches up once the cause is fixed. Check the transfer job's failed copies in Cloud Logging and "
                 f"the DR region's status; see docs/gcp-regions.md."
+            ),
+        ),
+        user_labels={"svbackups-kind": "dr-copy", "svbackups-alert": "behind", "svbackups-node": node},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+def _turbo_replication_behind(
+    backend: GcpBackend, channels: list, parent: pulumi.Resource
+) -> gcp.monitoring.AlertPolicy:
+    """Turbo replication promises every object in both regions within 15 minutes; when the oldest object not yet
+    replicated is older than `dr.maxReplicationLag` (default 1 h), the sets written since are in the primary
+    region only, and that region's loss would take them."""
+    node = backend.settings.node.name
+    bucket = buckets.primary_bucket_name(backend)
+    bound = backend.settings.dr.max_replication_lag
+    return gcp.monitoring.AlertPolicy(
+        backend.names.resource("alert", "dr-copy", "turbo-behind"),
+        project=backend.project,
+        display_name=f"sv-backups {node}: dual-region replication behind by more than {schedules.describe(bound)}",
+        combiner="OR",
+        conditions=[
+            gcp.monitoring.AlertPolicyConditionArgs(
+                display_name="oldest backup object not yet in both regions of the dual-region bucket",
+                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                    filter=(
+                        f'metric.type="{TURBO_MAX_DELAY}" AND resource.type="gcs_bucket" '
+                        f'AND resource.labels.bucket_name="{bucket}"'
+                    ),
+                    comparison="COMPARISON_GT",
+                    threshold_value=int(bound.total_seconds()),
+                    duration="0s",
+                    aggregations=[
+                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                            alignment_period=ALIGNMENT, per_series_aligner="ALIGN_MAX"
+                        )
+                    ],
+                ),
+            )
+        ],
+        notification_channels=channels,
+        severity="CRITICAL",
+        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
+            mime_type="text/markdown",
+            content=(
+                f"Backup objects of SV node `{node}` in the dual-region bucket `{bucket}` are not in both of its "
+                f"regions after {schedules.describe(bound)} (turbo replication targets 15 minutes): until they "
+                f"are, losing the primary region loses them. Backups go on; GCS catches up by itself. Check the "
+                f"Cloud Storage status of both regions and the bucket's replication in Metrics Explorer "
+                f"(`{TURBO_MAX_DELAY}`); see docs/gcp-regions.md."
             ),
         ),
         user_labels={"svbackups-kind": "dr-copy", "svbackups-alert": "behind", "svbackups-node": node},

@@ -64,12 +64,17 @@ def copy_subscription(names: Names) -> str:
     return names.resource("backups", "to-dr")
 
 
+def primary_bucket_name(backend: GcpBackend) -> str:
+    """The name of the bucket the jobs write to (its turbo replication is watched: components/gcp/alerts.py)."""
+    return backend.names.bucket(backend.project, backend.settings.storage.bucket_name)
+
+
 def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStore:
     settings = backend.settings
     storage = settings.storage
     layout = backend.layout
     names = backend.names
-    name = names.bucket(backend.project, storage.bucket_name)
+    name = primary_bucket_name(backend)
     gcs_agent = gcp.storage.get_project_service_account_output(project=backend.project).email_address.apply(
         lambda email: f"serviceAccount:{email}"
     )
@@ -80,7 +85,7 @@ def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStor
         # The bucket spans both regions: it is its own DR copy.
         return BackupStore(name=bucket.name, url=_url(bucket, storage.prefix), resource=bucket)
 
-    labels = {**_labels(backend), DR_REGION_LABEL: backend.dr_region}
+    labels = _labels(backend)
     buckets = []
     for logical, bucket_name, placement in (
         (names.resource("backups"), name, layout.primary),
@@ -114,6 +119,8 @@ def _labels(backend: GcpBackend) -> dict[str, str]:
         "svbackups-historical-cadence-seconds": str(int(derived.postgres_historical_cadence.total_seconds())),
         "svbackups-recent-prefix": label_value(storage.prefix + retention.RECENT_TIER),
         "svbackups-historical-prefix": label_value(storage.prefix + retention.HISTORICAL_TIER),
+        # The region the stack declared for its DR copy (a dual-region holds both; policy: production-dr).
+        DR_REGION_LABEL: backend.dr_region,
     }
     if derived.min_pruning_window is not None:
         labels["svbackups-min-pruning-seconds"] = str(int(derived.min_pruning_window.total_seconds()))

@@ -189,7 +189,7 @@ def test_gcp_plan_looks_snapshots_up_in_the_project(dr, capsys, tmp_path):
     del gcp["project"]
     (tmp_path / "gcp.json").write_text(json.dumps(gcp))
     code, out, err = run(capsys, "--dr-stack-outputs", str(tmp_path / "gcp.json"))
-    assert code == 2 and "project: missing" in err
+    assert code == 2 and "cometbft.snapshotProject: missing" in err and "--snapshot-project" in err
 
 
 def test_passfile_lines_escape_the_password_and_stay_private(dr, tmp_path):

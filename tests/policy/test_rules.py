@@ -895,6 +895,34 @@ REPLICATION_CASES = [
 CASES += REPLICATION_CASES
 
 
+def _turbo_alert(plan):
+    return h.one(plan, "gcp:monitoring/alertPolicy:AlertPolicy", lambda r: r["name"].endswith("-turbo-behind"))
+
+
+def _turbo_threshold(plan):
+    return _turbo_alert(plan)["inputs"]["conditions"][0]["conditionThreshold"]
+
+
+TURBO_CASES = [
+    (
+        "dual-region-replication-alert",
+        "prod",
+        lambda p: h.remove(p, _turbo_alert(p)),
+        "no AlertPolicy watches its replication (storage.googleapis.com/replication/turbo_max_delay",
+    ),
+    (
+        "dual-region-replication-alert",
+        "prod",
+        lambda p: _turbo_threshold(p).update(filter=_turbo_threshold(p)["filter"].replace("sv-prod", "other")),
+        "no AlertPolicy watches its replication",
+    ),
+    ("dual-region-replication-alert", "prod", _set(_turbo_threshold, "thresholdValue", 86400), "above 86400"),
+    ("dual-region-replication-alert", "prod", _set(_turbo_threshold, "comparison", "COMPARISON_LT"), "COMPARISON_LT"),
+    ("dual-region-replication-alert", "prod", _drop(lambda p: h.bucket(p)["inputs"], "rpo"), "rpo is unset"),
+]
+CASES += TURBO_CASES
+
+
 # --- DR stacks (prod-dr, aws-prod-dr): standby CronJobs, the replica check, the read-only restore identity -----
 
 
@@ -977,8 +1005,9 @@ def test_every_rule_has_a_breaking_case():
     """GCP stacks here, AWS stacks in test_aws_rules.py (each AWS-applicable rule has an AWS case there)."""
     from .test_aws_rules import CASES as AWS_CASES
     from .test_aws_rules import GCP_ONLY
+    from .test_repo_rules import CONFIGURED_CASES  # rules that act only with a policy config property
 
-    assert {p.name for p in POLICIES} == {case[0] for case in CASES + AWS_CASES}
+    assert {p.name for p in POLICIES} == {case[0] for case in CASES + AWS_CASES + CONFIGURED_CASES}
     assert {case[0] for case in CASES} >= GCP_ONLY
 
 
@@ -1167,7 +1196,8 @@ def test_workload_identity_ignores_accounts_that_are_not_backup_writers(plan_cop
     "mutate",
     [
         lambda b: (b.pop("customPlacementConfig"), b.pop("rpo")),  # the EU multi-region itself
-        lambda b: (b.pop("customPlacementConfig"), b.pop("rpo"), b.update(location="EUR4")),  # predefined dual-region
+        # a predefined dual-region: turbo replication applies to it too (dual-region-replication-alert)
+        lambda b: (b.pop("customPlacementConfig"), b.update(location="EUR4")),
     ],
     ids=["multi-region", "predefined-dual-region"],
 )
@@ -1175,6 +1205,19 @@ def test_buckets_that_replicate_themselves_need_no_copy(plan_copy, mutate):
     plan = h.pin_images(plan_copy("dev"))
     mutate(_bucket(plan))
     assert violated(plan) == {}
+
+
+def test_a_disabled_or_silent_replication_alert_does_not_count(plan_copy):
+    plan = h.pin_images(plan_copy("prod"))
+    alert = _turbo_alert(plan)["inputs"]
+    alert.update(enabled=False, notificationChannels=[])
+    (message,) = violated(plan)["dual-region-replication-alert"]
+    assert "is disabled (enabled: false)" in message and "notifies nobody" in message and "Fix:" in message
+    # a tighter bound in the policy config: the 1 h alert no longer fits 30 min
+    plan = h.pin_images(plan_copy("prod"))
+    found = violated(plan, {"dual-region-replication-alert": {"maxLagSeconds": 1800}})
+    assert set(found) == {"dual-region-replication-alert"}
+    assert "at most 1800 s (maxLagSeconds)" in found["dual-region-replication-alert"][0]
 
 
 def test_a_second_event_driven_copy_into_an_undeclared_bucket_fails_even_beside_a_good_one(plan_copy):

@@ -375,7 +375,9 @@ def test_alerts_cover_every_kind_stale_and_failed(prod_plan):
         (p["inputs"]["userLabels"]["svbackups-kind"], p["inputs"]["userLabels"]["svbackups-alert"]) for p in policies
     )
     every = ("cometbft", "drill-cometbft", "drill-identities", "drill-postgres", "history", "identities", "postgres")
-    assert kinds == [(k, a) for k in every for a in ("failed", "stale")]
+    per_kind = [(k, a) for k in every for a in ("failed", "stale")]
+    # and the dual-region bucket's replication (test_regions.py)
+    assert kinds == sorted([*per_kind, ("dr-copy", "behind")])
     [stale] = [p for p in policies if p["name"] == "sv-1-alert-postgres-stale"]
     absent = stale["inputs"]["conditions"][0]["conditionAbsent"]
     # largest gap 4 h + start window 15 min + run deadline 3 h 30 min + slack 1 h

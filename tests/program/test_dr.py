@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -204,3 +205,57 @@ def test_aws_restore_role_only_reads(shipped_plan):
     # Under the node's job path: the primary's bucket policy (deny destructive actions to the node's job roles)
     # and its secret policy (read only by the restore roles, this one included by name) both cover it.
     assert role["inputs"]["path"] == "/sv-backups/sv-1/jobs/"
+
+
+@pytest.mark.parametrize(
+    ("stack", "expected"),
+    [
+        ("prod-dr", "gcloud compute snapshots list --project=sv-prod-project"),
+        ("aws-prod-dr", "aws ec2 describe-snapshots --region us-west-2"),
+    ],
+)
+def test_failover_needs_no_flag_beyond_the_dr_stacks_outputs(shipped_plan, tmp_path, capsys, stack, expected):
+    """scripts/failover.py on the DR stack's own (planned) outputs: where the CometBFT snapshot copies are comes
+    from the stack, so neither --snapshot-project nor --region is needed; the flags still win."""
+    from datetime import UTC, datetime, timedelta
+
+    from jobs.destinations import open_destination
+    from scripts import failover
+    from tests.jobs.replica_helpers import write_set
+
+    outputs = copy.deepcopy(shipped_plan(stack).outputs)  # the cached plan is shared: never mutate it
+    assert outputs["cloud"] == ("gcp" if stack == "prod-dr" else "aws")
+    (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+    dr_copy = f"file://{tmp_path}/dr"
+    write_set(open_destination(dr_copy), "s-1", datetime.now(UTC) - timedelta(hours=1), migration_id=4)
+    flags = ["--dr-stack-outputs", str(tmp_path / "outputs.json"), "--dr-url", dr_copy]
+    if stack == "aws-prod-dr":
+        flags += ["--cometbft-storage-class", "gp3"]  # EKS has no standard class name: the one fact not exported
+    capsys.readouterr()
+    assert failover.main(flags) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert expected in out
+    assert '"driver": "' + ("pd.csi.storage.gke.io" if stack == "prod-dr" else "ebs.csi.aws.com") + '"' in out
+    assert "global-domain-4-cometbft-cometbft-data" in out
+    override = ["--snapshot-project", "other-project"] if stack == "prod-dr" else ["--region", "eu-west-1"]
+    assert failover.main(flags + override) == 0
+    out = capsys.readouterr().out
+    assert expected not in out and override[1] in out
+    # Without the exported fact (an older DR stack) the script names the output and the flag.
+    del outputs["cometbft"]["snapshotProject" if stack == "prod-dr" else "snapshotRegion"]
+    if stack == "aws-prod-dr":
+        del outputs["region"]
+    else:
+        outputs.pop("project", None)
+    (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+    assert failover.main(flags) == 2
+    assert f"--{override[0].lstrip('-')}" in capsys.readouterr().err
+
+
+def test_failover_reads_the_dr_stacks_offline_plan_json(shipped_plan, tmp_path):
+    from scripts import failover
+
+    plan = {"project": "sv-backups", "stack": "prod-dr", "resources": [], "outputs": shipped_plan("prod-dr").outputs}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    args = failover._arguments(["--dr-stack-outputs", str(tmp_path / "plan.json")])
+    assert failover.load_outputs(args)["cometbft"]["snapshotProject"] == "sv-prod-project"

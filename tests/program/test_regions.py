@@ -227,7 +227,9 @@ def test_dual_region_stacks_need_no_copy(prod_plan):
     assert prod_plan.outputs["drBackupUrl"] == prod_plan.outputs["backupUrl"]  # the same bucket holds both copies
     assert prod_plan.outputs["drBackupBucket"] == prod_plan.outputs["backupBucket"]
     [bucket] = prod_plan.of_type(BUCKET)
-    assert "svbackups-dr-region" not in bucket["inputs"]["labels"]
+    # both regions hold the data; the label says which one is the declared DR region (policy: production-dr)
+    assert bucket["inputs"]["labels"]["svbackups-dr-region"] == "us-east4"
+    assert "US-EAST4" in bucket["inputs"]["customPlacementConfig"]["dataLocations"]
 
 
 def test_the_zurich_example_stack(shipped_plan):
@@ -265,7 +267,49 @@ def test_an_alert_fires_when_the_dr_copy_falls_behind_a_backup_interval(paired_p
     stale = next(a for a in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if a["name"].endswith("stale"))
     assert alert["inputs"]["notificationChannels"] == stale["inputs"]["notificationChannels"]
     assert alert["inputs"]["userLabels"]["svbackups-kind"] == "dr-copy"
-    assert not [a for a in prod_plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if "dr-copy" in a["name"]]
+    # the dual-region layout has no copy to fall behind: its turbo replication is watched instead
+    dual = [a["name"] for a in prod_plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if "dr-copy" in a["name"]]
+    assert dual == ["sv-1-alert-dr-copy-turbo-behind"]
+    assert not [a for a in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if "turbo" in a["name"]]
+
+
+def _turbo_alert(plan) -> dict:
+    [alert] = [
+        a
+        for a in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")
+        if a["name"] == "sv-1-alert-dr-copy-turbo-behind"
+    ]
+    return alert
+
+
+def test_an_alert_fires_when_dual_region_replication_falls_behind_the_lag_bound(
+    prod_plan, offline_plan, stack_config_map
+):
+    alert = _turbo_alert(prod_plan)
+    [bucket] = prod_plan.of_type(BUCKET)
+    assert bucket["inputs"]["rpo"] == "ASYNC_TURBO"
+    [condition] = alert["inputs"]["conditions"]
+    threshold = condition["conditionThreshold"]
+    assert threshold["filter"] == (
+        'metric.type="storage.googleapis.com/replication/turbo_max_delay" AND resource.type="gcs_bucket" '
+        f'AND resource.labels.bucket_name="{bucket["inputs"]["name"]}"'
+    )
+    assert threshold["comparison"] == "COMPARISON_GT"
+    assert threshold["thresholdValue"] == 3600  # dr.maxReplicationLag's default
+    assert threshold["aggregations"] == [{"alignmentPeriod": "300s", "perSeriesAligner": "ALIGN_MAX"}]
+    stale = next(a for a in prod_plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy") if a["name"].endswith("stale"))
+    assert alert["inputs"]["notificationChannels"] == stale["inputs"]["notificationChannels"]
+    assert alert["inputs"]["userLabels"] == {
+        "svbackups-kind": "dr-copy",
+        "svbackups-alert": "behind",
+        "svbackups-node": "sv-1",
+    }
+    assert alert["inputs"]["severity"] == "CRITICAL"
+    config = stack_config_map("prod")
+    config["sv-backups:dr"]["maxReplicationLag"] = "30m"
+    tighter = _turbo_alert(offline_plan(config))
+    assert tighter["inputs"]["conditions"][0]["conditionThreshold"]["thresholdValue"] == 1800
+    assert tighter["inputs"]["displayName"].endswith("behind by more than 30 min")
 
 
 @pytest.fixture
