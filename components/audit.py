@@ -10,7 +10,7 @@ read-only restore identity: it may list and read the sets, never write or delete
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
+from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 
@@ -68,7 +68,7 @@ class HistoryAudit(pulumi.ComponentResource):
         ]
         timing = schedules.schedule_timing(settings.schedule.audit)
         self.cron_job_name = names.resource(COMPONENT)
-        k8s.batch.v1.CronJob(
+        batch.CronJob(
             names.resource(COMPONENT),
             metadata=meta.ObjectMetaArgs(name=self.cron_job_name, namespace=namespace, labels=labels),
             spec=kube_specs.cron_job_spec(

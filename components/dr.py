@@ -21,7 +21,7 @@ same and outlive the primary region.
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
+from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 
@@ -105,7 +105,7 @@ class DisasterRecovery(pulumi.ComponentResource):
             retention.format_duration(settings.retention.recent),
         ]
         self.check_cron_job_name = names.resource(CHECK_COMPONENT)
-        k8s.batch.v1.CronJob(
+        batch.CronJob(
             names.resource(CHECK_COMPONENT),
             metadata=meta.ObjectMetaArgs(name=self.check_cron_job_name, namespace=namespace, labels=check_labels),
             spec=kube_specs.cron_job_spec(

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import logging, monitoring
 
 from components import schedules
 from components.cloud import AlertSpec
@@ -26,10 +26,10 @@ ALIGNMENT = "300s"
 
 def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
     """Notification channels, then per backup kind: log-based metrics and a stale and a failed alert."""
-    monitoring = backend.settings.monitoring
-    channels: list[pulumi.Input[str]] = list(monitoring.notification_channels)
-    for email in monitoring.notification_emails:
-        channel = gcp.monitoring.NotificationChannel(
+    configured = backend.settings.monitoring
+    channels: list[pulumi.Input[str]] = list(configured.notification_channels)
+    for email in configured.notification_emails:
+        channel = monitoring.NotificationChannel(
             # Named after the address, not its position: reordering the list must not replace channels.
             backend.names.resource("alerts-email", hashlib.sha256(email.encode()).hexdigest()[:8]),
             project=backend.project,
@@ -48,22 +48,22 @@ def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulum
     return policies
 
 
-def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -> gcp.monitoring.AlertPolicy:
+def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -> monitoring.AlertPolicy:
     """Every new object is an event in the copy's subscription until the transfer has taken it: the age of the
     oldest one is how far the DR bucket is behind. Behind by more than the Postgres backup interval (a whole set
     not in the DR region yet) means the copy is stuck: the DR region, the transfer job or its grants."""
     node = backend.settings.node.name
     subscription = buckets.copy_subscription(backend.names)
     behind = backend.settings.derived.timing["postgres"].largest_gap
-    return gcp.monitoring.AlertPolicy(
+    return monitoring.AlertPolicy(
         backend.names.resource("alert", "dr-copy", "behind"),
         project=backend.project,
         display_name=f"sv-backups {node}: DR copy behind by more than {schedules.describe(behind)}",
         combiner="OR",
         conditions=[
-            gcp.monitoring.AlertPolicyConditionArgs(
+            monitoring.AlertPolicyConditionArgs(
                 display_name="oldest backup object not yet copied to the DR bucket",
-                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
                     filter=(
                         'metric.type="pubsub.googleapis.com/subscription/oldest_unacked_message_age" '
                         f'AND resource.type="pubsub_subscription" AND resource.labels.subscription_id="{subscription}"'
@@ -72,7 +72,7 @@ def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -
                     threshold_value=int(behind.total_seconds()),
                     duration="0s",
                     aggregations=[
-                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                        monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
                             alignment_period=ALIGNMENT, per_series_aligner="ALIGN_MAX"
                         )
                     ],
@@ -81,7 +81,7 @@ def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -
         ],
         notification_channels=channels,
         severity="CRITICAL",
-        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
+        documentation=monitoring.AlertPolicyDocumentationArgs(
             mime_type="text/markdown",
             content=(
                 f"Backup objects of SV node `{node}` written more than {schedules.describe(behind)} ago are not in "
@@ -120,14 +120,14 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
         spec,
         "stale",
         title=f"no {spec.kind} backup for {stale_for}",
-        condition=gcp.monitoring.AlertPolicyConditionArgs(
+        condition=monitoring.AlertPolicyConditionArgs(
             display_name=f"no completed {spec.kind} backup",
-            condition_absent=gcp.monitoring.AlertPolicyConditionConditionAbsentArgs(
+            condition_absent=monitoring.AlertPolicyConditionConditionAbsentArgs(
                 filter=completed.name.apply(
                     lambda name: f'metric.type="logging.googleapis.com/user/{name}" AND resource.type="k8s_container"'
                 ),
                 duration=f"{int(spec.stale_after / timedelta(seconds=1))}s",
-                aggregations=[_sum_aggregation(gcp.monitoring.AlertPolicyConditionConditionAbsentAggregationArgs)],
+                aggregations=[_sum_aggregation(monitoring.AlertPolicyConditionConditionAbsentAggregationArgs)],
             ),
         ),
         documentation=(
@@ -143,14 +143,14 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
         spec,
         "failed",
         title=f"{spec.kind} backup failed",
-        condition=gcp.monitoring.AlertPolicyConditionArgs(
+        condition=monitoring.AlertPolicyConditionArgs(
             display_name=f"failed {spec.kind} backup",
-            condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+            condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
                 filter=failed.name.apply(lambda name: f'metric.type="logging.googleapis.com/user/{name}"'),
                 comparison="COMPARISON_GT",
                 threshold_value=0,
                 duration="0s",
-                aggregations=[_sum_aggregation(gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs)],
+                aggregations=[_sum_aggregation(monitoring.AlertPolicyConditionConditionThresholdAggregationArgs)],
             ),
         ),
         documentation=(
@@ -173,13 +173,13 @@ def _policy(
     alert: str,
     *,
     title: str,
-    condition: gcp.monitoring.AlertPolicyConditionArgs,
+    condition: monitoring.AlertPolicyConditionArgs,
     documentation: str,
     channels: list,
     parent: pulumi.Resource,
-) -> gcp.monitoring.AlertPolicy:
+) -> monitoring.AlertPolicy:
     node = backend.settings.node.name
-    return gcp.monitoring.AlertPolicy(
+    return monitoring.AlertPolicy(
         backend.names.resource("alert", spec.kind, alert),
         project=backend.project,
         display_name=f"sv-backups {node}: {title}",
@@ -187,19 +187,19 @@ def _policy(
         conditions=[condition],
         notification_channels=channels,
         severity="CRITICAL",
-        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(mime_type="text/markdown", content=documentation),
+        documentation=monitoring.AlertPolicyDocumentationArgs(mime_type="text/markdown", content=documentation),
         user_labels={"svbackups-kind": spec.kind, "svbackups-alert": alert, "svbackups-node": node},
         opts=pulumi.ResourceOptions(parent=parent),
     )
 
 
 def _log_metric(backend: GcpBackend, spec: AlertSpec, outcome: str, log_filter: str, parent: pulumi.Resource):
-    return gcp.logging.Metric(
+    return logging.Metric(
         backend.names.resource("metric", spec.kind, outcome),
         name=backend.names.log_metric(spec.kind, outcome),
         project=backend.project,
         filter=log_filter,
-        metric_descriptor=gcp.logging.MetricMetricDescriptorArgs(
+        metric_descriptor=logging.MetricMetricDescriptorArgs(
             metric_kind="DELTA",
             value_type="INT64",
             unit="1",
