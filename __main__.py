@@ -3,11 +3,21 @@
 Thin on purpose: read the config, validate all of it, then declare (see components/program.py).
 """
 
-import pulumi
+import gc
 
-from components.program import declare
-from components.settings import SettingsError, load_settings
-from components.stack_config import read_raw_config
+# Start-up is mostly importing the provider SDKs (tens of thousands of long-lived classes and typing objects),
+# then the engine resolving every resource's outputs: the cyclic collector would scan those objects over and over
+# (a full pass over them costs ~0.15 s) and find next to nothing to free. `pulumi up` runs the program in a
+# process of its own that ends with it, so the collector stays off to the end; the offline plan
+# (scripts/offline_plan.py) turns it back on after each run. Measured by scripts/bench_plan.py (README
+# "Benchmarks"): start-up time and peak memory with and without.
+gc.disable()
+
+import pulumi  # noqa: E402
+
+from components.program import declare  # noqa: E402
+from components.settings import SettingsError, load_settings  # noqa: E402
+from components.stack_config import read_raw_config  # noqa: E402
 
 try:
     settings = load_settings(read_raw_config(), stack=pulumi.get_stack())

@@ -9,7 +9,7 @@ a ClusterRole with only those two verbs).
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
+from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
@@ -129,7 +129,7 @@ class CometbftSnapshots(pulumi.ComponentResource):
         ]
         # The pod name labels the snapshot as its set id, as for the Postgres sets.
         container = kube_specs.job_container("snapshot", settings.job_image, args, env=[kube_specs.pod_name_env()])
-        k8s.batch.v1.CronJob(
+        batch.CronJob(
             names.resource(COMPONENT),
             metadata=meta.ObjectMetaArgs(
                 name=names.resource(COMPONENT),

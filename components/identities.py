@@ -8,7 +8,7 @@ Output), and it never appears in args or environment variables.
 from __future__ import annotations
 
 import pulumi
-import pulumi_kubernetes as k8s
+from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
@@ -117,7 +117,7 @@ class IdentityBackups(pulumi.ComponentResource):
             args,
             extra_mounts=[core.VolumeMountArgs(name="oauth", mount_path=OAUTH_MOUNT, read_only=True)],
         )
-        k8s.batch.v1.CronJob(
+        batch.CronJob(
             names.resource(COMPONENT),
             metadata=meta.ObjectMetaArgs(
                 name=names.resource(COMPONENT),

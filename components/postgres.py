@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pulumi
-import pulumi_kubernetes as k8s
+from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 
@@ -84,7 +84,7 @@ class PostgresBackups(pulumi.ComponentResource):
         ]
         seal = kube_specs.job_container("seal", settings.job_image, seal_args, env=[kube_specs.pod_name_env()])
 
-        self.cron_job = k8s.batch.v1.CronJob(
+        self.cron_job = batch.CronJob(
             names.resource(COMPONENT),
             metadata=meta.ObjectMetaArgs(
                 name=names.resource(COMPONENT),

@@ -8,6 +8,7 @@ components): in a zone with daylight saving time a "4-hourly" schedule has a 5-h
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -115,6 +116,9 @@ class Timing:
         return self.start_window + self.deadline
 
 
+# Pure, and the scans are the costliest part of validating a config: several stacks planned in one process (one
+# per SV node) share their schedules.
+@functools.lru_cache(maxsize=256)
 def schedule_timing(expression: str) -> Timing:
     """Start window and margin are each an eighth of the smallest gap (1 to 15 minutes); the rest is the run's."""
     largest = largest_gap(expression, stop_above=MAX_SCHEDULE_GAP)

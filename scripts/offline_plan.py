@@ -27,6 +27,7 @@ import base64
 import concurrent.futures
 import contextvars
 import functools
+import gc
 import hashlib
 import json
 import runpy
@@ -700,12 +701,16 @@ def _run_in_context(
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    # The program pauses the cyclic collector for the rest of its process (__main__.py); this process goes on.
+    collector_was_on = gc.isenabled()
     try:
         loop.run_until_complete(run_in_stack(program))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         asyncio.set_event_loop(None)
         loop.close()
+        if collector_was_on:
+            gc.enable()
     return recording
 
 

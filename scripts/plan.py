@@ -1,9 +1,11 @@
 """The offline plan: what a stack declares, without the Pulumi CLI, a cloud or the stack's passphrase.
 
-    python scripts/plan.py (--stack NAME | --config-file FILE) [--out DIR] [--primary-plan DIR]
+    python scripts/plan.py (--stack NAME | --config-file FILE)... [--out DIR] [--primary-plan DIR]
 
 Runs the program (`__main__.py`) under Pulumi's mock engine with the stack's config, prints the resource
 tree and a summary, and writes DIR/plan.json and DIR/manifests/*.yaml (default DIR: out/plan/<stack>).
+Several stacks (`--stack` and `--config-file` repeated, e.g. one stack per SV node) are planned one after the
+other in this one process, each exactly as if alone; with `--out DIR`, each is written to DIR/<stack>.
 `secure:` values are not decrypted: they show as "[secret]", as does every secret in the output.
 Then runs the policy checks (scripts/policy_check.py) on the plan when they exist.
 
@@ -36,14 +38,29 @@ EXIT_OK, EXIT_PROGRAM, EXIT_CONFIG, EXIT_POLICY = 0, 1, 2, 3
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="plan.py", description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--stack", help="stack name: reads <stackConfigDir>/Pulumi.<NAME>.yaml")
-    source.add_argument("--config-file", type=Path, help="a stack file (Pulumi.<stack>.yaml layout)")
-    parser.add_argument("--out", type=Path, help="output directory (default: out/plan/<stack>)")
+    parser.add_argument(
+        "--stack",
+        action="append",
+        default=[],
+        help="stack name: reads <stackConfigDir>/Pulumi.<NAME>.yaml (repeatable)",
+    )
+    parser.add_argument(
+        "--config-file",
+        action="append",
+        default=[],
+        type=Path,
+        help="a stack file (Pulumi.<stack>.yaml layout; repeatable)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output directory (default: out/plan/<stack>; with several stacks: DIR/<stack>)"
+    )
     parser.add_argument(
         "--primary-plan", type=Path, help="DR stacks: the primary stack's offline plan directory (its plan.json)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.stack and not args.config_file:
+        parser.error("one of the arguments --stack --config-file is required")
+    return args
 
 
 def _stack_name(path: Path) -> str:
@@ -75,8 +92,30 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
     args = _arguments(argv)
     try:
         project = offline_plan.load_project(root)
-        path = args.config_file if args.config_file else project.stack_file(args.stack)
-        stack = args.stack or _stack_name(path)
+    except offline_plan.PlanInputError as error:
+        print(f"plan: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    sources = [(name, project.stack_file(name)) for name in args.stack]
+    sources += [(_stack_name(path), path) for path in args.config_file]
+    names = [name for name, _ in sources]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        print(f"plan: stack {', '.join(map(repr, twice))} given twice", file=sys.stderr)
+        return EXIT_CONFIG
+    several = len(sources) > 1
+    code = EXIT_OK
+    for stack, path in sources:
+        if several:
+            print(f"=== {stack}")
+        out_dir = args.out / stack if args.out and several else args.out or root / "out" / "plan" / stack
+        code = max(code, _plan_stack(stack, path, out_dir, project, root, primary_plan=args.primary_plan))
+    return code
+
+
+def _plan_stack(
+    stack: str, path: Path, out_dir: Path, project: offline_plan.Project, root: Path, *, primary_plan: Path | None
+) -> int:
+    try:
         config = offline_plan.load_stack_file(path, project=project.name, stack=stack)
     except offline_plan.PlanInputError as error:
         print(f"plan: {error}", file=sys.stderr)
@@ -90,7 +129,7 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
         return EXIT_CONFIG
 
     try:
-        stack_references = offline_plan.primary_stack_references(config, project, root, primary_plan=args.primary_plan)
+        stack_references = offline_plan.primary_stack_references(config, project, root, primary_plan=primary_plan)
     except offline_plan.PlanInputError as error:
         print(f"plan: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -101,7 +140,6 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
         print(f"plan: the program failed under the mock engine: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_PROGRAM
 
-    out_dir = args.out if args.out else root / "out" / "plan" / stack
     offline_plan.write_plan(result, out_dir)
     print(offline_plan.render_tree(result.plan))
     print()

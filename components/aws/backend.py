@@ -20,8 +20,8 @@ import functools
 from typing import cast
 
 import pulumi
-import pulumi_aws as aws
 from pulumi_aws import iam, kms, secretsmanager
+from pulumi_aws.get_caller_identity import GetCallerIdentityResult, get_caller_identity_output
 
 from components.aws import alerts, policies, rds, s3
 from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
@@ -57,8 +57,8 @@ class AwsBackend:
 
     # --- account and cluster ----------------------------------------------------------------------------
     @functools.cached_property
-    def caller(self) -> pulumi.Output[aws.GetCallerIdentityResult]:
-        return aws.get_caller_identity_output()
+    def caller(self) -> pulumi.Output[GetCallerIdentityResult]:
+        return get_caller_identity_output()
 
     @property
     def account(self) -> pulumi.Output[str]:

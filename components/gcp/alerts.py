@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import logging, monitoring
 
 from components import gcp_locations, schedules
 from components.cloud import AlertSpec
@@ -34,10 +34,10 @@ TURBO_MAX_DELAY = "storage.googleapis.com/replication/turbo_max_delay"
 
 def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
     """Notification channels, then per backup kind: log-based metrics and a stale and a failed alert."""
-    monitoring = backend.settings.monitoring
-    channels: list[pulumi.Input[str]] = list(monitoring.notification_channels)
-    for email in monitoring.notification_emails:
-        channel = gcp.monitoring.NotificationChannel(
+    configured = backend.settings.monitoring
+    channels: list[pulumi.Input[str]] = list(configured.notification_channels)
+    for email in configured.notification_emails:
+        channel = monitoring.NotificationChannel(
             # Named after the address, not its position: reordering the list must not replace channels.
             backend.names.resource("alerts-email", hashlib.sha256(email.encode()).hexdigest()[:8]),
             project=backend.project,
@@ -58,22 +58,22 @@ def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulum
     return policies
 
 
-def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -> gcp.monitoring.AlertPolicy:
+def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -> monitoring.AlertPolicy:
     """Every new object is an event in the copy's subscription until the transfer has taken it: the age of the
     oldest one is how far the DR bucket is behind. Behind by more than the Postgres backup interval (a whole set
     not in the DR region yet) means the copy is stuck: the DR region, the transfer job or its grants."""
     node = backend.settings.node.name
     subscription = buckets.copy_subscription(backend.names)
     behind = backend.settings.derived.timing["postgres"].largest_gap
-    return gcp.monitoring.AlertPolicy(
+    return monitoring.AlertPolicy(
         backend.names.resource("alert", "dr-copy", "behind"),
         project=backend.project,
         display_name=f"sv-backups {node}: DR copy behind by more than {schedules.describe(behind)}",
         combiner="OR",
         conditions=[
-            gcp.monitoring.AlertPolicyConditionArgs(
+            monitoring.AlertPolicyConditionArgs(
                 display_name="oldest backup object not yet copied to the DR bucket",
-                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
                     filter=(
                         'metric.type="pubsub.googleapis.com/subscription/oldest_unacked_message_age" '
                         f'AND resource.type="pubsub_subscription" AND resource.labels.subscription_id="{subscription}"'
@@ -82,7 +82,7 @@ def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -
                     threshold_value=int(behind.total_seconds()),
                     duration="0s",
                     aggregations=[
-                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                        monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
                             alignment_period=ALIGNMENT, per_series_aligner="ALIGN_MAX"
                         )
                     ],
@@ -91,7 +91,7 @@ def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -
         ],
         notification_channels=channels,
         severity="CRITICAL",
-        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
+        documentation=monitoring.AlertPolicyDocumentationArgs(
             mime_type="text/markdown",
             content=(
                 f"Backup objects of SV node `{node}` written more than {schedules.describe(behind)} ago are not in "
@@ -107,22 +107,22 @@ def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -
 
 def _turbo_replication_behind(
     backend: GcpBackend, channels: list, parent: pulumi.Resource
-) -> gcp.monitoring.AlertPolicy:
+) -> monitoring.AlertPolicy:
     """Turbo replication promises every object in both regions within 15 minutes; when the oldest object not yet
     replicated is older than `dr.maxReplicationLag` (default 1 h), the sets written since are in the primary
     region only, and that region's loss would take them."""
     node = backend.settings.node.name
     bucket = buckets.primary_bucket_name(backend)
     bound = backend.settings.dr.max_replication_lag
-    return gcp.monitoring.AlertPolicy(
+    return monitoring.AlertPolicy(
         backend.names.resource("alert", "dr-copy", "turbo-behind"),
         project=backend.project,
         display_name=f"sv-backups {node}: dual-region replication behind by more than {schedules.describe(bound)}",
         combiner="OR",
         conditions=[
-            gcp.monitoring.AlertPolicyConditionArgs(
+            monitoring.AlertPolicyConditionArgs(
                 display_name="oldest backup object not yet in both regions of the dual-region bucket",
-                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
                     filter=(
                         f'metric.type="{TURBO_MAX_DELAY}" AND resource.type="gcs_bucket" '
                         f'AND resource.labels.bucket_name="{bucket}"'
@@ -131,7 +131,7 @@ def _turbo_replication_behind(
                     threshold_value=int(bound.total_seconds()),
                     duration="0s",
                     aggregations=[
-                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                        monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
                             alignment_period=ALIGNMENT, per_series_aligner="ALIGN_MAX"
                         )
                     ],
@@ -140,7 +140,7 @@ def _turbo_replication_behind(
         ],
         notification_channels=channels,
         severity="CRITICAL",
-        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
+        documentation=monitoring.AlertPolicyDocumentationArgs(
             mime_type="text/markdown",
             content=(
                 f"Backup objects of SV node `{node}` in the dual-region bucket `{bucket}` are not in both of its "
@@ -180,14 +180,14 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
         spec,
         "stale",
         title=f"no {spec.kind} backup for {stale_for}",
-        condition=gcp.monitoring.AlertPolicyConditionArgs(
+        condition=monitoring.AlertPolicyConditionArgs(
             display_name=f"no completed {spec.kind} backup",
-            condition_absent=gcp.monitoring.AlertPolicyConditionConditionAbsentArgs(
+            condition_absent=monitoring.AlertPolicyConditionConditionAbsentArgs(
                 filter=completed.name.apply(
                     lambda name: f'metric.type="logging.googleapis.com/user/{name}" AND resource.type="k8s_container"'
                 ),
                 duration=f"{int(spec.stale_after / timedelta(seconds=1))}s",
-                aggregations=[_sum_aggregation(gcp.monitoring.AlertPolicyConditionConditionAbsentAggregationArgs)],
+                aggregations=[_sum_aggregation(monitoring.AlertPolicyConditionConditionAbsentAggregationArgs)],
             ),
         ),
         documentation=(
@@ -203,14 +203,14 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
         spec,
         "failed",
         title=f"{spec.kind} backup failed",
-        condition=gcp.monitoring.AlertPolicyConditionArgs(
+        condition=monitoring.AlertPolicyConditionArgs(
             display_name=f"failed {spec.kind} backup",
-            condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+            condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
                 filter=failed.name.apply(lambda name: f'metric.type="logging.googleapis.com/user/{name}"'),
                 comparison="COMPARISON_GT",
                 threshold_value=0,
                 duration="0s",
-                aggregations=[_sum_aggregation(gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs)],
+                aggregations=[_sum_aggregation(monitoring.AlertPolicyConditionConditionThresholdAggregationArgs)],
             ),
         ),
         documentation=(
@@ -233,13 +233,13 @@ def _policy(
     alert: str,
     *,
     title: str,
-    condition: gcp.monitoring.AlertPolicyConditionArgs,
+    condition: monitoring.AlertPolicyConditionArgs,
     documentation: str,
     channels: list,
     parent: pulumi.Resource,
-) -> gcp.monitoring.AlertPolicy:
+) -> monitoring.AlertPolicy:
     node = backend.settings.node.name
-    return gcp.monitoring.AlertPolicy(
+    return monitoring.AlertPolicy(
         backend.names.resource("alert", spec.kind, alert),
         project=backend.project,
         display_name=f"sv-backups {node}: {title}",
@@ -247,19 +247,19 @@ def _policy(
         conditions=[condition],
         notification_channels=channels,
         severity="CRITICAL",
-        documentation=gcp.monitoring.AlertPolicyDocumentationArgs(mime_type="text/markdown", content=documentation),
+        documentation=monitoring.AlertPolicyDocumentationArgs(mime_type="text/markdown", content=documentation),
         user_labels={"svbackups-kind": spec.kind, "svbackups-alert": alert, "svbackups-node": node},
         opts=pulumi.ResourceOptions(parent=parent),
     )
 
 
 def _log_metric(backend: GcpBackend, spec: AlertSpec, outcome: str, log_filter: str, parent: pulumi.Resource):
-    return gcp.logging.Metric(
+    return logging.Metric(
         backend.names.resource("metric", spec.kind, outcome),
         name=backend.names.log_metric(spec.kind, outcome),
         project=backend.project,
         filter=log_filter,
-        metric_descriptor=gcp.logging.MetricMetricDescriptorArgs(
+        metric_descriptor=logging.MetricMetricDescriptorArgs(
             metric_kind="DELTA",
             value_type="INT64",
             unit="1",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import kms, projects, secretmanager, serviceaccount, storage
 
 from components import gcp_locations
 from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
@@ -51,21 +51,21 @@ class GcpBackend:
         # None on a DR stack: it declares no bucket or secret of its own (components/dr.py), so no layout either.
         self.dr_region = settings.dr.region
         self.layout = gcp_locations.storage_layout(self.region, self.dr_region) if self.dr_region else None
-        self._keys: dict[str, gcp.kms.CryptoKey] = {}
+        self._keys: dict[str, kms.CryptoKey] = {}
 
     # --- keys -------------------------------------------------------------------------------------------
-    def key(self, location: str, purpose: str, parent: pulumi.Resource) -> gcp.kms.CryptoKey:
+    def key(self, location: str, purpose: str, parent: pulumi.Resource) -> kms.CryptoKey:
         """One key ring per location and one key per purpose; CMEK keys must live where the data lives."""
         cache_key = f"{location}/{purpose}"
         if cache_key not in self._keys:
-            ring = gcp.kms.KeyRing(
+            ring = kms.KeyRing(
                 self.names.resource("keys", purpose, location),
                 name=self.names.resource("backups", purpose),
                 location=location,
                 project=self.project,
                 opts=pulumi.ResourceOptions(parent=parent, protect=True),
             )
-            self._keys[cache_key] = gcp.kms.CryptoKey(
+            self._keys[cache_key] = kms.CryptoKey(
                 self.names.resource("key", purpose, location),
                 name=self.names.resource(purpose),
                 key_ring=ring.id,
@@ -76,8 +76,8 @@ class GcpBackend:
             )
         return self._keys[cache_key]
 
-    def grant_key(self, key: gcp.kms.CryptoKey, name: str, member: pulumi.Input[str], parent: pulumi.Resource):
-        return gcp.kms.CryptoKeyIAMMember(
+    def grant_key(self, key: kms.CryptoKey, name: str, member: pulumi.Input[str], parent: pulumi.Resource):
+        return kms.CryptoKeyIAMMember(
             name, crypto_key_id=key.id, role=ENCRYPTER, member=member, opts=pulumi.ResourceOptions(parent=parent)
         )
 
@@ -101,7 +101,7 @@ class GcpBackend:
 
     # --- identities -------------------------------------------------------------------------------------
     def workload_identity(self, purpose: str, k8s_service_account: str, *, parent: pulumi.Resource) -> WorkloadIdentity:
-        account = gcp.serviceaccount.Account(
+        account = serviceaccount.Account(
             self.names.resource(purpose, "gsa"),
             account_id=self.names.service_account_id(purpose),
             display_name=f"sv-backups {self.settings.node.name} {purpose}",
@@ -109,7 +109,7 @@ class GcpBackend:
             opts=pulumi.ResourceOptions(parent=parent),
         )
         namespace = self.settings.node.namespace
-        gcp.serviceaccount.IAMMember(
+        serviceaccount.IAMMember(
             self.names.resource(purpose, "workload-identity"),
             service_account_id=account.name,
             role="roles/iam.workloadIdentityUser",
@@ -124,7 +124,7 @@ class GcpBackend:
 
     def allow_object_writes(self, store: BackupStore, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
         for role in OBJECT_WRITER_ROLES:
-            gcp.storage.BucketIAMMember(
+            storage.BucketIAMMember(
                 self.names.resource("backups", role.rsplit(".", 1)[-1].lower()),
                 bucket=store.name,
                 role=role,
@@ -137,12 +137,12 @@ class GcpBackend:
     ) -> None:
         # Granted in the project's IAM policy, conditioned on the one bucket, not in the bucket's own policy:
         # a DR stack must be deployable while the primary region (and its bucket's metadata) is unreachable.
-        gcp.projects.IAMMember(
+        projects.IAMMember(
             self.names.resource("backups-reader", label),
             project=self.project,
             role=OBJECT_READER_ROLE,
             member=identity.member,
-            condition=gcp.projects.IAMMemberConditionArgs(
+            condition=projects.IAMMemberConditionArgs(
                 title=f"sv-backups {label} sets only",
                 # The bucket itself (objects.list) and its objects; not another bucket sharing the prefix.
                 expression=store.name.apply(
@@ -158,7 +158,7 @@ class GcpBackend:
     def allow_secret_reads(
         self, secret: SecretSlot, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
     ) -> None:
-        gcp.secretmanager.SecretIamMember(
+        secretmanager.SecretIamMember(
             self.names.resource("identities-dump-reader", label),
             secret_id=secret.id,
             project=self.project,
@@ -168,7 +168,7 @@ class GcpBackend:
         )
 
     def identities_secret(self, *, parent: pulumi.Resource) -> SecretSlot:
-        agent = gcp.projects.ServiceIdentity(
+        agent = projects.ServiceIdentity(
             self.names.resource("secretmanager-agent"),
             project=self.project,
             service="secretmanager.googleapis.com",
@@ -179,19 +179,19 @@ class GcpBackend:
             key = self.key(location, "secrets", parent)
             grants.append(self.grant_key(key, self.names.resource("secrets-key-agent", location), agent.member, parent))
             replicas.append(
-                gcp.secretmanager.SecretReplicationUserManagedReplicaArgs(
+                secretmanager.SecretReplicationUserManagedReplicaArgs(
                     location=location,
-                    customer_managed_encryption=gcp.secretmanager.SecretReplicationUserManagedReplicaCustomerManagedEncryptionArgs(
+                    customer_managed_encryption=secretmanager.SecretReplicationUserManagedReplicaCustomerManagedEncryptionArgs(
                         kms_key_name=key.id
                     ),
                 )
             )
-        secret = gcp.secretmanager.Secret(
+        secret = secretmanager.Secret(
             self.names.resource("identities-dump"),
             secret_id=self.names.identities_secret(),
             project=self.project,
-            replication=gcp.secretmanager.SecretReplicationArgs(
-                user_managed=gcp.secretmanager.SecretReplicationUserManagedArgs(replicas=replicas)
+            replication=secretmanager.SecretReplicationArgs(
+                user_managed=secretmanager.SecretReplicationUserManagedArgs(replicas=replicas)
             ),
             labels={"svbackups-purpose": "identities", "svbackups-node": self.settings.node.name},
             # Deleting the secret deletes every stored identities dump: the node's keys.
@@ -206,7 +206,7 @@ class GcpBackend:
     def allow_secret_version_adds(
         self, secret: SecretSlot, identity: WorkloadIdentity, *, parent: pulumi.Resource
     ) -> None:
-        gcp.secretmanager.SecretIamMember(
+        secretmanager.SecretIamMember(
             self.names.resource("identities-dump-version-adder"),
             secret_id=secret.id,
             project=self.project,

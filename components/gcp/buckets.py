@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import kms, projects, pubsub, storage
 
 from components import retention
 from components.cloud import BackupStore
@@ -71,11 +71,11 @@ def primary_bucket_name(backend: GcpBackend) -> str:
 
 def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStore:
     settings = backend.settings
-    storage = settings.storage
+    store_config = settings.storage
     layout = backend.layout
     names = backend.names
     name = primary_bucket_name(backend)
-    gcs_agent = gcp.storage.get_project_service_account_output(project=backend.project).email_address.apply(
+    gcs_agent = storage.get_project_service_account_output(project=backend.project).email_address.apply(
         lambda email: f"serviceAccount:{email}"
     )
     if layout.replica is None:
@@ -83,7 +83,7 @@ def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStor
         grant = backend.grant_key(key, names.resource("bucket-key-gcs-agent"), gcs_agent, parent)
         bucket = _bucket(backend, names.resource("backups"), name, layout.primary, key, grant, _labels(backend), parent)
         # The bucket spans both regions: it is its own DR copy.
-        return BackupStore(name=bucket.name, url=_url(bucket, storage.prefix), resource=bucket)
+        return BackupStore(name=bucket.name, url=_url(bucket, store_config.prefix), resource=bucket)
 
     labels = _labels(backend)
     buckets = []
@@ -100,16 +100,16 @@ def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStor
     _replicate(backend, primary, replica, gcs_agent, parent=parent)
     return BackupStore(
         name=primary.name,
-        url=_url(primary, storage.prefix),
+        url=_url(primary, store_config.prefix),
         resource=primary,
         dr_name=replica.name,
-        dr_url=_url(replica, storage.prefix),
+        dr_url=_url(replica, store_config.prefix),
     )
 
 
 def _labels(backend: GcpBackend) -> dict[str, str]:
     settings = backend.settings
-    storage = settings.storage
+    store_config = settings.storage
     recent = settings.retention.recent
     derived = settings.derived
     labels = {
@@ -117,8 +117,8 @@ def _labels(backend: GcpBackend) -> dict[str, str]:
         # The windows the lifecycle rules were sized from, for the CrossGuard stack policy to check.
         "svbackups-recent-seconds": str(int(recent.total_seconds())),
         "svbackups-historical-cadence-seconds": str(int(derived.postgres_historical_cadence.total_seconds())),
-        "svbackups-recent-prefix": label_value(storage.prefix + retention.RECENT_TIER),
-        "svbackups-historical-prefix": label_value(storage.prefix + retention.HISTORICAL_TIER),
+        "svbackups-recent-prefix": label_value(store_config.prefix + retention.RECENT_TIER),
+        "svbackups-historical-prefix": label_value(store_config.prefix + retention.HISTORICAL_TIER),
         # The region the stack declared for its DR copy (a dual-region holds both; policy: production-dr).
         DR_REGION_LABEL: backend.dr_region,
     }
@@ -132,26 +132,24 @@ def _bucket(
     logical_name: str,
     bucket_name: str,
     placement: BucketPlacement,
-    key: gcp.kms.CryptoKey,
+    key: kms.CryptoKey,
     grant: pulumi.Resource,
     labels: dict[str, str],
     parent: pulumi.Resource,
-) -> gcp.storage.Bucket:
-    storage = backend.settings.storage
+) -> storage.Bucket:
+    store_config = backend.settings.storage
     recent = backend.settings.retention.recent
-    historical_class = storage.historical_class("gcp")
+    historical_class = store_config.historical_class("gcp")
     rules = retention.bucket_lifecycle(
-        storage.prefix, recent, None if historical_class == "STANDARD" else historical_class
+        store_config.prefix, recent, None if historical_class == "STANDARD" else historical_class
     )
     dual = bool(placement.data_locations)
-    return gcp.storage.Bucket(
+    return storage.Bucket(
         logical_name,
         name=bucket_name,
         project=backend.project,
         location=placement.location,
-        custom_placement_config=gcp.storage.BucketCustomPlacementConfigArgs(
-            data_locations=list(placement.data_locations)
-        )
+        custom_placement_config=storage.BucketCustomPlacementConfigArgs(data_locations=list(placement.data_locations))
         if dual
         else None,
         # Turbo replication: every object is in both regions of the dual-region within 15 minutes.
@@ -159,15 +157,15 @@ def _bucket(
         storage_class="STANDARD",
         uniform_bucket_level_access=True,
         public_access_prevention="enforced",
-        encryption=gcp.storage.BucketEncryptionArgs(default_kms_key_name=key.id),
+        encryption=storage.BucketEncryptionArgs(default_kms_key_name=key.id),
         # GCS does not allow Object Versioning together with a retention policy. The retention policy is
         # the stronger guarantee: no object (not even by an admin) can be deleted or replaced before it
         # is `recent` old; soft delete keeps deleted objects recoverable for `softDelete` on top.
-        retention_policy=gcp.storage.BucketRetentionPolicyArgs(
+        retention_policy=storage.BucketRetentionPolicyArgs(
             retention_period=str(retention.whole_days(recent) * 86400), is_locked=False
         ),
-        soft_delete_policy=gcp.storage.BucketSoftDeletePolicyArgs(
-            retention_duration_seconds=int(storage.soft_delete.total_seconds())
+        soft_delete_policy=storage.BucketSoftDeletePolicyArgs(
+            retention_duration_seconds=int(store_config.soft_delete.total_seconds())
         ),
         lifecycle_rules=[_lifecycle_rule(rule) for rule in rules],
         labels=labels,
@@ -176,14 +174,14 @@ def _bucket(
     )
 
 
-def _url(bucket: gcp.storage.Bucket, prefix: str) -> pulumi.Output[str]:
+def _url(bucket: storage.Bucket, prefix: str) -> pulumi.Output[str]:
     return pulumi.Output.concat("gs://", bucket.name, "/", prefix.rstrip("/")).apply(lambda url: url.rstrip("/"))
 
 
-def _lifecycle_rule(rule: retention.LifecycleRule) -> gcp.storage.BucketLifecycleRuleArgs:
-    return gcp.storage.BucketLifecycleRuleArgs(
-        action=gcp.storage.BucketLifecycleRuleActionArgs(type=rule.action, storage_class=rule.storage_class),
-        condition=gcp.storage.BucketLifecycleRuleConditionArgs(
+def _lifecycle_rule(rule: retention.LifecycleRule) -> storage.BucketLifecycleRuleArgs:
+    return storage.BucketLifecycleRuleArgs(
+        action=storage.BucketLifecycleRuleActionArgs(type=rule.action, storage_class=rule.storage_class),
+        condition=storage.BucketLifecycleRuleConditionArgs(
             age=rule.age_days, matches_prefixes=[rule.prefix] if rule.prefix else None
         ),
     )
@@ -194,8 +192,8 @@ def _lifecycle_rule(rule: retention.LifecycleRule) -> gcp.storage.BucketLifecycl
 
 def _replicate(
     backend: GcpBackend,
-    primary: gcp.storage.Bucket,
-    replica: gcp.storage.Bucket,
+    primary: storage.Bucket,
+    replica: storage.Bucket,
     gcs_agent: pulumi.Output[str],
     *,
     parent: pulumi.Resource,
@@ -210,22 +208,22 @@ def _replicate(
     # operator's key all the same, and only in the primary region: with that region gone there is nothing
     # left to copy from.
     events_key = backend.key(backend.region, "events", parent)
-    pubsub_agent = gcp.projects.ServiceIdentity(
+    pubsub_agent = projects.ServiceIdentity(
         names.resource("pubsub-agent"), project=project, service="pubsub.googleapis.com", opts=child
     )
     events_key_grant = backend.grant_key(
         events_key, names.resource("events-key-pubsub-agent"), pubsub_agent.member, parent
     )
-    topic = gcp.pubsub.Topic(
+    topic = pubsub.Topic(
         names.resource("backups", "events"),
         name=names.resource("backups", "events"),
         project=project,
         kms_key_name=events_key.id,
-        message_storage_policy=gcp.pubsub.TopicMessageStoragePolicyArgs(allowed_persistence_regions=[backend.region]),
+        message_storage_policy=pubsub.TopicMessageStoragePolicyArgs(allowed_persistence_regions=[backend.region]),
         labels={"svbackups-node": backend.settings.node.name},
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[events_key_grant]),
     )
-    publisher = gcp.pubsub.TopicIAMMember(
+    publisher = pubsub.TopicIAMMember(
         names.resource("backups-events", "gcs-publisher"),
         project=project,
         topic=topic.name,
@@ -233,7 +231,7 @@ def _replicate(
         member=gcs_agent,
         opts=child,
     )
-    notification = gcp.storage.Notification(
+    notification = storage.Notification(
         names.resource("backups", "new-objects"),
         bucket=primary.name,
         topic=topic.id,
@@ -244,7 +242,7 @@ def _replicate(
         # GCS checks that its service agent may publish before it accepts the notification.
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[publisher]),
     )
-    subscription = gcp.pubsub.Subscription(
+    subscription = pubsub.Subscription(
         copy_subscription(names),
         name=copy_subscription(names),
         project=project,
@@ -252,13 +250,13 @@ def _replicate(
         ack_deadline_seconds=EVENT_ACK_DEADLINE_SECONDS,
         message_retention_duration=EVENT_RETENTION,
         # A subscription expires after 31 idle days by default; this one must outlive quiet periods.
-        expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=""),
+        expiration_policy=pubsub.SubscriptionExpirationPolicyArgs(ttl=""),
         labels={"svbackups-node": backend.settings.node.name},
         opts=child,
     )
 
-    transfer_agent = gcp.storage.get_transfer_project_service_account_output(project=project).member
-    subscriber = gcp.pubsub.SubscriptionIAMMember(
+    transfer_agent = storage.get_transfer_project_service_account_output(project=project).member
+    subscriber = pubsub.SubscriptionIAMMember(
         names.resource("backups-to-dr", "transfer-subscriber"),
         project=project,
         subscription=subscription.name,
@@ -273,7 +271,7 @@ def _replicate(
     ):
         for role in roles:
             bucket_grants.append(
-                gcp.storage.BucketIAMMember(
+                storage.BucketIAMMember(
                     names.resource(side, "transfer", role.rsplit(".", 1)[-1].lower()),
                     bucket=bucket.name,
                     role=role,
@@ -282,20 +280,18 @@ def _replicate(
                 )
             )
 
-    spec = gcp.storage.TransferJobTransferSpecArgs(
-        gcs_data_source=gcp.storage.TransferJobTransferSpecGcsDataSourceArgs(
-            bucket_name=primary.name, path=prefix or None
-        ),
-        gcs_data_sink=gcp.storage.TransferJobTransferSpecGcsDataSinkArgs(bucket_name=replica.name, path=prefix or None),
+    spec = storage.TransferJobTransferSpecArgs(
+        gcs_data_source=storage.TransferJobTransferSpecGcsDataSourceArgs(bucket_name=primary.name, path=prefix or None),
+        gcs_data_sink=storage.TransferJobTransferSpecGcsDataSinkArgs(bucket_name=replica.name, path=prefix or None),
         transfer_options=_copy_only(),
     )
     node = backend.settings.node.name
     # STS checks its access to the source, the sink and the subscription when a job is created.
-    gcp.storage.TransferJob(
+    storage.TransferJob(
         names.resource("backups", "to-dr"),
         description=f"sv-backups {node}: copy every new backup object to the DR bucket (event-driven)",
         project=project,
-        event_stream=gcp.storage.TransferJobEventStreamArgs(
+        event_stream=storage.TransferJobEventStreamArgs(
             name=pulumi.Output.concat("projects/", project, "/subscriptions/", subscription.name)
         ),
         transfer_spec=spec,
@@ -304,23 +300,23 @@ def _replicate(
     )
     start_year, start_month, start_day = CATCH_UP_START_DATE
     hours, minutes = CATCH_UP_TIME_UTC
-    gcp.storage.TransferJob(
+    storage.TransferJob(
         names.resource("backups", "to-dr", "catch-up"),
         description=f"sv-backups {node}: daily catch-up copy of backup objects missing in the DR bucket",
         project=project,
-        schedule=gcp.storage.TransferJobScheduleArgs(
-            schedule_start_date=gcp.storage.TransferJobScheduleScheduleStartDateArgs(
+        schedule=storage.TransferJobScheduleArgs(
+            schedule_start_date=storage.TransferJobScheduleScheduleStartDateArgs(
                 year=start_year, month=start_month, day=start_day
             ),
-            start_time_of_day=gcp.storage.TransferJobScheduleStartTimeOfDayArgs(
+            start_time_of_day=storage.TransferJobScheduleStartTimeOfDayArgs(
                 hours=hours, minutes=minutes, seconds=0, nanos=0
             ),
             repeat_interval=CATCH_UP_INTERVAL,
         ),
-        transfer_spec=gcp.storage.TransferJobTransferSpecArgs(
+        transfer_spec=storage.TransferJobTransferSpecArgs(
             gcs_data_source=spec.gcs_data_source,
             gcs_data_sink=spec.gcs_data_sink,
-            object_conditions=gcp.storage.TransferJobTransferSpecObjectConditionsArgs(
+            object_conditions=storage.TransferJobTransferSpecObjectConditionsArgs(
                 min_time_elapsed_since_last_modification=CATCH_UP_MIN_AGE
             ),
             transfer_options=_copy_only(),
@@ -330,14 +326,14 @@ def _replicate(
     )
 
 
-def _copy_only() -> gcp.storage.TransferJobTransferSpecTransferOptionsArgs:
+def _copy_only() -> storage.TransferJobTransferSpecTransferOptionsArgs:
     """Copy what is missing; never overwrite, never delete (at the sink or at the source)."""
-    return gcp.storage.TransferJobTransferSpecTransferOptionsArgs(
+    return storage.TransferJobTransferSpecTransferOptionsArgs(
         overwrite_when="NEVER",
         overwrite_objects_already_existing_in_sink=False,
         delete_objects_unique_in_sink=False,
         delete_objects_from_source_after_transfer=False,
-        metadata_options=gcp.storage.TransferJobTransferSpecTransferOptionsMetadataOptionsArgs(
+        metadata_options=storage.TransferJobTransferSpecTransferOptionsMetadataOptionsArgs(
             # The DR bucket's own key (in the DR region) and its own class; the source's creation time is kept
             # as customTime, so a check can tell how long after the primary the copy landed.
             kms_key="KMS_KEY_DESTINATION_BUCKET_DEFAULT",
@@ -347,6 +343,6 @@ def _copy_only() -> gcp.storage.TransferJobTransferSpecTransferOptionsArgs:
     )
 
 
-def _failed_copies_logged() -> gcp.storage.TransferJobLoggingConfigArgs:
+def _failed_copies_logged() -> storage.TransferJobLoggingConfigArgs:
     # Every failed listing or copy is an ERROR entry in Cloud Logging (docs/gcp-regions.md shows the query).
-    return gcp.storage.TransferJobLoggingConfigArgs(log_actions=["FIND", "COPY"], log_action_states=["FAILED"])
+    return storage.TransferJobLoggingConfigArgs(log_actions=["FIND", "COPY"], log_action_states=["FAILED"])

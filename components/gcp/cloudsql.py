@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pulumi
-import pulumi_gcp as gcp
+from pulumi_gcp import projects, sql
 from pulumi_kubernetes.core import v1 as core
 
 from components import kube_specs, retention
@@ -215,28 +215,28 @@ def _adopt(
     role: str,
     instance: CloudSqlPostgres,
     parent: pulumi.Resource,
-    database_flags: pulumi.Input[Sequence[gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs]] | None = None,
-) -> gcp.sql.DatabaseInstance:
+    database_flags: pulumi.Input[Sequence[sql.DatabaseInstanceSettingsDatabaseFlagArgs]] | None = None,
+) -> sql.DatabaseInstance:
     recent_days = retention.whole_days(backend.settings.retention.recent)
     region = instance.region or backend.region
-    return gcp.sql.DatabaseInstance(
+    return sql.DatabaseInstance(
         backend.names.resource(role, "cloudsql"),
         name=instance.instance,
         project=backend.project,
         region=region,
         database_version=instance.database_version,
         deletion_protection=True,
-        settings=gcp.sql.DatabaseInstanceSettingsArgs(
+        settings=sql.DatabaseInstanceSettingsArgs(
             tier=instance.tier,
             deletion_protection_enabled=True,
             database_flags=database_flags,
-            backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
+            backup_configuration=sql.DatabaseInstanceSettingsBackupConfigurationArgs(
                 enabled=True,
                 point_in_time_recovery_enabled=True,
                 transaction_log_retention_days=min(MAX_TRANSACTION_LOG_DAYS, recent_days),
                 # Standard automated backups run once a day; one per day of the recent window. The
                 # 4-hourly ordered sets come from the Postgres CronJob, as for in-cluster instances.
-                backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
+                backup_retention_settings=sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
                     retained_backups=min(MAX_RETAINED_BACKUPS, max(7, recent_days)),
                     retention_unit="COUNT",
                 ),
@@ -261,18 +261,18 @@ def _iam_endpoint(
     project = backend.project
     user = identity.member.apply(lambda member: iam_database_user(member.removeprefix("serviceAccount:")))
     if instance.adopt:
-        live = gcp.sql.get_database_instance_output(
+        live = sql.get_database_instance_output(
             name=instance.instance, project=project, opts=pulumi.InvokeOutputOptions(parent=parent)
         )
         flags = live.settings.apply(
             lambda settings: [
-                gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name=f["name"], value=f["value"])
+                sql.DatabaseInstanceSettingsDatabaseFlagArgs(name=f["name"], value=f["value"])
                 for f in with_iam_authentication(_live_flags(settings))
             ]
         )
         adopted = _adopt(backend, role, instance, parent, database_flags=flags)
         connection_name = adopted.connection_name
-        gcp.sql.User(
+        sql.User(
             backend.names.resource(role, "cloudsql-iam-user"),
             name=user,
             instance=adopted.name,
@@ -285,12 +285,12 @@ def _iam_endpoint(
         # (docs/cloudsql-iam.md); the grants below touch only IAM, not the instance.
         connection_name = f"{project}:{instance.region or backend.region}:{instance.instance}"
     for login_role in IAM_LOGIN_ROLES:
-        gcp.projects.IAMMember(
+        projects.IAMMember(
             backend.names.resource(role, "cloudsql", login_role.rsplit(".", 1)[-1].lower()),
             project=project,
             role=login_role,
             member=identity.member,
-            condition=gcp.projects.IAMMemberConditionArgs(
+            condition=projects.IAMMemberConditionArgs(
                 title=f"sv-backups {role} backup",
                 description=f"The {role} backup job logs in to Cloud SQL instance {instance.instance} only.",
                 expression=instance_condition(project, instance.instance),

@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Benchmark the program's start-up and the offline plan of several SV nodes, against their floors, in one run.
+
+    python scripts/bench_plan.py [--repeat 5] [--nodes 8] [--quick]
+
+Every measurement is a fresh Python process (wall time from spawn to exit, peak RSS from wait4), repeated
+`--repeat` times with the variants interleaved (their order rotates every round, so drifting load on a shared
+machine favours none); medians and min-max spreads are printed, and the ratios of medians:
+
+- start-up: the program (`__main__.py`: import + validate + declare) run under Pulumi's mock engine for the full
+  `prod` stack (GCP) and `aws-prod` (AWS), against the floor: a bare `python -c "import pulumi, <the provider
+  submodules the program uses>"`. The submodule list is derived, not written here: a planning process
+  records which provider packages it loaded (sys.modules after the plan). The provider SDKs load submodules
+  lazily (`import pulumi_gcp.storage` only registers a placeholder), so the floor touches each to load it, as
+  the program must. Goal: <= 1.3x the floor.
+  The same program with the collector left on during start-up (`__main__.py` pauses it) shows what that pause buys.
+- 8 nodes: one stack per SV node (the Pulumi norm: each node its own state and `pulumi up`), so N node stacks are
+  generated from prod's stack file (node name `sv-<i>` wherever prod says `sv-1`, namespace `sv-<i>`), and
+  `scripts/plan.py` plans all N in one process (as `make plan-all` and the pull-request check do), against
+  the same command for node 1 alone. Goal: N nodes <= 1.5x one node.
+
+Byte-code: each process reads and writes compiled modules under a private PYTHONPYCACHEPREFIX (warmed by one
+untimed run of every variant), as on any machine after the program's first run; without it (e.g. with
+PYTHONDONTWRITEBYTECODE set) every process would spend most of its time compiling the provider SDKs' sources.
+
+`--quick` (a smoke run: tests) plans 2 nodes and skips the warm-up runs; its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROVIDERS = ("pulumi_gcp", "pulumi_aws", "pulumi_kubernetes")
+STARTUP_STACKS = {"gcp": "prod", "aws": "aws-prod"}
+NODES_FROM = "prod"
+
+# Runs the program under the mock engine exactly as scripts/plan.py does, and stops once it has declared
+# everything (no plan document, files or policies: that is the start-up `pulumi up` pays before the engine works).
+_DECLARE = """
+import sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from scripts import offline_plan
+root = Path({root!r})
+project = offline_plan.load_project(root)
+config = offline_plan.load_stack_file(project.stack_file({stack!r}), project=project.name, stack={stack!r})
+{before}
+recording = offline_plan.run_program(offline_plan.main_program(root), config)
+{after}
+"""
+# What a process loaded from the provider SDKs: placeholders of lazy submodules excluded (pulumi._utils and
+# importlib.util both call theirs _LazyModule; a placeholder turns into a plain module once loaded).
+_LOADED = """
+import json, sys
+loaded = sorted(
+    name for name, module in list(sys.modules.items())
+    if name.split(".")[0] in {providers!r} and module is not None and type(module).__name__ != "_LazyModule"
+)
+packages = [name for name in loaded if hasattr(sys.modules[name], "__path__")]
+print(json.dumps({{"modules": loaded, "packages": packages{extra}}}))
+"""
+# The variant with the collector on throughout: __main__.py's pause becomes a no-op.
+_GC_ON = """
+import gc
+gc.disable = lambda: None
+"""
+
+
+@dataclass
+class Variant:
+    name: str
+    argv: list[str]
+    seconds: list[float] = field(default_factory=list)
+    rss_kb: list[int] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def _env(pycache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    # The config comes from the stack files only (scripts/plan.py drops these too).
+    for variable in ("PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS"):
+        env.pop(variable, None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def _run(argv: Sequence[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS in KiB, stdout) of one fresh process; a failing process stops the benchmark."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode != 0:
+        raise SystemExit(f"bench_plan: {' '.join(argv)[:200]} exited {process.returncode}:\n{stderr[-3000:]}")
+    return elapsed, usage.ru_maxrss, stdout
+
+
+def declare_code(stack: str, *, before: str = "", after: str = "") -> str:
+    return _DECLARE.format(root=str(ROOT), stack=stack, before=before, after=after)
+
+
+def _loaded(argv_code: str, env: dict[str, str]) -> dict:
+    _, _, out = _run([sys.executable, "-c", argv_code], env)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def used_packages(stack: str, env: dict[str, str]) -> tuple[list[str], int, int]:
+    """The provider packages a plan of `stack` loads, reduced to the leaves (importing a leaf imports its
+    parents), and how many resources it declared. Checked: the floor built from them loads the very same
+    provider modules as the program (no more, no fewer)."""
+    record = _LOADED.format(providers=PROVIDERS, extra=', "resources": len(recording.resources)')
+    found = _loaded(declare_code(stack, after=record), env)
+    packages = [p for p in found["packages"] if "." in p]
+    leaves = [p for p in packages if not any(q.startswith(p + ".") for q in packages)]
+    floor = _loaded(floor_code(leaves) + _LOADED.format(providers=PROVIDERS, extra=""), env)
+    if floor["modules"] != found["modules"]:
+        missing = sorted(set(found["modules"]) - set(floor["modules"]))
+        extra = sorted(set(floor["modules"]) - set(found["modules"]))
+        raise SystemExit(
+            f"bench_plan: the floor for {stack} differs from the program: missing {missing}, extra {extra}"
+        )
+    return leaves, found["resources"], len(found["modules"])
+
+
+def floor_code(packages: Sequence[str]) -> str:
+    """`import pulumi, <packages>`, then touch each package so that a lazily imported one is really loaded (any
+    attribute but the module's introspection ones, such as __name__, loads it)."""
+    names = ", ".join(packages)
+    return f"import pulumi, {names}\nfor module in ({names},):\n    hasattr(module, 'load')\n"
+
+
+_NODE_NAME = re.compile(r"\bsv-1\b")
+
+
+def node_stack_files(source: Path, count: int, directory: Path) -> list[Path]:
+    """`count` stack files for nodes sv-1..sv-<count>, made from `source` (prod's): every `sv-1` in a value
+    (node name, Cloud SQL instances, endpoints, client id) becomes `sv-<i>`, the namespace `sv-<i>`."""
+    document = yaml.safe_load(source.read_text(encoding="utf-8"))
+    config = document.get("config") or {}
+    node = config.get("sv-backups:node")
+    if not isinstance(node, dict) or node.get("name") != "sv-1":
+        raise SystemExit(f"bench_plan: {source} must declare sv-backups:node.name sv-1 to derive the nodes from")
+
+    def renamed(value, i: int):
+        if isinstance(value, str):
+            return _NODE_NAME.sub(f"sv-{i}", value)
+        if isinstance(value, dict):
+            return {k: renamed(v, i) for k, v in value.items()}
+        if isinstance(value, list):
+            return [renamed(v, i) for v in value]
+        return value
+
+    files = []
+    for i in range(1, count + 1):
+        node_config = renamed(config, i)
+        node_config["sv-backups:node"]["namespace"] = f"sv-{i}"
+        path = directory / f"Pulumi.{NODES_FROM}-sv-{i}.yaml"
+        path.write_text(yaml.safe_dump({**document, "config": node_config}, sort_keys=False), encoding="utf-8")
+        files.append(path)
+    return files
+
+
+def _spread(values: Sequence[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def _ratio_line(label: str, top: Variant, bottom: Variant, goal: float | None) -> str:
+    per_round = [t / b for t, b in zip(top.seconds, bottom.seconds, strict=True)]
+    ratio = top.median / bottom.median
+    verdict = (
+        "" if goal is None else ("  (goal <= %.2fx: met)" if ratio <= goal else "  (goal <= %.2fx: NOT met)") % goal
+    )
+    return f"  {label:<40} {ratio:5.2f}x  (per round {_spread(per_round)}){verdict}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench_plan.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="rounds; medians over them (default 5)")
+    parser.add_argument("--nodes", type=int, default=8, help="SV node stacks planned in one process (default 8)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 nodes, no warm-up (figures meaningless)")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    nodes = 2 if args.quick else args.nodes
+    if nodes < 2:
+        parser.error("--nodes must be at least 2")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-plan-"))
+    try:
+        env = _env(work / "pycache")
+        python = sys.executable
+        variants: list[Variant] = []
+        floors: dict[str, list[str]] = {}
+        for cloud, stack in STARTUP_STACKS.items():
+            packages, resources, modules = used_packages(stack, env)
+            floors[cloud] = packages
+            print(f"{cloud}: {stack} declares {resources} resources, loads {modules} provider modules (its floor too)")
+            print(f"  from: {', '.join(packages)}")
+            variants.append(Variant(f"{cloud} floor", [python, "-c", floor_code(packages)]))
+            variants.append(Variant(f"{cloud} program ({stack})", [python, "-c", declare_code(stack)]))
+        variants.append(
+            Variant("gcp program, collector on", [python, "-c", declare_code(STARTUP_STACKS["gcp"], before=_GC_ON)])
+        )
+        files = node_stack_files(ROOT / "stacks" / f"Pulumi.{NODES_FROM}.yaml", nodes, work)
+        plan = [python, str(ROOT / "scripts" / "plan.py"), "--out", str(work / "plan")]
+        one = Variant("plan 1 node", [*plan, "--config-file", str(files[0])])
+        several = Variant(
+            f"plan {nodes} nodes, one process", plan + [a for f in files for a in ("--config-file", str(f))]
+        )
+        variants += [one, several]
+
+        if not args.quick:
+            for variant in variants:  # fills the byte-code cache; not timed
+                _run(variant.argv, env)
+        for round_ in range(args.repeat):
+            shift = round_ % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                seconds, rss, _ = _run(variant.argv, env)
+                variant.seconds.append(seconds)
+                variant.rss_kb.append(rss)
+
+        by_name = {v.name: v for v in variants}
+        print()
+        print(f"medians of {args.repeat} fresh processes each (spread min-max), load average at the end {_load()}")
+        print(f"  {'measurement':<40} {'wall (s)':>9}  {'spread':>11}  {'peak RSS (MiB)':>14}")
+        for v in variants:
+            rss = statistics.median(v.rss_kb) / 1024
+            print(f"  {v.name:<40} {v.median:9.2f}  {_spread(v.seconds):>11}  {rss:14.0f}")
+        print()
+        print("ratios (of medians)")
+        for cloud, stack in STARTUP_STACKS.items():
+            program, floor = by_name[f"{cloud} program ({stack})"], by_name[f"{cloud} floor"]
+            print(_ratio_line(f"start-up {cloud} / floor", program, floor, 1.3))
+        print(_ratio_line("gcp collector on / gcp program", by_name["gcp program, collector on"],
+                          by_name[f"gcp program ({STARTUP_STACKS['gcp']})"], None))  # fmt: skip
+        print(_ratio_line(f"{nodes} nodes / 1 node", several, one, 1.5))
+        print()
+        print("floor (gcp):  python -c " + json.dumps(floor_code(floors["gcp"])))
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Several SV nodes: one stack each, planned one after the other in one process (scripts/plan.py with
+--config-file repeated), each exactly as if planned alone; and the program's collector pause (__main__.py,
+for the rest of its process) is undone by the offline plan after each run whatever the outcome, so a process
+that plans several stacks keeps collecting between them."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+
+from components import program as program_module
+from components.settings import load_settings
+from scripts import bench_plan
+from scripts import plan as cli
+from scripts.offline_plan import load_stack_file, main_program, run_program, stack_config
+
+ROOT = Path(__file__).resolve().parents[2]
+PROD = ROOT / "stacks" / "Pulumi.prod.yaml"
+
+
+def test_node_stacks_are_prod_with_the_node_renamed(tmp_path):
+    files = bench_plan.node_stack_files(PROD, 3, tmp_path)
+    assert [f.name for f in files] == [f"Pulumi.prod-sv-{i}.yaml" for i in (1, 2, 3)]
+    settings = []
+    for path in files:
+        stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        config = load_stack_file(path, project="sv-backups", stack=stack)
+        settings.append(load_settings(config.raw_config(), stack=stack))
+    assert [(s.node.name, s.node.namespace) for s in settings] == [(f"sv-{i}", f"sv-{i}") for i in (1, 2, 3)]
+    third = files[2].read_text()
+    # Every per-node name moved with the node (Cloud SQL instances, the identities client and endpoint).
+    assert "sv-1" not in third and "sv-3-participant-pg-4" in third and "sv-3-backup-client" in third
+    assert settings[0].name_prefix != settings[2].name_prefix
+
+
+def test_a_source_without_node_sv_1_is_refused(tmp_path):
+    source = tmp_path / "Pulumi.other.yaml"
+    source.write_text("config:\n  sv-backups:node:\n    name: sv-7\n    namespace: sv\n")
+    with pytest.raises(SystemExit, match=r"sv-backups:node\.name sv-1"):
+        bench_plan.node_stack_files(source, 2, tmp_path)
+
+
+def _tree(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_stacks_planned_in_one_process_equal_each_planned_alone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_policy_checks", lambda plan: None)
+    first, second = bench_plan.node_stack_files(PROD, 2, tmp_path)
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    assert cli.main(["--config-file", str(first), "--config-file", str(second), "--out", str(both)]) == 0
+    out = capsys.readouterr().out
+    assert "=== prod-sv-1" in out and "=== prod-sv-2" in out
+    assert cli.main(["--config-file", str(second), "--out", str(alone)]) == 0
+    assert sorted(p.name for p in both.iterdir()) == ["prod-sv-1", "prod-sv-2"]
+    planned_second = _tree(both / "prod-sv-2")
+    assert planned_second == _tree(alone)
+    assert planned_second != _tree(both / "prod-sv-1")
+    assert gc.isenabled()
+
+
+def test_the_same_stack_twice_is_refused(tmp_path, capsys):
+    (first,) = bench_plan.node_stack_files(PROD, 1, tmp_path)
+    assert cli.main(["--config-file", str(first), "--stack", "prod-sv-1", "--out", str(tmp_path / "o")]) == 2
+    assert "'prod-sv-1' given twice" in capsys.readouterr().err
+
+
+def test_the_collector_is_off_from_start_up_to_the_end_of_the_run_and_restored_after(monkeypatch):
+    seen = []
+    declare = program_module.declare
+
+    def recording_declare(settings):
+        seen.append(("declare", gc.isenabled()))
+        return declare(settings)
+
+    def program():
+        main_program(ROOT)()
+        seen.append(("after __main__", gc.isenabled()))  # the engine's work on the outputs is still to come
+
+    monkeypatch.setattr(program_module, "declare", recording_declare)
+    assert gc.isenabled()
+    run_program(program, load_stack_file(PROD, project="sv-backups", stack="prod"))
+    assert seen == [("declare", False), ("after __main__", False)]
+    assert gc.isenabled()
+
+
+def test_the_collector_is_restored_when_the_config_is_invalid():
+    config = stack_config(
+        {"sv-backups:node": {"name": "Not A Name", "namespace": "sv"}}, project="sv-backups", stack="bad"
+    )
+    with pytest.raises(Exception, match="node"):
+        run_program(main_program(ROOT), config)
+    assert gc.isenabled()
+
+
+def test_a_host_with_the_collector_off_keeps_it_off():
+    gc.disable()
+    try:
+        run_program(main_program(ROOT), load_stack_file(PROD, project="sv-backups", stack="prod"))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
