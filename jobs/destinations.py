@@ -31,10 +31,46 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
 
-# Upload part size for S3 multipart and GCS resumable chunks: big enough for throughput and for 10,000 S3 parts
-# (640 GiB per object), small enough that two in flight fit comfortably in a job pod's memory.
-PART_SIZE = 64 * 1024 * 1024
-READ_CHUNK = 4 * 1024 * 1024
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+# The first upload part of an S3 multipart upload and every GCS resumable chunk (a multiple of 256 KiB, as GCS
+# requires): big enough for throughput, small enough that the few parts a writer holds (see `_PartUploader`) fit
+# comfortably in a job pod's memory.
+PART_SIZE = 64 * MiB
+READ_CHUNK = 4 * MiB
+
+# S3's multipart limits: every part but the last 5 MiB..5 GiB, at most 10,000 parts, objects up to 5 TiB.
+S3_MIN_PART = 5 * MiB
+S3_MAX_PART = 5 * GiB
+S3_MAX_PARTS = 10_000
+S3_MAX_OBJECT = 5 * TiB
+# A dump's size is not known until it ends, so the part size grows as parts accumulate: `base` for the first
+# 1,000 parts (62.5 GiB with the default), then twice as large every 1,000 parts, up to 1 GiB. With the default
+# 64 MiB, 10,000 parts hold 6.8 TiB (a 5 TiB object needs 8,183), an object under 62.5 GiB never holds more than
+# 64 MiB parts in memory, and the largest part is 2x the 525 MiB that fixed-size parts would need for 5 TiB.
+S3_PARTS_PER_STEP = 1_000
+S3_PART_CEILING = 1 * GiB
+
+
+def s3_part_size(number: int, base: int = PART_SIZE) -> int:
+    """The size of part `number` (1-based) of a streamed S3 upload (the last part may be shorter)."""
+    if number < 1:
+        raise ValueError(f"part number {number}: S3 numbers parts from 1")
+    grown = base << min((number - 1) // S3_PARTS_PER_STEP, 32)
+    return min(S3_MAX_PART, max(base, min(grown, S3_PART_CEILING)))
+
+
+def s3_parts_for(size: int, base: int = PART_SIZE) -> list[int]:
+    """The part sizes a streamed upload of `size` bytes sends (pure; for tests and the docs' figures)."""
+    parts: list[int] = []
+    left = size
+    while left > 0:
+        part = min(left, s3_part_size(len(parts) + 1, base))
+        parts.append(part)
+        left -= part
+    return parts
 
 
 class DestinationError(Exception):
@@ -251,9 +287,10 @@ class FileDestination(Destination):
 
 class _PartUploader:
     """Uploads parts in a background thread so compression and network overlap; at most `depth` parts wait in
-    memory. The first error stops it and is re-raised to the writer."""
+    memory. The first error stops it and is re-raised to the writer. A writer thus holds at most three parts: the
+    one it fills, one waiting and one being sent; parts are handed over, never copied."""
 
-    def __init__(self, upload_part, depth: int = 2):
+    def __init__(self, upload_part, depth: int = 1):
         self._upload_part = upload_part
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -326,20 +363,26 @@ class _S3Writer(ObjectWriter):
 
     def _write(self, data: bytes) -> None:
         self._buffer += data
-        while len(self._buffer) >= self.part_size:
-            self._flush_part(self.part_size)
+        while len(self._buffer) >= s3_part_size(len(self._parts) + 1, self.part_size):
+            self._flush_part()
 
-    def _flush_part(self, size: int) -> None:
+    def _flush_part(self) -> None:
         client = self._dest.client
+        number = len(self._parts) + 1
+        if number > S3_MAX_PARTS:
+            raise DestinationError(f"{self._dest.describe(self.key)}: more than {S3_MAX_PARTS} parts "
+                                   f"({self.size} bytes so far); S3 cannot store it in one object")
         if self._upload_id is None:
             self._upload_id = client.create_multipart_upload(
                 Bucket=self._dest.bucket, Key=self._name, ChecksumAlgorithm=S3_CHECKSUM
             )["UploadId"]
             self._uploader = _PartUploader(self._send_part)
-        number = len(self._parts) + 1
         self._parts.append({"PartNumber": number})
-        self._uploader.submit(number, bytes(self._buffer[:size]))
-        del self._buffer[:size]
+        # Hand the filled buffer over and keep only what overflowed it (less than one write): no copy of a part.
+        body, size = self._buffer, s3_part_size(number, self.part_size)
+        self._buffer = body[size:]
+        del body[size:]
+        self._uploader.submit(number, body)
 
     def _send_part(self, number: int, body: bytes) -> None:
         response = self._dest.client.upload_part(
@@ -370,7 +413,7 @@ class _S3Writer(ObjectWriter):
                 )
                 return
             if self._buffer:
-                self._flush_part(len(self._buffer))
+                self._flush_part()
             self._uploader.finish()
             client.complete_multipart_upload(
                 Bucket=self._dest.bucket,
@@ -494,14 +537,15 @@ class _GcsWriter(ObjectWriter):
     def _write(self, data: bytes) -> None:
         self._buffer += data
         if len(self._buffer) >= PART_SIZE:
-            self._uploader.submit(bytes(self._buffer))
-            self._buffer.clear()
+            # Handed over, not copied; the blob writer sends it in chunks of PART_SIZE and keeps the remainder.
+            self._uploader.submit(self._buffer)
+            self._buffer = bytearray()
 
     def _commit(self) -> None:
         from google.api_core import exceptions
 
         if self._buffer:
-            self._uploader.submit(bytes(self._buffer))
+            self._uploader.submit(self._buffer)
         self._uploader.finish()
         try:
             self._blob_writer.close()
