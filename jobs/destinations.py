@@ -47,19 +47,26 @@ S3_MAX_PART = 5 * GiB
 S3_MAX_PARTS = 10_000
 S3_MAX_OBJECT = 5 * TiB
 # A dump's size is not known until it ends, so the part size grows as parts accumulate: `base` for the first
-# 1,000 parts (62.5 GiB with the default), then twice as large every 1,000 parts, up to 1 GiB. With the default
-# 64 MiB, 10,000 parts hold 6.8 TiB (a 5 TiB object needs 8,183), an object under 62.5 GiB never holds more than
-# 64 MiB parts in memory, and the largest part is 2x the 525 MiB that fixed-size parts would need for 5 TiB.
-S3_PARTS_PER_STEP = 1_000
-S3_PART_CEILING = 1 * GiB
+# 2,000 parts, then twice as large every 2,000 parts; the last 2,000 parts are as large as it takes for 10,000
+# parts to hold 5 TiB. With the default 64 MiB: 64 MiB parts up to 125 GiB, 128 MiB up to 375 GiB, 256 MiB up to
+# 875 GiB, 512 MiB up to 1.8 TiB, then 1.62 GiB parts up to 5 TiB. A writer holds at most three parts, so an
+# object under 125 GiB (compressed) costs at most 192 MiB of memory, one under 875 GiB at most 768 MiB.
+S3_PARTS_PER_STEP = 2_000
+S3_GROWING_STEPS = 4
 
 
 def s3_part_size(number: int, base: int = PART_SIZE) -> int:
     """The size of part `number` (1-based) of a streamed S3 upload (the last part may be shorter)."""
     if number < 1:
         raise ValueError(f"part number {number}: S3 numbers parts from 1")
-    grown = base << min((number - 1) // S3_PARTS_PER_STEP, 32)
-    return min(S3_MAX_PART, max(base, min(grown, S3_PART_CEILING)))
+    step = (number - 1) // S3_PARTS_PER_STEP
+    if step < S3_GROWING_STEPS:
+        return min(S3_MAX_PART, base << step)
+    held = sum(min(S3_MAX_PART, base << k) for k in range(S3_GROWING_STEPS)) * S3_PARTS_PER_STEP
+    left = S3_MAX_PARTS - S3_GROWING_STEPS * S3_PARTS_PER_STEP
+    needed = -(-(S3_MAX_OBJECT - held) // left) if left > 0 else 0  # ceiling division
+    needed = -(-needed // MiB) * MiB  # whole MiB
+    return min(S3_MAX_PART, max(base << S3_GROWING_STEPS, needed))
 
 
 def s3_parts_for(size: int, base: int = PART_SIZE) -> list[int]:

@@ -29,29 +29,32 @@ from jobs.destinations import (
 )
 
 
-@given(size=st.integers(min_value=0, max_value=S3_MAX_OBJECT))
-def test_any_object_up_to_5_tib_fits_s3_limits(size):
-    parts = s3_parts_for(size)
+@given(size=st.integers(min_value=0, max_value=S3_MAX_OBJECT),
+       base=st.one_of(st.just(PART_SIZE), st.integers(min_value=S3_MIN_PART, max_value=512 * MiB)))
+def test_any_object_up_to_5_tib_fits_s3_limits(size, base):
+    parts = s3_parts_for(size, base)
     assert sum(parts) == size
     assert len(parts) <= S3_MAX_PARTS
     assert all(S3_MIN_PART <= p <= S3_MAX_PART for p in parts[:-1])  # the last part may be shorter
     assert all(0 < p <= S3_MAX_PART for p in parts)
-    # memory: the writer holds at most a few parts, and no part is larger than 1 GiB
-    assert max(parts, default=0) <= GiB
-    if size <= 62 * GiB:
-        assert max(parts, default=0) <= PART_SIZE  # databases' usual objects never hold more than 64 MiB parts
+    if base == PART_SIZE:
+        # memory: a writer holds at most three parts; objects up to 125 GiB never hold more than 64 MiB ones
+        assert max(parts, default=0) <= (PART_SIZE if size <= 125 * GiB else 2 * GiB)
 
 
-@given(number=st.integers(min_value=1, max_value=S3_MAX_PARTS + 5))
-def test_the_schedule_never_shrinks_and_stays_within_limits(number):
-    assert S3_MIN_PART <= s3_part_size(number) <= S3_MAX_PART
-    assert s3_part_size(number) <= s3_part_size(number + 1)
+@given(number=st.integers(min_value=1, max_value=S3_MAX_PARTS + 5),
+       base=st.one_of(st.just(PART_SIZE), st.integers(min_value=S3_MIN_PART, max_value=S3_MAX_PART)))
+def test_the_schedule_never_shrinks_and_stays_within_limits(number, base):
+    assert S3_MIN_PART <= s3_part_size(number, base) <= S3_MAX_PART
+    assert s3_part_size(number, base) <= s3_part_size(number + 1, base)
 
 
 def test_5_tib_figures():
+    assert [s3_part_size(n) // MiB for n in (1, 2000, 2001, 4001, 6001, 8001, 10_000)] == [
+        64, 64, 128, 256, 512, 1662, 1662]
     parts = s3_parts_for(5 * TiB)
-    assert len(parts) == 8183 and max(parts) == GiB
-    assert sum(s3_part_size(n) for n in range(1, S3_MAX_PARTS + 1)) > 6.7 * TiB
+    assert len(parts) == S3_MAX_PARTS and max(parts) == 1662 * MiB
+    assert len(s3_parts_for(125 * GiB)) == 2000
     assert PART_SIZE % (256 * 1024) == 0  # GCS resumable chunks are multiples of 256 KiB
     with pytest.raises(ValueError):
         s3_part_size(0)
