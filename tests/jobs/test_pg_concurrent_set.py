@@ -34,13 +34,13 @@ def four(pg_factory):
 
 
 def slow_apps_pg_bin(tmp_path: Path) -> Path:
-    """A --pg-bin whose pg_dump of the apps database starts 2 s late: long enough that a role run beside apps
+    """A --pg-bin whose pg_dump of the apps database starts 3 s late: long enough that a role run beside apps
     requests its snapshot while apps is still dumping, which the manifest then shows."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "pg_dump"
     script.write_text(f'#!/bin/bash\nREAL={PG_BIN}/pg_dump\nif [ "$1" = --version ]; then exec "$REAL" --version; fi\n'
-                      f'case "$*" in *dbname=*/{APPS_DB}*) sleep 2 ;; esac\nexec "$REAL" "$@"\n')
+                      f'case "$*" in *dbname=*/{APPS_DB}*) sleep 3 ;; esac\nexec "$REAL" "$@"\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return bin_dir
 
@@ -80,7 +80,7 @@ def test_a_failing_independent_role_stops_the_set_and_leaves_no_manifest(four, p
     assert "mediator" in failed["error"] and "no_such_database" in failed["error"]
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
     assert not [f for f in files if f.endswith("manifest.json")]
-    # apps was still dumping (2 s late) when mediator failed: it was stopped, so participant never started,
+    # apps was still dumping (3 s late) when mediator failed: it was stopped, so participant never started,
     # and no partial object (a hidden temp file of an aborted write) is left behind.
     assert not [f for f in files if "/participant" in f or f.endswith("participant.json")]
     assert not [f for f in files if Path(f).name.startswith(".")]
