@@ -1,6 +1,7 @@
 """Upload part sizing for large objects (jobs/destinations.py): pure properties of S3's growing part-size
 schedule, the S3 writer against a recording client (parts follow the schedule, memory stays within one part
-being filled, too many parts abort), and the same against moto's S3 server."""
+being filled, too many parts abort), the same against moto's S3 server, and the memory of a real upload (S3 on
+moto, GCS on its emulator): the same for an object 4x larger."""
 
 from __future__ import annotations
 
@@ -153,3 +154,31 @@ def test_growing_parts_against_moto_and_abort_on_too_many(s3_bucket, monkeypatch
             out.write(payload[start:start + MiB])
     assert dest.size("too-many") is None
     assert dest.client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def _streamed_peak(dest, key: str, total: int, chunk: int = 256 * 1024) -> int:
+    """Python's peak allocation while streaming `total` bytes into a new object (the writer, the uploader thread
+    and the SDK included)."""
+    import tracemalloc
+
+    block = os.urandom(chunk)
+    tracemalloc.start()
+    try:
+        with dest.writer(key) as out:
+            for _ in range(total // chunk):
+                out.write(block)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["s3", "gcs"])
+def test_memory_is_bounded_by_the_parts_not_the_object(store, request, monkeypatch):
+    part = 5 * MiB  # S3's smallest part; a multiple of 256 KiB for GCS
+    monkeypatch.setattr(destinations, "PART_SIZE", part)
+    bucket = request.getfixturevalue("s3_bucket" if store == "s3" else "gcs_bucket")
+    dest = open_destination(f"{'s3' if store == 's3' else 'gs'}://{bucket}/p")
+    small, large = _streamed_peak(dest, "small", 4 * part), _streamed_peak(dest, "large", 16 * part)
+    assert large <= 6 * part, f"{large / MiB:.1f} MiB for 5 MiB parts"
+    assert large <= small + part, f"{store}: {small / MiB:.1f} MiB for 20 MiB, {large / MiB:.1f} MiB for 80 MiB"
