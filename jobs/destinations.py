@@ -31,10 +31,53 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlparse
 
-# Upload part size for S3 multipart and GCS resumable chunks: big enough for throughput and for 10,000 S3 parts
-# (640 GiB per object), small enough that two in flight fit comfortably in a job pod's memory.
-PART_SIZE = 64 * 1024 * 1024
-READ_CHUNK = 4 * 1024 * 1024
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+# The first upload part of an S3 multipart upload and every GCS resumable chunk (a multiple of 256 KiB, as GCS
+# requires): big enough for throughput, small enough that the few parts a writer holds (see `_PartUploader`) fit
+# comfortably in a job pod's memory.
+PART_SIZE = 64 * MiB
+READ_CHUNK = 4 * MiB
+
+# S3's multipart limits: every part but the last 5 MiB..5 GiB, at most 10,000 parts, objects up to 5 TiB.
+S3_MIN_PART = 5 * MiB
+S3_MAX_PART = 5 * GiB
+S3_MAX_PARTS = 10_000
+S3_MAX_OBJECT = 5 * TiB
+# A dump's size is not known until it ends, so the part size grows as parts accumulate: `base` for the first
+# 2,000 parts, then twice as large every 2,000 parts; the last 2,000 parts are as large as it takes for 10,000
+# parts to hold 5 TiB. With the default 64 MiB: 64 MiB parts up to 125 GiB, 128 MiB up to 375 GiB, 256 MiB up to
+# 875 GiB, 512 MiB up to 1.8 TiB, then 1.62 GiB parts up to 5 TiB. A writer holds at most three parts, so an
+# object under 125 GiB (compressed) costs at most 192 MiB of memory, one under 875 GiB at most 768 MiB.
+S3_PARTS_PER_STEP = 2_000
+S3_GROWING_STEPS = 4
+
+
+def s3_part_size(number: int, base: int = PART_SIZE) -> int:
+    """The size of part `number` (1-based) of a streamed S3 upload (the last part may be shorter)."""
+    if number < 1:
+        raise ValueError(f"part number {number}: S3 numbers parts from 1")
+    step = (number - 1) // S3_PARTS_PER_STEP
+    if step < S3_GROWING_STEPS:
+        return min(S3_MAX_PART, base << step)
+    held = sum(min(S3_MAX_PART, base << k) for k in range(S3_GROWING_STEPS)) * S3_PARTS_PER_STEP
+    left = S3_MAX_PARTS - S3_GROWING_STEPS * S3_PARTS_PER_STEP
+    needed = -(-(S3_MAX_OBJECT - held) // left) if left > 0 else 0  # ceiling division
+    needed = -(-needed // MiB) * MiB  # whole MiB
+    return min(S3_MAX_PART, max(base << S3_GROWING_STEPS, needed))
+
+
+def s3_parts_for(size: int, base: int = PART_SIZE) -> list[int]:
+    """The part sizes a streamed upload of `size` bytes sends (pure; for tests and the docs' figures)."""
+    parts: list[int] = []
+    left = size
+    while left > 0:
+        part = min(left, s3_part_size(len(parts) + 1, base))
+        parts.append(part)
+        left -= part
+    return parts
 
 
 class DestinationError(Exception):
@@ -251,9 +294,10 @@ class FileDestination(Destination):
 
 class _PartUploader:
     """Uploads parts in a background thread so compression and network overlap; at most `depth` parts wait in
-    memory. The first error stops it and is re-raised to the writer."""
+    memory. The first error stops it and is re-raised to the writer. A writer thus holds at most three parts: the
+    one it fills, one waiting and one being sent; parts are handed over, never copied."""
 
-    def __init__(self, upload_part, depth: int = 2):
+    def __init__(self, upload_part, depth: int = 1):
         self._upload_part = upload_part
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -326,20 +370,26 @@ class _S3Writer(ObjectWriter):
 
     def _write(self, data: bytes) -> None:
         self._buffer += data
-        while len(self._buffer) >= self.part_size:
-            self._flush_part(self.part_size)
+        while len(self._buffer) >= s3_part_size(len(self._parts) + 1, self.part_size):
+            self._flush_part()
 
-    def _flush_part(self, size: int) -> None:
+    def _flush_part(self) -> None:
         client = self._dest.client
+        number = len(self._parts) + 1
+        if number > S3_MAX_PARTS:
+            raise DestinationError(f"{self._dest.describe(self.key)}: more than {S3_MAX_PARTS} parts "
+                                   f"({self.size} bytes so far); S3 cannot store it in one object")
         if self._upload_id is None:
             self._upload_id = client.create_multipart_upload(
                 Bucket=self._dest.bucket, Key=self._name, ChecksumAlgorithm=S3_CHECKSUM
             )["UploadId"]
             self._uploader = _PartUploader(self._send_part)
-        number = len(self._parts) + 1
         self._parts.append({"PartNumber": number})
-        self._uploader.submit(number, bytes(self._buffer[:size]))
-        del self._buffer[:size]
+        # Hand the filled buffer over and keep only what overflowed it (less than one write): no copy of a part.
+        body, size = self._buffer, s3_part_size(number, self.part_size)
+        self._buffer = body[size:]
+        del body[size:]
+        self._uploader.submit(number, body)
 
     def _send_part(self, number: int, body: bytes) -> None:
         response = self._dest.client.upload_part(
@@ -370,7 +420,7 @@ class _S3Writer(ObjectWriter):
                 )
                 return
             if self._buffer:
-                self._flush_part(len(self._buffer))
+                self._flush_part()
             self._uploader.finish()
             client.complete_multipart_upload(
                 Bucket=self._dest.bucket,
@@ -494,14 +544,15 @@ class _GcsWriter(ObjectWriter):
     def _write(self, data: bytes) -> None:
         self._buffer += data
         if len(self._buffer) >= PART_SIZE:
-            self._uploader.submit(bytes(self._buffer))
-            self._buffer.clear()
+            # Handed over, not copied; the blob writer sends it in chunks of PART_SIZE and keeps the remainder.
+            self._uploader.submit(self._buffer)
+            self._buffer = bytearray()
 
     def _commit(self) -> None:
         from google.api_core import exceptions
 
         if self._buffer:
-            self._uploader.submit(bytes(self._buffer))
+            self._uploader.submit(self._buffer)
         self._uploader.finish()
         try:
             self._blob_writer.close()

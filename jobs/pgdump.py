@@ -488,6 +488,8 @@ def _run_pg_dump(*, pg_dump, dsn, snapshot_id, dest, key, settings, label, extra
     with _RUNNING_LOCK:
         _RUNNING.add(proc)
         group.add(proc)
+        if _STOPPING.is_set():  # started after kill_running_dumps (its thread was still connecting): stop it too
+            proc.kill()
     stderr = _Pump(proc.stderr)
     try:
         with dest.writer(key) as out:
@@ -514,12 +516,23 @@ _RUNNING: set[subprocess.Popen] = set()
 _RUNNING_LOCK = threading.Lock()
 
 
+_STOPPING = threading.Event()
+
+
 def kill_running_dumps() -> None:
-    """Stop every pg_dump of this process (on SIGTERM): their threads then fail and abort their uploads."""
+    """Stop every pg_dump of this process (on SIGTERM, or when one role of a set failed), and every one started
+    until `allow_dumps()`: their threads then fail and abort their uploads."""
     with _RUNNING_LOCK:
+        _STOPPING.set()
         for proc in _RUNNING:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
+
+
+def allow_dumps() -> None:
+    """End a `kill_running_dumps()`, once every thread it stopped has unwound."""
+    with _RUNNING_LOCK:
+        _STOPPING.clear()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,11 +1,12 @@
 """Postgres backup sets: the per-role step, the seal, the one-process set, listing, verification, promotion.
 
-Hand-over between steps (the CronJob runs one container per role, then the seal container): all of them get
-the same set id (the pod name) and migration id, so they write under one prefix
-`<dest>/recent/<migration id>/<set id>/`. A step writes its dumps under `data/<role>/`, then its record
-`steps/<role>.json` (create-only: a step is done exactly when its record exists). The seal reads the records
-of the roles it expects, checks them and their objects, checks the ordering rule, and writes `manifest.json`
-last. Nothing is ever deleted or overwritten; a set without a manifest does not exist for anyone.
+Hand-over between steps (the CronJob runs one container per role, then the seal container; `backup-set` runs
+the independent roles concurrently in one process): all of them get the same set id (the pod name) and
+migration id, so they write under one prefix `<dest>/recent/<migration id>/<set id>/`. A step writes its
+dumps under `data/<role>/`, then its record `steps/<role>.json` (create-only: a step is done exactly when its
+record exists). The seal reads the records of the roles it expects, checks them and their objects, checks the
+ordering rule, and writes `manifest.json` last. Nothing is ever deleted or overwritten; a set without a
+manifest does not exist for anyone.
 
 Clock: every wall-clock time a set records (snapshot times, step times, `created_at`) is read from one `clock`
 callable (default: the system's UTC time), so that tests can take real sets at chosen times. The monotonic
@@ -18,7 +19,7 @@ import json
 import secrets
 import socket
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,7 +48,7 @@ from jobs.manifest import (
     utc_now,
     windows_record,
 )
-from jobs.pgdump import DumpSettings, dump_database, kill_running_dumps
+from jobs.pgdump import DumpSettings, allow_dumps, dump_database, kill_running_dumps
 
 
 def log(message: str) -> None:
@@ -257,36 +258,71 @@ def verify_set(dest: Destination, prefix: str) -> tuple[dict[str, Any] | None, l
 
 # --------------------------------------------------------------------------------------- whole set
 
+# The one dependency between roles (Splice issue #932, manifest.ordering_errors): a participant's snapshot is
+# requested only after every apps database finished. Every other role is independent of all the others.
+ROLE_DEPENDENCIES: dict[str, tuple[str, ...]] = {PARTICIPANT: (APPS,)}
+
+
+def role_dependencies(roles: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each role of the set -> the roles of the set it must wait for."""
+    present = set(roles)
+    return {role: tuple(d for d in ROLE_DEPENDENCIES.get(role, ()) if d in present) for role in roles}
+
+
+def ready_roles(deps: dict[str, tuple[str, ...]], done: set[str], started: set[str], parallel: int) -> list[str]:
+    """The roles to start now: not started, every dependency done, at most `parallel` running in all.
+
+    Roles that others wait for go first (apps, so that the apps -> participant chain, usually the longest, is
+    never held up by an independent role), then the CronJob's order."""
+    free = max(1, parallel) - len(started - done)
+    if free <= 0:
+        return []
+    waited_for = {d for ds in deps.values() for d in ds}
+    ready = [r for r in deps if r not in started and all(d in done for d in deps[r])]
+    ready.sort(key=lambda r: (r not in waited_for, role_sort_key(r)))
+    return ready[:free]
+
 
 def backup_set(
     dest: Destination, *, dsns: dict[str, list[str]], set_id: str, migration_id: int, settings: DumpSettings,
     participant_pruning: timedelta | None = None, sequencer_pruning: timedelta | None = None, parallel: int = 2,
     clock: Clock = utc_now,
 ) -> SealResult:
-    """The CronJob's steps in one process: apps alone first; then participant and every other role, up to
-    `parallel` at a time (they do not depend on each other); then the seal."""
+    """The CronJob's steps in one process, then the seal. Up to `parallel` roles are dumped at once: sequencer,
+    mediator (and any other role) start at once, beside apps; participant starts only when the apps step is
+    recorded (`role_dependencies`). The first failure stops every running dump (their uploads abort), starts
+    nothing more and is raised: no seal, so no manifest."""
 
     def step(role: str) -> dict[str, Any]:
         return run_step(dest, role=role, set_id=set_id, migration_id=migration_id, dsns=dsns[role],
                         settings=settings, clock=clock)
 
     roles = sorted(dsns, key=role_sort_key)
-    rest = [r for r in roles if r != APPS]  # participant sorts first among them
-    if APPS in roles:
-        step(APPS)
-    if len(rest) == 1 or parallel <= 1:
-        for role in rest:
-            step(role)
-    elif rest:
-        pool = ThreadPoolExecutor(max_workers=parallel)
-        try:
-            for future in [pool.submit(step, role) for role in rest]:
-                future.result()
-        except BaseException:
-            kill_running_dumps()  # the other roles' dumps fail fast and abort their uploads
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    deps = role_dependencies(roles)
+    done: set[str] = set()
+    started: set[str] = set()
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="role")
+    running: dict[Future, str] = {}
+    try:
+        while len(done) < len(roles):
+            for role in ready_roles(deps, done, started, parallel):
+                started.add(role)
+                running[pool.submit(step, role)] = role
+            if not running:  # cannot happen with ROLE_DEPENDENCIES (no cycle); never wait on nothing
+                raise SetError(f"no role can start: {sorted(set(roles) - done)} wait on each other")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                role = running.pop(future)
+                future.result()  # the first failure ends the set here
+                done.add(role)
+    except BaseException:  # a failed role, or SIGTERM in this (the main) thread
+        # The other roles' dumps fail fast and abort their uploads, also those still connecting.
+        kill_running_dumps()
+        pool.shutdown(wait=True, cancel_futures=True)
+        allow_dumps()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return seal_set(dest, set_id=set_id, migration_id=migration_id, roles=roles,
                     participant_pruning=participant_pruning, sequencer_pruning=sequencer_pruning, now=clock)
 
@@ -312,6 +348,6 @@ def read_json(dest: Destination, key: str) -> dict[str, Any] | None:
 
 
 __all__ = [
-    "APPS", "PARTICIPANT", "ObjectExists", "SealResult", "backup_set", "complete_sets", "new_set_id", "run_step",
-    "seal_set", "verify_set",
+    "APPS", "PARTICIPANT", "ObjectExists", "SealResult", "backup_set", "complete_sets", "new_set_id", "ready_roles",
+    "role_dependencies", "run_step", "seal_set", "verify_set",
 ]

@@ -282,8 +282,9 @@ def register(subparsers) -> None:
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN")
     p.add_argument("--set-id", type=_set_id, default=None, help="default: <UTC time>-<random>")
     p.add_argument("--migration-id", type=int, default=0)
-    p.add_argument("--parallel", type=int, default=2,
-                   help="roles dumped at once after apps (participant, sequencer, mediator; default 2)")
+    p.add_argument("--parallel", type=_positive, default=2,
+                   help="roles dumped at once (default 2): sequencer and mediator run beside apps, participant "
+                        "starts when apps is done")
     _add_pruning(p)
     _add_dump_options(p)
     p.set_defaults(func=cmd_backup_set)

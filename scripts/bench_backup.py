@@ -18,7 +18,11 @@ Prints wall times (medians over --repeat runs), bytes written and the ratios the
 backup-set <= 1.3x the floor, >= 3x faster than naive, output no larger than naive's; restore-set <= 1.1x the
 restore baseline.
 
+With `--scale` (scripts/bench_scale.py): memory and time per GB of `backup-set` on a 0.5 GB and a 4 GB
+participant (`--scale-sizes`), and the four-role set against the two-role set.
+
 Usage: python scripts/bench_backup.py [--small] [--repeat 3]   (as root the servers run as user postgres)
+       python scripts/bench_backup.py --scale [--scale-sizes 0.5,4] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -53,6 +57,16 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
                           **kwargs)
 
 
+def _sizes(text: str) -> list[float]:
+    try:
+        sizes = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if len(sizes) < 2 or min(sizes) <= 0 or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: give two or more distinct sizes in GB, e.g. 0.5,4")
+    return sizes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="apps 30 MB, participant 100 MB (a quick run)")
@@ -61,7 +75,16 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; medians are printed")
     parser.add_argument("--no-restore", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None, help="where clusters and outputs go (default: TMPDIR)")
+    parser.add_argument("--scale", action="store_true",
+                        help="memory and time per GB on participants of --scale-sizes, and four roles vs two")
+    parser.add_argument("--scale-sizes", type=_sizes, default=[0.5, 4.0], metavar="GB,GB",
+                        help="participant sizes in GB for --scale (default 0.5,4); apps is --apps-mb (default 100)")
     opts = parser.parse_args()
+    if opts.scale:
+        from scripts import bench_scale
+
+        opts.apps_mb = opts.apps_mb or 100
+        return bench_scale.main(opts)
     apps_mb = opts.apps_mb or (30 if opts.small else 300)
     participant_mb = opts.participant_mb or (100 if opts.small else 1000)
 
