@@ -288,7 +288,8 @@ def _cadence_check(clouds: Sequence[Cloud]):
                         f"({CADENCE_SECONDS}), not strictly more often than the smallest pruning window "
                         f"{describe_seconds(pruning)} ({MIN_PRUNING_SECONDS}): pruned history would fall between "
                         f"two kept sets. Fix: keep historical sets more often than the smallest of "
-                        f"sv-backups:retention.participantPruning / sequencerPruning (the program uses half).",
+                        f"sv-backups:retention.participantPruning / sequencerPruning (the program uses the smallest window minus 8 h "
+                        f"of schedule margin and the outage budget, components/retention.py).",
                         store.urn,
                     )
         job, windows = _seal_windows(resources)
@@ -301,8 +302,8 @@ def _cadence_check(clouds: Sequence[Cloud]):
                     f"{describe_seconds(used.total_seconds())} (from its --participant-pruning/--sequencer-pruning), "
                     f"not strictly more often than the smallest pruning window "
                     f"{describe_seconds(smallest.total_seconds())}. Fix: lengthen "
-                    f"sv-backups:retention.participantPruning / sequencerPruning (the cadence is half the smallest "
-                    f"window, at least 1h).",
+                    f"sv-backups:retention.participantPruning / sequencerPruning (the cadence is the smallest window "
+                    f"minus 8 h of schedule margin and the outage budget, at least 1h).",
                     job.urn,
                 )
 
