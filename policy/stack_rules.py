@@ -288,8 +288,9 @@ def _cadence_check(clouds: Sequence[Cloud]):
                         f"({CADENCE_SECONDS}), not strictly more often than the smallest pruning window "
                         f"{describe_seconds(pruning)} ({MIN_PRUNING_SECONDS}): pruned history would fall between "
                         f"two kept sets. Fix: keep historical sets more often than the smallest of "
-                        f"sv-backups:retention.participantPruning / sequencerPruning (the program uses the smallest window minus 8 h "
-                        f"of schedule margin and the outage budget, components/retention.py).",
+                        f"sv-backups:retention.participantPruning / sequencerPruning (the program uses the "
+                        f"smallest window minus 8 h of schedule margin and the outage budget, "
+                        f"components/retention.py).",
                         store.urn,
                     )
         job, windows = _seal_windows(resources)
