@@ -33,7 +33,7 @@ from components.gcp_locations import storage_layout
 from components.settings import Settings
 from jobs import cometbft as cometbft_job
 from jobs.destinations import Destination, ObjectExists, ObjectInfo, ObjectWriter
-from jobs.history import PRUNED_ROLES, SetPoint, audit, set_point
+from jobs.history import SetPoint, audit, set_point
 from jobs.manifest import HISTORICAL, RECENT, STEP_FORMAT, format_time, role_sort_key, set_prefix, step_key
 from jobs.pgsets import complete_sets, seal_set, to_json
 from scripts import storage_prices
@@ -273,6 +273,7 @@ class Result:
     minimum_snapshots: dict[int, int]
     bucket: BucketModel
     sealed: list[SetPoint]  # every set the run sealed (recent tier), for checks
+    store: MemoryStore  # the simulated bucket at the end
 
     @property
     def historical(self) -> int:
@@ -391,7 +392,7 @@ def simulate(settings: Settings, options: Options) -> Result:
         minimum_historical=minimum, largest_legal_spacing=spacing,
         guaranteed_spacing=None if window is None else window - timing.largest_gap - timing.latest_finish,
         audit_days=audit_days, audit_problems=problems, snapshots_by_tier=snapshots.by_tier(),
-        minimum_snapshots=snapshots.minimum(end), bucket=bucket, sealed=sealed,
+        minimum_snapshots=snapshots.minimum(end), bucket=bucket, sealed=sealed, store=store,
     )
 
 

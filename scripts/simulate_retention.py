@@ -33,7 +33,9 @@ def _date(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date such as 2027-09-01 or 2027-09-01T12:00") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date such as 2027-09-01 or 2027-09-01T12:00"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
