@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import heapq
 import io
-import math
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from components.gcp_locations import storage_layout
 from components.settings import Settings
 from jobs import cometbft as cometbft_job
 from jobs.destinations import Destination, ObjectExists, ObjectInfo, ObjectWriter
-from jobs.history import SetPoint, audit, set_point
+from jobs.history import SetPoint, audit, human, set_point
 from jobs.manifest import HISTORICAL, RECENT, STEP_FORMAT, format_time, role_sort_key, set_prefix, step_key
 from jobs.pgsets import complete_sets, seal_set, to_json
 from scripts import storage_prices
@@ -286,6 +285,11 @@ class Result:
     @property
     def minimum(self) -> int:
         return sum(self.minimum_historical.values())
+
+    @property
+    def all_sets_ratio(self) -> float | None:
+        """Every stored set / (the recent tier, which the recent window fixes, + the minimum historical)."""
+        return None if self.window is None else (self.recent + self.historical) / (self.recent + self.minimum)
 
     @property
     def ratio(self) -> float | None:
@@ -658,12 +662,14 @@ def report(result: Result) -> str:
     ratio = result.ratio
     lines.append(
         f"  historical {result.historical} / minimum {result.minimum}"
-        + (f" = {ratio:.2f}x" if ratio is not None else " (pruning off: the gap rule asks only for each id's first)")
+        + (f" = {ratio:.2f}x; all sets {result.recent + result.historical} / (recent + minimum) = "
+           f"{result.all_sets_ratio:.2f}x" if ratio is not None else
+           " (pruning off: the gap rule asks only for each id's first)")
     )
     if result.largest_legal_spacing is not None:
         lines.append(
-            f"  largest legal spacing with hindsight {_human(result.largest_legal_spacing)}; guaranteed by the "
-            f"schedule: window - (largest gap + latest finish) = {_human(result.guaranteed_spacing)}"
+            f"  largest legal spacing with hindsight {human(result.largest_legal_spacing)}; guaranteed by the "
+            f"schedule: window - (largest gap + latest finish) = {human(result.guaranteed_spacing)}"
         )
     lines.append("CometBFT snapshots at the end: " + ", ".join(
         f"{tier} {n} (migration id {mid})" for (tier, mid), n in sorted(result.snapshots_by_tier.items())
@@ -690,7 +696,4 @@ def report(result: Result) -> str:
     return "\n".join(lines)
 
 
-def _human(value: timedelta) -> str:
-    hours = value / timedelta(hours=1)
-    return f"{math.floor(hours / 24)}d {hours % 24:.0f}h"
 

@@ -63,7 +63,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="START:DURATION during which every backup run fails (repeatable)")
     parser.add_argument("--timing", choices=("jitter", "worst", "typical"), default="jitter")
     parser.add_argument("--goal", type=float, default=1.1, help="stored historical / minimum allowed (default 1.1)")
-    parser.add_argument("--table", action="store_true", help="print one Markdown table row per stack")
+    parser.add_argument("--table", action="store_true", help="after the reports, a Markdown table, one row per stack")
     return parser.parse_args(argv)
 
 
@@ -77,21 +77,21 @@ def load(stack: str):
 
 
 TABLE_HEAD = (
-    "| stack | cadence | recent sets | historical sets (minimum, ratio) | stored at the end | per month: "
-    "storage by class | soft delete / versions share | total per month |\n|---|---|---:|---|---|---|---:|---:|"
+    "| stack | cadence | sets: recent + historical (minimum) | stored / minimum: historical, all | stored at the "
+    "end (one copy) | per month: storage by class, replication | of it soft delete / old versions | total per month |"
+    "\n|---|---|---|---|---|---|---:|---:|"
 )
 
 
 def table_row(result: retention_sim.Result) -> str:
-    ratio = f"{result.ratio:.2f}x" if result.ratio is not None else "pruning off"
+    ratios = f"{result.ratio:.2f}x, {result.all_sets_ratio:.2f}x" if result.ratio is not None else "pruning off"
     stored = ", ".join(f"{cls} {retention_sim.gib(n)}" for cls, n in sorted(result.bytes_by_class.items()))
     by_class = ", ".join(f"{cls} {retention_sim.money(v)}" for cls, v in sorted(result.monthly_cost.items()))
     overhead = sum(result.monthly_overhead_cost.values())
-    share = overhead / result.total_monthly_cost if result.total_monthly_cost else 0.0
     return (
-        f"| {result.stack} | {format_duration(result.cadence)} | {result.recent} | {result.historical} "
-        f"({result.minimum}, {ratio}) | {stored} | {by_class}, replication "
-        f"{retention_sim.money(result.monthly_replication_cost)} | {share:.0%} | "
+        f"| {result.stack} | {format_duration(result.cadence)} | {result.recent} + {result.historical} "
+        f"({result.minimum}) | {ratios} | {stored} | {by_class}, replication "
+        f"{retention_sim.money(result.monthly_replication_cost)} | {retention_sim.money(overhead)} | "
         f"{retention_sim.money(result.total_monthly_cost)} |"
     )
 
@@ -121,11 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stack {stack}: {error}", file=sys.stderr)
             return 2
         ok &= not result.audit_problems and (result.ratio is None or result.ratio <= args.goal)
+        print(retention_sim.report(result), flush=True)
+        print()
         if args.table:
             rows.append(table_row(result))
-        else:
-            print(retention_sim.report(result))
-            print()
     if args.table:
         print(TABLE_HEAD)
         print("\n".join(rows))
