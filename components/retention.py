@@ -17,13 +17,22 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-# Splice recommends one CometBFT snapshot every 2 weeks kept forever; we use the same spacing for historical
-# Postgres sets when no pruning window asks for a closer one.
+# Splice recommends one CometBFT snapshot every 2 weeks kept forever; with pruning off we keep historical Postgres
+# sets at the same spacing (the databases hold their own history; the sets are audit checkpoints).
 DEFAULT_HISTORICAL_CADENCE = timedelta(days=14)
-# A historical set is promoted at the first successful set after the cadence has elapsed, so the real gap is
-# the cadence plus up to one schedule interval (plus retries). Halving the window leaves that slack and room
-# for a failed run or two before the pruning window is reached.
+# CometBFT snapshots: Splice's 2 weeks, or half the block-retention window when that is shorter.
 WINDOW_SAFETY_DIVISOR = 2
+# Postgres cadence with pruning on (the safety argument, see postgres_historical_cadence):
+# - SCHEDULE_MARGIN bounds "the schedule's largest gap + a run's latest finish" for every schedule settings.py
+#   accepts: the largest gap is at most MAX_SCHEDULE_GAP (4 h, the SV docs' RPO) and a run finishes at most
+#   start window + deadline = smallest gap - start window < largest gap after its time. One bound for every
+#   valid schedule keeps the rule a function of the windows alone, so the seal step (which is given only the
+#   windows) and the program compute the same cadence without the schedule being passed around.
+SCHEDULE_MARGIN = 2 * timedelta(hours=4)
+# - OUTAGE_BUDGET: how long backups may fail at the worst moment (just when a promotion is due) before the gap
+#   rule breaks. Stale alerts fire a few hours after the first missed run (monitoring: largest gap + start window
+#   + deadline + slack), so two days leave operators a working weekend day to repair, long after being paged.
+OUTAGE_BUDGET = timedelta(days=2)
 # Cadences are rounded down to whole hours: humans read them in alerts and lifecycle reviews.
 CADENCE_GRANULARITY = timedelta(hours=1)
 
@@ -65,17 +74,32 @@ def _round_down(value: timedelta, granularity: timedelta = CADENCE_GRANULARITY) 
     return max(steps, 1) * granularity
 
 
+def outage_budget(window: timedelta) -> timedelta:
+    """How long backups may fail before a `window` is breached: OUTAGE_BUDGET, or, for windows too short to spare
+    it, half of what the schedule leaves (the cadence gets the other half)."""
+    return max(timedelta(0), min(OUTAGE_BUDGET, (window - SCHEDULE_MARGIN) / 2))
+
+
 def postgres_historical_cadence(
     participant_pruning: timedelta | None, sequencer_pruning: timedelta | None
 ) -> timedelta:
-    """How far apart historical Postgres sets are kept.
+    """How far apart historical Postgres sets are kept: with pruning on, the smallest window minus the schedule
+    margin and the outage budget, rounded down to the hour (at least 1 h); with pruning off, the 2-week default.
 
-    Half the smallest pruning window (see WINDOW_SAFETY_DIVISOR), never more than the 2-week default; with
-    pruning off, the default (history is in the databases themselves, the sets are audit checkpoints)."""
+    Safety (the history audit's rule, jobs/history.py: consecutive historical sets A, B with B's latest snapshot
+    acquired minus A's earliest snapshot requested strictly below the window W). The seal promotes the first
+    successful set sealed at least `cadence` after A was taken (promotion_due, measured from A's `taken_at`, its
+    earliest snapshot request). Let s be the first scheduled run at or after A.taken + cadence: s <= A.taken +
+    cadence + largest gap, and its set is acquired by s + latest finish. So without failures B - A <= cadence +
+    largest gap + latest finish <= cadence + SCHEDULE_MARGIN = W - budget. If that run fails (or its promotion
+    does), A stays the newest historical set and the next successful set is promoted instead (the fallback is
+    the same rule): runs may fail for up to the budget before the gap reaches W. The audit and the open-gap
+    alert watch the same bound from the store."""
     windows = [w for w in (participant_pruning, sequencer_pruning) if w is not None]
     if not windows:
         return DEFAULT_HISTORICAL_CADENCE
-    return min(DEFAULT_HISTORICAL_CADENCE, _round_down(min(windows) / WINDOW_SAFETY_DIVISOR))
+    window = min(windows)
+    return _round_down(window - SCHEDULE_MARGIN - outage_budget(window))
 
 
 def cometbft_retention_window(retain_blocks: int, blocks_per_hour: float) -> timedelta:
@@ -100,7 +124,10 @@ def worst_case_history_gap(cadence: timedelta, schedule_max_gap: timedelta, run_
 
 def promotion_due(last_historical_at: datetime | None, now: datetime, cadence: timedelta) -> bool:
     """True when a just-sealed set must also be kept as historical: none exists yet in this migration id
-    (genesis, or the first set after a synchronizer upgrade), or the newest one is at least `cadence` old."""
+    (genesis, or the first set after a synchronizer upgrade), or the newest one is at least `cadence` old.
+
+    `last_historical_at` is when the newest historical set was taken (its earliest snapshot request: the start of
+    the gap the audit measures), `now` when the new set was sealed; see postgres_historical_cadence."""
     if last_historical_at is None:
         return True
     return now - last_historical_at >= cadence

@@ -11,7 +11,8 @@ One run:
 4. with `--copy-to-region REGION --copy-kms-key KEY_ARN` (EBS, whose snapshots stay in one region): copies
    the new snapshot, and every kept snapshot that has no copy yet, to the DR region (jobs/ebs_copies.py). A
    failed copy fails the run before anything is pruned; the snapshot stays, and the next run copies it;
-5. only after a ready (and copied) snapshot: prunes. Of this PVC's sv-backups snapshots, `select_kept`
+5. only after a ready (and copied) snapshot: prunes. Of this PVC's sv-backups snapshots (and those earlier
+   migration ids took of their own PVCs: `of_this_node`), `select_kept`
    (components/retention.py, the same code the Pulumi program plans with) keeps everything within
    `--keep-recent` and, older, one per historical cadence (from `--retain-blocks` / `--blocks-per-hour`) per
    migration id, forever. Each pruned snapshot's bound VolumeSnapshotContent is patched to `deletionPolicy:
@@ -123,6 +124,23 @@ def _keepable(snapshot: dict[str, Any]) -> Keepable | None:
         )
     except (KeyError, ValueError, TypeError, OverflowError):
         return None
+
+
+def of_this_node(snapshot: dict[str, Any], pvc: str, migration_id: int) -> bool:
+    """The snapshots this run prunes: its PVC's, and those an earlier migration id's run took of its own PVC.
+
+    The CometBFT PVC is named after the synchronizer serial (global-domain-<serial>-cometbft-cometbft-data), so
+    after an upgrade the old id's snapshots are of another PVC; without this their recent tier would never be
+    thinned (no run of the old id is left to do it). `select_kept` still keeps, per migration id, the first, the
+    newest and one per cadence. A snapshot of another PVC with the same or a higher id is not ours to judge."""
+    source = ((snapshot.get("spec") or {}).get("source") or {}).get("persistentVolumeClaimName")
+    if source == pvc:
+        return True
+    labels = (snapshot.get("metadata") or {}).get("labels") or {}
+    try:
+        return int(labels[MIGRATION_ID_LABEL]) < migration_id
+    except (KeyError, ValueError, TypeError):
+        return False
 
 
 @dataclass
@@ -370,9 +388,7 @@ class SnapshotJob:
     def plan_prune(self, now: datetime) -> PrunePlan:
         o = self.options
         listed = self.client.list(volume_snapshots_path(o.namespace), label_selector=MANAGED_BY)
-        mine = [
-            s for s in listed if ((s.get("spec") or {}).get("source") or {}).get("persistentVolumeClaimName") == o.pvc
-        ]
+        mine = [s for s in listed if of_this_node(s, o.pvc, o.migration_id)]
         ready: list[Keepable] = []
         objects: dict[str, dict[str, Any]] = {}
         leftovers: list[str] = []

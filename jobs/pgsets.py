@@ -27,7 +27,7 @@ from typing import Any
 from components.retention import postgres_historical_cadence, promotion_due
 from jobs import __version__
 from jobs.destinations import Destination, ObjectExists
-from jobs.history import history_record, set_point
+from jobs.history import SetPoint, history_record, set_point
 from jobs.manifest import (
     APPS,
     HISTORICAL,
@@ -157,7 +157,9 @@ def seal_set(
             raise SetError("refusing to seal set " + set_id + ": " + "; ".join(errors))
         dest.put_bytes(f"{prefix}/{MANIFEST}", to_json(manifest))
     result = SealResult(set_id, migration_id, manifest, urls=[dest.describe(prefix)])
-    last = max((p.created_at for p in kept if p.migration_id == migration_id and p.set_id != set_id), default=None)
+    # Measured from when the newest historical set was taken: the start of the gap the audit judges (the cadence's
+    # safety argument in components/retention.py relies on it).
+    last = max((p.taken_at for p in kept if p.migration_id == migration_id and p.set_id != set_id), default=None)
     historical = set_prefix(HISTORICAL, migration_id, set_id)
     already = read_json(dest, f"{historical}/{MANIFEST}") is not None
     if already or promotion_due(last, parse_time(manifest["created_at"]), cadence):
@@ -169,7 +171,34 @@ def seal_set(
             return result
         result.promoted = True
         result.urls.append(dest.describe(historical))
+    try:
+        close_earlier_migrations(dest, known, migration_id)
+    except Exception as exc:  # retried by every later seal while the set is still in recent/
+        result.promotion_error = f"closing an earlier migration id: {type(exc).__name__}: {exc}"
     return result
+
+
+def close_earlier_migrations(dest: Destination, known: list[SetPoint], migration_id: int) -> list[str]:
+    """Keep the newest set of every earlier migration id as historical. After a synchronizer upgrade the old
+    databases take no new sets, so without this the data between the old id's last promotion and the upgrade
+    would only be in recent/ and expire with it. Returns the prefixes promoted."""
+    newest: dict[int, SetPoint] = {}
+    for point in known:
+        current = newest.get(point.migration_id)
+        if point.migration_id < migration_id and (current is None or point.created_at > current.created_at):
+            newest[point.migration_id] = point
+    promoted = []
+    for mid, point in sorted(newest.items()):
+        source = set_prefix(RECENT, mid, point.set_id)
+        target = set_prefix(HISTORICAL, mid, point.set_id)
+        if read_json(dest, f"{target}/{MANIFEST}") is not None:
+            continue
+        manifest = read_json(dest, f"{source}/{MANIFEST}")
+        if manifest is None or manifest_errors(manifest, point.set_id):
+            continue
+        promote(dest, manifest, source, target)
+        promoted.append(target)
+    return promoted
 
 
 def promote(dest: Destination, manifest: dict[str, Any], source: str, target: str) -> None:

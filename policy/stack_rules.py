@@ -17,6 +17,7 @@ from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackV
 from components.retention import (
     HISTORICAL_TIER,
     RECENT_TIER,
+    SCHEDULE_MARGIN,
     cometbft_historical_cadence,
     cometbft_retention_window,
     parse_duration,
@@ -273,6 +274,11 @@ def _seal_windows(resources: list[StackResource]) -> tuple[StackResource | None,
     return None, {}
 
 
+# The most that can pass between a promotion falling due and the next run having taken its snapshots, for every
+# schedule the settings accept (components/retention.py): a cadence must leave it inside the window.
+MARGIN = SCHEDULE_MARGIN.total_seconds()
+
+
 def _cadence_check(clouds: Sequence[Cloud]):
     def check(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
         for cloud in clouds_of(resources, clouds):
@@ -282,27 +288,31 @@ def _cadence_check(clouds: Sequence[Cloud]):
                 if cadence is None:
                     if values.get(CADENCE_SECONDS) in (None, "", UNKNOWN):
                         report(cloud.missing_store_label(store, CADENCE_SECONDS), store.urn)
-                elif pruning is not None and cadence >= pruning:
+                elif pruning is not None and cadence + MARGIN >= pruning:
                     report(
                         f"Bucket '{store.name}': historical sets are kept every {describe_seconds(cadence)} "
-                        f"({CADENCE_SECONDS}), not strictly more often than the smallest pruning window "
+                        f"({CADENCE_SECONDS}), which with up to {describe_seconds(MARGIN)} until the next run has "
+                        f"taken its snapshots is not strictly less than the smallest pruning window "
                         f"{describe_seconds(pruning)} ({MIN_PRUNING_SECONDS}): pruned history would fall between "
                         f"two kept sets. Fix: keep historical sets more often than the smallest of "
-                        f"sv-backups:retention.participantPruning / sequencerPruning (the program uses half).",
+                        f"sv-backups:retention.participantPruning / sequencerPruning (the program uses the "
+                        f"smallest window minus 8 h of schedule margin and the outage budget, "
+                        f"components/retention.py).",
                         store.urn,
                     )
         job, windows = _seal_windows(resources)
         if job is not None and windows:
             used = postgres_historical_cadence(windows.get("participant"), windows.get("sequencer"))
             smallest = min(windows.values())
-            if used >= smallest:
+            if used + SCHEDULE_MARGIN >= smallest:
                 report(
                     f"CronJob '{job.name}': the seal step promotes a historical set every "
                     f"{describe_seconds(used.total_seconds())} (from its --participant-pruning/--sequencer-pruning), "
-                    f"not strictly more often than the smallest pruning window "
+                    f"which with up to {describe_seconds(MARGIN)} until the next run has taken its snapshots is "
+                    f"not strictly less than the smallest pruning window "
                     f"{describe_seconds(smallest.total_seconds())}. Fix: lengthen "
-                    f"sv-backups:retention.participantPruning / sequencerPruning (the cadence is half the smallest "
-                    f"window, at least 1h).",
+                    f"sv-backups:retention.participantPruning / sequencerPruning (the cadence is the smallest window "
+                    f"minus 8 h of schedule margin and the outage budget, at least 1h).",
                     job.urn,
                 )
 

@@ -247,6 +247,26 @@ def test_prunes_by_tier_through_the_contents_deletion_policy(api, capsys):
     assert expected_kept <= set(api.names("volumesnapshots", NS))
 
 
+def test_an_earlier_migration_ids_snapshots_of_its_own_pvc_are_pruned_too(api, capsys):
+    """After a synchronizer upgrade the PVC is another one (its name carries the serial): the old id's 4-hourly
+    snapshots are thinned by the new id's runs to what select_kept keeps for the old id."""
+    old_pvc = "global-domain-0-cometbft-cometbft-data"
+    old = {
+        f"m0-{i:03d}": seed(api, f"m0-{i:03d}", age_hours=4 * i + 240, migration=0, pvc=old_pvc) for i in range(90)
+    }
+    newer_elsewhere = seed(api, "m2-elsewhere", age_hours=300, migration=2, pvc="global-domain-2-cometbft-data")
+    assert run(options(api)) == 0
+    new = read_events(capsys)[-1]["snapshot"]
+    now = datetime.fromtimestamp(int(api.get("volumesnapshots", NS, new)["metadata"]["labels"][TAKEN_AT_LABEL]), UTC)
+    items = [Keepable(n, datetime.fromtimestamp(t, UTC), 0) for n, t in old.items()]
+    cadence = cometbft_historical_cadence(RETAIN_BLOCKS, BLOCKS_PER_HOUR)
+    expected = select_kept(items, now, KEEP_RECENT, cadence)
+    remaining = set(api.names("volumesnapshots", NS))
+    assert {n for n in remaining if n.startswith("m0-")} == expected
+    assert len(expected) < len(old) and {"m0-000", "m0-089"} <= expected  # newest and first of the old id stay
+    assert "m2-elsewhere" in remaining and newer_elsewhere  # a higher id on another PVC is not this run's
+
+
 def test_leftovers_of_failed_runs_are_removed_in_progress_ones_are_not(api, capsys):
     seed(api, "stuck-old", age_hours=2, ready=False)
     seed(api, "in-progress", age_hours=0, ready=False)

@@ -191,7 +191,7 @@ def sealed_history(
     points = list(store)
     for index, (at, mid) in enumerate(zip(times, mids, strict=True)):
         record = manifest(f"{name}{index:04d}", at, mid=mid, participant=window, history=history_record(points))
-        last = max((p.created_at for p in points if p.migration_id == mid and p.tier == HISTORICAL), default=None)
+        last = max((p.taken_at for p in points if p.migration_id == mid and p.tier == HISTORICAL), default=None)
         points.append(set_point(RECENT, record))
         if promotion_due(last, at, cadence):
             points.append(set_point(HISTORICAL, record))
@@ -232,10 +232,10 @@ def test_a_wiped_history_stays_on_record_after_the_sets_that_saw_it_expire():
 
 
 def test_deleting_a_middle_set_is_caught_even_without_a_gap():
-    points = sealed_history([T0 + timedelta(days=d) for d in range(0, 60, 1)])
+    points = sealed_history([T0 + timedelta(days=d) for d in range(0, 120, 1)])
     kept = sorted(p.set_id for p in points if p.tier == HISTORICAL)
     assert len(kept) >= 4
-    report = audit(drop(points, HISTORICAL, {kept[2]}), now=T0 + timedelta(days=59, hours=1), max_age=LONG)
+    report = audit(drop(points, HISTORICAL, {kept[2]}), now=T0 + timedelta(days=119, hours=1), max_age=LONG)
     assert any("1 of them are gone" in p for p in report.problems), report.problems
 
 
@@ -263,8 +263,8 @@ def test_human_durations_are_exact_to_the_second():
 
 
 def test_table_and_json_name_every_series():
-    points = sealed_history([T0, T0 + timedelta(days=14)])
-    report = audit(points, now=T0 + timedelta(days=14, hours=1), max_age=timedelta(hours=5))
+    points = sealed_history([T0, T0 + timedelta(days=28)])
+    report = audit(points, now=T0 + timedelta(days=28, hours=1), max_age=timedelta(hours=5))
     text = table(report)
     assert "participant" in text and "apps" in text and "history is gap-less" in text
     data = report.as_json()
@@ -367,6 +367,7 @@ def test_window_text_of_unknown():
 
 
 def test_sealed_history_helper_promotes_like_the_seal():
-    points = sealed_history([T0 + timedelta(hours=4 * i) for i in range(200)])
+    points = sealed_history([T0 + timedelta(hours=4 * i) for i in range(400)])
     kept = sorted(p.created_at for p in points if p.tier == HISTORICAL)
-    assert kept[0] == T0 and all(b - a == timedelta(days=14) for a, b in itertools.pairwise(kept))
+    # 27d16h (30d - 8h - 2d) is a whole number of 4-hourly runs: one set in 166 is kept
+    assert kept[0] == T0 and all(b - a == timedelta(days=27, hours=16) for a, b in itertools.pairwise(kept))

@@ -184,9 +184,11 @@ def test_seal_promotes_by_cadence_and_never_deletes(tmp_path):
         return result
 
     assert seal("first").promoted  # nothing historical yet
-    at["now"] = T0 + timedelta(days=13, hours=23)
-    assert not seal("second").promoted  # 30d pruning -> min(15d, the 14d default) cadence
-    at["now"] = T0 + timedelta(days=14)
+    # 30d pruning -> a 27d16h cadence (30d - 8h schedule margin - 2d outage budget), measured from when the
+    # last historical set was taken (its earliest snapshot request, T0 here) to when the new one is sealed
+    at["now"] = T0 + timedelta(days=27, hours=15, minutes=59)
+    assert not seal("second").promoted
+    at["now"] = T0 + timedelta(days=27, hours=16)
     assert seal("third").promoted
     assert seal("other-migration", migration_id=1).promoted  # each migration id has its own history
     listed = [(p, m["set_id"]) for p, m in complete_sets(dest)]
@@ -195,6 +197,31 @@ def test_seal_promotes_by_cadence_and_never_deletes(tmp_path):
     promoted = json.loads((tmp_path / "historical/0/third/manifest.json").read_text())
     assert promoted["tier"] == "historical" and promoted["promoted_from"] == "recent/0/third"
     assert (tmp_path / "historical/0/third/data/apps/a.a1.pgdump.zst").read_bytes() == b"dump"
+
+
+def test_a_new_migration_id_keeps_the_previous_ids_newest_set_as_historical(tmp_path):
+    """After a synchronizer upgrade the old id takes no new sets: its newest one (here not due by cadence) is
+    promoted by the first seal of the new id, so the old id's history runs up to the upgrade."""
+    dest = open_destination(f"file://{tmp_path}")
+
+    def seal(set_id, migration_id, when):
+        fake_set(dest, set_id, migration_id)
+        return seal_set(dest, set_id=set_id, migration_id=migration_id, roles=["apps", "participant"],
+                        participant_pruning=timedelta(days=30), sequencer_pruning=None, now=lambda: when)
+
+    assert seal("old-first", 3, T0).promoted
+    assert not seal("old-last", 3, T0 + timedelta(days=5)).promoted
+    assert seal("new-first", 4, T0 + timedelta(days=5, hours=4)).promoted
+    listed = {p for p, _m in complete_sets(dest)}
+    assert {"historical/3/old-first", "historical/3/old-last", "historical/4/new-first"} <= listed
+    promoted = json.loads((tmp_path / "historical/3/old-last/manifest.json").read_text())
+    assert promoted["tier"] == "historical" and promoted["promoted_from"] == "recent/3/old-last"
+    # idempotent: a later seal of the new id promotes nothing more
+    before = files(tmp_path)
+    assert not seal("new-second", 4, T0 + timedelta(days=5, hours=8)).promoted
+    assert {k for k in files(tmp_path) if k.startswith("historical/")} == {
+        k for k in before if k.startswith("historical/")
+    }
 
 
 def test_seal_refuses_and_writes_nothing(tmp_path):

@@ -139,7 +139,7 @@ def test_cronjob_steps_then_seal_and_promotion_cadence(sources, pg_env, jobs_cli
     first = take("sv-backup-postgres-29123-abcde")
     assert first["promoted"] is True  # the first set of a migration id is always historical
     second = take("sv-backup-postgres-29124-fghij")
-    assert second["promoted"] is False  # 15 days of cadence have not passed
+    assert second["promoted"] is False  # 27d16h of cadence have not passed
     listed = [json.loads(line) for line in jobs_cli("list-sets", dest, "--json").stdout.splitlines()]
     assert [(s["tier"], s["set_id"]) for s in listed] == [
         ("recent", "sv-backup-postgres-29124-fghij"),

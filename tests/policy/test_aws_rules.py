@@ -309,8 +309,8 @@ CASES = [
     (
         "historical-cadence-within-pruning",
         "aws-prod",
-        lambda p: _bucket()(p)["tags"].update({"svbackups-historical-cadence-seconds": "2592000"}),
-        "not strictly more often",
+        lambda p: _bucket()(p)["tags"].update({"svbackups-historical-cadence-seconds": "2577600"}),
+        "is not strictly less than the smallest pruning window",
     ),
     (
         "historical-cadence-within-pruning",

@@ -106,7 +106,7 @@ def test_each_bucket_is_private_encrypted_versioned_and_locked(prod, name, bucke
     assert settings["BucketVersioning"]["urn"] in lock["dependsOn"]
     tags = inputs["tags"]
     assert tags["svbackups-recent-seconds"] == str(14 * DAY)
-    assert tags["svbackups-historical-cadence-seconds"] == str(14 * DAY)
+    assert tags["svbackups-historical-cadence-seconds"] == str(27 * DAY + 16 * 3600)  # 30d - 8h - 2d
     assert tags["svbackups-min-pruning-seconds"] == str(30 * DAY)
     assert tags["svbackups-node"] == "sv-1"
 
@@ -582,7 +582,7 @@ def test_outputs_for_restore_and_audit(prod):
     assert outputs["historicalSetsUrl"] == f"s3://{BUCKET}/historical/4/"
     assert outputs["drRegion"] == DR
     assert outputs["snapshotClass"] == "sv-1-cometbft"
-    assert outputs["windows"]["postgresHistoricalCadence"] == "14d"
+    assert outputs["windows"]["postgresHistoricalCadence"] == "664h"  # 27d16h: 30d - 8h - 2d
     assert outputs["cronJobs"] == {
         "postgres": "sv-1-postgres-backup",
         "cometbft": "sv-1-cometbft-snapshot",

@@ -249,7 +249,7 @@ def test_bucket_is_dual_region_private_encrypted_and_sized_from_the_windows(prod
     } in rules
     labels = inputs["labels"]
     assert labels["svbackups-recent-seconds"] == str(14 * DAY)
-    assert labels["svbackups-historical-cadence-seconds"] == str(14 * DAY)
+    assert labels["svbackups-historical-cadence-seconds"] == str(27 * DAY + 16 * 3600)  # 30d - 8h - 2d
     assert labels["svbackups-min-pruning-seconds"] == str(30 * DAY)
 
 
@@ -404,7 +404,7 @@ def test_outputs_for_restore_and_audit(prod_plan):
         "drillCometbft": "sv-1-drill-cometbft",
         "drillIdentities": "sv-1-drill-identities",
     }
-    assert outputs["windows"]["postgresHistoricalCadence"] == "14d"
+    assert outputs["windows"]["postgresHistoricalCadence"] == "664h"  # 27d16h: 30d - 8h - 2d
     assert outputs["windows"]["participantPruning"] == "30d"
     assert outputs["postgresRoles"] == ["apps", "participant", "sequencer", "mediator"]
 

@@ -49,23 +49,53 @@ def test_postgres_cadence_defaults_to_two_weeks_without_pruning():
     assert retention.postgres_historical_cadence(None, None) == timedelta(days=14)
 
 
-def test_postgres_cadence_is_half_the_smallest_window():
-    assert retention.postgres_historical_cadence(timedelta(days=30), timedelta(days=20)) == timedelta(days=10)
-    assert retention.postgres_historical_cadence(None, timedelta(days=7)) == timedelta(days=3, hours=12)
-    # never more than the default, even with long windows
-    assert retention.postgres_historical_cadence(timedelta(days=365), None) == timedelta(days=14)
+def test_postgres_cadence_is_the_window_minus_schedule_margin_and_outage_budget():
+    # 30d - 8h - 2d
+    assert retention.postgres_historical_cadence(timedelta(days=30), None) == timedelta(days=27, hours=16)
+    # the smallest window binds
+    assert retention.postgres_historical_cadence(timedelta(days=30), timedelta(days=20)) == timedelta(
+        days=17, hours=16
+    )
+    # short windows split what the schedule leaves between the cadence and the budget: 12h - 8h = 2 x 2h
+    assert retention.postgres_historical_cadence(None, timedelta(hours=12)) == timedelta(hours=2)
+    assert retention.outage_budget(timedelta(hours=12)) == timedelta(hours=2)
+    # long windows are not capped: the sets are as far apart as the gap rule allows
+    assert retention.postgres_historical_cadence(timedelta(days=365), None) == timedelta(days=362, hours=16)
 
 
-@given(
-    st.one_of(st.none(), st.integers(min_value=2, max_value=10_000).map(lambda h: timedelta(hours=h))),
-    st.one_of(st.none(), st.integers(min_value=2, max_value=10_000).map(lambda h: timedelta(hours=h))),
-)
+def test_schedule_margin_covers_every_schedule_settings_accepts():
+    """retention.py ships without schedules.py in the job image, so the 4 h bound is written twice."""
+    from components import schedules
+
+    assert retention.SCHEDULE_MARGIN == 2 * schedules.MAX_SCHEDULE_GAP
+
+
+window_hours = st.integers(min_value=2, max_value=10_000).map(lambda h: timedelta(hours=h))
+
+
+@given(st.one_of(st.none(), window_hours), st.one_of(st.none(), window_hours))
 def test_cadence_is_strictly_inside_every_pruning_window(participant, sequencer):
     cadence = retention.postgres_historical_cadence(participant, sequencer)
     for window in (participant, sequencer):
         if window is not None:
             assert cadence < window
-    assert cadence <= retention.DEFAULT_HISTORICAL_CADENCE
+    if participant is None and sequencer is None:
+        assert cadence == retention.DEFAULT_HISTORICAL_CADENCE
+
+
+@given(window_hours.filter(lambda w: w > retention.SCHEDULE_MARGIN + timedelta(hours=2)))
+def test_cadence_leaves_the_schedule_margin_and_the_outage_budget(window):
+    """The safety argument: without failures two historical sets are at most cadence + SCHEDULE_MARGIN apart, so
+    backups may fail for the outage budget before the window is reached; the budget is the whole OUTAGE_BUDGET
+    once the window can spare it."""
+    cadence = retention.postgres_historical_cadence(window, None)
+    budget = retention.outage_budget(window)
+    assert cadence + retention.SCHEDULE_MARGIN + budget <= window
+    assert budget > timedelta(0)
+    if window >= retention.SCHEDULE_MARGIN + 2 * retention.OUTAGE_BUDGET:
+        assert budget == retention.OUTAGE_BUDGET
+        # and nothing is wasted beyond the hour rounding
+        assert window - (cadence + retention.SCHEDULE_MARGIN + budget) < retention.CADENCE_GRANULARITY
 
 
 def test_cometbft_window_and_cadence_from_blocks():

@@ -34,7 +34,8 @@ def test_dev_defaults_and_derived_numbers():
 def test_prod_derived_numbers():
     settings = load_settings(raw_config("prod"), stack="prod")
     assert settings.derived.min_pruning_window == timedelta(days=30)
-    assert settings.derived.postgres_historical_cadence == timedelta(days=14)
+    # 30d - 8h schedule margin - 2d outage budget
+    assert settings.derived.postgres_historical_cadence == timedelta(days=27, hours=16)
     assert settings.derived.cometbft_retention_window == timedelta(days=30)
     assert settings.postgres["participant"].kind == "cloudsql"
 
@@ -62,18 +63,19 @@ def test_participant_missing():
 
 def test_pruning_too_short_for_a_gapless_history():
     raw = raw_config("prod")
-    raw["sv-backups:retention"]["sequencerPruning"] = "12h"
+    raw["sv-backups:retention"]["sequencerPruning"] = "8h"
     [problem] = problems_of(raw)
-    assert problem.startswith("sv-backups:retention.sequencerPruning: 12h is too short for a gap-less history")
+    assert problem.startswith("sv-backups:retention.sequencerPruning: 8h is too short for a gap-less history")
     assert "allowed: a window longer than" in problem
 
 
 def test_pruning_just_long_enough():
     raw = raw_config("prod")
-    # cadence = 1d (half of 2d rounded), + 4h gap + 15 min start window + 3h30 deadline < 2d
-    raw["sv-backups:retention"]["participantPruning"] = "2d"
+    # 9h: what the 8h schedule margin leaves is split between the cadence (30 min, rounded up to the 1h floor)
+    # and the outage budget; 1h + 4h gap + 15 min start window + 3h30 deadline = 8h45 < 9h
+    raw["sv-backups:retention"]["participantPruning"] = "9h"
     settings = load_settings(raw, stack="t")
-    assert settings.derived.postgres_historical_cadence == timedelta(days=1)
+    assert settings.derived.postgres_historical_cadence == timedelta(hours=1)
 
 
 def test_negative_migration_id():

@@ -1,0 +1,699 @@
+"""Stored data over time: replay a stack's schedules and retention rules with the code the program and jobs run.
+
+Nothing here re-implements a rule. Per simulated Postgres run the real seal (`jobs.pgsets.seal_set`, which
+promotes with `components.retention.promotion_due` at `postgres_historical_cadence` and keeps an earlier
+migration id's newest set) writes into an in-memory object store; the bucket's lifecycle rules are
+`components.retention.bucket_lifecycle` with the arguments the bucket components pass (a plan-level test checks
+them against what the program declares), applied daily with the stack's soft delete (GCS) or noncurrent-version
+window (S3 versioning); per CometBFT run the real pruner (`jobs.cometbft.SnapshotJob.plan_prune` / `prune`)
+thins the snapshots; every simulated day the history audit (`jobs.history.audit`) judges the store.
+
+Data objects are sizes only (no bytes): one object per database, sized by a size model that grows monthly.
+The theoretical minimum of historical sets is computed with hindsight over the sets the run produced (see
+`minimum_historical`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import random
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+from croniter import croniter
+
+from components import retention
+from components.gcp_locations import storage_layout
+from components.settings import Settings
+from jobs import cometbft as cometbft_job
+from jobs.destinations import Destination, ObjectExists, ObjectInfo, ObjectWriter
+from jobs.history import SetPoint, audit, human, set_point
+from jobs.manifest import HISTORICAL, RECENT, STEP_FORMAT, format_time, role_sort_key, set_prefix, step_key
+from jobs.pgsets import complete_sets, seal_set, to_json
+from scripts import storage_prices
+
+GIB = 2**30
+DAY = timedelta(days=1)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
+          "TIB": 2**40}
+_SIZE = re.compile(r"^\s*([a-z]+)\s*=\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*$")
+_GROWTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*/\s*(month|year)\s*$")
+AVERAGE_MONTH = timedelta(days=365.25 / 12)
+
+
+# ------------------------------------------------------------------------------------------------ size model
+
+
+@dataclass(frozen=True)
+class SizeModel:
+    """Bytes of one set's dump of each role (all its databases together) at the start, growing monthly."""
+
+    sizes: dict[str, int]
+    monthly_growth: float = 0.0
+
+    def at(self, role: str, elapsed: timedelta) -> int:
+        return int(self.sizes[role] * (1 + self.monthly_growth) ** (elapsed / AVERAGE_MONTH))
+
+
+def parse_sizes(text: str) -> dict[str, int]:
+    """`participant=200GB,sequencer=300GB,apps=20GB,mediator=5GB` -> bytes per role (GB = 10^9, GiB = 2^30)."""
+    sizes: dict[str, int] = {}
+    for item in text.split(","):
+        match = _SIZE.match(item)
+        unit = match.group(3).upper() if match else ""
+        if not match or unit not in _UNITS:
+            raise ValueError(
+                f"--size: {item.strip()!r} is not ROLE=NUMBER UNIT (e.g. participant=200GB; units: "
+                f"{', '.join(u for u in _UNITS if u != 'KIB' and u != 'MIB')})"
+            )
+        sizes[match.group(1)] = int(float(match.group(2)) * _UNITS[unit])
+    return sizes
+
+
+def parse_growth(text: str) -> float:
+    """`5%/month` -> 0.05 per month; `60%/year` -> the monthly rate compounding to it."""
+    match = _GROWTH.match(text)
+    if not match:
+        raise ValueError(f"--growth: {text!r} is not PERCENT%/month or PERCENT%/year (e.g. 5%/month)")
+    rate = float(match.group(1)) / 100
+    return rate if match.group(2) == "month" else (1 + rate) ** (1 / 12) - 1
+
+
+# ------------------------------------------------------------------------------------------ in-memory store
+
+
+@dataclass
+class StoredObject:
+    size: int
+    created_at: datetime
+    data: bytes | None  # None: a data object simulated by its size alone
+
+
+class _MemoryWriter(ObjectWriter):
+    def __init__(self, store: MemoryStore, key: str):
+        super().__init__(key)
+        self._store, self._chunks = store, []
+
+    def _write(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def _commit(self) -> None:
+        self._store.create(self.key, b"".join(self._chunks))
+
+    def _abort(self) -> None:
+        self._chunks.clear()
+
+
+class MemoryStore(Destination):
+    """An object store in memory, create-only like the real buckets (the writers cannot delete or overwrite);
+    only `expire` (the lifecycle) removes objects. Objects are stamped with the simulated clock."""
+
+    def __init__(self, clock: Callable[[], datetime]):
+        super().__init__("mem://sim")
+        self.clock = clock
+        self.objects: dict[str, StoredObject] = {}
+        self.bytes_written = 0
+
+    def create(self, key: str, data: bytes | None, size: int | None = None) -> None:
+        if key in self.objects:
+            raise ObjectExists(f"{key} already exists")
+        stored = StoredObject(len(data) if data is not None else int(size or 0), self.clock(), data)
+        self.objects[key] = stored
+        self.bytes_written += stored.size
+
+    def writer(self, key: str) -> ObjectWriter:
+        if key in self.objects:
+            raise ObjectExists(f"{key} already exists")
+        return _MemoryWriter(self, key)
+
+    def open_read(self, key: str):
+        stored = self.objects.get(key)
+        if stored is None:
+            raise FileNotFoundError(key)
+        return io.BytesIO(stored.data if stored.data is not None else b"")
+
+    def size(self, key: str) -> int | None:
+        stored = self.objects.get(key)
+        return None if stored is None else stored.size
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for key in sorted(k for k in self.objects if k.startswith(prefix)):
+            yield ObjectInfo(key, self.objects[key].size)
+
+    def copy(self, src: str, dst: str) -> None:
+        stored = self.objects.get(src)
+        if stored is None:
+            raise FileNotFoundError(src)
+        self.create(dst, stored.data, stored.size)
+
+    def expire(self, key: str) -> StoredObject:
+        return self.objects.pop(key)
+
+
+# ------------------------------------------------------------------------------------------- bucket model
+
+
+@dataclass(frozen=True)
+class BucketModel:
+    """What the stack's buckets do to an object over its life, and where it is billed."""
+
+    rules: list[retention.LifecycleRule]  # as the program declares them (prefixes include storage.prefix)
+    prefix: str  # storage.prefix: the store's keys are relative to it
+    kept_after_delete: timedelta  # GCS soft delete / S3 noncurrent-version expiration: billed after a delete
+    copies: list[storage_prices.Copy]
+    replication: tuple[str, str]  # (provider, mode) for storage_prices.replication_per_gib
+    overhead_name: str  # "soft delete" | "noncurrent versions (versioning + Object Lock)"
+
+    def storage_class(self, key: str, age: timedelta) -> str:
+        """The class an object of `age` is in: the last SetStorageClass rule whose prefix and age it meets."""
+        current = "STANDARD"
+        for rule in self.rules:
+            matches = rule.action == "SetStorageClass" and (self.prefix + key).startswith(rule.prefix)
+            if matches and age >= timedelta(days=rule.age_days):
+                current = rule.storage_class
+        return current
+
+    def deleted(self, key: str, age: timedelta) -> bool:
+        return any(
+            rule.action == "Delete"
+            and (self.prefix + key).startswith(rule.prefix)
+            and age >= timedelta(days=rule.age_days)
+            for rule in self.rules
+        )
+
+
+def declared_lifecycle(settings: Settings) -> list[retention.LifecycleRule]:
+    """The cloud-neutral lifecycle rules the bucket components declare (components/gcp/buckets.py,
+    components/aws/s3.py: the same call, with STANDARD meaning no transition)."""
+    storage = settings.storage
+    historical_class = storage.historical_class(settings.cloud)
+    return retention.bucket_lifecycle(
+        storage.prefix, settings.retention.recent, None if historical_class == "STANDARD" else historical_class
+    )
+
+
+def bucket_model(settings: Settings) -> BucketModel:
+    storage = settings.storage
+    rules = declared_lifecycle(settings)
+    if settings.cloud == "gcp":
+        layout = storage_layout(settings.gcp.region, settings.dr.region)
+        if layout.kind == "dual-region":
+            regions = [r.lower() for r in layout.primary.data_locations]
+            copies = [storage_prices.Copy("gcs", r, "dual-region") for r in regions]
+            replication = ("gcs", "ASYNC_TURBO")
+        else:
+            copies = [storage_prices.Copy("gcs", r, "regional") for r in (settings.gcp.region, settings.dr.region)]
+            replication = ("gcs", "TRANSFER")
+        return BucketModel(rules, storage.prefix, storage.soft_delete, copies, replication, "soft delete")
+    rtc = settings.aws.irsa.replication_time_control
+    copies = [storage_prices.Copy("s3", r, "regional") for r in (settings.aws.region, settings.dr.region)]
+    # A lifecycle expiration makes the version noncurrent; it is removed noncurrent_days later (whole days).
+    noncurrent = timedelta(days=retention.whole_days(storage.soft_delete))
+    return BucketModel(
+        rules, storage.prefix, noncurrent, copies, ("s3", "RTC" if rtc else "CRR"),
+        "noncurrent versions (versioning + Object Lock)",
+    )
+
+
+# --------------------------------------------------------------------------------------------- the replay
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Every backup run scheduled in [start, start + length) fails and leaves no set."""
+
+    start: datetime
+    length: timedelta
+
+    def covers(self, at: datetime) -> bool:
+        return self.start <= at < self.start + self.length
+
+
+@dataclass
+class Options:
+    years: float = 2.0
+    start: datetime = datetime(2027, 1, 1, tzinfo=UTC)
+    sizes: SizeModel = field(default_factory=lambda: SizeModel({}))
+    migration_changes: list[datetime] = field(default_factory=list)
+    outages: list[Outage] = field(default_factory=list)
+    # slow runs start at the end of their start window and seal at their deadline, the pruned roles' snapshots
+    # taken last (the bound the cadence is proven against); fast runs start on time and take bytes / throughput.
+    # worst: every run slow; typical: every run fast; jitter: each run either, at random (seeded), which puts a
+    # fast set next to a slow one, the widest gap the audit can measure.
+    timing: str = "jitter"
+    seed: int = 1
+    throughput: float = 200e6  # bytes per second of one role's dump (about 5 s/GB, docs DESIGN section 4)
+
+
+@dataclass
+class Result:
+    stack: str
+    start: datetime
+    end: datetime
+    cadence: timedelta
+    window: timedelta | None
+    sets_by_tier: dict[tuple[str, int], int]  # (tier, migration id) -> complete sets at the end
+    bytes_by_class: dict[str, int]  # storage class -> bytes of live objects at the end (one copy)
+    bytes_kept_after_delete: dict[str, int]  # class -> bytes soft-deleted / noncurrent at the end (one copy)
+    monthly_cost: dict[str, float]  # class -> USD, last 30 simulated days, every copy
+    monthly_overhead_cost: dict[str, float]  # class -> USD of the soft-deleted / noncurrent part of it
+    monthly_replication_cost: float
+    minimum_historical: dict[int, int]  # migration id -> minimum historical sets (hindsight)
+    largest_legal_spacing: timedelta | None
+    guaranteed_spacing: timedelta | None  # window - (largest gap + latest finish)
+    audit_days: int
+    audit_problems: list[tuple[datetime, str]]
+    snapshots_by_tier: dict[tuple[str, int], int]
+    minimum_snapshots: dict[int, int]
+    bucket: BucketModel
+    sealed: list[SetPoint]  # every set the run sealed (recent tier), for checks
+    store: MemoryStore  # the simulated bucket at the end
+
+    @property
+    def historical(self) -> int:
+        return sum(n for (tier, _), n in self.sets_by_tier.items() if tier == HISTORICAL)
+
+    @property
+    def recent(self) -> int:
+        return sum(n for (tier, _), n in self.sets_by_tier.items() if tier == RECENT)
+
+    @property
+    def minimum(self) -> int:
+        return sum(self.minimum_historical.values())
+
+    @property
+    def all_sets_ratio(self) -> float | None:
+        """Every stored set / (the recent tier, which the recent window fixes, + the minimum historical)."""
+        return None if self.window is None else (self.recent + self.historical) / (self.recent + self.minimum)
+
+    @property
+    def ratio(self) -> float | None:
+        """Stored historical sets / the minimum that meets the gap rule (None with pruning off)."""
+        return None if self.window is None else self.historical / self.minimum
+
+    @property
+    def total_monthly_cost(self) -> float:
+        return sum(self.monthly_cost.values()) + self.monthly_replication_cost
+
+
+def migration_id_at(settings: Settings, changes: list[datetime], at: datetime) -> int:
+    return settings.node.migration_id + sum(1 for change in changes if change <= at)
+
+
+def pvc_for(settings: Settings, migration_id: int) -> str:
+    """The CometBFT PVC of a migration id: the stack's, with its serial replaced (global-domain-<serial>-...)."""
+    pvc, base = settings.cometbft.pvc, settings.node.migration_id
+    if migration_id == base:
+        return pvc
+    marker = f"-{base}-"
+    return pvc.replace(marker, f"-{migration_id}-", 1) if marker in pvc else f"{pvc}-m{migration_id}"
+
+
+def simulate(settings: Settings, options: Options) -> Result:
+    end = options.start + timedelta(days=round(365 * options.years))
+    clock = {"now": options.start}
+    store = MemoryStore(lambda: clock["now"])
+    bucket = bucket_model(settings)
+    roles = settings.roles
+    missing = [r for r in roles if r not in options.sizes.sizes]
+    if missing:
+        raise ValueError(f"--size: no size for role(s) {', '.join(missing)} of stack {settings.stack} (roles: "
+                         f"{', '.join(roles)})")
+    timing = settings.derived.timing["postgres"]
+    windows = settings.retention
+    snapshots = _Snapshots(settings)
+    deleted: list[tuple[str, StoredObject, datetime]] = []  # key, object, when it stops being billed
+    gib_days: dict[str, float] = {}
+    gib_days_overhead: dict[str, float] = {}
+    written_last_month = 0
+    problems: list[tuple[datetime, str]] = []
+    audit_days = 0
+    sealed: list[SetPoint] = []
+    max_age = timing.largest_gap + timing.latest_finish + settings.monitoring.slack
+    rng = random.Random(options.seed)
+
+    events = _merge(
+        (_runs(settings.schedule.postgres, options.start, end), "postgres"),
+        (_runs(settings.schedule.cometbft, options.start, end), "cometbft"),
+        (_days(options.start, end), "day"),
+    )
+    for at, kind in events:
+        if kind == "postgres":
+            if any(o.covers(at) for o in options.outages):
+                continue
+            migration_id = migration_id_at(settings, options.migration_changes, at)
+            before = store.bytes_written
+            point = _take_set(store, clock, settings, options, at, migration_id, roles, timing, rng)
+            sealed.append(point)
+            if end - at <= timedelta(days=30):
+                written_last_month += store.bytes_written - before
+        elif kind == "cometbft":
+            if any(o.covers(at) for o in options.outages):
+                continue
+            snapshots.run(at, migration_id_at(settings, options.migration_changes, at))
+        else:
+            clock["now"] = at
+            _apply_lifecycle(store, bucket, at, deleted)
+            deleted = [d for d in deleted if d[2] > at]
+            if end - at <= timedelta(days=30):
+                _account(store, bucket, at, deleted, gib_days, gib_days_overhead)
+            points = [set_point(prefix.split("/", 1)[0], m) for prefix, m in complete_sets(store)]
+            if points:
+                audit_days += 1
+                report = audit(points, now=at, max_age=max_age)
+                problems += [(at, p) for p in report.problems if not p.startswith("the newest complete set")]
+
+    final = [(prefix.split("/", 1)[0], m) for prefix, m in complete_sets(store)]
+    sets_by_tier: dict[tuple[str, int], int] = {}
+    for tier, manifest in final:
+        key = (tier, int(manifest["migration_id"]))
+        sets_by_tier[key] = sets_by_tier.get(key, 0) + 1
+    bytes_by_class: dict[str, int] = {}
+    for key, obj in store.objects.items():
+        cls = bucket.storage_class(key, end - obj.created_at)
+        bytes_by_class[cls] = bytes_by_class.get(cls, 0) + obj.size
+    kept_after: dict[str, int] = {}
+    for key, obj, _until in deleted:
+        cls = bucket.storage_class(key, end - obj.created_at)
+        kept_after[cls] = kept_after.get(cls, 0) + obj.size
+    days_accounted = 30
+    monthly = {c: _cost(bucket, c, g / days_accounted) for c, g in gib_days.items()}
+    overhead = {c: _cost(bucket, c, g / days_accounted) for c, g in gib_days_overhead.items()}
+    replication = written_last_month / GIB * storage_prices.replication_per_gib(*bucket.replication)
+    window = settings.derived.min_pruning_window
+    role_windows = {role: w for role, w in (("participant", windows.participant_pruning),
+                                             ("sequencer", windows.sequencer_pruning)) if w is not None}
+    minimum, spacing = minimum_historical(sealed, role_windows, end)
+    return Result(
+        stack=settings.stack, start=options.start, end=end, cadence=settings.derived.postgres_historical_cadence,
+        window=window, sets_by_tier=sets_by_tier, bytes_by_class=bytes_by_class, bytes_kept_after_delete=kept_after,
+        monthly_cost=monthly, monthly_overhead_cost=overhead, monthly_replication_cost=replication,
+        minimum_historical=minimum, largest_legal_spacing=spacing,
+        guaranteed_spacing=None if window is None else window - timing.largest_gap - timing.latest_finish,
+        audit_days=audit_days, audit_problems=problems, snapshots_by_tier=snapshots.by_tier(),
+        minimum_snapshots=snapshots.minimum(end), bucket=bucket, sealed=sealed, store=store,
+    )
+
+
+def _cost(bucket: BucketModel, storage_class: str, gib: float) -> float:
+    return sum(gib * copy.price(storage_class) for copy in bucket.copies)
+
+
+def _runs(expression: str, start: datetime, end: datetime) -> Iterator[datetime]:
+    runs = croniter(expression, start - timedelta(seconds=1), ret_type=datetime)
+    while (at := runs.get_next()) < end:
+        yield at
+
+
+def _days(start: datetime, end: datetime) -> Iterator[datetime]:
+    at = start + DAY
+    while at <= end:
+        yield at
+        at += DAY
+
+
+def _tagged(times: Iterator[datetime], kind: str) -> Iterator[tuple[datetime, str]]:
+    for at in times:
+        yield at, kind
+
+
+def _merge(*sources) -> Iterator[tuple[datetime, str]]:
+    """Events in time order; at the same instant runs come before the day's lifecycle and audit ("cometbft",
+    "day", "postgres" sort that way only by accident, so the order is explicit)."""
+    order = {"postgres": 0, "cometbft": 1, "day": 2}
+    streams = [_tagged(times, kind) for times, kind in sources]
+    return heapq.merge(*streams, key=lambda event: (event[0], order[event[1]]))
+
+
+def _take_set(store, clock, settings, options, at, migration_id, roles, timing, rng) -> SetPoint:
+    """Write one set's step records and (size-only) data objects as the role steps would, then run the seal."""
+    elapsed = at - options.start
+    sizes = {role: options.sizes.at(role, elapsed) for role in roles}
+    durations = {r: timedelta(seconds=max(1.0, sizes[r] / options.throughput)) for r in roles}
+    rest = [r for r in roles if r != "apps"]
+    apps_time = durations.get("apps", timedelta(0))
+    needed = apps_time + max((durations[r] for r in rest), default=timedelta(0)) + timedelta(seconds=10)
+    if needed > timing.deadline:
+        raise ValueError(
+            f"a set of {sum(sizes.values()) / 1e9:,.0f} GB needs {needed} at {options.throughput / 1e6:.0f} MB/s, "
+            f"more than the run deadline {timing.deadline}: the size model does not fit the schedule"
+        )
+    slow = options.timing == "worst" or (options.timing == "jitter" and rng.random() < 0.5)
+    begin = at + (timing.start_window if slow else timedelta(seconds=30))
+    apps_end = begin + apps_time
+    sealed_at = at + timing.latest_finish if slow else apps_end + needed - apps_time
+    # apps first, then the rest in parallel (jobs.pgsets.backup_set's order); a slow run's rest ends at its seal
+    starts = {"apps": begin}
+    for role in rest:
+        starts[role] = sealed_at - timedelta(seconds=5) - durations[role] if slow else apps_end + timedelta(seconds=1)
+    set_id = f"{at.strftime('%Y%m%dT%H%M%SZ')}-sim"
+    prefix = set_prefix(RECENT, migration_id, set_id)
+    for role in sorted(roles, key=role_sort_key):
+        started = starts[role]
+        database = f"{role}_{migration_id}"
+        key = f"data/{role}/{database}.pgdump.zst"
+        clock["now"] = started + durations[role]
+        store.create(f"{prefix}/{key}", None, sizes[role])
+        record = {
+            "role": role, "database": database, "server_version": "16.4",
+            "snapshot_requested_at": format_time(started),
+            "snapshot_acquired_at": format_time(started + timedelta(milliseconds=50)),
+            "finished_at": format_time(started + durations[role]),
+            "wal_lsn": "0/0",
+            "objects": [{"key": key, "size": sizes[role], "sha256": "0" * 64}],
+        }
+        step = {"format": STEP_FORMAT, "set_id": set_id, "migration_id": migration_id, "role": role,
+                "code_version": "sim", "started_at": format_time(started),
+                "finished_at": format_time(started + durations[role]), "databases": [record]}
+        store.put_bytes(f"{prefix}/{step_key(role)}", to_json(step))
+    clock["now"] = sealed_at
+    result = seal_set(store, set_id=set_id, migration_id=migration_id, roles=roles,
+                      participant_pruning=settings.retention.participant_pruning,
+                      sequencer_pruning=settings.retention.sequencer_pruning, now=lambda: sealed_at)
+    return set_point(RECENT, result.manifest)
+
+
+def _apply_lifecycle(store: MemoryStore, bucket: BucketModel, now: datetime, deleted: list) -> None:
+    for key in [k for k, o in store.objects.items() if bucket.deleted(k, now - o.created_at)]:
+        obj = store.expire(key)
+        deleted.append((key, obj, now + bucket.kept_after_delete))
+
+
+def _account(store, bucket, now, deleted, gib_days, overhead) -> None:
+    for key, obj in store.objects.items():
+        cls = bucket.storage_class(key, now - obj.created_at)
+        gib_days[cls] = gib_days.get(cls, 0.0) + obj.size / GIB
+    for key, obj, _until in deleted:
+        cls = bucket.storage_class(key, now - obj.created_at)
+        gib_days[cls] = gib_days.get(cls, 0.0) + obj.size / GIB
+        overhead[cls] = overhead.get(cls, 0.0) + obj.size / GIB
+
+
+# ------------------------------------------------------------------------------------------ the minimum
+
+
+def _role_gap(a: SetPoint, b: SetPoint, role: str) -> timedelta:
+    """The audit's measure of a gap (jobs/history.py): b's latest acquisition minus a's earliest request."""
+    return b.roles[role][1] - a.roles[role][0]
+
+
+def minimum_historical(
+    sealed: list[SetPoint], windows: dict[str, timedelta], end: datetime
+) -> tuple[dict[int, int], timedelta | None]:
+    """The fewest historical sets, chosen with hindsight among the sets that existed, that meet the audit's rule:
+    per migration id its first set (genesis of that id), every gap between consecutive kept sets strictly below
+    the window for every pruned role, for the current id the open gap at `end` too, and for an earlier id its
+    last set (history up to the upgrade). Greedy furthest-reachable choice, which is optimal for covering a line
+    with steps shorter than the window. Returns the counts and the largest spacing used."""
+    by_id: dict[int, list[SetPoint]] = {}
+    for point in sorted(sealed, key=lambda p: (p.taken_at, p.set_id)):
+        by_id.setdefault(point.migration_id, []).append(point)
+    current = max(by_id, default=None)
+    counts: dict[int, int] = {}
+    widest: timedelta | None = None
+    for mid, points in by_id.items():
+        pruned = [r for r in points[0].roles if r in windows]
+        if not pruned:
+            counts[mid] = 1 if mid == current else min(2, len(points))
+            continue
+
+        def fits(a: SetPoint, b: SetPoint, pruned=pruned) -> bool:
+            return all(_role_gap(a, b, r) < windows[r] for r in pruned)
+
+        chosen = [0]
+        while True:
+            a = points[chosen[-1]]
+            if mid == current and all(end - a.roles[r][0] < windows[r] for r in pruned):
+                break
+            if mid != current and chosen[-1] == len(points) - 1:
+                break
+            reach = chosen[-1] + 1
+            if reach >= len(points):
+                break
+            while reach + 1 < len(points) and fits(a, points[reach + 1]):
+                reach += 1
+            chosen.append(reach)
+        counts[mid] = len(chosen)
+        for i, j in pairwise(chosen):
+            spacing = points[j].taken_at - points[i].taken_at
+            widest = spacing if widest is None else max(widest, spacing)
+    return counts, widest
+
+
+# --------------------------------------------------------------------------------------------- CometBFT
+
+
+class _Kube:
+    """The two calls SnapshotJob's pruning makes, over an in-memory namespace of VolumeSnapshots."""
+
+    def __init__(self):
+        self.snapshots: dict[str, dict[str, Any]] = {}
+
+    def list(self, _path: str, label_selector: Any = None) -> list[dict[str, Any]]:
+        return list(self.snapshots.values())
+
+    def get_optional(self, path: str) -> dict[str, Any] | None:
+        return self.snapshots.get(path.rsplit("/", 1)[-1])
+
+    def merge_patch(self, _path: str, _body: dict) -> None:
+        return None
+
+    def delete(self, path: str) -> None:
+        self.snapshots.pop(path.rsplit("/", 1)[-1], None)
+
+
+class _Snapshots:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.kube = _Kube()
+        self.taken: list[tuple[datetime, int]] = []
+
+    def _options(self, migration_id: int) -> cometbft_job.Options:
+        s = self.settings
+        return cometbft_job.Options(
+            namespace=s.node.namespace, pvc=pvc_for(s, migration_id), snapshot_class="sim",
+            migration_id=migration_id, keep_recent=s.retention.recent,
+            retain_blocks=s.retention.cometbft_retain_blocks, blocks_per_hour=s.retention.cometbft_blocks_per_hour,
+        )
+
+    def run(self, at: datetime, migration_id: int) -> None:
+        options = self._options(migration_id)
+        taken_at = int(at.timestamp())
+        name = cometbft_job.snapshot_name(options.pvc, taken_at)
+        self.kube.snapshots[name] = {
+            "metadata": {"name": name, "labels": {
+                cometbft_job.MIGRATION_ID_LABEL: str(migration_id), cometbft_job.TAKEN_AT_LABEL: str(taken_at)}},
+            "spec": {"source": {"persistentVolumeClaimName": options.pvc}},
+            "status": {"readyToUse": True},
+        }
+        self.taken.append((at, migration_id))
+        job = cometbft_job.SnapshotJob(self.kube, options, log=lambda *a, **k: {})
+        job.prune(job.plan_prune(at))
+
+    def by_tier(self) -> dict[tuple[str, int], int]:
+        recent = self.settings.retention.recent
+        newest = max((int(s["metadata"]["labels"][cometbft_job.TAKEN_AT_LABEL]) for s in self.kube.snapshots.values()),
+                     default=0)
+        counts: dict[tuple[str, int], int] = {}
+        for snapshot in self.kube.snapshots.values():
+            labels = snapshot["metadata"]["labels"]
+            age = timedelta(seconds=newest - int(labels[cometbft_job.TAKEN_AT_LABEL]))
+            key = (RECENT if age <= recent else HISTORICAL, int(labels[cometbft_job.MIGRATION_ID_LABEL]))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def minimum(self, end: datetime) -> dict[int, int]:
+        """The fewest snapshots older than the recent window that keep every two kept ones fewer blocks apart than
+        CometBFT retains: per id the first, then greedily the furthest reachable, up to the first recent one (for
+        the current id) or the last one (an earlier id, whose newest is kept)."""
+        window = retention.cometbft_retention_window(
+            self.settings.retention.cometbft_retain_blocks, self.settings.retention.cometbft_blocks_per_hour
+        )
+        cutoff = end - self.settings.retention.recent
+        current = max((m for _, m in self.taken), default=None)
+        counts: dict[int, int] = {}
+        for mid in sorted({m for _, m in self.taken}):
+            times = [t for t, m in self.taken if m == mid]
+            recent = [i for i, t in enumerate(times) if t >= cutoff]
+            target = recent[0] if mid == current and recent else len(times) - 1
+            chosen = [0]
+            while chosen[-1] != target and times[target] - times[chosen[-1]] >= window:
+                step = chosen[-1] + 1
+                while step < target and times[step + 1] - times[chosen[-1]] < window:
+                    step += 1
+                chosen.append(step)
+            if mid != current and chosen[-1] != target:
+                chosen.append(target)
+            counts[mid] = sum(1 for i in chosen if times[i] < cutoff)
+        return counts
+
+
+# -------------------------------------------------------------------------------------------- rendering
+
+
+def gib(n: int | float) -> str:
+    return f"{n / GIB:,.0f} GiB" if n < 10 * 2**40 else f"{n / 2**40:,.1f} TiB"
+
+
+def money(x: float) -> str:
+    return f"${x:,.2f}"
+
+
+def report(result: Result) -> str:
+    lines = [f"stack {result.stack}: {format_time(result.start)[:10]} .. {format_time(result.end)[:10]}"]
+    lines.append(
+        f"historical cadence {retention.format_duration(result.cadence)}"
+        + (f", smallest pruning window {retention.format_duration(result.window)}" if result.window else
+           ", pruning off (14d audit checkpoints)")
+    )
+    ids = sorted({mid for _, mid in result.sets_by_tier})
+    lines.append("sets stored at the end:")
+    for mid in ids:
+        lines.append(
+            f"  migration id {mid}: recent {result.sets_by_tier.get((RECENT, mid), 0)}, "
+            f"historical {result.sets_by_tier.get((HISTORICAL, mid), 0)} (minimum "
+            f"{result.minimum_historical.get(mid, 0)})"
+        )
+    ratio = result.ratio
+    lines.append(
+        f"  historical {result.historical} / minimum {result.minimum}"
+        + (f" = {ratio:.2f}x; all sets {result.recent + result.historical} / (recent + minimum) = "
+           f"{result.all_sets_ratio:.2f}x" if ratio is not None else
+           " (pruning off: the gap rule asks only for each id's first)")
+    )
+    if result.largest_legal_spacing is not None:
+        lines.append(
+            f"  largest legal spacing with hindsight {human(result.largest_legal_spacing)}; guaranteed by the "
+            f"schedule: window - (largest gap + latest finish) = {human(result.guaranteed_spacing)}"
+        )
+    lines.append("CometBFT snapshots at the end: " + ", ".join(
+        f"{tier} {n} (migration id {mid})" for (tier, mid), n in sorted(result.snapshots_by_tier.items())
+    ) + "; minimum historical " + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots.items())))
+    lines.append("bytes stored at the end (one copy): " + ", ".join(
+        f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_by_class.items())
+    ) + (f"; {result.bucket.overhead_name}: " + ", ".join(
+        f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_kept_after_delete.items())) if
+        result.bytes_kept_after_delete else ""))
+    copies = ", ".join(f"{c.provider} {c.region} ({c.sku})" for c in result.bucket.copies)
+    lines.append(f"monthly cost, last 30 days, {copies}; list prices of {storage_prices.PRICES_READ_ON}:")
+    for cls, usd in sorted(result.monthly_cost.items()):
+        extra = result.monthly_overhead_cost.get(cls)
+        note = f" (of which {result.bucket.overhead_name} {money(extra)})" if extra else ""
+        lines.append(f"  {cls:<12} {money(usd)}{note}")
+    lines.append(f"  {'replication':<12} {money(result.monthly_replication_cost)} (per GiB written)")
+    lines.append(f"  {'total':<12} {money(result.total_monthly_cost)}")
+    if result.audit_problems:
+        first_at, first = result.audit_problems[0]
+        lines.append(f"history audit: FAILED on {len({a for a, _ in result.audit_problems})} of {result.audit_days} "
+                     f"days; first {format_time(first_at)[:10]}: {first}")
+    else:
+        lines.append(f"history audit: gap-less on every one of {result.audit_days} simulated days")
+    return "\n".join(lines)
+
+
+

@@ -1,0 +1,96 @@
+"""List prices of object storage at rest, as dated data (USD per GiB-month; no discounts, no free tier).
+
+Used by scripts/retention_sim.py to turn simulated bytes per storage class into a monthly bill. Prices change:
+every table names its source and the date it was read; re-read them before quoting a figure to anyone.
+
+Sources (read 2026-12-02 from stored copies of the pages, which carry no date of their own):
+- GCS: https://cloud.google.com/storage/pricing, "Data storage" (regional table per location; the dual-region
+  table, whose us-central1 row is $0.022 / $0.011 / $0.0044 / $0.0014, i.e. exactly 1.1x the regional row, and
+  "Dual-regions are billed to both underlying regions at the above prices"); "Data processing", inter-region
+  replication: default replication $0.02/GiB, turbo replication $0.04/GiB written into a dual-region.
+  Regional rows read: us-central1, us-east4, europe-west3. Rows NOT read from the page (recalled, to verify):
+  europe-west4 (taken equal to europe-west1, which was read) and europe-west6. Dual-region SKUs other than
+  us-central1 are the regional row x 1.1, the ratio the page shows for us-central1.
+- S3: https://aws.amazon.com/s3/pricing/, "Storage pricing", US East (N. Virginia) and US West (Oregon), first
+  50 TB/month tier: Standard $0.023, Standard-IA $0.0125, Glacier Instant Retrieval $0.004, Glacier Flexible
+  Retrieval $0.0036, Glacier Deep Archive $0.00099; "Replication": cross-region transfer $0.02/GB, Replication
+  Time Control $0.015/GB. (Recalled list prices, unchanged since 2021-11; to verify on the page.)
+
+Minimum storage durations (billed even when an object leaves the class earlier): GCS Nearline 30 d, Coldline
+90 d, Archive 365 d; S3 Standard-IA 30 d, Glacier IR and Flexible 90 d, Deep Archive 180 d. sv-backups never
+deletes a historical object and moves it only once, so these never add to the bill here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRICES_READ_ON = "2026-12-02"
+
+_GCS_CLASSES = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
+_S3_CLASSES = ("STANDARD", "STANDARD_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
+
+# GCS regional buckets, per region: Standard, Nearline, Coldline, Archive.
+GCS_REGIONAL: dict[str, tuple[float, float, float, float]] = {
+    "us-central1": (0.020, 0.010, 0.004, 0.0012),
+    "us-east4": (0.023, 0.013, 0.006, 0.0025),
+    "europe-west1": (0.020, 0.010, 0.004, 0.0012),
+    "europe-west3": (0.023, 0.013, 0.006, 0.0025),
+    "europe-west4": (0.020, 0.010, 0.004, 0.0012),  # to verify (see the module docstring)
+    "europe-west6": (0.025, 0.014, 0.007, 0.0028),  # to verify (see the module docstring)
+}
+# The dual-region SKU of a region, per region of the pair (each region of a dual-region is billed).
+GCS_DUAL_REGION_FACTOR = 1.1
+GCS_DUAL_REGION: dict[str, tuple[float, float, float, float]] = {
+    "us-central1": (0.022, 0.011, 0.0044, 0.0014),
+}
+# Per GiB written into a dual-region.
+GCS_REPLICATION = {"DEFAULT": 0.02, "ASYNC_TURBO": 0.04}
+
+# S3, per region: Standard, Standard-IA, Glacier IR, Glacier Flexible, Deep Archive (first 50 TB tier).
+S3_REGIONAL: dict[str, tuple[float, float, float, float, float]] = {
+    "us-east-1": (0.023, 0.0125, 0.004, 0.0036, 0.00099),
+    "us-west-2": (0.023, 0.0125, 0.004, 0.0036, 0.00099),
+}
+S3_REPLICATION_TRANSFER = 0.02  # per GB copied to another region (CRR)
+S3_REPLICATION_TIME_CONTROL = 0.015  # per GB replicated with RTC
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One billed copy of every object: where, and at which SKU."""
+
+    provider: str  # gcs | s3
+    region: str
+    sku: str  # regional | dual-region
+
+    def price(self, storage_class: str) -> float:
+        """USD per GiB-month of `storage_class` in this copy; KeyError names what is missing."""
+        if self.provider == "gcs":
+            index = _GCS_CLASSES.index(storage_class)
+            if self.sku == "dual-region":
+                if self.region in GCS_DUAL_REGION:
+                    return GCS_DUAL_REGION[self.region][index]
+                return round(_table(GCS_REGIONAL, self)[index] * GCS_DUAL_REGION_FACTOR, 6)
+            return _table(GCS_REGIONAL, self)[index]
+        return _table(S3_REGIONAL, self)[_S3_CLASSES.index(storage_class)]
+
+
+def _table(table: dict, copy: Copy):
+    try:
+        return table[copy.region]
+    except KeyError:
+        raise KeyError(
+            f"no {copy.provider} price for region {copy.region!r} in scripts/storage_prices.py; known: "
+            f"{', '.join(sorted(table))} (add the row from the provider's pricing page, with the date)"
+        ) from None
+
+
+def replication_per_gib(provider: str, mode: str) -> float:
+    """USD per GiB written that the second copy costs on top of its storage (GCS dual-region replication, or S3
+    cross-region transfer plus RTC); `mode`: ASYNC_TURBO / DEFAULT (GCS dual-region), RTC / CRR (S3), or
+    TRANSFER for a GCS paired-regional copy by Storage Transfer Service (inter-region egress in one continent,
+    priced like default replication)."""
+    if provider == "gcs":
+        return GCS_REPLICATION["DEFAULT" if mode == "TRANSFER" else mode]
+    return S3_REPLICATION_TRANSFER + (S3_REPLICATION_TIME_CONTROL if mode == "RTC" else 0.0)

@@ -1,0 +1,68 @@
+"""The retention simulation bills what the program declares: the same lifecycle rules on every backup bucket,
+the same soft delete (GCS) or noncurrent-version window (S3), and one billed copy per bucket or dual-region
+location the plan holds."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from scripts import retention_sim
+from scripts.simulate_retention import load
+from tests.stackfiles import raw_config, stack_names
+
+PRIMARY_STACKS = [s for s in stack_names() if raw_config(s).get("sv-backups:role", "primary") != "dr"]
+
+
+def _gcs_rules(bucket: dict) -> set[tuple]:
+    rules = set()
+    for rule in bucket["inputs"]["lifecycleRules"]:
+        condition, action = rule["condition"], rule["action"]
+        prefixes = condition.get("matchesPrefixes") or [""]
+        for prefix in prefixes:
+            rules.add((action["type"], prefix, condition["age"], action.get("storageClass")))
+    return rules
+
+
+def _s3_rules(configuration: dict) -> tuple[set[tuple], int | None]:
+    rules, noncurrent = set(), None
+    for rule in configuration["inputs"]["rules"]:
+        prefix = (rule.get("filter") or {}).get("prefix", "")
+        if (rule.get("expiration") or {}).get("days"):
+            rules.add(("Delete", prefix, rule["expiration"]["days"], None))
+        for transition in rule.get("transitions") or []:
+            rules.add(("SetStorageClass", prefix, transition["days"], transition["storageClass"]))
+        if rule.get("abortIncompleteMultipartUpload"):
+            rules.add(("AbortIncompleteMultipartUpload", prefix,
+                       rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"], None))
+        if rule.get("noncurrentVersionExpiration"):
+            noncurrent = rule["noncurrentVersionExpiration"]["noncurrentDays"]
+    return rules, noncurrent
+
+
+@pytest.mark.parametrize("stack", PRIMARY_STACKS)
+def test_the_simulation_uses_the_lifecycle_the_program_declares(stack, shipped_plan):
+    plan = shipped_plan(stack)
+    settings = load(stack)
+    model = retention_sim.bucket_model(settings)
+    simulated = {(r.action, r.prefix, r.age_days, r.storage_class) for r in model.rules}
+    if settings.cloud == "gcp":
+        buckets = plan.of_type("gcp:storage/bucket:Bucket")
+        assert buckets
+        for bucket in buckets:
+            assert _gcs_rules(bucket) == simulated, bucket["name"]
+            kept = timedelta(seconds=int(bucket["inputs"]["softDeletePolicy"]["retentionDurationSeconds"]))
+            assert kept == model.kept_after_delete
+        locations = [loc.lower() for b in buckets for loc in (b["inputs"].get("customPlacementConfig") or {}).get(
+            "dataLocations", [b["inputs"]["location"]])]
+        assert sorted(locations) == sorted(c.region for c in model.copies)
+        skus = {"dual-region" if b["inputs"].get("customPlacementConfig") else "regional" for b in buckets}
+        assert skus == {c.sku for c in model.copies}
+    else:
+        configurations = [r for r in plan.resources if r["type"].endswith("BucketLifecycleConfiguration")]
+        assert len(configurations) == len(model.copies) == 2  # the primary bucket and its replica
+        for configuration in configurations:
+            rules, noncurrent = _s3_rules(configuration)
+            assert rules == simulated, configuration["name"]
+            assert timedelta(days=noncurrent) == model.kept_after_delete
