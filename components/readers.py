@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_kubernetes as k8s
+from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 
@@ -73,7 +73,7 @@ def read_only_cron_job(
     component; returns its name. Never suspended: a check that stops running is what its stale alert is for."""
     name = names.resource(component)
     labels = names.labels(component)
-    k8s.batch.v1.CronJob(
+    batch.CronJob(
         name,
         metadata=meta.ObjectMetaArgs(name=name, namespace=namespace, labels=labels),
         spec=kube_specs.cron_job_spec(

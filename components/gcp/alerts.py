@@ -105,9 +105,7 @@ def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -
     )
 
 
-def _turbo_replication_behind(
-    backend: GcpBackend, channels: list, parent: pulumi.Resource
-) -> monitoring.AlertPolicy:
+def _turbo_replication_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -> monitoring.AlertPolicy:
     """Turbo replication promises every object in both regions within 15 minutes; when the oldest object not yet
     replicated is older than `dr.maxReplicationLag` (default 1 h), the sets written since are in the primary
     region only, and that region's loss would take them."""

@@ -53,9 +53,7 @@ def test_postgres_cadence_is_the_window_minus_schedule_margin_and_outage_budget(
     # 30d - 8h - 2d
     assert retention.postgres_historical_cadence(timedelta(days=30), None) == timedelta(days=27, hours=16)
     # the smallest window binds
-    assert retention.postgres_historical_cadence(timedelta(days=30), timedelta(days=20)) == timedelta(
-        days=17, hours=16
-    )
+    assert retention.postgres_historical_cadence(timedelta(days=30), timedelta(days=20)) == timedelta(days=17, hours=16)
     # short windows split what the schedule leaves between the cadence and the budget: 12h - 8h = 2 x 2h
     assert retention.postgres_historical_cadence(None, timedelta(hours=12)) == timedelta(hours=2)
     assert retention.outage_budget(timedelta(hours=12)) == timedelta(hours=2)

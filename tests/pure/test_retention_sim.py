@@ -38,8 +38,10 @@ def short_prod(window: str = "3d", recent: str = "3d"):
 
 
 def test_size_model_and_growth():
-    assert retention_sim.parse_sizes("participant=200GB, apps=1.5GiB") == {"participant": 200 * 10**9,
-                                                                         "apps": int(1.5 * 2**30)}
+    assert retention_sim.parse_sizes("participant=200GB, apps=1.5GiB") == {
+        "participant": 200 * 10**9,
+        "apps": int(1.5 * 2**30),
+    }
     assert retention_sim.parse_growth("5%/month") == pytest.approx(0.05)
     assert (1 + retention_sim.parse_growth("60%/year")) ** 12 == pytest.approx(1.6)
     model = SizeModel({"participant": 100}, 0.05)
@@ -157,11 +159,20 @@ def test_an_outage_shorter_than_the_budget_keeps_the_history_gapless_a_longer_on
     cadence = settings.derived.postgres_historical_cadence
     for offset_hours in (0, 8, 16, 24):  # wherever it starts relative to the promotions
         start = T0 + cadence + timedelta(hours=offset_hours)
-        ok = simulate(settings, Options(years=10 / 365, start=T0, sizes=SIZES, timing="worst",
-                                        outages=[Outage(start, budget - timedelta(hours=4))]))
+        ok = simulate(
+            settings,
+            Options(
+                years=10 / 365,
+                start=T0,
+                sizes=SIZES,
+                timing="worst",
+                outages=[Outage(start, budget - timedelta(hours=4))],
+            ),
+        )
         assert ok.audit_problems == [], (offset_hours, ok.audit_problems[:1])
-    broken = simulate(settings, Options(years=10 / 365, start=T0, sizes=SIZES,
-                                        outages=[Outage(T0 + cadence, timedelta(days=3))]))
+    broken = simulate(
+        settings, Options(years=10 / 365, start=T0, sizes=SIZES, outages=[Outage(T0 + cadence, timedelta(days=3))])
+    )
     assert any("not less than the pruning window" in p for _, p in broken.audit_problems)
 
 
