@@ -100,9 +100,10 @@ def test_a_gap_one_second_too_long_fails_and_one_second_shorter_passes(store, of
 
 def test_a_migration_id_whose_history_was_deleted_fails(store, sources, pg_env, jobs_cli):
     now = datetime.now(UTC)
-    take(store, sources, "m0-genesis", now - timedelta(days=40))
-    take(store, sources, "m0-later", now - timedelta(days=26))
-    take(store, sources, "m1-first", now - timedelta(days=20), migration_id=1)  # a synchronizer upgrade
+    # 28 days apart: beyond the cadence of a 30-day window (30d - 8h margin - 2d outage budget), so each is promoted
+    take(store, sources, "m0-genesis", now - timedelta(days=60))
+    take(store, sources, "m0-later", now - timedelta(days=32))
+    take(store, sources, "m1-first", now - timedelta(days=29), migration_id=1)  # a synchronizer upgrade
     take(store, sources, "m1-latest", now - timedelta(hours=1), migration_id=1)
     code, report, _ = audit(jobs_cli, store)
     assert code == 0, report["problems"]
