@@ -127,7 +127,12 @@ def _project_storage_admin(plan):
 
 def _secret_role(role):
     def mutate(plan):
-        h.one(plan, "gcp:secretmanager/secretIamMember:SecretIamMember")["inputs"]["role"] = role
+        # The writer's grant (the restore identity also reads the secret, for the identities drill).
+        h.one(
+            plan,
+            "gcp:secretmanager/secretIamMember:SecretIamMember",
+            lambda r: r["name"].endswith("-version-adder"),
+        )["inputs"]["role"] = role
 
     return mutate
 
