@@ -38,8 +38,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from components.naming import LABEL_PREFIX, MANAGED_BY
-from components.retention import Keepable, cometbft_historical_cadence, format_duration, parse_duration, select_kept
-from jobs import events
+from components.retention import Keepable, cometbft_historical_cadence, format_duration, select_kept
+from jobs import cli_types, events
 from jobs.ebs_copies import (
     SNAPSHOT_ID,
     CopyError,
@@ -475,12 +475,6 @@ class SnapshotJob:
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------
-def _duration(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -493,13 +487,13 @@ def register(subparsers) -> None:
     parser.add_argument("--pvc", required=True, help="e.g. global-domain-<serial>-cometbft-cometbft-data")
     parser.add_argument("--class", dest="snapshot_class", required=True, help="VolumeSnapshotClass (Retain)")
     parser.add_argument("--migration-id", type=int, required=True)
-    parser.add_argument("--keep-recent", type=_duration, required=True, help="keep every snapshot this recent")
+    parser.add_argument("--keep-recent", type=cli_types.duration, required=True, help="keep every snapshot this recent")
     parser.add_argument("--retain-blocks", type=int, required=True, help="CometBFT retainBlocks")
     parser.add_argument("--blocks-per-hour", type=float, required=True)
-    parser.add_argument("--ready-timeout", type=_duration, default=timedelta(minutes=30))
+    parser.add_argument("--ready-timeout", type=cli_types.duration, default=timedelta(minutes=30))
     parser.add_argument(
         "--error-grace",
-        type=_duration,
+        type=cli_types.duration,
         default=timedelta(minutes=2),
         help="how long a snapshot error may persist before the run fails (the controller retries; default 2m)",
     )

@@ -14,11 +14,12 @@ import signal
 import time
 from pathlib import Path
 
-from components.retention import DURATION_HELP, parse_duration
+from components.retention import DURATION_HELP
+from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.drill import DrillOptions, DrillResult, run_drill
 from jobs.events import COMPLETED, FAILED, emit
-from jobs.manifest import check_set_id, utc_now
+from jobs.manifest import utc_now
 from jobs.pgdump import redact
 
 KIND = "drill-postgres"
@@ -33,24 +34,12 @@ def _on_sigterm(signum, frame):
     raise Terminated("terminated by SIGTERM before the drill finished")
 
 
-def _duration(text: str):
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return int(text)
 
-
-def _set_id(text: str) -> str:
-    try:
-        return check_set_id(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _dsn(text: str) -> str:
@@ -131,8 +120,9 @@ def register(subparsers) -> None:
                    help="restore into this operator-provided instance instead (a Cloud SQL/RDS clone; connection "
                         "to its maintenance database, password in PGPASSWORD); its set databases must be absent or "
                         "empty, and those the drill creates are dropped at the end")
-    p.add_argument("--set-id", type=_set_id, default=None, help="drill this complete set (default: the newest)")
-    p.add_argument("--max-age", type=_duration, default=None,
+    p.add_argument("--set-id", type=cli_types.set_id, default=None,
+                   help="drill this complete set (default: the newest)")
+    p.add_argument("--max-age", type=cli_types.duration, default=None,
                    help=f"fail when the set is older than this (the RPO bound), {DURATION_HELP}")
     p.add_argument("--jobs", type=_positive, default=2, help="pg_restore processes per database (default 2)")
     p.add_argument("--parallel", type=_positive, default=2, help="databases restored at once (default 2)")

@@ -36,8 +36,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from components.naming import LABEL_PREFIX, MANAGED_BY
-from components.retention import DURATION_HELP, format_duration, parse_duration
-from jobs import events
+from components.retention import DURATION_HELP, format_duration
+from jobs import cli_types, events
 from jobs.cometbft import TAKEN_AT_LABEL
 from jobs.kube import KubeClient, KubeError, pods_path, pvc_path, pvcs_path, resolve_config, volume_snapshots_path
 
@@ -319,29 +319,17 @@ def run(options: Options, *, stream=None, results: list[dict] | None = None) -> 
             signal.signal(signal.SIGTERM, previous)
 
 
-def _duration(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _selector(text: str) -> dict[str, str]:
-    try:
-        return parse_selector(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("drill-cometbft", help="restore the newest CometBFT snapshot into a PVC, check it "
                               "binds and mounts with CometBFT's data, delete it")
     p.add_argument("--namespace", required=True)
-    p.add_argument("--selector", required=True, type=_selector, metavar="KEY=VALUE[,..]",
+    p.add_argument("--selector", required=True, type=cli_types.from_parser(parse_selector), metavar="KEY=VALUE[,..]",
                    help="labels of the snapshots to consider (managed-by=sv-backups is always added)")
     p.add_argument("--storage-class", required=True, help="StorageClass of the restored PVC")
     p.add_argument("--probe-image", required=True, help="image with /bin/sh that runs the check (e.g. the jobs image)")
-    p.add_argument("--timeout", type=_duration, default=timedelta(minutes=30),
+    p.add_argument("--timeout", type=cli_types.duration, default=timedelta(minutes=30),
                    help=f"for the PVC to bind and the probe to succeed, {DURATION_HELP} (default 30min)")
     p.add_argument("--kube-api", default=None, help="API server URL (default: in-cluster)")
     p.add_argument("--run-as-user", type=int, default=PROBE_UID,

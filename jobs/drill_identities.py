@@ -11,13 +11,13 @@ Exit codes: 0 the newest version is restorable, 1 it is not (or cannot be read),
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
 
-from components.retention import DURATION_HELP, parse_duration
+from components.retention import DURATION_HELP
+from jobs import cli_types
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.identities import NODES, Redactor, secret_values, shape_problems
 from jobs.secret_readers import newest, open_reader
@@ -78,19 +78,13 @@ def cmd_drill_identities(args) -> int:
     return 0
 
 
-def _duration(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("drill-identities", help="as the reader identity, fetch the newest identities version "
                               "and check it is restorable (never printing it)")
     p.add_argument("url", metavar="SECRET_URL",
                    help="gcpsm://projects/P/secrets/S, awssm://REGION/NAME or file:///dir")
-    p.add_argument("--max-age", type=_duration, default=None,
+    p.add_argument("--max-age", type=cli_types.duration, default=None,
                    help=f"also fail when the newest version is older than this, {DURATION_HELP}")
     p.add_argument("--json", action="store_true", help="also print the result (no content) as one JSON object")
     p.set_defaults(func=cmd_drill_identities)

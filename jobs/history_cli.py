@@ -13,6 +13,7 @@ import time
 from datetime import timedelta
 
 from components.retention import DURATION_HELP, parse_duration
+from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.history import PRUNED_ROLES, audit, set_point, table
@@ -39,12 +40,6 @@ def _window(text: str) -> timedelta | _Off:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{exc} (or 'off')") from None
 
-
-def _duration(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_audit_history(args) -> int:
@@ -101,13 +96,13 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--interval",
-        type=_duration,
+        type=cli_types.duration,
         default=timedelta(hours=4),
         help="the schedule's largest gap between two sets (default 4h)",
     )
     p.add_argument(
         "--slack",
-        type=_duration,
+        type=cli_types.duration,
         default=timedelta(hours=1),
         help="how much older than --interval the newest set may be: run time and grace (default 1h)",
     )

@@ -11,22 +11,17 @@ import sys
 import time
 from pathlib import Path
 
-from components.retention import DURATION_HELP, parse_duration
+from components.retention import DURATION_HELP
+from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
-from jobs.manifest import TIERS, check_role, check_set_id
+from jobs.manifest import TIERS, check_role
 from jobs.pgdump import DumpSettings, MiB
 from jobs.pgsets import backup_set, complete_sets, log, new_set_id, run_step, seal_set, verify_set
 from jobs.restore import RestoreOptions, restore_set
 
 KIND = "postgres"
 
-
-def _duration(text: str):
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _db(text: str) -> tuple[str, str]:
@@ -40,12 +35,6 @@ def _db(text: str) -> tuple[str, str]:
     return role, dsn
 
 
-def _role(text: str) -> str:
-    try:
-        return check_role(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def _roles(text: str) -> list[str]:
     roles = [r.strip() for r in text.split(",") if r.strip()]
@@ -58,12 +47,6 @@ def _roles(text: str) -> list[str]:
         raise argparse.ArgumentTypeError("a comma-separated list of distinct roles, e.g. apps,participant")
     return roles
 
-
-def _set_id(text: str) -> str:
-    try:
-        return check_set_id(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -121,9 +104,9 @@ def _add_pg_bin(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_pruning(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--participant-pruning", type=_duration, default=None,
+    parser.add_argument("--participant-pruning", type=cli_types.duration, default=None,
                         help=f"participant pruning retentionPeriod, {DURATION_HELP} (omit: pruning off)")
-    parser.add_argument("--sequencer-pruning", type=_duration, default=None,
+    parser.add_argument("--sequencer-pruning", type=cli_types.duration, default=None,
                         help="sequencer pruning retentionPeriod (omit: pruning off)")
 
 
@@ -259,9 +242,9 @@ def register(subparsers) -> None:
     common_dest = {"help": "destination: file:///path, gs://bucket/prefix or s3://bucket/prefix"}
 
     p = subparsers.add_parser("backup-step", help="dump the databases of one role into a set (one CronJob step)")
-    p.add_argument("--role", required=True, type=_role)
+    p.add_argument("--role", required=True, type=cli_types.role)
     p.add_argument("--dest", required=True, **common_dest)
-    p.add_argument("--set-id", required=True, type=_set_id)
+    p.add_argument("--set-id", required=True, type=cli_types.set_id)
     p.add_argument("--migration-id", required=True, type=int)
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
                    help="a database of this role; a password, if the login needs one, comes from PGPASSWORD, "
@@ -271,7 +254,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("seal-set", help="check a set's steps and ordering, write its manifest, promote")
     p.add_argument("--dest", required=True, **common_dest)
-    p.add_argument("--set-id", required=True, type=_set_id)
+    p.add_argument("--set-id", required=True, type=cli_types.set_id)
     p.add_argument("--migration-id", required=True, type=int)
     p.add_argument("--roles", required=True, type=_roles, help="the roles the set must contain: apps,participant,...")
     _add_pruning(p)
@@ -280,7 +263,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("backup-set", help="take a whole set in one process (the steps, then the seal)")
     p.add_argument("--dest", required=True, **common_dest)
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN")
-    p.add_argument("--set-id", type=_set_id, default=None, help="default: <UTC time>-<random>")
+    p.add_argument("--set-id", type=cli_types.set_id, default=None, help="default: <UTC time>-<random>")
     p.add_argument("--migration-id", type=int, default=0)
     p.add_argument("--parallel", type=_positive, default=2,
                    help="roles dumped at once (default 2): sequencer and mediator run beside apps, participant "

@@ -17,7 +17,8 @@ import sys
 import time
 from datetime import timedelta
 
-from components.retention import DURATION_HELP, parse_duration
+from components.retention import DURATION_HELP
+from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.replica import CheckOptions, ReplicaReport, check_secret, check_sets
@@ -28,11 +29,8 @@ KIND = "replica"
 MAX_PROBLEMS = 20
 
 
-def _duration(text: str):
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _positive_duration(text: str):
+    value = cli_types.duration(text)
     if value.total_seconds() <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be longer than zero")
     return value
@@ -145,13 +143,13 @@ def register(subparsers) -> None:
     p.add_argument("--secret-dst", default=None, help="its DR copy")
     p.add_argument(
         "--max-lag",
-        type=_duration,
-        default=parse_duration("1h"),
+        type=_positive_duration,
+        default=timedelta(hours=1),
         help=f"how long a complete set may take to reach DST, {DURATION_HELP} (default 1h)",
     )
     p.add_argument(
         "--recent-retention",
-        type=_duration,
+        type=_positive_duration,
         default=None,
         help="the recent tier's retention: recent sets at least this old are not required in DST "
         "(lifecycle rules delete them on each side at their own pace); default: all are",

@@ -56,7 +56,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--years", type=float, default=2.0)
     parser.add_argument("--start", type=_date, default=datetime(2027, 1, 1, tzinfo=UTC))
     parser.add_argument("--size", default=DEFAULT_SIZE, help=f"ROLE=SIZE,... (default {DEFAULT_SIZE})")
-    parser.add_argument("--growth", default=DEFAULT_GROWTH, help=f"PERCENT%%/month or /year (default {DEFAULT_GROWTH.replace('%', '%%')})")
+    growth_default = DEFAULT_GROWTH.replace("%", "%%")  # argparse formats help with %
+    parser.add_argument("--growth", default=DEFAULT_GROWTH, help=f"PERCENT%%/month or /year (default {growth_default})")
     parser.add_argument("--migration-change", type=_date, action="append", default=[],
                         help="a synchronizer upgrade at this date: the migration id goes up by one (repeatable)")
     parser.add_argument("--outage", type=_outage, action="append", default=[],

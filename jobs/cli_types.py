@@ -1,0 +1,34 @@
+"""argparse types for the jobs' command lines.
+
+The jobs' parsers (durations, set ids, roles, selectors) raise ValueError with a message that names the value and
+what is allowed; `from_parser` turns such a parser into an argparse type, so that argparse prints that message as
+the usage error (exit 2) instead of its own "invalid value".
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from components.retention import parse_duration
+from jobs.manifest import check_role, check_set_id
+
+T = TypeVar("T")
+
+
+def from_parser(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__  # what argparse names in its own messages
+    return convert
+
+
+duration: Callable[[str], timedelta] = from_parser(parse_duration)
+set_id: Callable[[str], str] = from_parser(check_set_id)
+role: Callable[[str], str] = from_parser(check_role)
