@@ -11,8 +11,8 @@ machine favours none); medians and min-max spreads are printed, and the ratios o
   `prod` stack (GCP) and `aws-prod` (AWS), against the floor: a bare `python -c "import pulumi, <the provider
   submodules the program uses>"`. The submodule list is derived, not written here: a planning process
   records which provider packages it loaded (sys.modules after the plan). The provider SDKs load submodules
-  lazily (`import pulumi_gcp.storage` only registers a placeholder), so the floor touches each to load it, as
-  the program must. Goal: <= 1.3x the floor.
+  lazily (`import pulumi_gcp.storage` only registers a lazy stand-in module), so the floor touches each to load
+  it, as the program must. Goal: <= 1.3x the floor.
   The same program with the collector left on during start-up (`__main__.py` pauses it) shows what that pause buys.
 - 8 nodes: one stack per SV node (the Pulumi norm: each node its own state and `pulumi up`), so N node stacks are
   generated from prod's stack file (node name `sv-<i>` wherever prod says `sv-1`, namespace `sv-<i>`), and
@@ -63,8 +63,8 @@ config = offline_plan.load_stack_file(project.stack_file({stack!r}), project=pro
 recording = offline_plan.run_program(offline_plan.main_program(root), config)
 {after}
 """
-# What a process loaded from the provider SDKs: placeholders of lazy submodules excluded (pulumi._utils and
-# importlib.util both call theirs _LazyModule; a placeholder turns into a plain module once loaded).
+# What a process loaded from the provider SDKs, leaving out the lazy stand-ins of submodules not yet loaded
+# (pulumi._utils and importlib.util both call theirs _LazyModule; a stand-in turns into a plain module once loaded).
 _LOADED = """
 import json, sys
 loaded = sorted(

@@ -138,11 +138,11 @@ def _rss(pid: int) -> int:
 
 def tree_rss(root: int) -> int:
     """Summed RSS of `root` and all its descendants (pg_dump processes included)."""
-    tree, total, todo = _children(), 0, [root]
-    while todo:
-        pid = todo.pop()
+    tree, total, pending = _children(), 0, [root]
+    while pending:
+        pid = pending.pop()
         total += _rss(pid)
-        todo += tree.get(pid, [])
+        pending += tree.get(pid, [])
     return total
 
 
