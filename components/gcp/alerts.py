@@ -65,43 +65,24 @@ def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -
     node = backend.settings.node.name
     subscription = buckets.copy_subscription(backend.names)
     behind = backend.settings.derived.timing["postgres"].largest_gap
-    return monitoring.AlertPolicy(
-        backend.names.resource("alert", "dr-copy", "behind"),
-        project=backend.project,
-        display_name=f"sv-backups {node}: DR copy behind by more than {schedules.describe(behind)}",
-        combiner="OR",
-        conditions=[
-            monitoring.AlertPolicyConditionArgs(
-                display_name="oldest backup object not yet copied to the DR bucket",
-                condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
-                    filter=(
-                        'metric.type="pubsub.googleapis.com/subscription/oldest_unacked_message_age" '
-                        f'AND resource.type="pubsub_subscription" AND resource.labels.subscription_id="{subscription}"'
-                    ),
-                    comparison="COMPARISON_GT",
-                    threshold_value=int(behind.total_seconds()),
-                    duration="0s",
-                    aggregations=[
-                        monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-                            alignment_period=ALIGNMENT, per_series_aligner="ALIGN_MAX"
-                        )
-                    ],
-                ),
-            )
-        ],
-        notification_channels=channels,
-        severity="CRITICAL",
-        documentation=monitoring.AlertPolicyDocumentationArgs(
-            mime_type="text/markdown",
-            content=(
-                f"Backup objects of SV node `{node}` written more than {schedules.describe(behind)} ago are not in "
-                f"the DR bucket yet (subscription `{subscription}`). Backups to the primary bucket go on; the copy "
-                f"catches up once the cause is fixed. Check the transfer job's failed copies in Cloud Logging and "
-                f"the DR region's status; see docs/gcp-regions.md."
-            ),
+    return _dr_copy_alert(
+        backend,
+        "behind",
+        title=f"DR copy behind by more than {schedules.describe(behind)}",
+        condition="oldest backup object not yet copied to the DR bucket",
+        metric_filter=(
+            'metric.type="pubsub.googleapis.com/subscription/oldest_unacked_message_age" '
+            f'AND resource.type="pubsub_subscription" AND resource.labels.subscription_id="{subscription}"'
         ),
-        user_labels={"svbackups-kind": "dr-copy", "svbackups-alert": "behind", "svbackups-node": node},
-        opts=pulumi.ResourceOptions(parent=parent),
+        bound=behind,
+        documentation=(
+            f"Backup objects of SV node `{node}` written more than {schedules.describe(behind)} ago are not in "
+            f"the DR bucket yet (subscription `{subscription}`). Backups to the primary bucket go on; the copy "
+            f"catches up once the cause is fixed. Check the transfer job's failed copies in Cloud Logging and "
+            f"the DR region's status; see docs/gcp-regions.md."
+        ),
+        channels=channels,
+        parent=parent,
     )
 
 
@@ -112,19 +93,51 @@ def _turbo_replication_behind(backend: GcpBackend, channels: list, parent: pulum
     node = backend.settings.node.name
     bucket = buckets.primary_bucket_name(backend)
     bound = backend.settings.dr.max_replication_lag
+    return _dr_copy_alert(
+        backend,
+        "turbo-behind",
+        title=f"dual-region replication behind by more than {schedules.describe(bound)}",
+        condition="oldest backup object not yet in both regions of the dual-region bucket",
+        metric_filter=(
+            f'metric.type="{TURBO_MAX_DELAY}" AND resource.type="gcs_bucket" AND resource.labels.bucket_name="{bucket}"'
+        ),
+        bound=bound,
+        documentation=(
+            f"Backup objects of SV node `{node}` in the dual-region bucket `{bucket}` are not in both of its "
+            f"regions after {schedules.describe(bound)} (turbo replication targets 15 minutes): until they "
+            f"are, losing the primary region loses them. Backups go on; GCS catches up by itself. Check the "
+            f"Cloud Storage status of both regions and the bucket's replication in Metrics Explorer "
+            f"(`{TURBO_MAX_DELAY}`); see docs/gcp-regions.md."
+        ),
+        channels=channels,
+        parent=parent,
+    )
+
+
+def _dr_copy_alert(
+    backend: GcpBackend,
+    suffix: str,
+    *,
+    title: str,
+    condition: str,
+    metric_filter: str,
+    bound: timedelta,
+    documentation: str,
+    channels: list,
+    parent: pulumi.Resource,
+) -> monitoring.AlertPolicy:
+    """A critical alert when an age metric of the DR copy (seconds) exceeds `bound`: the copy is that far behind."""
+    node = backend.settings.node.name
     return monitoring.AlertPolicy(
-        backend.names.resource("alert", "dr-copy", "turbo-behind"),
+        backend.names.resource("alert", "dr-copy", suffix),
         project=backend.project,
-        display_name=f"sv-backups {node}: dual-region replication behind by more than {schedules.describe(bound)}",
+        display_name=f"sv-backups {node}: {title}",
         combiner="OR",
         conditions=[
             monitoring.AlertPolicyConditionArgs(
-                display_name="oldest backup object not yet in both regions of the dual-region bucket",
+                display_name=condition,
                 condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
-                    filter=(
-                        f'metric.type="{TURBO_MAX_DELAY}" AND resource.type="gcs_bucket" '
-                        f'AND resource.labels.bucket_name="{bucket}"'
-                    ),
+                    filter=metric_filter,
                     comparison="COMPARISON_GT",
                     threshold_value=int(bound.total_seconds()),
                     duration="0s",
@@ -138,16 +151,8 @@ def _turbo_replication_behind(backend: GcpBackend, channels: list, parent: pulum
         ],
         notification_channels=channels,
         severity="CRITICAL",
-        documentation=monitoring.AlertPolicyDocumentationArgs(
-            mime_type="text/markdown",
-            content=(
-                f"Backup objects of SV node `{node}` in the dual-region bucket `{bucket}` are not in both of its "
-                f"regions after {schedules.describe(bound)} (turbo replication targets 15 minutes): until they "
-                f"are, losing the primary region loses them. Backups go on; GCS catches up by itself. Check the "
-                f"Cloud Storage status of both regions and the bucket's replication in Metrics Explorer "
-                f"(`{TURBO_MAX_DELAY}`); see docs/gcp-regions.md."
-            ),
-        ),
+        documentation=monitoring.AlertPolicyDocumentationArgs(mime_type="text/markdown", content=documentation),
+        # Both are the one `dr-copy` / `behind` alert of their layout (policy: copy chain, replication alert).
         user_labels={"svbackups-kind": "dr-copy", "svbackups-alert": "behind", "svbackups-node": node},
         opts=pulumi.ResourceOptions(parent=parent),
     )
