@@ -67,6 +67,6 @@ class HistoryAudit(pulumi.ComponentResource):
             kind="history",
             namespace=namespace,
             cron_job=self.cron_job_name,
-            stale_after=timing.largest_gap + timing.latest_finish + settings.monitoring.slack,
+            stale_after=timing.stale_after(settings.monitoring.slack),
         )
         self.register_outputs({"cronJob": self.cron_job_name})

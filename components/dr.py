@@ -106,7 +106,7 @@ class DisasterRecovery(pulumi.ComponentResource):
                 kind="replica",
                 namespace=namespace,
                 cron_job=self.check_cron_job_name,
-                stale_after=timing.largest_gap + timing.latest_finish + settings.dr.max_replication_lag,
+                stale_after=timing.stale_after(settings.dr.max_replication_lag),
             )
         ]
         self.restore_service_account = sa_name

@@ -124,7 +124,7 @@ class RestoreDrill(pulumi.ComponentResource):
             "--scratch-dir",
             SCRATCH_DIR,
             "--max-age",
-            fmt(postgres.largest_gap + postgres.latest_finish + slack),
+            fmt(postgres.stale_after(slack)),
             "--jobs",
             str(RESTORE_JOBS),
             "--json",
@@ -284,6 +284,6 @@ class RestoreDrill(pulumi.ComponentResource):
             kind=EVENT_KINDS[kind],
             namespace=namespace,
             cron_job=cron_job,
-            stale_after=timing.largest_gap + timing.latest_finish + slack,
+            stale_after=timing.stale_after(slack),
         )
         return DrillJob(kind=kind, cron_job=cron_job, alert=alert)

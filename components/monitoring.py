@@ -22,7 +22,7 @@ def alert_specs(settings: Settings, cron_jobs: dict[str, str]) -> list[AlertSpec
             kind=kind,
             namespace=settings.node.namespace,
             cron_job=cron_jobs[kind],
-            stale_after=timing[kind].largest_gap + timing[kind].latest_finish + settings.monitoring.slack,
+            stale_after=timing[kind].stale_after(settings.monitoring.slack),
         )
         for kind in BACKUP_KINDS
     ]

@@ -115,6 +115,11 @@ class Timing:
         """How long after its scheduled time a run may still finish."""
         return self.start_window + self.deadline
 
+    def stale_after(self, slack: timedelta) -> timedelta:
+        """The longest a healthy schedule goes without a finished run (the largest gap, then a run that starts and
+        finishes as late as allowed), plus `slack`: the age past which the newest run's outcome is overdue."""
+        return self.largest_gap + self.latest_finish + slack
+
 
 # Pure, and the scans are the costliest part of validating a config: several stacks planned in one process (one
 # per SV node) share their schedules.

@@ -874,7 +874,7 @@ def _check_drill_alerts(cloud: str, parsed: dict[str, Any], drill: Timing, probl
     that long (CloudWatch alarms evaluate at most 7 days)."""
     limit = MAX_STALE_WINDOW[cloud]
     monitoring: MonitoringConfig = parsed.get("monitoring") or MonitoringConfig()
-    stale = drill.largest_gap + drill.latest_finish + monitoring.slack
+    stale = drill.stale_after(monitoring.slack)
     if limit is not None and stale > limit:
         problems.append(
             f"{PROJECT}:schedule.drill: {parsed['schedule'].drill!r} leaves {schedules.describe(drill.largest_gap)} "
