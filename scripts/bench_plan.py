@@ -14,6 +14,8 @@ machine favours none); medians and min-max spreads are printed, and the ratios o
   lazily (`import pulumi_gcp.storage` only registers a lazy stand-in module), so the floor touches each to load
   it, as the program must. Goal: <= 1.3x the floor.
   The same program with the collector left on during start-up (`__main__.py` pauses it) shows what that pause buys.
+  `__main__.py` also freezes what it made, so the full collection Python runs at exit skips it (~0.5 s of the
+  bare floor's time goes there): the floor frozen the same way before it exits gives the like-for-like ratio.
 - 8 nodes: one stack per SV node (the Pulumi norm: each node its own state and `pulumi up`), so N node stacks are
   generated from prod's stack file (node name `sv-<i>` wherever prod says `sv-1`, namespace `sv-<i>`), and
   `scripts/plan.py` plans all N in one process (as `make plan-all` and the pull-request check do), against
@@ -50,7 +52,8 @@ STARTUP_STACKS = {"gcp": "prod", "aws": "aws-prod"}
 NODES_FROM = "prod"
 
 # Runs the program under the mock engine exactly as scripts/plan.py does, and stops once it has declared
-# everything (no plan document, files or policies: that is the start-up `pulumi up` pays before the engine works).
+# everything (no plan document, files or policies: that is the start-up `pulumi up` pays before the engine works);
+# the process then ends with the run, as the language host's does (the program's collector pause and freeze stay).
 _DECLARE = """
 import sys
 sys.path.insert(0, {root!r})
@@ -60,7 +63,7 @@ root = Path({root!r})
 project = offline_plan.load_project(root)
 config = offline_plan.load_stack_file(project.stack_file({stack!r}), project=project.name, stack={stack!r})
 {before}
-recording = offline_plan.run_program(offline_plan.main_program(root), config)
+recording = offline_plan.run_program(offline_plan.main_program(root), config, process_goes_on=False)
 {after}
 """
 # What a process loaded from the provider SDKs, leaving out the lazy stand-ins of submodules not yet loaded
@@ -74,6 +77,49 @@ loaded = sorted(
 packages = [name for name in loaded if hasattr(sys.modules[name], "__path__")]
 print(json.dumps({{"modules": loaded, "packages": packages{extra}}}))
 """
+# The Pulumi SDK's own share of a plan: one node's resources (type, name, parent, inputs as the engine got them,
+# read from its plan.json) declared again through the SDK's generic classes, no program logic, once per node stack
+# in one process, each run under the mock engine as scripts/plan.py runs a stack (collector paused, frozen at
+# exit). Untyped, so the SDK does less than for the provider classes: a lower bound on what any program
+# declaring these resources pays per node.
+_REPLAY = """
+import gc, json, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+{floor}
+import pulumi
+from scripts import offline_plan
+root = Path({root!r})
+project = offline_plan.load_project(root)
+resources = json.loads(Path({plan!r}).read_text(encoding="utf-8"))["resources"]
+
+def replay():
+    gc.disable()  # as __main__.py does; the offline plan turns it back on after the run
+    declared = {{}}
+    pending = list(resources)
+    while pending:  # parents first
+        ready = [r for r in pending if r["parent"] in declared or r["parent"].endswith("::" + {root_name!r})]
+        for r in ready:
+            opts = pulumi.ResourceOptions(parent=declared.get(r["parent"]))
+            if r["options"]["custom"]:
+                declared[r["urn"]] = pulumi.CustomResource(r["type"], r["name"], dict(r["inputs"]), opts)
+            else:
+                component = pulumi.ComponentResource(r["type"], r["name"], None, opts)
+                component.register_outputs({{}})
+                declared[r["urn"]] = component
+        if not ready:
+            raise SystemExit("bench_plan: the replayed plan has resources whose parent is not in it")
+        pending = [r for r in pending if r["urn"] not in declared]
+
+for path in {files!r}:
+    stack = Path(path).name.removeprefix("Pulumi.").removesuffix(".yaml")
+    config = offline_plan.load_stack_file(Path(path), project=project.name, stack=stack)
+    offline_plan.run_program(replay, config)
+gc.freeze()  # as scripts/plan.py does before it exits
+"""
+
+# What __main__.py does once it has declared everything: the collection at exit skips what is frozen.
+_FREEZE = "import gc\ngc.freeze()\n"
 # The variant with the collector on throughout: __main__.py's pause becomes a no-op.
 _GC_ON = """
 import gc
@@ -116,6 +162,16 @@ def _run(argv: Sequence[str], env: dict[str, str]) -> tuple[float, int, str]:
     if process.returncode != 0:
         raise SystemExit(f"bench_plan: {' '.join(argv)[:200]} exited {process.returncode}:\n{stderr[-3000:]}")
     return elapsed, usage.ru_maxrss, stdout
+
+
+def replay_code(packages: Sequence[str], plan_dir: Path, files: Sequence[Path]) -> str:
+    return _REPLAY.format(
+        root=str(ROOT),
+        floor=floor_code(packages),
+        plan=str(plan_dir / "plan.json"),
+        root_name=f"pulumi:pulumi:Stack::sv-backups-{NODES_FROM}-sv-1",
+        files=[str(f) for f in files],
+    )
 
 
 def declare_code(stack: str, *, before: str = "", after: str = "") -> str:
@@ -222,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cloud}: {stack} declares {resources} resources, loads {modules} provider modules (its floor too)")
             print(f"  from: {', '.join(packages)}")
             variants.append(Variant(f"{cloud} floor", [python, "-c", floor_code(packages)]))
+            variants.append(Variant(f"{cloud} floor, frozen at exit", [python, "-c", floor_code(packages) + _FREEZE]))
             variants.append(Variant(f"{cloud} program ({stack})", [python, "-c", declare_code(stack)]))
         variants.append(
             Variant("gcp program, collector on", [python, "-c", declare_code(STARTUP_STACKS["gcp"], before=_GC_ON)])
@@ -233,6 +290,16 @@ def main(argv: list[str] | None = None) -> int:
             f"plan {nodes} nodes, one process", plan + [a for f in files for a in ("--config-file", str(f))]
         )
         variants += [one, several]
+        # The SDK floor of the same runs: node 1's plan, replayed (the plan is made here, untimed).
+        source = work / "replay-source"
+        _run([*plan[:2], "--out", str(source), "--config-file", str(files[0])], env)
+        replay_one = Variant(
+            "SDK floor: 1 node replayed", [python, "-c", replay_code(floors["gcp"], source, files[:1])]
+        )
+        replay_all = Variant(
+            f"SDK floor: {nodes} nodes replayed", [python, "-c", replay_code(floors["gcp"], source, files)]
+        )
+        variants += [replay_one, replay_all]
 
         if not args.quick:
             for variant in variants:  # fills the byte-code cache; not timed
@@ -256,9 +323,15 @@ def main(argv: list[str] | None = None) -> int:
         for cloud, stack in STARTUP_STACKS.items():
             program, floor = by_name[f"{cloud} program ({stack})"], by_name[f"{cloud} floor"]
             print(_ratio_line(f"start-up {cloud} / floor", program, floor, 1.3))
+            frozen = by_name[f"{cloud} floor, frozen at exit"]
+            print(_ratio_line(f"start-up {cloud} / floor frozen at exit", program, frozen, None))
         print(_ratio_line("gcp collector on / gcp program", by_name["gcp program, collector on"],
                           by_name[f"gcp program ({STARTUP_STACKS['gcp']})"], None))  # fmt: skip
         print(_ratio_line(f"{nodes} nodes / 1 node", several, one, 1.5))
+        print(_ratio_line(f"SDK floor: {nodes} nodes / 1 node", replay_all, replay_one, None))
+        extra = (several.median - one.median) / (nodes - 1)
+        sdk_extra = (replay_all.median - replay_one.median) / (nodes - 1)
+        print(f"  each further node: {extra:.2f} s planned, of which the SDK's floor {sdk_extra:.2f} s")
         print()
         print("floor (gcp):  python -c " + json.dumps(floor_code(floors["gcp"])))
         return 0

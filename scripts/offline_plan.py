@@ -658,17 +658,26 @@ def run_program(
     *,
     mocks: Any = None,
     stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+    process_goes_on: bool = True,
 ) -> Recording:
     """Run `program` under the mock engine with `config`, as `pulumi up` would, and return what it declared.
 
     Each run has its own thread, event loop and context (root stack, config, exports, pending outputs), so
     runs never leak into one another nor into the caller's Pulumi state. Exceptions from the program (or
     the mocks) are raised here, after the engine has drained. `stack_references` (stack name -> outputs)
-    answers the program's StackReference reads when `mocks` is not given.
+    answers the program's StackReference reads when `mocks` is not given. `process_goes_on=False` (a caller
+    that exits right after, as the language host's process does: scripts/bench_plan.py) leaves the collector
+    as the program set it.
     """
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-plan") as pool:
         return pool.submit(
-            contextvars.copy_context().run, _run_in_context, program, config, mocks, stack_references
+            contextvars.copy_context().run,
+            _run_in_context,
+            program,
+            config,
+            mocks,
+            stack_references,
+            process_goes_on,
         ).result()
 
 
@@ -677,6 +686,7 @@ def _run_in_context(
     config: StackConfig,
     mocks: Any,
     stack_references: Mapping[str, Mapping[str, Any]] | None,
+    process_goes_on: bool = True,
 ) -> Recording:
     import pulumi.runtime
     from pulumi.runtime import settings as runtime_settings
@@ -701,15 +711,19 @@ def _run_in_context(
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    # The program pauses the cyclic collector for the rest of its process (__main__.py); this process goes on.
+    # The program pauses the cyclic collector and freezes what it made for the rest of its process (__main__.py);
+    # this process goes on, so both are undone (a host that froze objects of its own keeps everything frozen).
     collector_was_on = gc.isenabled()
+    frozen_before = gc.get_freeze_count()
     try:
         loop.run_until_complete(run_in_stack(program))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         asyncio.set_event_loop(None)
         loop.close()
-        if collector_was_on:
+        if process_goes_on and frozen_before == 0:
+            gc.unfreeze()
+        if process_goes_on and collector_was_on:
             gc.enable()
     return recording
 
@@ -974,8 +988,13 @@ def plan_json(plan: Mapping[str, Any]) -> str:
     return json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def manifest_yaml(obj: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120)
+# libyaml's emitter (in PyYAML's wheels) is 4x faster than the pure-Python one and writes the same bytes
+# (tests/program/test_manifests.py compares both on every shipped stack's manifests).
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def manifest_yaml(obj: Mapping[str, Any], *, dumper: type = _YAML_DUMPER) -> str:
+    return yaml.dump(obj, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120)
 
 
 def write_plan(result: PlanResult, out_dir: Path) -> None:

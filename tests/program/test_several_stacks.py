@@ -1,7 +1,7 @@
 """Several SV nodes: one stack each, planned one after the other in one process (scripts/plan.py with
 --config-file repeated), each exactly as if planned alone; and the program's collector pause (__main__.py,
-for the rest of its process) is undone by the offline plan after each run whatever the outcome, so a process
-that plans several stacks keeps collecting between them."""
+for the rest of its process, and its freezing of what it made) is undone by the offline plan after each run
+whatever the outcome, so a process that plans several stacks keeps collecting between them."""
 
 from __future__ import annotations
 
@@ -72,18 +72,20 @@ def test_the_collector_is_off_from_start_up_to_the_end_of_the_run_and_restored_a
     declare = program_module.declare
 
     def recording_declare(settings):
-        seen.append(("declare", gc.isenabled()))
+        seen.append(("declare", gc.isenabled(), gc.get_freeze_count() > 0))
         return declare(settings)
 
     def program():
         main_program(ROOT)()
-        seen.append(("after __main__", gc.isenabled()))  # the engine's work on the outputs is still to come
+        # The engine's work on the outputs is still to come; what the program made is frozen, out of the
+        # collection at exit.
+        seen.append(("after __main__", gc.isenabled(), gc.get_freeze_count() > 0))
 
     monkeypatch.setattr(program_module, "declare", recording_declare)
-    assert gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
     run_program(program, load_stack_file(PROD, project="sv-backups", stack="prod"))
-    assert seen == [("declare", False), ("after __main__", False)]
-    assert gc.isenabled()
+    assert seen == [("declare", False, False), ("after __main__", False, True)]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 def test_the_collector_is_restored_when_the_config_is_invalid():
