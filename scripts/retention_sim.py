@@ -42,6 +42,7 @@ DAY = timedelta(days=1)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
           "TIB": 2**40}
 _SIZE = re.compile(r"^\s*([a-z]+)\s*=\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*$")
+_DAILY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*/\s*day\s*$")
 _GROWTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*/\s*(month|year)\s*$")
 AVERAGE_MONTH = timedelta(days=365.25 / 12)
 
@@ -73,6 +74,15 @@ def parse_sizes(text: str) -> dict[str, int]:
             )
         sizes[match.group(1)] = int(float(match.group(2)) * _UNITS[unit])
     return sizes
+
+
+def parse_daily(text: str) -> int:
+    """`1GB/day` -> bytes per day (GB = 10^9, GiB = 2^30)."""
+    match = _DAILY.match(text)
+    unit = match.group(2).upper() if match else ""
+    if not match or unit not in _UNITS:
+        raise ValueError(f"--cometbft-blocks: {text!r} is not NUMBER UNIT/day (e.g. 1GB/day)")
+    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def parse_growth(text: str) -> float:
@@ -248,6 +258,7 @@ class Options:
     timing: str = "jitter"
     seed: int = 1
     throughput: float = 200e6  # bytes per second of one role's dump (about 5 s/GB, docs DESIGN section 4)
+    cometbft_per_day: int = 10**9  # bytes of blocks CometBFT writes per day (its volume keeps the last window)
 
 
 @dataclass
@@ -269,7 +280,16 @@ class Result:
     audit_days: int
     audit_problems: list[tuple[datetime, str]]
     snapshots_by_tier: dict[tuple[str, int], int]
-    minimum_snapshots: dict[int, int]
+    minimum_snapshots: dict[int, int]  # migration id -> fewest historical snapshots at the configured block rate
+    # The same at twice the block rate (the window halved): the margin Splice's 2-week spacing keeps, which the
+    # pruner keeps too (components/retention.py, WINDOW_SAFETY_DIVISOR).
+    minimum_snapshots_margin: dict[int, int]
+    snapshot_bytes: int  # incremental snapshot storage of every kept snapshot at the end
+    minimum_snapshot_bytes: int  # the same for the minimum's snapshots (and the recent ones, kept either way)
+    snapshot_problems: list[tuple[datetime, str]]  # days a kept CometBFT history had a gap of a window or more
+    snapshot_days: int  # days the block rule was checked on what was kept
+    snapshot_location: str  # where the snapshots are stored (one copy, priced there)
+    snapshot_monthly_cost: float  # USD per month of snapshot_bytes at the end
     bucket: BucketModel
     sealed: list[SetPoint]  # every set the run sealed (recent tier), for checks
     store: MemoryStore  # the simulated bucket at the end
@@ -297,8 +317,17 @@ class Result:
         return None if self.window is None else self.historical / self.minimum
 
     @property
+    def snapshot_historical(self) -> int:
+        return sum(n for (tier, _), n in self.snapshots_by_tier.items() if tier == HISTORICAL)
+
+    @property
+    def snapshot_bytes_ratio(self) -> float:
+        """CometBFT snapshot storage kept / the minimum selection's: what the kept count costs."""
+        return self.snapshot_bytes / max(1, self.minimum_snapshot_bytes)
+
+    @property
     def total_monthly_cost(self) -> float:
-        return sum(self.monthly_cost.values()) + self.monthly_replication_cost
+        return sum(self.monthly_cost.values()) + self.monthly_replication_cost + self.snapshot_monthly_cost
 
 
 def migration_id_at(settings: Settings, changes: list[datetime], at: datetime) -> int:
@@ -332,6 +361,8 @@ def simulate(settings: Settings, options: Options) -> Result:
     gib_days_overhead: dict[str, float] = {}
     written_last_month = 0
     problems: list[tuple[datetime, str]] = []
+    snapshot_problems: list[tuple[datetime, str]] = []
+    snapshot_days = 0
     audit_days = 0
     sealed: list[SetPoint] = []
     max_age = timing.largest_gap + timing.latest_finish + settings.monitoring.slack
@@ -362,6 +393,8 @@ def simulate(settings: Settings, options: Options) -> Result:
             deleted = [d for d in deleted if d[2] > at]
             if end - at <= timedelta(days=30):
                 _account(store, bucket, at, deleted, gib_days, gib_days_overhead)
+            snapshot_days += 1
+            snapshot_problems += [(at, p) for p in snapshots.gaps(at)]
             points = [set_point(prefix.split("/", 1)[0], m) for prefix, m in complete_sets(store)]
             if points:
                 audit_days += 1
@@ -389,6 +422,8 @@ def simulate(settings: Settings, options: Options) -> Result:
     role_windows = {role: w for role, w in (("participant", windows.participant_pruning),
                                              ("sequencer", windows.sequencer_pruning)) if w is not None}
     minimum, spacing = minimum_historical(sealed, role_windows, end)
+    snapshot_bytes = snapshots.stored_bytes(snapshots.kept(), options.cometbft_per_day)
+    location = snapshot_location(settings)
     return Result(
         stack=settings.stack, start=options.start, end=end, cadence=settings.derived.postgres_historical_cadence,
         window=window, sets_by_tier=sets_by_tier, bytes_by_class=bytes_by_class, bytes_kept_after_delete=kept_after,
@@ -396,8 +431,25 @@ def simulate(settings: Settings, options: Options) -> Result:
         minimum_historical=minimum, largest_legal_spacing=spacing,
         guaranteed_spacing=None if window is None else window - timing.largest_gap - timing.latest_finish,
         audit_days=audit_days, audit_problems=problems, snapshots_by_tier=snapshots.by_tier(),
-        minimum_snapshots=snapshots.minimum(end), bucket=bucket, sealed=sealed, store=store,
+        minimum_snapshots=_counts(snapshots.minimum(end)),
+        minimum_snapshots_margin=_counts(snapshots.minimum(end, snapshots.window / retention.WINDOW_SAFETY_DIVISOR)),
+        snapshot_bytes=snapshot_bytes,
+        minimum_snapshot_bytes=snapshots.stored_bytes(snapshots.minimum_kept(end), options.cometbft_per_day),
+        snapshot_problems=snapshot_problems, snapshot_days=snapshot_days, snapshot_location=location,
+        snapshot_monthly_cost=snapshot_bytes / GIB * storage_prices.snapshot_per_gib(settings.cloud, location),
+        bucket=bucket, sealed=sealed, store=store,
     )
+
+
+def snapshot_location(settings: Settings) -> str:
+    """Where the VolumeSnapshotClass stores CometBFT's snapshots (components/gcp/backend.py; EBS: the region)."""
+    if settings.cloud != "gcp":
+        return settings.aws.region
+    return storage_layout(settings.gcp.region, settings.dr.region).snapshot_location
+
+
+def _counts(selection: dict[int, list[datetime]]) -> dict[int, int]:
+    return {mid: len(times) for mid, times in selection.items()}
 
 
 def _cost(bucket: BucketModel, storage_class: str, gib: float) -> float:
@@ -607,16 +659,44 @@ class _Snapshots:
             counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def minimum(self, end: datetime) -> dict[int, int]:
+    @property
+    def window(self) -> timedelta:
+        r = self.settings.retention
+        return retention.cometbft_retention_window(r.cometbft_retain_blocks, r.cometbft_blocks_per_hour)
+
+    def kept(self) -> dict[int, list[datetime]]:
+        """The snapshots left now, by migration id, oldest first."""
+        kept: dict[int, list[datetime]] = {}
+        for snapshot in self.kube.snapshots.values():
+            labels = snapshot["metadata"]["labels"]
+            taken = datetime.fromtimestamp(int(labels[cometbft_job.TAKEN_AT_LABEL]), UTC)
+            kept.setdefault(int(labels[cometbft_job.MIGRATION_ID_LABEL]), []).append(taken)
+        return {mid: sorted(times) for mid, times in sorted(kept.items())}
+
+    def gaps(self, now: datetime) -> list[str]:
+        """The block rule on what is kept now (Splice: two kept snapshots fewer blocks apart than CometBFT
+        retains): consecutive kept snapshots of an id, and for the current id the newest to now, less than a
+        window apart at the configured block rate."""
+        kept = self.kept()
+        current = max(kept, default=None)
+        problems = []
+        for mid, times in kept.items():
+            ends = [*times, now] if mid == current else times
+            for a, b in pairwise(ends):
+                if b - a >= self.window:
+                    problems.append(f"CometBFT id {mid}: kept snapshots {format_time(a)} and {format_time(b)} are "
+                                    f"{human(b - a)} apart, not less than the {human(self.window)} CometBFT keeps")
+        return problems
+
+    def minimum(self, end: datetime, window: timedelta | None = None) -> dict[int, list[datetime]]:
         """The fewest snapshots older than the recent window that keep every two kept ones fewer blocks apart than
-        CometBFT retains: per id the first, then greedily the furthest reachable, up to the first recent one (for
-        the current id) or the last one (an earlier id, whose newest is kept)."""
-        window = retention.cometbft_retention_window(
-            self.settings.retention.cometbft_retain_blocks, self.settings.retention.cometbft_blocks_per_hour
-        )
+        CometBFT retains (`window`: at the configured block rate unless given): per id the first, then greedily
+        the furthest reachable, up to the first recent one (for the current id) or the last one (an earlier id,
+        whose newest is kept). Chosen with hindsight among every snapshot the run took."""
+        window = self.window if window is None else window
         cutoff = end - self.settings.retention.recent
         current = max((m for _, m in self.taken), default=None)
-        counts: dict[int, int] = {}
+        chosen_by_id: dict[int, list[datetime]] = {}
         for mid in sorted({m for _, m in self.taken}):
             times = [t for t, m in self.taken if m == mid]
             recent = [i for i, t in enumerate(times) if t >= cutoff]
@@ -629,8 +709,35 @@ class _Snapshots:
                 chosen.append(step)
             if mid != current and chosen[-1] != target:
                 chosen.append(target)
-            counts[mid] = sum(1 for i in chosen if times[i] < cutoff)
-        return counts
+            chosen_by_id[mid] = [times[i] for i in chosen if times[i] < cutoff]
+        return chosen_by_id
+
+    def minimum_kept(self, end: datetime) -> dict[int, list[datetime]]:
+        """The minimum's snapshots plus the recent ones (the recent window keeps every snapshot either way)."""
+        cutoff = end - self.settings.retention.recent
+        selection = self.minimum(end)
+        for mid, times in self.kept().items():
+            selection[mid] = sorted({*selection.get(mid, []), *(t for t in times if t >= cutoff)})
+        return selection
+
+    def stored_bytes(self, selection: dict[int, list[datetime]], per_day: int) -> int:
+        """Incremental snapshot storage (PD and EBS snapshots keep each block once, in the oldest snapshot still
+        holding it): a snapshot taken at t holds the blocks of (t - window, t] (those of its id: a new id's chain
+        starts at its first snapshot), so the bytes are the block rate times the union of those spans. Deleting
+        a snapshot whose span overlaps its neighbours' frees nothing: any spacing under the window stores the
+        same bytes as the minimum. CometBFT's state besides the blocks is left out (small next to them)."""
+        total = 0.0
+        for mid, times in selection.items():
+            if not times:
+                continue
+            # The stack's own id has run for a while when the simulation starts: its first snapshot is full.
+            reached = times[0] - self.window if mid == self.settings.node.migration_id else times[0]
+            covered = timedelta(0)
+            for t in times:
+                covered += t - max(t - self.window, reached)
+                reached = t
+            total += covered / DAY * per_day
+        return int(total)
 
 
 # -------------------------------------------------------------------------------------------- rendering
@@ -673,7 +780,18 @@ def report(result: Result) -> str:
         )
     lines.append("CometBFT snapshots at the end: " + ", ".join(
         f"{tier} {n} (migration id {mid})" for (tier, mid), n in sorted(result.snapshots_by_tier.items())
-    ) + "; minimum historical " + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots.items())))
+    ) + "; minimum historical " + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots.items()))
+      + " at the configured block rate, " + ", ".join(
+        f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots_margin.items()))
+      + " at twice that rate (the margin of Splice's 2-week spacing)")
+    snapshot_ratio = result.snapshot_historical / max(1, sum(result.minimum_snapshots_margin.values()))
+    lines.append(
+        f"  historical {result.snapshot_historical} / minimum with the margin "
+        f"{sum(result.minimum_snapshots_margin.values())} = {snapshot_ratio:.2f}x; incremental snapshot storage "
+        f"{gib(result.snapshot_bytes)}, the minimum's {gib(result.minimum_snapshot_bytes)} = "
+        f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window "
+        f"stores each block once); {money(result.snapshot_monthly_cost)}/month in {result.snapshot_location}"
+    )
     lines.append("bytes stored at the end (one copy): " + ", ".join(
         f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_by_class.items())
     ) + (f"; {result.bucket.overhead_name}: " + ", ".join(
@@ -686,7 +804,15 @@ def report(result: Result) -> str:
         note = f" (of which {result.bucket.overhead_name} {money(extra)})" if extra else ""
         lines.append(f"  {cls:<12} {money(usd)}{note}")
     lines.append(f"  {'replication':<12} {money(result.monthly_replication_cost)} (per GiB written)")
+    lines.append(f"  {'CometBFT':<12} {money(result.snapshot_monthly_cost)} (disk snapshots)")
     lines.append(f"  {'total':<12} {money(result.total_monthly_cost)}")
+    if result.snapshot_problems:
+        first_at, first = result.snapshot_problems[0]
+        lines.append(f"CometBFT history: GAPS on {len({a for a, _ in result.snapshot_problems})} days; first "
+                     f"{format_time(first_at)[:10]}: {first}")
+    else:
+        lines.append(f"CometBFT history: gap-less on every one of {result.snapshot_days} simulated days (the block "
+                     "rule, at the configured block rate)")
     if result.audit_problems:
         first_at, first = result.audit_problems[0]
         lines.append(f"history audit: FAILED on {len({a for a, _ in result.audit_problems})} of {result.audit_days} "

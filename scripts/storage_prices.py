@@ -16,6 +16,11 @@ Sources (read 2026-12-02 from stored copies of the pages, which carry no date of
   Retrieval $0.0036, Glacier Deep Archive $0.00099; "Replication": cross-region transfer $0.02/GB, Replication
   Time Control $0.015/GB. (Recalled list prices, unchanged since 2021-11; to verify on the page.)
 
+- Disk snapshots (CometBFT's volume; incremental, billed per GiB stored): Compute Engine standard snapshots since
+  2023-04-01, regional $0.05 (us-central1 baseline) and multi-regional $0.065 (US multi-region), from Google's
+  pricing announcement (https://cloud.google.com/compute/pricing-announce, read 2026-12-03 from a stored copy);
+  EBS snapshots, standard tier, $0.05 (recalled, to verify).
+
 Minimum storage durations (billed even when an object leaves the class earlier): GCS Nearline 30 d, Coldline
 90 d, Archive 365 d; S3 Standard-IA 30 d, Glacier IR and Flexible 90 d, Deep Archive 180 d. sv-backups never
 deletes a historical object and moves it only once, so these never add to the bill here.
@@ -94,3 +99,14 @@ def replication_per_gib(provider: str, mode: str) -> float:
     if provider == "gcs":
         return GCS_REPLICATION["DEFAULT" if mode == "TRANSFER" else mode]
     return S3_REPLICATION_TRANSFER + (S3_REPLICATION_TIME_CONTROL if mode == "RTC" else 0.0)
+
+
+# Disk snapshots, USD per GiB-month of snapshot data stored: (cloud, "regional" | "multi-regional").
+SNAPSHOT = {("gcp", "regional"): 0.05, ("gcp", "multi-regional"): 0.065, ("aws", "regional"): 0.05}
+
+
+def snapshot_per_gib(cloud: str, location: str) -> float:
+    """USD per GiB-month of CometBFT snapshot data: `location` is where they are stored (a GCP multi-region such as
+    `us`, or a region)."""
+    kind = "multi-regional" if cloud == "gcp" and "-" not in location else "regional"
+    return SNAPSHOT[(cloud, kind)]

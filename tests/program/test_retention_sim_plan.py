@@ -66,3 +66,15 @@ def test_the_simulation_uses_the_lifecycle_the_program_declares(stack, shipped_p
             rules, noncurrent = _s3_rules(configuration)
             assert rules == simulated, configuration["name"]
             assert timedelta(days=noncurrent) == model.kept_after_delete
+
+
+@pytest.mark.parametrize("stack", PRIMARY_STACKS)
+def test_the_simulation_prices_cometbft_snapshots_where_the_snapshot_class_stores_them(stack, shipped_plan):
+    [snapshot_class] = shipped_plan(stack).of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+    settings = load(stack)
+    location = retention_sim.snapshot_location(settings)
+    if settings.cloud == "gcp":
+        assert snapshot_class["inputs"]["parameters"]["storage-locations"] == location
+    else:  # EBS snapshots stay in the cluster's region
+        assert "storage-locations" not in (snapshot_class["inputs"].get("parameters") or {})
+        assert location == settings.aws.region

@@ -60,6 +60,14 @@ def test_bad_growth():
         retention_sim.parse_growth("5")
 
 
+def test_daily_block_growth():
+    assert retention_sim.parse_daily("1GB/day") == 10**9
+    assert retention_sim.parse_daily("2.5 GiB / day") == int(2.5 * 2**30)
+    for text in ("1GB", "1GB/week", "GB/day", "1XB/day"):
+        with pytest.raises(ValueError, match=r"--cometbft-blocks: .* is not NUMBER UNIT/day"):
+            retention_sim.parse_daily(text)
+
+
 def test_memory_store_is_create_only_like_the_buckets():
     store = MemoryStore(lambda: T0)
     store.put_bytes("a", b"x")
@@ -216,3 +224,48 @@ def test_a_size_model_that_does_not_fit_the_deadline_is_refused():
 def test_a_missing_role_size_is_named():
     with pytest.raises(ValueError, match="no size for role"):
         simulate(short_prod(), Options(years=1 / 365, start=T0, sizes=SizeModel({"apps": 1})))
+
+
+# ---------------------------------------------------------------------------------------------- CometBFT
+
+
+def test_incremental_snapshot_bytes_depend_on_the_spacing_only_beyond_the_window():
+    """A snapshot at t holds the blocks of (t - window, t]; storage keeps each block once, so any selection spaced
+    under the window stores the blocks from the first snapshot's window to the last snapshot, and a wider one
+    stores less (and leaves a gap the block rule refuses)."""
+    settings = short_prod()
+    snapshots = retention_sim._Snapshots(settings)
+    window, day = snapshots.window, timedelta(days=1)
+    base, other = settings.node.migration_id, settings.node.migration_id + 1
+    every_4h = [T0 + i * timedelta(hours=4) for i in range(6 * 60)]
+    thinned = every_4h[:: int((window - timedelta(hours=4)) / timedelta(hours=4))]  # spaced just under the window
+    span = every_4h[-1] - every_4h[0]
+    for selection in (every_4h, [*thinned, every_4h[-1]]):
+        assert snapshots.stored_bytes({base: selection}, 10**9) == int((span + window) / day * 10**9)
+        # a later id's volume starts empty at its first snapshot
+        assert snapshots.stored_bytes({other: selection}, 10**9) == int(span / day * 10**9)
+    sparse = every_4h[:: int(2 * window / timedelta(hours=4))]
+    assert snapshots.stored_bytes({base: sparse}, 10**9) == int(len(sparse) * window / day * 10**9)
+
+
+def test_the_replay_keeps_cometbfts_history_gapless_at_the_cost_of_the_minimum(replay):
+    _settings, result = replay
+    assert result.snapshot_days == 30 and result.snapshot_problems == []
+    # more snapshots than the bare minimum, fewer than (or as many as) the minimum with Splice's margin needs...
+    assert sum(result.minimum_snapshots.values()) <= sum(result.minimum_snapshots_margin.values())
+    # ...and, as incremental snapshots, the same bytes as the minimum's
+    assert result.snapshot_bytes_ratio == pytest.approx(1.0)
+    assert result.snapshot_monthly_cost > 0 and result.snapshot_location
+
+
+def test_a_cometbft_outage_longer_than_its_window_is_a_reported_gap():
+    raw = raw_config("prod")
+    # 2 days of blocks: snapshots are kept a day apart (half the window), and 3 failed days break the history.
+    raw["sv-backups:retention"].update(recent="3d", cometbftRetainBlocks=2 * 24 * 7000, cometbftBlocksPerHour=7000)
+    settings = load_settings(raw, stack="prod-short-cometbft")
+    outage = Outage(T0 + timedelta(days=4), timedelta(days=3))
+    result = simulate(settings, Options(years=9 / 365, start=T0, sizes=SIZES, outages=[outage]))
+    assert result.snapshot_problems
+    first_at, first = result.snapshot_problems[0]
+    assert T0 + timedelta(days=6) <= first_at <= T0 + timedelta(days=7)
+    assert "not less than the 2d CometBFT keeps" in first
