@@ -94,6 +94,19 @@ class AlertSpec:
     cron_job: str
     stale_after: timedelta
 
+    @property
+    def run_name(self) -> str:
+        """What one run of the watched job is, for alert titles: "postgres backup", "history audit",
+        "postgres restore drill" (every kind logs the same backup.completed / backup.failed events)."""
+        if self.kind in _RUN_NAMES:
+            return _RUN_NAMES[self.kind]
+        if self.kind.startswith("drill-"):
+            return f"{self.kind.removeprefix('drill-')} restore drill"
+        return f"{self.kind} backup"
+
+
+_RUN_NAMES = {"history": "history audit", "replica": "DR replica check"}
+
 
 class CloudBackend(Protocol):
     name: str

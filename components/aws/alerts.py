@@ -111,7 +111,7 @@ def _alarms_for(backend: AwsBackend, spec: AlertSpec, actions: list, parent: pul
         names.resource("alarm", spec.kind, "stale"),
         name=f"sv-backups-{node}-{spec.kind}-stale",
         alarm_description=(
-            f"No {spec.kind} backup of SV node {node} completed for {stale_for}. Check "
+            f"No {spec.run_name} ({spec.kind}) of SV node {node} completed for {stale_for}. Check "
             f"`kubectl -n {spec.namespace} get jobs -l app.kubernetes.io/instance={node}` and the logs of the "
             f"latest {spec.cron_job} job. See docs/runbook.md."
         ),
@@ -134,7 +134,7 @@ def _alarms_for(backend: AwsBackend, spec: AlertSpec, actions: list, parent: pul
         names.resource("alarm", spec.kind, "failed"),
         name=f"sv-backups-{node}-{spec.kind}-failed",
         alarm_description=(
-            f"A {spec.kind} backup run of SV node {node} failed. The job's log line with "
+            f"A {spec.run_name} ({spec.kind}) of SV node {node} failed. The job's log line with "
             f'"event": "backup.failed" says why; no partial backup is ever marked complete. See docs/runbook.md.'
         ),
         namespace=METRIC_NAMESPACE,

@@ -182,9 +182,9 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
         backend,
         spec,
         "stale",
-        title=f"no {spec.kind} backup for {stale_for}",
+        title=f"no {spec.run_name} for {stale_for}",
         condition=monitoring.AlertPolicyConditionArgs(
-            display_name=f"no completed {spec.kind} backup",
+            display_name=f"no completed {spec.run_name}",
             condition_absent=monitoring.AlertPolicyConditionConditionAbsentArgs(
                 filter=completed.name.apply(
                     lambda name: f'metric.type="logging.googleapis.com/user/{name}" AND resource.type="k8s_container"'
@@ -194,7 +194,7 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
             ),
         ),
         documentation=(
-            f"No `{spec.kind}` backup of SV node `{node}` completed for {stale_for}. "
+            f"No {spec.run_name} (`{spec.kind}`) of SV node `{node}` completed for {stale_for}. "
             f"Check `kubectl -n {spec.namespace} get jobs -l app.kubernetes.io/instance={node}` and "
             f"the logs of the latest `{spec.cron_job}` job. See docs/runbook.md."
         ),
@@ -205,9 +205,9 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
         backend,
         spec,
         "failed",
-        title=f"{spec.kind} backup failed",
+        title=f"{spec.run_name} failed",
         condition=monitoring.AlertPolicyConditionArgs(
-            display_name=f"failed {spec.kind} backup",
+            display_name=f"failed {spec.run_name}",
             condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
                 filter=failed.name.apply(lambda name: f'metric.type="logging.googleapis.com/user/{name}"'),
                 comparison="COMPARISON_GT",
@@ -217,7 +217,7 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
             ),
         ),
         documentation=(
-            f"A `{spec.kind}` backup run of SV node `{node}` failed. The job's log line with "
+            f"A {spec.run_name} (`{spec.kind}`) of SV node `{node}` failed. The job's log line with "
             f'`"event": "backup.failed"` says why; no partial backup is ever marked complete. See docs/runbook.md.'
         ),
         channels=channels,

@@ -160,6 +160,11 @@ def test_the_drills_alert_when_they_fail_or_stop_passing_on_gcp(shipped_plan):
         assert stale["conditions"][0]["conditionAbsent"]["duration"] == f"{expected}s"
         assert stale["userLabels"]["svbackups-kind"] == f"drill-{kind}"
         assert alerts[f"sv-1-alert-drill-{kind}-failed"]["userLabels"]["svbackups-alert"] == "failed"
+        # Titles say what stopped: a drill, not a backup.
+        assert f": no {kind} restore drill for 1" in stale["displayName"]
+        assert alerts[f"sv-1-alert-drill-{kind}-failed"]["displayName"].endswith(f"{kind} restore drill failed")
+    assert ": no postgres backup for " in alerts["sv-1-alert-postgres-stale"]["displayName"]
+    assert ": no history audit for " in alerts["sv-1-alert-history-stale"]["displayName"]
 
 
 def test_the_drills_alert_when_they_fail_or_stop_passing_on_aws(shipped_plan):
@@ -172,6 +177,7 @@ def test_the_drills_alert_when_they_fail_or_stop_passing_on_aws(shipped_plan):
     assert stale["period"] == 4 * 24 * HOUR + 15 * 60 + 4 * HOUR + HOUR
     assert stale["treatMissingData"] == "breaching"
     assert alarms["sv-1-alarm-drill-identities-failed"]["tags"]["svbackups-kind"] == "drill-identities"
+    assert stale["alarmDescription"].startswith("No postgres restore drill (drill-postgres) of SV node sv-1 completed")
 
 
 def test_the_restore_identity_reads_the_secret_on_aws(shipped_plan):
