@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pulumi
 
-from components import kube_specs, readers, retention, schedules
+from components import kube_specs, readers, retention
 from components.cloud import AlertSpec, BackupStore, CloudBackend, SecretSlot
 from components.naming import Names
 from components.settings import Settings
@@ -75,7 +75,7 @@ class DisasterRecovery(pulumi.ComponentResource):
         backend.allow_secret_reads(self.secret, reader.identity, label="dr-copy", parent=self)
         backend.allow_secret_reads(primary_secret, reader.identity, label="primary", parent=self)
 
-        timing = schedules.schedule_timing(settings.dr.check_schedule)
+        timing = settings.derived.dr_check  # over a full period, as any check's (components/schedules.py)
         lag = retention.format_duration(settings.dr.max_replication_lag)
         args = [
             "check-replica",

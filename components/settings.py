@@ -529,6 +529,10 @@ class Derived:
     cometbft_retention_window: timedelta
     # The Postgres drill's schedule and run bound (sv-backups:schedule.drill, sv-backups:drill.timeout).
     drill: Timing | None = None
+    # The checks' schedules, scanned over a full period (they may be irregular): the history audit's, and the
+    # DR stack's replica check's (sv-backups:dr.checkSchedule).
+    audit: Timing | None = None
+    dr_check: Timing | None = None
 
 
 @dataclass(frozen=True)
@@ -694,8 +698,8 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         # Resolved once here: every component reads settings.schedule.drill as a cron expression.
         parsed["schedule"] = schedule_cfg.model_copy(update={"drill": DRILL_SCHEDULES[cloud or "gcp"]})
     derived = _derive(parsed, problems)
-    if cloud is not None and derived is not None and derived.drill is not None:
-        _check_drill_alerts(cloud, parsed, derived.drill, problems)
+    if cloud is not None and derived is not None:
+        _check_alert_windows(cloud, role, parsed, derived, problems)
     if problems:
         raise SettingsError(problems)
 
@@ -819,6 +823,9 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
             )
 
     drill_timing = _drill_timing(schedule, parsed.get("drill"), problems)
+    dr_cfg: DrConfig | None = parsed.get("dr")
+    audit_timing = schedules.check_timing(schedule.audit)
+    dr_check_timing = schedules.check_timing(dr_cfg.check_schedule) if dr_cfg is not None else None
 
     retention_cfg: RetentionConfig | None = parsed.get("retention")
     if retention_cfg is None:
@@ -866,22 +873,39 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
         min_pruning_window=min_window,
         cometbft_retention_window=cometbft_window,
         drill=drill_timing,
+        audit=audit_timing,
+        dr_check=dr_check_timing,
     )
 
 
-def _check_drill_alerts(cloud: str, parsed: dict[str, Any], drill: Timing, problems: list[str]) -> None:
-    """A drill's stale alert waits a drill interval plus a run and the slack: the cloud must be able to watch
+def _check_alert_windows(cloud: str, role: str, parsed: dict[str, Any], derived: Derived, problems: list[str]) -> None:
+    """A check's stale alert waits the check's largest gap plus a run and a slack: the cloud must be able to watch
     that long (CloudWatch alarms evaluate at most 7 days)."""
+    schedule: ScheduleConfig = parsed["schedule"]
+    slack = (parsed.get("monitoring") or MonitoringConfig()).slack
+    checks = []
+    if role == "primary":
+        checks.append(("schedule.audit", schedule.audit, "audit", derived.audit, slack, "'50 5 * * *' (the default)"))
+        if derived.drill is not None:
+            example = f"{DRILL_SCHEDULES[cloud]!r} (the {cloud} default)"
+            checks.append(("schedule.drill", schedule.drill, "drill", derived.drill, slack, example))
+    elif role == "dr" and derived.dr_check is not None:
+        dr: DrConfig = parsed["dr"]
+        example = "'*/30 * * * *' (the default)"
+        checks.append(
+            ("dr.checkSchedule", dr.check_schedule, "check", derived.dr_check, dr.max_replication_lag, example)
+        )
     limit = MAX_STALE_WINDOW[cloud]
-    monitoring: MonitoringConfig = parsed.get("monitoring") or MonitoringConfig()
-    stale = drill.stale_after(monitoring.slack)
-    if limit is not None and stale > limit:
+    for key, expression, what, timing, grace, example in checks:
+        stale = timing.stale_after(grace)
+        if limit is None or stale <= limit:
+            continue
         problems.append(
-            f"{PROJECT}:schedule.drill: {parsed['schedule'].drill!r} leaves {schedules.describe(drill.largest_gap)} "
-            f"between two drills; with a run of up to {schedules.describe(drill.latest_finish)} and the "
-            f"{schedules.describe(monitoring.slack)} slack its stale alert would wait {schedules.describe(stale)}, "
-            f"longer than the {schedules.describe(limit)} an alarm on {cloud} can evaluate; allowed: drills at most "
-            f"~6 days apart, e.g. {DRILL_SCHEDULES[cloud]!r} (the {cloud} default)"
+            f"{PROJECT}:{key}: {expression!r} leaves {schedules.describe(timing.largest_gap)} between two {what}s; "
+            f"with a run of up to {schedules.describe(timing.latest_finish)} and the {schedules.describe(grace)} "
+            f"{'slack' if grace is slack else 'replication lag bound'} its stale alert would wait "
+            f"{schedules.describe(stale)}, longer than the {schedules.describe(limit)} an alarm on {cloud} can "
+            f"evaluate; allowed: {what}s at most ~6 days apart, e.g. {example}"
         )
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from jobs.__main__ import build_parser
+from tests.stackfiles import raw_config
 
 CRON_JOB = "kubernetes:batch/v1:CronJob"
 
@@ -69,3 +70,13 @@ def test_the_audit_alerts_when_it_fails_or_stops_passing(shipped_plan, stack, al
         (a["inputs"]["userLabels"]["svbackups-kind"], a["inputs"]["userLabels"]["svbackups-alert"]) for a in alerts
     }
     assert {("history", "stale"), ("history", "failed")} <= kinds
+
+
+def test_an_audit_on_weekdays_only_is_stale_after_the_weekend_not_after_a_day(offline_plan):
+    # Friday's audit to Monday's is 3 days: the stale alert must wait that long, or it pages every Monday.
+    raw = raw_config("prod")
+    raw["sv-backups:schedule"]["audit"] = "50 5 * * 1-5"
+    alerts = {a["name"]: a["inputs"] for a in offline_plan(raw).of_type("gcp:monitoring/alertPolicy:AlertPolicy")}
+    duration = alerts["sv-1-alert-history-stale"]["conditions"][0]["conditionAbsent"]["duration"]
+    # 3 days + the start window (15 min) + the run (the smallest gap, a day, less two start windows) + 1 h slack
+    assert duration == f"{3 * 86400 + 15 * 60 + (86400 - 30 * 60) + 3600}s"
