@@ -99,6 +99,10 @@ MIN_RUN_DEADLINE = {
     "identities": timedelta(minutes=5),
 }
 BACKUP_KINDS = ("postgres", "cometbft", "identities")
+# How long a check may run (its Job deadline), whatever its schedule leaves: the history audit reads the manifests,
+# the DR replica check lists both stores, minutes each; longer is a hung run, and a bound keeps their stale alerts
+# one gap (plus this) away instead of two gaps on a sparse schedule.
+MAX_CHECK_RUN = timedelta(hours=2)
 
 
 @dataclass(frozen=True)

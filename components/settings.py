@@ -824,8 +824,10 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
 
     drill_timing = _drill_timing(schedule, parsed.get("drill"), problems)
     dr_cfg: DrConfig | None = parsed.get("dr")
-    audit_timing = schedules.check_timing(schedule.audit)
-    dr_check_timing = schedules.check_timing(dr_cfg.check_schedule) if dr_cfg is not None else None
+    audit_timing = schedules.check_timing(schedule.audit, schedules.MAX_CHECK_RUN)
+    dr_check_timing = (
+        schedules.check_timing(dr_cfg.check_schedule, schedules.MAX_CHECK_RUN) if dr_cfg is not None else None
+    )
 
     retention_cfg: RetentionConfig | None = parsed.get("retention")
     if retention_cfg is None:
@@ -885,25 +887,26 @@ def _check_alert_windows(cloud: str, role: str, parsed: dict[str, Any], derived:
     slack = (parsed.get("monitoring") or MonitoringConfig()).slack
     checks = []
     if role == "primary":
-        checks.append(("schedule.audit", schedule.audit, "audit", derived.audit, slack, "'50 5 * * *' (the default)"))
+        default = "'50 5 * * *' (the default)"
+        checks.append(("schedule.audit", schedule.audit, "audit", derived.audit, slack, "slack", default))
         if derived.drill is not None:
             example = f"{DRILL_SCHEDULES[cloud]!r} (the {cloud} default)"
-            checks.append(("schedule.drill", schedule.drill, "drill", derived.drill, slack, example))
+            checks.append(("schedule.drill", schedule.drill, "drill", derived.drill, slack, "slack", example))
     elif role == "dr" and derived.dr_check is not None:
         dr: DrConfig = parsed["dr"]
-        example = "'*/30 * * * *' (the default)"
+        lag, default = dr.max_replication_lag, "'*/30 * * * *' (the default)"
         checks.append(
-            ("dr.checkSchedule", dr.check_schedule, "check", derived.dr_check, dr.max_replication_lag, example)
+            ("dr.checkSchedule", dr.check_schedule, "check", derived.dr_check, lag, "replication lag bound", default)
         )
     limit = MAX_STALE_WINDOW[cloud]
-    for key, expression, what, timing, grace, example in checks:
+    for key, expression, what, timing, grace, grace_name, example in checks:
         stale = timing.stale_after(grace)
         if limit is None or stale <= limit:
             continue
         problems.append(
             f"{PROJECT}:{key}: {expression!r} leaves {schedules.describe(timing.largest_gap)} between two {what}s; "
             f"with a run of up to {schedules.describe(timing.latest_finish)} and the {schedules.describe(grace)} "
-            f"{'slack' if grace is slack else 'replication lag bound'} its stale alert would wait "
+            f"{grace_name} its stale alert would wait "
             f"{schedules.describe(stale)}, longer than the {schedules.describe(limit)} an alarm on {cloud} can "
             f"evaluate; allowed: {what}s at most ~6 days apart, e.g. {example}"
         )

@@ -322,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         print("ratios (of medians)")
         for cloud, stack in STARTUP_STACKS.items():
             program, floor = by_name[f"{cloud} program ({stack})"], by_name[f"{cloud} floor"]
-            print(_ratio_line(f"start-up {cloud} / floor", program, floor, 1.3))
+            # The goal is the issue's, against the bare floor; like for like (the floor skipping the collection at
+            # exit as the program does) is printed under it, without a goal.
+            print(_ratio_line(f"start-up {cloud} / bare floor", program, floor, 1.3))
             frozen = by_name[f"{cloud} floor, frozen at exit"]
             print(_ratio_line(f"start-up {cloud} / floor frozen at exit", program, frozen, None))
         print(_ratio_line("gcp collector on / gcp program", by_name["gcp program, collector on"],

@@ -25,6 +25,6 @@ def test_the_benchmark_runs_in_quick_mode():
     # The floors were derived from what the plans loaded, and matched it module for module.
     assert "gcp: prod declares" in out and "aws: aws-prod declares" in out and "(its floor too)" in out
     assert "pulumi_gcp.storage" in out and "pulumi_aws.s3" in out and "pulumi_kubernetes.batch.v1" in out
-    ratios = ("start-up gcp / floor", "start-up aws / floor", "start-up gcp / floor frozen at exit")
+    ratios = ("start-up gcp / bare floor", "start-up aws / bare floor", "start-up gcp / floor frozen at exit")
     for ratio in (*ratios, "gcp collector on / gcp program", "2 nodes / 1 node"):
         assert ratio in out

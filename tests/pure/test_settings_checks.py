@@ -45,3 +45,12 @@ def test_a_primary_does_not_answer_for_the_replica_check_it_does_not_run():
     raw = raw_config("aws-prod")
     raw.setdefault("sv-backups:dr", {})["checkSchedule"] = "0 6 * * 0"
     assert load_settings(raw, stack="aws-prod").derived.dr_check.largest_gap == timedelta(days=7)
+
+
+def test_an_audit_twice_a_week_fits_cloudwatch_as_the_drills_do():
+    # Its run is bounded (2 h), so its stale alarm is one gap away: 4 days + 15 min + 2 h + 1 h slack.
+    raw = raw_config("aws-prod")
+    raw.setdefault("sv-backups:schedule", {})["audit"] = "50 5 * * 0,3"
+    timing = load_settings(raw, stack="aws-prod").derived.audit
+    assert timing.deadline == timedelta(hours=2)
+    assert timing.stale_after(timedelta(hours=1)) == timedelta(days=4, hours=3, minutes=15)
