@@ -28,7 +28,7 @@ from typing import Any
 from croniter import croniter
 
 from components import retention
-from components.gcp_locations import storage_layout
+from components.gcp_locations import standalone_snapshot_location, storage_layout
 from components.settings import Settings
 from jobs import cometbft as cometbft_job
 from jobs.destinations import Destination, ObjectExists, ObjectInfo, ObjectWriter
@@ -288,8 +288,8 @@ class Result:
     minimum_snapshot_bytes: int  # the same for the minimum's snapshots (and the recent ones, kept either way)
     snapshot_problems: list[tuple[datetime, str]]  # days a kept CometBFT history had a gap of a window or more
     snapshot_days: int  # days the block rule was checked on what was kept
-    snapshot_location: str  # where the snapshots are stored (one copy, priced there)
-    snapshot_monthly_cost: float  # USD per month of snapshot_bytes at the end
+    snapshot_locations: list[str]  # where the snapshots are stored: one billed copy in each
+    snapshot_monthly_cost: float  # USD per month of snapshot_bytes at the end, every copy and the copying
     bucket: BucketModel
     sealed: list[SetPoint]  # every set the run sealed (recent tier), for checks
     store: MemoryStore  # the simulated bucket at the end
@@ -423,29 +423,36 @@ def simulate(settings: Settings, options: Options) -> Result:
                                              ("sequencer", windows.sequencer_pruning)) if w is not None}
     minimum, spacing = minimum_historical(sealed, role_windows, end)
     snapshot_bytes = snapshots.stored_bytes(snapshots.kept(), options.cometbft_per_day)
-    location = snapshot_location(settings)
+    locations = snapshot_locations(settings)
+    # A copy in a second region is incremental too: what it transfers each month is the month's new blocks.
+    copying = (len(locations) - 1) * options.cometbft_per_day * 30 / GIB * storage_prices.SNAPSHOT_COPY_TRANSFER
+    snapshot_cost = sum(snapshot_bytes / GIB * storage_prices.snapshot_per_gib(settings.cloud, at) for at in locations)
     return Result(
         stack=settings.stack, start=options.start, end=end, cadence=settings.derived.postgres_historical_cadence,
         window=window, sets_by_tier=sets_by_tier, bytes_by_class=bytes_by_class, bytes_kept_after_delete=kept_after,
         monthly_cost=monthly, monthly_overhead_cost=overhead, monthly_replication_cost=replication,
         minimum_historical=minimum, largest_legal_spacing=spacing,
         guaranteed_spacing=None if window is None else window - timing.largest_gap - timing.latest_finish,
-        audit_days=audit_days, audit_problems=problems, snapshots_by_tier=snapshots.by_tier(),
+        audit_days=audit_days, audit_problems=problems, snapshots_by_tier=snapshots.by_tier(end),
         minimum_snapshots=_counts(snapshots.minimum(end)),
         minimum_snapshots_margin=_counts(snapshots.minimum(end, snapshots.window / retention.WINDOW_SAFETY_DIVISOR)),
         snapshot_bytes=snapshot_bytes,
         minimum_snapshot_bytes=snapshots.stored_bytes(snapshots.minimum_kept(end), options.cometbft_per_day),
-        snapshot_problems=snapshot_problems, snapshot_days=snapshot_days, snapshot_location=location,
-        snapshot_monthly_cost=snapshot_bytes / GIB * storage_prices.snapshot_per_gib(settings.cloud, location),
+        snapshot_problems=snapshot_problems, snapshot_days=snapshot_days, snapshot_locations=locations,
+        snapshot_monthly_cost=snapshot_cost + copying,
         bucket=bucket, sealed=sealed, store=store,
     )
 
 
-def snapshot_location(settings: Settings) -> str:
-    """Where the VolumeSnapshotClass stores CometBFT's snapshots (components/gcp/backend.py; EBS: the region)."""
-    if settings.cloud != "gcp":
-        return settings.aws.region
-    return storage_layout(settings.gcp.region, settings.dr.region).snapshot_location
+def snapshot_locations(settings: Settings) -> list[str]:
+    """Where CometBFT's snapshots are stored, one billed copy each: GCP, the VolumeSnapshotClass's
+    `storage-locations` (components/gcp/backend.py); AWS, the cluster's region, and on a primary with a DR region
+    the copy the snapshot job makes there (`--copy-to-region`, components/aws/backend.py)."""
+    if settings.cloud == "gcp":
+        if settings.dr.region is None:
+            return [standalone_snapshot_location(settings.gcp.region)]
+        return [storage_layout(settings.gcp.region, settings.dr.region).snapshot_location]
+    return [settings.aws.region, *([settings.dr.region] if settings.dr.region else [])]
 
 
 def _counts(selection: dict[int, list[datetime]]) -> dict[int, int]:
@@ -647,16 +654,14 @@ class _Snapshots:
         job = cometbft_job.SnapshotJob(self.kube, options, log=lambda *a, **k: {})
         job.prune(job.plan_prune(at))
 
-    def by_tier(self) -> dict[tuple[str, int], int]:
-        recent = self.settings.retention.recent
-        newest = max((int(s["metadata"]["labels"][cometbft_job.TAKEN_AT_LABEL]) for s in self.kube.snapshots.values()),
-                     default=0)
+    def by_tier(self, end: datetime) -> dict[tuple[str, int], int]:
+        """Kept snapshots by (tier, migration id): recent within the recent window of `end`, as `minimum` counts."""
+        cutoff = end - self.settings.retention.recent
         counts: dict[tuple[str, int], int] = {}
-        for snapshot in self.kube.snapshots.values():
-            labels = snapshot["metadata"]["labels"]
-            age = timedelta(seconds=newest - int(labels[cometbft_job.TAKEN_AT_LABEL]))
-            key = (RECENT if age <= recent else HISTORICAL, int(labels[cometbft_job.MIGRATION_ID_LABEL]))
-            counts[key] = counts.get(key, 0) + 1
+        for mid, times in self.kept().items():
+            for taken in times:
+                key = (RECENT if taken >= cutoff else HISTORICAL, mid)
+                counts[key] = counts.get(key, 0) + 1
         return counts
 
     @property
@@ -789,8 +794,8 @@ def report(result: Result) -> str:
         f"  historical {result.snapshot_historical} / minimum with the margin "
         f"{sum(result.minimum_snapshots_margin.values())} = {snapshot_ratio:.2f}x; incremental snapshot storage "
         f"{gib(result.snapshot_bytes)}, the minimum's {gib(result.minimum_snapshot_bytes)} = "
-        f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window "
-        f"stores each block once); {money(result.snapshot_monthly_cost)}/month in {result.snapshot_location}"
+        f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window stores each block once); "
+        f"{money(result.snapshot_monthly_cost)}/month in {' + '.join(result.snapshot_locations)}"
     )
     lines.append("bytes stored at the end (one copy): " + ", ".join(
         f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_by_class.items())

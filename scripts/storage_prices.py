@@ -19,7 +19,8 @@ Sources (read 2026-12-02 from stored copies of the pages, which carry no date of
 - Disk snapshots (CometBFT's volume; incremental, billed per GiB stored): Compute Engine standard snapshots since
   2023-04-01, regional $0.05 (us-central1 baseline) and multi-regional $0.065 (US multi-region), from Google's
   pricing announcement (https://cloud.google.com/compute/pricing-announce, read 2026-12-03 from a stored copy);
-  EBS snapshots, standard tier, $0.05 (recalled, to verify).
+  EBS snapshots, standard tier, $0.05, and copying one to another region, $0.02/GB transferred (both recalled,
+  to verify).
 
 Minimum storage durations (billed even when an object leaves the class earlier): GCS Nearline 30 d, Coldline
 90 d, Archive 365 d; S3 Standard-IA 30 d, Glacier IR and Flexible 90 d, Deep Archive 180 d. sv-backups never
@@ -103,6 +104,7 @@ def replication_per_gib(provider: str, mode: str) -> float:
 
 # Disk snapshots, USD per GiB-month of snapshot data stored: (cloud, "regional" | "multi-regional").
 SNAPSHOT = {("gcp", "regional"): 0.05, ("gcp", "multi-regional"): 0.065, ("aws", "regional"): 0.05}
+SNAPSHOT_COPY_TRANSFER = 0.02  # per GiB a snapshot copy transfers to another region (EBS; inter-region transfer)
 
 
 def snapshot_per_gib(cloud: str, location: str) -> float:

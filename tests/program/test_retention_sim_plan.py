@@ -4,6 +4,7 @@ location the plan holds."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -70,11 +71,15 @@ def test_the_simulation_uses_the_lifecycle_the_program_declares(stack, shipped_p
 
 @pytest.mark.parametrize("stack", PRIMARY_STACKS)
 def test_the_simulation_prices_cometbft_snapshots_where_the_snapshot_class_stores_them(stack, shipped_plan):
-    [snapshot_class] = shipped_plan(stack).of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+    plan = shipped_plan(stack)
+    [snapshot_class] = plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
     settings = load(stack)
-    location = retention_sim.snapshot_location(settings)
+    locations = retention_sim.snapshot_locations(settings)
     if settings.cloud == "gcp":
-        assert snapshot_class["inputs"]["parameters"]["storage-locations"] == location
-    else:  # EBS snapshots stay in the cluster's region
+        assert [snapshot_class["inputs"]["parameters"]["storage-locations"]] == locations
+    else:  # EBS snapshots stay in the cluster's region; the snapshot job copies each to the DR region
         assert "storage-locations" not in (snapshot_class["inputs"].get("parameters") or {})
-        assert location == settings.aws.region
+        [job] = [j for j in plan.of_type("kubernetes:batch/v1:CronJob") if j["name"].endswith("cometbft-snapshot")]
+        args = json.dumps(job["inputs"]["spec"]["jobTemplate"])
+        assert locations == [settings.aws.region, settings.dr.region]
+        assert f'"--copy-to-region", "{settings.dr.region}"' in args
