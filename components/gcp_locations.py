@@ -26,6 +26,8 @@ US = MultiRegion(gcs="US", kms="us", compute="us")
 ASIA = MultiRegion(gcs="ASIA", kms="asia", compute="asia")
 
 _BY_PREFIX = {"europe": EU, "us": US, "asia": ASIA}
+# Where Compute Engine stores a snapshot in more than one region (priced as multi-regional).
+SNAPSHOT_MULTI_REGIONS = frozenset(m.compute for m in _BY_PREFIX.values())
 # The EU multi-region holds data in EU member states only: London and Zurich are not part of it.
 _OUTSIDE = {"europe-west2", "europe-west6"}
 

@@ -137,16 +137,13 @@ def schedule_timing(expression: str) -> Timing:
 
 
 @functools.lru_cache(maxsize=256)
-def check_timing(expression: str, max_run: timedelta | None = None) -> Timing:
+def check_timing(expression: str, max_run: timedelta) -> Timing:
     """The timing of a job that checks the backups (the history audit, the DR replica check, a drill: no 4-hour
     bound, may be weekly or irregular, e.g. weekdays only): the exact largest gap over a full period (an alert's
     staleness bound; schedule_timing stops at the first gap over 4 hours), and a run of at most `max_run`."""
     smallest = smallest_gap(expression)
     start_window = _start_window(smallest)
-    deadline = smallest - 2 * start_window
-    return Timing(
-        smallest, largest_gap(expression), start_window, deadline if max_run is None else min(max_run, deadline)
-    )
+    return Timing(smallest, largest_gap(expression), start_window, min(max_run, smallest - 2 * start_window))
 
 
 def _start_window(gap: timedelta) -> timedelta:

@@ -527,12 +527,12 @@ class Derived:
     cometbft_historical_cadence: timedelta
     min_pruning_window: timedelta | None
     cometbft_retention_window: timedelta
+    # The checks' schedules, scanned over a full period (they may be irregular): the history audit's, and the
+    # DR stack's replica check's (sv-backups:dr.checkSchedule; None when the dr section is invalid).
+    audit: Timing
+    dr_check: Timing | None
     # The Postgres drill's schedule and run bound (sv-backups:schedule.drill, sv-backups:drill.timeout).
     drill: Timing | None = None
-    # The checks' schedules, scanned over a full period (they may be irregular): the history audit's, and the
-    # DR stack's replica check's (sv-backups:dr.checkSchedule).
-    audit: Timing | None = None
-    dr_check: Timing | None = None
 
 
 @dataclass(frozen=True)
@@ -883,33 +883,32 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
 def _check_alert_windows(cloud: str, role: str, parsed: dict[str, Any], derived: Derived, problems: list[str]) -> None:
     """A check's stale alert waits the check's largest gap plus a run and a slack: the cloud must be able to watch
     that long (CloudWatch alarms evaluate at most 7 days)."""
+    limit = MAX_STALE_WINDOW[cloud]
+    if limit is None:
+        return
     schedule: ScheduleConfig = parsed["schedule"]
     slack = (parsed.get("monitoring") or MonitoringConfig()).slack
-    checks = []
+
+    def check(key: str, expression: str, what: str, timing: Timing, grace: timedelta, grace_name: str, fix: str):
+        stale = timing.stale_after(grace)
+        if stale > limit:
+            problems.append(
+                f"{PROJECT}:{key}: {expression!r} leaves {schedules.describe(timing.largest_gap)} between two "
+                f"{what}s; with a run of up to {schedules.describe(timing.latest_finish)} and the "
+                f"{schedules.describe(grace)} {grace_name} its stale alert would wait {schedules.describe(stale)}, "
+                f"longer than the {schedules.describe(limit)} an alarm on {cloud} can evaluate; allowed: {what}s at "
+                f"most ~6 days apart, e.g. {fix}"
+            )
+
     if role == "primary":
-        default = "'50 5 * * *' (the default)"
-        checks.append(("schedule.audit", schedule.audit, "audit", derived.audit, slack, "slack", default))
+        check("schedule.audit", schedule.audit, "audit", derived.audit, slack, "slack", "'50 5 * * *' (the default)")
         if derived.drill is not None:
-            example = f"{DRILL_SCHEDULES[cloud]!r} (the {cloud} default)"
-            checks.append(("schedule.drill", schedule.drill, "drill", derived.drill, slack, "slack", example))
+            fix = f"{DRILL_SCHEDULES[cloud]!r} (the {cloud} default)"
+            check("schedule.drill", schedule.drill, "drill", derived.drill, slack, "slack", fix)
     elif role == "dr" and derived.dr_check is not None:
         dr: DrConfig = parsed["dr"]
-        lag, default = dr.max_replication_lag, "'*/30 * * * *' (the default)"
-        checks.append(
-            ("dr.checkSchedule", dr.check_schedule, "check", derived.dr_check, lag, "replication lag bound", default)
-        )
-    limit = MAX_STALE_WINDOW[cloud]
-    for key, expression, what, timing, grace, grace_name, example in checks:
-        stale = timing.stale_after(grace)
-        if limit is None or stale <= limit:
-            continue
-        problems.append(
-            f"{PROJECT}:{key}: {expression!r} leaves {schedules.describe(timing.largest_gap)} between two {what}s; "
-            f"with a run of up to {schedules.describe(timing.latest_finish)} and the {schedules.describe(grace)} "
-            f"{grace_name} its stale alert would wait "
-            f"{schedules.describe(stale)}, longer than the {schedules.describe(limit)} an alarm on {cloud} can "
-            f"evaluate; allowed: {what}s at most ~6 days apart, e.g. {example}"
-        )
+        lag, fix = dr.max_replication_lag, "'*/30 * * * *' (the default)"
+        check("dr.checkSchedule", dr.check_schedule, "check", derived.dr_check, lag, "replication lag bound", fix)
 
 
 def _drill_timing(schedule: ScheduleConfig, drill: DrillConfig | None, problems: list[str]) -> Timing | None:

@@ -170,7 +170,7 @@ if __name__ == "__main__":
     for variable in ("PULUMI_CONFIG", "PULUMI_CONFIG_SECRET_KEYS"):
         os.environ.pop(variable, None)
     code = main()
-    # The process ends here: leave what it loaded out of the full collection Python runs at exit (~0.5 s over
-    # the provider SDKs' classes, see __main__.py).
+    # The process ends here: leave what it loaded out of the full collection Python runs at exit (over the
+    # provider SDKs' classes, see __main__.py).
     gc.freeze()
     sys.exit(code)

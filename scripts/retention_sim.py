@@ -41,8 +41,9 @@ GIB = 2**30
 DAY = timedelta(days=1)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
           "TIB": 2**40}
-_SIZE = re.compile(r"^\s*([a-z]+)\s*=\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*$")
-_DAILY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*/\s*day\s*$")
+_AMOUNT = r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)"  # NUMBER UNIT
+_SIZE = re.compile(rf"^\s*([a-z]+)\s*=\s*{_AMOUNT}\s*$")
+_DAILY = re.compile(rf"^\s*{_AMOUNT}\s*/\s*day\s*$")
 _GROWTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*/\s*(month|year)\s*$")
 AVERAGE_MONTH = timedelta(days=365.25 / 12)
 
@@ -66,23 +67,29 @@ def parse_sizes(text: str) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for item in text.split(","):
         match = _SIZE.match(item)
-        unit = match.group(3).upper() if match else ""
-        if not match or unit not in _UNITS:
+        amount = _bytes(*match.group(2, 3)) if match else None
+        if amount is None:
             raise ValueError(
                 f"--size: {item.strip()!r} is not ROLE=NUMBER UNIT (e.g. participant=200GB; units: "
                 f"{', '.join(u for u in _UNITS if u != 'KIB' and u != 'MIB')})"
             )
-        sizes[match.group(1)] = int(float(match.group(2)) * _UNITS[unit])
+        sizes[match.group(1)] = amount
     return sizes
 
 
 def parse_daily(text: str) -> int:
     """`1GB/day` -> bytes per day (GB = 10^9, GiB = 2^30)."""
     match = _DAILY.match(text)
-    unit = match.group(2).upper() if match else ""
-    if not match or unit not in _UNITS:
+    amount = _bytes(*match.group(1, 2)) if match else None
+    if amount is None:
         raise ValueError(f"--cometbft-blocks: {text!r} is not NUMBER UNIT/day (e.g. 1GB/day)")
-    return int(float(match.group(1)) * _UNITS[unit])
+    return amount
+
+
+def _bytes(number: str, unit: str) -> int | None:
+    """NUMBER UNIT in bytes; None for an unknown unit."""
+    factor = _UNITS.get(unit.upper())
+    return None if factor is None else int(float(number) * factor)
 
 
 def parse_growth(text: str) -> float:
@@ -321,6 +328,11 @@ class Result:
         return sum(n for (tier, _), n in self.snapshots_by_tier.items() if tier == HISTORICAL)
 
     @property
+    def snapshot_ratio(self) -> float:
+        """Kept historical CometBFT snapshots / the fewest that keep the history with Splice's 2x margin."""
+        return self.snapshot_historical / max(1, sum(self.minimum_snapshots_margin.values()))
+
+    @property
     def snapshot_bytes_ratio(self) -> float:
         """CometBFT snapshot storage kept / the minimum selection's: what the kept count costs."""
         return self.snapshot_bytes / max(1, self.minimum_snapshot_bytes)
@@ -425,7 +437,8 @@ def simulate(settings: Settings, options: Options) -> Result:
     snapshot_bytes = snapshots.stored_bytes(snapshots.kept(), options.cometbft_per_day)
     locations = snapshot_locations(settings)
     # A copy in a second region is incremental too: what it transfers each month is the month's new blocks.
-    copying = (len(locations) - 1) * options.cometbft_per_day * 30 / GIB * storage_prices.SNAPSHOT_COPY_TRANSFER
+    copied_gib = (len(locations) - 1) * options.cometbft_per_day * days_accounted / GIB
+    copying = copied_gib * storage_prices.SNAPSHOT_COPY_TRANSFER
     snapshot_cost = sum(snapshot_bytes / GIB * storage_prices.snapshot_per_gib(settings.cloud, at) for at in locations)
     return Result(
         stack=settings.stack, start=options.start, end=end, cadence=settings.derived.postgres_historical_cadence,
@@ -789,10 +802,9 @@ def report(result: Result) -> str:
       + " at the configured block rate, " + ", ".join(
         f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots_margin.items()))
       + " at twice that rate (the margin of Splice's 2-week spacing)")
-    snapshot_ratio = result.snapshot_historical / max(1, sum(result.minimum_snapshots_margin.values()))
     lines.append(
         f"  historical {result.snapshot_historical} / minimum with the margin "
-        f"{sum(result.minimum_snapshots_margin.values())} = {snapshot_ratio:.2f}x; incremental snapshot storage "
+        f"{sum(result.minimum_snapshots_margin.values())} = {result.snapshot_ratio:.2f}x; incremental snapshot storage "
         f"{gib(result.snapshot_bytes)}, the minimum's {gib(result.minimum_snapshot_bytes)} = "
         f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window stores each block once); "
         f"{money(result.snapshot_monthly_cost)}/month in {' + '.join(result.snapshot_locations)}"

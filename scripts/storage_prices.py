@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.gcp_locations import SNAPSHOT_MULTI_REGIONS
+
 PRICES_READ_ON = "2026-12-02"
 
 _GCS_CLASSES = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
@@ -110,5 +112,5 @@ SNAPSHOT_COPY_TRANSFER = 0.02  # per GiB a snapshot copy transfers to another re
 def snapshot_per_gib(cloud: str, location: str) -> float:
     """USD per GiB-month of CometBFT snapshot data: `location` is where they are stored (a GCP multi-region such as
     `us`, or a region)."""
-    kind = "multi-regional" if cloud == "gcp" and "-" not in location else "regional"
+    kind = "multi-regional" if cloud == "gcp" and location in SNAPSHOT_MULTI_REGIONS else "regional"
     return SNAPSHOT[(cloud, kind)]

@@ -28,3 +28,14 @@ def stack_names() -> list[str]:
 def raw_config(stack: str) -> dict[str, Any]:
     document = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text())
     return copy.deepcopy(_strip_secure(document["config"]))
+
+
+def problems_of(raw: dict[str, Any]) -> list[str]:
+    """The problems `load_settings` refuses `raw` with (one message each); fails the test if it accepts it."""
+    import pytest
+
+    from components.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError) as error:
+        load_settings(raw, stack="test")
+    return error.value.problems

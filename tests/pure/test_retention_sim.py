@@ -19,7 +19,7 @@ from jobs.destinations import ObjectExists
 from jobs.history import SetPoint
 from jobs.manifest import HISTORICAL, RECENT
 from jobs.pgsets import complete_sets
-from scripts import retention_sim
+from scripts import retention_sim, storage_prices
 from scripts.retention_sim import MemoryStore, Options, Outage, SizeModel, minimum_historical, simulate
 from tests.stackfiles import raw_config
 
@@ -270,3 +270,10 @@ def test_a_cometbft_outage_longer_than_its_window_is_a_reported_gap():
     first_at, first = result.snapshot_problems[0]
     assert T0 + timedelta(days=6) <= first_at <= T0 + timedelta(days=7)
     assert "not less than the 2d CometBFT keeps" in first
+
+
+def test_snapshots_are_priced_by_where_they_are_stored():
+    assert storage_prices.snapshot_per_gib("gcp", "us") == storage_prices.SNAPSHOT[("gcp", "multi-regional")]
+    assert storage_prices.snapshot_per_gib("gcp", "europe-west3") == storage_prices.SNAPSHOT[("gcp", "regional")]
+    assert storage_prices.snapshot_per_gib("aws", "us-west-2") == storage_prices.SNAPSHOT[("aws", "regional")]
+    assert storage_prices.SNAPSHOT[("gcp", "multi-regional")] > storage_prices.SNAPSHOT[("gcp", "regional")]

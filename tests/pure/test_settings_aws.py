@@ -1,15 +1,7 @@
 """The stack config schema on AWS: one clear message per problem, naming the key, the value and what is allowed."""
 
-import pytest
-
-from components.settings import SettingsError, load_settings
-from tests.stackfiles import raw_config
-
-
-def problems_of(raw) -> list[str]:
-    with pytest.raises(SettingsError) as error:
-        load_settings(raw, stack="test")
-    return error.value.problems
+from components.settings import load_settings
+from tests.stackfiles import problems_of, raw_config
 
 
 def test_aws_prod_settings():

@@ -3,16 +3,8 @@ irregular as the operator likes, and refused where the cloud cannot watch their 
 
 from datetime import timedelta
 
-import pytest
-
-from components.settings import SettingsError, load_settings
-from tests.stackfiles import raw_config
-
-
-def problems_of(raw, stack="test") -> list[str]:
-    with pytest.raises(SettingsError) as error:
-        load_settings(raw, stack=stack)
-    return error.value.problems
+from components.settings import load_settings
+from tests.stackfiles import problems_of, raw_config
 
 
 def test_an_audit_on_weekdays_only_has_the_weekend_as_its_largest_gap():

@@ -4,14 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from components.settings import SettingsError, load_settings
-from tests.stackfiles import raw_config
-
-
-def problems_of(raw) -> list[str]:
-    with pytest.raises(SettingsError) as error:
-        load_settings(raw, stack="test")
-    return error.value.problems
+from components.settings import load_settings
+from tests.stackfiles import problems_of, raw_config
 
 
 @pytest.mark.parametrize(("stack", "schedule"), [("dev", "20 6 * * 0"), ("aws-dev", "20 6 * * 0,3")])
