@@ -17,9 +17,10 @@ machine favours none); medians and min-max spreads are printed, and the ratios o
   `__main__.py` also freezes what it made, so the full collection Python runs at exit skips it (the bare floor
   spends a third of its time there): the floor frozen the same way before it exits gives the like-for-like ratio.
 - 8 nodes: one stack per SV node (the Pulumi norm: each node its own state and `pulumi up`), so N node stacks are
-  generated from prod's stack file (node name `sv-<i>` wherever prod says `sv-1`, namespace `sv-<i>`), and
-  `scripts/plan.py` plans all N in one process (as `make plan-all` and the pull-request check do), against
-  the same command for node 1 alone. Goal: N nodes <= 1.5x one node.
+  generated from prod's stack file (node name `sv-<i>` wherever prod says `sv-1`, namespace `sv-<i>`), and one
+  `scripts/plan.py` plans all N (as `make plan-all` plans the shipped stacks), against the same command for node 1
+  alone: once all in its process (`--jobs 1`), once with the other nodes in forked copies of it, one per usable
+  core (`--jobs <cores>`, its default). Goal: N nodes <= 1.5x one node.
 
 Byte-code: each process reads and writes compiled modules under a private PYTHONPYCACHEPREFIX (warmed by one
 untimed run of every variant), as on any machine after the program's first run; without it (e.g. with
@@ -47,6 +48,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.plan import usable_cores  # noqa: E402
+
 PROVIDERS = ("pulumi_gcp", "pulumi_aws", "pulumi_kubernetes")
 STARTUP_STACKS = {"gcp": "prod", "aws": "aws-prod"}
 NODES_FROM = "prod"
@@ -286,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         files = node_stack_files(ROOT / "stacks" / f"Pulumi.{NODES_FROM}.yaml", nodes, work)
         plan = [python, str(ROOT / "scripts" / "plan.py"), "--out", str(work / "plan")]
         one = Variant("plan 1 node", [*plan, "--config-file", str(files[0])])
-        several = Variant(
-            f"plan {nodes} nodes, one process", plan + [a for f in files for a in ("--config-file", str(f))]
-        )
-        variants += [one, several]
+        every_node = [a for f in files for a in ("--config-file", str(f))]
+        several = Variant(f"plan {nodes} nodes, one process", [*plan, "--jobs", "1", *every_node])
+        cores = usable_cores()
+        forked = Variant(f"plan {nodes} nodes, --jobs {cores}", [*plan, "--jobs", str(cores), *every_node])
+        variants += [one, several, forked]
         # The SDK floor of the same runs: node 1's plan, replayed (the plan is made here, untimed).
         source = work / "replay-source"
         _run([*plan[:2], "--out", str(source), "--config-file", str(files[0])], env)
@@ -329,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_ratio_line(f"start-up {cloud} / floor frozen at exit", program, frozen, None))
         print(_ratio_line("gcp collector on / gcp program", by_name["gcp program, collector on"],
                           by_name[f"gcp program ({STARTUP_STACKS['gcp']})"], None))  # fmt: skip
-        print(_ratio_line(f"{nodes} nodes / 1 node", several, one, 1.5))
+        print(_ratio_line(f"{nodes} nodes, one process / 1 node", several, one, 1.5))
+        print(_ratio_line(f"{nodes} nodes, --jobs {cores} / 1 node", forked, one, 1.5))
         print(_ratio_line(f"SDK floor: {nodes} nodes / 1 node", replay_all, replay_one, None))
         extra = (several.median - one.median) / (nodes - 1)
         sdk_extra = (replay_all.median - replay_one.median) / (nodes - 1)

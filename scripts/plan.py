@@ -1,11 +1,13 @@
 """The offline plan: what a stack declares, without the Pulumi CLI, a cloud or the stack's passphrase.
 
-    python scripts/plan.py (--stack NAME | --config-file FILE)... [--out DIR] [--primary-plan DIR]
+    python scripts/plan.py (--stack NAME | --config-file FILE)... [--out DIR] [--primary-plan DIR] [--jobs N]
 
 Runs the program (`__main__.py`) under Pulumi's mock engine with the stack's config, prints the resource
 tree and a summary, and writes DIR/plan.json and DIR/manifests/*.yaml (default DIR: out/plan/<stack>).
-Several stacks (`--stack` and `--config-file` repeated, e.g. one stack per SV node) are planned one after the
-other in this one process, each exactly as if alone; with `--out DIR`, each is written to DIR/<stack>.
+Several stacks (`--stack` and `--config-file` repeated, e.g. one stack per SV node) are each planned exactly as if
+alone; with `--out DIR`, each is written to DIR/<stack>. The first is planned in this process, which loads the
+program and the provider modules; the others in `--jobs` copies of it forked then (default: one per usable
+core; 1 plans them all here, one after the other). Output comes in the order the stacks were given.
 `secure:` values are not decrypted: they show as "[secret]", as does every secret in the output.
 Then runs the policy checks (scripts/policy_check.py) on the plan when they exist.
 
@@ -15,17 +17,25 @@ named like the last part of `sv-backups:dr.primaryStack` (stacks/Pulumi.<that>.y
 
 Exit codes: 0 plan written (and policies pass); 1 the program failed; 2 the stack config is invalid (one
 message per problem on stderr) or unreadable; 3 a mandatory policy failed, or a secret would be stored in
-clear in the state.
+clear in the state. With several stacks, the worst of theirs: a stack not planned (1, 2) outranks a policy
+failure (3), so 3 still means every plan was written.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
+import functools
 import gc
 import importlib
+import io
+import multiprocessing
 import os
 import sys
+import threading
 import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +45,8 @@ if str(ROOT) not in sys.path:
 from scripts import offline_plan  # noqa: E402
 
 EXIT_OK, EXIT_PROGRAM, EXIT_CONFIG, EXIT_POLICY = 0, 1, 2, 3
+# Worst last. Callers read 3 as "written, but a policy failed" (the pull-request check goes on to report it).
+_SEVERITY = (EXIT_OK, EXIT_POLICY, EXIT_CONFIG, EXIT_PROGRAM)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -58,10 +70,35 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--primary-plan", type=Path, help="DR stacks: the primary stack's offline plan directory (its plan.json)"
     )
+    parser.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=usable_cores(),
+        help="several stacks: plan up to N at once in forked copies of this process (default: the usable cores, "
+        f"here {usable_cores()}; 1: one after the other, here)",
+    )
     args = parser.parse_args(argv)
     if not args.stack and not args.config_file:
         parser.error("one of the arguments --stack --config-file is required")
     return args
+
+
+def usable_cores() -> int:
+    """The cores this process may run on. Forking is how the copies start (they inherit what the first stack
+    loaded); only Linux forks safely here (macOS's system libraries do not survive a fork), so elsewhere 1."""
+    if sys.platform != "linux":
+        return 1
+    return len(os.sched_getaffinity(0))
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of stacks planned at once, 1 or more")
+    return jobs
 
 
 def _stack_name(path: Path) -> str:
@@ -104,17 +141,72 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
         print(f"plan: stack {', '.join(map(repr, twice))} given twice", file=sys.stderr)
         return EXIT_CONFIG
     several = len(sources) > 1
-    code = EXIT_OK
-    for stack, path in sources:
+    jobs = [
+        (stack, path, args.out / stack if args.out and several else args.out or root / "out" / "plan" / stack)
+        for stack, path in sources
+    ]
+    plan_one = functools.partial(_plan_stack, project=project, root=root, primary_plan=args.primary_plan)
+    codes = []
+    for (stack, _, _), (code, out, err) in zip(jobs, _planned(jobs, plan_one, args.jobs), strict=True):
         if several:
             print(f"=== {stack}")
-        out_dir = args.out / stack if args.out and several else args.out or root / "out" / "plan" / stack
-        code = max(code, _plan_stack(stack, path, out_dir, project, root, primary_plan=args.primary_plan))
-    return code
+        sys.stdout.write(out)
+        sys.stdout.flush()
+        sys.stderr.write(err)
+        sys.stderr.flush()
+        codes.append(code)
+    return max(codes, key=_SEVERITY.index)
+
+
+_Job = tuple[str, Path, Path]  # stack name, stack file, output directory
+_Planned = tuple[int, str, str]  # exit code, what was printed to stdout, and to stderr
+
+
+def _captured(plan_one, job: _Job) -> _Planned:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = plan_one(*job)
+    except BaseException:  # a bug of ours: what the stack printed first still shows, then the traceback
+        sys.stdout.write(out.getvalue())
+        sys.stderr.write(err.getvalue())
+        raise
+    return code, out.getvalue(), err.getvalue()
+
+
+def _planned(jobs: Sequence[_Job], plan_one, workers: int) -> Iterator[_Planned]:
+    """Each job's outcome, in order. The first is planned here; it loads the program and the provider modules
+    its cloud uses, so copies of this process forked after it start with all of that loaded and pay only for
+    declaring their own stacks. A fork is only safe while no other thread runs (a lock held by one would stay
+    held in the copy): with one running (e.g. under a test runner's), every stack is planned here."""
+    yield _captured(plan_one, jobs[0])
+    rest = list(jobs[1:])
+    workers = min(workers, len(rest))
+    if workers <= 1 or threading.active_count() > 1:
+        yield from (_captured(plan_one, job) for job in rest)
+        return
+    sys.stdout.flush()  # a copy must not inherit, and print again, what this process has yet to write
+    sys.stderr.flush()
+    frozen_before = gc.get_freeze_count()
+    # Moved out of the collector's reach, the loaded modules' objects stay shared with the copies instead of
+    # being copied page by page when a copy's collector touches them (the gc.freeze() documentation's advice).
+    gc.freeze()
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_captured, plan_one, job) for job in rest]
+            for (stack, _, _), future in zip(rest, futures, strict=True):
+                try:
+                    yield future.result()
+                except concurrent.futures.process.BrokenProcessPool as error:
+                    # A copy died (killed, out of memory): its stacks, and those not yet started, are not planned.
+                    yield EXIT_PROGRAM, "", f"plan: stack {stack!r} was not planned: its process ended: {error}\n"
+    finally:
+        if frozen_before == 0:
+            gc.unfreeze()
 
 
 def _plan_stack(
-    stack: str, path: Path, out_dir: Path, project: offline_plan.Project, root: Path, *, primary_plan: Path | None
+    stack: str, path: Path, out_dir: Path, *, project: offline_plan.Project, root: Path, primary_plan: Path | None
 ) -> int:
     try:
         config = offline_plan.load_stack_file(path, project=project.name, stack=stack)

@@ -14,13 +14,19 @@ Sources (read 2026-12-02 from stored copies of the pages, which carry no date of
 - S3: https://aws.amazon.com/s3/pricing/, "Storage pricing", US East (N. Virginia) and US West (Oregon), first
   50 TB/month tier: Standard $0.023, Standard-IA $0.0125, Glacier Instant Retrieval $0.004, Glacier Flexible
   Retrieval $0.0036, Glacier Deep Archive $0.00099; "Replication": cross-region transfer $0.02/GB, Replication
-  Time Control $0.015/GB. (Recalled list prices, unchanged since 2021-11; to verify on the page.)
+  Time Control $0.015/GB. (Recalled list prices, unchanged since 2021-11; the stored copy of the page has its
+  price cells empty. Standard $0.023 and Deep Archive $0.00099 match third-party tables dated 2026-03 and
+  2026-05; the others are still to verify on the page.)
 
 - Disk snapshots (CometBFT's volume; incremental, billed per GiB stored): Compute Engine standard snapshots since
   2023-04-01, regional $0.05 (us-central1 baseline) and multi-regional $0.065 (US multi-region), from Google's
   pricing announcement (https://cloud.google.com/compute/pricing-announce, read 2026-12-03 from a stored copy);
-  EBS snapshots, standard tier, $0.05, and copying one to another region, $0.02/GB transferred (both recalled,
-  to verify).
+  EBS snapshots, standard tier, $0.05 ("the standard rate for snapshots of $0.05 per GB-month", the EBS User
+  Guide's "Pricing and billing for archiving Amazon EBS snapshots", no region named). Copying a snapshot to
+  another region "is charged based on the volume of data transferred across Regions" (AWS whitepaper "How AWS
+  Pricing Works", Amazon EBS); $0.02/GB is us-east-1 to us-west-2 (an AWS re:Post article, "verified as of
+  January 2026"; read 2026-12-03 from stored copies). The rate depends on the pair: other pairs range from
+  $0.01 (us-east-1 to us-east-2) to $0.08 and more, so a stack copying between other regions should re-price it.
 
 Minimum storage durations (billed even when an object leaves the class earlier): GCS Nearline 30 d, Coldline
 90 d, Archive 365 d; S3 Standard-IA 30 d, Glacier IR and Flexible 90 d, Deep Archive 180 d. sv-backups never

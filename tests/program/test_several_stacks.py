@@ -1,11 +1,14 @@
-"""Several SV nodes: one stack each, planned one after the other in one process (scripts/plan.py with
---config-file repeated), each exactly as if planned alone; and the program's collector pause (__main__.py,
-for the rest of its process, and its freezing of what it made) is undone by the offline plan after each run
-whatever the outcome, so a process that plans several stacks keeps collecting between them."""
+"""Several SV nodes: one stack each, planned by one scripts/plan.py (--config-file repeated), one after the other
+in its process (--jobs 1) or in forked copies of it (--jobs N), each exactly as if planned alone; and the
+program's collector pause (__main__.py, for the rest of its process, and its freezing of what it made) is undone
+by the offline plan after each run whatever the outcome, so a process that plans several stacks keeps
+collecting between them."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,7 +53,7 @@ def test_stacks_planned_in_one_process_equal_each_planned_alone(tmp_path, monkey
     monkeypatch.setattr(cli, "_policy_checks", lambda plan: None)
     first, second = bench_plan.node_stack_files(PROD, 2, tmp_path)
     both, alone = tmp_path / "both", tmp_path / "alone"
-    assert cli.main(["--config-file", str(first), "--config-file", str(second), "--out", str(both)]) == 0
+    assert cli.main(["--jobs", "1", "--config-file", str(first), "--config-file", str(second), "--out", str(both)]) == 0
     out = capsys.readouterr().out
     assert "=== prod-sv-1" in out and "=== prod-sv-2" in out
     assert cli.main(["--config-file", str(second), "--out", str(alone)]) == 0
@@ -59,6 +62,77 @@ def test_stacks_planned_in_one_process_equal_each_planned_alone(tmp_path, monkey
     assert planned_second == _tree(alone)
     assert planned_second != _tree(both / "prod-sv-1")
     assert gc.isenabled()
+
+
+# plan.py in a fresh process (no other thread runs, so it forks), each stack saying whether it was planned in
+# that process or in a copy; FAULT runs first in every stack's planning.
+_PLAN_SAYING_WHERE = """
+import os, sys
+sys.path.insert(0, {root!r})
+from scripts import plan as cli
+FIRST = os.getpid()
+plan_stack = cli._plan_stack
+def saying_where(stack, *args, **kwargs):
+    {fault}
+    print("planned", stack, "here" if os.getpid() == FIRST else "in a copy")
+    return plan_stack(stack, *args, **kwargs)
+cli._plan_stack = saying_where
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _plan_saying_where(files, out: Path, jobs: int, fault: str = "pass") -> subprocess.CompletedProcess:
+    argv = ["--jobs", str(jobs), "--out", str(out), *(a for f in files for a in ("--config-file", str(f)))]
+    code = _PLAN_SAYING_WHERE.format(root=str(ROOT), fault=fault)
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_stacks_planned_in_forked_copies_equal_those_planned_one_after_the_other(tmp_path):
+    files = bench_plan.node_stack_files(PROD, 3, tmp_path)
+    files[2].write_text(files[2].read_text().replace("name: sv-3", "name: Not A Node"))  # refused, as alone
+    forked = _plan_saying_where(files, tmp_path / "forked", jobs=2)
+    here = _plan_saying_where(files, tmp_path / "here", jobs=1)
+    assert forked.returncode == here.returncode == 2, forked.stderr
+    where = [line for line in forked.stdout.splitlines() if line.startswith(("planned", "==="))]
+    assert where[0] == "=== prod-sv-1" and where[1] == "planned prod-sv-1 here"
+    assert where[2:] == ["=== prod-sv-2", "planned prod-sv-2 in a copy", "=== prod-sv-3", "planned prod-sv-3 in a copy"]
+    assert "in a copy" not in here.stdout
+    assert forked.stdout.replace(str(tmp_path / "forked"), "OUT").replace("in a copy", "here") == here.stdout.replace(
+        str(tmp_path / "here"), "OUT"
+    )
+    assert "stack 'prod-sv-3' has an invalid configuration" in forked.stderr and forked.stderr == here.stderr
+    assert sorted(p.name for p in (tmp_path / "forked").iterdir()) == ["prod-sv-1", "prod-sv-2"]
+    assert _tree(tmp_path / "forked") == _tree(tmp_path / "here")
+
+
+@pytest.mark.slow
+def test_a_copy_that_dies_leaves_its_stack_reported_not_planned(tmp_path):
+    files = bench_plan.node_stack_files(PROD, 3, tmp_path)
+    done = _plan_saying_where(files, tmp_path / "out", jobs=2, fault="if stack == 'prod-sv-2': os._exit(9)")
+    assert done.returncode == 1
+    assert "plan: stack 'prod-sv-2' was not planned: its process ended" in done.stderr
+    assert (tmp_path / "out" / "prod-sv-1" / "plan.json").is_file()
+    assert not (tmp_path / "out" / "prod-sv-2").exists()
+
+
+def test_the_worst_stack_decides_the_exit_code(tmp_path, monkeypatch, capsys):
+    """A stack not planned (2) outranks another's failed policy (3): 3 must keep meaning "every plan written"."""
+    monkeypatch.setattr(cli, "_policy_checks", lambda plan: ("a mandatory policy failed", cli.EXIT_POLICY))
+    first, second = bench_plan.node_stack_files(PROD, 2, tmp_path)
+    second.write_text(second.read_text().replace("name: sv-2", "name: Not A Node"))
+    argv = ["--jobs", "1", "--out", str(tmp_path / "out"), "--config-file", str(first), "--config-file", str(second)]
+    assert cli.main(argv) == cli.EXIT_CONFIG
+    assert "a mandatory policy failed" in capsys.readouterr().out
+    assert cli.main(argv[:-2]) == cli.EXIT_POLICY
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1", "two"])
+def test_jobs_must_be_a_positive_whole_number(jobs, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--jobs", jobs, "--stack", "prod"])
+    assert exit_.value.code == 2
+    assert f"--jobs: {jobs!r}: give a whole number of stacks planned at once, 1 or more" in capsys.readouterr().err
 
 
 def test_the_same_stack_twice_is_refused(tmp_path, capsys):
