@@ -49,6 +49,10 @@ def _gaps(expression: str):
         previous = current
 
 
+# The scans are pure and the costliest part of validating a config and of the policy pack's schedule rules, so
+# they are cached: the stacks one offline plan plans (one per SV node) and the CronJobs of one stack share
+# schedules. An invalid expression raises, and is not cached.
+@functools.lru_cache(maxsize=512)
 def largest_gap(expression: str, stop_above: timedelta | None = None) -> timedelta:
     """The longest time between two consecutive runs of `expression`.
 
@@ -62,6 +66,7 @@ def largest_gap(expression: str, stop_above: timedelta | None = None) -> timedel
     return widest
 
 
+@functools.lru_cache(maxsize=512)
 def smallest_gap(expression: str) -> timedelta:
     """The shortest time between two consecutive runs (bounds how long one run may take)."""
     narrowest = timedelta.max
@@ -125,9 +130,6 @@ class Timing:
         return self.largest_gap + self.latest_finish + slack
 
 
-# Pure, and the scans are the costliest part of validating a config: several stacks planned in one process (one
-# per SV node) share their schedules.
-@functools.lru_cache(maxsize=256)
 def schedule_timing(expression: str) -> Timing:
     """Start window and margin are each an eighth of the smallest gap (1 to 15 minutes); the rest is the run's."""
     largest = largest_gap(expression, stop_above=MAX_SCHEDULE_GAP)
@@ -136,7 +138,6 @@ def schedule_timing(expression: str) -> Timing:
     return Timing(smallest, largest, start_window, smallest - 2 * start_window)
 
 
-@functools.lru_cache(maxsize=256)
 def check_timing(expression: str, max_run: timedelta) -> Timing:
     """The timing of a job that checks the backups (the history audit, the DR replica check, a drill: no 4-hour
     bound, may be weekly or irregular, e.g. weekdays only): the exact largest gap over a full period (an alert's

@@ -174,6 +174,11 @@ def load_stack_file(path: Path, *, project: str, stack: str) -> StackConfig:
     return stack_config(config, project=project, stack=stack)
 
 
+# libyaml's parser (in PyYAML's wheels) under PyYAML's safe constructor: the same values, 5x faster than the
+# pure-Python parser, whose time showed in every stack planned.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -182,7 +187,7 @@ def _read_yaml(path: Path) -> Any:
     except OSError as error:
         raise PlanInputError(f"{path}: cannot read: {error.strerror or error}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as error:
         raise PlanInputError(f"{path}: not valid YAML: {error}") from None
 

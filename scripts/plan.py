@@ -174,6 +174,20 @@ def _captured(plan_one, job: _Job) -> _Planned:
     return code, out.getvalue(), err.getvalue()
 
 
+# What a copy plans each stack with: handed over by the fork itself (a forked worker's initializer arguments are
+# inherited, not pickled), so it may be any callable, as it is when planned here.
+_copy_plan_one = None
+
+
+def _in_copy_plan_with(plan_one) -> None:
+    global _copy_plan_one
+    _copy_plan_one = plan_one
+
+
+def _captured_in_copy(job: _Job) -> _Planned:
+    return _captured(_copy_plan_one, job)
+
+
 def _planned(jobs: Sequence[_Job], plan_one, workers: int) -> Iterator[_Planned]:
     """Each job's outcome, in order. The first is planned here; it loads the program and the provider modules
     its cloud uses, so copies of this process forked after it start with all of that loaded and pay only for
@@ -192,8 +206,11 @@ def _planned(jobs: Sequence[_Job], plan_one, workers: int) -> Iterator[_Planned]
     # being copied page by page when a copy's collector touches them (the gc.freeze() documentation's advice).
     gc.freeze()
     try:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = [pool.submit(_captured, plan_one, job) for job in rest]
+        fork = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=fork, initializer=_in_copy_plan_with, initargs=(plan_one,)
+        ) as pool:
+            futures = [pool.submit(_captured_in_copy, job) for job in rest]
             for (stack, _, _), future in zip(rest, futures, strict=True):
                 try:
                     yield future.result()
