@@ -25,9 +25,9 @@ $(VENV)/.dev-deps: requirements.txt requirements-jobs.txt requirements-dev.txt p
 plan: $(VENV)/.program-deps
 	$(PY) scripts/plan.py --stack $(STACK)
 
-# Every shipped stack, by one plan.py (stacks side by side in copies of it, one per core): out/plan/<stack>.
+# Every shipped stack, by one plan.py (the stacks after the first side by side in copies of it): out/plan/<stack>.
 plan-all: $(VENV)/.program-deps
-	$(PY) scripts/plan.py $$(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$$/--stack \1/p') --out out/plan > /dev/null
+	$(PY) scripts/plan.py $$(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$$/--stack \1/p') > /dev/null
 
 system-deps:
 	bash scripts/install_system_deps.sh

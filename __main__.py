@@ -27,7 +27,8 @@ except SettingsError as error:
 
 declare(settings)
 # Everything loaded and declared so far lives until the process ends. Python still runs one full collection at
-# exit, over every class of the provider SDKs: a third of a bare import's wall time (scripts/bench_plan.py, the
-# bare floor against the floor frozen at exit). Frozen objects are left out of it (the OS reclaims the memory;
-# Python never promised finalizers at exit). The offline plan unfreezes them after each run.
+# exit, over every class of the provider SDKs: a fifth to a third of a bare import's wall time
+# (scripts/bench_plan.py, the bare floor against the floor frozen at exit). Frozen objects are left out of it
+# (the OS reclaims the memory; Python never promised finalizers at exit). The offline plan unfreezes them after
+# each run.
 gc.freeze()

@@ -192,10 +192,12 @@ def _check_deadlines(props: dict, args: ResourceValidationArgs, report: ReportVi
         return
     where = _where(args, kind)
     schedule = _schedule(props)
+    if not isinstance(schedule, str):
+        return  # backup-schedule-max-gap reports the schedule itself
     try:
         interval = smallest_gap(schedule)
-    except (InvalidCron, AttributeError):
-        return  # backup-schedule-max-gap reports the schedule itself
+    except InvalidCron:
+        return  # likewise
     deadlines = {
         "spec.startingDeadlineSeconds": get(props, "spec", "startingDeadlineSeconds"),
         "spec.jobTemplate.spec.activeDeadlineSeconds": get(

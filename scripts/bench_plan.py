@@ -15,7 +15,8 @@ machine favours none); medians and min-max spreads are printed, and the ratios o
   it, as the program must. Goal: <= 1.3x the floor.
   The same program with the collector left on during start-up (`__main__.py` pauses it) shows what that pause buys.
   `__main__.py` also freezes what it made, so the full collection Python runs at exit skips it (the bare floor
-  spends a third of its time there): the floor frozen the same way before it exits gives the like-for-like ratio.
+  spends a fifth to a third of its time there): the floor frozen the same way before it exits gives the
+  like-for-like ratio.
 - 8 nodes: one stack per SV node (the Pulumi norm: each node its own state and `pulumi up`), so N node stacks are
   generated from prod's stack file (node name `sv-<i>` wherever prod says `sv-1`, namespace `sv-<i>`), and one
   `scripts/plan.py` plans all N (as `make plan-all` plans the shipped stacks), against the same command for node 1
@@ -51,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts.plan import usable_cores  # noqa: E402
+from scripts.forked import usable_cores  # noqa: E402
 
 PROVIDERS = ("pulumi_gcp", "pulumi_aws", "pulumi_kubernetes")
 STARTUP_STACKS = {"gcp": "prod", "aws": "aws-prod"}

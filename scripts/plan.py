@@ -6,8 +6,9 @@ Runs the program (`__main__.py`) under Pulumi's mock engine with the stack's con
 tree and a summary, and writes DIR/plan.json and DIR/manifests/*.yaml (default DIR: out/plan/<stack>).
 Several stacks (`--stack` and `--config-file` repeated, e.g. one stack per SV node) are each planned exactly as if
 alone; with `--out DIR`, each is written to DIR/<stack>. The first is planned in this process, which loads the
-program and the provider modules; the others in `--jobs` copies of it forked then (default: one per usable
-core; 1 plans them all here, one after the other). Output comes in the order the stacks were given.
+program and the provider modules; each of the others in its own copy of this process forked then, up to `--jobs`
+at once (default: the usable cores; `--jobs 1`, a platform other than Linux, or another thread running in this
+process plans them here, one after the other). Output comes in the order the stacks were given.
 `secure:` values are not decrypted: they show as "[secret]", as does every secret in the output.
 Then runs the policy checks (scripts/policy_check.py) on the plan when they exist.
 
@@ -24,16 +25,13 @@ failure (3), so 3 still means every plan was written.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import functools
 import gc
 import importlib
 import io
-import multiprocessing
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts import offline_plan  # noqa: E402
+from scripts import forked, offline_plan  # noqa: E402
 
 EXIT_OK, EXIT_PROGRAM, EXIT_CONFIG, EXIT_POLICY = 0, 1, 2, 3
 # Worst last. Callers read 3 as "written, but a policy failed" (the pull-request check goes on to report it).
@@ -73,22 +71,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--jobs",
         type=_jobs,
-        default=usable_cores(),
+        default=forked.usable_cores(),
         help="several stacks: plan up to N at once in forked copies of this process (default: the usable cores, "
-        f"here {usable_cores()}; 1: one after the other, here)",
+        f"here {forked.usable_cores()}; 1: one after the other, here)",
     )
     args = parser.parse_args(argv)
     if not args.stack and not args.config_file:
         parser.error("one of the arguments --stack --config-file is required")
     return args
-
-
-def usable_cores() -> int:
-    """The cores this process may run on. Forking is how the copies start (they inherit what the first stack
-    loaded); only Linux forks safely here (macOS's system libraries do not survive a fork), so elsewhere 1."""
-    if sys.platform != "linux":
-        return 1
-    return len(os.sched_getaffinity(0))
 
 
 def _jobs(text: str) -> int:
@@ -152,7 +142,7 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
             print(f"=== {stack}")
         sys.stdout.write(out)
         sys.stdout.flush()
-        sys.stderr.write(err)
+        sys.stderr.write(err)  # every message in it names its stack: stdout may go elsewhere (make plan-all)
         sys.stderr.flush()
         codes.append(code)
     return max(codes, key=_SEVERITY.index)
@@ -163,63 +153,37 @@ _Planned = tuple[int, str, str]  # exit code, what was printed to stdout, and to
 
 
 def _captured(plan_one, job: _Job) -> _Planned:
+    """Plan one stack, keeping what it prints. A failure of ours (a plan that cannot be written, a bug) fails that
+    stack with its traceback, not the stacks after it."""
     out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
             code = plan_one(*job)
-    except BaseException:  # a bug of ours: what the stack printed first still shows, then the traceback
-        sys.stdout.write(out.getvalue())
-        sys.stderr.write(err.getvalue())
-        raise
+        except Exception as error:
+            traceback.print_exc()
+            print(f"plan: stack {job[0]!r} was not planned: {type(error).__name__}: {error}", file=sys.stderr)
+            code = EXIT_PROGRAM
     return code, out.getvalue(), err.getvalue()
-
-
-# What a copy plans each stack with: handed over by the fork itself (a forked worker's initializer arguments are
-# inherited, not pickled), so it may be any callable, as it is when planned here.
-_copy_plan_one = None
-
-
-def _in_copy_plan_with(plan_one) -> None:
-    global _copy_plan_one
-    _copy_plan_one = plan_one
-
-
-def _captured_in_copy(job: _Job) -> _Planned:
-    return _captured(_copy_plan_one, job)
 
 
 def _planned(jobs: Sequence[_Job], plan_one, workers: int) -> Iterator[_Planned]:
     """Each job's outcome, in order. The first is planned here; it loads the program and the provider modules
-    its cloud uses, so copies of this process forked after it start with all of that loaded and pay only for
-    declaring their own stacks. A fork is only safe while no other thread runs (a lock held by one would stay
-    held in the copy): with one running (e.g. under a test runner's), every stack is planned here."""
+    its cloud uses, so the copies of this process forked after it (scripts/forked.py, one per stack) start with
+    all of that loaded and pay only for declaring their own stack."""
     yield _captured(plan_one, jobs[0])
     rest = list(jobs[1:])
     workers = min(workers, len(rest))
-    if workers <= 1 or threading.active_count() > 1:
+    why_not = forked.why_not_fork() if workers > 1 else None
+    if workers <= 1 or why_not:
+        if why_not:
+            print(f"plan: planning the stacks one after the other here: {why_not}", file=sys.stderr)
         yield from (_captured(plan_one, job) for job in rest)
         return
-    sys.stdout.flush()  # a copy must not inherit, and print again, what this process has yet to write
-    sys.stderr.flush()
-    frozen_before = gc.get_freeze_count()
-    # Moved out of the collector's reach, the loaded modules' objects stay shared with the copies instead of
-    # being copied page by page when a copy's collector touches them (the gc.freeze() documentation's advice).
-    gc.freeze()
-    try:
-        fork = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=fork, initializer=_in_copy_plan_with, initargs=(plan_one,)
-        ) as pool:
-            futures = [pool.submit(_captured_in_copy, job) for job in rest]
-            for (stack, _, _), future in zip(rest, futures, strict=True):
-                try:
-                    yield future.result()
-                except concurrent.futures.process.BrokenProcessPool as error:
-                    # A copy died (killed, out of memory): its stacks, and those not yet started, are not planned.
-                    yield EXIT_PROGRAM, "", f"plan: stack {stack!r} was not planned: its process ended: {error}\n"
-    finally:
-        if frozen_before == 0:
-            gc.unfreeze()
+    outcomes = forked.in_forked_copies(functools.partial(_captured, plan_one), rest, workers)
+    for (stack, _, _), outcome in zip(rest, outcomes, strict=True):
+        if isinstance(outcome, forked.CopyDied):
+            outcome = EXIT_PROGRAM, "", f"plan: stack {stack!r} was not planned: its copy of plan.py {outcome}\n"
+        yield outcome
 
 
 def _plan_stack(
@@ -228,7 +192,7 @@ def _plan_stack(
     try:
         config = offline_plan.load_stack_file(path, project=project.name, stack=stack)
     except offline_plan.PlanInputError as error:
-        print(f"plan: {error}", file=sys.stderr)
+        print(f"plan: stack {stack!r}: {error}", file=sys.stderr)
         return EXIT_CONFIG
 
     problems = _validate(config)
@@ -241,13 +205,16 @@ def _plan_stack(
     try:
         stack_references = offline_plan.primary_stack_references(config, project, root, primary_plan=primary_plan)
     except offline_plan.PlanInputError as error:
-        print(f"plan: {error}", file=sys.stderr)
+        print(f"plan: stack {stack!r}: {error}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         result = offline_plan.plan_program(offline_plan.main_program(root), config, stack_references=stack_references)
     except Exception as error:
         traceback.print_exc(file=sys.stderr)
-        print(f"plan: the program failed under the mock engine: {type(error).__name__}: {error}", file=sys.stderr)
+        print(
+            f"plan: stack {stack!r}: the program failed under the mock engine: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
         return EXIT_PROGRAM
 
     offline_plan.write_plan(result, out_dir)
@@ -259,7 +226,8 @@ def _plan_stack(
     code = EXIT_OK
     if result.leaks:
         print(
-            "plan: secret text reaches the engine outside a Pulumi secret (it would be stored in clear):",
+            f"plan: stack {stack!r}: secret text reaches the engine outside a Pulumi secret (it would be stored "
+            "in clear):",
             file=sys.stderr,
         )
         for where in result.leaks:

@@ -107,13 +107,17 @@ def test_stacks_planned_in_forked_copies_equal_those_planned_one_after_the_other
 
 
 @pytest.mark.slow
-def test_a_copy_that_dies_leaves_its_stack_reported_not_planned(tmp_path):
-    files = bench_plan.node_stack_files(PROD, 3, tmp_path)
-    done = _plan_saying_where(files, tmp_path / "out", jobs=2, fault="if stack == 'prod-sv-2': os._exit(9)")
+def test_a_stack_whose_copy_dies_or_fails_is_reported_and_the_others_are_planned(tmp_path):
+    files = bench_plan.node_stack_files(PROD, 4, tmp_path)
+    fault = "if stack == 'prod-sv-2': os._exit(9)\n    if stack == 'prod-sv-3': raise RuntimeError('a bug of ours')"
+    done = _plan_saying_where(files, tmp_path / "out", jobs=2, fault=fault)
     assert done.returncode == 1
-    assert "plan: stack 'prod-sv-2' was not planned: its process ended" in done.stderr
-    assert (tmp_path / "out" / "prod-sv-1" / "plan.json").is_file()
-    assert not (tmp_path / "out" / "prod-sv-2").exists()
+    assert "plan: stack 'prod-sv-2' was not planned: its copy of plan.py exited with status 9" in done.stderr
+    assert "plan: stack 'prod-sv-3' was not planned: RuntimeError: a bug of ours" in done.stderr
+    assert "Traceback" in done.stderr  # the bug's, for whoever fixes it
+    planned = sorted(p.parent.name for p in (tmp_path / "out").glob("*/plan.json"))
+    assert planned == ["prod-sv-1", "prod-sv-4"]
+    assert "planned prod-sv-4 in a copy" in done.stdout
 
 
 def test_the_worst_stack_decides_the_exit_code(tmp_path, monkeypatch, capsys):
