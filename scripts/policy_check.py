@@ -271,7 +271,9 @@ def _providers(plan: dict) -> dict[str, PolicyProviderResource]:
     return found
 
 
-def _check_resources(policy: ResourceValidationPolicy, resources, config, verdict: Verdict, props, providers) -> None:
+def _check_resources(
+    policy: ResourceValidationPolicy, resources, config, verdict: Verdict, props, options, providers
+) -> None:
     for resource in resources:
 
         def report(message: str, _urn: str | None = None, resource=resource) -> None:
@@ -282,18 +284,18 @@ def _check_resources(policy: ResourceValidationPolicy, resources, config, verdic
             props[resource["urn"]],
             resource["urn"],
             resource["name"],
-            _options(resource),
+            options[resource["urn"]],
             providers.get(resource["urn"]),
             config,
         )
         _run(policy.validate, args, report, verdict)
 
 
-def _stack_resources(resources, props, providers) -> list[PolicyResource]:
+def _stack_resources(resources, props, options, providers) -> list[PolicyResource]:
     """The stack's resources as a stack policy sees them: parents, dependencies and property dependencies linked."""
     stack_resources = {
         r["urn"]: PolicyResource(
-            r["type"], props[r["urn"]], r["urn"], r["name"], _options(r), providers.get(r["urn"]), None, [], {}
+            r["type"], props[r["urn"]], r["urn"], r["name"], options[r["urn"]], providers.get(r["urn"]), None, [], {}
         )
         for r in resources
     }
@@ -323,8 +325,9 @@ def evaluate(plan: dict, config: dict[str, Any] | None = None, *, repo: Path = R
     resources = plan.get("resources") or []
     # Built once and shared by every rule: rules only read them (the pack builds the same per rule).
     props = {r["urn"]: _props(r) for r in resources}
+    options = {r["urn"]: _options(r) for r in resources}
     providers = _providers(plan)
-    stack_resources = _stack_resources(resources, props, providers)
+    stack_resources = _stack_resources(resources, props, options, providers)
     verdicts = []
     for policy, (level, properties) in zip(POLICIES, resolve_config(config).values(), strict=True):
         verdict = Verdict(policy, level)
@@ -332,7 +335,7 @@ def evaluate(plan: dict, config: dict[str, Any] | None = None, *, repo: Path = R
         if level == EnforcementLevel.DISABLED:
             continue
         if isinstance(policy, ResourceValidationPolicy):
-            _check_resources(policy, resources, properties, verdict, props, providers)
+            _check_resources(policy, resources, properties, verdict, props, options, providers)
         elif isinstance(policy, StackValidationPolicy):
             _check_stack(policy, resources, properties, verdict, stack_resources)
         if policy.name == repo_rules.RULE and properties.get(repo_rules.REQUIRE_DR_STACK):
