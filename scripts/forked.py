@@ -56,6 +56,8 @@ def in_forked_copies(function: Callable[[Any], Any], items: Sequence[Any], worke
     """`function(item)` for each item, each in its own forked copy, at most `workers` at once; yields, in the
     items' order, each result (it must pickle) or `CopyDied`. `function` itself is never pickled: the copies
     inherit it. Leaving early (an exception, Ctrl-C, a consumer that stops) stops the copies still running."""
+    if workers < 1:
+        raise ValueError(f"workers: {workers}: at least 1 copy must run at once")
     reason = why_not_fork()
     if reason is not None:
         raise RuntimeError(f"cannot fork copies of this process: {reason}")
@@ -83,7 +85,7 @@ def in_forked_copies(function: Callable[[Any], Any], items: Sequence[Any], worke
                 index, copy = running.pop(receiver)
                 try:
                     done[index] = receiver.recv()  # before joining: the copy waits until its result is read
-                except EOFError:
+                except (EOFError, OSError):  # ended before sending (or mid-way)
                     copy.join()
                     done[index] = CopyDied(copy.exitcode)
                 receiver.close()

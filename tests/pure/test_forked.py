@@ -93,6 +93,11 @@ def test_no_fork_while_another_thread_runs():
         other.join()
 
 
+def test_no_copy_at_a_time_is_refused():
+    with pytest.raises(ValueError, match="workers: 0: at least 1"):
+        next(forked.in_forked_copies(str, [1], workers=0))
+
+
 def test_the_usable_cores_are_this_process_affinity():
     assert forked.usable_cores() >= 1
     if sys.platform == "linux":
