@@ -29,6 +29,14 @@ def from_parser(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
+def parse_count(text: str) -> int:
+    """A whole number of at least 1 (processes, parts, stacks at once)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+count: Callable[[str], int] = from_parser(parse_count)
 duration: Callable[[str], timedelta] = from_parser(parse_duration)
 set_id: Callable[[str], str] = from_parser(check_set_id)
 role: Callable[[str], str] = from_parser(check_role)

@@ -35,12 +35,6 @@ def _on_sigterm(signum, frame):
 
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return int(text)
-
-
 
 def _dsn(text: str) -> str:
     from jobs.pgdump import parse_dsn
@@ -124,8 +118,8 @@ def register(subparsers) -> None:
                    help="drill this complete set (default: the newest)")
     p.add_argument("--max-age", type=cli_types.duration, default=None,
                    help=f"fail when the set is older than this (the RPO bound), {DURATION_HELP}")
-    p.add_argument("--jobs", type=_positive, default=2, help="pg_restore processes per database (default 2)")
-    p.add_argument("--parallel", type=_positive, default=2, help="databases restored at once (default 2)")
+    p.add_argument("--jobs", type=cli_types.count, default=2, help="pg_restore processes per database (default 2)")
+    p.add_argument("--parallel", type=cli_types.count, default=2, help="databases restored at once (default 2)")
     p.add_argument("--pg-bin", type=Path, default=None,
                    help="directory of pg_restore (default: by the server's major under /usr/lib/postgresql)")
     p.add_argument("--json", action="store_true", help="the result as one JSON object instead of the table")

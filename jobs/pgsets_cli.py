@@ -64,16 +64,6 @@ def _split_set_url(url: str):
     return open_destination(base), f"{tier}/{migration}/{set_id}"
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
 def _dump_settings(args) -> DumpSettings:
     settings = DumpSettings(zstd_level=args.zstd_level, lock_wait_timeout=args.lock_wait_timeout, pg_bin=args.pg_bin,
                             dump_jobs=args.dump_jobs, max_parts=args.max_parts,
@@ -88,11 +78,11 @@ def _add_dump_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zstd-threads", type=int, default=0, help="compression threads (default: CPUs, max 4)")
     parser.add_argument("--lock-wait-timeout", default="10min",
                         help="how long to wait for the tables' locks behind running DDL before failing (default 10min)")
-    parser.add_argument("--dump-jobs", type=_positive, default=2,
+    parser.add_argument("--dump-jobs", type=cli_types.count, default=2,
                         help="pg_dump processes per database at once (schema and data parts; default 2)")
-    parser.add_argument("--max-parts", type=_positive, default=8,
+    parser.add_argument("--max-parts", type=cli_types.count, default=8,
                         help="data objects per database: the most a restore can load at once (default 8)")
-    parser.add_argument("--part-min-mb", type=_positive, default=64,
+    parser.add_argument("--part-min-mb", type=cli_types.count, default=64,
                         help="tables smaller than this (MiB) share the rest part (default 64)")
     _add_pg_bin(parser)
 
@@ -265,7 +255,7 @@ def register(subparsers) -> None:
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN")
     p.add_argument("--set-id", type=cli_types.set_id, default=None, help="default: <UTC time>-<random>")
     p.add_argument("--migration-id", type=int, default=0)
-    p.add_argument("--parallel", type=_positive, default=2,
+    p.add_argument("--parallel", type=cli_types.count, default=2,
                    help="roles dumped at once (default 2): sequencer and mediator run beside apps, participant "
                         "starts when apps is done")
     _add_pruning(p)
@@ -286,7 +276,7 @@ def register(subparsers) -> None:
     p.add_argument("url", help="DEST/<recent|historical>/<migration id>/<set id>")
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
                    help="target database for a role (created if absent; must be empty)")
-    p.add_argument("--jobs", type=_positive, default=2,
+    p.add_argument("--jobs", type=cli_types.count, default=2,
                    help="pg_restore processes per database: data parts streamed at once, then post-data --jobs "
                         "(default 2; a v1 set's single archive always streams into one)")
     p.add_argument("--workdir", type=Path, default=None,
@@ -294,7 +284,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-owner", action="store_true", help="pg_restore --no-owner --no-privileges")
     p.add_argument("--allow-partial", action="store_true", help="restore only the roles given")
     p.add_argument("--analyze", action="store_true", help="ANALYZE each restored database (pg_restore does not)")
-    p.add_argument("--parallel", type=_positive, default=2, help="databases restored at once (default 2)")
+    p.add_argument("--parallel", type=cli_types.count, default=2, help="databases restored at once (default 2)")
     _add_pg_bin(p)
     p.set_defaults(func=cmd_restore_set)
 

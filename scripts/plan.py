@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from jobs import cli_types  # noqa: E402
 from scripts import forked, offline_plan  # noqa: E402
 
 EXIT_OK, EXIT_PROGRAM, EXIT_CONFIG, EXIT_POLICY = 0, 1, 2, 3
@@ -70,7 +71,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--jobs",
-        type=_jobs,
+        type=cli_types.count,
         default=forked.usable_cores(),
         help="several stacks: plan up to N at once in forked copies of this process (default: the usable cores, "
         f"here {forked.usable_cores()}; 1: one after the other, here)",
@@ -79,16 +80,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     if not args.stack and not args.config_file:
         parser.error("one of the arguments --stack --config-file is required")
     return args
-
-
-def _jobs(text: str) -> int:
-    try:
-        jobs = int(text)
-    except ValueError:
-        jobs = 0
-    if jobs < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of stacks planned at once, 1 or more")
-    return jobs
 
 
 def _stack_name(path: Path) -> str:

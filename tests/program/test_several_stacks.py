@@ -136,7 +136,7 @@ def test_jobs_must_be_a_positive_whole_number(jobs, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--jobs", jobs, "--stack", "prod"])
     assert exit_.value.code == 2
-    assert f"--jobs: {jobs!r}: give a whole number of stacks planned at once, 1 or more" in capsys.readouterr().err
+    assert f"--jobs: {jobs!r} is not a whole number of at least 1" in capsys.readouterr().err
 
 
 def test_the_same_stack_twice_is_refused(tmp_path, capsys):
