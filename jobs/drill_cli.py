@@ -34,8 +34,6 @@ def _on_sigterm(signum, frame):
     raise Terminated("terminated by SIGTERM before the drill finished")
 
 
-
-
 def _dsn(text: str) -> str:
     from jobs.pgdump import parse_dsn
 

@@ -377,7 +377,8 @@ def simulate(settings: Settings, options: Options) -> Result:
     snapshot_days = 0
     audit_days = 0
     sealed: list[SetPoint] = []
-    max_age = timing.largest_gap + timing.latest_finish + settings.monitoring.slack
+    # The freshness the program gives the audit: --interval (the largest gap) + --slack (latest finish + slack).
+    max_age = timing.stale_after(settings.monitoring.slack)
     rng = random.Random(options.seed)
 
     events = _merge(
