@@ -1,5 +1,5 @@
-"""sv-backups Pulumi components.
+"""sv-backups Pulumi components: the resources each backup concern declares.
 
-Import-light on purpose: `components.retention` and `components.naming` are also shipped in the job image,
-which has no Pulumi, so nothing here imports pulumi at package import time.
+Import-light on purpose: nothing here imports pulumi at package import time, so `import components.settings`
+(the config schema, used by the engines) stays cheap. The pure rules the components build on live in `rules/`.
 """

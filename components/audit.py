@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import pulumi
 
-from components import kube_specs, readers, retention
+from components import kube_specs, readers
 from components.cloud import AlertSpec, BackupStore, CloudBackend
-from components.naming import Names
 from components.settings import Settings
+from rules import retention
+from rules.naming import Names
 
 COMPONENT = "history-audit"
 

@@ -14,11 +14,12 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 
-from components import kube_specs, retention
+from components import kube_specs
 from components.cloud import CloudBackend
 from components.crds import VolumeSnapshotClass
-from components.naming import Names
 from components.settings import Settings
+from rules import retention
+from rules.naming import Names
 
 COMPONENT = "cometbft-snapshot"
 # Leave the job time to clean up after a snapshot that never became ready.

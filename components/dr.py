@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import pulumi
 
-from components import kube_specs, readers, retention
+from components import kube_specs, readers
 from components.cloud import AlertSpec, BackupStore, CloudBackend, SecretSlot
-from components.naming import Names
 from components.settings import Settings
+from rules import retention
+from rules.naming import Names
 
 RESTORE_COMPONENT = "restore"
 CHECK_COMPONENT = "replica-check"
@@ -75,7 +76,7 @@ class DisasterRecovery(pulumi.ComponentResource):
         backend.allow_secret_reads(self.secret, reader.identity, label="dr-copy", parent=self)
         backend.allow_secret_reads(primary_secret, reader.identity, label="primary", parent=self)
 
-        timing = settings.derived.dr_check  # over a full period, as any check's (components/schedules.py)
+        timing = settings.derived.dr_check  # over a full period, as any check's (rules/schedules.py)
         lag = retention.format_duration(settings.dr.max_replication_lag)
         args = [
             "check-replica",

@@ -34,11 +34,12 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 from pulumi_kubernetes.storage import v1 as storage
 
-from components import kube_specs, readers, retention, schedules
+from components import kube_specs, readers
 from components.cloud import AlertSpec, BackupStore, CloudBackend, SecretSlot
-from components.naming import LABEL_PREFIX, MANAGED_BY, Names
 from components.readers import Reader
 from components.settings import Settings
+from rules import retention, schedules
+from rules.naming import LABEL_PREFIX, MANAGED_BY, Names
 
 COMPONENTS = {"postgres": "drill-postgres", "cometbft": "drill-cometbft", "identities": "drill-identities"}
 # The outcome events' kinds are the component names (docs/contracts.md section 3).

@@ -15,8 +15,8 @@ from pulumi_kubernetes.rbac import v1 as rbac
 
 from components import kube_specs
 from components.cloud import CloudBackend, SecretSlot
-from components.naming import Names
 from components.settings import Settings
+from rules.naming import Names
 
 COMPONENT = "identities-dump"
 OAUTH_MOUNT = "/var/run/secrets/sv-backups/oauth"

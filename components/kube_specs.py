@@ -15,7 +15,7 @@ from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 
-from components.naming import STANDBY_LABEL
+from rules.naming import STANDBY_LABEL
 
 if TYPE_CHECKING:
     from components.settings import Timing

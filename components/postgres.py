@@ -15,10 +15,11 @@ from pulumi_kubernetes.batch import v1 as batch
 from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 
-from components import kube_specs, retention
+from components import kube_specs
 from components.cloud import BackupStore, CloudBackend, PostgresEndpoint
-from components.naming import Names
 from components.settings import InClusterPostgres, Settings
+from rules import retention
+from rules.naming import Names
 
 COMPONENT = "postgres-backup"
 

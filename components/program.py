@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pulumi
 
-from components import retention
 from components.audit import HistoryAudit
 from components.backends import backend_for
 from components.cometbft import CometbftSnapshots
@@ -19,6 +18,7 @@ from components.monitoring import BackupAlerts, alert_specs
 from components.postgres import PostgresBackups
 from components.settings import Settings
 from components.storage import BackupStorage, tier_urls
+from rules import retention
 
 # The keys of the drills' CronJobs in the `cronJobs` output (next to `historyAudit`).
 DRILL_OUTPUTS = {"postgres": "drillPostgres", "cometbft": "drillCometbft", "identities": "drillIdentities"}

@@ -20,8 +20,8 @@ from pulumi_kubernetes.meta import v1 as meta
 
 from components import kube_specs
 from components.cloud import CloudBackend, WorkloadIdentity
-from components.naming import Names
-from components.schedules import Timing
+from rules.naming import Names
+from rules.schedules import Timing
 
 # The cloud identity's purpose: `<node>-restore` (GCP service account, IAM role); on a DR stack `<node>-dr-restore`.
 READER_PURPOSE = "restore"

@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from components import retention, schedules
-from components.schedules import (
+from rules import retention, schedules
+from rules.schedules import (
     BACKUP_KINDS,
     MAX_SCHEDULE_GAP,
     MIN_RUN_DEADLINE,
@@ -41,7 +41,7 @@ from components.schedules import (
 PROJECT = "sv-backups"
 ROLES = ("apps", "participant", "sequencer", "mediator")
 REQUIRED_ROLES = ("apps", "participant")
-# Schedule timing (start windows, run deadlines, the 4-hour bound) is pure schedule logic: components/schedules.py.
+# Schedule timing (start windows, run deadlines, the 4-hour bound) is pure schedule logic: rules/schedules.py.
 # GCS lifecycle ages are whole days.
 MIN_RECENT = timedelta(days=1)
 SUPPORTED_POSTGRES_VERSIONS = ("POSTGRES_14", "POSTGRES_15", "POSTGRES_16", "POSTGRES_17")

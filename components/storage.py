@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pulumi
 
-from components import retention
 from components.cloud import BackupStore, CloudBackend
 from components.settings import Settings
+from rules import retention
 
 
 class BackupStorage(pulumi.ComponentResource):

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from components.retention import parse_duration
-from jobs.manifest import check_role, check_set_id
+from rules.manifest import check_role, check_set_id
+from rules.retention import parse_duration
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ One run:
    failed copy fails the run before anything is pruned; the snapshot stays, and the next run copies it;
 5. only after a ready (and copied) snapshot: prunes. Of this PVC's sv-backups snapshots (and those earlier
    migration ids took of their own PVCs: `of_this_node`), `select_kept`
-   (components/retention.py, the same code the Pulumi program plans with) keeps everything within
+   (rules/retention.py, the same code the Pulumi program plans with) keeps everything within
    `--keep-recent` and, older, one per historical cadence (from `--retain-blocks` / `--blocks-per-hour`) per
    migration id, forever. Each pruned snapshot's bound VolumeSnapshotContent is patched to `deletionPolicy:
    Delete`, then the VolumeSnapshot is deleted, which makes the CSI driver delete the disk snapshot. Leftovers
@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from components.naming import LABEL_PREFIX, MANAGED_BY
-from components.retention import Keepable, cometbft_historical_cadence, format_duration, select_kept
 from jobs import cli_types, events
 from jobs.ebs_copies import (
     SNAPSHOT_ID,
@@ -57,6 +55,8 @@ from jobs.kube import (
     volume_snapshot_content_path,
     volume_snapshots_path,
 )
+from rules.naming import LABEL_PREFIX, MANAGED_BY
+from rules.retention import Keepable, cometbft_historical_cadence, format_duration, select_kept
 
 KIND = "cometbft"
 SET_ID_LABEL = f"{LABEL_PREFIX}/set-id"

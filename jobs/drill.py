@@ -29,11 +29,11 @@ import psycopg
 from psycopg import sql
 
 from jobs.destinations import Destination
-from jobs.manifest import APPS, PARTICIPANT, manifest_errors, ordering_errors, parse_time
 from jobs.pgdump import connect, redact, with_database
 from jobs.pgsets import complete_sets, log, object_errors
 from jobs.pgverify import pin_output, sample_digest, sample_query
 from jobs.restore import RestoreOptions, prepare_target, restore_database
+from rules.manifest import APPS, PARTICIPANT, manifest_errors, ordering_errors, parse_time
 
 MiB = 1024 * 1024
 # Room the scratch server needs beyond the databases: the cluster itself (~40 MiB) and its WAL (max_wal_size).

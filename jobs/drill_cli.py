@@ -14,13 +14,13 @@ import signal
 import time
 from pathlib import Path
 
-from components.retention import DURATION_HELP
 from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.drill import DrillOptions, DrillResult, run_drill
 from jobs.events import COMPLETED, FAILED, emit
-from jobs.manifest import utc_now
 from jobs.pgdump import redact
+from rules.manifest import utc_now
+from rules.retention import DURATION_HELP
 
 KIND = "drill-postgres"
 ERROR_LIMIT = 2000

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from components.naming import LABEL_PREFIX, MANAGED_BY
-from components.retention import DURATION_HELP, format_duration
 from jobs import cli_types, events
 from jobs.cometbft import TAKEN_AT_LABEL
 from jobs.kube import KubeClient, KubeError, pods_path, pvc_path, pvcs_path, resolve_config, volume_snapshots_path
+from rules.naming import LABEL_PREFIX, MANAGED_BY
+from rules.retention import DURATION_HELP, format_duration
 
 KIND = "drill-cometbft"
 DRILL_LABEL = f"{LABEL_PREFIX}/drill"

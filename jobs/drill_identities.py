@@ -16,11 +16,11 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 
-from components.retention import DURATION_HELP
 from jobs import cli_types
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.identities import NODES, Redactor, secret_values, shape_problems
 from jobs.secret_readers import newest, open_reader
+from rules.retention import DURATION_HELP
 
 KIND = "drill-identities"
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from components.naming import LABEL_PREFIX, MANAGED_BY
-from components.retention import Keepable, select_kept
+from rules.naming import LABEL_PREFIX, MANAGED_BY
+from rules.retention import Keepable, select_kept
 
 NODE_TAG = "svbackups-node"  # the AWS backend's tag for everything of one node (IAM conditions use it)
 SET_ID_TAG = f"{LABEL_PREFIX}/set-id"

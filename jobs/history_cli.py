@@ -1,4 +1,4 @@
-"""`python -m jobs audit-history URL`: prove the store's Postgres history gap-less (rules: jobs/history.py).
+"""`python -m jobs audit-history URL`: prove the store's Postgres history gap-less (rules: rules/history.py).
 
 Reads only complete sets (their manifests, never the dumps). Prints the table (or `--json`), then one outcome
 event: `backup.completed` / `backup.failed` with `"kind": "history"`, which the alerts can watch like every
@@ -12,13 +12,13 @@ import json
 import time
 from datetime import timedelta
 
-from components.retention import DURATION_HELP, parse_duration
 from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
-from jobs.history import PRUNED_ROLES, audit, set_point, table
-from jobs.manifest import utc_now
 from jobs.pgsets import complete_sets
+from rules.history import PRUNED_ROLES, audit, set_point, table
+from rules.manifest import utc_now
+from rules.retention import DURATION_HELP, parse_duration
 
 KIND = "history"
 # What the problems in the event's `error` may add up to: the full list is in the table or --json.

@@ -43,8 +43,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jobs.destinations import Destination
-from jobs.manifest import DATA_DIR, DATA_PART, LAYOUT_SECTIONS, SCHEMA_PART, Clock, format_time, utc_now
 from jobs.pgverify import SAMPLE_ROWS, Stopped, verification_record
+from rules.manifest import DATA_DIR, DATA_PART, LAYOUT_SECTIONS, SCHEMA_PART, Clock, format_time, utc_now
 
 PG_LIB = Path(os.environ.get("SV_BACKUPS_PG_LIB", "/usr/lib/postgresql"))
 SUPPORTED_MAJORS = range(14, 18)

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from components.retention import postgres_historical_cadence, promotion_due
 from jobs import __version__
 from jobs.destinations import Destination, ObjectExists
-from jobs.history import SetPoint, history_record, set_point
-from jobs.manifest import (
+from jobs.pgdump import DumpSettings, allow_dumps, dump_database, kill_running_dumps
+from rules.history import SetPoint, history_record, set_point
+from rules.manifest import (
     APPS,
     HISTORICAL,
     MANIFEST,
@@ -48,7 +48,7 @@ from jobs.manifest import (
     utc_now,
     windows_record,
 )
-from jobs.pgdump import DumpSettings, allow_dumps, dump_database, kill_running_dumps
+from rules.retention import postgres_historical_cadence, promotion_due
 
 
 def log(message: str) -> None:
@@ -124,7 +124,7 @@ def seal_set(
     """Check the steps of `roles` and write the manifest last; then promote to historical when due.
 
     The manifest records the pruning windows and cadence (for the history audit) and the history seen in the store
-    (`jobs.history.history_record`). Re-running a seal that already succeeded is harmless: it finds its manifest
+    (`rules.history.history_record`). Re-running a seal that already succeeded is harmless: it finds its manifest
     and finishes the promotion."""
     prefix = set_prefix(RECENT, migration_id, set_id)
     cadence = postgres_historical_cadence(participant_pruning, sequencer_pruning)
@@ -158,7 +158,7 @@ def seal_set(
         dest.put_bytes(f"{prefix}/{MANIFEST}", to_json(manifest))
     result = SealResult(set_id, migration_id, manifest, urls=[dest.describe(prefix)])
     # Measured from when the newest historical set was taken: the start of the gap the audit judges (the cadence's
-    # safety argument in components/retention.py relies on it).
+    # safety argument in rules/retention.py relies on it).
     last = max((p.taken_at for p in kept if p.migration_id == migration_id and p.set_id != set_id), default=None)
     historical = set_prefix(HISTORICAL, migration_id, set_id)
     already = read_json(dest, f"{historical}/{MANIFEST}") is not None

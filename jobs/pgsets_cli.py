@@ -11,14 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from components.retention import DURATION_HELP
 from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
-from jobs.manifest import TIERS, check_role
 from jobs.pgdump import DumpSettings, MiB
 from jobs.pgsets import backup_set, complete_sets, log, new_set_id, run_step, seal_set, verify_set
 from jobs.restore import RestoreOptions, restore_set
+from rules.manifest import TIERS, check_role
+from rules.retention import DURATION_HELP
 
 KIND = "postgres"
 

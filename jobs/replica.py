@@ -41,10 +41,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs.destinations import Destination
-from jobs.manifest import MANIFEST, RECENT, TIERS, parse_time
 from jobs.pgsets import complete_sets
 from jobs.secret_readers import SecretReader
 from jobs.store_checksums import ChecksumCache, common_tokens, manifest_sha256_token
+from rules.manifest import MANIFEST, RECENT, TIERS, parse_time
 
 IN_SYNC = "in_sync"
 MISSING = "missing"

@@ -17,12 +17,12 @@ import sys
 import time
 from datetime import timedelta
 
-from components.retention import DURATION_HELP
 from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.replica import CheckOptions, ReplicaReport, check_secret, check_sets
 from jobs.secret_readers import open_reader
+from rules.retention import DURATION_HELP
 
 KIND = "replica"
 # The outcome event names at most this many problems (the per-set events and the table have them all).

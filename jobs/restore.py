@@ -32,9 +32,9 @@ import zstandard
 from psycopg import sql
 
 from jobs.destinations import Destination
-from jobs.manifest import DATA_PART, LAYOUT_SECTIONS, MANIFEST, SCHEMA_PART, SetError, manifest_errors
 from jobs.pgdump import client_binary, connect, database_name, redact, with_database
 from jobs.pgsets import log, object_errors, read_json
+from rules.manifest import DATA_PART, LAYOUT_SECTIONS, MANIFEST, SCHEMA_PART, SetError, manifest_errors
 
 
 class RestoreError(Exception):

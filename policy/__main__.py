@@ -2,7 +2,7 @@
 
 The CLI runs `python -u -m pulumi.policy <engine address> .` in this directory; that puts this directory (not
 the repository) on sys.path and runs this file. The rules import the program's own schedule and retention
-logic (components/schedules.py, components/retention.py) instead of a copy that could drift, so the one line
+logic (rules/schedules.py, rules/retention.py) instead of a copy that could drift, so the one line
 below adds the repository root: the pack runs from a checkout of this repository.
 """
 

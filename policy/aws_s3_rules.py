@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackValidationPolicy
 
-from components.retention import HISTORICAL_TIER, RECENT_TIER
+from rules.retention import HISTORICAL_TIER, RECENT_TIER
 
 from .aws_resources import (
     BUCKET_ACL,
@@ -751,7 +751,7 @@ def _check_recent_kept(resources: list[StackResource], _args: StackValidationArg
                 f"{bucket.shown}: no enabled lifecycle rule expires the recent tier {', '.join(tiers)} after "
                 f"{days} days, so recent sets are never removed (and a DR copy keeps every one: S3 does not "
                 f"replicate lifecycle expirations). Fix: declare an Expiration of {days} days with filter.prefix "
-                f"'{tiers[0]}' (components/retention.py bucket_lifecycle).",
+                f"'{tiers[0]}' (rules/retention.py bucket_lifecycle).",
                 bucket.resource.urn,
             )
 
@@ -760,7 +760,7 @@ s3_lifecycle_keeps_recent_window = stack_rule(
     "s3-lifecycle-keeps-recent-window",
     "The recent tier of every backup bucket (and DR copy) expires after exactly the recent window.",
     check=_check_recent_kept,
-    remediation="Expire '<prefix>recent/' after exactly the recent window in days (components/retention.py).",
+    remediation="Expire '<prefix>recent/' after exactly the recent window in days (rules/retention.py).",
 )
 
 # Minimum storage durations (days) of the colder S3 classes: an object removed earlier is billed as if it stayed.

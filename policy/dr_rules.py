@@ -13,7 +13,7 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, Severity, StackValidationArgs
 
-from components.gcp_locations import bucket_region
+from rules.gcp_locations import bucket_region
 
 from .aws_resources import S3_BUCKET_TYPES, region_of, tags
 from .props import (

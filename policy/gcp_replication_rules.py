@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity, StackValidationArgs
 
-from components.gcp_locations import MULTI_REGION_LOCATIONS, PREDEFINED_DUAL_REGIONS, bucket_region
+from rules.gcp_locations import MULTI_REGION_LOCATIONS, PREDEFINED_DUAL_REGIONS, bucket_region
 
 from .props import (
     ALERT_POLICY,

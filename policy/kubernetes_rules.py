@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
-from components.schedules import (
+from rules.schedules import (
     MIN_RUN_DEADLINE,
     InvalidCron,
     describe,

@@ -37,7 +37,7 @@ _SENTINELS = {
     UNKNOWN_STRING_VALUE,
 }
 
-# The Kubernetes label that tells which backup a CronJob runs (components/naming.py COMPONENT_LABEL), and the
+# The Kubernetes label that tells which backup a CronJob runs (rules/naming.py COMPONENT_LABEL), and the
 # backup kind each value stands for (the kinds the alerts and log events use, docs/contracts.md section 3).
 COMPONENT_LABEL = "app.kubernetes.io/component"
 BACKUP_COMPONENTS = {"postgres-backup": "postgres", "cometbft-snapshot": "cometbft", "identities-dump": "identities"}
@@ -47,7 +47,7 @@ BACKUP_KINDS = ("postgres", "cometbft", "identities")
 CHECK_COMPONENTS = {"replica-check": "replica", "history-audit": "history"}
 # The restore drills of a primary stack (components/drill.py), per backup kind; their events' kind is the label.
 DRILL_COMPONENTS = {"drill-postgres": "postgres", "drill-cometbft": "cometbft", "drill-identities": "identities"}
-# On a DR stack's backup CronJobs until failover (components/naming.py STANDBY_LABEL): suspended on purpose.
+# On a DR stack's backup CronJobs until failover (rules/naming.py STANDBY_LABEL): suspended on purpose.
 STANDBY_LABEL = "sv-backups.canton.network/standby"
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
 # The restore identity's account id / role name ends so (components/dr.py RESTORE_COMPONENT).

@@ -2,7 +2,7 @@
 
 The windows the lifecycle rules must honour are labels on the backup bucket (CrossGuard stack policies see
 resources, not stack outputs); the historical cadence the seal step will really use is recomputed from the
-Postgres CronJob's own arguments with the same function the job runs (components/retention.py).
+Postgres CronJob's own arguments with the same function the job runs (rules/retention.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackValidationPolicy
 
-from components.retention import (
+from rules.retention import (
     HISTORICAL_TIER,
     RECENT_TIER,
     SCHEDULE_MARGIN,
@@ -275,7 +275,7 @@ def _seal_windows(resources: list[StackResource]) -> tuple[StackResource | None,
 
 
 # The most that can pass between a promotion falling due and the next run having taken its snapshots, for every
-# schedule the settings accept (components/retention.py): a cadence must leave it inside the window.
+# schedule the settings accept (rules/retention.py): a cadence must leave it inside the window.
 MARGIN = SCHEDULE_MARGIN.total_seconds()
 
 
@@ -297,7 +297,7 @@ def _cadence_check(clouds: Sequence[Cloud]):
                         f"two kept sets. Fix: keep historical sets more often than the smallest of "
                         f"sv-backups:retention.participantPruning / sequencerPruning (the program uses the "
                         f"smallest window minus 8 h of schedule margin and the outage budget, "
-                        f"components/retention.py).",
+                        f"rules/retention.py).",
                         store.urn,
                     )
         job, windows = _seal_windows(resources)
@@ -382,7 +382,7 @@ def _historical_cadence_within_pruning(clouds: Sequence[Cloud]) -> StackValidati
         "and CometBFT snapshots strictly more often than CometBFT's block retention window.",
         check=_cadence_check(clouds),
         severity=Severity.CRITICAL,
-        remediation="Keep the historical cadence below the smallest pruning window (components/retention.py).",
+        remediation="Keep the historical cadence below the smallest pruning window (rules/retention.py).",
     )
 
 

@@ -35,9 +35,9 @@ if str(ROOT) not in sys.path:
 
 from jobs.destinations import open_destination  # noqa: E402
 from jobs.identities import shape_problems, summary  # noqa: E402
-from jobs.manifest import check_role, check_set_id, parse_time  # noqa: E402
 from jobs.pgsets import complete_sets, verify_set  # noqa: E402
 from jobs.secret_readers import newest, open_reader  # noqa: E402
+from rules.manifest import check_role, check_set_id, parse_time  # noqa: E402
 from scripts.failover_plan import (  # noqa: E402
     ChosenSet,
     DrFacts,

@@ -18,9 +18,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
-from components.naming import LABEL_PREFIX, MANAGED_BY
 from jobs.cometbft import MIGRATION_ID_LABEL, TAKEN_AT_LABEL
 from jobs.secret_stores import AwsSecretsManagerStore, GcpSecretManagerStore, open_store
+from rules.naming import LABEL_PREFIX, MANAGED_BY
 
 # The DR stack's switch that turns its suspended backup CronJobs on after a failover (`sv-backups:dr` is an
 # object, hence `--path`).

@@ -1,12 +1,12 @@
 """Stored data over time: replay a stack's schedules and retention rules with the code the program and jobs run.
 
 Nothing here re-implements a rule. Per simulated Postgres run the real seal (`jobs.pgsets.seal_set`, which
-promotes with `components.retention.promotion_due` at `postgres_historical_cadence` and keeps an earlier
+promotes with `rules.retention.promotion_due` at `postgres_historical_cadence` and keeps an earlier
 migration id's newest set) writes into an in-memory object store; the bucket's lifecycle rules are
-`components.retention.bucket_lifecycle` with the arguments the bucket components pass (a plan-level test checks
+`rules.retention.bucket_lifecycle` with the arguments the bucket components pass (a plan-level test checks
 them against what the program declares), applied daily with the stack's soft delete (GCS) or noncurrent-version
 window (S3 versioning); per CometBFT run the real pruner (`jobs.cometbft.SnapshotJob.plan_prune` / `prune`)
-thins the snapshots; every simulated day the history audit (`jobs.history.audit`) judges the store.
+thins the snapshots; every simulated day the history audit (`rules.history.audit`) judges the store.
 
 Data objects are sizes only (no bytes): one object per database, sized by a size model that grows monthly.
 The theoretical minimum of historical sets is computed with hindsight over the sets the run produced (see
@@ -27,14 +27,14 @@ from typing import Any
 
 from croniter import croniter
 
-from components import retention
-from components.gcp_locations import standalone_snapshot_location, storage_layout
 from components.settings import Settings
 from jobs import cometbft as cometbft_job
 from jobs.destinations import Destination, ObjectExists, ObjectInfo, ObjectWriter
-from jobs.history import SetPoint, audit, human, set_point
-from jobs.manifest import HISTORICAL, RECENT, STEP_FORMAT, format_time, role_sort_key, set_prefix, step_key
 from jobs.pgsets import complete_sets, seal_set, to_json
+from rules import retention
+from rules.gcp_locations import standalone_snapshot_location, storage_layout
+from rules.history import SetPoint, audit, human, set_point
+from rules.manifest import HISTORICAL, RECENT, STEP_FORMAT, format_time, role_sort_key, set_prefix, step_key
 from scripts import storage_prices
 
 GIB = 2**30
@@ -289,7 +289,7 @@ class Result:
     snapshots_by_tier: dict[tuple[str, int], int]
     minimum_snapshots: dict[int, int]  # migration id -> fewest historical snapshots at the configured block rate
     # The same at twice the block rate (the window halved): the margin Splice's 2-week spacing keeps, which the
-    # pruner keeps too (components/retention.py, WINDOW_SAFETY_DIVISOR).
+    # pruner keeps too (rules/retention.py, WINDOW_SAFETY_DIVISOR).
     minimum_snapshots_margin: dict[int, int]
     snapshot_bytes: int  # incremental snapshot storage of every kept snapshot at the end
     minimum_snapshot_bytes: int  # the same for the minimum's snapshots (and the recent ones, kept either way)
@@ -571,7 +571,7 @@ def _account(store, bucket, now, deleted, gib_days, overhead) -> None:
 
 
 def _role_gap(a: SetPoint, b: SetPoint, role: str) -> timedelta:
-    """The audit's measure of a gap (jobs/history.py): b's latest acquisition minus a's earliest request."""
+    """The audit's measure of a gap (rules/history.py): b's latest acquisition minus a's earliest request."""
     return b.roles[role][1] - a.roles[role][0]
 
 

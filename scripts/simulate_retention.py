@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from components.retention import format_duration, parse_duration  # noqa: E402
+from rules.retention import format_duration, parse_duration  # noqa: E402
 from scripts import offline_plan, retention_sim  # noqa: E402
 
 DEFAULT_SIZE = "participant=200GB,sequencer=300GB,apps=20GB,mediator=5GB"

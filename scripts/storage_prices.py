@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.gcp_locations import SNAPSHOT_MULTI_REGIONS
+from rules.gcp_locations import SNAPSHOT_MULTI_REGIONS
 
 PRICES_READ_ON = "2026-12-02"
 

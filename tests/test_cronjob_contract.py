@@ -227,7 +227,7 @@ def test_postgres_pod_means_what_the_program_intends(stack, monkeypatch):
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_cometbft_pod_means_what_the_program_intends(stack):
-    from components import retention
+    from rules import retention
 
     settings = settings_of(stack)
     plan = shipped_plan(stack)

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import pulumi
 from pulumi_aws import cloudwatch, sns
 
-from components import schedules
 from components.aws import policies
 from components.cloud import AlertSpec
+from rules import schedules
 
 if TYPE_CHECKING:
     from components.aws.backend import AwsBackend

@@ -25,8 +25,8 @@ from pulumi_aws.get_caller_identity import GetCallerIdentityResult, get_caller_i
 
 from components.aws import alerts, policies, rds, s3
 from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
-from components.naming import Names
 from components.settings import RdsPostgres, Settings
+from rules.naming import Names
 
 KEY_ROTATION_DAYS = 90
 # The longest wait KMS allows between "schedule deletion" and the key (and every backup under it) being gone.

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import pulumi
 from pulumi_aws import rds
 
-from components import retention
 from components.cloud import PostgresEndpoint
 from components.settings import RdsPostgres
+from rules import retention
 
 if TYPE_CHECKING:
     from components.aws.backend import AwsBackend

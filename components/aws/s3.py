@@ -3,7 +3,7 @@
 Each of the two buckets gets the same protections as separate resources (pulumi-aws 7 splits a bucket's
 settings that way): Block Public Access (all four), Object Ownership BucketOwnerEnforced (no ACLs), SSE-KMS
 with its region's key and S3 bucket keys, versioning, Object Lock with a default retention of the recent
-window, the lifecycle rules of `components.retention.bucket_lifecycle` plus the version clean-up S3 needs,
+window, the lifecycle rules of `rules.retention.bucket_lifecycle` plus the version clean-up S3 needs,
 and a bucket policy (`policies.bucket_policy`). The primary replicates every new object to the DR bucket;
 deletions (delete markers, lifecycle expirations) are not replicated: the DR bucket expires objects by its
 own, identical rules.
@@ -21,11 +21,11 @@ import pulumi
 from pulumi_aws import iam, kms
 from pulumi_aws import s3 as aws_s3
 
-from components import retention
 from components.aws import policies
 from components.cloud import BackupStore
-from components.naming import Names, label_value
 from components.settings import Settings
+from rules import retention
+from rules.naming import Names, label_value
 
 if TYPE_CHECKING:
     from components.aws.backend import AwsBackend
@@ -96,7 +96,7 @@ def window_tags(settings: Settings) -> dict[str, str]:
 
 
 def lifecycle_rules(settings: Settings) -> list[aws_s3.BucketLifecycleConfigurationRuleArgs]:
-    """The cloud-neutral rules (components/retention.py), then what versioning adds on S3: a noncurrent
+    """The cloud-neutral rules (rules/retention.py), then what versioning adds on S3: a noncurrent
     version (what an expiration or an overwrite leaves) is kept `softDelete` longer, like GCS soft delete,
     then removed; a delete marker left alone after that is removed too."""
     storage = settings.storage

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import pulumi
 from pulumi_gcp import logging, monitoring
 
-from components import gcp_locations, schedules
 from components.cloud import AlertSpec
 from components.gcp import buckets
+from rules import gcp_locations, schedules
 
 if TYPE_CHECKING:
     from components.gcp.backend import GcpBackend

@@ -18,11 +18,11 @@ from datetime import timedelta
 import pulumi
 from pulumi_gcp import kms, projects, secretmanager, serviceaccount, storage
 
-from components import gcp_locations
 from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
 from components.gcp import alerts, buckets, cloudsql
-from components.naming import Names
 from components.settings import CloudSqlPostgres, Settings
+from rules import gcp_locations
+from rules.naming import Names
 
 ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 # Create objects (the dumps, then manifest.json) and read them back (verification, promotion, listing).

@@ -1,4 +1,4 @@
-"""The backup buckets, laid out by components/gcp_locations.py so that no set is lost with one region.
+"""The backup buckets, laid out by rules/gcp_locations.py so that no set is lost with one region.
 
 - dual-region (both regions in one multi-region): one configurable dual-region bucket with turbo replication;
   GCS itself keeps every object in both regions within 15 minutes.
@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING
 import pulumi
 from pulumi_gcp import kms, projects, pubsub, storage
 
-from components import retention
 from components.cloud import BackupStore
-from components.gcp_locations import BucketPlacement
-from components.naming import Names, label_value
+from rules import retention
+from rules.gcp_locations import BucketPlacement
+from rules.naming import Names, label_value
 
 if TYPE_CHECKING:
     from components.gcp.backend import GcpBackend

@@ -19,9 +19,10 @@ import pulumi
 from pulumi_gcp import projects, sql
 from pulumi_kubernetes.core import v1 as core
 
-from components import kube_specs, retention
+from components import kube_specs
 from components.cloud import PostgresEndpoint, WorkloadIdentity
 from components.settings import ROLES, CloudSqlPostgres
+from rules import retention
 
 if TYPE_CHECKING:
     from components.gcp.backend import GcpBackend

@@ -8,8 +8,9 @@ import random
 from datetime import datetime, timedelta
 
 from jobs.destinations import Destination
-from jobs.history import history_record
-from jobs.manifest import (
+from jobs.pgsets import to_json
+from rules.history import history_record
+from rules.manifest import (
     STEP_FORMAT,
     build_manifest,
     format_time,
@@ -18,7 +19,6 @@ from jobs.manifest import (
     step_key,
     windows_record,
 )
-from jobs.pgsets import to_json
 
 ROLES = (("apps", "cantonnet_sv"), ("participant", "participant_0"))
 

@@ -1,6 +1,6 @@
 """snapshot-cometbft against the fake Kubernetes API (real HTTP): create, wait, clean up on failure, prune.
 
-Which snapshots to keep is `components.retention.select_kept` (its properties are tested with it); here we
+Which snapshots to keep is `rules.retention.select_kept` (its properties are tested with it); here we
 test that the job feeds it the right snapshots and acts on its answer safely."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from components.retention import Keepable, cometbft_historical_cadence, select_kept
 from jobs import cometbft
 from jobs.cometbft import (
     MIGRATION_ID_LABEL,
@@ -26,6 +25,7 @@ from jobs.cometbft import (
     snapshot_name,
 )
 from jobs.kube import KubeClient, KubeConfig
+from rules.retention import Keepable, cometbft_historical_cadence, select_kept
 from tests.jobs.fakes.kube import FakeKubeApi
 
 NS = "sv"

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from components.retention import Keepable, cometbft_historical_cadence, select_kept
 from jobs import ebs_copies
 from jobs.cometbft import MIGRATION_ID_LABEL, SET_ID_LABEL, TAKEN_AT_LABEL, run
 from jobs.ebs_copies import NODE_TAG, SnapshotCopier, Source
+from rules.retention import Keepable, cometbft_historical_cadence, select_kept
 from tests.jobs.aws_calls import AwsCallRecorder
 from tests.jobs.conftest import AWS_TEST_REGION
 from tests.jobs.fakes.kube import FakeKubeApi

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import pytest
 
-from components.naming import MANAGED_BY
 from jobs.cometbft import MIGRATION_ID_LABEL, SET_ID_LABEL, TAKEN_AT_LABEL
 from jobs.drill_cometbft import Options, parse_selector, run
+from rules.naming import MANAGED_BY
 from tests.jobs.conftest import REPO, job_env
 from tests.jobs.fakes.kube import FakeKubeApi
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.drill import SERVER_OVERHEAD, MiB, _offset, required_space, server_major
-from jobs.manifest import database_errors, verification_errors
 from jobs.scratch_pg import ScratchError, server_bin
+from rules.manifest import database_errors, verification_errors
 
 DB = {"role": "apps", "database": "cantonnet_sv", "server_version": "15.8", "snapshot_requested_at": "x",
       "snapshot_acquired_at": "x", "finished_at": "x", "wal_lsn": "0/1",

@@ -1,4 +1,4 @@
-"""The history audit's rules (jobs/history.py), on set records alone: examples at every boundary, and properties
+"""The history audit's rules (rules/history.py), on set records alone: examples at every boundary, and properties
 (hypothesis) that tie the audit to the seal's own promotion rule."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.retention import postgres_historical_cadence, promotion_due
-from jobs.history import UNKNOWN, audit, history_record, human, set_point, table
-from jobs.manifest import HISTORICAL, RECENT, format_time, windows_record
+from rules.history import UNKNOWN, audit, history_record, human, set_point, table
+from rules.manifest import HISTORICAL, RECENT, format_time, windows_record
+from rules.retention import postgres_historical_cadence, promotion_due
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 W = timedelta(days=30)
@@ -361,7 +361,7 @@ def test_sets_taken_on_schedule_and_promoted_by_the_seal_are_gapless_and_every_d
 
 
 def test_window_text_of_unknown():
-    from jobs.history import window_text
+    from rules.history import window_text
 
     assert window_text(UNKNOWN) == "unknown" and window_text(None) is None and window_text(W) == "30d"
 

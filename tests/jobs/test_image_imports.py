@@ -1,5 +1,5 @@
-"""The job image ships jobs/ plus components/retention.py and components/naming.py only, without Pulumi or
-pydantic: every command must import and build its parser in exactly that environment."""
+"""The job image ships jobs/ and rules/ (the pure ground floor) only, without Pulumi or pydantic: every command
+must import and build its parser in exactly that environment."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE_COMPONENTS = ("retention.py", "naming.py")  # keep in step with jobs/Dockerfile
+IMAGE_PACKAGES = ("rules", "jobs")  # keep in step with jobs/Dockerfile
 
 PROBE = """
 import sys
@@ -27,10 +27,8 @@ print(" ".join(commands))
 
 def test_every_command_imports_with_only_what_the_image_ships(tmp_path):
     app = tmp_path / "app"
-    shutil.copytree(ROOT / "jobs", app / "jobs", ignore=shutil.ignore_patterns("__pycache__", "Dockerfile*"))
-    (app / "components").mkdir()
-    for name in IMAGE_COMPONENTS:
-        shutil.copy(ROOT / "components" / name, app / "components" / name)
+    for package in IMAGE_PACKAGES:
+        shutil.copytree(ROOT / package, app / package, ignore=shutil.ignore_patterns("__pycache__", "Dockerfile*"))
     result = subprocess.run(
         [sys.executable, "-c", PROBE], cwd=app, capture_output=True, text=True, timeout=60, check=False
     )
@@ -41,8 +39,9 @@ def test_every_command_imports_with_only_what_the_image_ships(tmp_path):
     )  # fmt: skip
 
 
-def test_dockerfile_copies_exactly_those_modules():
+def test_dockerfile_copies_exactly_those_packages():
     dockerfile = (ROOT / "jobs" / "Dockerfile").read_text()
-    copied = {line.split()[1:-1] and tuple(line.split()[1:-1]) for line in dockerfile.splitlines()
-              if line.startswith("COPY components/")}
-    assert copied == {tuple(f"components/{name}" for name in IMAGE_COMPONENTS)}
+    copied = {
+        line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ") and "requirements" not in line
+    }
+    assert copied == {f"{package}/" for package in IMAGE_PACKAGES}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobs.destinations import open_destination
-from jobs.manifest import manifest_errors, ordering_errors, parse_time
+from rules.manifest import manifest_errors, ordering_errors, parse_time
 from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB
 from tests.jobs.pgcluster import PG_BIN, load_fixture
 

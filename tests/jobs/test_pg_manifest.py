@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from jobs.destinations import ObjectExists, open_destination
-from jobs.manifest import (
+from jobs.pgdump import client_binary, database_name, object_key, parse_dsn, redact
+from jobs.pgsets import complete_sets, seal_set, to_json
+from jobs.restore import classify_pg_restore_output, map_targets, toc_objects
+from rules.manifest import (
     SetError,
     build_manifest,
     format_time,
@@ -23,9 +26,6 @@ from jobs.manifest import (
     step_errors,
     windows_record,
 )
-from jobs.pgdump import client_binary, database_name, object_key, parse_dsn, redact
-from jobs.pgsets import complete_sets, seal_set, to_json
-from jobs.restore import classify_pg_restore_output, map_targets, toc_objects
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 BOOT = "3b2a7c1e-0000-4000-8000-000000000001"

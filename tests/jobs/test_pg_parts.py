@@ -8,8 +8,8 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.manifest import database_errors
 from jobs.pgdump import DataPart, MiB, Table, part_dumps, plan_parts, table_pattern
+from rules.manifest import database_errors
 
 tables = st.lists(
     st.builds(

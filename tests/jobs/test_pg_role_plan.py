@@ -9,8 +9,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.manifest import APPS, PARTICIPANT
 from jobs.pgsets import ready_roles, role_dependencies
+from rules.manifest import APPS, PARTICIPANT
 
 ALL_ROLES = [APPS, PARTICIPANT, "sequencer", "mediator", "scan-extra"]
 

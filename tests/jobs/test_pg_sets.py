@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobs.destinations import open_destination
-from jobs.manifest import manifest_errors, parse_time
+from rules.manifest import manifest_errors, parse_time
 from tests.jobs.pg_helpers import (
     APPS_DB,
     PARTICIPANT_DB,

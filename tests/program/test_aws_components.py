@@ -465,7 +465,7 @@ def test_rds_not_adopted_is_only_dumped(offline_plan, aws_prod_config):
 @pytest.mark.parametrize(("recent", "days"), [("1d", 7), ("7d", 7), ("10d", 10), ("35d", 35), ("60d", 35)])
 def test_rds_backup_retention_follows_the_recent_window_within_rds_limits(recent, days):
     from components.aws.rds import backup_retention_days
-    from components.retention import parse_duration
+    from rules.retention import parse_duration
 
     assert backup_retention_days(parse_duration(recent)) == days
 

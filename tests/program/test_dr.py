@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from components.dr import PRIMARY_OUTPUTS
-from components.naming import STANDBY_LABEL
+from rules.naming import STANDBY_LABEL
 from tests.program.conftest import ROOT
 
 BACKUP_COMPONENTS = ("postgres-backup", "cometbft-snapshot", "identities-dump")

@@ -1,4 +1,4 @@
-"""The storage layout per region pair (components/gcp_locations.py): pure, no Pulumi."""
+"""The storage layout per region pair (rules/gcp_locations.py): pure, no Pulumi."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import itertools
 
 import pytest
 
-from components.gcp_locations import (
+from rules.gcp_locations import (
     DUAL_REGION,
     PAIRED_REGIONAL,
     bucket_region,
     dual_region,
     storage_layout,
 )
-from components.naming import Names
+from rules.naming import Names
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import retention
-from components.retention import Keepable, select_kept
+from rules import retention
+from rules.retention import Keepable, select_kept
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -63,7 +63,7 @@ def test_postgres_cadence_is_the_window_minus_schedule_margin_and_outage_budget(
 
 def test_schedule_margin_covers_every_schedule_settings_accepts():
     """retention.py ships without schedules.py in the job image, so the 4 h bound is written twice."""
-    from components import schedules
+    from rules import schedules
 
     assert retention.SCHEDULE_MARGIN == 2 * schedules.MAX_SCHEDULE_GAP
 

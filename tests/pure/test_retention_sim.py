@@ -13,12 +13,12 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from components import retention
 from components.settings import load_settings
 from jobs.destinations import ObjectExists
-from jobs.history import SetPoint
-from jobs.manifest import HISTORICAL, RECENT
 from jobs.pgsets import complete_sets
+from rules import retention
+from rules.history import SetPoint
+from rules.manifest import HISTORICAL, RECENT
 from scripts import retention_sim, storage_prices
 from scripts.retention_sim import MemoryStore, Options, Outage, SizeModel, minimum_historical, simulate
 from tests.stackfiles import raw_config

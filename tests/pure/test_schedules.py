@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components import schedules
+from rules import schedules
 
 
 @pytest.mark.parametrize(

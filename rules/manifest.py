@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from components.retention import format_duration, parse_duration
+from rules.retention import format_duration, parse_duration
 
 # v2: a database may be stored in parts (LAYOUT_SECTIONS), and the manifest records the pruning windows and the
 # history the seal saw. v1 sets (one archive per database, no windows) stay readable and restorable.
@@ -136,8 +136,9 @@ def ordering_errors(databases: list[dict[str, Any]]) -> list[str]:
     for db in databases:
         label = f"{db['role']}/{db['database']}"
         try:
-            requested, acquired, finished = (_moment(db, w) for w in ("snapshot_requested", "snapshot_acquired",
-                                                                       "finished"))
+            requested, acquired, finished = (
+                _moment(db, w) for w in ("snapshot_requested", "snapshot_acquired", "finished")
+            )
         except (KeyError, TypeError, ValueError) as exc:
             errors.append(f"{label}: missing or unreadable snapshot times ({exc})")
             continue
@@ -179,8 +180,16 @@ def ordering_summary(databases: list[dict[str, Any]]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------- record checks
 
-_DB_FIELDS = ("role", "database", "server_version", "snapshot_requested_at", "snapshot_acquired_at", "finished_at",
-              "wal_lsn", "objects")
+_DB_FIELDS = (
+    "role",
+    "database",
+    "server_version",
+    "snapshot_requested_at",
+    "snapshot_acquired_at",
+    "finished_at",
+    "wal_lsn",
+    "objects",
+)
 
 
 def database_errors(db: dict[str, Any]) -> list[str]:
@@ -213,13 +222,21 @@ def verification_errors(label: str, record: Any) -> list[str]:
     if not isinstance(tables, list):
         return [*errors, f"{label}: verification.tables must be a list"]
     for table in tables:
-        if not (isinstance(table, dict) and isinstance(table.get("schema"), str) and isinstance(table.get("name"), str)
-                and isinstance(table.get("rows"), int) and table["rows"] >= 0):
+        if not (
+            isinstance(table, dict)
+            and isinstance(table.get("schema"), str)
+            and isinstance(table.get("name"), str)
+            and isinstance(table.get("rows"), int)
+            and table["rows"] >= 0
+        ):
             errors.append(f"{label}: verification table {table!r} needs schema, name and rows")
             continue
         sample = table.get("sample")
-        if sample is not None and not (isinstance(sample, dict) and isinstance(sample.get("rows"), int)
-                                       and len(str(sample.get("sha256", ""))) == 64):
+        if sample is not None and not (
+            isinstance(sample, dict)
+            and isinstance(sample.get("rows"), int)
+            and len(str(sample.get("sha256", ""))) == 64
+        ):
             errors.append(f"{label}: verification sample of {table['schema']}.{table['name']} needs rows and sha256")
     return errors
 
@@ -299,8 +316,9 @@ def manifest_errors(manifest: dict[str, Any], set_id: str | None = None) -> list
 WINDOW_KEYS = ("participant_pruning", "sequencer_pruning")
 
 
-def windows_record(participant_pruning: timedelta | None, sequencer_pruning: timedelta | None,
-                   historical_cadence: timedelta) -> dict[str, str | None]:
+def windows_record(
+    participant_pruning: timedelta | None, sequencer_pruning: timedelta | None, historical_cadence: timedelta
+) -> dict[str, str | None]:
     """The pruning windows the seal was given (null: pruning off), so that an audit of the store alone knows the
     bound each gap had to keep, including changes of the windows over time."""
     return {
@@ -343,8 +361,15 @@ def _history_errors(history: Any) -> list[str]:
 
 
 def build_manifest(
-    *, set_id: str, migration_id: int, tier: str, created_at: datetime, code_version: str,
-    steps: list[dict[str, Any]], windows: dict[str, str | None], history: dict[str, Any],
+    *,
+    set_id: str,
+    migration_id: int,
+    tier: str,
+    created_at: datetime,
+    code_version: str,
+    steps: list[dict[str, Any]],
+    windows: dict[str, str | None],
+    history: dict[str, Any],
     promoted_from: str | None = None,
 ) -> dict[str, Any]:
     databases = [db for step in sorted(steps, key=lambda s: role_sort_key(s["role"])) for db in step["databases"]]

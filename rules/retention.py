@@ -86,7 +86,7 @@ def postgres_historical_cadence(
     """How far apart historical Postgres sets are kept: with pruning on, the smallest window minus the schedule
     margin and the outage budget, rounded down to the hour (at least 1 h); with pruning off, the 2-week default.
 
-    Safety (the history audit's rule, jobs/history.py: consecutive historical sets A, B with B's latest snapshot
+    Safety (the history audit's rule, rules/history.py: consecutive historical sets A, B with B's latest snapshot
     acquired minus A's earliest snapshot requested strictly below the window W). The seal promotes the first
     successful set sealed at least `cadence` after A was taken (promotion_due, measured from A's `taken_at`, its
     earliest snapshot request). Let s be the first scheduled run at or after A.taken + cadence: s <= A.taken +

@@ -27,8 +27,8 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from components.retention import format_duration, parse_duration
-from jobs.manifest import HISTORICAL, PARTICIPANT, WINDOW_KEYS, format_time, parse_time, role_sort_key
+from rules.manifest import HISTORICAL, PARTICIPANT, WINDOW_KEYS, format_time, parse_time, role_sort_key
+from rules.retention import format_duration, parse_duration
 
 SEQUENCER = "sequencer"
 # Role -> the manifest's windows key of the pruning window that bounds its history.
