@@ -9,7 +9,7 @@ import gc
 # then the engine resolving every resource's outputs: the cyclic collector would scan those objects over and over
 # (a full pass over them costs ~0.15 s) and find next to nothing to free. `pulumi up` runs the program in a
 # process of its own that ends with it, so the collector stays off to the end; the offline plan
-# (scripts/offline_plan.py) turns it back on after each run. Measured by scripts/bench_plan.py (README
+# (engines/offline_plan.py) turns it back on after each run. Measured by scripts/bench_plan.py (README
 # "Benchmarks"): start-up time and peak memory with and without.
 gc.disable()
 

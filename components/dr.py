@@ -123,7 +123,7 @@ class DisasterRecovery(pulumi.ComponentResource):
 
 
 def _failover_facts(settings: Settings, primary: pulumi.StackReference) -> dict[str, pulumi.Input]:
-    """What scripts/failover.py needs besides the DR copy, as stack outputs (scripts/failover_plan.py
+    """What scripts/failover.py needs besides the DR copy, as stack outputs (jobs/failover_plan.py
     resolve_facts reads them; its flags still win): the cloud, and where the CometBFT snapshot copies are.
 
     GCP: PD snapshots are global resources of the project the primary's cluster took them in, stored in the

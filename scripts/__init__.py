@@ -1,1 +1,1 @@
-"""Operator and CI tools (offline plan, policy check). A package so tests can import `scripts.offline_plan`."""
+"""Operator and CI commands: each parses its arguments and makes one call into the package that does the work."""

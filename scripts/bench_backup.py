@@ -41,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.jobs.pgcluster import PASSWORD, PG_BIN, ClusterFactory, load_fixture  # noqa: E402
+from testkit.pgcluster import PASSWORD, PG_BIN, ClusterFactory, load_fixture  # noqa: E402
 
 APPS_DB, PARTICIPANT_DB = "cantonnet_sv", "participant_1"
 

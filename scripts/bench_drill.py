@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 from jobs.destinations import open_destination  # noqa: E402
 from jobs.pgdump import DumpSettings  # noqa: E402
 from jobs.pgsets import backup_set  # noqa: E402
-from tests.jobs.pgcluster import PASSWORD, ClusterFactory, load_fixture  # noqa: E402
+from testkit.pgcluster import PASSWORD, ClusterFactory, load_fixture  # noqa: E402
 
 APPS_DB, PARTICIPANT_DB = "cantonnet_sv", "participant_1"
 

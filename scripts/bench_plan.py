@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts.forked import usable_cores  # noqa: E402
+from engines.forked import usable_cores  # noqa: E402
 
 PROVIDERS = ("pulumi_gcp", "pulumi_aws", "pulumi_kubernetes")
 STARTUP_STACKS = {"gcp": "prod", "aws": "aws-prod"}
@@ -65,7 +65,7 @@ _DECLARE = """
 import sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from scripts import offline_plan
+from engines import offline_plan
 root = Path({root!r})
 project = offline_plan.load_project(root)
 config = offline_plan.load_stack_file(project.stack_file({stack!r}), project=project.name, stack={stack!r})
@@ -95,7 +95,7 @@ sys.path.insert(0, {root!r})
 from pathlib import Path
 {floor}
 import pulumi
-from scripts import offline_plan
+from engines import offline_plan
 root = Path({root!r})
 project = offline_plan.load_project(root)
 resources = json.loads(Path({plan!r}).read_text(encoding="utf-8"))["resources"]

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.jobs.pgcluster import PASSWORD, PG_BIN, Cluster, ClusterFactory, load_fixture
+from testkit.pgcluster import PASSWORD, PG_BIN, Cluster, ClusterFactory, load_fixture
 
 APPS_DB, PARTICIPANT_DB, SEQUENCER_DB, MEDIATOR_DB = "cantonnet_sv", "participant_1", "sequencer_1", "mediator_1"
 GB = 1e9

@@ -34,11 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from jobs.destinations import open_destination  # noqa: E402
-from jobs.identities import shape_problems, summary  # noqa: E402
-from jobs.pgsets import complete_sets, verify_set  # noqa: E402
-from jobs.secret_readers import newest, open_reader  # noqa: E402
-from rules.manifest import check_role, check_set_id, parse_time  # noqa: E402
-from scripts.failover_plan import (  # noqa: E402
+from jobs.failover_plan import (  # noqa: E402
     ChosenSet,
     DrFacts,
     FactsError,
@@ -46,6 +42,10 @@ from scripts.failover_plan import (  # noqa: E402
     render,
     resolve_facts,
 )
+from jobs.identities import shape_problems, summary  # noqa: E402
+from jobs.pgsets import complete_sets, verify_set  # noqa: E402
+from jobs.secret_readers import newest, open_reader  # noqa: E402
+from rules.manifest import check_role, check_set_id, parse_time  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from engines import forked, offline_plan  # noqa: E402
 from jobs import cli_types  # noqa: E402
-from scripts import forked, offline_plan  # noqa: E402
 
 EXIT_OK, EXIT_PROGRAM, EXIT_CONFIG, EXIT_POLICY = 0, 1, 2, 3
 # Worst last. Callers read 3 as "written, but a policy failed" (the pull-request check goes on to report it).
@@ -159,7 +159,7 @@ def _captured(plan_one, job: _Job) -> _Planned:
 
 def _planned(jobs: Sequence[_Job], plan_one, workers: int) -> Iterator[_Planned]:
     """Each job's outcome, in order. The first is planned here; it loads the program and the provider modules
-    its cloud uses, so the copies of this process forked after it (scripts/forked.py, one per stack) start with
+    its cloud uses, so the copies of this process forked after it (engines/forked.py, one per stack) start with
     all of that loaded and pay only for declaring their own stack."""
     yield _captured(plan_one, jobs[0])
     rest = list(jobs[1:])

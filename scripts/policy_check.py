@@ -227,7 +227,7 @@ def _provider_ref_urn(reference: str) -> str:
 def _default_provider_config(stack: str) -> dict[str, dict[str, Any]]:
     """Package -> the properties of the stack's default provider of that package: its `<package>:*` keys of
     stacks/Pulumi.<stack>.yaml (as the CLI configures a default provider), e.g. {"aws": {"region": ...}}."""
-    from scripts.offline_plan import PlanInputError, load_project, load_stack_file
+    from engines.offline_plan import PlanInputError, load_project, load_stack_file
 
     try:
         project = load_project(REPO)

@@ -6,7 +6,7 @@
     python scripts/simulate_retention.py --table --stack dev --stack prod ...   (the README's Markdown table)
 
 Replays the stack's schedules and retention rules with the code the program and the jobs run
-(scripts/retention_sim.py says which), the stack read and validated as scripts/plan.py does. Sizes are one set's
+(engines/retention_sim.py says which), the stack read and validated as scripts/plan.py does. Sizes are one set's
 compressed dump of each role at the start. Exit codes: 0 gap-less every simulated day and stored historical sets
 within --goal x the minimum (pruned stacks), CometBFT's history gap-less and its snapshot storage within --goal x
 the minimum's; 1 otherwise; 2 bad arguments or stack.
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from engines import offline_plan, retention_sim  # noqa: E402
 from rules.retention import format_duration, parse_duration  # noqa: E402
-from scripts import offline_plan, retention_sim  # noqa: E402
 
 DEFAULT_SIZE = "participant=200GB,sequencer=300GB,apps=20GB,mediator=5GB"
 DEFAULT_GROWTH = "5%/month"

@@ -47,7 +47,7 @@ SHIPPED_STACKS = ("dev", "prod", "prod-ch")
 @functools.cache
 def shipped_plan(stack: str):
     """The offline plan of a shipped stack (read it, never mutate)."""
-    from scripts.offline_plan import load_project, load_stack_file, main_program, plan_program
+    from engines.offline_plan import load_project, load_stack_file, main_program, plan_program
 
     project = load_project(ROOT)
     config = load_stack_file(project.stack_file(stack), project=project.name, stack=stack)
@@ -58,7 +58,7 @@ def shipped_plan(stack: str):
 def shipped_settings(stack: str):
     """The program's own validated view of a shipped stack (components.settings.Settings)."""
     from components.settings import load_settings
-    from scripts.offline_plan import load_project, load_stack_file
+    from engines.offline_plan import load_project, load_stack_file
 
     project = load_project(ROOT)
     config = load_stack_file(project.stack_file(stack), project=project.name, stack=stack)

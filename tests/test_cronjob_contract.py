@@ -449,8 +449,8 @@ def stack_postgres():
     its address alone), and that user holds exactly what the stack's `postgresSetupSql` output grants.
     Started once per stack for this module."""
     from components.settings import CloudSqlPostgres
+    from testkit.pgcluster import PG_BIN, ClusterFactory
     from tests.jobs.fakes.cloudsql_proxy import IAM_SOURCE_ADDRESS
-    from tests.jobs.pgcluster import PG_BIN, ClusterFactory
 
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}")
@@ -532,8 +532,8 @@ def postgres_pod(
     """The stack's Postgres pod, its Secrets as the namespace holds them, and the rewrites to local servers.
     `proxy_args` may change the Cloud SQL Auth Proxy sidecars' args (to show what a flag is for)."""
     from components.gcp.cloudsql import CLOUD_SQL_PROXY_IMAGE
+    from testkit.pgcluster import free_port
     from tests.jobs.fakes import cloudsql_proxy
-    from tests.jobs.pgcluster import free_port
 
     settings = settings_of(stack)
     job = cron_job_running(shipped_plan(stack), "seal-set")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.pgcluster import PASSWORD, PG_BIN, ClusterFactory, free_port
+from testkit.pgcluster import PASSWORD, PG_BIN, ClusterFactory, free_port
 
 VENV_BIN = Path(sys.executable).parent
 

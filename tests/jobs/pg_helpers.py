@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psycopg
 import zstandard
 
-from tests.jobs.pgcluster import PASSWORD, PG_BIN, Cluster, load_fixture
+from testkit.pgcluster import PASSWORD, PG_BIN, Cluster, load_fixture
 
 APPS_DB = "cantonnet_sv"
 PARTICIPANT_DB = "participant_1"

@@ -1,6 +1,6 @@
 """The IAM policies the program declares allow exactly what the jobs call.
 
-The plan of the shipped aws-prod stack is made here, through the offline plan engine (scripts/offline_plan.py,
+The plan of the shipped aws-prod stack is made here, through the offline plan engine (engines/offline_plan.py,
 as tests/program does). Each job then runs in this process as its CronJob runs it (the plan's own arguments
 and environment; only addresses are rewritten to local stand-ins) against a moto server holding the plan's
 bucket, secret and regions. Every AWS call the job makes is recorded (tests/jobs/aws_calls.py), mapped to the
@@ -70,7 +70,7 @@ class Declared:
     """The aws-prod plan, with the engine's answers (ARNs) for every resource."""
 
     def __init__(self):
-        from scripts.offline_plan import PlanMocks, load_project, load_stack_file, main_program, plan_program
+        from engines.offline_plan import PlanMocks, load_project, load_stack_file, main_program, plan_program
 
         outputs: dict[tuple[str, str], dict] = {}
 
@@ -278,7 +278,7 @@ def run_container(pod: Pod, container: dict, args: list[str], monkeypatch, **env
 def test_the_postgres_backup_role_allows_exactly_what_the_sets_need(declared, aws, pg_factory, monkeypatch):
     from jobs import destinations
     from jobs.destinations import open_destination
-    from tests.jobs.pgcluster import load_fixture
+    from testkit.pgcluster import load_fixture
 
     bucket = make_bucket(declared)
     job = declared.cron_job("seal-set")

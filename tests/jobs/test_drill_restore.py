@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from jobs.drill import DrillError, check_space, ordering_from_data
+from testkit.pgcluster import PASSWORD
 from tests.jobs.conftest import REPO, job_env
 from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, make_sources
-from tests.jobs.pgcluster import PASSWORD
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import kubernetes_validate
 import pytest
 
 from jobs.destinations import open_destination
+from jobs.failover_plan import build_plan, resolve_facts, snapshot_query
 from scripts import failover
-from scripts.failover_plan import build_plan, resolve_facts, snapshot_query
 from tests.jobs.replica_helpers import write_set
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"

@@ -24,10 +24,10 @@ import sys
 import pytest
 
 from jobs.destinations import open_destination
+from testkit.pgcluster import PASSWORD, load_fixture, wait_for
 from tests.jobs.conftest import REPO, job_env
 from tests.jobs.fakes.sv import make_dump
 from tests.jobs.pg_helpers import APPS_DB, WRITES_SQL, static_digests
-from tests.jobs.pgcluster import PASSWORD, load_fixture, wait_for
 from tests.jobs.replica_helpers import replicate
 from tests.jobs.test_pg_faults import fake_pg_bin
 

@@ -13,8 +13,8 @@ import pytest
 
 from jobs.destinations import open_destination
 from rules.manifest import manifest_errors, ordering_errors, parse_time
+from testkit.pgcluster import PG_BIN, load_fixture
 from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB
-from tests.jobs.pgcluster import PG_BIN, load_fixture
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,9 @@ import pytest
 from jobs.destinations import open_destination
 from jobs.pgdump import DumpError, DumpSettings
 from jobs.pgsets import backup_set, complete_sets
+from testkit.pgcluster import PASSWORD, PG_BIN, wait_for
 from tests.jobs.conftest import REPO, job_env
 from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, assert_whole_archives, make_sources, stopped
-from tests.jobs.pgcluster import PASSWORD, PG_BIN, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -19,10 +19,10 @@ from urllib.parse import quote
 
 import pytest
 
+from testkit.pgcluster import PASSWORD, PG_BIN, free_port, load_fixture
 from tests.jobs.conftest import job_env
 from tests.jobs.fakes.cloudsql_proxy import IAM_SOURCE_ADDRESS, RunningProxy
 from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, static_digests
-from tests.jobs.pgcluster import PASSWORD, PG_BIN, free_port, load_fixture
 
 pytestmark = pytest.mark.slow
 

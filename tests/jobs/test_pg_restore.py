@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs.destinations import open_destination
-from tests.jobs.pgcluster import PASSWORD, PG_BIN
+from testkit.pgcluster import PASSWORD, PG_BIN
 
 pytestmark = pytest.mark.slow
 

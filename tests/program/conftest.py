@@ -1,4 +1,4 @@
-"""Fixtures that plan a stack in-process through the offline plan engine (scripts/offline_plan.py).
+"""Fixtures that plan a stack in-process through the offline plan engine (engines/offline_plan.py).
 
     def test_bucket(offline_plan, dev_config):
         dev_config["sv-backups:retention"]["recent"] = "7d"
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from scripts.offline_plan import (
+from engines.offline_plan import (
     PlanResult,
     StackConfig,
     load_project,

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from components.aws import RDS_IGNORED_FIELDS, RDS_MANAGED_FIELDS
-from scripts.offline_plan import AWS_ACCOUNT_ID, AWS_DEPLOYER_ROLE, _hex, _uuid
+from engines.offline_plan import AWS_ACCOUNT_ID, AWS_DEPLOYER_ROLE, _hex, _uuid
 from tests.program.test_components import container_args, cron_job, pod_spec
 
 DAY = 86400

@@ -18,7 +18,7 @@ from components.gcp.cloudsql import (
     instance_condition,
     with_iam_authentication,
 )
-from scripts.offline_plan import PlanMocks, main_program, plan_program, stack_config
+from engines.offline_plan import PlanMocks, main_program, plan_program, stack_config
 from tests.program.conftest import PROJECT, ROOT
 from tests.program.test_components import cron_job, pod_spec
 from tests.program.test_manifests import KUBERNETES_VERSIONS

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pulumi.errors import RunError
 
-from scripts.offline_plan import PlanMocks, main_program, plan_program, stack_config
+from engines.offline_plan import PlanMocks, main_program, plan_program, stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

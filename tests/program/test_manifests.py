@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from scripts.offline_plan import manifest_yaml
+from engines.offline_plan import manifest_yaml
 from tests.program.conftest import SHIPPED_STACKS
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
@@ -83,7 +83,7 @@ def test_crd_schema_rejects_a_bad_snapshot_class(prod_plan):
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_the_fast_yaml_emitter_writes_the_same_bytes_as_pyyamls_own(shipped_plan, stack):
-    # The plan's manifests are written with libyaml's emitter when PyYAML has it (scripts/offline_plan.py): a
+    # The plan's manifests are written with libyaml's emitter when PyYAML has it (engines/offline_plan.py): a
     # machine without it must write the very same files.
     assert yaml.__with_libyaml__, "PyYAML without libyaml: the plan falls back to the pure-Python emitter"
     for name, manifest in shipped_plan(stack).manifests.items():

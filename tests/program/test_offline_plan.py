@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts import offline_plan as engine
+from engines import offline_plan as engine
 from scripts import plan as cli
 from tests.program.conftest import PROJECT, ROOT, SHIPPED_STACKS, program_ready
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.offline_plan import PROJECT_NUMBER
+from engines.offline_plan import PROJECT_NUMBER
 from scripts.policy_check import run_policy_checks
 
 BUCKET = "gcp:storage/bucket:Bucket"

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from scripts import retention_sim
+from engines import retention_sim
 from scripts.simulate_retention import load
 from tests.stackfiles import raw_config, stack_names
 

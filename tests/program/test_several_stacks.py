@@ -15,9 +15,9 @@ import pytest
 
 from components import program as program_module
 from components.settings import load_settings
+from engines.offline_plan import load_stack_file, main_program, run_program, stack_config
 from scripts import bench_plan
 from scripts import plan as cli
-from scripts.offline_plan import load_stack_file, main_program, run_program, stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PROD = ROOT / "stacks" / "Pulumi.prod.yaml"

@@ -1,4 +1,4 @@
-"""scripts/forked.py: a function over items in forked copies of the process, one copy per item, results in order.
+"""engines/forked.py: a function over items in forked copies of the process, one copy per item, results in order.
 
 Forking is tried in a fresh interpreter (a snippet run with -c): the test process itself may run other threads
 (a test runner's, a fixture's server), and forking it then is exactly what the module refuses to do."""
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from scripts import forked
+from engines import forked
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(body: str) -> dict:
-    code = f"import gc, json, os, sys, time\nsys.path.insert(0, {str(ROOT)!r})\nfrom scripts import forked\n{body}"
+    code = f"import gc, json, os, sys, time\nsys.path.insert(0, {str(ROOT)!r})\nfrom engines import forked\n{body}"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,4 +1,4 @@
-"""The retention simulation (scripts/retention_sim.py): its parsers, its minimum, and short replays of real stacks.
+"""The retention simulation (engines/retention_sim.py): its parsers, its minimum, and short replays of real stacks.
 
 The replays run the real seal, lifecycle rules, CometBFT pruner and history audit; they are kept to a few
 simulated weeks with short windows so that they stay fast (the 2-year figures come from the script itself)."""
@@ -14,13 +14,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from components.settings import load_settings
+from engines import retention_sim, storage_prices
+from engines.retention_sim import MemoryStore, Options, Outage, SizeModel, minimum_historical, simulate
 from jobs.destinations import ObjectExists
 from jobs.pgsets import complete_sets
 from rules import retention
 from rules.history import SetPoint
 from rules.manifest import HISTORICAL, RECENT
-from scripts import retention_sim, storage_prices
-from scripts.retention_sim import MemoryStore, Options, Outage, SizeModel, minimum_historical, simulate
 from tests.stackfiles import raw_config
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)

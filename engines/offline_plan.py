@@ -446,7 +446,7 @@ class PlanMocks:
         if answer is None:
             raise OfflinePlanError(
                 f"the offline plan has no answer for invoke {args.token!r} (args {sorted(args.args)}); "
-                "add it to PlanMocks.call in scripts/offline_plan.py"
+                "add it to PlanMocks.call in engines/offline_plan.py"
             )
         return answer(dict(args.args)), []
 
@@ -725,7 +725,7 @@ def _run_in_context(
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         # The SDK makes its engine calls in the loop's default executor; close() would leave those threads to end
-        # on their own, after this run returns (and a process that forks next must have none: scripts/forked.py).
+        # on their own, after this run returns (and a process that forks next must have none: engines/forked.py).
         loop.run_until_complete(loop.shutdown_default_executor())
         asyncio.set_event_loop(None)
         loop.close()

@@ -1,6 +1,6 @@
 """List prices of object storage at rest, as dated data (USD per GiB-month; no discounts, no free tier).
 
-Used by scripts/retention_sim.py to turn simulated bytes per storage class into a monthly bill. Prices change:
+Used by engines/retention_sim.py to turn simulated bytes per storage class into a monthly bill. Prices change:
 every table names its source and the date it was read; re-read them before quoting a figure to anyone.
 
 Sources (read 2026-12-02 from stored copies of the pages, which carry no date of their own):
@@ -95,7 +95,7 @@ def _table(table: dict, copy: Copy):
         return table[copy.region]
     except KeyError:
         raise KeyError(
-            f"no {copy.provider} price for region {copy.region!r} in scripts/storage_prices.py; known: "
+            f"no {copy.provider} price for region {copy.region!r} in engines/storage_prices.py; known: "
             f"{', '.join(sorted(table))} (add the row from the provider's pricing page, with the date)"
         ) from None
 

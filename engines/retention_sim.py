@@ -28,6 +28,7 @@ from typing import Any
 from croniter import croniter
 
 from components.settings import Settings
+from engines import storage_prices
 from jobs import cometbft as cometbft_job
 from jobs.destinations import Destination, ObjectExists, ObjectInfo, ObjectWriter
 from jobs.pgsets import complete_sets, seal_set, to_json
@@ -35,7 +36,6 @@ from rules import retention
 from rules.gcp_locations import standalone_snapshot_location, storage_layout
 from rules.history import SetPoint, audit, human, set_point
 from rules.manifest import HISTORICAL, RECENT, STEP_FORMAT, format_time, role_sort_key, set_prefix, step_key
-from scripts import storage_prices
 
 GIB = 2**30
 DAY = timedelta(days=1)

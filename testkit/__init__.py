@@ -1,0 +1,1 @@
+"""Helpers shared by the tests and the benchmarks (both may import this package; it imports neither)."""
