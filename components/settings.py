@@ -629,11 +629,12 @@ def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
             problems.append(f"{where}: needs a 'kind': {kinds}")
         else:
             shown = "[secret]" if "secret" in where.lower() else _show(item.get("input"))
-            problems.append(
-                f"{where}: {shown} {message}"
-                if not message.startswith(("Input", "value"))
-                else f"{where}: {message} (got {shown})"
-            )
+            if shown != "[secret]" and repr(item.get("input")) in message:
+                problems.append(f"{where}: {message}")  # the message names the value already: say it once
+            elif message.startswith(("Input", "value")):
+                problems.append(f"{where}: {message} (got {shown})")
+            else:
+                problems.append(f"{where}: {shown} {message}")
     return problems
 
 

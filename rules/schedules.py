@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 # A fixed origin keeps the result independent of today's date. Monday, so weekly schedules start aligned.
 _ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
@@ -27,13 +27,38 @@ class InvalidCron(ValueError):
     pass
 
 
+# The five fields of a Kubernetes CronJob schedule and what each takes (besides `*`, lists, ranges and steps).
+_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-6 or SUN-SAT"),
+)
+
+
 def validate_cron(expression: str) -> None:
-    """Accept standard 5-field cron only (what a Kubernetes CronJob takes)."""
+    """Accept standard 5-field cron only (what a Kubernetes CronJob takes), and only one that ever fires.
+
+    The message names what is wrong: the number of fields, the field out of range, or the day that no month
+    of the expression has (`0 0 31 2 *` is valid syntax and never runs: its CronJob would never back up)."""
     fields = expression.split()
-    if len(fields) != 5 or not croniter.is_valid(expression):
+    if len(fields) != 5:
         raise InvalidCron(
             f"{expression!r} is not a 5-field cron expression (minute hour day-of-month month day-of-week)"
         )
+    for index, (name, allowed) in enumerate(_FIELDS):
+        alone = " ".join(field if position == index else "*" for position, field in enumerate(fields))
+        if not croniter.is_valid(alone):
+            raise InvalidCron(f"{expression!r}: the {name} field {fields[index]!r} is not valid (allowed: {allowed})")
+    if not croniter.is_valid(expression):
+        raise InvalidCron(f"{expression!r} is not a valid cron expression")
+    try:
+        croniter(expression, _ORIGIN, ret_type=datetime).get_next()
+    except CroniterBadDateError:
+        raise InvalidCron(
+            f"{expression!r} never fires: no month it names has day {fields[2]} (and no day of the week is named)"
+        ) from None
 
 
 def _gaps(expression: str):

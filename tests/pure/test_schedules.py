@@ -50,3 +50,31 @@ def test_every_n_hours_has_gap_n_when_n_divides_24(hours, minute):
     largest = schedules.largest_gap(expression)
     # */n restarts at midnight: when n does not divide 24 the last gap of the day is shorter, never longer.
     assert largest == timedelta(hours=hours)
+
+
+@pytest.mark.parametrize(
+    ("expression", "named"),
+    [
+        ("0 */4 * * 8", "the day-of-week field '8' is not valid (allowed: 0-6 or SUN-SAT)"),
+        ("61 */4 * * *", "the minute field '61' is not valid (allowed: 0-59)"),
+        ("0 24 * * *", "the hour field '24' is not valid (allowed: 0-23)"),
+        ("0 0 32 * *", "the day-of-month field '32' is not valid (allowed: 1-31)"),
+        ("0 */4 * 13 *", "the month field '13' is not valid (allowed: 1-12 or JAN-DEC)"),
+    ],
+)
+def test_a_field_out_of_range_is_named_with_what_it_allows(expression, named):
+    with pytest.raises(schedules.InvalidCron) as error:
+        schedules.validate_cron(expression)
+    assert str(error.value) == f"{expression!r}: {named}"
+
+
+@pytest.mark.parametrize("expression", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *"])
+def test_a_schedule_that_never_fires_is_refused(expression):
+    """Valid syntax, no run ever: a CronJob with it would never back up (croniter raised its own error here)."""
+    with pytest.raises(schedules.InvalidCron, match="never fires"):
+        schedules.validate_cron(expression)
+
+
+@pytest.mark.parametrize("expression", ["0 0 29 2 *", "0 0 31 2 1", "*/5 1-3 * JAN-MAR MON-FRI"])
+def test_rare_but_real_schedules_are_accepted(expression):
+    schedules.validate_cron(expression)  # 29 February exists; a named weekday fires in any month

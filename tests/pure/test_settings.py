@@ -179,6 +179,22 @@ def test_field_errors_name_key_value_and_rule(section, key, value, expected):
     assert expected in problem
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("sv-backups:retention", "recent", "2 weeks"),
+        ("sv-backups:schedule", "postgres", "0 0 31 2 *"),
+        ("sv-backups:schedule", "postgres", "0 */4 * * 8"),
+    ],
+)
+def test_each_value_is_shown_once(section, key, value):
+    """A message that names the value already is not prefixed with it again ('2 weeks' '2 weeks' is not ...)."""
+    raw = raw_config("dev")
+    raw.setdefault(section, {})[key] = value
+    [problem] = problems_of(raw)
+    assert problem.startswith(f"{section}.{key}: {value!r}") and problem.count(repr(value)) == 1
+
+
 def test_missing_required_sections():
     problems = problems_of({"gcp:project": "p", "gcp:region": "europe-west6"})
     for key in ("cloud", "node", "postgres", "identities", "cometbft", "dr", "jobImage"):
