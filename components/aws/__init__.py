@@ -1,6 +1,8 @@
-"""The AWS (EKS) implementation of the cloud interface: `backend` (keys, IRSA roles, the identities secret,
-EBS snapshot copies), `s3` (the backup bucket and its DR replica), `rds` (adopted instances), `alerts`
-(CloudWatch), and `policies` (every IAM, bucket, key, secret and topic policy document, pure).
+"""The AWS (EKS) implementation of the cloud interface: `backend` (the façade: IRSA roles, the identities secret,
+EBS snapshot copies), `context` (what the parts share: settings, names, regions, account, tags, the KMS keys),
+`s3` (the backup bucket and its DR replica), `rds` (adopted instances), `alerts` (CloudWatch), and `policies`
+(every IAM, bucket, key, secret and topic policy document, pure). The parts depend on `context`, never on
+`backend`.
 
 The backend is loaded on first use: `components.aws.policies` stays importable without Pulumi (pure tests, the
 policy pack)."""

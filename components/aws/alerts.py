@@ -13,17 +13,14 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import pulumi
 from pulumi_aws import cloudwatch, sns
 
 from components.aws import policies
+from components.aws.context import AwsContext
 from components.cloud import AlertSpec
 from rules import schedules
-
-if TYPE_CHECKING:
-    from components.aws.backend import AwsBackend
 
 METRIC_NAMESPACE = "SvBackups"
 FAILED_PERIOD = timedelta(minutes=5)
@@ -56,27 +53,27 @@ def stale_period_seconds(stale_after: timedelta) -> int:
     return math.ceil(stale_after / timedelta(minutes=1)) * 60
 
 
-def declare_alerts(backend: AwsBackend, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
+def declare_alerts(context: AwsContext, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
     """The topic (with its key and e-mail subscriptions), then per backup kind: metric filters and a stale
     and a failed alarm."""
-    names, region = backend.names, backend.region
-    monitoring = backend.settings.monitoring
+    names, region = context.names, context.region
+    monitoring = context.settings.monitoring
     # CloudWatch itself encrypts what its alarms publish to the topic: the key lets it.
-    key = backend.key(region, "alerts", parent, policies.cloudwatch_uses_key())
+    key = context.key(region, "alerts", parent, policies.cloudwatch_uses_key())
     topic = sns.Topic(
         names.resource("alerts"),
         name=names.resource("backup-alerts"),
-        display_name=f"sv-backups {backend.node}",
+        display_name=f"sv-backups {context.node}",
         kms_master_key_id=key.arn,
         region=region,
-        tags=backend.tags("alerts"),
+        tags=context.tags("alerts"),
         opts=pulumi.ResourceOptions(parent=parent),
     )
     sns.TopicPolicy(
         names.resource("alerts", "policy"),
         arn=topic.arn,
-        policy=pulumi.Output.all(backend.account, topic.arn).apply(
-            lambda args: policies.to_json(policies.topic_policy(backend.partition, args[0], region, args[1]))
+        policy=pulumi.Output.all(context.account, topic.arn).apply(
+            lambda args: policies.to_json(policies.topic_policy(context.partition, args[0], region, args[1]))
         ),
         region=region,
         opts=pulumi.ResourceOptions(parent=topic),
@@ -95,15 +92,15 @@ def declare_alerts(backend: AwsBackend, specs: list[AlertSpec], *, parent: pulum
     actions: list[pulumi.Input[str]] = [topic.arn, *monitoring.notification_channels]
     alarms: list[pulumi.Resource] = []
     for spec in specs:
-        alarms.extend(_alarms_for(backend, spec, actions, parent))
+        alarms.extend(_alarms_for(context, spec, actions, parent))
     return alarms
 
 
-def _alarms_for(backend: AwsBackend, spec: AlertSpec, actions: list, parent: pulumi.Resource) -> list[pulumi.Resource]:
-    names, node = backend.names, backend.node
-    group = log_group(backend.cluster.cluster_name)
+def _alarms_for(context: AwsContext, spec: AlertSpec, actions: list, parent: pulumi.Resource) -> list[pulumi.Resource]:
+    names, node = context.names, context.node
+    group = log_group(context.cluster.cluster_name)
     metrics = {
-        outcome: _metric_filter(backend, spec, outcome, event, group, parent)
+        outcome: _metric_filter(context, spec, outcome, event, group, parent)
         for outcome, event in (("completed", "backup.completed"), ("failed", "backup.failed"))
     }
     stale_for = schedules.describe(spec.stale_after)
@@ -126,8 +123,8 @@ def _alarms_for(backend: AwsBackend, spec: AlertSpec, actions: list, parent: pul
         treat_missing_data="breaching",
         alarm_actions=actions,
         ok_actions=actions,
-        region=backend.region,
-        tags={**backend.tags("alerts"), "svbackups-kind": spec.kind, "svbackups-alert": "stale"},
+        region=context.region,
+        tags={**context.tags("alerts"), "svbackups-kind": spec.kind, "svbackups-alert": "stale"},
         opts=pulumi.ResourceOptions(parent=parent),
     )
     failed = cloudwatch.MetricAlarm(
@@ -146,26 +143,26 @@ def _alarms_for(backend: AwsBackend, spec: AlertSpec, actions: list, parent: pul
         threshold=0,
         treat_missing_data="notBreaching",
         alarm_actions=actions,
-        region=backend.region,
-        tags={**backend.tags("alerts"), "svbackups-kind": spec.kind, "svbackups-alert": "failed"},
+        region=context.region,
+        tags={**context.tags("alerts"), "svbackups-kind": spec.kind, "svbackups-alert": "failed"},
         opts=pulumi.ResourceOptions(parent=parent),
     )
     return [stale, failed]
 
 
 def _metric_filter(
-    backend: AwsBackend, spec: AlertSpec, outcome: str, event: str, group: str, parent: pulumi.Resource
+    context: AwsContext, spec: AlertSpec, outcome: str, event: str, group: str, parent: pulumi.Resource
 ) -> str:
-    metric = backend.names.log_metric(spec.kind, outcome)
+    metric = context.names.log_metric(spec.kind, outcome)
     cloudwatch.LogMetricFilter(
-        backend.names.resource("metric", spec.kind, outcome),
+        context.names.resource("metric", spec.kind, outcome),
         name=metric,
         log_group_name=group,
         pattern=event_pattern(spec.namespace, spec.kind, event),
         metric_transformation=cloudwatch.LogMetricFilterMetricTransformationArgs(
             name=metric, namespace=METRIC_NAMESPACE, value="1", unit="Count"
         ),
-        region=backend.region,
+        region=context.region,
         opts=pulumi.ResourceOptions(parent=parent),
     )
     return metric

@@ -20,18 +20,15 @@ import functools
 from typing import cast
 
 import pulumi
-from pulumi_aws import iam, kms, secretsmanager
-from pulumi_aws.get_caller_identity import GetCallerIdentityResult, get_caller_identity_output
+from pulumi_aws import iam, secretsmanager
 
 from components.aws import alerts, policies, rds, s3
+from components.aws.context import AwsContext
 from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
 from components.settings import RdsPostgres, Settings
 from rules.naming import Names
 
-KEY_ROTATION_DAYS = 90
-# The longest wait KMS allows between "schedule deletion" and the key (and every backup under it) being gone.
-KEY_DELETION_WINDOW_DAYS = 30
-# Likewise for the identities secret: a DeleteSecret can be undone for 30 days.
+# A DeleteSecret of the identities secret can be undone for 30 days, the longest Secrets Manager allows.
 SECRET_RECOVERY_DAYS = 30
 ROLE_SESSION_SECONDS = 3600
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -42,71 +39,33 @@ class AwsBackend:
     default_snapshot_driver = "ebs.csi.aws.com"
 
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.node = settings.node.name
-        # Role and resource names carry `-dr` on a DR stack; paths and tags stay the node's, so the primary's
-        # bucket policy (which matches the node's job path) holds the DR stack's job roles too.
-        self.names = Names(settings.name_prefix)
-        self.region = settings.aws.region
-        self.dr_region = settings.dr.region
-        self.partition = policies.partition(self.region)
-        self.cluster = settings.aws.irsa
-        self._keys: dict[str, kms.Key] = {}
+        region = settings.aws.region
+        # What the parts (s3, rds, alerts) read; the keys are declared through it (AwsContext.key).
+        self.context = AwsContext(
+            settings=settings,
+            # Role and resource names carry `-dr` on a DR stack; paths and tags stay the node's, so the primary's
+            # bucket policy (which matches the node's job path) holds the DR stack's job roles too.
+            names=Names(settings.name_prefix),
+            node=settings.node.name,
+            region=region,
+            dr_region=settings.dr.region,
+            partition=policies.partition(region),
+            cluster=settings.aws.irsa,
+        )
         self._store: s3.S3Store | None = None
         self._secret: secretsmanager.Secret | None = None
 
-    # --- account and cluster ----------------------------------------------------------------------------
-    @functools.cached_property
-    def caller(self) -> pulumi.Output[GetCallerIdentityResult]:
-        return get_caller_identity_output()
-
-    @property
-    def account(self) -> pulumi.Output[str]:
-        return self.caller.account_id
-
+    # --- cluster ----------------------------------------------------------------------------------------
     @functools.cached_property
     def oidc_issuer(self) -> pulumi.Output[str]:
         """The cluster's OIDC issuer without https://, as IRSA condition keys spell it."""
-        if self.cluster.oidc_provider:
-            return pulumi.Output.from_input(self.cluster.oidc_provider)
+        if self.context.cluster.oidc_provider:
+            return pulumi.Output.from_input(self.context.cluster.oidc_provider)
         # Looked up only when not pinned in the config (the EKS SDK module costs start-up time).
         from pulumi_aws import eks
 
-        cluster = eks.get_cluster_output(name=self.cluster.cluster_name, region=self.region)
+        cluster = eks.get_cluster_output(name=self.context.cluster.cluster_name, region=self.context.region)
         return cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer.removeprefix("https://"))
-
-    def tags(self, purpose: str) -> dict[str, str]:
-        return {policies.NODE_TAG: self.node, "svbackups-purpose": purpose, "managed-by": "sv-backups"}
-
-    # --- keys -------------------------------------------------------------------------------------------
-    def key(self, region: str, purpose: str, parent: pulumi.Resource, *service_statements: dict) -> kms.Key:
-        """One key per region and purpose: a regional service can only use a key of its own region.
-        `service_statements`: key-policy statements for AWS services that must use the key as themselves."""
-        cache_key = f"{region}/{purpose}"
-        if cache_key not in self._keys:
-            key = kms.Key(
-                self.names.resource("key", purpose, region),
-                description=f"sv-backups {self.node}: {purpose} ({region})",
-                enable_key_rotation=True,
-                rotation_period_in_days=KEY_ROTATION_DAYS,
-                deletion_window_in_days=KEY_DELETION_WINDOW_DAYS,
-                policy=self.account.apply(
-                    lambda account: policies.to_json(policies.key_policy(self.partition, account, *service_statements))
-                ),
-                region=region,
-                tags=self.tags(purpose),
-                # Destroying a key destroys every backup encrypted with it.
-                opts=pulumi.ResourceOptions(parent=parent, protect=True),
-            )
-            kms.Alias(
-                self.names.resource("key", purpose, region, "alias"),
-                name=f"alias/sv-backups/{self.node}/{purpose}",
-                target_key_id=key.key_id,
-                region=region,
-                opts=pulumi.ResourceOptions(parent=key),
-            )
-            self._keys[cache_key] = key
-        return self._keys[cache_key]
 
     # --- snapshots --------------------------------------------------------------------------------------
     def drill_volume_parameters(self) -> dict[str, str]:
@@ -116,50 +75,59 @@ class AwsBackend:
     def snapshot_class_parameters(self) -> dict[str, str]:
         # The EBS CSI driver tags each snapshot: the snapshot job may delete only snapshots with this tag.
         return {
-            "tagSpecification_1": f"{policies.NODE_TAG}={self.node}",
+            "tagSpecification_1": f"{policies.NODE_TAG}={self.context.node}",
             "tagSpecification_2": "svbackups-purpose=cometbft",
         }
 
     def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
-        if self.dr_region is None:
+        if self.context.dr_region is None:
             # A DR stack's snapshots stay in its own region: the primary region may be the one that is gone.
             return None
         identity = self.workload_identity("cometbft-snapshot", k8s_service_account, parent=parent)
-        dr_key = self.key(self.dr_region, "ebs", parent)
+        dr_key = self.context.key(self.context.dr_region, "ebs", parent)
         iam.RolePolicy(
-            self.names.resource("cometbft-snapshot", "copier"),
+            self.context.names.resource("cometbft-snapshot", "copier"),
             role=self._role(identity).name,
-            policy=pulumi.Output.all(self.account, dr_key.arn).apply(
+            policy=pulumi.Output.all(self.context.account, dr_key.arn).apply(
                 lambda args: policies.to_json(
-                    policies.snapshot_copier(self.partition, args[0], self.node, self.region, self.dr_region, args[1])
+                    policies.snapshot_copier(
+                        self.context.partition,
+                        args[0],
+                        self.context.node,
+                        self.context.region,
+                        self.context.dr_region,
+                        args[1],
+                    )
                 )
             ),
             opts=pulumi.ResourceOptions(parent=parent),
         )
         # The job implements exactly these two flags (docs/contracts.md section 2).
         return SnapshotCopies(
-            job_args=["--copy-to-region", self.dr_region, "--copy-kms-key", dr_key.arn],
+            job_args=["--copy-to-region", self.context.dr_region, "--copy-kms-key", dr_key.arn],
             service_account_annotations=identity.service_account_annotations,
         )
 
     # --- object storage ---------------------------------------------------------------------------------
     def backup_store(self, *, parent: pulumi.Resource) -> BackupStore:
-        self._store = s3.declare_store(self, parent=parent)
+        self._store = s3.declare_store(self.context, parent=parent)
         return self._store.store
 
     def allow_object_writes(self, store: BackupStore, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
-        prefix = self.settings.storage.prefix
+        prefix = self.context.settings.storage.prefix
         if self._store is not None and store is self._store.store:
             arns = pulumi.Output.all(self._store.bucket.arn, self._store.key.arn)
         else:
             # Another stack's bucket (a DR stack's writers after failover): its key is bound by S3 and the
             # bucket's encryption context instead of by ARN (policies.object_writer).
-            arns = pulumi.Output.all(store.name.apply(lambda bucket: f"arn:{self.partition}:s3:::{bucket}"), "*")
+            arns = pulumi.Output.all(
+                store.name.apply(lambda bucket: f"arn:{self.context.partition}:s3:::{bucket}"), "*"
+            )
         iam.RolePolicy(
-            self.names.resource("backups", "object-writer"),
+            self.context.names.resource("backups", "object-writer"),
             role=self._role(identity).name,
             policy=arns.apply(
-                lambda arns: policies.to_json(policies.object_writer(arns[0], prefix, arns[1], self.region))
+                lambda arns: policies.to_json(policies.object_writer(arns[0], prefix, arns[1], self.context.region))
             ),
             opts=pulumi.ResourceOptions(parent=parent),
         )
@@ -167,16 +135,16 @@ class AwsBackend:
     # --- identities -------------------------------------------------------------------------------------
     def workload_identity(self, purpose: str, k8s_service_account: str, *, parent: pulumi.Resource) -> WorkloadIdentity:
         """An IAM role that tokens of exactly one ServiceAccount of the node's namespace may assume (IRSA)."""
-        namespace = self.settings.node.namespace
+        namespace = self.context.settings.node.namespace
         role = iam.Role(
-            self.names.resource(purpose, "role"),
-            name=self.names.resource(purpose),
-            path=policies.jobs_path(self.node),
-            description=f"sv-backups {self.node} {purpose}: {namespace}/{k8s_service_account} (IRSA)",
-            assume_role_policy=pulumi.Output.all(self.account, self.oidc_issuer).apply(
+            self.context.names.resource(purpose, "role"),
+            name=self.context.names.resource(purpose),
+            path=policies.jobs_path(self.context.node),
+            description=f"sv-backups {self.context.node} {purpose}: {namespace}/{k8s_service_account} (IRSA)",
+            assume_role_policy=pulumi.Output.all(self.context.account, self.oidc_issuer).apply(
                 lambda args: policies.to_json(
                     policies.irsa_trust(
-                        policies.oidc_provider_arn(self.partition, args[0], args[1]),
+                        policies.oidc_provider_arn(self.context.partition, args[0], args[1]),
                         args[1],
                         namespace,
                         k8s_service_account,
@@ -184,7 +152,7 @@ class AwsBackend:
                 )
             ),
             max_session_duration=ROLE_SESSION_SECONDS,
-            tags=self.tags(purpose),
+            tags=self.context.tags(purpose),
             opts=pulumi.ResourceOptions(parent=parent),
         )
         return WorkloadIdentity(member=role.arn, service_account_annotations={IRSA_ANNOTATION: role.arn}, resource=role)
@@ -196,12 +164,14 @@ class AwsBackend:
     def allow_object_reads(
         self, store: BackupStore, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
     ) -> None:
-        prefix = self.settings.storage.prefix
+        prefix = self.context.settings.storage.prefix
         iam.RolePolicy(
-            self.names.resource("backups", "reader", label),
+            self.context.names.resource("backups", "reader", label),
             role=self._role(identity).name,
             policy=store.name.apply(
-                lambda bucket: policies.to_json(policies.object_reader(f"arn:{self.partition}:s3:::{bucket}", prefix))
+                lambda bucket: policies.to_json(
+                    policies.object_reader(f"arn:{self.context.partition}:s3:::{bucket}", prefix)
+                )
             ),
             opts=pulumi.ResourceOptions(parent=parent),
         )
@@ -210,60 +180,62 @@ class AwsBackend:
         self, secret: SecretSlot, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
     ) -> None:
         iam.RolePolicy(
-            self.names.resource("identities-dump", "reader", label),
+            self.context.names.resource("identities-dump", "reader", label),
             role=self._role(identity).name,
             policy=pulumi.Output.from_input(secret.id).apply(lambda arn: policies.to_json(policies.secret_reader(arn))),
             opts=pulumi.ResourceOptions(parent=parent),
         )
 
     def identities_secret(self, *, parent: pulumi.Resource) -> SecretSlot:
-        key = self.key(self.region, "secrets", parent)
-        dr_key = self.key(self.dr_region, "secrets", parent)
+        key = self.context.key(self.context.region, "secrets", parent)
+        dr_key = self.context.key(self.context.dr_region, "secrets", parent)
         secret = secretsmanager.Secret(
-            self.names.resource("identities-dump"),
-            name=self.names.identities_secret(),
-            description=f"sv-backups {self.node}: node identities dumps (one version per distinct dump)",
+            self.context.names.resource("identities-dump"),
+            name=self.context.names.identities_secret(),
+            description=f"sv-backups {self.context.node}: node identities dumps (one version per distinct dump)",
             kms_key_id=key.arn,
-            replicas=[secretsmanager.SecretReplicaArgs(region=self.dr_region, kms_key_id=dr_key.arn)],
+            replicas=[secretsmanager.SecretReplicaArgs(region=self.context.dr_region, kms_key_id=dr_key.arn)],
             force_overwrite_replica_secret=False,
             recovery_window_in_days=SECRET_RECOVERY_DAYS,
-            region=self.region,
-            tags=self.tags("identities"),
+            region=self.context.region,
+            tags=self.context.tags("identities"),
             # Deleting the secret deletes every stored identities dump: the node's keys.
             opts=pulumi.ResourceOptions(parent=parent, protect=True),
         )
         # Who deploys keeps managing the secret (its policy, tags, replicas), whatever role that is.
-        deployer = iam.get_session_context_output(arn=self.caller.arn).issuer_arn
+        deployer = iam.get_session_context_output(arn=self.context.caller.arn).issuer_arn
         # The operator's break-glass roles, the restore role of this node's DR stack (named by convention) and,
         # where the identities drill reads the newest version back (components/drill.py), this stack's own
         # restore role: IAM lets each of them read only (policy dr-restore-read-only).
-        readers = [Names(f"{self.node}-dr").resource("restore")]
-        if self.settings.drill.enabled:
-            readers.append(Names(self.node).resource("restore"))
-        restore_roles = self.account.apply(
-            lambda account: [policies.dr_restore_role_arn(self.partition, account, self.node, r) for r in readers]
+        readers = [Names(f"{self.context.node}-dr").resource("restore")]
+        if self.context.settings.drill.enabled:
+            readers.append(Names(self.context.node).resource("restore"))
+        restore_roles = self.context.account.apply(
+            lambda account: [
+                policies.dr_restore_role_arn(self.context.partition, account, self.context.node, r) for r in readers
+            ]
         )
         secretsmanager.SecretPolicy(
-            self.names.resource("identities-dump", "policy"),
+            self.context.names.resource("identities-dump", "policy"),
             secret_arn=secret.arn,
             policy=pulumi.Output.all(deployer, restore_roles).apply(
                 lambda args: policies.to_json(
-                    policies.secret_resource_policy([*self.cluster.restore_role_arns, *args[1]], [args[0]])
+                    policies.secret_resource_policy([*self.context.cluster.restore_role_arns, *args[1]], [args[0]])
                 )
             ),
             block_public_policy=True,
-            region=self.region,
+            region=self.context.region,
             # Removing it from the program must not open the secret up.
             opts=pulumi.ResourceOptions(parent=secret, retain_on_delete=True),
         )
         self._secret = secret
         return SecretSlot(
             id=secret.arn,
-            url=pulumi.Output.concat("awssm://", self.region, "/", secret.name),
+            url=pulumi.Output.concat("awssm://", self.context.region, "/", secret.name),
             resource=secret,
             # The replica has its own ARN and endpoint: the DR side reads it there.
-            dr_id=secret.arn.apply(lambda arn: policies.in_region(arn, self.dr_region)),
-            dr_url=pulumi.Output.concat("awssm://", self.dr_region, "/", secret.name),
+            dr_id=secret.arn.apply(lambda arn: policies.in_region(arn, self.context.dr_region)),
+            dr_url=pulumi.Output.concat("awssm://", self.context.dr_region, "/", secret.name),
         )
 
     def allow_secret_version_adds(
@@ -273,27 +245,30 @@ class AwsBackend:
             # Another stack's secret: a DR stack writes to the primary's replica in its region once failover
             # promoted it (docs/runbook.md); its key is bound by Secrets Manager and the secret's ARN.
             iam.RolePolicy(
-                self.names.resource("identities-dump", "version-adder"),
+                self.context.names.resource("identities-dump", "version-adder"),
                 role=self._role(identity).name,
                 policy=pulumi.Output.from_input(secret.id).apply(
                     lambda arn: policies.to_json(
-                        policies.secret_writer({self.region: arn}, {self.region: "*"}, self.region)
+                        policies.secret_writer(
+                            {self.context.region: arn}, {self.context.region: "*"}, self.context.region
+                        )
                     )
                 ),
                 opts=pulumi.ResourceOptions(parent=parent),
             )
             return
-        regions = (self.region, self.dr_region)
-        keys = [self._keys[f"{region}/secrets"].arn for region in regions]
+        regions = (self.context.region, self.context.dr_region)
+        # The secret's own keys, declared with it (identities_secret): key() returns them, it declares nothing.
+        keys = [self.context.key(region, "secrets", parent).arn for region in regions]
         iam.RolePolicy(
-            self.names.resource("identities-dump", "version-adder"),
+            self.context.names.resource("identities-dump", "version-adder"),
             role=self._role(identity).name,
             policy=pulumi.Output.all(secret.id, *keys).apply(
                 lambda arns: policies.to_json(
                     policies.secret_writer(
                         {region: policies.in_region(arns[0], region) for region in regions},
                         dict(zip(regions, arns[1:], strict=True)),
-                        self.region,
+                        self.context.region,
                     )
                 )
             ),
@@ -304,7 +279,7 @@ class AwsBackend:
     def managed_postgres(
         self, role: str, instance: RdsPostgres, identity: WorkloadIdentity, *, parent: pulumi.Resource
     ) -> PostgresEndpoint:
-        return rds.adopt_instance(self, role, instance, parent=parent)
+        return rds.adopt_instance(self.context, role, instance, parent=parent)
 
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
-        return alerts.declare_alerts(self, specs, parent=parent)
+        return alerts.declare_alerts(self.context, specs, parent=parent)

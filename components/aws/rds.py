@@ -10,17 +10,14 @@ key of that region.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import pulumi
 from pulumi_aws import rds
 
+from components.aws.context import AwsContext
 from components.cloud import PostgresEndpoint
 from components.settings import RdsPostgres
 from rules import retention
-
-if TYPE_CHECKING:
-    from components.aws.backend import AwsBackend
 
 MIN_BACKUP_RETENTION_DAYS = 7
 MAX_BACKUP_RETENTION_DAYS = 35  # the most RDS allows
@@ -112,7 +109,7 @@ def backup_retention_days(recent: timedelta) -> int:
 
 
 def adopt_instance(
-    backend: AwsBackend, role: str, instance: RdsPostgres, *, parent: pulumi.Resource
+    context: AwsContext, role: str, instance: RdsPostgres, *, parent: pulumi.Resource
 ) -> PostgresEndpoint:
     """Manage an existing RDS instance's backup settings and deletion protection, nothing else.
 
@@ -121,12 +118,12 @@ def adopt_instance(
     property we need (as for Cloud SQL over private IP)."""
     if not instance.adopt:
         return PostgresEndpoint(pulumi.Output.from_input(instance.host), sslmode="require")
-    names = backend.names
-    days = backup_retention_days(backend.settings.retention.recent)
+    names = context.names
+    days = backup_retention_days(context.settings.retention.recent)
     adopted = rds.Instance(
         names.resource(role, "rds"),
         identifier=instance.instance,
-        region=instance.region or backend.region,
+        region=instance.region or context.region,
         # Required by the SDK; used only if the instance had to be created, which import never does.
         instance_class=instance.instance_class,
         engine="postgres",
@@ -151,9 +148,9 @@ def adopt_instance(
     rds.InstanceAutomatedBackupsReplication(
         names.resource(role, "rds-backups-dr"),
         source_db_instance_arn=adopted.arn,
-        kms_key_id=backend.key(backend.dr_region, "rds", parent).arn,
+        kms_key_id=context.key(context.dr_region, "rds", parent).arn,
         retention_period=days,
-        region=backend.dr_region,
+        region=context.dr_region,
         opts=pulumi.ResourceOptions(parent=parent, delete_before_replace=True),
     )
     host = pulumi.Output.from_input(instance.host) if instance.host else adopted.address

@@ -15,20 +15,17 @@ rather than weakening it. The buckets are `protect`ed and never `force_destroy`e
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import pulumi
 from pulumi_aws import iam, kms
 from pulumi_aws import s3 as aws_s3
 
 from components.aws import policies
+from components.aws.context import AwsContext
 from components.cloud import BackupStore
 from components.settings import Settings
 from rules import retention
 from rules.naming import Names, label_value
-
-if TYPE_CHECKING:
-    from components.aws.backend import AwsBackend
 
 # No one, not even the account root, can delete or overwrite a version before its retention ends (GOVERNANCE
 # would let holders of s3:BypassGovernanceRetention do it). The cost is bounded: a version is locked for the
@@ -48,29 +45,29 @@ class S3Store:
 DR_REGION_TAG = "svbackups-dr-region"
 
 
-def declare_store(backend: AwsBackend, *, parent: pulumi.Resource) -> S3Store:
-    settings = backend.settings
+def declare_store(context: AwsContext, *, parent: pulumi.Resource) -> S3Store:
+    settings = context.settings
     storage = settings.storage
-    names = backend.names
-    name = backend.account.apply(lambda account: names.bucket(account, storage.bucket_name))
+    names = context.names
+    name = context.account.apply(lambda account: names.bucket(account, storage.bucket_name))
     rules = lifecycle_rules(settings)
     tags = window_tags(settings)
-    key = backend.key(backend.region, "bucket", parent)
-    dr_key = backend.key(backend.dr_region, "bucket", parent)
+    key = context.key(context.region, "bucket", parent)
+    dr_key = context.key(context.dr_region, "bucket", parent)
     # The primary names the region its copy is in, as on GCS (policy: production-dr).
-    primary_tags = {**tags, DR_REGION_TAG: backend.dr_region}
-    bucket, ready = _locked_bucket(backend, "backups", name, backend.region, key, rules, primary_tags, parent)
+    primary_tags = {**tags, DR_REGION_TAG: context.dr_region}
+    bucket, ready = _locked_bucket(context, "backups", name, context.region, key, rules, primary_tags, parent)
     replica, replica_ready = _locked_bucket(
-        backend,
+        context,
         "backups-dr",
-        name.apply(lambda primary: Names.replica_bucket(primary, backend.dr_region)),
-        backend.dr_region,
+        name.apply(lambda primary: Names.replica_bucket(primary, context.dr_region)),
+        context.dr_region,
         dr_key,
         rules,
         {**tags, "svbackups-replica-of": name},
         parent,
     )
-    _replicate(backend, bucket, key, replica, dr_key, [*ready, *replica_ready], parent)
+    _replicate(context, bucket, key, replica, dr_key, [*ready, *replica_ready], parent)
     prefix = storage.prefix.rstrip("/")
     url = pulumi.Output.concat("s3://", bucket.bucket, "/", prefix).apply(lambda text: text.rstrip("/"))
     dr_url = pulumi.Output.concat("s3://", replica.bucket, "/", prefix).apply(lambda text: text.rstrip("/"))
@@ -165,7 +162,7 @@ def _slug(prefix: str) -> str:
 
 
 def _locked_bucket(
-    backend: AwsBackend,
+    context: AwsContext,
     part: str,
     bucket_name: pulumi.Input[str],
     region: str,
@@ -175,7 +172,7 @@ def _locked_bucket(
     parent: pulumi.Resource,
 ) -> tuple[aws_s3.Bucket, list[pulumi.Resource]]:
     """A bucket with every protection; returns it and the settings replication must wait for."""
-    names, settings = backend.names, backend.settings
+    names, settings = context.names, context.settings
     bucket = aws_s3.Bucket(
         names.resource(part),
         bucket=bucket_name,
@@ -246,10 +243,10 @@ def _locked_bucket(
     policy = aws_s3.BucketPolicy(
         names.resource(part, "policy"),
         bucket=bucket.id,
-        policy=pulumi.Output.all(backend.account, bucket.arn, key.arn).apply(
+        policy=pulumi.Output.all(context.account, bucket.arn, key.arn).apply(
             lambda args: policies.to_json(
                 policies.bucket_policy(
-                    args[1], args[2], policies.jobs_role_pattern(backend.partition, args[0], backend.node)
+                    args[1], args[2], policies.jobs_role_pattern(context.partition, args[0], context.node)
                 )
             )
         ),
@@ -260,7 +257,7 @@ def _locked_bucket(
 
 
 def _replicate(
-    backend: AwsBackend,
+    context: AwsContext,
     source: aws_s3.Bucket,
     source_key: kms.Key,
     destination: aws_s3.Bucket,
@@ -268,27 +265,27 @@ def _replicate(
     depends_on: list[pulumi.Resource],
     parent: pulumi.Resource,
 ) -> None:
-    names = backend.names
+    names = context.names
     role = iam.Role(
         names.resource("backups", "replication-role"),
         name=names.resource("backups-replication"),
-        path=policies.service_path(backend.node),
-        description=f"sv-backups {backend.node}: S3 replication of the backup bucket to {backend.dr_region}",
-        assume_role_policy=backend.account.apply(
+        path=policies.service_path(context.node),
+        description=f"sv-backups {context.node}: S3 replication of the backup bucket to {context.dr_region}",
+        assume_role_policy=context.account.apply(
             lambda account: policies.to_json(policies.service_trust("s3.amazonaws.com", account))
         ),
-        tags=backend.tags("replication"),
+        tags=context.tags("replication"),
         opts=pulumi.ResourceOptions(parent=parent),
     )
     role_policy = iam.RolePolicy(
         names.resource("backups", "replication"),
         role=role.name,
         policy=pulumi.Output.all(source.arn, destination.arn, source_key.arn, destination_key.arn).apply(
-            lambda arns: policies.to_json(policies.replication(*arns, backend.region, backend.dr_region))
+            lambda arns: policies.to_json(policies.replication(*arns, context.region, context.dr_region))
         ),
         opts=pulumi.ResourceOptions(parent=role),
     )
-    rtc = backend.cluster.replication_time_control
+    rtc = context.cluster.replication_time_control
     minutes = aws_s3.BucketReplicationConfigRuleDestinationReplicationTimeTimeArgs(minutes=REPLICATION_TIME_MINUTES)
     threshold = aws_s3.BucketReplicationConfigRuleDestinationMetricsEventThresholdArgs(minutes=REPLICATION_TIME_MINUTES)
     aws_s3.BucketReplicationConfig(
@@ -300,7 +297,7 @@ def _replicate(
                 id="dr-copy",
                 status="Enabled",
                 priority=1,
-                filter=aws_s3.BucketReplicationConfigRuleFilterArgs(prefix=backend.settings.storage.prefix),
+                filter=aws_s3.BucketReplicationConfigRuleFilterArgs(prefix=context.settings.storage.prefix),
                 # Deletions stay where they happen: a delete marker never hides a set in the DR copy.
                 delete_marker_replication=aws_s3.BucketReplicationConfigRuleDeleteMarkerReplicationArgs(
                     status="Disabled"
@@ -329,6 +326,6 @@ def _replicate(
                 ),
             )
         ],
-        region=backend.region,
+        region=context.region,
         opts=pulumi.ResourceOptions(parent=source, retain_on_delete=True, depends_on=[*depends_on, role_policy]),
     )

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import pulumi
 from pulumi_gcp import logging, monitoring
 
 from components.cloud import AlertSpec
 from components.gcp import buckets
+from components.gcp.context import GcpContext
 from rules import gcp_locations, schedules
-
-if TYPE_CHECKING:
-    from components.gcp.backend import GcpBackend
 
 ALIGNMENT = "300s"
 # Cloud Monitoring's turbo replication metric of a dual-region bucket (GAUGE, seconds, resource gcs_bucket): the
@@ -32,17 +29,17 @@ ALIGNMENT = "300s"
 TURBO_MAX_DELAY = "storage.googleapis.com/replication/turbo_max_delay"
 
 
-def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
+def declare_alerts(context: GcpContext, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
     """Notification channels, then per backup kind: log-based metrics and a stale and a failed alert."""
-    configured = backend.settings.monitoring
+    configured = context.settings.monitoring
     channels: list[pulumi.Input[str]] = list(configured.notification_channels)
     for email in configured.notification_emails:
         channel = monitoring.NotificationChannel(
             # Named after the address, not its position: reordering the list must not replace channels.
-            backend.names.resource("alerts-email", hashlib.sha256(email.encode()).hexdigest()[:8]),
-            project=backend.project,
+            context.names.resource("alerts-email", hashlib.sha256(email.encode()).hexdigest()[:8]),
+            project=context.project,
             type="email",
-            display_name=f"sv-backups {backend.settings.node.name}: {email}",
+            display_name=f"sv-backups {context.settings.node.name}: {email}",
             labels={"email_address": email},
             opts=pulumi.ResourceOptions(parent=parent),
         )
@@ -50,23 +47,23 @@ def declare_alerts(backend: GcpBackend, specs: list[AlertSpec], *, parent: pulum
 
     policies: list[pulumi.Resource] = []
     for spec in specs:
-        policies.extend(_alerts_for(backend, spec, channels, parent))
-    if backend.layout is not None and backend.layout.replica is not None:
-        policies.append(_copy_behind(backend, channels, parent))
-    elif backend.layout is not None and backend.layout.kind == gcp_locations.DUAL_REGION:
-        policies.append(_turbo_replication_behind(backend, channels, parent))
+        policies.extend(_alerts_for(context, spec, channels, parent))
+    if context.layout is not None and context.layout.replica is not None:
+        policies.append(_copy_behind(context, channels, parent))
+    elif context.layout is not None and context.layout.kind == gcp_locations.DUAL_REGION:
+        policies.append(_turbo_replication_behind(context, channels, parent))
     return policies
 
 
-def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -> monitoring.AlertPolicy:
+def _copy_behind(context: GcpContext, channels: list, parent: pulumi.Resource) -> monitoring.AlertPolicy:
     """Every new object is an event in the copy's subscription until the transfer has taken it: the age of the
     oldest one is how far the DR bucket is behind. Behind by more than the Postgres backup interval (a whole set
     not in the DR region yet) means the copy is stuck: the DR region, the transfer job or its grants."""
-    node = backend.settings.node.name
-    subscription = buckets.copy_subscription(backend.names)
-    behind = backend.settings.derived.timing["postgres"].largest_gap
+    node = context.settings.node.name
+    subscription = buckets.copy_subscription(context.names)
+    behind = context.settings.derived.timing["postgres"].largest_gap
     return _dr_copy_alert(
-        backend,
+        context,
         "behind",
         title=f"DR copy behind by more than {schedules.describe(behind)}",
         condition="oldest backup object not yet copied to the DR bucket",
@@ -86,15 +83,15 @@ def _copy_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -
     )
 
 
-def _turbo_replication_behind(backend: GcpBackend, channels: list, parent: pulumi.Resource) -> monitoring.AlertPolicy:
+def _turbo_replication_behind(context: GcpContext, channels: list, parent: pulumi.Resource) -> monitoring.AlertPolicy:
     """Turbo replication promises every object in both regions within 15 minutes; when the oldest object not yet
     replicated is older than `dr.maxReplicationLag` (default 1 h), the sets written since are in the primary
     region only, and that region's loss would take them."""
-    node = backend.settings.node.name
-    bucket = buckets.primary_bucket_name(backend)
-    bound = backend.settings.dr.max_replication_lag
+    node = context.settings.node.name
+    bucket = buckets.primary_bucket_name(context)
+    bound = context.settings.dr.max_replication_lag
     return _dr_copy_alert(
-        backend,
+        context,
         "turbo-behind",
         title=f"dual-region replication behind by more than {schedules.describe(bound)}",
         condition="oldest backup object not yet in both regions of the dual-region bucket",
@@ -115,7 +112,7 @@ def _turbo_replication_behind(backend: GcpBackend, channels: list, parent: pulum
 
 
 def _dr_copy_alert(
-    backend: GcpBackend,
+    context: GcpContext,
     suffix: str,
     *,
     title: str,
@@ -127,10 +124,10 @@ def _dr_copy_alert(
     parent: pulumi.Resource,
 ) -> monitoring.AlertPolicy:
     """A critical alert when an age metric of the DR copy (seconds) exceeds `bound`: the copy is that far behind."""
-    node = backend.settings.node.name
+    node = context.settings.node.name
     return monitoring.AlertPolicy(
-        backend.names.resource("alert", "dr-copy", suffix),
-        project=backend.project,
+        context.names.resource("alert", "dr-copy", suffix),
+        project=context.project,
         display_name=f"sv-backups {node}: {title}",
         combiner="OR",
         conditions=[
@@ -158,28 +155,28 @@ def _dr_copy_alert(
     )
 
 
-def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pulumi.Resource) -> list[pulumi.Resource]:
-    node = backend.settings.node.name
+def _alerts_for(context: GcpContext, spec: AlertSpec, channels: list, parent: pulumi.Resource) -> list[pulumi.Resource]:
+    node = context.settings.node.name
     container_logs = (
         f'resource.type="k8s_container" AND resource.labels.namespace_name="{spec.namespace}" '
         f'AND jsonPayload.kind="{spec.kind}"'
     )
     completed = _log_metric(
-        backend, spec, "completed", f'{container_logs} AND jsonPayload.event="backup.completed"', parent
+        context, spec, "completed", f'{container_logs} AND jsonPayload.event="backup.completed"', parent
     )
     # A job can die without logging (OOM kill, deadline, image pull): Kubernetes then records a Job event.
     job_events = (
-        f'logName="projects/{backend.project}/logs/events" AND jsonPayload.involvedObject.kind="Job" '
+        f'logName="projects/{context.project}/logs/events" AND jsonPayload.involvedObject.kind="Job" '
         f'AND jsonPayload.involvedObject.namespace="{spec.namespace}" '
         f'AND jsonPayload.involvedObject.name:"{spec.cron_job}" '
         f'AND jsonPayload.reason=("BackoffLimitExceeded" OR "DeadlineExceeded")'
     )
     failed = _log_metric(
-        backend, spec, "failed", f'({container_logs} AND jsonPayload.event="backup.failed") OR ({job_events})', parent
+        context, spec, "failed", f'({container_logs} AND jsonPayload.event="backup.failed") OR ({job_events})', parent
     )
     stale_for = schedules.describe(spec.stale_after)
     stale = _policy(
-        backend,
+        context,
         spec,
         "stale",
         title=f"no {spec.run_name} for {stale_for}",
@@ -202,7 +199,7 @@ def _alerts_for(backend: GcpBackend, spec: AlertSpec, channels: list, parent: pu
         parent=parent,
     )
     failed_policy = _policy(
-        backend,
+        context,
         spec,
         "failed",
         title=f"{spec.run_name} failed",
@@ -231,7 +228,7 @@ def _sum_aggregation(args_class):
 
 
 def _policy(
-    backend: GcpBackend,
+    context: GcpContext,
     spec: AlertSpec,
     alert: str,
     *,
@@ -241,10 +238,10 @@ def _policy(
     channels: list,
     parent: pulumi.Resource,
 ) -> monitoring.AlertPolicy:
-    node = backend.settings.node.name
+    node = context.settings.node.name
     return monitoring.AlertPolicy(
-        backend.names.resource("alert", spec.kind, alert),
-        project=backend.project,
+        context.names.resource("alert", spec.kind, alert),
+        project=context.project,
         display_name=f"sv-backups {node}: {title}",
         combiner="OR",
         conditions=[condition],
@@ -256,11 +253,11 @@ def _policy(
     )
 
 
-def _log_metric(backend: GcpBackend, spec: AlertSpec, outcome: str, log_filter: str, parent: pulumi.Resource):
+def _log_metric(context: GcpContext, spec: AlertSpec, outcome: str, log_filter: str, parent: pulumi.Resource):
     return logging.Metric(
-        backend.names.resource("metric", spec.kind, outcome),
-        name=backend.names.log_metric(spec.kind, outcome),
-        project=backend.project,
+        context.names.resource("metric", spec.kind, outcome),
+        name=context.names.log_metric(spec.kind, outcome),
+        project=context.project,
         filter=log_filter,
         metric_descriptor=logging.MetricMetricDescriptorArgs(
             metric_kind="DELTA",

@@ -13,18 +13,16 @@ Every key is a customer-managed Cloud KMS key with 90-day rotation.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pulumi
-from pulumi_gcp import kms, projects, secretmanager, serviceaccount, storage
+from pulumi_gcp import projects, secretmanager, serviceaccount, storage
 
 from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
 from components.gcp import alerts, buckets, cloudsql
+from components.gcp.context import GcpContext
 from components.settings import CloudSqlPostgres, Settings
 from rules import gcp_locations
 from rules.naming import Names
 
-ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
 # Create objects (the dumps, then manifest.json) and read them back (verification, promotion, listing).
 # Neither role can delete or overwrite: GCS treats an overwrite as a delete.
 OBJECT_WRITER_ROLES = ("roles/storage.objectCreator", "roles/storage.objectViewer")
@@ -32,11 +30,6 @@ SECRET_WRITER_ROLE = "roles/secretmanager.secretVersionAdder"
 # Restore, drills and replica checks: list and read objects and secret versions, nothing else.
 OBJECT_READER_ROLE = "roles/storage.objectViewer"
 SECRET_READER_ROLE = "roles/secretmanager.secretAccessor"
-KEY_ROTATION = timedelta(days=90)
-
-
-def _seconds(value: timedelta) -> str:
-    return f"{int(value.total_seconds())}s"
 
 
 class GcpBackend:
@@ -44,41 +37,15 @@ class GcpBackend:
     default_snapshot_driver = "pd.csi.storage.gke.io"
 
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.names = Names(settings.name_prefix)
-        self.project = settings.gcp.project
-        self.region = settings.gcp.region
-        # None on a DR stack: it declares no bucket or secret of its own (components/dr.py), so no layout either.
-        self.dr_region = settings.dr.region
-        self.layout = gcp_locations.storage_layout(self.region, self.dr_region) if self.dr_region else None
-        self._keys: dict[str, kms.CryptoKey] = {}
-
-    # --- keys -------------------------------------------------------------------------------------------
-    def key(self, location: str, purpose: str, parent: pulumi.Resource) -> kms.CryptoKey:
-        """One key ring per location and one key per purpose; CMEK keys must live where the data lives."""
-        cache_key = f"{location}/{purpose}"
-        if cache_key not in self._keys:
-            ring = kms.KeyRing(
-                self.names.resource("keys", purpose, location),
-                name=self.names.resource("backups", purpose),
-                location=location,
-                project=self.project,
-                opts=pulumi.ResourceOptions(parent=parent, protect=True),
-            )
-            self._keys[cache_key] = kms.CryptoKey(
-                self.names.resource("key", purpose, location),
-                name=self.names.resource(purpose),
-                key_ring=ring.id,
-                rotation_period=_seconds(KEY_ROTATION),
-                purpose="ENCRYPT_DECRYPT",
-                # Destroying a key destroys every backup encrypted with it.
-                opts=pulumi.ResourceOptions(parent=ring, protect=True),
-            )
-        return self._keys[cache_key]
-
-    def grant_key(self, key: kms.CryptoKey, name: str, member: pulumi.Input[str], parent: pulumi.Resource):
-        return kms.CryptoKeyIAMMember(
-            name, crypto_key_id=key.id, role=ENCRYPTER, member=member, opts=pulumi.ResourceOptions(parent=parent)
+        region, dr_region = settings.gcp.region, settings.dr.region
+        # What the parts (buckets, cloudsql, alerts) read; the keys are declared through it (GcpContext.key).
+        self.context = GcpContext(
+            settings=settings,
+            names=Names(settings.name_prefix),
+            project=settings.gcp.project,
+            region=region,
+            dr_region=dr_region,
+            layout=gcp_locations.storage_layout(region, dr_region) if dr_region else None,
         )
 
     # --- snapshots --------------------------------------------------------------------------------------
@@ -91,29 +58,29 @@ class GcpBackend:
         # itself. We pin where they are stored so that the primary region's loss never takes them with it: the
         # multi-region holding both regions where there is one, else the DR region (a restore there is local).
         # A DR stack's cluster has no second region of its own: the multi-region holding its region, if any.
-        if self.layout is None:
-            return {"storage-locations": gcp_locations.standalone_snapshot_location(self.region)}
-        return {"storage-locations": self.layout.snapshot_location}
+        if self.context.layout is None:
+            return {"storage-locations": gcp_locations.standalone_snapshot_location(self.context.region)}
+        return {"storage-locations": self.context.layout.snapshot_location}
 
     # --- object storage ---------------------------------------------------------------------------------
     def backup_store(self, *, parent: pulumi.Resource) -> BackupStore:
-        return buckets.declare_store(self, parent=parent)
+        return buckets.declare_store(self.context, parent=parent)
 
     # --- identities -------------------------------------------------------------------------------------
     def workload_identity(self, purpose: str, k8s_service_account: str, *, parent: pulumi.Resource) -> WorkloadIdentity:
         account = serviceaccount.Account(
-            self.names.resource(purpose, "gsa"),
-            account_id=self.names.service_account_id(purpose),
-            display_name=f"sv-backups {self.settings.node.name} {purpose}",
-            project=self.project,
+            self.context.names.resource(purpose, "gsa"),
+            account_id=self.context.names.service_account_id(purpose),
+            display_name=f"sv-backups {self.context.settings.node.name} {purpose}",
+            project=self.context.project,
             opts=pulumi.ResourceOptions(parent=parent),
         )
-        namespace = self.settings.node.namespace
+        namespace = self.context.settings.node.namespace
         serviceaccount.IAMMember(
-            self.names.resource(purpose, "workload-identity"),
+            self.context.names.resource(purpose, "workload-identity"),
             service_account_id=account.name,
             role="roles/iam.workloadIdentityUser",
-            member=f"serviceAccount:{self.project}.svc.id.goog[{namespace}/{k8s_service_account}]",
+            member=f"serviceAccount:{self.context.project}.svc.id.goog[{namespace}/{k8s_service_account}]",
             opts=pulumi.ResourceOptions(parent=account),
         )
         return WorkloadIdentity(
@@ -125,7 +92,7 @@ class GcpBackend:
     def allow_object_writes(self, store: BackupStore, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
         for role in OBJECT_WRITER_ROLES:
             storage.BucketIAMMember(
-                self.names.resource("backups", role.rsplit(".", 1)[-1].lower()),
+                self.context.names.resource("backups", role.rsplit(".", 1)[-1].lower()),
                 bucket=store.name,
                 role=role,
                 member=identity.member,
@@ -138,8 +105,8 @@ class GcpBackend:
         # Granted in the project's IAM policy, conditioned on the one bucket, not in the bucket's own policy:
         # a DR stack must be deployable while the primary region (and its bucket's metadata) is unreachable.
         projects.IAMMember(
-            self.names.resource("backups-reader", label),
-            project=self.project,
+            self.context.names.resource("backups-reader", label),
+            project=self.context.project,
             role=OBJECT_READER_ROLE,
             member=identity.member,
             condition=projects.IAMMemberConditionArgs(
@@ -159,9 +126,9 @@ class GcpBackend:
         self, secret: SecretSlot, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
     ) -> None:
         secretmanager.SecretIamMember(
-            self.names.resource("identities-dump-reader", label),
+            self.context.names.resource("identities-dump-reader", label),
             secret_id=secret.id,
-            project=self.project,
+            project=self.context.project,
             role=SECRET_READER_ROLE,
             member=identity.member,
             opts=pulumi.ResourceOptions(parent=parent),
@@ -169,15 +136,19 @@ class GcpBackend:
 
     def identities_secret(self, *, parent: pulumi.Resource) -> SecretSlot:
         agent = projects.ServiceIdentity(
-            self.names.resource("secretmanager-agent"),
-            project=self.project,
+            self.context.names.resource("secretmanager-agent"),
+            project=self.context.project,
             service="secretmanager.googleapis.com",
             opts=pulumi.ResourceOptions(parent=parent),
         )
         replicas, grants = [], []
-        for location in (self.region, self.dr_region):
-            key = self.key(location, "secrets", parent)
-            grants.append(self.grant_key(key, self.names.resource("secrets-key-agent", location), agent.member, parent))
+        for location in (self.context.region, self.context.dr_region):
+            key = self.context.key(location, "secrets", parent)
+            grants.append(
+                self.context.grant_key(
+                    key, self.context.names.resource("secrets-key-agent", location), agent.member, parent
+                )
+            )
             replicas.append(
                 secretmanager.SecretReplicationUserManagedReplicaArgs(
                     location=location,
@@ -187,19 +158,19 @@ class GcpBackend:
                 )
             )
         secret = secretmanager.Secret(
-            self.names.resource("identities-dump"),
-            secret_id=self.names.identities_secret(),
-            project=self.project,
+            self.context.names.resource("identities-dump"),
+            secret_id=self.context.names.identities_secret(),
+            project=self.context.project,
             replication=secretmanager.SecretReplicationArgs(
                 user_managed=secretmanager.SecretReplicationUserManagedArgs(replicas=replicas)
             ),
-            labels={"svbackups-purpose": "identities", "svbackups-node": self.settings.node.name},
+            labels={"svbackups-purpose": "identities", "svbackups-node": self.context.settings.node.name},
             # Deleting the secret deletes every stored identities dump: the node's keys.
             opts=pulumi.ResourceOptions(parent=parent, protect=True, depends_on=grants),
         )
         return SecretSlot(
             id=secret.id,
-            url=pulumi.Output.concat("gcpsm://projects/", self.project, "/secrets/", secret.secret_id),
+            url=pulumi.Output.concat("gcpsm://projects/", self.context.project, "/secrets/", secret.secret_id),
             resource=secret,
         )
 
@@ -207,9 +178,9 @@ class GcpBackend:
         self, secret: SecretSlot, identity: WorkloadIdentity, *, parent: pulumi.Resource
     ) -> None:
         secretmanager.SecretIamMember(
-            self.names.resource("identities-dump-version-adder"),
+            self.context.names.resource("identities-dump-version-adder"),
             secret_id=secret.id,
-            project=self.project,
+            project=self.context.project,
             role=SECRET_WRITER_ROLE,
             member=identity.member,
             opts=pulumi.ResourceOptions(parent=parent),
@@ -219,11 +190,11 @@ class GcpBackend:
     def managed_postgres(
         self, role: str, instance: CloudSqlPostgres, identity: WorkloadIdentity, *, parent: pulumi.Resource
     ) -> PostgresEndpoint:
-        return cloudsql.cloudsql_endpoint(self, role, instance, identity, parent=parent)
+        return cloudsql.cloudsql_endpoint(self.context, role, instance, identity, parent=parent)
 
     def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
         # PD snapshots are stored outside the primary region already (snapshot_class_parameters): nothing to copy.
         return None
 
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
-        return alerts.declare_alerts(self, specs, parent=parent)
+        return alerts.declare_alerts(self.context, specs, parent=parent)

@@ -26,18 +26,14 @@ and encrypter/decrypter on each bucket key.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pulumi
 from pulumi_gcp import kms, projects, pubsub, storage
 
 from components.cloud import BackupStore
+from components.gcp.context import GcpContext
 from rules import retention
 from rules.gcp_locations import BucketPlacement
 from rules.naming import Names, label_value
-
-if TYPE_CHECKING:
-    from components.gcp.backend import GcpBackend
 
 # What STS needs on each side (storage-transfer docs, "Configure access to a sink/source: Cloud Storage"):
 # buckets.get and objects.list on both, objects.get on the source, objects.create on the sink. None of these
@@ -64,40 +60,40 @@ def copy_subscription(names: Names) -> str:
     return names.resource("backups", "to-dr")
 
 
-def primary_bucket_name(backend: GcpBackend) -> str:
+def primary_bucket_name(context: GcpContext) -> str:
     """The name of the bucket the jobs write to (its turbo replication is watched: components/gcp/alerts.py)."""
-    return backend.names.bucket(backend.project, backend.settings.storage.bucket_name)
+    return context.names.bucket(context.project, context.settings.storage.bucket_name)
 
 
-def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStore:
-    settings = backend.settings
+def declare_store(context: GcpContext, *, parent: pulumi.Resource) -> BackupStore:
+    settings = context.settings
     store_config = settings.storage
-    layout = backend.layout
-    names = backend.names
-    name = primary_bucket_name(backend)
-    gcs_agent = storage.get_project_service_account_output(project=backend.project).email_address.apply(
+    layout = context.layout
+    names = context.names
+    name = primary_bucket_name(context)
+    gcs_agent = storage.get_project_service_account_output(project=context.project).email_address.apply(
         lambda email: f"serviceAccount:{email}"
     )
     if layout.replica is None:
-        key = backend.key(layout.primary.kms_location, "bucket", parent)
-        grant = backend.grant_key(key, names.resource("bucket-key-gcs-agent"), gcs_agent, parent)
-        bucket = _bucket(backend, names.resource("backups"), name, layout.primary, key, grant, _labels(backend), parent)
+        key = context.key(layout.primary.kms_location, "bucket", parent)
+        grant = context.grant_key(key, names.resource("bucket-key-gcs-agent"), gcs_agent, parent)
+        bucket = _bucket(context, names.resource("backups"), name, layout.primary, key, grant, _labels(context), parent)
         # The bucket spans both regions: it is its own DR copy.
         return BackupStore(name=bucket.name, url=_url(bucket, store_config.prefix), resource=bucket)
 
-    labels = _labels(backend)
+    labels = _labels(context)
     buckets = []
     for logical, bucket_name, placement in (
         (names.resource("backups"), name, layout.primary),
         (names.resource("backups", "dr"), names.dr_bucket(name), layout.replica),
     ):
-        key = backend.key(placement.kms_location, "bucket", parent)
-        grant = backend.grant_key(
+        key = context.key(placement.kms_location, "bucket", parent)
+        grant = context.grant_key(
             key, names.resource("bucket-key-gcs-agent", placement.kms_location), gcs_agent, parent
         )
-        buckets.append(_bucket(backend, logical, bucket_name, placement, key, grant, labels, parent))
+        buckets.append(_bucket(context, logical, bucket_name, placement, key, grant, labels, parent))
     primary, replica = buckets
-    _replicate(backend, primary, replica, gcs_agent, parent=parent)
+    _replicate(context, primary, replica, gcs_agent, parent=parent)
     return BackupStore(
         name=primary.name,
         url=_url(primary, store_config.prefix),
@@ -107,8 +103,8 @@ def declare_store(backend: GcpBackend, *, parent: pulumi.Resource) -> BackupStor
     )
 
 
-def _labels(backend: GcpBackend) -> dict[str, str]:
-    settings = backend.settings
+def _labels(context: GcpContext) -> dict[str, str]:
+    settings = context.settings
     store_config = settings.storage
     recent = settings.retention.recent
     derived = settings.derived
@@ -120,7 +116,7 @@ def _labels(backend: GcpBackend) -> dict[str, str]:
         "svbackups-recent-prefix": label_value(store_config.prefix + retention.RECENT_TIER),
         "svbackups-historical-prefix": label_value(store_config.prefix + retention.HISTORICAL_TIER),
         # The region the stack declared for its DR copy (a dual-region holds both; policy: production-dr).
-        DR_REGION_LABEL: backend.dr_region,
+        DR_REGION_LABEL: context.dr_region,
     }
     if derived.min_pruning_window is not None:
         labels["svbackups-min-pruning-seconds"] = str(int(derived.min_pruning_window.total_seconds()))
@@ -128,7 +124,7 @@ def _labels(backend: GcpBackend) -> dict[str, str]:
 
 
 def _bucket(
-    backend: GcpBackend,
+    context: GcpContext,
     logical_name: str,
     bucket_name: str,
     placement: BucketPlacement,
@@ -137,8 +133,8 @@ def _bucket(
     labels: dict[str, str],
     parent: pulumi.Resource,
 ) -> storage.Bucket:
-    store_config = backend.settings.storage
-    recent = backend.settings.retention.recent
+    store_config = context.settings.storage
+    recent = context.settings.retention.recent
     historical_class = store_config.historical_class("gcp")
     rules = retention.bucket_lifecycle(
         store_config.prefix, recent, None if historical_class == "STANDARD" else historical_class
@@ -147,7 +143,7 @@ def _bucket(
     return storage.Bucket(
         logical_name,
         name=bucket_name,
-        project=backend.project,
+        project=context.project,
         location=placement.location,
         custom_placement_config=storage.BucketCustomPlacementConfigArgs(data_locations=list(placement.data_locations))
         if dual
@@ -191,7 +187,7 @@ def _lifecycle_rule(rule: retention.LifecycleRule) -> storage.BucketLifecycleRul
 
 
 def _replicate(
-    backend: GcpBackend,
+    context: GcpContext,
     primary: storage.Bucket,
     replica: storage.Bucket,
     gcs_agent: pulumi.Output[str],
@@ -200,18 +196,18 @@ def _replicate(
 ) -> None:
     """Notifications of the primary bucket -> topic -> subscription -> event-driven STS job, and the daily
     catch-up job; each principal with only the grants its step needs."""
-    names, project = backend.names, backend.project
-    prefix = backend.settings.storage.prefix
+    names, project = context.names, context.project
+    prefix = context.settings.storage.prefix
     child = pulumi.ResourceOptions(parent=parent)
 
     # The events name objects (set ids, roles, database names), not their contents; they are kept under the
     # operator's key all the same, and only in the primary region: with that region gone there is nothing
     # left to copy from.
-    events_key = backend.key(backend.region, "events", parent)
+    events_key = context.key(context.region, "events", parent)
     pubsub_agent = projects.ServiceIdentity(
         names.resource("pubsub-agent"), project=project, service="pubsub.googleapis.com", opts=child
     )
-    events_key_grant = backend.grant_key(
+    events_key_grant = context.grant_key(
         events_key, names.resource("events-key-pubsub-agent"), pubsub_agent.member, parent
     )
     topic = pubsub.Topic(
@@ -219,8 +215,8 @@ def _replicate(
         name=names.resource("backups", "events"),
         project=project,
         kms_key_name=events_key.id,
-        message_storage_policy=pubsub.TopicMessageStoragePolicyArgs(allowed_persistence_regions=[backend.region]),
-        labels={"svbackups-node": backend.settings.node.name},
+        message_storage_policy=pubsub.TopicMessageStoragePolicyArgs(allowed_persistence_regions=[context.region]),
+        labels={"svbackups-node": context.settings.node.name},
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[events_key_grant]),
     )
     publisher = pubsub.TopicIAMMember(
@@ -251,7 +247,7 @@ def _replicate(
         message_retention_duration=EVENT_RETENTION,
         # A subscription expires after 31 idle days by default; this one must outlive quiet periods.
         expiration_policy=pubsub.SubscriptionExpirationPolicyArgs(ttl=""),
-        labels={"svbackups-node": backend.settings.node.name},
+        labels={"svbackups-node": context.settings.node.name},
         opts=child,
     )
 
@@ -285,7 +281,7 @@ def _replicate(
         gcs_data_sink=storage.TransferJobTransferSpecGcsDataSinkArgs(bucket_name=replica.name, path=prefix or None),
         transfer_options=_copy_only(),
     )
-    node = backend.settings.node.name
+    node = context.settings.node.name
     # STS checks its access to the source, the sink and the subscription when a job is created.
     storage.TransferJob(
         names.resource("backups", "to-dr"),

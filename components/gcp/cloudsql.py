@@ -13,7 +13,6 @@ account's IAM database user; the job connects to the proxy on 127.0.0.1 and hold
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import pulumi
 from pulumi_gcp import projects, sql
@@ -21,11 +20,9 @@ from pulumi_kubernetes.core import v1 as core
 
 from components import kube_specs
 from components.cloud import PostgresEndpoint, WorkloadIdentity
+from components.gcp.context import GcpContext
 from components.settings import ROLES, CloudSqlPostgres
 from rules import retention
-
-if TYPE_CHECKING:
-    from components.gcp.backend import GcpBackend
 
 # Cloud SQL keeps at most 7 days of transaction logs outside Enterprise Plus.
 MAX_TRANSACTION_LOG_DAYS = 7
@@ -192,7 +189,7 @@ def proxy_sidecar(role: str, connection_name: pulumi.Input[str]) -> core.Contain
 
 
 def cloudsql_endpoint(
-    backend: GcpBackend,
+    context: GcpContext,
     role: str,
     instance: CloudSqlPostgres,
     identity: WorkloadIdentity,
@@ -202,28 +199,28 @@ def cloudsql_endpoint(
     """Manage an adopted instance's backup configuration and deletion protection (nothing else), and return how
     the dump job reaches it: with the password from its k8s Secret, or as its service account's IAM user."""
     if instance.iam_auth:
-        return _iam_endpoint(backend, role, instance, identity, parent)
+        return _iam_endpoint(context, role, instance, identity, parent)
     # Private IP still crosses the VPC: require TLS (Cloud SQL always offers it).
     if not instance.adopt:
         return PostgresEndpoint(pulumi.Output.from_input(instance.host), sslmode="require")
-    adopted = _adopt(backend, role, instance, parent)
+    adopted = _adopt(context, role, instance, parent)
     host = pulumi.Output.from_input(instance.host) if instance.host else adopted.private_ip_address
     return PostgresEndpoint(host, sslmode="require")
 
 
 def _adopt(
-    backend: GcpBackend,
+    context: GcpContext,
     role: str,
     instance: CloudSqlPostgres,
     parent: pulumi.Resource,
     database_flags: pulumi.Input[Sequence[sql.DatabaseInstanceSettingsDatabaseFlagArgs]] | None = None,
 ) -> sql.DatabaseInstance:
-    recent_days = retention.whole_days(backend.settings.retention.recent)
-    region = instance.region or backend.region
+    recent_days = retention.whole_days(context.settings.retention.recent)
+    region = instance.region or context.region
     return sql.DatabaseInstance(
-        backend.names.resource(role, "cloudsql"),
+        context.names.resource(role, "cloudsql"),
         name=instance.instance,
-        project=backend.project,
+        project=context.project,
         region=region,
         database_version=instance.database_version,
         deletion_protection=True,
@@ -242,12 +239,12 @@ def _adopt(
                     retention_unit="COUNT",
                 ),
                 # Stored outside the primary region: they survive its loss.
-                location=backend.dr_region,
+                location=context.dr_region,
             ),
         ),
         opts=pulumi.ResourceOptions(
             parent=parent,
-            import_=f"projects/{backend.project}/instances/{instance.instance}",
+            import_=f"projects/{context.project}/instances/{instance.instance}",
             ignore_changes=CLOUDSQL_IGNORED_FIELDS if database_flags is None else CLOUDSQL_IAM_IGNORED_FIELDS,
             protect=True,
             # Removing it from this program must never delete a production database.
@@ -257,9 +254,9 @@ def _adopt(
 
 
 def _iam_endpoint(
-    backend: GcpBackend, role: str, instance: CloudSqlPostgres, identity: WorkloadIdentity, parent: pulumi.Resource
+    context: GcpContext, role: str, instance: CloudSqlPostgres, identity: WorkloadIdentity, parent: pulumi.Resource
 ) -> PostgresEndpoint:
-    project = backend.project
+    project = context.project
     user = identity.member.apply(lambda member: iam_database_user(member.removeprefix("serviceAccount:")))
     if instance.adopt:
         live = sql.get_database_instance_output(
@@ -271,10 +268,10 @@ def _iam_endpoint(
                 for f in with_iam_authentication(_live_flags(settings))
             ]
         )
-        adopted = _adopt(backend, role, instance, parent, database_flags=flags)
+        adopted = _adopt(context, role, instance, parent, database_flags=flags)
         connection_name = adopted.connection_name
         sql.User(
-            backend.names.resource(role, "cloudsql-iam-user"),
+            context.names.resource(role, "cloudsql-iam-user"),
             name=user,
             instance=adopted.name,
             project=project,
@@ -284,10 +281,10 @@ def _iam_endpoint(
     else:
         # Another owner manages the instance: the flag and the IAM user are the operator's steps there
         # (docs/cloudsql-iam.md); the grants below touch only IAM, not the instance.
-        connection_name = f"{project}:{instance.region or backend.region}:{instance.instance}"
+        connection_name = f"{project}:{instance.region or context.region}:{instance.instance}"
     for login_role in IAM_LOGIN_ROLES:
         projects.IAMMember(
-            backend.names.resource(role, "cloudsql", login_role.rsplit(".", 1)[-1].lower()),
+            context.names.resource(role, "cloudsql", login_role.rsplit(".", 1)[-1].lower()),
             project=project,
             role=login_role,
             member=identity.member,
