@@ -10,8 +10,9 @@ No Pulumi import here: the schema is tested on its own, in milliseconds.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -29,6 +30,8 @@ from pydantic import (
 )
 
 from rules import retention, schedules
+from rules.aws_regions import AWS_REGIONS
+from rules.gcp_locations import GCP_REGIONS
 from rules.schedules import (
     BACKUP_KINDS,
     MAX_SCHEDULE_GAP,
@@ -59,14 +62,23 @@ DRILL_SCHEDULES = {"gcp": "20 6 * * 0", "aws": "20 6 * * 0,3"}
 MAX_STALE_WINDOW: dict[str, timedelta | None] = {"gcp": None, "aws": timedelta(days=7)}
 # Which managed Postgres kind each cloud has.
 MANAGED_POSTGRES_KIND = {"gcp": "cloudsql", "aws": "rds"}
+# How messages name each cloud's regions and storage classes.
+CLOUD_NAMES = {"gcp": "a GCP", "aws": "an AWS"}
+# The regions each cloud's provider knows: kept lists (rules/), so that a typo fails the plan, not `pulumi up`.
+KNOWN_REGIONS = {"gcp": GCP_REGIONS, "aws": AWS_REGIONS}
+_REGION_LISTS = {"gcp": "rules/gcp_locations.py", "aws": "rules/aws_regions.py"}
+# A DR region to suggest, per cloud: the first that is not the primary region.
+_DR_EXAMPLES = {"gcp": ("europe-west3", "europe-west4"), "aws": ("us-west-2", "us-east-1")}
+# What follows a region in a zone's name: GCP europe-west3-a; AWS ap-northeast-1a, or a Local Zone us-east-1-bos-1a.
+_ZONE_SUFFIX = {"gcp": re.compile(r"-[a-z]"), "aws": re.compile(r"[a-z]|-[a-z]+-\d+[a-z]")}
+# difflib's similarity ratio a suggestion needs: below it the nearest name is no likelier than any other.
+_SUGGESTION_CUTOFF = 0.6
 
 # Node names prefix GCP service-account ids (at most 30 characters), so they stay short.
 _NODE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _PG_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-_GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
-_AWS_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _AWS_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 _GCP_CHANNEL = re.compile(r"^projects/[^/\s]+/notificationChannels/[^/\s]+$")
@@ -82,6 +94,30 @@ class SettingsError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _nearest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like `word` (difflib's ratio), the alphabetically first on a tie; None when none is close."""
+    scored = [(difflib.SequenceMatcher(None, word, c).ratio(), c) for c in candidates]
+    best = max((score for score, _ in scored), default=0.0)
+    return min(c for score, c in scored if score == best) if best >= _SUGGESTION_CUTOFF else None
+
+
+def _region_problem(cloud: str, value: Any) -> str | None:
+    """What is wrong with `value` as a region of `cloud` (the message after the key), or None when it is one."""
+    known = KNOWN_REGIONS[cloud]
+    if isinstance(value, str) and value in known:
+        return None
+    allowed = f"allowed: the regions listed in {_REGION_LISTS[cloud]}"
+    if not isinstance(value, str):
+        return f"{_show(value)} is not {CLOUD_NAMES[cloud]} region; {allowed}"
+    zone_of = [r for r in known if value.startswith(r) and _ZONE_SUFFIX[cloud].fullmatch(value[len(r) :])]
+    if zone_of:
+        return f"{value!r} is a zone; its region is {max(zone_of, key=len)!r}"
+    near = _nearest(value.lower(), known)
+    if near:
+        return f"{value!r} is not {CLOUD_NAMES[cloud]} region; did you mean {near!r}? ({allowed})"
+    return f"{value!r} is not {CLOUD_NAMES[cloud]} region; {allowed}"
 
 
 def _duration(value: Any) -> timedelta:
@@ -213,6 +249,14 @@ class CloudSqlPostgres(_PostgresBase):
             raise ValueError("host is required when adopt is false (the job cannot look up the private IP)")
         return self
 
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        problem = None if value is None else _region_problem("gcp", value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("database_version")
     @classmethod
     def _version(cls, value: str) -> str:
@@ -231,6 +275,14 @@ class RdsPostgres(_PostgresBase):
     backup_window: str = Field(
         "02:00-02:30", alias="backupWindow", description="daily automated backup window, UTC, hh:mm-hh:mm"
     )
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        problem = None if value is None else _region_problem("aws", value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("instance")
     @classmethod
@@ -459,14 +511,7 @@ class StorageConfig(_Model):
 
 class GcpConfig(_Model):
     project: str
-    region: str
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if not _GCP_REGION.match(value):
-            raise ValueError("must be a GCP region such as europe-west6")
-        return value
+    region: str  # checked against the known regions by _gcp_config
 
 
 class AwsSection(_Model):
@@ -727,16 +772,19 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
 
 
 def _gcp_config(raw: Mapping[str, Any], problems: list[str]) -> GcpConfig | None:
-    try:
-        return GcpConfig.model_validate({"project": raw.get("gcp:project"), "region": raw.get("gcp:region")})
-    except ValidationError as error:
-        for item in error.errors():
-            field = item["loc"][0]
-            if item["type"] in ("missing", "string_type") and item.get("input") is None:
-                problems.append(f"gcp:{field}: is required but missing (pulumi config set gcp:{field} ...)")
-            else:
-                problems.append(f"gcp:{field}: {_show(item.get('input'))} {item['msg'].removeprefix('Value error, ')}")
-    return None
+    ok = True
+    for field in ("project", "region"):
+        value = raw.get(f"gcp:{field}")
+        if value is None or value == "":
+            problems.append(f"gcp:{field}: is required but missing (pulumi config set gcp:{field} ...)")
+            ok = False
+        elif not isinstance(value, str):
+            problems.append(f"gcp:{field}: {_show(value)} must be a string")
+            ok = False
+        elif field == "region" and (problem := _region_problem("gcp", value)):
+            problems.append(f"gcp:region: {problem}")
+            ok = False
+    return GcpConfig(project=raw["gcp:project"], region=raw["gcp:region"]) if ok else None
 
 
 def _aws_config(raw: Mapping[str, Any], parsed: dict[str, Any], problems: list[str]) -> AwsConfig | None:
@@ -745,8 +793,8 @@ def _aws_config(raw: Mapping[str, Any], parsed: dict[str, Any], problems: list[s
     if not isinstance(region, str) or not region:
         problems.append("aws:region: is required but missing (pulumi config set aws:region ...)")
         ok = False
-    elif not _AWS_REGION.match(region):
-        problems.append(f"aws:region: {_show(region)} must be an AWS region such as us-east-1")
+    elif problem := _region_problem("aws", region):
+        problems.append(f"aws:region: {problem}")
         ok = False
     if f"{PROJECT}:aws" not in raw:
         problems.append(f"{PROJECT}:aws: is required but missing when cloud is aws (clusterName, restoreRoleArns)")
@@ -776,8 +824,8 @@ def _check_cloud_specific(cloud: str, raw: Mapping[str, Any], parsed: dict[str, 
         allowed = HISTORICAL_STORAGE_CLASSES[cloud]
         if storage.historical_storage_class is not None and storage.historical_storage_class not in allowed:
             problems.append(
-                f"{PROJECT}:storage.historicalStorageClass: {storage.historical_storage_class!r} is not a {cloud} "
-                f"storage class; allowed: {', '.join(allowed)}"
+                f"{PROJECT}:storage.historicalStorageClass: {storage.historical_storage_class!r} is not "
+                f"{CLOUD_NAMES[cloud]} storage class; allowed: {', '.join(allowed)}"
             )
         if cloud == "gcp" and storage.object_lock_mode is not None:
             problems.append(
@@ -943,27 +991,21 @@ def _check_dr(cloud: str, role: str, dr: DrConfig | None, primary: str | None, p
             problems.append(f"{key}.{alias}: is for DR stacks (sv-backups:role: dr); remove it from a primary stack")
     if dr.region is None:
         problems.append(f"{key}.region: is required but missing (the region every backup is copied to)")
-    elif primary is not None:
-        _check_regions(cloud, dr.region, primary, problems)
-
-
-def _check_regions(cloud: str, dr_region: str, primary: str, problems: list[str]) -> None:
-    provider_key = f"{cloud}:region"
-    pattern, example = (_GCP_REGION, "europe-west3") if cloud == "gcp" else (_AWS_REGION, "us-west-2")
-    if dr_region == primary:
+    elif problem := _region_problem(cloud, dr.region):
+        problems.append(f"{key}.region: {problem}")
+    elif dr.region == primary:
+        example = next(r for r in _DR_EXAMPLES[cloud] if r != primary)
         problems.append(
-            f"{PROJECT}:dr.region: {dr_region!r} is the primary region ({provider_key}); allowed: any other "
-            f"{cloud} region, e.g. {example}"
+            f"{key}.region: {dr.region!r} is the primary region ({cloud}:region); allowed: any other "
+            f"{cloud.upper()} region, e.g. {example}"
         )
-    elif not pattern.match(dr_region):
-        problems.append(f"{PROJECT}:dr.region: {dr_region!r} must be a {cloud} region such as {example}")
 
 
 def _check_aws_regions(parsed: dict[str, Any], primary: str, problems: list[str]) -> None:
     """AWS resources that must be in (or out of) a given region."""
     dr: DrConfig | None = parsed.get("dr")
     if dr is not None and dr.region == primary:
-        dr = None  # reported once, by _check_regions
+        dr = None  # reported once, by _check_dr
     postgres: _PostgresMap | None = parsed.get("postgres")
     for role in ROLES:
         instance = getattr(postgres, role, None) if postgres else None
