@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +32,7 @@ from pydantic import (
 
 from rules import retention, schedules
 from rules.aws_regions import AWS_REGIONS
+from rules.config_keys import OPEN_NAMESPACES, PROVIDER_KEYS
 from rules.gcp_locations import GCP_REGIONS
 from rules.schedules import (
     BACKUP_KINDS,
@@ -317,6 +319,11 @@ class RdsPostgres(_PostgresBase):
 
 
 ManagedPostgres = CloudSqlPostgres | RdsPostgres
+_POSTGRES_MODELS: dict[str, type[BaseModel]] = {
+    "in-cluster": InClusterPostgres,
+    "cloudsql": CloudSqlPostgres,
+    "rds": RdsPostgres,
+}
 PostgresInstance = Annotated[InClusterPostgres | CloudSqlPostgres | RdsPostgres, Field(discriminator="kind")]
 POSTGRES_KINDS = ("in-cluster", "cloudsql", "rds")
 
@@ -655,7 +662,38 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
+def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model a pydantic error location inside `model` points into (None past a non-model field)."""
+    current: type[BaseModel] | None = model
+    for part in path:
+        if isinstance(part, int) or "[" in str(part):
+            continue  # a list index or a validator marker
+        if part in POSTGRES_KINDS:
+            current = _POSTGRES_MODELS[part]  # a union branch, named by its tag
+            continue
+        fields = current.model_fields.items() if current is not None else ()
+        annotation = next((f.annotation for name, f in fields if part in (name, f.alias)), None)
+        current = next(
+            (
+                a
+                for a in typing.get_args(annotation) or (annotation,)
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+    return current
+
+
+def _unknown_field(where: str, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    inner = _model_at(model, loc[:-1])
+    names = [field.alias or name for name, field in inner.model_fields.items()] if inner is not None else []
+    near = _nearest(str(loc[-1]), names)
+    if near:
+        return f"{where}: unknown key; did you mean {near}?"
+    return f"{where}: unknown key; allowed: {', '.join(names)}" if names else f"{where}: unknown key"
+
+
+def _pydantic_problems(key: str, model: type[BaseModel], error: ValidationError) -> list[str]:
     problems = []
     kinds = " or ".join(repr(k) for k in POSTGRES_KINDS)
     for item in error.errors():
@@ -666,7 +704,7 @@ def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
         if item["type"] == "missing":
             problems.append(f"{where}: is required but missing")
         elif item["type"] == "extra_forbidden":
-            problems.append(f"{where}: unknown key (check its spelling; see README 'Configuration')")
+            problems.append(_unknown_field(where, model, item["loc"]))
         elif item["type"] == "union_tag_invalid":
             kind = _show(item["input"].get("kind"))
             problems.append(f"{where}: kind {kind} is not allowed; use {kinds}")
@@ -683,13 +721,52 @@ def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
     return problems
 
 
+# Every key a stack may set, by namespace: the program's sections and what each provider reads (rules/config_keys.py);
+# OPEN_NAMESPACES (the engine's) accept any key.
+_KEYS_BY_NAMESPACE: dict[str, tuple[str, ...]] = {
+    PROJECT: tuple(_SECTIONS),
+    **{namespace: tuple(sorted(keys)) for namespace, keys in PROVIDER_KEYS.items()},
+}
+_ALL_KEYS = tuple(f"{namespace}:{key}" for namespace, keys in _KEYS_BY_NAMESPACE.items() for key in keys)
+
+
+def _check_keys(raw: Mapping[str, Any], problems: list[str]) -> set[str]:
+    """Refuse every key nothing reads, suggesting the nearest one that is read. Returns the suggested keys: a
+    misspelt required key must not also be reported missing (fixing the spelling fixes both)."""
+    cloud = raw.get(f"{PROJECT}:cloud")
+    # The other cloud's keys are refused whole by _check_cloud_specific ("is aws configuration ...; remove it").
+    other_cloud = {"gcp": "aws", "aws": "gcp"}.get(cloud) if isinstance(cloud, str) else None
+    suggested: set[str] = set()
+    for key in sorted(raw):
+        namespace, _, name = key.partition(":")
+        if namespace in OPEN_NAMESPACES or namespace == other_cloud or name in _KEYS_BY_NAMESPACE.get(namespace, ()):
+            continue
+        if namespace in _KEYS_BY_NAMESPACE:
+            # A known namespace: compare the name alone (a shared prefix would make every key look alike).
+            near = _nearest(name, _KEYS_BY_NAMESPACE[namespace])
+            near = f"{namespace}:{near}" if near else None
+        else:
+            near = _nearest(key, _ALL_KEYS)
+        if near:
+            suggested.add(near)
+            problems.append(f"{key}: unknown key; did you mean {near}?")
+        elif namespace == PROJECT:
+            problems.append(f"{key}: unknown key; allowed: " + ", ".join(f"{PROJECT}:{k}" for k in _SECTIONS))
+        elif namespace in _KEYS_BY_NAMESPACE:
+            problems.append(
+                f"{key}: unknown key; the {namespace} provider reads no such key (see rules/config_keys.py)"
+            )
+        else:
+            read = ", ".join(f"{n}:" for n in (*_KEYS_BY_NAMESPACE, *sorted(OPEN_NAMESPACES)))
+            problems.append(f"{key}: unknown key; nothing reads the namespace {namespace!r}; allowed: keys of {read}")
+    return suggested
+
+
 def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     """Validate the whole stack config; raise SettingsError listing every problem."""
     problems: list[str] = []
     prefix = f"{PROJECT}:"
-    for full_key in sorted(raw):
-        if full_key.startswith(prefix) and full_key[len(prefix) :] not in _SECTIONS:
-            problems.append(f"{full_key}: unknown key; allowed keys are " + ", ".join(prefix + k for k in _SECTIONS))
+    suggested = _check_keys(raw, problems)
 
     parsed: dict[str, Any] = {}
     for key, (model, required) in _SECTIONS.items():
@@ -714,7 +791,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         try:
             parsed[key] = model.model_validate(value)
         except ValidationError as error:
-            problems.extend(_pydantic_problems(full_key, error))
+            problems.extend(_pydantic_problems(full_key, model, error))
 
     cloud = parsed.get("cloud")
     if cloud is not None and cloud not in SUPPORTED_CLOUDS:
@@ -747,7 +824,9 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     if cloud is not None and derived is not None:
         _check_alert_windows(cloud, role, parsed, derived, problems)
     if problems:
-        raise SettingsError(problems)
+        raise SettingsError(
+            [p for p in problems if not any(p.startswith(f"{k}: is required but missing") for k in suggested)]
+        )
 
     postgres_map: _PostgresMap = parsed["postgres"]
     return Settings(

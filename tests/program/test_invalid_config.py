@@ -102,6 +102,13 @@ def _set(section: str, key: str, value: str):
     return mutate
 
 
+def _rename(old: str, new: str):
+    def mutate(config):
+        config[new] = config.pop(old)
+
+    return mutate
+
+
 def _set_rds_region(config):
     config["sv-backups:postgres"]["sequencer"]["region"] = "ap-northeast-1a"
 
@@ -112,8 +119,18 @@ def _set_rds_region(config):
         ("aws-prod", lambda c: c.update({"aws:region": "us-east-9"}), "aws:region"),
         ("dev", _set("sv-backups:dr", "region", "us-central9"), "sv-backups:dr.region"),
         ("aws-prod", _set_rds_region, "sv-backups:postgres.sequencer.region"),
+        ("dev", _rename("sv-backups:retention", "sv-backup:retention"), "sv-backup:retention"),
+        ("prod", _rename("sv-backups:node", "svbackups:node"), "svbackups:node"),
+        ("aws-prod", lambda c: c.update({"kubernetes:contxt": "eks-prod"}), "kubernetes:contxt"),
     ],
-    ids=["aws-region-typo", "dr-region-typo", "rds-region-is-a-zone"],
+    ids=[
+        "aws-region-typo",
+        "dr-region-typo",
+        "rds-region-is-a-zone",
+        "project-prefix-typo",
+        "required-section-under-a-misspelt-prefix",
+        "kubernetes-key-typo",
+    ],
 )
 def test_plan_refuses_a_broken_stack_with_one_message(tmp_path, stack, mutate, key):
     code, problems, output = _plan_broken_copy(tmp_path, stack, mutate)

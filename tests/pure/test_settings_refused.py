@@ -135,3 +135,126 @@ def test_storage_class_messages_name_the_cloud_plainly(stack, storage_class, exp
     raw["sv-backups:storage"] = {**raw.get("sv-backups:storage", {}), "historicalStorageClass": storage_class}
     [problem] = problems_of(raw)
     assert problem.startswith(f"sv-backups:storage.historicalStorageClass: {expected}")
+
+
+# --- keys nothing reads ---------------------------------------------------------------------------------------
+
+
+def _rename(old: str, new: str):
+    def mutate(raw):
+        raw[new] = raw.pop(old)
+
+    return mutate
+
+
+def _add(key: str, value):
+    def mutate(raw):
+        raw[key] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("stack", "mutate", "expected"),
+    [
+        (
+            "dev",
+            _rename("sv-backups:retention", "sv-backup:retention"),
+            "sv-backup:retention: unknown key; did you mean sv-backups:retention?",
+        ),
+        # a required section misspelt: not also reported missing (fixing the spelling fixes both)
+        (
+            "dev",
+            _rename("sv-backups:node", "svbackups:node"),
+            "svbackups:node: unknown key; did you mean sv-backups:node?",
+        ),
+        (
+            "dev",
+            _rename("sv-backups:node", "sv-backups:nodes"),
+            "sv-backups:nodes: unknown key; did you mean sv-backups:node?",
+        ),
+        ("dev", _add("kubernetes:contxt", "gke"), "kubernetes:contxt: unknown key; did you mean kubernetes:context?"),
+        ("dev", _rename("gcp:region", "gcp:regoin"), "gcp:regoin: unknown key; did you mean gcp:region?"),
+        ("aws-prod", _rename("aws:region", "aws:regin"), "aws:regin: unknown key; did you mean aws:region?"),
+        (
+            "dev",
+            _add("gcp:frobnicate", "x"),
+            "gcp:frobnicate: unknown key; the gcp provider reads no such key (see rules/config_keys.py)",
+        ),
+        (
+            "dev",
+            _add("foo:bar", "x"),
+            "foo:bar: unknown key; nothing reads the namespace 'foo'; allowed: keys of sv-backups:, gcp:, aws:, "
+            "kubernetes:, pulumi:",
+        ),
+        (
+            "dev",
+            lambda raw: raw["sv-backups:retention"].update(paticipantPruning="30d"),
+            "sv-backups:retention.paticipantPruning: unknown key; did you mean participantPruning?",
+        ),
+        (
+            "prod",
+            lambda raw: raw["sv-backups:postgres"]["participant"].update(instanse="x"),
+            "sv-backups:postgres.participant.instanse: unknown key; did you mean instance?",
+        ),
+        (
+            "dev",
+            _add("sv-backups:drill", {"xyzzy": True}),
+            "sv-backups:drill.xyzzy: unknown key; allowed: enabled, scratchSize, storageClass, cometbftStorageClass, "
+            "timeout",
+        ),
+    ],
+    ids=[
+        "project-prefix-typo",
+        "project-prefix-typo-required",
+        "section-typo-required",
+        "kubernetes-typo",
+        "gcp-typo-required",
+        "aws-typo-required",
+        "gcp-no-guess",
+        "unknown-namespace",
+        "nested-typo",
+        "nested-typo-in-a-postgres-kind",
+        "nested-no-guess",
+    ],
+)
+def test_a_key_nothing_reads(stack, mutate, expected):
+    raw = raw_config(stack)
+    mutate(raw)
+    assert problems_of(raw) == [expected]
+
+
+def test_the_program_section_list_is_named_when_nothing_is_near():
+    raw = raw_config("dev")
+    raw["sv-backups:typo"] = 1
+    [problem] = problems_of(raw)
+    assert problem.startswith("sv-backups:typo: unknown key; allowed: sv-backups:cloud, sv-backups:node, ")
+
+
+def test_keys_the_engine_and_the_providers_read_are_accepted():
+    raw = raw_config("dev")
+    raw.update(
+        {
+            "pulumi:tags": {"team": "sv"},
+            "pulumi:anything": "the engine's namespace is open",
+            "gcp:zone": "europe-west3-a",
+            "gcp:defaultLabels": {"team": "sv"},
+            "kubernetes:context": "gke_sv-dev",
+            "kubernetes:namespace": "sv",
+            "kubernetes:enableServerSideApply": True,
+        }
+    )
+    load_settings(raw, stack="t")
+    raw = raw_config("aws-prod")
+    raw.update({"aws:defaultTags": {"tags": {"team": "sv"}}, "aws:profile": "sv", "kubernetes:kubeconfig": "~/.kube"})
+    load_settings(raw, stack="t")
+
+
+def test_the_other_clouds_keys_keep_their_one_message():
+    raw = raw_config("dev")
+    raw["aws:region"] = "us-east-1"
+    raw["aws:regoin"] = "us-east-1"  # misspelt as well: still the one message saying to remove it
+    assert problems_of(raw) == [
+        "aws:region: is aws configuration, but sv-backups:cloud is gcp; remove it",
+        "aws:regoin: is aws configuration, but sv-backups:cloud is gcp; remove it",
+    ]
