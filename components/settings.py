@@ -112,7 +112,7 @@ def _region_problem(cloud: str, value: Any) -> str | None:
         return None
     allowed = f"allowed: the regions listed in {_REGION_LISTS[cloud]}"
     if not isinstance(value, str):
-        return f"{_show(value)} is not {CLOUD_NAMES[cloud]} region; {allowed}"
+        return f"must be {CLOUD_NAMES[cloud]} region, not {_show(value)}; {allowed}"
     zone_of = [r for r in known if value.startswith(r) and _ZONE_SUFFIX[cloud].fullmatch(value[len(r) :])]
     if zone_of:
         return f"{value!r} is a zone; its region is {max(zone_of, key=len)!r}"
@@ -658,6 +658,8 @@ ROLES_OF_STACK = ("primary", "dr")
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a map"  # its repr would print the whole section, and the key already says which it is
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -714,6 +716,8 @@ def _pydantic_problems(key: str, model: type[BaseModel], error: ValidationError)
             shown = "[secret]" if "secret" in where.lower() else _show(item.get("input"))
             if shown != "[secret]" and repr(item.get("input")) in message:
                 problems.append(f"{where}: {message}")  # the message names the value already: say it once
+            elif isinstance(item.get("input"), list) and message.startswith("["):
+                problems.append(f"{where}: {message}")  # the message names the list's offending items
             elif message.startswith(("Input", "value")):
                 problems.append(f"{where}: {message} (got {shown})")
             else:
@@ -781,12 +785,12 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
             value = {}
         if model is None:
             if not isinstance(value, str) or not value:
-                problems.append(f"{full_key}: {_show(value)} must be a non-empty string")
+                problems.append(f"{full_key}: must be a non-empty string, not {_show(value)}")
                 continue
             parsed[key] = value
             continue
         if not isinstance(value, Mapping):
-            problems.append(f"{full_key}: {_show(value)} must be an object (a YAML map)")
+            problems.append(f"{full_key}: must be a map of keys (YAML key: value lines), not {_show(value)}")
             continue
         try:
             parsed[key] = model.model_validate(value)
@@ -858,7 +862,7 @@ def _gcp_config(raw: Mapping[str, Any], problems: list[str]) -> GcpConfig | None
             problems.append(f"gcp:{field}: is required but missing (pulumi config set gcp:{field} ...)")
             ok = False
         elif not isinstance(value, str):
-            problems.append(f"gcp:{field}: {_show(value)} must be a string")
+            problems.append(f"gcp:{field}: must be a string, not {_show(value)}")
             ok = False
         elif field == "region" and (problem := _region_problem("gcp", value)):
             problems.append(f"gcp:region: {problem}")
@@ -869,8 +873,11 @@ def _gcp_config(raw: Mapping[str, Any], problems: list[str]) -> GcpConfig | None
 def _aws_config(raw: Mapping[str, Any], parsed: dict[str, Any], problems: list[str]) -> AwsConfig | None:
     region = raw.get("aws:region")
     ok = True
-    if not isinstance(region, str) or not region:
+    if region is None or region == "":
         problems.append("aws:region: is required but missing (pulumi config set aws:region ...)")
+        ok = False
+    elif not isinstance(region, str):
+        problems.append(f"aws:region: must be a string, not {_show(region)}")
         ok = False
     elif problem := _region_problem("aws", region):
         problems.append(f"aws:region: {problem}")

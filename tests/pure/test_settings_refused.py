@@ -258,3 +258,40 @@ def test_the_other_clouds_keys_keep_their_one_message():
         "aws:region: is aws configuration, but sv-backups:cloud is gcp; remove it",
         "aws:regoin: is aws configuration, but sv-backups:cloud is gcp; remove it",
     ]
+
+
+# --- each message once, plainly -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stack", "mutate", "expected"),
+    [
+        ("dev", _add("sv-backups:cloud", {"name": "gcp"}), "sv-backups:cloud: must be a non-empty string, not a map"),
+        ("dev", _add("gcp:project", {"id": "p"}), "gcp:project: must be a string, not a map"),
+        ("aws-prod", _add("aws:region", {"name": "us-east-1"}), "aws:region: must be a string, not a map"),
+        (
+            "dev",
+            _add("sv-backups:node", ["sv-dev"]),
+            "sv-backups:node: must be a map of keys (YAML key: value lines), not ['sv-dev']",
+        ),
+        (
+            "dev",
+            lambda raw: raw["sv-backups:node"].update(name={"first": "sv"}),
+            "sv-backups:node.name: Input should be a valid string (got a map)",
+        ),
+    ],
+    ids=["scalar-section", "gcp-project", "aws-region", "section-as-list", "field"],
+)
+def test_a_map_where_a_value_belongs_is_not_printed_whole(stack, mutate, expected):
+    raw = raw_config(stack)
+    mutate(raw)
+    assert problems_of(raw) == [expected]
+
+
+def test_a_list_message_names_only_the_offending_items():
+    raw = raw_config("dev")
+    raw["sv-backups:postgres"]["apps"]["databases"] = ["ok", "bad-name"]
+    assert problems_of(raw) == [
+        "sv-backups:postgres.apps.databases: ['bad-name'] are not plain PostgreSQL identifiers "
+        "(letters, digits, _ and $)"
+    ]
