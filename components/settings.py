@@ -10,8 +10,10 @@ No Pulumi import here: the schema is tested on its own, in milliseconds.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -29,6 +31,9 @@ from pydantic import (
 )
 
 from rules import retention, schedules
+from rules.aws_regions import AWS_REGIONS
+from rules.config_keys import OPEN_NAMESPACES, PROVIDER_KEYS
+from rules.gcp_locations import GCP_REGIONS
 from rules.schedules import (
     BACKUP_KINDS,
     MAX_SCHEDULE_GAP,
@@ -59,14 +64,23 @@ DRILL_SCHEDULES = {"gcp": "20 6 * * 0", "aws": "20 6 * * 0,3"}
 MAX_STALE_WINDOW: dict[str, timedelta | None] = {"gcp": None, "aws": timedelta(days=7)}
 # Which managed Postgres kind each cloud has.
 MANAGED_POSTGRES_KIND = {"gcp": "cloudsql", "aws": "rds"}
+# How messages name each cloud's regions and storage classes.
+CLOUD_NAMES = {"gcp": "a GCP", "aws": "an AWS"}
+# The regions each cloud's provider knows: kept lists (rules/), so that a typo fails the plan, not `pulumi up`.
+KNOWN_REGIONS = {"gcp": GCP_REGIONS, "aws": AWS_REGIONS}
+_REGION_LISTS = {"gcp": "rules/gcp_locations.py", "aws": "rules/aws_regions.py"}
+# A DR region to suggest, per cloud: the first that is not the primary region.
+_DR_EXAMPLES = {"gcp": ("europe-west3", "europe-west4"), "aws": ("us-west-2", "us-east-1")}
+# What follows a region in a zone's name: GCP europe-west3-a; AWS ap-northeast-1a, or a Local Zone us-east-1-bos-1a.
+_ZONE_SUFFIX = {"gcp": re.compile(r"-[a-z]"), "aws": re.compile(r"[a-z]|-[a-z]+-\d+[a-z]")}
+# difflib's similarity ratio a suggestion needs: below it the nearest name is no likelier than any other.
+_SUGGESTION_CUTOFF = 0.6
 
 # Node names prefix GCP service-account ids (at most 30 characters), so they stay short.
 _NODE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _PG_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-_GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
-_AWS_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _AWS_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 _GCP_CHANNEL = re.compile(r"^projects/[^/\s]+/notificationChannels/[^/\s]+$")
@@ -82,6 +96,30 @@ class SettingsError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _nearest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like `word` (difflib's ratio), the alphabetically first on a tie; None when none is close."""
+    scored = [(difflib.SequenceMatcher(None, word, c).ratio(), c) for c in candidates]
+    best = max((score for score, _ in scored), default=0.0)
+    return min(c for score, c in scored if score == best) if best >= _SUGGESTION_CUTOFF else None
+
+
+def _region_problem(cloud: str, value: Any) -> str | None:
+    """What is wrong with `value` as a region of `cloud` (the message after the key), or None when it is one."""
+    known = KNOWN_REGIONS[cloud]
+    if isinstance(value, str) and value in known:
+        return None
+    allowed = f"allowed: the regions listed in {_REGION_LISTS[cloud]}"
+    if not isinstance(value, str):
+        return f"must be {CLOUD_NAMES[cloud]} region, not {_show(value)}; {allowed}"
+    zone_of = [r for r in known if value.startswith(r) and _ZONE_SUFFIX[cloud].fullmatch(value[len(r) :])]
+    if zone_of:
+        return f"{value!r} is a zone; its region is {max(zone_of, key=len)!r}"
+    near = _nearest(value.lower(), known)
+    if near:
+        return f"{value!r} is not {CLOUD_NAMES[cloud]} region; did you mean {near!r}? ({allowed})"
+    return f"{value!r} is not {CLOUD_NAMES[cloud]} region; {allowed}"
 
 
 def _duration(value: Any) -> timedelta:
@@ -213,6 +251,14 @@ class CloudSqlPostgres(_PostgresBase):
             raise ValueError("host is required when adopt is false (the job cannot look up the private IP)")
         return self
 
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        problem = None if value is None else _region_problem("gcp", value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("database_version")
     @classmethod
     def _version(cls, value: str) -> str:
@@ -231,6 +277,14 @@ class RdsPostgres(_PostgresBase):
     backup_window: str = Field(
         "02:00-02:30", alias="backupWindow", description="daily automated backup window, UTC, hh:mm-hh:mm"
     )
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        problem = None if value is None else _region_problem("aws", value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("instance")
     @classmethod
@@ -265,6 +319,11 @@ class RdsPostgres(_PostgresBase):
 
 
 ManagedPostgres = CloudSqlPostgres | RdsPostgres
+_POSTGRES_MODELS: dict[str, type[BaseModel]] = {
+    "in-cluster": InClusterPostgres,
+    "cloudsql": CloudSqlPostgres,
+    "rds": RdsPostgres,
+}
 PostgresInstance = Annotated[InClusterPostgres | CloudSqlPostgres | RdsPostgres, Field(discriminator="kind")]
 POSTGRES_KINDS = ("in-cluster", "cloudsql", "rds")
 
@@ -459,14 +518,7 @@ class StorageConfig(_Model):
 
 class GcpConfig(_Model):
     project: str
-    region: str
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if not _GCP_REGION.match(value):
-            raise ValueError("must be a GCP region such as europe-west6")
-        return value
+    region: str  # checked against the known regions by _gcp_config
 
 
 class AwsSection(_Model):
@@ -606,11 +658,44 @@ ROLES_OF_STACK = ("primary", "dr")
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a map"  # its repr would print the whole section, and the key already says which it is
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
+def _model_at(model: type[BaseModel], path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model a pydantic error location inside `model` points into (None past a non-model field)."""
+    current: type[BaseModel] | None = model
+    for part in path:
+        if isinstance(part, int) or "[" in str(part):
+            continue  # a list index or a validator marker
+        if part in POSTGRES_KINDS:
+            current = _POSTGRES_MODELS[part]  # a union branch, named by its tag
+            continue
+        fields = current.model_fields.items() if current is not None else ()
+        annotation = next((f.annotation for name, f in fields if part in (name, f.alias)), None)
+        current = next(
+            (
+                a
+                for a in typing.get_args(annotation) or (annotation,)
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+    return current
+
+
+def _unknown_field(where: str, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    inner = _model_at(model, loc[:-1])
+    names = [field.alias or name for name, field in inner.model_fields.items()] if inner is not None else []
+    near = _nearest(str(loc[-1]), names)
+    if near:
+        return f"{where}: unknown key; did you mean {near}?"
+    return f"{where}: unknown key; allowed: {', '.join(names)}" if names else f"{where}: unknown key"
+
+
+def _pydantic_problems(key: str, model: type[BaseModel], error: ValidationError) -> list[str]:
     problems = []
     kinds = " or ".join(repr(k) for k in POSTGRES_KINDS)
     for item in error.errors():
@@ -621,7 +706,7 @@ def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
         if item["type"] == "missing":
             problems.append(f"{where}: is required but missing")
         elif item["type"] == "extra_forbidden":
-            problems.append(f"{where}: unknown key (check its spelling; see README 'Configuration')")
+            problems.append(_unknown_field(where, model, item["loc"]))
         elif item["type"] == "union_tag_invalid":
             kind = _show(item["input"].get("kind"))
             problems.append(f"{where}: kind {kind} is not allowed; use {kinds}")
@@ -631,6 +716,8 @@ def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
             shown = "[secret]" if "secret" in where.lower() else _show(item.get("input"))
             if shown != "[secret]" and repr(item.get("input")) in message:
                 problems.append(f"{where}: {message}")  # the message names the value already: say it once
+            elif isinstance(item.get("input"), list) and message.startswith("["):
+                problems.append(f"{where}: {message}")  # the message names the list's offending items
             elif message.startswith(("Input", "value")):
                 problems.append(f"{where}: {message} (got {shown})")
             else:
@@ -638,13 +725,52 @@ def _pydantic_problems(key: str, error: ValidationError) -> list[str]:
     return problems
 
 
+# Every key a stack may set, by namespace: the program's sections and what each provider reads (rules/config_keys.py);
+# OPEN_NAMESPACES (the engine's) accept any key.
+_KEYS_BY_NAMESPACE: dict[str, tuple[str, ...]] = {
+    PROJECT: tuple(_SECTIONS),
+    **{namespace: tuple(sorted(keys)) for namespace, keys in PROVIDER_KEYS.items()},
+}
+_ALL_KEYS = tuple(f"{namespace}:{key}" for namespace, keys in _KEYS_BY_NAMESPACE.items() for key in keys)
+
+
+def _check_keys(raw: Mapping[str, Any], problems: list[str]) -> set[str]:
+    """Refuse every key nothing reads, suggesting the nearest one that is read. Returns the suggested keys: a
+    misspelt required key must not also be reported missing (fixing the spelling fixes both)."""
+    cloud = raw.get(f"{PROJECT}:cloud")
+    # The other cloud's keys are refused whole by _check_cloud_specific ("is aws configuration ...; remove it").
+    other_cloud = {"gcp": "aws", "aws": "gcp"}.get(cloud) if isinstance(cloud, str) else None
+    suggested: set[str] = set()
+    for key in sorted(raw):
+        namespace, _, name = key.partition(":")
+        if namespace in OPEN_NAMESPACES or namespace == other_cloud or name in _KEYS_BY_NAMESPACE.get(namespace, ()):
+            continue
+        if namespace in _KEYS_BY_NAMESPACE:
+            # A known namespace: compare the name alone (a shared prefix would make every key look alike).
+            near = _nearest(name, _KEYS_BY_NAMESPACE[namespace])
+            near = f"{namespace}:{near}" if near else None
+        else:
+            near = _nearest(key, _ALL_KEYS)
+        if near:
+            suggested.add(near)
+            problems.append(f"{key}: unknown key; did you mean {near}?")
+        elif namespace == PROJECT:
+            problems.append(f"{key}: unknown key; allowed: " + ", ".join(f"{PROJECT}:{k}" for k in _SECTIONS))
+        elif namespace in _KEYS_BY_NAMESPACE:
+            problems.append(
+                f"{key}: unknown key; the {namespace} provider reads no such key (see rules/config_keys.py)"
+            )
+        else:
+            read = ", ".join(f"{n}:" for n in (*_KEYS_BY_NAMESPACE, *sorted(OPEN_NAMESPACES)))
+            problems.append(f"{key}: unknown key; nothing reads the namespace {namespace!r}; allowed: keys of {read}")
+    return suggested
+
+
 def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     """Validate the whole stack config; raise SettingsError listing every problem."""
     problems: list[str] = []
     prefix = f"{PROJECT}:"
-    for full_key in sorted(raw):
-        if full_key.startswith(prefix) and full_key[len(prefix) :] not in _SECTIONS:
-            problems.append(f"{full_key}: unknown key; allowed keys are " + ", ".join(prefix + k for k in _SECTIONS))
+    suggested = _check_keys(raw, problems)
 
     parsed: dict[str, Any] = {}
     for key, (model, required) in _SECTIONS.items():
@@ -659,17 +785,17 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
             value = {}
         if model is None:
             if not isinstance(value, str) or not value:
-                problems.append(f"{full_key}: {_show(value)} must be a non-empty string")
+                problems.append(f"{full_key}: must be a non-empty string, not {_show(value)}")
                 continue
             parsed[key] = value
             continue
         if not isinstance(value, Mapping):
-            problems.append(f"{full_key}: {_show(value)} must be an object (a YAML map)")
+            problems.append(f"{full_key}: must be a map of keys (YAML key: value lines), not {_show(value)}")
             continue
         try:
             parsed[key] = model.model_validate(value)
         except ValidationError as error:
-            problems.extend(_pydantic_problems(full_key, error))
+            problems.extend(_pydantic_problems(full_key, model, error))
 
     cloud = parsed.get("cloud")
     if cloud is not None and cloud not in SUPPORTED_CLOUDS:
@@ -702,7 +828,9 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     if cloud is not None and derived is not None:
         _check_alert_windows(cloud, role, parsed, derived, problems)
     if problems:
-        raise SettingsError(problems)
+        raise SettingsError(
+            [p for p in problems if not any(p.startswith(f"{k}: is required but missing") for k in suggested)]
+        )
 
     postgres_map: _PostgresMap = parsed["postgres"]
     return Settings(
@@ -727,26 +855,32 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
 
 
 def _gcp_config(raw: Mapping[str, Any], problems: list[str]) -> GcpConfig | None:
-    try:
-        return GcpConfig.model_validate({"project": raw.get("gcp:project"), "region": raw.get("gcp:region")})
-    except ValidationError as error:
-        for item in error.errors():
-            field = item["loc"][0]
-            if item["type"] in ("missing", "string_type") and item.get("input") is None:
-                problems.append(f"gcp:{field}: is required but missing (pulumi config set gcp:{field} ...)")
-            else:
-                problems.append(f"gcp:{field}: {_show(item.get('input'))} {item['msg'].removeprefix('Value error, ')}")
-    return None
+    ok = True
+    for field in ("project", "region"):
+        value = raw.get(f"gcp:{field}")
+        if value is None or value == "":
+            problems.append(f"gcp:{field}: is required but missing (pulumi config set gcp:{field} ...)")
+            ok = False
+        elif not isinstance(value, str):
+            problems.append(f"gcp:{field}: must be a string, not {_show(value)}")
+            ok = False
+        elif field == "region" and (problem := _region_problem("gcp", value)):
+            problems.append(f"gcp:region: {problem}")
+            ok = False
+    return GcpConfig(project=raw["gcp:project"], region=raw["gcp:region"]) if ok else None
 
 
 def _aws_config(raw: Mapping[str, Any], parsed: dict[str, Any], problems: list[str]) -> AwsConfig | None:
     region = raw.get("aws:region")
     ok = True
-    if not isinstance(region, str) or not region:
+    if region is None or region == "":
         problems.append("aws:region: is required but missing (pulumi config set aws:region ...)")
         ok = False
-    elif not _AWS_REGION.match(region):
-        problems.append(f"aws:region: {_show(region)} must be an AWS region such as us-east-1")
+    elif not isinstance(region, str):
+        problems.append(f"aws:region: must be a string, not {_show(region)}")
+        ok = False
+    elif problem := _region_problem("aws", region):
+        problems.append(f"aws:region: {problem}")
         ok = False
     if f"{PROJECT}:aws" not in raw:
         problems.append(f"{PROJECT}:aws: is required but missing when cloud is aws (clusterName, restoreRoleArns)")
@@ -776,8 +910,8 @@ def _check_cloud_specific(cloud: str, raw: Mapping[str, Any], parsed: dict[str, 
         allowed = HISTORICAL_STORAGE_CLASSES[cloud]
         if storage.historical_storage_class is not None and storage.historical_storage_class not in allowed:
             problems.append(
-                f"{PROJECT}:storage.historicalStorageClass: {storage.historical_storage_class!r} is not a {cloud} "
-                f"storage class; allowed: {', '.join(allowed)}"
+                f"{PROJECT}:storage.historicalStorageClass: {storage.historical_storage_class!r} is not "
+                f"{CLOUD_NAMES[cloud]} storage class; allowed: {', '.join(allowed)}"
             )
         if cloud == "gcp" and storage.object_lock_mode is not None:
             problems.append(
@@ -943,27 +1077,21 @@ def _check_dr(cloud: str, role: str, dr: DrConfig | None, primary: str | None, p
             problems.append(f"{key}.{alias}: is for DR stacks (sv-backups:role: dr); remove it from a primary stack")
     if dr.region is None:
         problems.append(f"{key}.region: is required but missing (the region every backup is copied to)")
-    elif primary is not None:
-        _check_regions(cloud, dr.region, primary, problems)
-
-
-def _check_regions(cloud: str, dr_region: str, primary: str, problems: list[str]) -> None:
-    provider_key = f"{cloud}:region"
-    pattern, example = (_GCP_REGION, "europe-west3") if cloud == "gcp" else (_AWS_REGION, "us-west-2")
-    if dr_region == primary:
+    elif problem := _region_problem(cloud, dr.region):
+        problems.append(f"{key}.region: {problem}")
+    elif dr.region == primary:
+        example = next(r for r in _DR_EXAMPLES[cloud] if r != primary)
         problems.append(
-            f"{PROJECT}:dr.region: {dr_region!r} is the primary region ({provider_key}); allowed: any other "
-            f"{cloud} region, e.g. {example}"
+            f"{key}.region: {dr.region!r} is the primary region ({cloud}:region); allowed: any other "
+            f"{cloud.upper()} region, e.g. {example}"
         )
-    elif not pattern.match(dr_region):
-        problems.append(f"{PROJECT}:dr.region: {dr_region!r} must be a {cloud} region such as {example}")
 
 
 def _check_aws_regions(parsed: dict[str, Any], primary: str, problems: list[str]) -> None:
     """AWS resources that must be in (or out of) a given region."""
     dr: DrConfig | None = parsed.get("dr")
     if dr is not None and dr.region == primary:
-        dr = None  # reported once, by _check_regions
+        dr = None  # reported once, by _check_dr
     postgres: _PostgresMap | None = parsed.get("postgres")
     for role in ROLES:
         instance = getattr(postgres, role, None) if postgres else None

@@ -105,6 +105,57 @@ def _regional(region: str) -> BucketPlacement:
     return BucketPlacement(region.upper(), (), region)
 
 
+# The GCP regions a stack may name (gcp:region, dr.region, a Cloud SQL instance's region). Kept by hand: the
+# provider SDK has no list (it passes the name to the API, which refuses an unknown region only at `pulumi up`).
+# Source: Google Cloud's region tables (https://cloud.google.com/compute/docs/regions-zones), compiled 2026-12-06;
+# add a region here when Google opens one.
+GCP_REGIONS = frozenset(
+    {
+        "africa-south1",
+        "asia-east1",
+        "asia-east2",
+        "asia-northeast1",
+        "asia-northeast2",
+        "asia-northeast3",
+        "asia-south1",
+        "asia-south2",
+        "asia-southeast1",
+        "asia-southeast2",
+        "australia-southeast1",
+        "australia-southeast2",
+        "europe-central2",
+        "europe-north1",
+        "europe-north2",
+        "europe-southwest1",
+        "europe-west1",
+        "europe-west10",
+        "europe-west12",
+        "europe-west2",
+        "europe-west3",
+        "europe-west4",
+        "europe-west6",
+        "europe-west8",
+        "europe-west9",
+        "me-central1",
+        "me-central2",
+        "me-west1",
+        "northamerica-northeast1",
+        "northamerica-northeast2",
+        "northamerica-south1",
+        "southamerica-east1",
+        "southamerica-west1",
+        "us-central1",
+        "us-east1",
+        "us-east4",
+        "us-east5",
+        "us-south1",
+        "us-west1",
+        "us-west2",
+        "us-west3",
+        "us-west4",
+    }
+)
+
 # Bucket locations whose data GCS itself keeps in more than one region: the multi-regions and the predefined
 # dual-regions (a configurable dual-region is a multi-region location with two data locations).
 MULTI_REGION_LOCATIONS = frozenset({"EU", "US", "ASIA"})

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from pulumi.errors import RunError
 
 from engines.offline_plan import PlanMocks, main_program, plan_program, stack_config
@@ -69,3 +72,68 @@ def test_invalid_aws_config_declares_nothing(stack_config_map, mutate, message):
         plan_program(main_program(ROOT), stack_config(config, project="sv-backups", stack="aws-prod"), mocks=mocks)
     assert message in str(error.value)
     assert [t for t in mocks.declared if t != "pulumi:pulumi:Stack"] == []
+
+
+# --- scripts/plan.py --config-file on a broken copy of a shipped stack: exit 2, one message, no traceback ----------
+
+
+def _plan_broken_copy(tmp_path: Path, stack: str, mutate) -> tuple[int, list[str], str]:
+    """Plan a copy of stacks/Pulumi.<stack>.yaml after `mutate(config)`: (exit code, problem lines, all output)."""
+    document = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text())
+    mutate(document["config"])
+    path = tmp_path / f"Pulumi.{stack}-broken.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--config-file", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    header, *problems = run.stderr.splitlines()
+    assert "has an invalid configuration; nothing was declared" in header, run.stderr
+    return run.returncode, problems, run.stdout + run.stderr
+
+
+def _set(section: str, key: str, value: str):
+    def mutate(config):
+        config[section][key] = value
+
+    return mutate
+
+
+def _rename(old: str, new: str):
+    def mutate(config):
+        config[new] = config.pop(old)
+
+    return mutate
+
+
+def _set_rds_region(config):
+    config["sv-backups:postgres"]["sequencer"]["region"] = "ap-northeast-1a"
+
+
+@pytest.mark.parametrize(
+    ("stack", "mutate", "key"),
+    [
+        ("aws-prod", lambda c: c.update({"aws:region": "us-east-9"}), "aws:region"),
+        ("dev", _set("sv-backups:dr", "region", "us-central9"), "sv-backups:dr.region"),
+        ("aws-prod", _set_rds_region, "sv-backups:postgres.sequencer.region"),
+        ("dev", _rename("sv-backups:retention", "sv-backup:retention"), "sv-backup:retention"),
+        ("prod", _rename("sv-backups:node", "svbackups:node"), "svbackups:node"),
+        ("aws-prod", lambda c: c.update({"kubernetes:contxt": "eks-prod"}), "kubernetes:contxt"),
+    ],
+    ids=[
+        "aws-region-typo",
+        "dr-region-typo",
+        "rds-region-is-a-zone",
+        "project-prefix-typo",
+        "required-section-under-a-misspelt-prefix",
+        "kubernetes-key-typo",
+    ],
+)
+def test_plan_refuses_a_broken_stack_with_one_message(tmp_path, stack, mutate, key):
+    code, problems, output = _plan_broken_copy(tmp_path, stack, mutate)
+    assert code == 2
+    assert len(problems) == 1 and problems[0].startswith(f"{key}: "), problems
+    assert "Traceback" not in output

@@ -144,7 +144,10 @@ def test_dr_region_must_be_a_region():
     raw = raw_config("dev")
     raw["sv-backups:dr"]["region"] = "Europe West"
     [problem] = problems_of(raw)
-    assert problem == "sv-backups:dr.region: 'Europe West' must be a gcp region such as europe-west3"
+    assert problem == (
+        "sv-backups:dr.region: 'Europe West' is not a GCP region; did you mean 'europe-west1'? "
+        "(allowed: the regions listed in rules/gcp_locations.py)"
+    )
 
 
 def test_client_secret_never_in_messages():
@@ -321,7 +324,7 @@ def test_aws_problems_each_get_one_message():
         [
             "sv-backups:postgres.participant.instance: is required but missing",
             "sv-backups:postgres.sequencer.kind: 'cloudsql' is not available on aws; allowed: 'in-cluster' or 'rds'",
-            "sv-backups:dr.region: 'us-east-1' is the primary region (aws:region); allowed: any other aws region, "
+            "sv-backups:dr.region: 'us-east-1' is the primary region (aws:region); allowed: any other AWS region, "
             "e.g. us-west-2",
         ]
     )
@@ -351,7 +354,7 @@ def test_aws_problems_each_get_one_message():
             ),
             "are not an SNS topic ARN",
         ),
-        (lambda r: r.update({"aws:region": "US East"}), "must be an AWS region such as us-east-1"),
+        (lambda r: r.update({"aws:region": "US East"}), "'US East' is not an AWS region; did you mean 'us-east-1'?"),
     ],
 )
 def test_invalid_aws_configs(mutate, expected):
