@@ -121,6 +121,7 @@ GCP_REGIONS = frozenset(
         "asia-south2",
         "asia-southeast1",
         "asia-southeast2",
+        "asia-southeast3",  # Bangkok
         "australia-southeast1",
         "australia-southeast2",
         "europe-central2",
