@@ -101,9 +101,9 @@ def _validate(config: offline_plan.StackConfig) -> list[str]:
 
 
 def _policy_checks(plan: dict) -> tuple[str, int] | None:
-    if not (ROOT / "scripts" / "policy_check.py").is_file():
+    if not (ROOT / "engines" / "policy_check.py").is_file():
         return None
-    module = importlib.import_module("scripts.policy_check")
+    module = importlib.import_module("engines.policy_check")
     return module.run_policy_checks(plan)
 
 
