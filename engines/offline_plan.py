@@ -5,7 +5,7 @@ No Pulumi CLI, provider plugin, cloud or passphrase is involved. The program run
 RegisterResource goes to `RecordingMonitor`, which keeps the raw request, and to `PlanMocks`, which
 answers with stable ids and the few computed outputs the program reads.
 
-Used by scripts/plan.py (the CLI) and by the tests (fixtures in tests/program/conftest.py):
+Used by engines/plan_stacks.py (the plan command's run) and by the tests (fixtures in tests/program/conftest.py):
 
     config = load_stack_file(Path("stacks/Pulumi.dev.yaml"), project="sv-backups", stack="dev")
     result = plan_program(main_program(ROOT), config)     # or any zero-argument callable

@@ -15,6 +15,7 @@ import pytest
 
 from components import program as program_module
 from components.settings import load_settings
+from engines import plan_stacks, policy_check
 from engines.offline_plan import load_stack_file, main_program, run_program, stack_config
 from scripts import bench_plan
 from scripts import plan as cli
@@ -50,7 +51,7 @@ def _tree(directory: Path) -> dict[str, str]:
 
 
 def test_stacks_planned_in_one_process_equal_each_planned_alone(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_policy_checks", lambda plan: None)
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: ("", plan_stacks.EXIT_OK))
     first, second = bench_plan.node_stack_files(PROD, 2, tmp_path)
     both, alone = tmp_path / "both", tmp_path / "alone"
     assert cli.main(["--jobs", "1", "--config-file", str(first), "--config-file", str(second), "--out", str(both)]) == 0
@@ -69,14 +70,15 @@ def test_stacks_planned_in_one_process_equal_each_planned_alone(tmp_path, monkey
 _PLAN_SAYING_WHERE = """
 import os, sys
 sys.path.insert(0, {root!r})
+from engines import plan_stacks
 from scripts import plan as cli
 FIRST = os.getpid()
-plan_stack = cli._plan_stack
+plan_stack = plan_stacks._plan_stack
 def saying_where(stack, *args, **kwargs):
     {fault}
     print("planned", stack, "here" if os.getpid() == FIRST else "in a copy")
     return plan_stack(stack, *args, **kwargs)
-cli._plan_stack = saying_where
+plan_stacks._plan_stack = saying_where
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -122,13 +124,14 @@ def test_a_stack_whose_copy_dies_or_fails_is_reported_and_the_others_are_planned
 
 def test_the_worst_stack_decides_the_exit_code(tmp_path, monkeypatch, capsys):
     """A stack not planned (2) outranks another's failed policy (3): 3 must keep meaning "every plan written"."""
-    monkeypatch.setattr(cli, "_policy_checks", lambda plan: ("a mandatory policy failed", cli.EXIT_POLICY))
+    failed = ("a mandatory policy failed", plan_stacks.EXIT_POLICY)
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: failed)
     first, second = bench_plan.node_stack_files(PROD, 2, tmp_path)
     second.write_text(second.read_text().replace("name: sv-2", "name: Not A Node"))
     argv = ["--jobs", "1", "--out", str(tmp_path / "out"), "--config-file", str(first), "--config-file", str(second)]
-    assert cli.main(argv) == cli.EXIT_CONFIG
+    assert cli.main(argv) == plan_stacks.EXIT_CONFIG
     assert "a mandatory policy failed" in capsys.readouterr().out
-    assert cli.main(argv[:-2]) == cli.EXIT_POLICY
+    assert cli.main(argv[:-2]) == plan_stacks.EXIT_POLICY
 
 
 @pytest.mark.parametrize("jobs", ["0", "-1", "two"])
