@@ -5,7 +5,7 @@ No Pulumi CLI, provider plugin, cloud or passphrase is involved. The program run
 RegisterResource goes to `RecordingMonitor`, which keeps the raw request, and to `PlanMocks`, which
 answers with stable ids and the few computed outputs the program reads.
 
-Used by scripts/plan.py (the CLI) and by the tests (fixtures in tests/program/conftest.py):
+Used by engines/plan_stacks.py (the plan command's run) and by the tests (fixtures in tests/program/conftest.py):
 
     config = load_stack_file(Path("stacks/Pulumi.dev.yaml"), project="sv-backups", stack="dev")
     result = plan_program(main_program(ROOT), config)     # or any zero-argument callable
@@ -671,7 +671,7 @@ def run_program(
     runs never leak into one another nor into the caller's Pulumi state. Exceptions from the program (or
     the mocks) are raised here, after the engine has drained. `stack_references` (stack name -> outputs)
     answers the program's StackReference reads when `mocks` is not given. `process_goes_on=False` (a caller
-    that exits right after, as the language host's process does: scripts/bench_plan.py) leaves the collector
+    that exits right after, as the language host's process does: benchmarks/plan.py) leaves the collector
     as the program set it.
     """
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline-plan") as pool:

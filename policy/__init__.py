@@ -2,5 +2,5 @@
 
 Import-safe on purpose: importing `policy` or any rule module builds policy objects only. The gRPC server
 starts in `policy/__main__.py` alone (what `pulumi preview --policy-pack policy` runs), so the offline checker
-(`scripts/policy_check.py`) and the tests drive the very same rule objects without a Pulumi CLI.
+(`engines/policy_check.py`) and the tests drive the very same rule objects without a Pulumi CLI.
 """

@@ -26,7 +26,7 @@ from .clouds import Cloud
 PACK_NAME = "sv-backups"
 PACK_DIR = Path(__file__).resolve().parent
 # Per-stack enforcement: `pulumi preview --policy-pack policy --policy-pack-config policy/config/<stack>.json`;
-# scripts/policy_check.py picks the same file for the plan's stack.
+# engines/policy_check.py picks the same file for the plan's stack.
 CONFIG_DIR = PACK_DIR / "config"
 
 # The clouds the cloud-neutral rules (coverage_rules.py) know: each stack is held to the profiles of the clouds

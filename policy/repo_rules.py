@@ -2,7 +2,7 @@
 
 CrossGuard runs a pack on one stack at a time and shows it that stack's resources only, so "some other stack
 stands in for this one" cannot be a pack rule. It is a rule over the repository instead, run where the whole
-repository is at hand: by scripts/policy_check.py (and so `make plan` and every pull request's offline policy
+repository is at hand: by engines/policy_check.py (and so `make plan` and every pull request's offline policy
 job) on each plan whose policy config sets `production-dr.requireDrStack`, and by tests/policy/test_repo_rules.py
 over every shipped stack. The per-stack half (policy/dr_rules.py) checks what one stack can see: its bucket names
 a DR region that holds a copy.

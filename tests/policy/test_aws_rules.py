@@ -892,7 +892,7 @@ def test_region_comes_from_the_provider_when_a_resource_has_none(plan_copy):
 def test_policy_documents_known_only_after_deployment_are_notes(plan_copy):
     """A policy built from ARNs of resources created in the same update is unknown during preview: the rules that
     need it say so (a note), they neither pass nor fail on it."""
-    from scripts.policy_check import evaluate
+    from engines.policy_check import evaluate
 
     plan = h.pin_images(plan_copy("aws-prod"))
     h.bucket_side(plan, BUCKET_POLICY)["inputs"]["policy"] = "[unknown]"

@@ -9,8 +9,8 @@ import sys
 import pytest
 from pulumi_policy import EnforcementLevel
 
+from engines.policy_check import PolicyConfigError, evaluate, resolve_config, run_policy_checks
 from policy.catalog import CONFIG_DIR, POLICIES
-from scripts.policy_check import PolicyConfigError, evaluate, resolve_config, run_policy_checks
 
 from . import helpers as h
 from .conftest import REPO, STACKS

@@ -19,9 +19,9 @@ import pytest
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
+from engines.policy_check import _providers, resolve_config
 from policy.catalog import CONFIG_DIR, POLICIES
 from policy.props import plain
-from scripts.policy_check import _providers, resolve_config
 
 from . import helpers as h
 from .conftest import REPO, STACKS

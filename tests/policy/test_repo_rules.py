@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from engines.policy_check import EnforcementLevel, evaluate
 from policy.catalog import CONFIG_DIR
 from policy.repo_rules import dr_stack_problems, production_stacks, requires_dr_stack
-from scripts.policy_check import EnforcementLevel, evaluate
 
 from . import helpers as h
 from .conftest import REPO

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from engines.policy_check import evaluate, run_policy_checks
 from policy.catalog import POLICIES
 from policy.props import pod_spec
-from scripts.policy_check import evaluate, run_policy_checks
 
 from . import helpers as h
 from .conftest import STACKS
@@ -1082,7 +1082,7 @@ def test_values_unknown_during_preview(plan_copy):
 
 
 def test_policy_config_defaults_come_from_the_schemas():
-    from scripts.policy_check import resolve_config
+    from engines.policy_check import resolve_config
 
     resolved = resolve_config(None)
     assert resolved["backup-schedule-max-gap"][1] == {"maxGapHours": 4}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engines.offline_plan import PROJECT_NUMBER
-from scripts.policy_check import run_policy_checks
+from engines.policy_check import run_policy_checks
 
 BUCKET = "gcp:storage/bucket:Bucket"
 TRANSFER_JOB = "gcp:storage/transferJob:TransferJob"

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.plan import node_stack_files
 from components import program as program_module
 from components.settings import load_settings
+from engines import plan_stacks, policy_check
 from engines.offline_plan import load_stack_file, main_program, run_program, stack_config
-from scripts import bench_plan
 from scripts import plan as cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ PROD = ROOT / "stacks" / "Pulumi.prod.yaml"
 
 
 def test_node_stacks_are_prod_with_the_node_renamed(tmp_path):
-    files = bench_plan.node_stack_files(PROD, 3, tmp_path)
+    files = node_stack_files(PROD, 3, tmp_path)
     assert [f.name for f in files] == [f"Pulumi.prod-sv-{i}.yaml" for i in (1, 2, 3)]
     settings = []
     for path in files:
@@ -42,7 +43,7 @@ def test_a_source_without_node_sv_1_is_refused(tmp_path):
     source = tmp_path / "Pulumi.other.yaml"
     source.write_text("config:\n  sv-backups:node:\n    name: sv-7\n    namespace: sv\n")
     with pytest.raises(SystemExit, match=r"sv-backups:node\.name sv-1"):
-        bench_plan.node_stack_files(source, 2, tmp_path)
+        node_stack_files(source, 2, tmp_path)
 
 
 def _tree(directory: Path) -> dict[str, str]:
@@ -50,8 +51,8 @@ def _tree(directory: Path) -> dict[str, str]:
 
 
 def test_stacks_planned_in_one_process_equal_each_planned_alone(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_policy_checks", lambda plan: None)
-    first, second = bench_plan.node_stack_files(PROD, 2, tmp_path)
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: ("", plan_stacks.EXIT_OK))
+    first, second = node_stack_files(PROD, 2, tmp_path)
     both, alone = tmp_path / "both", tmp_path / "alone"
     assert cli.main(["--jobs", "1", "--config-file", str(first), "--config-file", str(second), "--out", str(both)]) == 0
     out = capsys.readouterr().out
@@ -69,14 +70,15 @@ def test_stacks_planned_in_one_process_equal_each_planned_alone(tmp_path, monkey
 _PLAN_SAYING_WHERE = """
 import os, sys
 sys.path.insert(0, {root!r})
+from engines import plan_stacks
 from scripts import plan as cli
 FIRST = os.getpid()
-plan_stack = cli._plan_stack
+plan_stack = plan_stacks._plan_stack
 def saying_where(stack, *args, **kwargs):
     {fault}
     print("planned", stack, "here" if os.getpid() == FIRST else "in a copy")
     return plan_stack(stack, *args, **kwargs)
-cli._plan_stack = saying_where
+plan_stacks._plan_stack = saying_where
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -89,7 +91,7 @@ def _plan_saying_where(files, out: Path, jobs: int, fault: str = "pass") -> subp
 
 @pytest.mark.slow
 def test_stacks_planned_in_forked_copies_equal_those_planned_one_after_the_other(tmp_path):
-    files = bench_plan.node_stack_files(PROD, 3, tmp_path)
+    files = node_stack_files(PROD, 3, tmp_path)
     files[2].write_text(files[2].read_text().replace("name: sv-3", "name: Not A Node"))  # refused, as alone
     forked = _plan_saying_where(files, tmp_path / "forked", jobs=2)
     here = _plan_saying_where(files, tmp_path / "here", jobs=1)
@@ -108,7 +110,7 @@ def test_stacks_planned_in_forked_copies_equal_those_planned_one_after_the_other
 
 @pytest.mark.slow
 def test_a_stack_whose_copy_dies_or_fails_is_reported_and_the_others_are_planned(tmp_path):
-    files = bench_plan.node_stack_files(PROD, 4, tmp_path)
+    files = node_stack_files(PROD, 4, tmp_path)
     fault = "if stack == 'prod-sv-2': os._exit(9)\n    if stack == 'prod-sv-3': raise RuntimeError('a bug of ours')"
     done = _plan_saying_where(files, tmp_path / "out", jobs=2, fault=fault)
     assert done.returncode == 1
@@ -122,13 +124,14 @@ def test_a_stack_whose_copy_dies_or_fails_is_reported_and_the_others_are_planned
 
 def test_the_worst_stack_decides_the_exit_code(tmp_path, monkeypatch, capsys):
     """A stack not planned (2) outranks another's failed policy (3): 3 must keep meaning "every plan written"."""
-    monkeypatch.setattr(cli, "_policy_checks", lambda plan: ("a mandatory policy failed", cli.EXIT_POLICY))
-    first, second = bench_plan.node_stack_files(PROD, 2, tmp_path)
+    failed = ("a mandatory policy failed", plan_stacks.EXIT_POLICY)
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: failed)
+    first, second = node_stack_files(PROD, 2, tmp_path)
     second.write_text(second.read_text().replace("name: sv-2", "name: Not A Node"))
     argv = ["--jobs", "1", "--out", str(tmp_path / "out"), "--config-file", str(first), "--config-file", str(second)]
-    assert cli.main(argv) == cli.EXIT_CONFIG
+    assert cli.main(argv) == plan_stacks.EXIT_CONFIG
     assert "a mandatory policy failed" in capsys.readouterr().out
-    assert cli.main(argv[:-2]) == cli.EXIT_POLICY
+    assert cli.main(argv[:-2]) == plan_stacks.EXIT_POLICY
 
 
 @pytest.mark.parametrize("jobs", ["0", "-1", "two"])
@@ -140,7 +143,7 @@ def test_jobs_must_be_a_positive_whole_number(jobs, capsys):
 
 
 def test_the_same_stack_twice_is_refused(tmp_path, capsys):
-    (first,) = bench_plan.node_stack_files(PROD, 1, tmp_path)
+    (first,) = node_stack_files(PROD, 1, tmp_path)
     assert cli.main(["--config-file", str(first), "--stack", "prod-sv-1", "--out", str(tmp_path / "o")]) == 2
     assert "'prod-sv-1' given twice" in capsys.readouterr().err
 
