@@ -1,6 +1,6 @@
 """The failover runbook as data: from the DR stack's facts and one chosen set, the exact commands, in order.
 
-Pure (no I/O): scripts/failover.py reads the facts, chooses and verifies the set, prints this plan and runs
+Pure (no I/O): jobs/failover.py reads the facts, chooses and verifies the set, prints this plan and runs
 the steps that carry `run`. Order (Splice "Restoring a full SV node from backups"): scale every SV component
 to 0; restore every database from the one set; restore the CometBFT volume from its DR snapshot copy; fetch
 the identities dump; scale back to 1; turn the DR stack's backup CronJobs on.

@@ -23,9 +23,6 @@ The plan goes to stdout, progress to stderr. Exit codes: 0 plan printed (and eve
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,21 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from jobs.destinations import open_destination  # noqa: E402
-from jobs.failover_plan import (  # noqa: E402
-    ChosenSet,
-    DrFacts,
-    FactsError,
-    build_plan,
-    render,
-    resolve_facts,
-)
-from jobs.identities import shape_problems, summary  # noqa: E402
-from jobs.pgsets import complete_sets, verify_set  # noqa: E402
-from jobs.secret_readers import newest, open_reader  # noqa: E402
-from rules.manifest import check_role, check_set_id, parse_time  # noqa: E402
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from jobs.failover import fail_over  # noqa: E402
+from rules.manifest import check_role, check_set_id  # noqa: E402
 
 
 def _role_url(text: str) -> tuple[str, str]:
@@ -126,141 +110,31 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def say(message: str) -> None:
-    print(f"failover: {message}", file=sys.stderr, flush=True)
-
-
-def load_outputs(args: argparse.Namespace) -> dict:
-    if args.dr_stack_outputs:
-        try:
-            value = json.loads(args.dr_stack_outputs.read_text())
-        except (OSError, ValueError) as exc:
-            raise FactsError(f"--dr-stack-outputs {args.dr_stack_outputs}: {exc}") from None
-    elif args.dr_stack:
-        try:
-            done = subprocess.run(
-                ["pulumi", "stack", "output", "--json", "--stack", args.dr_stack],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise FactsError(
-                "--dr-stack: the pulumi CLI is not installed here; save `pulumi stack output --json --stack "
-                f"{args.dr_stack}` where it is and pass --dr-stack-outputs FILE"
-            ) from None
-        if done.returncode != 0:
-            raise FactsError(f"--dr-stack {args.dr_stack}: pulumi stack output failed: {done.stderr.strip()}")
-        try:
-            value = json.loads(done.stdout)
-        except ValueError:
-            raise FactsError(f"--dr-stack {args.dr_stack}: pulumi stack output did not print JSON") from None
-    else:
-        return {}
-    if not isinstance(value, dict):
-        raise FactsError("the DR stack outputs must be a JSON object (pulumi stack output --json)")
-    if isinstance(value.get("outputs"), dict) and isinstance(value.get("resources"), list):
-        # The offline plan of the DR stack (scripts/plan.py --stack <dr> writes plan.json): its stack outputs.
-        return value["outputs"]
-    return value
-
-
-def choose_set(facts: DrFacts, set_id: str | None) -> ChosenSet | None:
-    """The newest complete set (of the migration id) that verifies; failures are reported and skipped."""
-    dest = open_destination(facts.dr_url)
-    candidates = complete_sets(dest, migration_id=facts.migration_id)
-    if set_id:
-        candidates = [(prefix, manifest) for prefix, manifest in candidates if manifest["set_id"] == set_id]
-    scope = f"migration id {facts.migration_id}" if facts.migration_id is not None else "any migration id"
-    if not candidates:
-        say(f"no complete set {'named ' + set_id + ' ' if set_id else ''}in {facts.dr_url} ({scope})")
-        return None
-    for prefix, _ in candidates:
-        say(f"verifying {dest.describe(prefix)} (every object is read and hashed)")
-        manifest, errors = verify_set(dest, prefix)
-        if errors:
-            say(f"{dest.describe(prefix)} does not verify: {'; '.join(errors)}")
-            continue
-        return ChosenSet(
-            url=dest.describe(prefix),
-            set_id=manifest["set_id"],
-            migration_id=manifest["migration_id"],
-            tier=prefix.split("/")[0],
-            created_at=parse_time(manifest["created_at"]),
-            databases=tuple((db["role"], db["database"]) for db in manifest["databases"]),
-        )
-    say(f"none of the {len(candidates)} complete set(s) in {facts.dr_url} verifies")
-    return None
-
-
-def fetch_identities(url: str, out: Path) -> None:
-    """Newest version, shape-checked, to a new private file. Only public facts are printed."""
-    version, payload = newest(open_reader(url))
-    try:
-        document = json.loads(payload)
-    except ValueError:
-        raise RuntimeError(f"{version.name} is not JSON") from None
-    problems = shape_problems(document)
-    if problems:
-        raise RuntimeError(f"{version.name} is not a valid identities dump: {'; '.join(problems)}")
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as stream:
-        stream.write(payload)
-    say(
-        f"identities dump {version.name} ({version.created_at.isoformat()}) written to {out}: "
-        f"{json.dumps(summary(document))}"
-    )
-
-
-def execute(steps, facts: DrFacts, chosen: ChosenSet, args: argparse.Namespace) -> int:
-    missing = [role for role in chosen.roles if role not in facts.targets]
-    if missing:
-        say(f"--execute restores only into servers you name: pass --pg ROLE=URL for {', '.join(missing)}")
-        return EXIT_USAGE
-    for number, step in enumerate(steps, start=1):
-        if step.run is None:
-            continue
-        say(f"running step {number}: {step.title}")
-        argv = [sys.executable, *step.run[1:]] if step.run[0] == "python" else step.run
-        if subprocess.run(argv, cwd=ROOT, check=False).returncode != 0:
-            say(f"step {number} failed; stopping (nothing after it was run)")
-            return EXIT_FAILED
-    if args.identities_out:
-        if not facts.identities_secret_url:
-            say("--identities-out: no identities secret (pass --identities-secret URL)")
-            return EXIT_USAGE
-        try:
-            fetch_identities(facts.identities_secret_url, args.identities_out)
-        except Exception as exc:
-            say(f"fetching the identities failed: {type(exc).__name__}: {exc}")
-            return EXIT_FAILED
-    say("executed steps succeeded; run the others in order")
-    return EXIT_OK
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    try:
-        facts = resolve_facts(load_outputs(args), vars(args))
-    except FactsError as exc:
-        for line in str(exc).splitlines():
-            say(line)
-        return EXIT_USAGE
-    try:
-        chosen = choose_set(facts, args.set_id)
-    except Exception as exc:  # the DR store unreachable, a permission missing: one line, not a traceback
-        say(f"reading {facts.dr_url} failed: {type(exc).__name__}: {exc}")
-        return EXIT_FAILED
-    if chosen is None:
-        return EXIT_FAILED
-    try:
-        steps = build_plan(facts, chosen, restore_jobs=args.restore_jobs)
-    except FactsError as exc:
-        say(str(exc))
-        return EXIT_USAGE
-    sys.stdout.write(render(steps))
-    sys.stdout.flush()
-    return execute(steps, facts, chosen, args) if args.execute else EXIT_OK
+    return fail_over(
+        dr_stack_outputs=args.dr_stack_outputs,
+        dr_stack=args.dr_stack,
+        dr_url=args.dr_url,
+        cloud=args.cloud,
+        namespace=args.namespace,
+        node=args.node,
+        migration_id=args.migration_id,
+        serial_id=args.serial_id,
+        participant_deployment=args.participant_deployment,
+        context=args.context,
+        identities_secret=args.identities_secret,
+        cometbft_pvc=args.cometbft_pvc,
+        cometbft_storage_class=args.cometbft_storage_class,
+        cometbft_snapshot=args.cometbft_snapshot,
+        snapshot_project=args.snapshot_project,
+        region=args.region,
+        set_id=args.set_id,
+        pg=args.pg,
+        restore_jobs=args.restore_jobs,
+        execute=args.execute,
+        identities_out=args.identities_out,
+    )
 
 
 if __name__ == "__main__":

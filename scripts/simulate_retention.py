@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engines import offline_plan, retention_sim  # noqa: E402
-from rules.retention import format_duration, parse_duration  # noqa: E402
+from engines import retention_sim  # noqa: E402
+from engines.retention_stacks import simulate_stacks  # noqa: E402
+from rules.retention import parse_duration  # noqa: E402
 
 DEFAULT_SIZE = "participant=200GB,sequencer=300GB,apps=20GB,mediator=5GB"
 DEFAULT_GROWTH = "5%/month"
@@ -54,94 +55,54 @@ def _outage(text: str) -> retention_sim.Outage:
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="simulate_retention.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", action="append", required=True, help="stack name (stacks/Pulumi.<NAME>.yaml); "
-                        "repeat with --table")
+    parser.add_argument(
+        "--stack", action="append", required=True, help="stack name (stacks/Pulumi.<NAME>.yaml); repeat with --table"
+    )
     parser.add_argument("--years", type=float, default=2.0)
     parser.add_argument("--start", type=_date, default=datetime(2027, 1, 1, tzinfo=UTC))
     parser.add_argument("--size", default=DEFAULT_SIZE, help=f"ROLE=SIZE,... (default {DEFAULT_SIZE})")
     growth_default = DEFAULT_GROWTH.replace("%", "%%")  # argparse formats help with %
     parser.add_argument("--growth", default=DEFAULT_GROWTH, help=f"PERCENT%%/month or /year (default {growth_default})")
-    parser.add_argument("--cometbft-blocks", default=DEFAULT_COMETBFT_BLOCKS,
-                        help=f"bytes of blocks CometBFT writes per day (default {DEFAULT_COMETBFT_BLOCKS})")
-    parser.add_argument("--migration-change", type=_date, action="append", default=[],
-                        help="a synchronizer upgrade at this date: the migration id goes up by one (repeatable)")
-    parser.add_argument("--outage", type=_outage, action="append", default=[],
-                        help="START:DURATION during which every backup run fails (repeatable)")
+    parser.add_argument(
+        "--cometbft-blocks",
+        default=DEFAULT_COMETBFT_BLOCKS,
+        help=f"bytes of blocks CometBFT writes per day (default {DEFAULT_COMETBFT_BLOCKS})",
+    )
+    parser.add_argument(
+        "--migration-change",
+        type=_date,
+        action="append",
+        default=[],
+        help="a synchronizer upgrade at this date: the migration id goes up by one (repeatable)",
+    )
+    parser.add_argument(
+        "--outage",
+        type=_outage,
+        action="append",
+        default=[],
+        help="START:DURATION during which every backup run fails (repeatable)",
+    )
     parser.add_argument("--timing", choices=("jitter", "worst", "typical"), default="jitter")
     parser.add_argument("--goal", type=float, default=1.1, help="stored historical / minimum allowed (default 1.1)")
     parser.add_argument("--table", action="store_true", help="after the reports, a Markdown table, one row per stack")
     return parser.parse_args(argv)
 
 
-def load(stack: str):
-    """The stack's settings, read and validated exactly as scripts/plan.py does."""
-    from components.settings import load_settings
-
-    project = offline_plan.load_project(ROOT)
-    config = offline_plan.load_stack_file(project.stack_file(stack), project=project.name, stack=stack)
-    return load_settings(config.raw_config(), stack=stack)
-
-
-TABLE_HEAD = (
-    "| stack | cadence | sets: recent + historical (minimum) | stored / minimum: historical, all | stored at the "
-    "end (one copy) | per month: storage by class, replication | of it soft delete / old versions | CometBFT "
-    "snapshots: historical (minimum; with the 2x margin), storage / minimum's, per month | total per month |"
-    "\n|---|---|---|---|---|---|---:|---|---:|"
-)
-
-
-def table_row(result: retention_sim.Result) -> str:
-    ratios = f"{result.ratio:.2f}x, {result.all_sets_ratio:.2f}x" if result.ratio is not None else "pruning off"
-    stored = ", ".join(f"{cls} {retention_sim.gib(n)}" for cls, n in sorted(result.bytes_by_class.items()))
-    by_class = ", ".join(f"{cls} {retention_sim.money(v)}" for cls, v in sorted(result.monthly_cost.items()))
-    overhead = sum(result.monthly_overhead_cost.values())
-    return (
-        f"| {result.stack} | {format_duration(result.cadence)} | {result.recent} + {result.historical} "
-        f"({result.minimum}) | {ratios} | {stored} | {by_class}, replication "
-        f"{retention_sim.money(result.monthly_replication_cost)} | {retention_sim.money(overhead)} | "
-        f"{result.snapshot_historical} ({sum(result.minimum_snapshots.values())}; "
-        f"{sum(result.minimum_snapshots_margin.values())}), {result.snapshot_bytes_ratio:.2f}x, "
-        f"{retention_sim.money(result.snapshot_monthly_cost)} | "
-        f"{retention_sim.money(result.total_monthly_cost)} |"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
-    try:
-        sizes = retention_sim.SizeModel(retention_sim.parse_sizes(args.size), retention_sim.parse_growth(args.growth))
-        cometbft_per_day = retention_sim.parse_daily(args.cometbft_blocks)
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 2
-    ok = True
-    rows = []
-    for stack in args.stack:
-        try:
-            settings = load(stack)
-        except Exception as error:  # unreadable or invalid stack: the loader's own message
-            print(f"stack {stack}: {error}", file=sys.stderr)
-            return 2
-        options = retention_sim.Options(
-            years=args.years, start=args.start, sizes=sizes, migration_changes=sorted(args.migration_change),
-            outages=args.outage, timing=args.timing, cometbft_per_day=cometbft_per_day,
-        )
-        try:
-            result = retention_sim.simulate(settings, options)
-        except ValueError as error:
-            print(f"stack {stack}: {error}", file=sys.stderr)
-            return 2
-        # CometBFT's goal is on what its snapshots cost (bytes); the counts are reported beside it.
-        ok &= not result.audit_problems and not result.snapshot_problems
-        ok &= (result.ratio is None or result.ratio <= args.goal) and result.snapshot_bytes_ratio <= args.goal
-        print(retention_sim.report(result), flush=True)
-        print()
-        if args.table:
-            rows.append(table_row(result))
-    if args.table:
-        print(TABLE_HEAD)
-        print("\n".join(rows))
-    return 0 if ok else 1
+    return simulate_stacks(
+        stacks=args.stack,
+        years=args.years,
+        start=args.start,
+        size=args.size,
+        growth=args.growth,
+        cometbft_blocks=args.cometbft_blocks,
+        migration_changes=args.migration_change,
+        outages=args.outage,
+        timing=args.timing,
+        goal=args.goal,
+        table=args.table,
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 
 from jobs.destinations import open_destination
+from jobs.failover import choose_set
 from jobs.failover_plan import build_plan, resolve_facts, snapshot_query
 from scripts import failover
 from tests.jobs.replica_helpers import write_set
@@ -66,7 +67,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def plan_for(outputs: dict, **flags):
     facts = resolve_facts(outputs, flags)
-    chosen = failover.choose_set(facts, flags.get("set_id"))
+    chosen = choose_set(facts, flags.get("set_id"))
     return facts, chosen, build_plan(facts, chosen)
 
 

@@ -18,6 +18,7 @@ class Refuse:
         if name.split(".")[0] in ("pulumi", "pulumi_gcp", "pulumi_kubernetes", "pydantic", "yaml"):
             raise ImportError(f"{name} is not in the job image")
 sys.meta_path.insert(0, Refuse())
+import jobs.failover  # scripts/failover.py's run: no subcommand yet, but it must run on what the image has
 from jobs.__main__ import build_parser
 parser = build_parser()
 commands = sorted(parser._subparsers._group_actions[0].choices)

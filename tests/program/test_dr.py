@@ -253,9 +253,9 @@ def test_failover_needs_no_flag_beyond_the_dr_stacks_outputs(shipped_plan, tmp_p
 
 
 def test_failover_reads_the_dr_stacks_offline_plan_json(shipped_plan, tmp_path):
-    from scripts import failover
+    from jobs.failover import load_outputs
 
     plan = {"project": "sv-backups", "stack": "prod-dr", "resources": [], "outputs": shipped_plan("prod-dr").outputs}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    args = failover._arguments(["--dr-stack-outputs", str(tmp_path / "plan.json")])
-    assert failover.load_outputs(args)["cometbft"]["snapshotProject"] == "sv-prod-project"
+    outputs = load_outputs(dr_stack_outputs=tmp_path / "plan.json", dr_stack=None)
+    assert outputs["cometbft"]["snapshotProject"] == "sv-prod-project"

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from engines import retention_sim
-from scripts.simulate_retention import load
+from engines.retention_stacks import load
 from tests.stackfiles import raw_config, stack_names
 
 PRIMARY_STACKS = [s for s in stack_names() if raw_config(s).get("sv-backups:role", "primary") != "dr"]

@@ -56,7 +56,10 @@ INSERT INTO {p}_static_config SELECT 'k' || g, repeat(md5(g::text), 4) FROM gene
 
 # table -> (share of the target size, bytes per row with its indexes on PostgreSQL 15, batch INSERT, indexes)
 _TABLES = {
-    "contracts": (0.45, 605, """
+    "contracts": (
+        0.45,
+        605,
+        """
 INSERT INTO {p}_contracts
   SELECT '00' || md5(g::text) || md5((g * 7)::text), 'Splice.Amulet:Amulet' || (g % 17),
          'party-' || (g % 211) || '::1220' || md5((g % 211)::text),
@@ -67,9 +70,13 @@ INSERT INTO {p}_contracts
                                 ELSE 'null' END), 'UTF8'),
          g, timestamptz '2026-01-01' + g * interval '10 ms'
   FROM generate_series({lo}, {hi}) g""",
-                  "ALTER TABLE {p}_contracts ADD PRIMARY KEY (contract_id); "
-                  "CREATE INDEX ON {p}_contracts (owner_party, ledger_offset)"),
-    "events": (0.35, 411, """
+        "ALTER TABLE {p}_contracts ADD PRIMARY KEY (contract_id); "
+        "CREATE INDEX ON {p}_contracts (owner_party, ledger_offset)",
+    ),
+    "events": (
+        0.35,
+        411,
+        """
 INSERT INTO {p}_events
   SELECT g, md5((g / 3)::text), 'party-' || (g % 211) || '::1220' || md5((g % 211)::text),
          jsonb_build_object('kind', CASE WHEN g % 3 = 0 THEN 'created' ELSE 'exercised' END,
@@ -77,15 +84,20 @@ INSERT INTO {p}_events
                             'witnesses', jsonb_build_array('party-' || (g % 211), 'DSO'), 'round', g / 1000),
          timestamptz '2026-01-01' + g * interval '10 ms'
   FROM generate_series({lo}, {hi}) g""",
-               "ALTER TABLE {p}_events ADD PRIMARY KEY (event_sequential_id); "
-               "CREATE INDEX ON {p}_events (party, event_sequential_id)"),
-    "payloads": (0.20, 423, """
+        "ALTER TABLE {p}_events ADD PRIMARY KEY (event_sequential_id); "
+        "CREATE INDEX ON {p}_events (party, event_sequential_id)",
+    ),
+    "payloads": (
+        0.20,
+        423,
+        """
 INSERT INTO {p}_payloads
   SELECT g, sha256(int8send(g)),
          sha256(int8send(g)) || sha256(int8send(-g))
            || convert_to(repeat('Splice.DsoRules:VoteRequest/' || (g % 97) || ';', 6), 'UTF8')
   FROM generate_series({lo}, {hi}) g""",
-                 "ALTER TABLE {p}_payloads ADD PRIMARY KEY (id); CREATE UNIQUE INDEX ON {p}_payloads (digest)"),
+        "ALTER TABLE {p}_payloads ADD PRIMARY KEY (id); CREATE UNIQUE INDEX ON {p}_payloads (digest)",
+    ),
 }
 _BATCH_ROWS = 500_000
 
@@ -158,8 +170,14 @@ class Run:
 def run_job(args: list[str], env: dict[str, str], interval: float = 0.02) -> Run:
     """Run `python -m jobs ARGS`, sampling its process tree's RSS; returns time, memory and the outcome event."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", *args], cwd=Path(__file__).resolve().parents[1],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak = [0]
     done = threading.Event()
 
@@ -171,8 +189,10 @@ def run_job(args: list[str], env: dict[str, str], interval: float = 0.02) -> Run
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     stdout, stderr = [], []
-    readers = [threading.Thread(target=lambda s=s, o=o: o.append(s.read()), daemon=True)
-               for s, o in ((proc.stdout, stdout), (proc.stderr, stderr))]
+    readers = [
+        threading.Thread(target=lambda s=s, o=o: o.append(s.read()), daemon=True)
+        for s, o in ((proc.stdout, stdout), (proc.stderr, stderr))
+    ]
     for reader in readers:
         reader.start()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -197,40 +217,53 @@ def timed(fn) -> float:
 # ---------------------------------------------------------------------------------------------- the bench
 
 
-def main(opts) -> int:
-    sizes = sorted(opts.scale_sizes)
+def bench(*, sizes: list[float], apps_mb: float, repeat: int, workdir: Path | None) -> int:
+    """Build the fixture, measure, print the tables; returns the exit code (0 both targets met)."""
+    sizes = sorted(sizes)
     env = {**os.environ, "PGPASSWORD": PASSWORD, "PYTHONWARNINGS": "ignore"}
-    work = Path(tempfile.mkdtemp(prefix="sv-bench-scale-", dir=opts.workdir))
+    work = Path(tempfile.mkdtemp(prefix="sv-bench-scale-", dir=workdir))
     work.chmod(0o755)  # the servers run as another user (postgres) when this runs as root
     free = shutil.disk_usage(work).free
     needed = sum(sizes) * GB * 2.5 + 2 * GB  # data, WAL, the sets of one round and naive's dumps
     if free < needed:
-        print(f"{work}: {free / GB:.1f} GB free, about {needed / GB:.1f} GB needed; use smaller --scale-sizes",
-              file=sys.stderr)
+        print(
+            f"{work}: {free / GB:.1f} GB free, about {needed / GB:.1f} GB needed; use smaller --scale-sizes",
+            file=sys.stderr,
+        )
         return 2
     factory = ClusterFactory(work / "pg")
     try:
         apps, sequencer, mediator = factory("apps"), factory("sequencer"), factory("mediator")
         participants = {size: factory(f"participant-{size:g}") for size in sizes}
         started = time.monotonic()
-        load_fixture(apps, APPS_DB, "app", opts.apps_mb)
-        load_fixture(mediator, MEDIATOR_DB, "med", opts.apps_mb)
+        load_fixture(apps, APPS_DB, "app", apps_mb)
+        load_fixture(mediator, MEDIATOR_DB, "med", apps_mb)
         build_fixture(sequencer, SEQUENCER_DB, "seq", sizes[0])
         for size, cluster in participants.items():
             build_fixture(cluster, PARTICIPANT_DB, "par", size)
         apps_bytes = database_size(apps, APPS_DB)
         db_bytes = {size: apps_bytes + database_size(c, PARTICIPANT_DB) for size, c in participants.items()}
-        print(f"fixture built in {time.monotonic() - started:.0f}s: apps {apps_bytes / GB:.2f} GB; participant "
-              + ", ".join(f"{(db_bytes[s] - apps_bytes) / GB:.2f} GB" for s in sizes)
-              + f"; sequencer {database_size(sequencer, SEQUENCER_DB) / GB:.2f} GB, mediator "
-              f"{database_size(mediator, MEDIATOR_DB) / GB:.2f} GB; PostgreSQL {apps.psql('SHOW server_version')}; "
-              f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"fixture built in {time.monotonic() - started:.0f}s: apps {apps_bytes / GB:.2f} GB; participant "
+            + ", ".join(f"{(db_bytes[s] - apps_bytes) / GB:.2f} GB" for s in sizes)
+            + f"; sequencer {database_size(sequencer, SEQUENCER_DB) / GB:.2f} GB, mediator "
+            f"{database_size(mediator, MEDIATOR_DB) / GB:.2f} GB; PostgreSQL {apps.psql('SHOW server_version')}; "
+            f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
 
         pg_dump = str(PG_BIN / "pg_dump")
-        two = {size: ["--db", f"apps={apps.dsn(APPS_DB)}", "--db", f"participant={c.dsn(PARTICIPANT_DB)}"]
-               for size, c in participants.items()}
-        four = [*two[sizes[0]], "--db", f"sequencer={sequencer.dsn(SEQUENCER_DB)}",
-                "--db", f"mediator={mediator.dsn(MEDIATOR_DB)}"]
+        two = {
+            size: ["--db", f"apps={apps.dsn(APPS_DB)}", "--db", f"participant={c.dsn(PARTICIPANT_DB)}"]
+            for size, c in participants.items()
+        }
+        four = [
+            *two[sizes[0]],
+            "--db",
+            f"sequencer={sequencer.dsn(SEQUENCER_DB)}",
+            "--db",
+            f"mediator={mediator.dsn(MEDIATOR_DB)}",
+        ]
 
         def floor(size: float) -> None:
             for cluster, db in ((apps, APPS_DB), (participants[size], PARTICIPANT_DB)):
@@ -242,8 +275,9 @@ def main(opts) -> int:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             for cluster, db in ((apps, APPS_DB), (participants[size], PARTICIPANT_DB)):
-                subprocess.run([pg_dump, "-Fc", f"--file={out / db}.dump", f"--dbname={cluster.dsn(db)}"],
-                               check=True, env=env)
+                subprocess.run(
+                    [pg_dump, "-Fc", f"--file={out / db}.dump", f"--dbname={cluster.dsn(db)}"], check=True, env=env
+                )
             stored = sum(p.stat().st_size for p in out.iterdir())
             shutil.rmtree(out)
             return stored
@@ -259,38 +293,44 @@ def main(opts) -> int:
         sets: dict[float, list[Run]] = {s: [] for s in sizes}
         naive_of: dict[float, tuple[float, int]] = {}
         fours: dict[str, list[Run]] = {"parallel 2": [], "parallel 1": []}
-        for index in range(opts.repeat):
+        for index in range(repeat):
             order = sizes if index % 2 == 0 else sizes[::-1]
             for size in order:
                 floors[size].append(timed(lambda s=size: floor(s)))
                 run = backup(f"{size:g}", two[size])
                 sets[size].append(run)
-                print(f"  run {index + 1}: {size:g} GB: floor {floors[size][-1]:7.2f}s, backup-set {run.seconds:7.2f}s"
-                      f" peak RSS {run.peak_rss / 2**20:6.0f} MiB (largest process {run.max_rss / 2**20:.0f} MiB)",
-                      flush=True)
+                print(
+                    f"  run {index + 1}: {size:g} GB: floor {floors[size][-1]:7.2f}s, backup-set {run.seconds:7.2f}s"
+                    f" peak RSS {run.peak_rss / 2**20:6.0f} MiB (largest process {run.max_rss / 2**20:.0f} MiB)",
+                    flush=True,
+                )
                 if index == 0:
                     start = time.monotonic()
                     stored = naive(size)
                     naive_of[size] = (time.monotonic() - start, stored)
                     print(f"  run 1: {size:g} GB: naive {naive_of[size][0]:7.2f}s", flush=True)
-            for label in (fours if index % 2 == 0 else list(fours)[::-1]):
+            for label in fours if index % 2 == 0 else list(fours)[::-1]:
                 run = backup("four", four, "--parallel", label.split()[1])
                 fours[label].append(run)
-                print(f"  run {index + 1}: four roles, --{label}: {run.seconds:7.2f}s peak RSS "
-                      f"{run.peak_rss / 2**20:6.0f} MiB", flush=True)
+                print(
+                    f"  run {index + 1}: four roles, --{label}: {run.seconds:7.2f}s peak RSS "
+                    f"{run.peak_rss / 2**20:6.0f} MiB",
+                    flush=True,
+                )
         print(f"load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
-        return report(opts, sizes, db_bytes, floors, sets, naive_of, fours)
+        return report(repeat, sizes, db_bytes, floors, sets, naive_of, fours)
     finally:
         factory.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(opts, sizes, db_bytes, floors, sets, naive_of, fours) -> int:
+def report(repeat, sizes, db_bytes, floors, sets, naive_of, fours) -> int:
     med = statistics.median
-    n = opts.repeat
     print()
-    print("| databases (apps + participant) | floor s | backup-set s | set / floor | naive s (1 run) | naive / set | "
-          "bytes set | bytes set / naive | peak RSS MiB (tree) | largest process MiB | s per GB |")
+    print(
+        "| databases (apps + participant) | floor s | backup-set s | set / floor | naive s (1 run) | naive / set | "
+        "bytes set | bytes set / naive | peak RSS MiB (tree) | largest process MiB | s per GB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     per_gb, rss = {}, {}
     for size in sizes:
@@ -299,9 +339,11 @@ def report(opts, sizes, db_bytes, floors, sets, naive_of, fours) -> int:
         stored = sets[size][-1].stored
         per_gb[size] = set_s / (db_bytes[size] / GB)
         rss[size] = med(r.peak_rss for r in sets[size])
-        print(f"| {db_bytes[size] / GB:.2f} GB | {floor_s:.2f} | {set_s:.2f} | {set_s / floor_s:.2f} | {naive_s:.2f} | "
-              f"{naive_s / set_s:.2f} | {stored:,} | {stored / naive_bytes:.2f} | {rss[size] / 2**20:.0f} | "
-              f"{med(r.max_rss for r in sets[size]) / 2**20:.0f} | {per_gb[size]:.2f} |")
+        print(
+            f"| {db_bytes[size] / GB:.2f} GB | {floor_s:.2f} | {set_s:.2f} | {set_s / floor_s:.2f} | {naive_s:.2f} | "
+            f"{naive_s / set_s:.2f} | {stored:,} | {stored / naive_bytes:.2f} | {rss[size] / 2**20:.0f} | "
+            f"{med(r.max_rss for r in sets[size]) / 2**20:.0f} | {per_gb[size]:.2f} |"
+        )
     small, large = sizes[0], sizes[-1]
     rss_ratio, time_ratio = rss[large] / rss[small], per_gb[large] / per_gb[small]
     # The floor's own growth, for context: what the server and pg_dump cost per GB at each size.
@@ -309,19 +351,24 @@ def report(opts, sizes, db_bytes, floors, sets, naive_of, fours) -> int:
     concurrent, serial = med(r.seconds for r in fours["parallel 2"]), med(r.seconds for r in fours["parallel 1"])
     two_roles = med(r.seconds for r in sets[small])
     print()
-    print(f"| set ({db_bytes[small] / GB:.2f} GB apps + participant; sequencer and mediator added) | wall s "
-          f"(median of {n}) | peak RSS MiB | x two-role |")
+    print(
+        f"| set ({db_bytes[small] / GB:.2f} GB apps + participant; sequencer and mediator added) | wall s "
+        f"(median of {repeat}) | peak RSS MiB | x two-role |"
+    )
     print("|---|---:|---:|---:|")
     print(f"| two roles (apps -> participant) | {two_roles:.2f} | {rss[small] / 2**20:.0f} | 1.00 |")
     for label, runs in fours.items():
-        print(f"| four roles, `--{label}` | {med(r.seconds for r in runs):.2f} | "
-              f"{med(r.peak_rss for r in runs) / 2**20:.0f} | {med(r.seconds for r in runs) / two_roles:.2f} |")
+        print(
+            f"| four roles, `--{label}` | {med(r.seconds for r in runs):.2f} | "
+            f"{med(r.peak_rss for r in runs) / 2**20:.0f} | {med(r.seconds for r in runs) / two_roles:.2f} |"
+        )
     print()
-    print(f"targets: peak RSS {large:g} GB / {small:g} GB <= 1.2: {'met' if rss_ratio <= 1.2 else 'MISSED'} "
-          f"({rss_ratio:.2f}x); time per GB {large:g} GB / {small:g} GB <= 1.1: "
-          f"{'met' if time_ratio <= 1.1 else 'MISSED'} ({time_ratio:.2f}x; the floor's: {floor_ratio:.2f}x); "
-          f"four roles / two roles: "
-          f"{concurrent / two_roles:.2f}x (serial four roles / concurrent: {serial / concurrent:.2f}x; "
-          f"{os.cpu_count()} CPUs)")
+    print(
+        f"targets: peak RSS {large:g} GB / {small:g} GB <= 1.2: {'met' if rss_ratio <= 1.2 else 'MISSED'} "
+        f"({rss_ratio:.2f}x); time per GB {large:g} GB / {small:g} GB <= 1.1: "
+        f"{'met' if time_ratio <= 1.1 else 'MISSED'} ({time_ratio:.2f}x; the floor's: {floor_ratio:.2f}x); "
+        f"four roles / two roles: "
+        f"{concurrent / two_roles:.2f}x (serial four roles / concurrent: {serial / concurrent:.2f}x; "
+        f"{os.cpu_count()} CPUs)"
+    )
     return 0 if rss_ratio <= 1.2 and time_ratio <= 1.1 else 1
-

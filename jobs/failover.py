@@ -1,0 +1,208 @@
+"""Fail an SV node over to its DR copy: the run behind scripts/failover.py (its docstring is the usage).
+
+`fail_over` reads the DR stack's outputs, lets the flags win (jobs/failover_plan.py resolves the facts), chooses
+the newest complete set that verifies, prints the runbook's commands and, with `execute`, runs those that can run
+from here. It imports only what the job image ships (jobs/ and rules/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from jobs.destinations import open_destination
+from jobs.failover_plan import ChosenSet, DrFacts, FactsError, Step, build_plan, render, resolve_facts
+from jobs.identities import shape_problems, summary
+from jobs.pgsets import complete_sets, verify_set
+from jobs.secret_readers import newest, open_reader
+from rules.manifest import parse_time
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# The steps run `python -m jobs ...`: from the directory that holds the jobs package.
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+def say(message: str) -> None:
+    print(f"failover: {message}", file=sys.stderr, flush=True)
+
+
+def load_outputs(*, dr_stack_outputs: Path | None, dr_stack: str | None) -> dict:
+    if dr_stack_outputs:
+        try:
+            value = json.loads(dr_stack_outputs.read_text())
+        except (OSError, ValueError) as exc:
+            raise FactsError(f"--dr-stack-outputs {dr_stack_outputs}: {exc}") from None
+    elif dr_stack:
+        try:
+            done = subprocess.run(
+                ["pulumi", "stack", "output", "--json", "--stack", dr_stack],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise FactsError(
+                "--dr-stack: the pulumi CLI is not installed here; save `pulumi stack output --json --stack "
+                f"{dr_stack}` where it is and pass --dr-stack-outputs FILE"
+            ) from None
+        if done.returncode != 0:
+            raise FactsError(f"--dr-stack {dr_stack}: pulumi stack output failed: {done.stderr.strip()}")
+        try:
+            value = json.loads(done.stdout)
+        except ValueError:
+            raise FactsError(f"--dr-stack {dr_stack}: pulumi stack output did not print JSON") from None
+    else:
+        return {}
+    if not isinstance(value, dict):
+        raise FactsError("the DR stack outputs must be a JSON object (pulumi stack output --json)")
+    if isinstance(value.get("outputs"), dict) and isinstance(value.get("resources"), list):
+        # The offline plan of the DR stack (scripts/plan.py --stack <dr> writes plan.json): its stack outputs.
+        return value["outputs"]
+    return value
+
+
+def choose_set(facts: DrFacts, set_id: str | None) -> ChosenSet | None:
+    """The newest complete set (of the migration id) that verifies; failures are reported and skipped."""
+    dest = open_destination(facts.dr_url)
+    candidates = complete_sets(dest, migration_id=facts.migration_id)
+    if set_id:
+        candidates = [(prefix, manifest) for prefix, manifest in candidates if manifest["set_id"] == set_id]
+    scope = f"migration id {facts.migration_id}" if facts.migration_id is not None else "any migration id"
+    if not candidates:
+        say(f"no complete set {'named ' + set_id + ' ' if set_id else ''}in {facts.dr_url} ({scope})")
+        return None
+    for prefix, _ in candidates:
+        say(f"verifying {dest.describe(prefix)} (every object is read and hashed)")
+        manifest, errors = verify_set(dest, prefix)
+        if errors:
+            say(f"{dest.describe(prefix)} does not verify: {'; '.join(errors)}")
+            continue
+        return ChosenSet(
+            url=dest.describe(prefix),
+            set_id=manifest["set_id"],
+            migration_id=manifest["migration_id"],
+            tier=prefix.split("/")[0],
+            created_at=parse_time(manifest["created_at"]),
+            databases=tuple((db["role"], db["database"]) for db in manifest["databases"]),
+        )
+    say(f"none of the {len(candidates)} complete set(s) in {facts.dr_url} verifies")
+    return None
+
+
+def fetch_identities(url: str, out: Path) -> None:
+    """Newest version, shape-checked, to a new private file. Only public facts are printed."""
+    version, payload = newest(open_reader(url))
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        raise RuntimeError(f"{version.name} is not JSON") from None
+    problems = shape_problems(document)
+    if problems:
+        raise RuntimeError(f"{version.name} is not a valid identities dump: {'; '.join(problems)}")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(payload)
+    say(
+        f"identities dump {version.name} ({version.created_at.isoformat()}) written to {out}: "
+        f"{json.dumps(summary(document))}"
+    )
+
+
+def execute_steps(steps: list[Step], facts: DrFacts, chosen: ChosenSet, identities_out: Path | None) -> int:
+    missing = [role for role in chosen.roles if role not in facts.targets]
+    if missing:
+        say(f"--execute restores only into servers you name: pass --pg ROLE=URL for {', '.join(missing)}")
+        return EXIT_USAGE
+    for number, step in enumerate(steps, start=1):
+        if step.run is None:
+            continue
+        say(f"running step {number}: {step.title}")
+        argv = [sys.executable, *step.run[1:]] if step.run[0] == "python" else step.run
+        if subprocess.run(argv, cwd=APP_ROOT, check=False).returncode != 0:
+            say(f"step {number} failed; stopping (nothing after it was run)")
+            return EXIT_FAILED
+    if identities_out:
+        if not facts.identities_secret_url:
+            say("--identities-out: no identities secret (pass --identities-secret URL)")
+            return EXIT_USAGE
+        try:
+            fetch_identities(facts.identities_secret_url, identities_out)
+        except Exception as exc:
+            say(f"fetching the identities failed: {type(exc).__name__}: {exc}")
+            return EXIT_FAILED
+    say("executed steps succeeded; run the others in order")
+    return EXIT_OK
+
+
+def fail_over(
+    *,
+    dr_stack_outputs: Path | None = None,
+    dr_stack: str | None = None,
+    dr_url: str | None = None,
+    cloud: str | None = None,
+    namespace: str | None = None,
+    node: str | None = None,
+    migration_id: int | None = None,
+    serial_id: int | None = None,
+    participant_deployment: str | None = None,
+    context: str | None = None,
+    identities_secret: str | None = None,
+    cometbft_pvc: str | None = None,
+    cometbft_storage_class: str | None = None,
+    cometbft_snapshot: str | None = None,
+    snapshot_project: str | None = None,
+    region: str | None = None,
+    set_id: str | None = None,
+    pg: list[tuple[str, str]] | None = None,
+    restore_jobs: int = 1,
+    execute: bool = False,
+    identities_out: Path | None = None,
+) -> int:
+    """Print the failover plan (and with `execute` run its runnable steps); returns the exit code.
+
+    The DR facts left None come from the DR stack's outputs (`dr_stack_outputs` or `dr_stack`); `pg` is the
+    (role, server URL) pairs of --pg.
+    """
+    # resolve_facts names each problem after its flag: the keys are the flags' dests.
+    flags = {
+        "dr_stack": dr_stack,
+        "dr_url": dr_url,
+        "cloud": cloud,
+        "namespace": namespace,
+        "node": node,
+        "migration_id": migration_id,
+        "serial_id": serial_id,
+        "participant_deployment": participant_deployment,
+        "context": context,
+        "identities_secret": identities_secret,
+        "cometbft_pvc": cometbft_pvc,
+        "cometbft_storage_class": cometbft_storage_class,
+        "cometbft_snapshot": cometbft_snapshot,
+        "snapshot_project": snapshot_project,
+        "region": region,
+        "pg": pg,
+    }
+    try:
+        facts = resolve_facts(load_outputs(dr_stack_outputs=dr_stack_outputs, dr_stack=dr_stack), flags)
+    except FactsError as exc:
+        for line in str(exc).splitlines():
+            say(line)
+        return EXIT_USAGE
+    try:
+        chosen = choose_set(facts, set_id)
+    except Exception as exc:  # the DR store unreachable, a permission missing: one line, not a traceback
+        say(f"reading {facts.dr_url} failed: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+    if chosen is None:
+        return EXIT_FAILED
+    try:
+        steps = build_plan(facts, chosen, restore_jobs=restore_jobs)
+    except FactsError as exc:
+        say(str(exc))
+        return EXIT_USAGE
+    sys.stdout.write(render(steps))
+    sys.stdout.flush()
+    return execute_steps(steps, facts, chosen, identities_out) if execute else EXIT_OK
