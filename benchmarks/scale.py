@@ -102,6 +102,17 @@ INSERT INTO {p}_payloads
 _BATCH_ROWS = 500_000
 
 
+def parse_sizes(text: str) -> list[float]:
+    """--scale-sizes: two or more distinct participant sizes in GB, e.g. 0.5,4."""
+    try:
+        sizes = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if len(sizes) < 2 or min(sizes) <= 0 or len(set(sizes)) != len(sizes):
+        raise ValueError(f"{text!r}: give two or more distinct sizes in GB, e.g. 0.5,4")
+    return sizes
+
+
 def build_fixture(cluster: Cluster, database: str, prefix: str, size_gb: float) -> None:
     """About `size_gb` of participant-shaped data, one loading session per table at once, indexes last."""
     cluster.createdb(database)

@@ -6,13 +6,33 @@ against the goal; with `table`, the README's Markdown table after the reports.
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from engines import offline_plan, retention_sim
-from rules.retention import format_duration
+from rules.retention import format_duration, parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_date(text: str) -> datetime:
+    """An ISO date or time (--start, an outage's start); UTC unless it names a zone."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO date such as 2027-09-01 or 2027-09-01T12:00") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_outage(text: str) -> retention_sim.Outage:
+    """START:DURATION, a span in which every run fails (--outage)."""
+    start, _, length = text.rpartition(":")
+    try:
+        return retention_sim.Outage(parse_date(start), parse_duration(length))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not START:DURATION such as 2027-05-01T00:00:2d (every run in that span fails)"
+        ) from None
 
 
 def load(stack: str):

@@ -36,7 +36,17 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
+def parse_role_url(text: str) -> tuple[str, str]:
+    """ROLE=postgresql://USER@HOST:PORT: where one role's database is restored (failover's --pg)."""
+    role, sep, url = text.partition("=")
+    if not sep or not url:
+        # Only the part before '=' is shown: the rest may hold a password.
+        raise ValueError(f"expected ROLE=postgresql://USER@HOST:PORT, got {text.split('=')[0]!r}...")
+    return check_role(role), url
+
+
 count: Callable[[str], int] = from_parser(parse_count)
+role_url: Callable[[str], tuple[str, str]] = from_parser(parse_role_url)
 duration: Callable[[str], timedelta] = from_parser(parse_duration)
 set_id: Callable[[str], str] = from_parser(check_set_id)
 role: Callable[[str], str] = from_parser(check_role)

@@ -35,16 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.backup import bench  # noqa: E402
-
-
-def _sizes(text: str) -> list[float]:
-    try:
-        sizes = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        sizes = []
-    if len(sizes) < 2 or min(sizes) <= 0 or len(set(sizes)) != len(sizes):
-        raise argparse.ArgumentTypeError(f"{text!r}: give two or more distinct sizes in GB, e.g. 0.5,4")
-    return sizes
+from benchmarks.scale import parse_sizes  # noqa: E402
+from jobs.cli_types import from_parser  # noqa: E402
 
 
 def main() -> int:
@@ -62,7 +54,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--scale-sizes",
-        type=_sizes,
+        type=from_parser(parse_sizes),
         default=[0.5, 4.0],
         metavar="GB,GB",
         help="participant sizes in GB for --scale (default 0.5,4); apps is --apps-mb (default 100)",

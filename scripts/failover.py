@@ -30,29 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from jobs import cli_types  # noqa: E402
 from jobs.failover import fail_over  # noqa: E402
-from rules.manifest import check_role, check_set_id  # noqa: E402
 
 
-def _role_url(text: str) -> tuple[str, str]:
-    role, sep, url = text.partition("=")
-    if not sep or not url:
-        raise argparse.ArgumentTypeError(f"expected ROLE=postgresql://USER@HOST:PORT, got {text.split('=')[0]!r}...")
-    try:
-        check_role(role)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return role, url
-
-
-def _set_id(text: str) -> str:
-    try:
-        return check_set_id(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="failover.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     facts = parser.add_argument_group("DR facts (default: the DR stack's outputs)")
     source = facts.add_mutually_exclusive_group()
@@ -84,11 +66,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     facts.add_argument(
         "--region", help="aws: the DR region holding the EBS snapshot copies (default: cometbft.snapshotRegion)"
     )
-    parser.add_argument("--set-id", type=_set_id, help="restore this set (default: the newest that verifies)")
+    parser.add_argument("--set-id", type=cli_types.set_id, help="restore this set (default: the newest that verifies)")
     parser.add_argument(
         "--pg",
         action="append",
-        type=_role_url,
+        type=cli_types.role_url,
         default=[],
         metavar="ROLE=URL",
         help="the server a role is restored into, postgresql://USER@HOST:PORT (repeat per role; "
@@ -102,16 +84,16 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "fetch with --identities-out), stopping at the first failure",
     )
     parser.add_argument("--identities-out", type=Path, help="with --execute: write the newest dump here (mode 0600)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.identities_out and not args.execute:
         parser.error("--identities-out needs --execute")
     if args.restore_jobs < 1:
         parser.error("--restore-jobs must be at least 1")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _arguments(argv)
     return fail_over(
         dr_stack_outputs=args.dr_stack_outputs,
         dr_stack=args.dr_stack,

@@ -38,7 +38,7 @@ from engines import forked, plan_stacks  # noqa: E402
 from jobs import cli_types  # noqa: E402
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plan.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--stack",
@@ -66,14 +66,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         help="several stacks: plan up to N at once in forked copies of this process (default: the usable cores, "
         f"here {forked.usable_cores()}; 1: one after the other, here)",
     )
-    args = parser.parse_args(argv)
-    if not args.stack and not args.config_file:
-        parser.error("one of the arguments --stack --config-file is required")
-    return args
+    return parser
 
 
 def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
-    args = _arguments(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.stack and not args.config_file:
+        parser.error("one of the arguments --stack --config-file is required")
     return plan_stacks.run(
         stacks=args.stack,
         config_files=args.config_file,

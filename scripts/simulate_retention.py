@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engines import retention_sim  # noqa: E402
-from engines.retention_stacks import simulate_stacks  # noqa: E402
-from rules.retention import parse_duration  # noqa: E402
+from engines.retention_stacks import parse_date, parse_outage, simulate_stacks  # noqa: E402
+from jobs.cli_types import from_parser  # noqa: E402
 
 DEFAULT_SIZE = "participant=200GB,sequencer=300GB,apps=20GB,mediator=5GB"
 DEFAULT_GROWTH = "5%/month"
@@ -33,33 +32,13 @@ DEFAULT_GROWTH = "5%/month"
 DEFAULT_COMETBFT_BLOCKS = "1GB/day"
 
 
-def _date(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO date such as 2027-09-01 or 2027-09-01T12:00"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _outage(text: str) -> retention_sim.Outage:
-    start, _, length = text.rpartition(":")
-    try:
-        return retention_sim.Outage(_date(start), parse_duration(length))
-    except (ValueError, argparse.ArgumentTypeError):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not START:DURATION such as 2027-05-01T00:00:2d (every run in that span fails)"
-        ) from None
-
-
-def arguments(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simulate_retention.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--stack", action="append", required=True, help="stack name (stacks/Pulumi.<NAME>.yaml); repeat with --table"
     )
     parser.add_argument("--years", type=float, default=2.0)
-    parser.add_argument("--start", type=_date, default=datetime(2027, 1, 1, tzinfo=UTC))
+    parser.add_argument("--start", type=from_parser(parse_date), default=datetime(2027, 1, 1, tzinfo=UTC))
     parser.add_argument("--size", default=DEFAULT_SIZE, help=f"ROLE=SIZE,... (default {DEFAULT_SIZE})")
     growth_default = DEFAULT_GROWTH.replace("%", "%%")  # argparse formats help with %
     parser.add_argument("--growth", default=DEFAULT_GROWTH, help=f"PERCENT%%/month or /year (default {growth_default})")
@@ -70,14 +49,14 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--migration-change",
-        type=_date,
+        type=from_parser(parse_date),
         action="append",
         default=[],
         help="a synchronizer upgrade at this date: the migration id goes up by one (repeatable)",
     )
     parser.add_argument(
         "--outage",
-        type=_outage,
+        type=from_parser(parse_outage),
         action="append",
         default=[],
         help="START:DURATION during which every backup run fails (repeatable)",
@@ -85,11 +64,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timing", choices=("jitter", "worst", "typical"), default="jitter")
     parser.add_argument("--goal", type=float, default=1.1, help="stored historical / minimum allowed (default 1.1)")
     parser.add_argument("--table", action="store_true", help="after the reports, a Markdown table, one row per stack")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments(argv)
+    args = build_parser().parse_args(argv)
     return simulate_stacks(
         stacks=args.stack,
         years=args.years,
