@@ -44,7 +44,7 @@ test-fast: $(VENV)/.dev-deps
 
 lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check rules components __main__.py tests/pure policy engines/policy_check.py tests/policy
+	$(VENV)/bin/ruff format --check rules components engines benchmarks testkit scripts __main__.py policy tests/pure tests/policy
 
 bench: $(VENV)/.dev-deps system-deps
 	$(PY) scripts/bench_backup.py

@@ -39,8 +39,17 @@ from rules.manifest import HISTORICAL, RECENT, STEP_FORMAT, format_time, role_so
 
 GIB = 2**30
 DAY = timedelta(days=1)
-_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
-          "TIB": 2**40}
+_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 _AMOUNT = r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)"  # NUMBER UNIT
 _SIZE = re.compile(rf"^\s*([a-z]+)\s*=\s*{_AMOUNT}\s*$")
 _DAILY = re.compile(rf"^\s*{_AMOUNT}\s*/\s*day\s*$")
@@ -232,7 +241,11 @@ def bucket_model(settings: Settings) -> BucketModel:
     # A lifecycle expiration makes the version noncurrent; it is removed noncurrent_days later (whole days).
     noncurrent = timedelta(days=retention.whole_days(storage.soft_delete))
     return BucketModel(
-        rules, storage.prefix, noncurrent, copies, ("s3", "RTC" if rtc else "CRR"),
+        rules,
+        storage.prefix,
+        noncurrent,
+        copies,
+        ("s3", "RTC" if rtc else "CRR"),
         "noncurrent versions (versioning + Object Lock)",
     )
 
@@ -363,8 +376,9 @@ def simulate(settings: Settings, options: Options) -> Result:
     roles = settings.roles
     missing = [r for r in roles if r not in options.sizes.sizes]
     if missing:
-        raise ValueError(f"--size: no size for role(s) {', '.join(missing)} of stack {settings.stack} (roles: "
-                         f"{', '.join(roles)})")
+        raise ValueError(
+            f"--size: no size for role(s) {', '.join(missing)} of stack {settings.stack} (roles: {', '.join(roles)})"
+        )
     timing = settings.derived.timing["postgres"]
     windows = settings.retention
     snapshots = _Snapshots(settings)
@@ -432,8 +446,11 @@ def simulate(settings: Settings, options: Options) -> Result:
     overhead = {c: _cost(bucket, c, g / days_accounted) for c, g in gib_days_overhead.items()}
     replication = written_last_month / GIB * storage_prices.replication_per_gib(*bucket.replication)
     window = settings.derived.min_pruning_window
-    role_windows = {role: w for role, w in (("participant", windows.participant_pruning),
-                                             ("sequencer", windows.sequencer_pruning)) if w is not None}
+    role_windows = {
+        role: w
+        for role, w in (("participant", windows.participant_pruning), ("sequencer", windows.sequencer_pruning))
+        if w is not None
+    }
     minimum, spacing = minimum_historical(sealed, role_windows, end)
     snapshot_bytes = snapshots.stored_bytes(snapshots.kept(), options.cometbft_per_day)
     locations = snapshot_locations(settings)
@@ -442,19 +459,34 @@ def simulate(settings: Settings, options: Options) -> Result:
     copying = copied_gib * storage_prices.SNAPSHOT_COPY_TRANSFER
     snapshot_cost = sum(snapshot_bytes / GIB * storage_prices.snapshot_per_gib(settings.cloud, at) for at in locations)
     return Result(
-        stack=settings.stack, start=options.start, end=end, cadence=settings.derived.postgres_historical_cadence,
-        window=window, sets_by_tier=sets_by_tier, bytes_by_class=bytes_by_class, bytes_kept_after_delete=kept_after,
-        monthly_cost=monthly, monthly_overhead_cost=overhead, monthly_replication_cost=replication,
-        minimum_historical=minimum, largest_legal_spacing=spacing,
+        stack=settings.stack,
+        start=options.start,
+        end=end,
+        cadence=settings.derived.postgres_historical_cadence,
+        window=window,
+        sets_by_tier=sets_by_tier,
+        bytes_by_class=bytes_by_class,
+        bytes_kept_after_delete=kept_after,
+        monthly_cost=monthly,
+        monthly_overhead_cost=overhead,
+        monthly_replication_cost=replication,
+        minimum_historical=minimum,
+        largest_legal_spacing=spacing,
         guaranteed_spacing=None if window is None else window - timing.largest_gap - timing.latest_finish,
-        audit_days=audit_days, audit_problems=problems, snapshots_by_tier=snapshots.by_tier(end),
+        audit_days=audit_days,
+        audit_problems=problems,
+        snapshots_by_tier=snapshots.by_tier(end),
         minimum_snapshots=_counts(snapshots.minimum(end)),
         minimum_snapshots_margin=_counts(snapshots.minimum(end, snapshots.window / retention.WINDOW_SAFETY_DIVISOR)),
         snapshot_bytes=snapshot_bytes,
         minimum_snapshot_bytes=snapshots.stored_bytes(snapshots.minimum_kept(end), options.cometbft_per_day),
-        snapshot_problems=snapshot_problems, snapshot_days=snapshot_days, snapshot_locations=locations,
+        snapshot_problems=snapshot_problems,
+        snapshot_days=snapshot_days,
+        snapshot_locations=locations,
         snapshot_monthly_cost=snapshot_cost + copying,
-        bucket=bucket, sealed=sealed, store=store,
+        bucket=bucket,
+        sealed=sealed,
+        store=store,
     )
 
 
@@ -533,21 +565,36 @@ def _take_set(store, clock, settings, options, at, migration_id, roles, timing, 
         clock["now"] = started + durations[role]
         store.create(f"{prefix}/{key}", None, sizes[role])
         record = {
-            "role": role, "database": database, "server_version": "16.4",
+            "role": role,
+            "database": database,
+            "server_version": "16.4",
             "snapshot_requested_at": format_time(started),
             "snapshot_acquired_at": format_time(started + timedelta(milliseconds=50)),
             "finished_at": format_time(started + durations[role]),
             "wal_lsn": "0/0",
             "objects": [{"key": key, "size": sizes[role], "sha256": "0" * 64}],
         }
-        step = {"format": STEP_FORMAT, "set_id": set_id, "migration_id": migration_id, "role": role,
-                "code_version": "sim", "started_at": format_time(started),
-                "finished_at": format_time(started + durations[role]), "databases": [record]}
+        step = {
+            "format": STEP_FORMAT,
+            "set_id": set_id,
+            "migration_id": migration_id,
+            "role": role,
+            "code_version": "sim",
+            "started_at": format_time(started),
+            "finished_at": format_time(started + durations[role]),
+            "databases": [record],
+        }
         store.put_bytes(f"{prefix}/{step_key(role)}", to_json(step))
     clock["now"] = sealed_at
-    result = seal_set(store, set_id=set_id, migration_id=migration_id, roles=roles,
-                      participant_pruning=settings.retention.participant_pruning,
-                      sequencer_pruning=settings.retention.sequencer_pruning, now=lambda: sealed_at)
+    result = seal_set(
+        store,
+        set_id=set_id,
+        migration_id=migration_id,
+        roles=roles,
+        participant_pruning=settings.retention.participant_pruning,
+        sequencer_pruning=settings.retention.sequencer_pruning,
+        now=lambda: sealed_at,
+    )
     return set_point(RECENT, result.manifest)
 
 
@@ -649,9 +696,13 @@ class _Snapshots:
     def _options(self, migration_id: int) -> cometbft_job.Options:
         s = self.settings
         return cometbft_job.Options(
-            namespace=s.node.namespace, pvc=pvc_for(s, migration_id), snapshot_class="sim",
-            migration_id=migration_id, keep_recent=s.retention.recent,
-            retain_blocks=s.retention.cometbft_retain_blocks, blocks_per_hour=s.retention.cometbft_blocks_per_hour,
+            namespace=s.node.namespace,
+            pvc=pvc_for(s, migration_id),
+            snapshot_class="sim",
+            migration_id=migration_id,
+            keep_recent=s.retention.recent,
+            retain_blocks=s.retention.cometbft_retain_blocks,
+            blocks_per_hour=s.retention.cometbft_blocks_per_hour,
         )
 
     def run(self, at: datetime, migration_id: int) -> None:
@@ -659,8 +710,13 @@ class _Snapshots:
         taken_at = int(at.timestamp())
         name = cometbft_job.snapshot_name(options.pvc, taken_at)
         self.kube.snapshots[name] = {
-            "metadata": {"name": name, "labels": {
-                cometbft_job.MIGRATION_ID_LABEL: str(migration_id), cometbft_job.TAKEN_AT_LABEL: str(taken_at)}},
+            "metadata": {
+                "name": name,
+                "labels": {
+                    cometbft_job.MIGRATION_ID_LABEL: str(migration_id),
+                    cometbft_job.TAKEN_AT_LABEL: str(taken_at),
+                },
+            },
             "spec": {"source": {"persistentVolumeClaimName": options.pvc}},
             "status": {"readyToUse": True},
         }
@@ -703,8 +759,10 @@ class _Snapshots:
             ends = [*times, now] if mid == current else times
             for a, b in pairwise(ends):
                 if b - a >= self.window:
-                    problems.append(f"CometBFT id {mid}: kept snapshots {format_time(a)} and {format_time(b)} are "
-                                    f"{human(b - a)} apart, not less than the {human(self.window)} CometBFT keeps")
+                    problems.append(
+                        f"CometBFT id {mid}: kept snapshots {format_time(a)} and {format_time(b)} are "
+                        f"{human(b - a)} apart, not less than the {human(self.window)} CometBFT keeps"
+                    )
         return problems
 
     def minimum(self, end: datetime, window: timedelta | None = None) -> dict[int, list[datetime]]:
@@ -774,8 +832,11 @@ def report(result: Result) -> str:
     lines = [f"stack {result.stack}: {format_time(result.start)[:10]} .. {format_time(result.end)[:10]}"]
     lines.append(
         f"historical cadence {retention.format_duration(result.cadence)}"
-        + (f", smallest pruning window {retention.format_duration(result.window)}" if result.window else
-           ", pruning off (14d audit checkpoints)")
+        + (
+            f", smallest pruning window {retention.format_duration(result.window)}"
+            if result.window
+            else ", pruning off (14d audit checkpoints)"
+        )
     )
     ids = sorted({mid for _, mid in result.sets_by_tier})
     lines.append("sets stored at the end:")
@@ -788,21 +849,27 @@ def report(result: Result) -> str:
     ratio = result.ratio
     lines.append(
         f"  historical {result.historical} / minimum {result.minimum}"
-        + (f" = {ratio:.2f}x; all sets {result.recent + result.historical} / (recent + minimum) = "
-           f"{result.all_sets_ratio:.2f}x" if ratio is not None else
-           " (pruning off: the gap rule asks only for each id's first)")
+        + (
+            f" = {ratio:.2f}x; all sets {result.recent + result.historical} / (recent + minimum) = "
+            f"{result.all_sets_ratio:.2f}x"
+            if ratio is not None
+            else " (pruning off: the gap rule asks only for each id's first)"
+        )
     )
     if result.largest_legal_spacing is not None:
         lines.append(
             f"  largest legal spacing with hindsight {human(result.largest_legal_spacing)}; guaranteed by the "
             f"schedule: window - (largest gap + latest finish) = {human(result.guaranteed_spacing)}"
         )
-    lines.append("CometBFT snapshots at the end: " + ", ".join(
-        f"{tier} {n} (migration id {mid})" for (tier, mid), n in sorted(result.snapshots_by_tier.items())
-    ) + "; minimum historical " + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots.items()))
-      + " at the configured block rate, " + ", ".join(
-        f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots_margin.items()))
-      + " at twice that rate (the margin of Splice's 2-week spacing)")
+    lines.append(
+        "CometBFT snapshots at the end: "
+        + ", ".join(f"{tier} {n} (migration id {mid})" for (tier, mid), n in sorted(result.snapshots_by_tier.items()))
+        + "; minimum historical "
+        + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots.items()))
+        + " at the configured block rate, "
+        + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots_margin.items()))
+        + " at twice that rate (the margin of Splice's 2-week spacing)"
+    )
     lines.append(
         f"  historical {result.snapshot_historical} / minimum with the margin "
         f"{sum(result.minimum_snapshots_margin.values())} = {result.snapshot_ratio:.2f}x; incremental snapshot storage "
@@ -810,11 +877,16 @@ def report(result: Result) -> str:
         f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window stores each block once); "
         f"{money(result.snapshot_monthly_cost)}/month in {' + '.join(result.snapshot_locations)}"
     )
-    lines.append("bytes stored at the end (one copy): " + ", ".join(
-        f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_by_class.items())
-    ) + (f"; {result.bucket.overhead_name}: " + ", ".join(
-        f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_kept_after_delete.items())) if
-        result.bytes_kept_after_delete else ""))
+    lines.append(
+        "bytes stored at the end (one copy): "
+        + ", ".join(f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_by_class.items()))
+        + (
+            f"; {result.bucket.overhead_name}: "
+            + ", ".join(f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_kept_after_delete.items()))
+            if result.bytes_kept_after_delete
+            else ""
+        )
+    )
     copies = ", ".join(f"{c.provider} {c.region} ({c.sku})" for c in result.bucket.copies)
     lines.append(f"monthly cost, last 30 days, {copies}; list prices of {storage_prices.PRICES_READ_ON}:")
     for cls, usd in sorted(result.monthly_cost.items()):
@@ -826,18 +898,21 @@ def report(result: Result) -> str:
     lines.append(f"  {'total':<12} {money(result.total_monthly_cost)}")
     if result.snapshot_problems:
         first_at, first = result.snapshot_problems[0]
-        lines.append(f"CometBFT history: GAPS on {len({a for a, _ in result.snapshot_problems})} days; first "
-                     f"{format_time(first_at)[:10]}: {first}")
+        lines.append(
+            f"CometBFT history: GAPS on {len({a for a, _ in result.snapshot_problems})} days; first "
+            f"{format_time(first_at)[:10]}: {first}"
+        )
     else:
-        lines.append(f"CometBFT history: gap-less on every one of {result.snapshot_days} simulated days (the block "
-                     "rule, at the configured block rate)")
+        lines.append(
+            f"CometBFT history: gap-less on every one of {result.snapshot_days} simulated days (the block "
+            "rule, at the configured block rate)"
+        )
     if result.audit_problems:
         first_at, first = result.audit_problems[0]
-        lines.append(f"history audit: FAILED on {len({a for a, _ in result.audit_problems})} of {result.audit_days} "
-                     f"days; first {format_time(first_at)[:10]}: {first}")
+        lines.append(
+            f"history audit: FAILED on {len({a for a, _ in result.audit_problems})} of {result.audit_days} "
+            f"days; first {format_time(first_at)[:10]}: {first}"
+        )
     else:
         lines.append(f"history audit: gap-less on every one of {result.audit_days} simulated days")
     return "\n".join(lines)
-
-
-

@@ -18,7 +18,7 @@ Prints wall times (medians over --repeat runs), bytes written and the ratios the
 backup-set <= 1.3x the floor, >= 3x faster than naive, output no larger than naive's; restore-set <= 1.1x the
 restore baseline.
 
-With `--scale` (scripts/bench_scale.py): memory and time per GB of `backup-set` on a 0.5 GB and a 4 GB
+With `--scale` (benchmarks/scale.py): memory and time per GB of `backup-set` on a 0.5 GB and a 4 GB
 participant (`--scale-sizes`), and the four-role set against the two-role set.
 
 Usage: python scripts/bench_backup.py [--small] [--repeat 3]   (as root the servers run as user postgres)

@@ -67,8 +67,17 @@ class Cluster:
             for path in (self.root, self.sockdir, pwfile):
                 os.chown(path, user.pw_uid, user.pw_gid)
         self._run(
-            str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", "postgres", "--pwfile", str(pwfile),
-            "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync",
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "--pwfile",
+            str(pwfile),
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
         )
         conf = [
             "listen_addresses = '127.0.0.1'",
@@ -101,7 +110,10 @@ class Cluster:
         """Run SQL through psql; returns unaligned tuples-only output."""
         out = subprocess.run(
             [str(PG_BIN / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-At", "-d", self.dsn(database), "-c", sql],
-            check=True, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": PASSWORD},
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGPASSWORD": PASSWORD},
         )
         return out.stdout.strip()
 
