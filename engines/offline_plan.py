@@ -162,13 +162,31 @@ def load_project(root: Path) -> Project:
     return Project(document["name"], root, root / str(document.get("stackConfigDir") or "."))
 
 
+# The top-level keys of a Pulumi.<stack>.yaml (Pulumi's project and stack settings reference): the config, how its
+# secrets are encrypted, and the ESC environments it imports. Only `config` is read here.
+STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
+
+
 def load_stack_file(path: Path, *, project: str, stack: str) -> StackConfig:
     document = _read_yaml(path)
     if document is None:
-        document = {}
+        raise PlanInputError(f"{path}: the file is empty; a stack file holds its settings under a top-level `config:`")
     if not isinstance(document, Mapping):
         raise PlanInputError(f"{path}: expected a YAML map with a `config:` key")
-    config = document.get("config") or {}
+    unknown = [str(key) for key in document if key not in STACK_FILE_KEYS]
+    if unknown and "config" not in document:
+        # The common slip: the config keys written at the top level, without `config:` above them. One message
+        # that says so, instead of one "is required but missing" per key the program needs.
+        raise PlanInputError(
+            f"{path}: no top-level `config:` key; put the settings ({', '.join(unknown[:3])}"
+            f"{', ...' if len(unknown) > 3 else ''}) under `config:`, indented"
+        )
+    if unknown:
+        raise PlanInputError(
+            f"{path}: unknown top-level key {', '.join(map(repr, unknown))}; a stack file has "
+            f"{', '.join(STACK_FILE_KEYS)} (settings go under `config:`)"
+        )
+    config = document.get("config")
     if not isinstance(config, Mapping):
         raise PlanInputError(f"{path}: `config:` must be a map of keys to values")
     return stack_config(config, project=project, stack=stack)

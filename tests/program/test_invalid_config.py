@@ -137,3 +137,41 @@ def test_plan_refuses_a_broken_stack_with_one_message(tmp_path, stack, mutate, k
     assert code == 2
     assert len(problems) == 1 and problems[0].startswith(f"{key}: "), problems
     assert "Traceback" not in output
+
+
+def _plan_file(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "Pulumi.layout.yaml"
+    path.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--config-file", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
+def _dev_document() -> dict:
+    return yaml.safe_load((ROOT / "stacks" / "Pulumi.dev.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The settings written at the top level: one message naming the missing `config:`, not one per key.
+        (
+            yaml.safe_dump(_dev_document()["config"]),
+            "no top-level `config:` key; put the settings (gcp:project, gcp:region, sv-backups:cloud, ...) under "
+            "`config:`, indented",
+        ),
+        (yaml.safe_dump({**_dev_document(), "confg": {}}), "unknown top-level key 'confg'; a stack file has config,"),
+        ("", "the file is empty; a stack file holds its settings under a top-level `config:`"),
+        ("config:\n", "`config:` must be a map of keys to values"),
+    ],
+    ids=["config-key-missing", "top-level-typo", "empty-file", "empty-config"],
+)
+def test_a_stack_file_of_the_wrong_shape_gets_one_message(tmp_path, text, expected):
+    run = _plan_file(tmp_path, text)
+    assert run.returncode == 2
+    [line] = run.stderr.splitlines()
+    assert expected in line and "Traceback" not in run.stdout + run.stderr
