@@ -20,12 +20,15 @@ same and outlive the primary region.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import pulumi
 
 from components import kube_specs, readers
 from components.cloud import AlertSpec, BackupStore, CloudBackend, SecretSlot
 from components.settings import Settings
-from rules import retention
+from rules import dr_pairing, retention
 from rules.naming import Names
 
 RESTORE_COMPONENT = "restore"
@@ -58,10 +61,13 @@ class DisasterRecovery(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         primary = pulumi.StackReference(names.resource("primary"), stack_name=settings.dr.primary_stack, opts=child)
+        # Every value read from the primary waits on the pairing check, so a DR stack naming another node (or
+        # migration id) than its primary fails before it declares anything from the primary's outputs.
+        paired = primary.get_output("node").apply(functools.partial(_check_pairing, settings))
 
         def out(name: str) -> pulumi.Output:
             assert name in PRIMARY_OUTPUTS, name
-            return primary.require_output(name)
+            return pulumi.Output.all(primary.require_output(name), paired).apply(lambda values: values[0])
 
         primary_store = BackupStore(name=out("backupBucket"), url=out("backupUrl"), resource=None)
         self.store = BackupStore(name=out("drBackupBucket"), url=out("drBackupUrl"), resource=None)
@@ -120,6 +126,13 @@ class DisasterRecovery(pulumi.ComponentResource):
                 "replicaCheckCronJob": self.check_cron_job_name,
             }
         )
+
+
+def _check_pairing(settings: Settings, primary_node: Any) -> bool:
+    problems = dr_pairing.node_mismatches(settings.node.identity(), primary_node, settings.dr.primary_stack)
+    if problems:
+        raise pulumi.RunError("the DR stack does not match its primary:\n" + "\n".join(problems))
+    return True
 
 
 def _failover_facts(settings: Settings, primary: pulumi.StackReference) -> dict[str, pulumi.Input]:

@@ -82,10 +82,7 @@ def declare(settings: Settings) -> SvBackups:
     fmt = retention.format_duration
     store = node.store
     recent_url, historical_url = tier_urls(store.url, settings.node.migration_id)
-    pulumi.export(
-        "node",
-        {"name": settings.node.name, "namespace": settings.node.namespace, "migrationId": settings.node.migration_id},
-    )
+    pulumi.export("node", settings.node.identity())
     pulumi.export("backupBucket", store.name)
     pulumi.export("backupUrl", store.url)
     pulumi.export("recentSetsUrl", recent_url)

@@ -163,6 +163,10 @@ class NodeConfig(_Model):
     namespace: str = Field(description="Kubernetes namespace of the SV node and its backup jobs")
     migration_id: int = Field(alias="migrationId", ge=0, description="current synchronizer serial / migration id")
 
+    def identity(self) -> dict[str, Any]:
+        """What the stack exports as `node` and a DR stack must match (rules/dr_pairing.py), by config key."""
+        return {"name": self.name, "namespace": self.namespace, "migrationId": self.migration_id}
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

@@ -17,8 +17,10 @@ import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from engines import forked, offline_plan, policy_check
+from rules import dr_pairing
 
 EXIT_OK, EXIT_PROGRAM, EXIT_CONFIG, EXIT_POLICY = 0, 1, 2, 3
 # Worst last. Callers read 3 as "written, but a policy failed" (the pull-request check goes on to report it).
@@ -41,6 +43,18 @@ def _validate(config: offline_plan.StackConfig) -> list[str]:
     except SettingsError as error:
         return list(error.problems) or [str(error)]
     return []
+
+
+def _pairing_problems(config: offline_plan.StackConfig, stack_references: dict[str, Any] | None) -> list[str]:
+    """A DR stack's node against its primary's exported one (rules/dr_pairing.py), before anything is declared;
+    the program checks the same on `pulumi up` (components/dr.py)."""
+    from components.settings import load_settings
+
+    if not stack_references:
+        return []
+    settings = load_settings(config.raw_config(), stack=config.stack)  # valid: _validate passed
+    [(primary, outputs)] = stack_references.items()
+    return dr_pairing.node_mismatches(settings.node.identity(), outputs.get("node"), primary)
 
 
 def run(
@@ -143,6 +157,12 @@ def _plan_stack(
         stack_references = offline_plan.primary_stack_references(config, project, root, primary_plan=primary_plan)
     except offline_plan.PlanInputError as error:
         print(f"plan: stack {stack!r}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    problems = _pairing_problems(config, stack_references)
+    if problems:
+        print(f"plan: DR stack {stack!r} does not match its primary; nothing was declared:", file=sys.stderr)
+        for problem in problems:
+            print(problem, file=sys.stderr)
         return EXIT_CONFIG
     try:
         result = offline_plan.plan_program(offline_plan.main_program(root), config, stack_references=stack_references)

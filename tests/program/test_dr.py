@@ -160,6 +160,35 @@ def test_a_dr_stack_without_its_primary_outputs_is_refused_with_the_way_out(tmp_
     assert "pass --primary-plan DIR" in done.stderr
 
 
+@pytest.mark.parametrize(("key", "value"), [("name", "sv-2"), ("namespace", "sv-other"), ("migrationId", 5)], ids=str)
+def test_a_dr_stack_of_another_node_is_refused_before_anything_is_declared(tmp_path, dr_config, key, value):
+    """Planned against the shipped primary: one message naming the key, both values and the fix; exit 2."""
+    dr_config["sv-backups:node"][key] = value
+    stack_file = tmp_path / "Pulumi.prod-dr.yaml"
+    stack_file.write_text(yaml.safe_dump({"config": dr_config}))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--config-file", str(stack_file), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    header, *problems = done.stderr.splitlines()
+    assert header == "plan: DR stack 'prod-dr' does not match its primary; nothing was declared:"
+    primary_value = {"name": "sv-1", "namespace": "sv", "migrationId": 4}[key]
+    assert problems == [
+        f"sv-backups:node.{key}: {value!r} differs from the primary stack sv-operator/sv-backups/prod's "
+        f"{primary_value!r}; a DR stack restores its primary's node: set {key}: {primary_value!r}"
+    ]
+
+
+def test_the_program_refuses_a_dr_stack_of_another_node_on_pulumi_up(offline_plan, dr_config, references):
+    """`pulumi up` has no offline pre-check: the program itself fails on the StackReference's `node`."""
+    dr_config["sv-backups:node"]["migrationId"] = 5
+    with pytest.raises(Exception, match=r"sv-backups:node.migrationId: 5 differs from the primary stack"):
+        offline_plan(dr_config, stack="prod-dr", stack_references=references)
+
+
 # --- AWS ---------------------------------------------------------------------------------------------------
 
 READ_ACTIONS = {
