@@ -34,7 +34,8 @@ def test_dabft_plan_declares_no_cometbft_resource(shipped_plan):
     assert not [key for key in outputs["windows"] if "cometbft" in key]
     assert set(outputs["windows"]["runDeadlines"]) == {"postgres", "identities"}
     # The alerts: stale and failed for postgres and identities (and the checks), none for cometbft.
-    kinds = {r["inputs"]["userLabels"]["svbackups-kind"] for r in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")}
+    alerts = plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")
+    kinds = {r["inputs"]["userLabels"]["svbackups-kind"] for r in alerts}
     assert "cometbft" not in kinds and {"postgres", "identities"} <= kinds
 
 
