@@ -875,22 +875,28 @@ def report(result: Result) -> str:
             f"  largest legal spacing with hindsight {human(result.largest_legal_spacing)}; guaranteed by the "
             f"schedule: window - (largest gap + latest finish) = {human(result.guaranteed_spacing)}"
         )
-    lines.append(
-        "CometBFT snapshots at the end: "
-        + ", ".join(f"{tier} {n} (migration id {mid})" for (tier, mid), n in sorted(result.snapshots_by_tier.items()))
-        + "; minimum historical "
-        + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots.items()))
-        + " at the configured block rate, "
-        + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots_margin.items()))
-        + " at twice that rate (the margin of Splice's 2-week spacing)"
-    )
-    lines.append(
-        f"  historical {result.snapshot_historical} / minimum with the margin "
-        f"{sum(result.minimum_snapshots_margin.values())} = {result.snapshot_ratio:.2f}x; incremental snapshot storage "
-        f"{gib(result.snapshot_bytes)}, the minimum's {gib(result.minimum_snapshot_bytes)} = "
-        f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window stores each block once); "
-        f"{money(result.snapshot_monthly_cost)}/month in {' + '.join(result.snapshot_locations)}"
-    )
+    if not result.snapshot_locations:
+        lines.append("CometBFT snapshots: none (a DABFT node: its state is the Postgres sets' canton-bft role)")
+    else:
+        lines.append(
+            "CometBFT snapshots at the end: "
+            + ", ".join(
+                f"{tier} {n} (migration id {mid})" for (tier, mid), n in sorted(result.snapshots_by_tier.items())
+            )
+            + "; minimum historical "
+            + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots.items()))
+            + " at the configured block rate, "
+            + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots_margin.items()))
+            + " at twice that rate (the margin of Splice's 2-week spacing)"
+        )
+        lines.append(
+            f"  historical {result.snapshot_historical} / minimum with the margin "
+            f"{sum(result.minimum_snapshots_margin.values())} = {result.snapshot_ratio:.2f}x; incremental snapshot "
+            f"storage "
+            f"{gib(result.snapshot_bytes)}, the minimum's {gib(result.minimum_snapshot_bytes)} = "
+            f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window stores each block once); "
+            f"{money(result.snapshot_monthly_cost)}/month in {' + '.join(result.snapshot_locations)}"
+        )
     lines.append(
         "bytes stored at the end (one copy): "
         + ", ".join(f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_by_class.items()))
@@ -910,17 +916,18 @@ def report(result: Result) -> str:
     lines.append(f"  {'replication':<12} {money(result.monthly_replication_cost)} (per GiB written)")
     lines.append(f"  {'CometBFT':<12} {money(result.snapshot_monthly_cost)} (disk snapshots)")
     lines.append(f"  {'total':<12} {money(result.total_monthly_cost)}")
-    if result.snapshot_problems:
-        first_at, first = result.snapshot_problems[0]
-        lines.append(
-            f"CometBFT history: GAPS on {len({a for a, _ in result.snapshot_problems})} days; first "
-            f"{format_time(first_at)[:10]}: {first}"
-        )
-    else:
-        lines.append(
-            f"CometBFT history: gap-less on every one of {result.snapshot_days} simulated days (the block "
-            "rule, at the configured block rate)"
-        )
+    if result.snapshot_locations:  # none on a DABFT node
+        if result.snapshot_problems:
+            first_at, first = result.snapshot_problems[0]
+            lines.append(
+                f"CometBFT history: GAPS on {len({a for a, _ in result.snapshot_problems})} days; first "
+                f"{format_time(first_at)[:10]}: {first}"
+            )
+        else:
+            lines.append(
+                f"CometBFT history: gap-less on every one of {result.snapshot_days} simulated days (the block "
+                "rule, at the configured block rate)"
+            )
     if result.audit_problems:
         first_at, first = result.audit_problems[0]
         lines.append(
