@@ -789,10 +789,13 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     suggested = _check_keys(raw, problems)
 
     parsed: dict[str, Any] = {}
-    dabft = raw.get(f"{prefix}synchronizer") == "dabft"
+    synchronizer_raw = raw.get(f"{prefix}synchronizer", "cometbft")
+    dabft = synchronizer_raw == "dabft"
     for key, (model, required) in _SECTIONS.items():
         full_key = prefix + key
         value = raw.get(full_key)
+        if key == "cometbft" and synchronizer_raw not in SYNCHRONIZERS and value is None:
+            continue  # needed or refused depends on the synchronizer, whose own problem says so, once
         if key == "cometbft" and dabft:
             if value is not None:
                 problems.append(

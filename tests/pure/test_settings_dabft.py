@@ -68,11 +68,12 @@ def test_canton_bft_on_a_cometbft_stack_is_refused():
 
 
 @pytest.mark.parametrize("value", ["bft", "DABFT", "cometBFT"])
-def test_unknown_synchronizer(value):
-    raw = raw_config("dabft-dev")
+@pytest.mark.parametrize("stack", ["dabft-dev", "dev"])
+def test_unknown_synchronizer(value, stack):
+    """One message, whether or not the stack has a cometbft section (which it needs depends on the fix)."""
+    raw = raw_config(stack)
     raw["sv-backups:synchronizer"] = value
-    problems = problems_of(raw)
-    assert f"sv-backups:synchronizer: {value!r} is not a synchronizer; allowed: cometbft, dabft" in problems
+    assert problems_of(raw) == [f"sv-backups:synchronizer: {value!r} is not a synchronizer; allowed: cometbft, dabft"]
 
 
 def test_dabft_on_a_dr_stack_is_refused_for_now():
