@@ -151,38 +151,8 @@ class RestoreDrill(pulumi.ComponentResource):
             )
         ]
 
-        # CometBFT: its own ServiceAccount, RBAC and API token; no cloud identity.
-        cometbft_sa = self._cometbft_service_account(names, namespace)
-        snapshot_labels = {**MANAGED_BY, MIGRATION_ID_LABEL: str(settings.node.migration_id)}
-        selector = ",".join(f"{key}={value}" for key, value in snapshot_labels.items())
-        cometbft_args = [
-            "drill-cometbft",
-            "--namespace",
-            namespace,
-            "--selector",
-            selector,
-            "--storage-class",
-            snapshot_class,
-            # The job image is pinned and reviewed already; the probe only mounts the volume and lists it.
-            "--probe-image",
-            settings.job_image,
-            "--timeout",
-            fmt(COMETBFT_TIMEOUT),
-            "--json",
-        ]
-        jobs.append(
-            self._job(
-                names,
-                "cometbft",
-                namespace=namespace,
-                schedule=schedule,
-                timing=schedules.check_timing(schedule, COMETBFT_TIMEOUT + COMETBFT_CLEANUP),
-                service_account=cometbft_sa,
-                container=kube_specs.job_container("drill-cometbft", settings.job_image, cometbft_args),
-                automount_token=True,
-                slack=slack,
-            )
-        )
+        if settings.cometbft is not None:  # a DABFT stack's canton-bft state is drilled with the Postgres set
+            jobs.append(self._cometbft_job(names, settings, namespace, schedule, snapshot_class, slack))
 
         # Identities: read the newest version as the restore identity (never logged: the job checks its shape).
         jobs.append(
@@ -204,13 +174,48 @@ class RestoreDrill(pulumi.ComponentResource):
             {"cronJobs": {job.kind: job.cron_job for job in jobs}, "storageClass": self.storage_class}
         )
 
+    def _cometbft_job(
+        self, names: Names, settings: Settings, namespace: str, schedule: str, snapshot_class: str | None, slack
+    ) -> DrillJob:
+        """CometBFT: its own ServiceAccount, RBAC and API token; no cloud identity."""
+        fmt = retention.format_duration
+        cometbft_sa = self._cometbft_service_account(names, namespace)
+        snapshot_labels = {**MANAGED_BY, MIGRATION_ID_LABEL: str(settings.node.migration_id)}
+        selector = ",".join(f"{key}={value}" for key, value in snapshot_labels.items())
+        cometbft_args = [
+            "drill-cometbft",
+            "--namespace",
+            namespace,
+            "--selector",
+            selector,
+            "--storage-class",
+            snapshot_class,
+            # The job image is pinned and reviewed already; the probe only mounts the volume and lists it.
+            "--probe-image",
+            settings.job_image,
+            "--timeout",
+            fmt(COMETBFT_TIMEOUT),
+            "--json",
+        ]
+        return self._job(
+            names,
+            "cometbft",
+            namespace=namespace,
+            schedule=schedule,
+            timing=schedules.check_timing(schedule, COMETBFT_TIMEOUT + COMETBFT_CLEANUP),
+            service_account=cometbft_sa,
+            container=kube_specs.job_container("drill-cometbft", settings.job_image, cometbft_args),
+            automount_token=True,
+            slack=slack,
+        )
+
     def _storage_class(self, names: Names, settings: Settings, backend: CloudBackend) -> str | None:
         """A class for the drills' disks, unless both are configured: its provisioner is the snapshot class's CSI
         driver (a PVC restored from a snapshot must be), it binds where the pod runs and deletes with its claim."""
         drill = settings.drill
         if drill.storage_class and drill.cometbft_storage_class:
             return None
-        driver = settings.cometbft.driver or backend.default_snapshot_driver
+        driver = (settings.cometbft.driver if settings.cometbft else None) or backend.default_snapshot_driver
         name = names.cluster_scoped(settings.node.namespace, "drill")
         storage.StorageClass(
             names.resource("drill", "storage-class"),

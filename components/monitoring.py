@@ -25,6 +25,7 @@ def alert_specs(settings: Settings, cron_jobs: dict[str, str]) -> list[AlertSpec
             stale_after=timing[kind].stale_after(settings.monitoring.slack),
         )
         for kind in BACKUP_KINDS
+        if kind in cron_jobs  # a DABFT stack has no cometbft CronJob
     ]
 
 

@@ -44,10 +44,11 @@ class SvBackups(pulumi.ComponentResource):
             self.store, secret = self.storage.store, None
         self.postgres = PostgresBackups("postgres", settings, backend, self.store, child)
         self.identities = IdentityBackups("identities", settings, backend, child, slot=secret)
-        self.cometbft = CometbftSnapshots("cometbft", settings, backend, child)
+        # A DABFT node has no CometBFT node: its ordering state is the Postgres set's canton-bft role.
+        self.cometbft = None if settings.dabft else CometbftSnapshots("cometbft", settings, backend, child)
         self.cron_jobs = {
             "postgres": self.postgres.cron_job_name,
-            "cometbft": self.cometbft.cron_job_name,
+            **({"cometbft": self.cometbft.cron_job_name} if self.cometbft else {}),
             "identities": self.identities.cron_job_name,
         }
         # Standby CronJobs do not run: alerting on them would page until failover.
@@ -71,7 +72,7 @@ class SvBackups(pulumi.ComponentResource):
                 "backupUrl": self.store.url,
                 "identitiesSecret": self.identities.secret_id,
                 "cronJobs": self.cron_jobs,
-                "snapshotClass": self.cometbft.snapshot_class_name,
+                **({"snapshotClass": self.cometbft.snapshot_class_name} if self.cometbft else {}),
             }
         )
 
@@ -93,18 +94,31 @@ def declare(settings: Settings) -> SvBackups:
     if node.drill is not None:
         checks |= {DRILL_OUTPUTS[job.kind]: job.cron_job for job in node.drill.jobs}
     pulumi.export("cronJobs", {**node.cron_jobs, **checks})
-    pulumi.export("snapshotClass", node.cometbft.snapshot_class_name)
+    if node.cometbft is not None:
+        pulumi.export("snapshotClass", node.cometbft.snapshot_class_name)
+    if settings.dabft:
+        pulumi.export("synchronizer", settings.synchronizer)
     pulumi.export(
         "schedules",
         {
             "postgres": settings.schedule.postgres,
-            "cometbft": settings.schedule.cometbft,
+            **({"cometbft": settings.schedule.cometbft} if node.cometbft is not None else {}),
             "identities": settings.schedule.identities,
             "audit": settings.schedule.audit,
             **({"drill": settings.schedule.drill} if node.drill is not None else {}),
         },
     )
     pulumi.export("postgresRoles", settings.roles)
+    # The backup kinds this stack runs (no cometbft on a DABFT stack).
+    timing = {kind: t for kind, t in derived.timing.items() if kind in node.cron_jobs}
+    cometbft_windows = (
+        {
+            "cometbftRetentionWindow": fmt(derived.cometbft_retention_window),
+            "cometbftHistoricalCadence": fmt(derived.cometbft_historical_cadence),
+        }
+        if node.cometbft is not None
+        else {}
+    )
     if node.postgres.setup_sql:
         # What an instance admin runs once so a passwordless (IAM) login can dump every table.
         pulumi.export("postgresSetupSql", node.postgres.setup_sql)
@@ -119,12 +133,11 @@ def declare(settings: Settings) -> SvBackups:
             if settings.retention.sequencer_pruning
             else None,
             "postgresHistoricalCadence": fmt(derived.postgres_historical_cadence),
-            "cometbftRetentionWindow": fmt(derived.cometbft_retention_window),
-            "cometbftHistoricalCadence": fmt(derived.cometbft_historical_cadence),
+            **cometbft_windows,
             "postgresRunDeadline": fmt(derived.timing["postgres"].deadline),
-            "largestScheduleGaps": {kind: fmt(t.largest_gap) for kind, t in derived.timing.items()},
-            "runDeadlines": {kind: fmt(t.deadline) for kind, t in derived.timing.items()},
-            "startWindows": {kind: fmt(t.start_window) for kind, t in derived.timing.items()},
+            "largestScheduleGaps": {kind: fmt(t.largest_gap) for kind, t in timing.items()},
+            "runDeadlines": {kind: fmt(t.deadline) for kind, t in timing.items()},
+            "startWindows": {kind: fmt(t.start_window) for kind, t in timing.items()},
         },
     )
     pulumi.export("jobImage", settings.job_image)

@@ -44,8 +44,15 @@ from rules.schedules import (
 )
 
 PROJECT = "sv-backups"
-ROLES = ("apps", "participant", "sequencer", "mediator")
+# In backup order (rules/manifest.py ROLE_ORDER): a DABFT synchronizer's `canton-bft` state first, as Splice's own
+# backup script takes it, then apps strictly before participant (the SV rule), then the others.
+ROLES = ("canton-bft", "apps", "participant", "sequencer", "mediator")
 REQUIRED_ROLES = ("apps", "participant")
+# The config key of each role under sv-backups:postgres where it differs from the role's name.
+ROLE_KEYS = {"canton-bft": "cantonBft"}
+# sv-backups:synchronizer: the node's synchronizer, CometBFT (a cometbft PVC snapshotted) or DABFT (no CometBFT
+# node: the BFT ordering state is the sequencer's `cantonBft` database, in the Postgres set).
+SYNCHRONIZERS = ("cometbft", "dabft")
 # Schedule timing (start windows, run deadlines, the 4-hour bound) is pure schedule logic: rules/schedules.py.
 # GCS lifecycle ages are whole days.
 MIN_RECENT = timedelta(days=1)
@@ -601,7 +608,7 @@ class Settings:
     postgres: dict[str, InClusterPostgres | CloudSqlPostgres]
     retention: RetentionConfig
     identities: IdentitiesConfig
-    cometbft: CometbftConfig
+    cometbft: CometbftConfig | None  # None on a DABFT stack
     dr: DrConfig
     job_image: str
     monitoring: MonitoringConfig
@@ -610,6 +617,12 @@ class Settings:
     gcp: GcpConfig | None  # set when cloud is gcp
     aws: AwsConfig | None  # set when cloud is aws
     derived: Derived
+    synchronizer: str = "cometbft"  # cometbft | dabft (then `cometbft` is None and `canton-bft` a Postgres role)
+
+    @property
+    def dabft(self) -> bool:
+        """A DABFT synchronizer: no CometBFT node to snapshot; its state is the `canton-bft` Postgres role."""
+        return self.synchronizer == "dabft"
 
     @property
     def name_prefix(self) -> str:
@@ -629,11 +642,13 @@ class Settings:
 
     @property
     def roles(self) -> list[str]:
-        """Configured roles in backup order: apps, then participant (the SV rule), then the others."""
+        """Configured roles in backup order: canton-bft (DABFT), apps, then participant (the SV rule), the others."""
         return [role for role in ROLES if role in self.postgres]
 
 
 class _PostgresMap(_Model):
+    # A DABFT synchronizer's state (sv-backups:synchronizer dabft), usually on the sequencer's server.
+    canton_bft: PostgresInstance | None = Field(None, alias="cantonBft")
     apps: PostgresInstance
     participant: PostgresInstance
     sequencer: PostgresInstance | None = None
@@ -648,7 +663,7 @@ _SECTIONS: dict[str, tuple[type[BaseModel] | None, bool]] = {
     "postgres": (_PostgresMap, True),
     "retention": (RetentionConfig, False),
     "identities": (IdentitiesConfig, True),
-    "cometbft": (CometbftConfig, True),
+    "cometbft": (CometbftConfig, True),  # not with synchronizer dabft (checked below)
     "dr": (DrConfig, True),
     "jobImage": (None, True),
     "role": (None, False),  # primary (default) | dr
@@ -656,6 +671,7 @@ _SECTIONS: dict[str, tuple[type[BaseModel] | None, bool]] = {
     "storage": (StorageConfig, False),
     "drill": (DrillConfig, False),
     "aws": (AwsSection, False),  # required when cloud is aws (checked below)
+    "synchronizer": (None, False),  # cometbft (default) | dabft
 }
 SUPPORTED_CLOUDS = ("gcp", "aws")
 ROLES_OF_STACK = ("primary", "dr")
@@ -777,9 +793,20 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     suggested = _check_keys(raw, problems)
 
     parsed: dict[str, Any] = {}
+    synchronizer_raw = raw.get(f"{prefix}synchronizer", "cometbft")
+    dabft = synchronizer_raw == "dabft"
     for key, (model, required) in _SECTIONS.items():
         full_key = prefix + key
         value = raw.get(full_key)
+        if key == "cometbft" and synchronizer_raw not in SYNCHRONIZERS and value is None:
+            continue  # needed or refused depends on the synchronizer, whose own problem says so, once
+        if key == "cometbft" and dabft:
+            if value is not None:
+                problems.append(
+                    f"{full_key}: a DABFT synchronizer ({prefix}synchronizer: dabft) has no CometBFT node to "
+                    f"snapshot; remove this section (its state is backed up as {prefix}postgres.cantonBft)"
+                )
+            continue
         if value is None:
             if required:
                 problems.append(f"{full_key}: is required but missing")
@@ -805,6 +832,12 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     if cloud is not None and cloud not in SUPPORTED_CLOUDS:
         problems.append(f"{prefix}cloud: {cloud!r} is not supported; allowed: {', '.join(SUPPORTED_CLOUDS)}")
         cloud = None
+    synchronizer = parsed.get("synchronizer", "cometbft")
+    if synchronizer not in SYNCHRONIZERS:
+        problems.append(
+            f"{prefix}synchronizer: {synchronizer!r} is not a synchronizer; allowed: {', '.join(SYNCHRONIZERS)}"
+        )
+    _check_synchronizer(synchronizer, parsed, problems)
     role = parsed.get("role", "primary")
     if role not in ROLES_OF_STACK:
         problems.append(f"{prefix}role: {role!r} is not a stack role; allowed: {', '.join(ROLES_OF_STACK)}")
@@ -843,10 +876,10 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         role=role,
         node=parsed["node"],
         schedule=parsed["schedule"],
-        postgres={role: getattr(postgres_map, role) for role in ROLES if getattr(postgres_map, role)},
+        postgres={role: instance for role in ROLES if (instance := getattr(postgres_map, _role_field(role)))},
         retention=parsed.get("retention") or RetentionConfig(),
         identities=parsed["identities"],
-        cometbft=parsed["cometbft"],
+        cometbft=parsed.get("cometbft"),
         dr=parsed["dr"],
         job_image=parsed["jobImage"],
         monitoring=parsed.get("monitoring") or MonitoringConfig(),
@@ -855,7 +888,45 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         gcp=gcp,
         aws=aws,
         derived=derived,
+        synchronizer=synchronizer,
     )
+
+
+def _role_field(role: str) -> str:
+    """The `_PostgresMap` field of a role (canton-bft -> canton_bft)."""
+    return role.replace("-", "_")
+
+
+def role_key(role: str) -> str:
+    """The role's key under sv-backups:postgres (canton-bft -> cantonBft)."""
+    return ROLE_KEYS.get(role, role)
+
+
+def _check_synchronizer(synchronizer: str, parsed: dict[str, Any], problems: list[str]) -> None:
+    """A DABFT node backs its BFT state up as postgres.cantonBft; a CometBFT node has no such database."""
+    postgres: _PostgresMap | None = parsed.get("postgres")
+    key = f"{PROJECT}:postgres.cantonBft"
+    if synchronizer == "dabft":
+        if postgres is not None and postgres.canton_bft is None:
+            problems.append(
+                f"{key}: is required with {PROJECT}:synchronizer dabft (the DABFT ordering state, the sequencer "
+                f"pod's cantonBft database, usually on the sequencer's server)"
+            )
+        if parsed.get("role") == "dr":
+            problems.append(
+                f"{PROJECT}:synchronizer: 'dabft' is not supported on a DR stack yet (failover restores a CometBFT "
+                f"snapshot); allowed on a DR stack: cometbft"
+            )
+        drill: DrillConfig | None = parsed.get("drill")
+        if drill is not None and drill.cometbft_storage_class:
+            problems.append(
+                f"{PROJECT}:drill.cometbftStorageClass: a DABFT stack has no CometBFT drill; remove the key"
+            )
+    elif synchronizer == "cometbft" and postgres is not None and postgres.canton_bft is not None:
+        problems.append(
+            f"{key}: only a DABFT synchronizer has a cantonBft database; set {PROJECT}:synchronizer: dabft, or "
+            f"remove the key"
+        )
 
 
 def _gcp_config(raw: Mapping[str, Any], problems: list[str]) -> GcpConfig | None:
@@ -1098,11 +1169,11 @@ def _check_aws_regions(parsed: dict[str, Any], primary: str, problems: list[str]
         dr = None  # reported once, by _check_dr
     postgres: _PostgresMap | None = parsed.get("postgres")
     for role in ROLES:
-        instance = getattr(postgres, role, None) if postgres else None
+        instance = getattr(postgres, _role_field(role), None) if postgres else None
         if isinstance(instance, RdsPostgres) and instance.adopt and dr and (instance.region or primary) == dr.region:
             problems.append(
-                f"{PROJECT}:postgres.{role}.region: {dr.region!r} is dr.region, where the instance's automated "
-                f"backups are replicated to; allowed: the region the instance is in, any but dr.region"
+                f"{PROJECT}:postgres.{role_key(role)}.region: {dr.region!r} is dr.region, where the instance's "
+                f"automated backups are replicated to; allowed: the region the instance is in, any but dr.region"
             )
     monitoring: MonitoringConfig | None = parsed.get("monitoring")
     if monitoring is not None:

@@ -35,7 +35,16 @@ from jobs.pgsets import complete_sets, seal_set, to_json
 from rules import retention
 from rules.gcp_locations import standalone_snapshot_location, storage_layout
 from rules.history import SetPoint, audit, human, set_point
-from rules.manifest import HISTORICAL, RECENT, STEP_FORMAT, format_time, role_sort_key, set_prefix, step_key
+from rules.manifest import (
+    CANTON_BFT,
+    HISTORICAL,
+    RECENT,
+    STEP_FORMAT,
+    format_time,
+    role_sort_key,
+    set_prefix,
+    step_key,
+)
 
 GIB = 2**30
 DAY = timedelta(days=1)
@@ -51,7 +60,7 @@ _UNITS = {
     "TIB": 2**40,
 }
 _AMOUNT = r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)"  # NUMBER UNIT
-_SIZE = re.compile(rf"^\s*([a-z]+)\s*=\s*{_AMOUNT}\s*$")
+_SIZE = re.compile(rf"^\s*([a-z][a-z0-9-]*)\s*=\s*{_AMOUNT}\s*$")
 _DAILY = re.compile(rf"^\s*{_AMOUNT}\s*/\s*day\s*$")
 _GROWTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*/\s*(month|year)\s*$")
 AVERAGE_MONTH = timedelta(days=365.25 / 12)
@@ -397,7 +406,8 @@ def simulate(settings: Settings, options: Options) -> Result:
 
     events = _merge(
         (_runs(settings.schedule.postgres, options.start, end), "postgres"),
-        (_runs(settings.schedule.cometbft, options.start, end), "cometbft"),
+        # A DABFT node has no CometBFT node: no snapshots (its state is the Postgres set's canton-bft role).
+        (_runs(settings.schedule.cometbft, options.start, end) if not settings.dabft else [], "cometbft"),
         (_days(options.start, end), "day"),
     )
     for at, kind in events:
@@ -455,7 +465,7 @@ def simulate(settings: Settings, options: Options) -> Result:
     snapshot_bytes = snapshots.stored_bytes(snapshots.kept(), options.cometbft_per_day)
     locations = snapshot_locations(settings)
     # A copy in a second region is incremental too: what it transfers each month is the month's new blocks.
-    copied_gib = (len(locations) - 1) * options.cometbft_per_day * days_accounted / GIB
+    copied_gib = max(len(locations) - 1, 0) * options.cometbft_per_day * days_accounted / GIB
     copying = copied_gib * storage_prices.SNAPSHOT_COPY_TRANSFER
     snapshot_cost = sum(snapshot_bytes / GIB * storage_prices.snapshot_per_gib(settings.cloud, at) for at in locations)
     return Result(
@@ -493,7 +503,9 @@ def simulate(settings: Settings, options: Options) -> Result:
 def snapshot_locations(settings: Settings) -> list[str]:
     """Where CometBFT's snapshots are stored, one billed copy each: GCP, the VolumeSnapshotClass's
     `storage-locations` (components/gcp/backend.py); AWS, the cluster's region, and on a primary with a DR region
-    the copy the snapshot job makes there (`--copy-to-region`, components/aws/backend.py)."""
+    the copy the snapshot job makes there (`--copy-to-region`, components/aws/backend.py). None on a DABFT node."""
+    if settings.dabft:
+        return []
     if settings.cloud == "gcp":
         if settings.dr.region is None:
             return [standalone_snapshot_location(settings.gcp.region)]
@@ -540,9 +552,11 @@ def _take_set(store, clock, settings, options, at, migration_id, roles, timing, 
     elapsed = at - options.start
     sizes = {role: options.sizes.at(role, elapsed) for role in roles}
     durations = {r: timedelta(seconds=max(1.0, sizes[r] / options.throughput)) for r in roles}
-    rest = [r for r in roles if r != "apps"]
+    # A DABFT node's canton-bft state is taken before apps (jobs.pgsets ROLE_DEPENDENCIES), the rest beside apps.
+    lead_time = durations.get(CANTON_BFT, timedelta(0))
+    rest = [r for r in roles if r not in ("apps", CANTON_BFT)]
     apps_time = durations.get("apps", timedelta(0))
-    needed = apps_time + max((durations[r] for r in rest), default=timedelta(0)) + timedelta(seconds=10)
+    needed = lead_time + apps_time + max((durations[r] for r in rest), default=timedelta(0)) + timedelta(seconds=10)
     if needed > timing.deadline:
         raise ValueError(
             f"a set of {sum(sizes.values()) / 1e9:,.0f} GB needs {needed} at {options.throughput / 1e6:.0f} MB/s, "
@@ -550,10 +564,10 @@ def _take_set(store, clock, settings, options, at, migration_id, roles, timing, 
         )
     slow = options.timing == "worst" or (options.timing == "jitter" and rng.random() < 0.5)
     begin = at + (timing.start_window if slow else timedelta(seconds=30))
-    apps_end = begin + apps_time
-    sealed_at = at + timing.latest_finish if slow else apps_end + needed - apps_time
+    apps_end = begin + lead_time + apps_time
+    sealed_at = at + timing.latest_finish if slow else apps_end + needed - apps_time - lead_time
     # apps first, then the rest in parallel (jobs.pgsets.backup_set's order); a slow run's rest ends at its seal
-    starts = {"apps": begin}
+    starts = {CANTON_BFT: begin, "apps": begin + lead_time}
     for role in rest:
         starts[role] = sealed_at - timedelta(seconds=5) - durations[role] if slow else apps_end + timedelta(seconds=1)
     set_id = f"{at.strftime('%Y%m%dT%H%M%SZ')}-sim"
@@ -861,22 +875,28 @@ def report(result: Result) -> str:
             f"  largest legal spacing with hindsight {human(result.largest_legal_spacing)}; guaranteed by the "
             f"schedule: window - (largest gap + latest finish) = {human(result.guaranteed_spacing)}"
         )
-    lines.append(
-        "CometBFT snapshots at the end: "
-        + ", ".join(f"{tier} {n} (migration id {mid})" for (tier, mid), n in sorted(result.snapshots_by_tier.items()))
-        + "; minimum historical "
-        + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots.items()))
-        + " at the configured block rate, "
-        + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots_margin.items()))
-        + " at twice that rate (the margin of Splice's 2-week spacing)"
-    )
-    lines.append(
-        f"  historical {result.snapshot_historical} / minimum with the margin "
-        f"{sum(result.minimum_snapshots_margin.values())} = {result.snapshot_ratio:.2f}x; incremental snapshot storage "
-        f"{gib(result.snapshot_bytes)}, the minimum's {gib(result.minimum_snapshot_bytes)} = "
-        f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window stores each block once); "
-        f"{money(result.snapshot_monthly_cost)}/month in {' + '.join(result.snapshot_locations)}"
-    )
+    if not result.snapshot_locations:
+        lines.append("CometBFT snapshots: none (a DABFT node: its state is the Postgres sets' canton-bft role)")
+    else:
+        lines.append(
+            "CometBFT snapshots at the end: "
+            + ", ".join(
+                f"{tier} {n} (migration id {mid})" for (tier, mid), n in sorted(result.snapshots_by_tier.items())
+            )
+            + "; minimum historical "
+            + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots.items()))
+            + " at the configured block rate, "
+            + ", ".join(f"{n} (id {m})" for m, n in sorted(result.minimum_snapshots_margin.items()))
+            + " at twice that rate (the margin of Splice's 2-week spacing)"
+        )
+        lines.append(
+            f"  historical {result.snapshot_historical} / minimum with the margin "
+            f"{sum(result.minimum_snapshots_margin.values())} = {result.snapshot_ratio:.2f}x; incremental snapshot "
+            f"storage "
+            f"{gib(result.snapshot_bytes)}, the minimum's {gib(result.minimum_snapshot_bytes)} = "
+            f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window stores each block once); "
+            f"{money(result.snapshot_monthly_cost)}/month in {' + '.join(result.snapshot_locations)}"
+        )
     lines.append(
         "bytes stored at the end (one copy): "
         + ", ".join(f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_by_class.items()))
@@ -896,17 +916,18 @@ def report(result: Result) -> str:
     lines.append(f"  {'replication':<12} {money(result.monthly_replication_cost)} (per GiB written)")
     lines.append(f"  {'CometBFT':<12} {money(result.snapshot_monthly_cost)} (disk snapshots)")
     lines.append(f"  {'total':<12} {money(result.total_monthly_cost)}")
-    if result.snapshot_problems:
-        first_at, first = result.snapshot_problems[0]
-        lines.append(
-            f"CometBFT history: GAPS on {len({a for a, _ in result.snapshot_problems})} days; first "
-            f"{format_time(first_at)[:10]}: {first}"
-        )
-    else:
-        lines.append(
-            f"CometBFT history: gap-less on every one of {result.snapshot_days} simulated days (the block "
-            "rule, at the configured block rate)"
-        )
+    if result.snapshot_locations:  # none on a DABFT node
+        if result.snapshot_problems:
+            first_at, first = result.snapshot_problems[0]
+            lines.append(
+                f"CometBFT history: GAPS on {len({a for a, _ in result.snapshot_problems})} days; first "
+                f"{format_time(first_at)[:10]}: {first}"
+            )
+        else:
+            lines.append(
+                f"CometBFT history: gap-less on every one of {result.snapshot_days} simulated days (the block "
+                "rule, at the configured block rate)"
+            )
     if result.audit_problems:
         first_at, first = result.audit_problems[0]
         lines.append(

@@ -30,6 +30,7 @@ from jobs.pgdump import DumpSettings, allow_dumps, dump_database, kill_running_d
 from rules.history import SetPoint, history_record, set_point
 from rules.manifest import (
     APPS,
+    CANTON_BFT,
     HISTORICAL,
     MANIFEST,
     PARTICIPANT,
@@ -287,9 +288,10 @@ def verify_set(dest: Destination, prefix: str) -> tuple[dict[str, Any] | None, l
 
 # --------------------------------------------------------------------------------------- whole set
 
-# The one dependency between roles (Splice issue #932, manifest.ordering_errors): a participant's snapshot is
-# requested only after every apps database finished. Every other role is independent of all the others.
-ROLE_DEPENDENCIES: dict[str, tuple[str, ...]] = {PARTICIPANT: (APPS,)}
+# The dependencies between roles: a participant's snapshot is requested only after every apps database finished
+# (Splice issue #932, manifest.ordering_errors); on a DABFT node the canton-bft state is taken first, as Splice's
+# backup script does, so apps waits for it. Every other role is independent of all the others.
+ROLE_DEPENDENCIES: dict[str, tuple[str, ...]] = {APPS: (CANTON_BFT,), PARTICIPANT: (APPS,)}
 
 
 def role_dependencies(roles: list[str]) -> dict[str, tuple[str, ...]]:
@@ -301,8 +303,8 @@ def role_dependencies(roles: list[str]) -> dict[str, tuple[str, ...]]:
 def ready_roles(deps: dict[str, tuple[str, ...]], done: set[str], started: set[str], parallel: int) -> list[str]:
     """The roles to start now: not started, every dependency done, at most `parallel` running in all.
 
-    Roles that others wait for go first (apps, so that the apps -> participant chain, usually the longest, is
-    never held up by an independent role), then the CronJob's order."""
+    Roles that others wait for go first (canton-bft, then apps, so that the chain to participant, usually the
+    longest, is never held up by an independent role), then the CronJob's order."""
     free = max(1, parallel) - len(started - done)
     if free <= 0:
         return []
@@ -319,8 +321,8 @@ def backup_set(
 ) -> SealResult:
     """The CronJob's steps in one process, then the seal. Up to `parallel` roles are dumped at once: sequencer,
     mediator (and any other role) start at once, beside apps; participant starts only when the apps step is
-    recorded (`role_dependencies`). The first failure stops every running dump (their uploads abort), starts
-    nothing more and is raised: no seal, so no manifest."""
+    recorded, and apps only when the canton-bft step (DABFT) is (`role_dependencies`). The first failure stops
+    every running dump (their uploads abort), starts nothing more and is raised: no seal, so no manifest."""
 
     def step(role: str) -> dict[str, Any]:
         return run_step(dest, role=role, set_id=set_id, migration_id=migration_id, dsns=dsns[role],

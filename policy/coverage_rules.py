@@ -1,6 +1,7 @@
 """Stack rules every stack must pass whatever its cloud: every backup exists, and each kind has its alerts.
 
-The cloud-neutral part (the three backup CronJobs, the VolumeSnapshotClass) is checked here; the cloud part
+The cloud-neutral part (the three backup CronJobs, the VolumeSnapshotClass; on a DABFT stack, recognised by the
+canton-bft step of its Postgres CronJob, no CometBFT CronJob or class) is checked here; the cloud part
 (the backup store, the identities secret, the alert resources) comes from the `Cloud` profiles of the clouds
 the stack is on (`clouds.py`), so that no rule passes because its subject vanished or lost its label.
 """
@@ -14,7 +15,6 @@ from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackV
 from .clouds import Cloud, clouds_of
 from .props import (
     BACKUP_COMPONENTS,
-    BACKUP_KINDS,
     COMPONENT_LABEL,
     CRON_JOB,
     DRILL_COMPONENTS,
@@ -23,6 +23,7 @@ from .props import (
     drill_component,
     drill_kind,
     is_dr_stack,
+    required_backup_kinds,
     standby,
 )
 from .rule import ADVISORY, StackResource, stack_rule
@@ -37,9 +38,10 @@ def _what(alert_type: str) -> str:
 def alerted_kinds(resources: list[StackResource]) -> tuple[str, ...]:
     """The kinds that must have alerts: every backup kind, but a DR stack's standby backups (they are suspended
     on purpose until failover: alerting on them would page every day), on a DR stack the replica check, and every
-    restore drill the stack declares (`drill-postgres`...: a drill nobody hears about proves nothing)."""
+    restore drill the stack declares (`drill-postgres`...: a drill nobody hears about proves nothing). A DABFT
+    stack has no cometbft backup (`required_backup_kinds`)."""
     waiting = {backup_kind(r.props) for r in resources if r.type == CRON_JOB and standby(r.props)}
-    kinds = tuple(k for k in BACKUP_KINDS if k not in waiting)
+    kinds = tuple(k for k in required_backup_kinds(resources) if k not in waiting)
     drills = sorted({drill_component(r.props) for r in resources if r.type == CRON_JOB} - {None})
     return (*kinds, *(["replica"] if is_dr_stack(resources) else []), *drills)
 
@@ -68,8 +70,9 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
 
     def check_coverage(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
         kinds = {backup_kind(r.props) for r in resources if r.type == CRON_JOB}
+        required = required_backup_kinds(resources)
         for component, kind in BACKUP_COMPONENTS.items():
-            if kind not in kinds:
+            if kind not in kinds and kind in required:
                 report(
                     f"No CronJob labelled {COMPONENT_LABEL}={component}: the {kind} backup never runs (or the "
                     f"policies cannot recognise it). Fix: declare it with its component (components/) and keep "
@@ -79,7 +82,8 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
         for cloud in [] if is_dr_stack(resources) else clouds_of(resources, clouds):
             for message in cloud.missing_backups(resources):
                 report(message)
-        if not any(r.type == SNAPSHOT_CLASS for r in resources):
+        # A DABFT stack has no CometBFT node: its ordering state is the Postgres set's canton-bft step.
+        if "cometbft" in required and not any(r.type == SNAPSHOT_CLASS for r in resources):
             report(
                 "No VolumeSnapshotClass: CometBFT snapshots have no class with deletionPolicy Retain. Fix: declare "
                 "it with components/cometbft.py."
@@ -90,8 +94,9 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
         if is_dr_stack(resources):
             return
         drilled = {drill_kind(r.props) for r in resources if r.type == CRON_JOB}
+        required = required_backup_kinds(resources)
         for component, kind in DRILL_COMPONENTS.items():
-            if kind not in drilled:
+            if kind not in drilled and kind in required:
                 report(
                     f"No CronJob labelled {COMPONENT_LABEL}={component}: nothing restores the {kind} backups on a "
                     f"schedule, so a backup that cannot be restored goes unnoticed until the day it is needed. Fix: "

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, Severity
 
+from rules.manifest import CANTON_BFT
 from rules.schedules import (
     MIN_RUN_DEADLINE,
     InvalidCron,
@@ -143,6 +144,13 @@ def _check_postgres_order(props: dict, args: ResourceValidationArgs, report: Rep
         return
     if "participant" in init and init.index("participant") < init.index("apps"):
         report(f"{where}: initContainers run {init}: 'participant' runs before 'apps'; {why}. {fix}")
+    # A DABFT node's ordering state is taken first, as Splice's backup script does (rules/manifest.py CANTON_BFT).
+    if CANTON_BFT in main or (CANTON_BFT in init and init.index(CANTON_BFT) > init.index("apps")):
+        report(
+            f"{where}: the '{CANTON_BFT}' step (the DABFT state) does not complete before 'apps' starts "
+            f"(initContainers {init}, containers {main}). Fix: run '{CANTON_BFT}' as the first initContainer, "
+            f"before 'apps', as Splice's backup script takes it first."
+        )
     apps = next(c for c in spec["initContainers"] if isinstance(c, dict) and c.get("name") == "apps")
     if get(apps, "restartPolicy") == "Always":
         report(
@@ -157,7 +165,8 @@ postgres_apps_before_participant = resource_rule(
     types=[CRON_JOB],
     check=_check_postgres_order,
     severity=Severity.CRITICAL,
-    remediation="Declare initContainers in the order apps, participant, sequencer, mediator; seal runs last.",
+    remediation="Declare initContainers in the order canton-bft (DABFT), apps, participant, sequencer, mediator; seal "
+    "runs last.",
 )
 
 

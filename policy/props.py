@@ -27,6 +27,8 @@ from pulumi_policy.proxy import (
     _ListProxy,
 )
 
+from rules.manifest import CANTON_BFT
+
 _SENTINELS = {
     UNKNOWN_ARCHIVE_VALUE,
     UNKNOWN_ARRAY_VALUE,
@@ -221,6 +223,25 @@ def flag_values(container: dict, flag: str) -> list:
         elif isinstance(word, str) and word.startswith(flag + "="):
             found.append(word.split("=", 1)[1])
     return found
+
+
+def is_dabft_stack(resources) -> bool:
+    """A DABFT node (no CometBFT node to snapshot): its Postgres backup CronJob dumps the DABFT ordering state,
+    a `backup-step --role canton-bft` step (rules/manifest.py CANTON_BFT). Read from what the job runs, not from
+    a label or the stack's name: a CometBFT stack that merely lost its snapshot job is no DABFT stack."""
+    for resource in resources:
+        if resource.type != CRON_JOB or backup_kind(resource.props) != "postgres":
+            continue
+        for _kind, container in containers(pod_spec(resource.props)):
+            words = [*(get(container, "command", default=[]) or []), *(get(container, "args", default=[]) or [])]
+            if "backup-step" in words and flag_values(container, "--role") == [CANTON_BFT]:
+                return True
+    return False
+
+
+def required_backup_kinds(resources) -> tuple[str, ...]:
+    """The backup kinds the stack must run: every kind, but cometbft on a DABFT stack (`is_dabft_stack`)."""
+    return tuple(k for k in BACKUP_KINDS if not (k == "cometbft" and is_dabft_stack(resources)))
 
 
 def iam_grants(props: dict) -> list[tuple[Any, list]]:

@@ -21,7 +21,7 @@ from pulumi_kubernetes.core import v1 as core
 from components import kube_specs
 from components.cloud import PostgresEndpoint, WorkloadIdentity
 from components.gcp.context import GcpContext
-from components.settings import ROLES, CloudSqlPostgres
+from components.settings import CloudSqlPostgres
 from rules import retention
 
 # Cloud SQL keeps at most 7 days of transaction logs outside Enterprise Plus.
@@ -98,6 +98,8 @@ CLOUD_SQL_PROXY_IMAGE = (
 # One proxy per instance, each on its own loopback port fixed by the role (the pod is its own network
 # namespace: nothing else listens there), so a role's port never moves when another role is added.
 PROXY_PORT_BASE = 15432
+# Each role's proxy port offset: roles are appended, never inserted, so no stack's ports move (not ROLES' order).
+PROXY_ROLES = ("apps", "participant", "sequencer", "mediator", "canton-bft")
 PROXY_HEALTH_PORT_BASE = 9801
 # The proxy only relays bytes (TLS to the instance, plain on loopback): little memory, and at most about a
 # core while pg_dump streams a large table.
@@ -141,7 +143,7 @@ def with_iam_authentication(flags: Sequence[Mapping[str, str]]) -> list[dict[str
 
 def proxy_ports(role: str) -> tuple[int, int]:
     """(database port, health-check port) of the role's proxy on the pod's loopback."""
-    index = ROLES.index(role)
+    index = PROXY_ROLES.index(role)
     return PROXY_PORT_BASE + index, PROXY_HEALTH_PORT_BASE + index
 
 

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobs.pgsets import ready_roles, role_dependencies
-from rules.manifest import APPS, PARTICIPANT
+from rules.manifest import APPS, CANTON_BFT, PARTICIPANT
 
-ALL_ROLES = [APPS, PARTICIPANT, "sequencer", "mediator", "scan-extra"]
+ALL_ROLES = [CANTON_BFT, APPS, PARTICIPANT, "sequencer", "mediator", "scan-extra"]
 
 
 def replay(roles: list[str], parallel: int, picks: list[int]) -> list[tuple[str, str]]:
@@ -51,6 +51,8 @@ def test_any_completion_order_keeps_apps_before_participant(roles, parallel, pic
     assert sorted(r for kind, r in events if kind == "start") == sorted(roles)
     if APPS in roles and PARTICIPANT in roles:
         assert events.index(("done", APPS)) < events.index(("start", PARTICIPANT))
+    if CANTON_BFT in roles and APPS in roles:
+        assert events.index(("done", CANTON_BFT)) < events.index(("start", APPS))
 
 
 def test_only_participant_waits_and_only_for_apps():
@@ -73,3 +75,16 @@ def test_independent_roles_start_beside_apps_and_apps_goes_first():
 def test_two_roles_run_one_after_the_other():
     events = replay([APPS, PARTICIPANT], parallel=4, picks=[])
     assert events == [("start", APPS), ("done", APPS), ("start", PARTICIPANT), ("done", PARTICIPANT)]
+
+
+def test_dabft_state_goes_first_then_apps_before_participant():
+    """A DABFT node's canton-bft state is taken first, as Splice's backup script does: apps waits for it."""
+    roles = [CANTON_BFT, APPS, PARTICIPANT, "sequencer", "mediator"]
+    deps = role_dependencies(roles)
+    assert deps == {CANTON_BFT: (), APPS: (CANTON_BFT,), PARTICIPANT: (APPS,), "sequencer": (), "mediator": ()}
+    assert ready_roles(deps, set(), set(), parallel=2) == [CANTON_BFT, "sequencer"]
+    assert ready_roles(deps, set(), set(), parallel=1) == [CANTON_BFT]
+    # canton-bft done, sequencer still running: the freed slot goes to apps.
+    assert ready_roles(deps, {CANTON_BFT}, {CANTON_BFT, "sequencer"}, parallel=2) == [APPS]
+    events = replay([CANTON_BFT, APPS, PARTICIPANT], parallel=4, picks=[])
+    assert [r for kind, r in events if kind == "start"] == [CANTON_BFT, APPS, PARTICIPANT]
