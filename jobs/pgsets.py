@@ -27,7 +27,7 @@ from typing import Any
 from jobs import __version__
 from jobs.destinations import Destination, ObjectExists
 from jobs.pgdump import DumpSettings, allow_dumps, dump_database, kill_running_dumps
-from rules.history import SetPoint, history_record, set_point
+from rules.history import SetPoint, history_record, lsu_from, set_point
 from rules.manifest import (
     APPS,
     HISTORICAL,
@@ -154,6 +154,7 @@ def seal_set(
             set_id=set_id, migration_id=migration_id, tier=RECENT, created_at=now(), code_version=__version__,
             steps=steps, windows=windows_record(participant_pruning, sequencer_pruning, cadence),
             history=history_record(known, exclude=set_id), serial_id=serial_id,
+            lsu_from=min((i for i in (lsu_from(known), serial_id) if i is not None), default=None),
         )
         errors = manifest_errors(manifest, set_id) + object_errors(dest, prefix, manifest, deep=False)
         if errors:

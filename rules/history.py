@@ -21,9 +21,9 @@ What the audit proves, per migration id and role, from the first set ever taken 
 
 Under logical synchronizer upgrades (sets that record a `serial_id`, manifest v3) the sets are filed per serial id
 like migration ids, and the sequencer and mediator series still are per serial (their databases are). The
-participant and the apps are preserved across the upgrade: their series is one, from the first serial of the LSU
-sets (with the sets that id had before the node switched to LSU) through every later serial, and its gaps are
-judged across each upgrade (docs/synchronizer-upgrade.md).
+participant and the apps are preserved across the upgrade: their series is one, from the first serial the node ran
+under LSU (`lsu_from`, which every LSU manifest carries forward; with the sets that id had before the node switched
+to LSU) through every later serial, and its gaps are judged across each upgrade (docs/synchronizer-upgrade.md).
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class SetPoint:
     windows: dict[str, timedelta | None] | None  # None: the manifest records no windows (format v1)
     history: dict[int, Recorded] = field(default_factory=dict)
     serial_id: int | None = None  # taken under logical synchronizer upgrades (v3), filed under this serial
+    lsu_from: int | None = None  # v3: the first serial the node's sets were taken under LSU
 
     @property
     def ref(self) -> Ref:
@@ -122,6 +123,7 @@ def set_point(tier: str, manifest: dict[str, Any]) -> SetPoint:
         windows,
         history,
         manifest.get("serial_id"),
+        manifest.get("lsu_from"),
     )
 
 
@@ -274,8 +276,7 @@ def audit(
         )
     current = max(p.migration_id for p in points)
     # (id, role) -> sets. Under LSU the continuing roles join one series from the first LSU serial on.
-    lsu = [p.migration_id for p in points if p.serial_id is not None]
-    base = min(lsu, default=None)
+    base = lsu_from(points)
     groups: dict[int, dict[str, list[SetPoint]]] = {}
     for point in points:
         for role in point.roles:
@@ -299,6 +300,11 @@ def audit(
         report.genesis = min(firsts, key=_ref_key)
         report.genesis_present = any(p.tier == HISTORICAL and p.set_id == report.genesis.set_id for p in points)
     return report
+
+
+def lsu_from(points: list[SetPoint]) -> int | None:
+    """The first serial the node ran under logical synchronizer upgrades, as any v3 set records it (None: none)."""
+    return min((p.lsu_from for p in points if p.lsu_from is not None), default=None)
 
 
 def _role_time(point: SetPoint, role: str) -> tuple[datetime, datetime]:

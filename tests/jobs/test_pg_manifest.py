@@ -373,3 +373,32 @@ def test_the_cronjob_command_lines_parse():
                 ["seal-set", "--dest", "x", "--set-id", "../etc", "--migration-id", "1", "--roles", "apps"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+
+
+def test_under_lsu_the_seal_records_the_serial_and_carries_lsu_from_forward(tmp_path):
+    """A node that runs logical synchronizer upgrades: sets filed under the serial, manifest v3 with serial_id and
+    lsu_from (the first LSU serial, kept by later serials' manifests); v2 sets of the same store stay readable."""
+    dest = open_destination(f"file://{tmp_path}")
+
+    def seal(set_id, mid, when, serial):
+        fake_set(dest, set_id, mid)
+        return seal_set(dest, set_id=set_id, migration_id=mid, roles=["apps", "participant"],
+                        participant_pruning=timedelta(days=30), now=lambda: when, serial_id=serial)
+
+    assert seal("hard", 4, T0, None).manifest["format"] == "sv-backups/postgres-set/v2"
+    first = seal("lsu-4", 4, T0 + timedelta(hours=4), 4).manifest
+    assert (first["format"], first["serial_id"], first["lsu_from"]) == ("sv-backups/postgres-set/v3", 4, 4)
+    upgraded = seal("lsu-5", 5, T0 + timedelta(days=3), 5)
+    assert upgraded.promoted and (upgraded.manifest["serial_id"], upgraded.manifest["lsu_from"]) == (5, 4)
+    assert not manifest_errors(upgraded.manifest, "lsu-5")
+    assert "historical/4/lsu-4" in {p for p, _m in complete_sets(dest)}  # the old serial's newest set is kept
+    assert manifest_errors({**upgraded.manifest, "serial_id": 4}, "lsu-5") == [
+        "serial id 4 is not the id the set is filed under"]
+    assert manifest_errors({**upgraded.manifest, "lsu_from": 6}, "lsu-5") == ["lsu_from 6 is not a serial id up to 5"]
+    with pytest.raises(SetError, match="serial id 6 is not the id the set is filed under"):
+        seal("bad", 5, T0 + timedelta(days=4), 6)
+    parser_args = ["seal-set", "--dest", "x", "--set-id", "a", "--migration-id", "5", "--serial-id", "5",
+                   "--roles", "apps"]
+    from jobs.__main__ import build_parser
+
+    assert build_parser().parse_args(parser_args).serial_id == 5
