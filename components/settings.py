@@ -173,8 +173,9 @@ class NodeConfig(_Model):
     def _one_scheme(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("serialId") is not None:
             if data.get("migrationId") is not None:
-                raise ValueError("give migrationId (hard migrations) or serialId (logical upgrades), not both")
-            data = {**data, "migrationId": data["serialId"]}
+                raise ValueError("value has both migrationId and serialId: give one (serialId: the node runs LSU)")
+            serial = data["serialId"]  # an invalid one is reported once, as serialId's
+            data = {**data, "migrationId": serial if isinstance(serial, int) and serial >= 0 else 0}
         return data
 
     @property
