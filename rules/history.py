@@ -271,7 +271,7 @@ def audit(
     report.newest = max(points, key=lambda p: (p.taken_at, p.set_id))
     if report.newest_age >= max_age:
         report.problems.append(
-            f"the newest complete set {report.newest.set_id} (migration id {report.newest.migration_id}) was taken "
+            f"the newest complete set {report.newest.set_id} ({_filed(report.newest)}) was taken "
             f"{human(report.newest_age)} ago, not less than the allowed {human(max_age)}"
         )
     current = max(p.migration_id for p in points)
@@ -305,6 +305,11 @@ def audit(
 def lsu_from(points: list[SetPoint]) -> int | None:
     """The first serial the node ran under logical synchronizer upgrades, as any v3 set records it (None: none)."""
     return min((p.lsu_from for p in points if p.lsu_from is not None), default=None)
+
+
+def _filed(point: SetPoint) -> str:
+    kind = "migration id" if point.serial_id is None else "serial id"
+    return f"{kind} {point.migration_id}"
 
 
 def _role_time(point: SetPoint, role: str) -> tuple[datetime, datetime]:
@@ -507,7 +512,7 @@ def table(report: Report) -> str:
     if report.newest is not None:
         fresh = "fresh" if report.newest_age < report.max_age else "STALE"
         lines.append(
-            f"newest set: {report.newest.set_id} (migration id {report.newest.migration_id}), taken "
+            f"newest set: {report.newest.set_id} ({_filed(report.newest)}), taken "
             f"{human(report.newest_age)} ago, allowed {human(report.max_age)}: {fresh}"
         )
     lines += [f"PROBLEM: {p}" for p in report.problems]

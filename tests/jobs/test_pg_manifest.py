@@ -402,3 +402,36 @@ def test_under_lsu_the_seal_records_the_serial_and_carries_lsu_from_forward(tmp_
     from jobs.__main__ import build_parser
 
     assert build_parser().parse_args(parser_args).serial_id == 5
+
+
+def test_the_day_of_a_synchronizer_upgrade_as_the_audit_shows_it(tmp_path):
+    """docs/synchronizer-upgrade.md: sets of serial 4 every 4h, the stacks move to serial 5, the first set of
+    serial 5 is sealed. It is promoted (the first of its serial) and closes serial 4 (its newest set promoted);
+    the participant's series runs on from serial 4 to 5, the sequencer's and mediator's restart."""
+    from rules.history import audit, set_point, table
+
+    ROLES = ("apps", "participant", "sequencer", "mediator")
+    dest = open_destination(f"file://{tmp_path}")
+
+    def seal(set_id, serial, hours):
+        start = hours * 3600
+        for index, role in enumerate(ROLES):
+            name = f"{role}_{serial}" if role in ("sequencer", "mediator") else f"{role}_db"
+            write_step(dest, set_id, serial, role, db_record(role, name, start + 10 * index, start + 10 * index + 5))
+        return seal_set(dest, set_id=set_id, migration_id=serial, roles=list(ROLES),
+                        participant_pruning=timedelta(days=30), sequencer_pruning=timedelta(days=30),
+                        now=lambda: T0 + timedelta(hours=hours, minutes=1), serial_id=serial)
+
+    assert seal("s4-a", 4, 0).promoted
+    assert not seal("s4-b", 4, 4).promoted
+    assert seal("s5-a", 5, 8).promoted
+    points = [set_point(p.split("/", 1)[0], m) for p, m in complete_sets(dest)]
+    assert {(p.tier, p.set_id) for p in points} >= {("historical", "s4-b"), ("historical", "s5-a")}
+    report = audit(points, now=T0 + timedelta(hours=9), max_age=timedelta(hours=5))
+    rows = {(s.id_text, s.role): s for s in report.series}
+    assert sorted(rows) == [("4", "mediator"), ("4", "sequencer"), ("4..5", "apps"), ("4..5", "participant"),
+                            ("5", "mediator"), ("5", "sequencer")]
+    assert rows[("4..5", "participant")].count == 3 and rows[("4", "sequencer")].count == 2
+    assert rows[("4", "sequencer")].open_gap is None and rows[("5", "sequencer")].count == 1
+    assert report.ok, report.problems
+    assert "newest set: s5-a (serial id 5), taken 1h ago" in table(report)
