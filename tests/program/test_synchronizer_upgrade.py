@@ -117,3 +117,16 @@ def test_failover_after_the_upgrade_restores_a_set_of_the_new_serial(plans):
         assert f"global-domain-{serial}-sequencer" in facts.deployments
     hard = resolve_facts(plans["hard"][1].outputs, {})
     assert (hard.migration_id, hard.serial_id) == (4, 4)
+
+
+def test_a_dr_stack_left_on_the_old_serial_is_refused_against_the_upgraded_primary(plans):
+    """DR pairing (rules/dr_pairing.py) compares serialId like migrationId: edit both stack files together; only
+    the DR stack's `pulumi up` waits (docs/synchronizer-upgrade.md, step 3)."""
+    upgraded = plans["serial5"][0]
+    config = lsu(yaml.safe_load((ROOT / "stacks" / f"Pulumi.{DR}.yaml").read_text())["config"], 4)
+    with pytest.raises(Exception, match=r"sv-backups:node.serialId: 4 differs from the primary stack"):
+        plan_program(
+            main_program(ROOT),
+            to_stack_config(config, stack=DR, project="sv-backups"),
+            stack_references={"sv-operator/sv-backups/prod": upgraded.outputs},
+        )
