@@ -79,6 +79,8 @@ class PostgresBackups(pulumi.ComponentResource):
             "$(SET_ID)",
             "--migration-id",
             str(settings.node.migration_id),
+            # Under logical synchronizer upgrades the manifest records the serial id (rules/manifest.py v3).
+            *(["--serial-id", str(settings.node.serial_id)] if settings.node.lsu else []),
             "--roles",
             ",".join(settings.roles),
             *_pruning_flags(settings),

@@ -168,11 +168,33 @@ def _check_k8s_name(value: str) -> str:
 class NodeConfig(_Model):
     name: str = Field(description="DNS-safe node name; prefixes every resource name")
     namespace: str = Field(description="Kubernetes namespace of the SV node and its backup jobs")
-    migration_id: int = Field(alias="migrationId", ge=0, description="current synchronizer serial / migration id")
+    migration_id: int = Field(
+        alias="migrationId", ge=0, description="the id sets are filed under: the migration id, or the serial id (LSU)"
+    )
+    # Logical synchronizer upgrades (docs/synchronizer-upgrade.md): give serialId instead of migrationId. The
+    # sets are filed under the serial id (migration_id repeats it); the participant's history runs across serials.
+    serial_id: int | None = Field(None, alias="serialId", ge=0, description="current synchronizer serial (LSU)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_scheme(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("serialId") is not None:
+            if data.get("migrationId") is not None:
+                raise ValueError("value has both migrationId and serialId: give one (serialId: the node runs LSU)")
+            serial = data["serialId"]  # an invalid one is reported once, as serialId's
+            data = {**data, "migrationId": serial if isinstance(serial, int) and serial >= 0 else 0}
+        return data
+
+    @property
+    def lsu(self) -> bool:
+        """The node runs logical synchronizer upgrades (a serial id), not hard migrations (a migration id)."""
+        return self.serial_id is not None
 
     def identity(self) -> dict[str, Any]:
-        """What the stack exports as `node` and a DR stack must match (rules/dr_pairing.py), by config key."""
-        return {"name": self.name, "namespace": self.namespace, "migrationId": self.migration_id}
+        """What the stack exports as `node` and a DR stack must match (rules/dr_pairing.py), by config key; the
+        failover plan reads the id the sets are filed under from it (jobs/failover_plan.py)."""
+        scheme = {"serialId": self.serial_id} if self.lsu else {"migrationId": self.migration_id}
+        return {"name": self.name, "namespace": self.namespace, **scheme}
 
     @field_validator("name")
     @classmethod

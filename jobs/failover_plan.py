@@ -141,6 +141,10 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
         problems.append(f"cloud: {cloud!r} is not one of {', '.join(CLOUDS)}")
     if serial_id is None:
         serial_id = migration_id
+    elif migration_id is None and _get(outputs, "node.serialId") is not None:
+        # A node that runs logical synchronizer upgrades exports node.serialId: its sets are filed under the serial
+        # (docs/synchronizer-upgrade.md), so the set restored is one of the current synchronizer.
+        migration_id = serial_id
     if serial_id is None:
         problems.append("node.migrationId: missing (needed for the deployment names; or pass --serial-id)")
     node = pick("node", "node.name", str)

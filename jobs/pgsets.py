@@ -27,7 +27,7 @@ from typing import Any
 from jobs import __version__
 from jobs.destinations import Destination, ObjectExists
 from jobs.pgdump import DumpSettings, allow_dumps, dump_database, kill_running_dumps
-from rules.history import SetPoint, history_record, set_point
+from rules.history import SetPoint, history_record, lsu_from, set_point
 from rules.manifest import (
     APPS,
     CANTON_BFT,
@@ -120,13 +120,16 @@ class SealResult:
 def seal_set(
     dest: Destination, *, set_id: str, migration_id: int, roles: list[str],
     participant_pruning: timedelta | None = None, sequencer_pruning: timedelta | None = None,
-    now: Clock = utc_now,
+    now: Clock = utc_now, serial_id: int | None = None,
 ) -> SealResult:
     """Check the steps of `roles` and write the manifest last; then promote to historical when due.
 
     The manifest records the pruning windows and cadence (for the history audit) and the history seen in the store
     (`rules.history.history_record`). Re-running a seal that already succeeded is harmless: it finds its manifest
-    and finishes the promotion."""
+    and finishes the promotion. `serial_id`: the node runs logical synchronizer upgrades; the set is filed under
+    its serial (so it must equal `migration_id`) and the manifest records it (v3)."""
+    if serial_id is not None and serial_id != migration_id:
+        raise SetError(f"serial id {serial_id} is not the id the set is filed under ({migration_id})")
     prefix = set_prefix(RECENT, migration_id, set_id)
     cadence = postgres_historical_cadence(participant_pruning, sequencer_pruning)
     # Every complete set's record of history, so that a loss stays on record after the sets that saw it expire.
@@ -151,7 +154,8 @@ def seal_set(
         manifest = build_manifest(
             set_id=set_id, migration_id=migration_id, tier=RECENT, created_at=now(), code_version=__version__,
             steps=steps, windows=windows_record(participant_pruning, sequencer_pruning, cadence),
-            history=history_record(known, exclude=set_id),
+            history=history_record(known, exclude=set_id), serial_id=serial_id,
+            lsu_from=min((i for i in (lsu_from(known), serial_id) if i is not None), default=None),
         )
         errors = manifest_errors(manifest, set_id) + object_errors(dest, prefix, manifest, deep=False)
         if errors:
@@ -317,7 +321,7 @@ def ready_roles(deps: dict[str, tuple[str, ...]], done: set[str], started: set[s
 def backup_set(
     dest: Destination, *, dsns: dict[str, list[str]], set_id: str, migration_id: int, settings: DumpSettings,
     participant_pruning: timedelta | None = None, sequencer_pruning: timedelta | None = None, parallel: int = 2,
-    clock: Clock = utc_now,
+    clock: Clock = utc_now, serial_id: int | None = None,
 ) -> SealResult:
     """The CronJob's steps in one process, then the seal. Up to `parallel` roles are dumped at once: sequencer,
     mediator (and any other role) start at once, beside apps; participant starts only when the apps step is
@@ -355,7 +359,8 @@ def backup_set(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return seal_set(dest, set_id=set_id, migration_id=migration_id, roles=roles,
-                    participant_pruning=participant_pruning, sequencer_pruning=sequencer_pruning, now=clock)
+                    participant_pruning=participant_pruning, sequencer_pruning=sequencer_pruning, now=clock,
+                    serial_id=serial_id)
 
 
 # --------------------------------------------------------------------------------------------- util

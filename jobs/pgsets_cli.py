@@ -155,7 +155,7 @@ def cmd_seal_set(args) -> int:
     try:
         result = seal_set(open_destination(args.dest), set_id=args.set_id, migration_id=args.migration_id,
                           roles=args.roles, participant_pruning=args.participant_pruning,
-                          sequencer_pruning=args.sequencer_pruning)
+                          sequencer_pruning=args.sequencer_pruning, serial_id=args.serial_id)
     except Exception as exc:
         return _failed(exc, set_id=args.set_id, migration_id=args.migration_id, stage="seal")
     return _sealed(result, started)
@@ -169,7 +169,7 @@ def cmd_backup_set(args) -> int:
         result = backup_set(open_destination(args.dest), dsns=_group(args.db), set_id=set_id,
                             migration_id=args.migration_id, settings=_dump_settings(args),
                             participant_pruning=args.participant_pruning, sequencer_pruning=args.sequencer_pruning,
-                            parallel=args.parallel)
+                            parallel=args.parallel, serial_id=args.serial_id)
     except Exception as exc:
         return _failed(exc, set_id=set_id, migration_id=args.migration_id)
     return _sealed(result, started)
@@ -228,6 +228,10 @@ def cmd_restore_set(args) -> int:
     return 0
 
 
+SERIAL_HELP = ("the node runs logical synchronizer upgrades: the synchronizer serial the set is taken under "
+               "(equal to --migration-id, the id the set is filed under); recorded in the manifest")
+
+
 def register(subparsers) -> None:
     common_dest = {"help": "destination: file:///path, gs://bucket/prefix or s3://bucket/prefix"}
 
@@ -246,6 +250,7 @@ def register(subparsers) -> None:
     p.add_argument("--dest", required=True, **common_dest)
     p.add_argument("--set-id", required=True, type=cli_types.set_id)
     p.add_argument("--migration-id", required=True, type=int)
+    p.add_argument("--serial-id", type=int, default=None, help=SERIAL_HELP)
     p.add_argument("--roles", required=True, type=_roles, help="the roles the set must contain: apps,participant,...")
     _add_pruning(p)
     p.set_defaults(func=cmd_seal_set)
@@ -255,6 +260,7 @@ def register(subparsers) -> None:
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN")
     p.add_argument("--set-id", type=cli_types.set_id, default=None, help="default: <UTC time>-<random>")
     p.add_argument("--migration-id", type=int, default=0)
+    p.add_argument("--serial-id", type=int, default=None, help=SERIAL_HELP)
     p.add_argument("--parallel", type=cli_types.count, default=2,
                    help="roles dumped at once (default 2): sequencer and mediator run beside apps, participant "
                         "starts when apps is done")

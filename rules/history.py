@@ -18,6 +18,12 @@ What the audit proves, per migration id and role, from the first set ever taken 
   present, and at least `count` historical sets up to its last. Every migration id that has or had a set must
   still have historical sets: history never expires across synchronizer upgrades.
 - **Freshness.** The newest complete set (any tier) is younger than the schedule interval plus slack.
+
+Under logical synchronizer upgrades (sets that record a `serial_id`, manifest v3) the sets are filed per serial id
+like migration ids, and the sequencer and mediator series still are per serial (their databases are). The
+participant and the apps are preserved across the upgrade: their series is one, from the first serial the node ran
+under LSU (`lsu_from`, which every LSU manifest carries forward; with the sets that id had before the node switched
+to LSU) through every later serial, and its gaps are judged across each upgrade (docs/synchronizer-upgrade.md).
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from rules.manifest import HISTORICAL, PARTICIPANT, WINDOW_KEYS, format_time, parse_time, role_sort_key
+from rules.manifest import APPS, HISTORICAL, PARTICIPANT, WINDOW_KEYS, format_time, parse_time, role_sort_key
 from rules.retention import format_duration, parse_duration
 
 SEQUENCER = "sequencer"
 # Role -> the manifest's windows key of the pruning window that bounds its history.
 PRUNED_ROLES = {PARTICIPANT: WINDOW_KEYS[0], SEQUENCER: WINDOW_KEYS[1]}
+# The roles whose databases a logical synchronizer upgrade keeps: one series across serial ids.
+CONTINUING_ROLES = (APPS, PARTICIPANT)
 
 
 class _Unknown:
@@ -76,6 +84,8 @@ class SetPoint:
     roles: dict[str, tuple[datetime, datetime]]
     windows: dict[str, timedelta | None] | None  # None: the manifest records no windows (format v1)
     history: dict[int, Recorded] = field(default_factory=dict)
+    serial_id: int | None = None  # taken under logical synchronizer upgrades (v3), filed under this serial
+    lsu_from: int | None = None  # v3: the first serial the node's sets were taken under LSU
 
     @property
     def ref(self) -> Ref:
@@ -112,6 +122,8 @@ def set_point(tier: str, manifest: dict[str, Any]) -> SetPoint:
         roles,
         windows,
         history,
+        manifest.get("serial_id"),
+        manifest.get("lsu_from"),
     )
 
 
@@ -184,8 +196,14 @@ class Series:
     largest_gap: Gap | None = None
     open_gap: Gap | None = None
     verdict: str = "ok"  # ok | gap | unknown-window | no-history
+    through: int | None = None  # a participant (or apps) series under LSU: it runs from migration_id to this serial
+
+    @property
+    def id_text(self) -> str:
+        return str(self.migration_id) if self.through is None else f"{self.migration_id}..{self.through}"
 
     def as_json(self) -> dict[str, Any]:
+        through = {} if self.through is None else {"through_serial_id": self.through}
         return {
             "migration_id": self.migration_id,
             "role": self.role,
@@ -196,6 +214,7 @@ class Series:
             "largest_gap": self.largest_gap.as_json() if self.largest_gap else None,
             "open_gap": self.open_gap.as_json() if self.open_gap else None,
             "verdict": self.verdict,
+            **through,
         }
 
 
@@ -252,28 +271,45 @@ def audit(
     report.newest = max(points, key=lambda p: (p.taken_at, p.set_id))
     if report.newest_age >= max_age:
         report.problems.append(
-            f"the newest complete set {report.newest.set_id} (migration id {report.newest.migration_id}) was taken "
+            f"the newest complete set {report.newest.set_id} ({_filed(report.newest)}) was taken "
             f"{human(report.newest_age)} ago, not less than the allowed {human(max_age)}"
         )
     current = max(p.migration_id for p in points)
-    by_id: dict[int, list[SetPoint]] = {}
+    # (id, role) -> sets. Under LSU the continuing roles join one series from the first LSU serial on.
+    base = lsu_from(points)
+    groups: dict[int, dict[str, list[SetPoint]]] = {}
     for point in points:
-        by_id.setdefault(point.migration_id, []).append(point)
+        for role in point.roles:
+            continuing = base is not None and role in CONTINUING_ROLES and point.migration_id >= base
+            key = base if continuing else point.migration_id
+            groups.setdefault(key, {}).setdefault(role, []).append(point)
     recorded_ids = {mid for p in points for mid in p.history}
-    for mid in sorted(set(by_id) | recorded_ids):
-        sets = by_id.get(mid, [])
-        roles = sorted({role for p in sets for role in p.roles}, key=role_sort_key)
+    for mid in sorted(set(groups) | recorded_ids):
+        roles = groups.get(mid, {})
         if not roles:  # only recorded by other manifests: the id's sets are all gone
             report.series.append(Series(mid, "*", False, verdict="no-history"))
             continue
-        for role in roles:
-            report.series.append(_series(mid, role, sets, now, overrides, mid == current, report.problems))
+        for role in sorted(roles, key=role_sort_key):
+            sets = roles[role]
+            through = max(p.migration_id for p in sets) if mid == base and role in CONTINUING_ROLES else None
+            last_id = mid if through is None else through
+            report.series.append(_series(mid, role, sets, now, overrides, last_id == current, report.problems, through))
     report.problems += _deletions(points)
     firsts = [p.ref for p in points if p.tier == HISTORICAL] + [r.first for p in points for r in p.history.values()]
     if firsts:
         report.genesis = min(firsts, key=_ref_key)
         report.genesis_present = any(p.tier == HISTORICAL and p.set_id == report.genesis.set_id for p in points)
     return report
+
+
+def lsu_from(points: list[SetPoint]) -> int | None:
+    """The first serial the node ran under logical synchronizer upgrades, as any v3 set records it (None: none)."""
+    return min((p.lsu_from for p in points if p.lsu_from is not None), default=None)
+
+
+def _filed(point: SetPoint) -> str:
+    kind = "migration id" if point.serial_id is None else "serial id"
+    return f"{kind} {point.migration_id}"
 
 
 def _role_time(point: SetPoint, role: str) -> tuple[datetime, datetime]:
@@ -300,12 +336,13 @@ def _series(
     overrides: dict[str, timedelta | None],
     current: bool,
     problems: list[str],
+    through: int | None = None,
 ) -> Series:
     pruned = role in PRUNED_ROLES
-    series = Series(mid, role, pruned)
+    series = Series(mid, role, pruned, through=through)
     with_role = [p for p in sets if role in p.roles]
     kept = sorted((p for p in with_role if p.tier == HISTORICAL), key=lambda p: (_role_time(p, role)[0], p.set_id))
-    label = f"migration id {mid}, {role}"
+    label = f"migration id {mid}, {role}" if through is None else f"serial ids {series.id_text}, {role}"
     newest_any = max(with_role, key=lambda p: (_role_time(p, role)[0], p.set_id))
     if not kept:
         series.verdict = "no-history"
@@ -454,7 +491,7 @@ def table(report: Report) -> str:
         gap = s.largest_gap
         rows.append(
             (
-                str(s.migration_id),
+                s.id_text,
                 s.role,
                 f"{s.first.set_id} {format_time(s.first.created_at)[:19]}Z" if s.first else "-",
                 f"{s.last.set_id} {format_time(s.last.created_at)[:19]}Z" if s.last else "-",
@@ -475,7 +512,7 @@ def table(report: Report) -> str:
     if report.newest is not None:
         fresh = "fresh" if report.newest_age < report.max_age else "STALE"
         lines.append(
-            f"newest set: {report.newest.set_id} (migration id {report.newest.migration_id}), taken "
+            f"newest set: {report.newest.set_id} ({_filed(report.newest)}), taken "
             f"{human(report.newest_age)} ago, allowed {human(report.max_age)}: {fresh}"
         )
     lines += [f"PROBLEM: {p}" for p in report.problems]

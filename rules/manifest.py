@@ -23,8 +23,14 @@ from rules.retention import format_duration, parse_duration
 
 # v2: a database may be stored in parts (LAYOUT_SECTIONS), and the manifest records the pruning windows and the
 # history the seal saw. v1 sets (one archive per database, no windows) stay readable and restorable.
+# v3: v2 plus `serial_id`, written by nodes that run logical synchronizer upgrades (LSU): the set was taken under
+# that synchronizer serial and is filed under it (`migration_id` repeats it, so every v2 reader still works); its
+# participant continues the participant of the earlier serials (rules/history.py) back to `lsu_from`, the first
+# serial the node's sets were taken under LSU (carried forward from the store like `history`, so it outlives that
+# serial's sets). Hard-migration nodes write v2.
 SET_FORMAT = "sv-backups/postgres-set/v2"
-SET_FORMATS = ("sv-backups/postgres-set/v1", SET_FORMAT)
+SET_FORMAT_LSU = "sv-backups/postgres-set/v3"
+SET_FORMATS = ("sv-backups/postgres-set/v1", SET_FORMAT, SET_FORMAT_LSU)
 STEP_FORMAT = "sv-backups/postgres-step/v2"
 STEP_FORMATS = ("sv-backups/postgres-step/v1", STEP_FORMAT)
 # A database stored as one schema archive (pre-data and post-data sections) plus data archives that each hold
@@ -309,8 +315,14 @@ def manifest_errors(manifest: dict[str, Any], set_id: str | None = None) -> list
     keys = [obj["key"] for db in databases for obj in db.get("objects", [])]
     if len(keys) != len(set(keys)):
         errors.append("an object key is listed twice")
-    if manifest["format"] == SET_FORMAT:
+    if manifest["format"] in (SET_FORMAT, SET_FORMAT_LSU):
         errors += _windows_errors(manifest.get("windows")) + _history_errors(manifest.get("history"))
+    if manifest["format"] == SET_FORMAT_LSU:
+        serial, since = manifest.get("serial_id"), manifest.get("lsu_from")
+        if serial != manifest["migration_id"]:
+            errors.append(f"serial id {serial!r} is not the id the set is filed under")
+        elif not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= serial:
+            errors.append(f"lsu_from {since!r} is not a serial id up to {serial}")
     if errors:
         return errors
     return ordering_errors(databases)
@@ -374,7 +386,11 @@ def build_manifest(
     windows: dict[str, str | None],
     history: dict[str, Any],
     promoted_from: str | None = None,
+    serial_id: int | None = None,
+    lsu_from: int | None = None,
 ) -> dict[str, Any]:
+    """`serial_id`: the node runs logical synchronizer upgrades (v3; filed under it, so it equals `migration_id`);
+    `lsu_from`: the first serial it did (default: this one)."""
     databases = [db for step in sorted(steps, key=lambda s: role_sort_key(s["role"])) for db in step["databases"]]
     manifest: dict[str, Any] = {
         "format": SET_FORMAT,
@@ -394,4 +410,7 @@ def build_manifest(
     }
     if promoted_from:
         manifest["promoted_from"] = promoted_from
+    if serial_id is not None:
+        manifest["format"], manifest["serial_id"] = SET_FORMAT_LSU, serial_id
+        manifest["lsu_from"] = serial_id if lsu_from is None else lsu_from
     return manifest

@@ -287,3 +287,16 @@ def test_aws_lookup_and_secret_fetch_run_against_moto(dr, moto_url, monkeypatch,
     assert done.returncode == 0 and done.stdout == "", done.stderr
     assert json.loads((tmp_path / "identities-dump.json").read_text()) == {"identities": {"new": 2}}
     assert oct((tmp_path / "identities-dump.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_node_on_logical_upgrades_restores_a_set_of_its_current_serial(dr, capsys):
+    """The DR stack of an LSU node exports node.serialId (no migrationId): the sets are filed under the serial, so
+    the newest set of that serial is chosen (not the newer one of serial 3), and the deployments are the serial's."""
+    _, _, outputs, _ = dr
+    lsu = {**outputs, "node": {"name": "sv-1", "namespace": "sv", "serialId": 4}}
+    facts, chosen, _ = plan_for(lsu)
+    assert (facts.migration_id, facts.serial_id) == (4, 4)
+    assert chosen.set_id == "s-newest" and chosen.migration_id == 4
+    assert "global-domain-4-sequencer" in facts.deployments
+    # a hard-migration DR stack with a --serial-id flag still picks sets by its migration id
+    assert resolve_facts(outputs, {"serial_id": 7}).migration_id == 4

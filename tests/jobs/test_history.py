@@ -31,6 +31,8 @@ def manifest(
     history=None,
     windows=True,
     took=timedelta(0),
+    serial=None,
+    lsu_from=None,
 ) -> dict:
     """The fields of a manifest the audit reads: each role's snapshot requested at `at`, acquired `took` later."""
     record = {
@@ -48,6 +50,9 @@ def manifest(
         ],
         "history": history or {},
     }
+    if serial is not None:  # a node that runs logical synchronizer upgrades (manifest v3): filed under the serial
+        record["migration_id"] = record["serial_id"] = serial
+        record["lsu_from"] = serial if lsu_from is None else lsu_from
     if windows:
         record["windows"] = windows_record(participant, sequencer, postgres_historical_cadence(participant, sequencer))
     return record
@@ -158,6 +163,79 @@ def test_a_migration_id_without_historical_sets():
     report = audit(closed, now=T0 + W, max_age=LONG)
     assert row(report, mid=1).verdict == "no-history"
     assert any("migration id 1, participant: no historical set" in p for p in report.problems)
+
+
+# ------------------------------------------------------------------ logical synchronizer upgrades (LSU)
+
+ALL_ROLES = ("apps", "participant", "sequencer", "mediator")
+
+
+def lsu(set_id, at, serial, tier=HISTORICAL, roles=ALL_ROLES, since=4):
+    return set_point(tier, manifest(set_id, at, serial=serial, roles=roles, sequencer=W, lsu_from=since))
+
+
+@pytest.mark.parametrize("gap, ok", [(W - SECOND, True), (W, False)])
+def test_under_lsu_the_participant_series_continues_across_a_serial_change(gap, ok):
+    """Serial 4's last historical set, then serial 5's first: one participant series, its gap judged across the
+    upgrade; the sequencer and mediator restart (two series each, nothing judged between them)."""
+    points = [lsu("s4", T0, 4), lsu("s5", T0 + gap, 5)]
+    report = audit(points, now=T0 + gap, max_age=LONG)
+    assert report.ok is ok
+    participant = row(report, mid=4)
+    assert (participant.through, participant.count, participant.id_text) == (5, 2, "4..5")
+    assert participant.largest_gap.seconds == gap.total_seconds()
+    assert participant.verdict == ("ok" if ok else "gap")
+    assert [s.migration_id for s in report.series if s.role == "participant"] == [4]
+    assert [s.migration_id for s in report.series if s.role == "apps"] == [4]
+    for role in ("sequencer", "mediator"):
+        old, new = row(report, role, mid=4), row(report, role, mid=5)
+        assert (old.count, new.count, old.largest_gap, old.through, new.through) == (1, 1, None, None, None)
+        assert old.open_gap is None and new.open_gap.seconds == 0  # only the current serial has an open gap
+    if not ok:
+        assert report.problems == [
+            f"serial ids 4..5, participant: historical sets s4 and s5 are {human(gap)} apart, not less than the "
+            "pruning window 30d: the data in between is lost"
+        ]
+    assert row(report, mid=4).as_json()["through_serial_id"] == 5
+    assert any(line.split()[:2] == ["4..5", "participant"] for line in table(report).splitlines())
+
+
+def test_under_hard_migrations_the_same_sets_restart_the_participant_series():
+    """The contrast: without serial ids the participant restarts per migration id, and the gap is not judged."""
+    points = [historical("m4", T0, mid=4), historical("m5", T0 + W, mid=5)]
+    report = audit(points, now=T0 + W, max_age=LONG)
+    assert report.ok and row(report, mid=4).count == row(report, mid=5).count == 1
+    assert row(report, mid=4).through is None and "through_serial_id" not in row(report, mid=4).as_json()
+
+
+@pytest.mark.parametrize("pending, ok", [(W - SECOND, True), (W, False)])
+def test_the_continuing_participant_has_an_open_gap_and_a_new_sequencer_may_wait_its_window(pending, ok):
+    """After the upgrade only recent sets of serial 5 so far: the participant's open gap runs from serial 4's last
+    historical set; serial 5's sequencer has no historical set yet, which is fine within its window."""
+    points = [lsu("s4", T0, 4), lsu("r5", T0 + pending - SECOND, 5, tier=RECENT)]
+    report = audit(points, now=T0 + pending, max_age=LONG)
+    assert report.ok is ok
+    assert row(report, mid=4).open_gap.seconds == pending.total_seconds()
+    assert row(report, "sequencer", mid=5).verdict == "ok" if ok else "no-history"
+    assert row(report, "sequencer", mid=4).open_gap is None
+
+
+def test_a_node_switching_to_lsu_continues_the_participant_of_its_last_migration_id():
+    """Sets of migration id 4 (v2, no serial), then the node runs LSU from serial 4 on: one participant series
+    from the migration-id sets through serial 5; migration id 3 stays a series of its own."""
+    points = [
+        historical("m3", T0 - W, mid=3),
+        historical("m4", T0, mid=4, roles=ALL_ROLES, sequencer=W),
+        lsu("s4", T0 + W / 2, 4),
+        lsu("s5", T0 + W, 5),
+    ]
+    report = audit(points, now=T0 + W, max_age=LONG)
+    assert report.ok
+    assert [(s.id_text, s.count) for s in report.series if s.role == "participant"] == [("3", 1), ("4..5", 3)]
+    assert row(report, "sequencer", mid=4).count == 2 and row(report, "sequencer", mid=5).count == 1
+    # a set lost in the middle of the continuing series shows as a gap across the upgrade
+    report = audit(drop(points, HISTORICAL, {"s4"}), now=T0 + W, max_age=LONG)
+    assert [p.split(":")[0] for p in report.problems] == ["serial ids 4..5, participant"]  # m4 -> s5: W apart
 
 
 # --------------------------------------------------------------------------------------- freshness

@@ -373,3 +373,65 @@ def test_the_cronjob_command_lines_parse():
                 ["seal-set", "--dest", "x", "--set-id", "../etc", "--migration-id", "1", "--roles", "apps"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+
+
+def test_under_lsu_the_seal_records_the_serial_and_carries_lsu_from_forward(tmp_path):
+    """A node that runs logical synchronizer upgrades: sets filed under the serial, manifest v3 with serial_id and
+    lsu_from (the first LSU serial, kept by later serials' manifests); v2 sets of the same store stay readable."""
+    dest = open_destination(f"file://{tmp_path}")
+
+    def seal(set_id, mid, when, serial):
+        fake_set(dest, set_id, mid)
+        return seal_set(dest, set_id=set_id, migration_id=mid, roles=["apps", "participant"],
+                        participant_pruning=timedelta(days=30), now=lambda: when, serial_id=serial)
+
+    assert seal("hard", 4, T0, None).manifest["format"] == "sv-backups/postgres-set/v2"
+    first = seal("lsu-4", 4, T0 + timedelta(hours=4), 4).manifest
+    assert (first["format"], first["serial_id"], first["lsu_from"]) == ("sv-backups/postgres-set/v3", 4, 4)
+    upgraded = seal("lsu-5", 5, T0 + timedelta(days=3), 5)
+    assert upgraded.promoted and (upgraded.manifest["serial_id"], upgraded.manifest["lsu_from"]) == (5, 4)
+    assert not manifest_errors(upgraded.manifest, "lsu-5")
+    assert "historical/4/lsu-4" in {p for p, _m in complete_sets(dest)}  # the old serial's newest set is kept
+    assert manifest_errors({**upgraded.manifest, "serial_id": 4}, "lsu-5") == [
+        "serial id 4 is not the id the set is filed under"]
+    assert manifest_errors({**upgraded.manifest, "lsu_from": 6}, "lsu-5") == ["lsu_from 6 is not a serial id up to 5"]
+    with pytest.raises(SetError, match="serial id 6 is not the id the set is filed under"):
+        seal("bad", 5, T0 + timedelta(days=4), 6)
+    parser_args = ["seal-set", "--dest", "x", "--set-id", "a", "--migration-id", "5", "--serial-id", "5",
+                   "--roles", "apps"]
+    from jobs.__main__ import build_parser
+
+    assert build_parser().parse_args(parser_args).serial_id == 5
+
+
+def test_the_day_of_a_synchronizer_upgrade_as_the_audit_shows_it(tmp_path):
+    """docs/synchronizer-upgrade.md: sets of serial 4 every 4h, the stacks move to serial 5, the first set of
+    serial 5 is sealed. It is promoted (the first of its serial) and closes serial 4 (its newest set promoted);
+    the participant's series runs on from serial 4 to 5, the sequencer's and mediator's restart."""
+    from rules.history import audit, set_point, table
+
+    ROLES = ("apps", "participant", "sequencer", "mediator")
+    dest = open_destination(f"file://{tmp_path}")
+
+    def seal(set_id, serial, hours):
+        start = hours * 3600
+        for index, role in enumerate(ROLES):
+            name = f"{role}_{serial}" if role in ("sequencer", "mediator") else f"{role}_db"
+            write_step(dest, set_id, serial, role, db_record(role, name, start + 10 * index, start + 10 * index + 5))
+        return seal_set(dest, set_id=set_id, migration_id=serial, roles=list(ROLES),
+                        participant_pruning=timedelta(days=30), sequencer_pruning=timedelta(days=30),
+                        now=lambda: T0 + timedelta(hours=hours, minutes=1), serial_id=serial)
+
+    assert seal("s4-a", 4, 0).promoted
+    assert not seal("s4-b", 4, 4).promoted
+    assert seal("s5-a", 5, 8).promoted
+    points = [set_point(p.split("/", 1)[0], m) for p, m in complete_sets(dest)]
+    assert {(p.tier, p.set_id) for p in points} >= {("historical", "s4-b"), ("historical", "s5-a")}
+    report = audit(points, now=T0 + timedelta(hours=9), max_age=timedelta(hours=5))
+    rows = {(s.id_text, s.role): s for s in report.series}
+    assert sorted(rows) == [("4", "mediator"), ("4", "sequencer"), ("4..5", "apps"), ("4..5", "participant"),
+                            ("5", "mediator"), ("5", "sequencer")]
+    assert rows[("4..5", "participant")].count == 3 and rows[("4", "sequencer")].count == 2
+    assert rows[("4", "sequencer")].open_gap is None and rows[("5", "sequencer")].count == 1
+    assert report.ok, report.problems
+    assert "newest set: s5-a (serial id 5), taken 1h ago" in table(report)

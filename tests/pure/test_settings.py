@@ -83,6 +83,27 @@ def test_negative_migration_id():
     assert "-1" in problem
 
 
+def test_serial_id_instead_of_migration_id_runs_lsu():
+    raw = raw_config("dev")
+    del raw["sv-backups:node"]["migrationId"]
+    raw["sv-backups:node"]["serialId"] = 7
+    node = load_settings(raw, stack="t").node
+    assert (node.lsu, node.serial_id, node.migration_id) == (True, 7, 7)  # the sets are filed under the serial
+    hard = load_settings(raw_config("dev"), stack="t").node
+    assert (hard.lsu, hard.serial_id, hard.migration_id) == (False, None, 0)
+
+
+def test_migration_id_and_serial_id_together_or_a_negative_serial_are_refused():
+    raw = raw_config("dev")
+    raw["sv-backups:node"]["serialId"] = 3
+    assert problems_of(raw) == [
+        "sv-backups:node: value has both migrationId and serialId: give one (serialId: the node runs LSU) (got a map)"
+    ]
+    del raw["sv-backups:node"]["migrationId"]
+    raw["sv-backups:node"]["serialId"] = -2
+    assert problems_of(raw) == ["sv-backups:node.serialId: Input should be greater than or equal to 0 (got -2)"]
+
+
 def test_cloudsql_without_instance():
     raw = raw_config("prod")
     del raw["sv-backups:postgres"]["participant"]["instance"]
