@@ -199,13 +199,18 @@ class _PostgresBase(_Model):
         None, alias="passwordSecret", description="k8s Secret holding key postgresPassword"
     )
     databases: list[str] = Field(min_length=1)
+    # Databases on this server that hold nothing to keep. Every run lists the server's databases and fails when
+    # one is neither backed up nor ignored (rules/databases.py): a synchronizer upgrade's new database is noticed.
+    ignore_databases: list[str] = Field(
+        default_factory=list, alias="ignoreDatabases", description="databases on the server not to back up"
+    )
 
     @field_validator("password_secret")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         return None if value is None else _check_k8s_name(value)
 
-    @field_validator("databases")
+    @field_validator("databases", "ignore_databases")
     @classmethod
     def _database_names(cls, names: list[str]) -> list[str]:
         bad = [n for n in names if not _PG_IDENT.match(n)]
@@ -214,6 +219,21 @@ class _PostgresBase(_Model):
         if len(set(names)) != len(names):
             raise ValueError("lists a database twice")
         return names
+
+    @property
+    def server(self) -> tuple[str, ...]:
+        """What tells two roles' instances apart: roles with the same value share one server."""
+        return (type(self).__name__, getattr(self, "instance", None) or getattr(self, "host", None), str(self.port))
+
+    @model_validator(mode="after")
+    def _ignored_not_backed_up(self) -> _PostgresBase:
+        both = sorted(set(self.databases) & set(self.ignore_databases))
+        if both:
+            raise ValueError(
+                f"ignoreDatabases: {', '.join(both)} also in databases; a database is either backed up (databases) "
+                "or ignored (ignoreDatabases), not both"
+            )
+        return self
 
 
 class InClusterPostgres(_PostgresBase):
@@ -628,6 +648,11 @@ class Settings:
         """Configured roles in backup order: apps, then participant (the SV rule), then the others."""
         return [role for role in ROLES if role in self.postgres]
 
+    def server_roles(self, role: str) -> list[str]:
+        """The roles whose instance is the server of `role` (itself included), in backup order."""
+        server = self.postgres[role].server
+        return [r for r in self.roles if self.postgres[r].server == server]
+
 
 class _PostgresMap(_Model):
     apps: PostgresInstance
@@ -833,6 +858,9 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         )
 
     postgres_map: _PostgresMap = parsed["postgres"]
+    _check_shared_servers(postgres_map, problems)
+    if problems:
+        raise SettingsError(problems)
     return Settings(
         stack=stack,
         cloud=cloud,
@@ -852,6 +880,26 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         aws=aws,
         derived=derived,
     )
+
+
+def _check_shared_servers(postgres_map: _PostgresMap, problems: list[str]) -> None:
+    """Roles sharing a server are checked as one: the run accounts for the union of their databases, so one role
+    must not ignore what another backs up."""
+    instances = {role: getattr(postgres_map, role) for role in ROLES if getattr(postgres_map, role)}
+    for role, instance in instances.items():
+        backed_up = {
+            db: other
+            for other, o in instances.items()
+            if other != role and o.server == instance.server
+            for db in o.databases
+        }
+        both = sorted(db for db in instance.ignore_databases if db in backed_up)
+        if both:
+            problems.append(
+                f"{PROJECT}:postgres.{role}.ignoreDatabases: {', '.join(both)} backed up by role "
+                f"{', '.join(sorted({backed_up[db] for db in both}))} on the same server; remove it from "
+                "ignoreDatabases (a database is either backed up or ignored)"
+            )
 
 
 def _gcp_config(raw: Mapping[str, Any], problems: list[str]) -> GcpConfig | None:

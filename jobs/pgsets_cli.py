@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import time
@@ -15,7 +16,17 @@ from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.pgdump import DumpSettings, MiB
-from jobs.pgsets import backup_set, complete_sets, log, new_set_id, run_step, seal_set, verify_set
+from jobs.pgsets import (
+    DatabaseCheck,
+    UnlistedDatabases,
+    backup_set,
+    complete_sets,
+    log,
+    new_set_id,
+    run_step,
+    seal_set,
+    verify_set,
+)
 from jobs.restore import RestoreOptions, restore_set
 from rules.manifest import TIERS, check_role
 from rules.retention import DURATION_HELP
@@ -47,6 +58,24 @@ def _roles(text: str) -> list[str]:
         raise argparse.ArgumentTypeError("a comma-separated list of distinct roles, e.g. apps,participant")
     return roles
 
+
+
+def _names(text: str) -> frozenset[str]:
+    """A comma-separated list of database names (plain identifiers, as the stack config allows)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if not _PG_IDENT.match(n)]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated database names (letters, digits, _ and $), got {text!r}")
+    return frozenset(names)
+
+
+_PG_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def _check(args) -> DatabaseCheck:
+    return DatabaseCheck(also_configured=frozenset().union(*getattr(args, "server_also_backs_up", [])),
+                         ignored=frozenset().union(*args.ignore_databases))
 
 
 def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -93,6 +122,15 @@ def _add_pg_bin(parser: argparse.ArgumentParser) -> None:
                              "/usr/lib/postgresql/<major>/bin, else the oldest newer one, else PATH)")
 
 
+def _add_database_check(parser: argparse.ArgumentParser, *, step: bool) -> None:
+    parser.add_argument("--ignore-databases", type=_names, action="append", default=[], metavar="DB,...",
+                        help="databases on the server(s) that hold nothing to keep; every other database that is "
+                             "not backed up fails the run before it writes anything")
+    if step:
+        parser.add_argument("--server-also-backs-up", type=_names, action="append", default=[], metavar="DB,...",
+                            help="databases other roles back up from this role's server (they share it)")
+
+
 def _add_pruning(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--participant-pruning", type=cli_types.duration, default=None,
                         help=f"participant pruning retentionPeriod, {DURATION_HELP} (omit: pruning off)")
@@ -114,6 +152,8 @@ def _unwind_on_sigterm() -> None:
 
 def _failed(error: BaseException | str, **fields) -> int:
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    if isinstance(error, UnlistedDatabases):  # fields the alert's log entry can be read by
+        fields.update(stage="databases", server=error.server, unlisted_databases=error.unlisted)
     emit(FAILED, KIND, error=message, **fields)
     return 1
 
@@ -140,7 +180,8 @@ def cmd_backup_step(args) -> int:
         if set(grouped) != {args.role}:
             raise ValueError(f"every --db must be for role {args.role} (got {', '.join(sorted(grouped))})")
         step = run_step(open_destination(args.dest), role=args.role, set_id=args.set_id,
-                        migration_id=args.migration_id, dsns=grouped[args.role], settings=_dump_settings(args))
+                        migration_id=args.migration_id, dsns=grouped[args.role], settings=_dump_settings(args),
+                        check=_check(args))
     except Exception as exc:
         return _failed(exc, **fields)
     emit("backup.step_completed", KIND, databases=[d["database"] for d in step["databases"]],
@@ -169,7 +210,7 @@ def cmd_backup_set(args) -> int:
         result = backup_set(open_destination(args.dest), dsns=_group(args.db), set_id=set_id,
                             migration_id=args.migration_id, settings=_dump_settings(args),
                             participant_pruning=args.participant_pruning, sequencer_pruning=args.sequencer_pruning,
-                            parallel=args.parallel)
+                            parallel=args.parallel, check=_check(args))
     except Exception as exc:
         return _failed(exc, set_id=set_id, migration_id=args.migration_id)
     return _sealed(result, started)
@@ -239,6 +280,7 @@ def register(subparsers) -> None:
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
                    help="a database of this role; a password, if the login needs one, comes from PGPASSWORD, "
                    "never the DSN")
+    _add_database_check(p, step=True)
     _add_dump_options(p)
     p.set_defaults(func=cmd_backup_step)
 
@@ -258,6 +300,7 @@ def register(subparsers) -> None:
     p.add_argument("--parallel", type=cli_types.count, default=2,
                    help="roles dumped at once (default 2): sequencer and mediator run beside apps, participant "
                         "starts when apps is done")
+    _add_database_check(p, step=False)
     _add_pruning(p)
     _add_dump_options(p)
     p.set_defaults(func=cmd_backup_set)
