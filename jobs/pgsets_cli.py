@@ -23,12 +23,13 @@ from jobs.pgsets import (
     complete_sets,
     log,
     new_set_id,
+    read_json,
     run_step,
     seal_set,
     verify_set,
 )
 from jobs.restore import RestoreOptions, restore_set
-from rules.manifest import TIERS, check_role
+from rules.manifest import MANIFEST, TIERS, check_role, manifest_errors, stale_set_problem, utc_now
 from rules.retention import DURATION_HELP
 
 KIND = "postgres"
@@ -256,6 +257,14 @@ def cmd_restore_set(args) -> int:
     started = time.monotonic()
     try:
         dest, prefix = _split_set_url(args.url)
+        manifest = read_json(dest, f"{prefix}/{MANIFEST}")  # absent or invalid: restore_set says why
+        stale = stale_set_problem(manifest, utc_now()) if manifest and not manifest_errors(manifest) else None
+        if stale and not args.accept_stale_set:
+            print(f"restore-set: REFUSED: {stale}; restore it anyway (e.g. to inspect its data) with "
+                  "--accept-stale-set", file=sys.stderr)
+            return 1
+        if stale:
+            log(f"restore-set: WARNING (--accept-stale-set): {stale}")
         results = restore_set(dest, prefix, _group(args.db),
                               RestoreOptions(jobs=args.jobs, no_owner=args.no_owner, workdir=args.workdir,
                                              pg_bin=args.pg_bin, analyze=args.analyze),
@@ -327,6 +336,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-owner", action="store_true", help="pg_restore --no-owner --no-privileges")
     p.add_argument("--allow-partial", action="store_true", help="restore only the roles given")
     p.add_argument("--analyze", action="store_true", help="ANALYZE each restored database (pg_restore does not)")
+    p.add_argument("--accept-stale-set", action="store_true",
+                   help="restore a set at least as old as the sequencer pruning window in its manifest (a node "
+                        "restored from it cannot catch up; refused without this flag)")
     p.add_argument("--parallel", type=cli_types.count, default=2, help="databases restored at once (default 2)")
     _add_pg_bin(p)
     p.set_defaults(func=cmd_restore_set)
