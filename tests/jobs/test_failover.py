@@ -290,7 +290,7 @@ def test_aws_lookup_and_secret_fetch_run_against_moto(dr, moto_url, monkeypatch,
 
 
 def test_a_set_older_than_the_sequencer_pruning_window_is_refused_unless_accepted(dr, capsys):
-    url, dest, outputs, outputs_file = dr
+    url, dest, _, outputs_file = dr
     # The only sets of migration id 5: taken 31 days ago while the sequencer pruned after 30.
     write_set(dest, "s-stale", NOW - timedelta(days=31), migration_id=5, sequencer_pruning=timedelta(days=30))
     code, out, err = run(capsys, "--dr-stack-outputs", str(outputs_file), "--migration-id", "5")
