@@ -33,6 +33,7 @@ from pydantic import (
 from rules import retention, schedules
 from rules.aws_regions import AWS_REGIONS
 from rules.config_keys import OPEN_NAMESPACES, PROVIDER_KEYS
+from rules.databases import PLAIN_IDENTIFIER
 from rules.gcp_locations import GCP_REGIONS
 from rules.schedules import (
     BACKUP_KINDS,
@@ -80,7 +81,6 @@ _SUGGESTION_CUTOFF = 0.6
 _NODE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_PG_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _AWS_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 _GCP_CHANNEL = re.compile(r"^projects/[^/\s]+/notificationChannels/[^/\s]+$")
@@ -213,7 +213,7 @@ class _PostgresBase(_Model):
     @field_validator("databases", "ignore_databases")
     @classmethod
     def _database_names(cls, names: list[str]) -> list[str]:
-        bad = [n for n in names if not _PG_IDENT.match(n)]
+        bad = [n for n in names if not PLAIN_IDENTIFIER.match(n)]
         if bad:
             raise ValueError(f"{bad} are not plain PostgreSQL identifiers (letters, digits, _ and $)")
         if len(set(names)) != len(names):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 import time
@@ -29,6 +28,7 @@ from jobs.pgsets import (
     verify_set,
 )
 from jobs.restore import RestoreOptions, restore_set
+from rules.databases import PLAIN_IDENTIFIER
 from rules.manifest import MANIFEST, TIERS, check_role, manifest_errors, stale_set_problem, utc_now
 from rules.retention import DURATION_HELP
 
@@ -64,14 +64,11 @@ def _roles(text: str) -> list[str]:
 def _names(text: str) -> frozenset[str]:
     """A comma-separated list of database names (plain identifiers, as the stack config allows)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if not _PG_IDENT.match(n)]
+    bad = [n for n in names if not PLAIN_IDENTIFIER.match(n)]
     if not names or bad:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated database names (letters, digits, _ and $), got {text!r}")
     return frozenset(names)
-
-
-_PG_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
 def _check(args) -> DatabaseCheck:

@@ -7,7 +7,11 @@ the run keeps succeeding; so a run lists the server's databases first and refuse
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+# The database names the stack config and the job's flags accept: plain, unquoted PostgreSQL identifiers.
+PLAIN_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 # Databases a server has that are nobody's data: never backed up, never reported.
 # - postgres: the maintenance database every cluster is created with (initdb); Splice does not use it.
