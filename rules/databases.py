@@ -28,12 +28,13 @@ def unlisted_databases(present: Iterable[str], configured: Iterable[str], ignore
     return sorted(set(present) - accounted)
 
 
-def unlisted_message(server: str, roles: Iterable[str], unlisted: list[str]) -> str:
+def unlisted_message(server: str, roles: list[str], unlisted: list[str]) -> str:
     """The error a run fails with: the server and its roles, the databases, and the two ways to resolve it."""
-    which = ", ".join(sorted(roles))
-    names = ", ".join(unlisted)
+    # The config key to edit: the role's own, or one of the roles sharing the server.
+    role = roles[0] if len(roles) == 1 else "<" + "|".join(roles) + ">"
     return (
-        f"server {server} (role {which}) has databases the stack neither backs up nor ignores: {names}; "
-        f"add each to sv-backups:postgres.<role>.databases to back it up (e.g. the new database after a "
-        f"synchronizer upgrade), or to sv-backups:postgres.<role>.ignoreDatabases if it holds nothing to keep"
+        f"server {server} (role {', '.join(roles)}) has databases the stack neither backs up nor ignores: "
+        f"{', '.join(unlisted)}; add each to sv-backups:postgres.{role}.databases to back it up (e.g. the new "
+        f"database after a synchronizer upgrade), or to sv-backups:postgres.{role}.ignoreDatabases if it holds "
+        "nothing to keep"
     )
