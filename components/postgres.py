@@ -148,8 +148,24 @@ class PostgresBackups(pulumi.ComponentResource):
             "--zstd-threads",
             kube_specs.DUMP_RESOURCES.cpu_limit,
             *db_args,
+            *_database_check_flags(role, settings),
         ]
         return kube_specs.job_container(role, settings.job_image, args, env=env, resources=kube_specs.DUMP_RESOURCES)
+
+
+def _database_check_flags(role: str, settings: Settings) -> list[str]:
+    """The step fails when its server has a database nobody backs up or ignores (rules/databases.py). It knows
+    its own databases; these flags add the other roles' on a shared server and the ignored ones (of every role on
+    that server), and are left out when empty, so a stack without either plans as it always did."""
+    shared = settings.server_roles(role)
+    others = sorted({db for r in shared if r != role for db in settings.postgres[r].databases})
+    ignored = sorted({db for r in shared for db in settings.postgres[r].ignore_databases})
+    flags = []
+    if others:
+        flags += ["--server-also-backs-up", ",".join(others)]
+    if ignored:
+        flags += ["--ignore-databases", ",".join(ignored)]
+    return flags
 
 
 def _uri_part(value: pulumi.Input[str]) -> pulumi.Input[str]:

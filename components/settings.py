@@ -33,7 +33,9 @@ from pydantic import (
 from rules import retention, schedules
 from rules.aws_regions import AWS_REGIONS
 from rules.config_keys import OPEN_NAMESPACES, PROVIDER_KEYS
+from rules.databases import PLAIN_IDENTIFIER
 from rules.gcp_locations import GCP_REGIONS
+from rules.manifest import role_key
 from rules.schedules import (
     BACKUP_KINDS,
     MAX_SCHEDULE_GAP,
@@ -48,8 +50,6 @@ PROJECT = "sv-backups"
 # backup script takes it, then apps strictly before participant (the SV rule), then the others.
 ROLES = ("canton-bft", "apps", "participant", "sequencer", "mediator")
 REQUIRED_ROLES = ("apps", "participant")
-# The config key of each role under sv-backups:postgres where it differs from the role's name.
-ROLE_KEYS = {"canton-bft": "cantonBft"}
 # sv-backups:synchronizer: the node's synchronizer, CometBFT (a cometbft PVC snapshotted) or DABFT (no CometBFT
 # node: the BFT ordering state is the sequencer's `cantonBft` database, in the Postgres set).
 SYNCHRONIZERS = ("cometbft", "dabft")
@@ -87,7 +87,6 @@ _SUGGESTION_CUTOFF = 0.6
 _NODE_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_PG_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _AWS_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 _GCP_CHANNEL = re.compile(r"^projects/[^/\s]+/notificationChannels/[^/\s]+$")
@@ -232,21 +231,41 @@ class _PostgresBase(_Model):
         None, alias="passwordSecret", description="k8s Secret holding key postgresPassword"
     )
     databases: list[str] = Field(min_length=1)
+    # Databases on this server that hold nothing to keep. Every run lists the server's databases and fails when
+    # one is neither backed up nor ignored (rules/databases.py): a synchronizer upgrade's new database is noticed.
+    ignore_databases: list[str] = Field(
+        default_factory=list, alias="ignoreDatabases", description="databases on the server not to back up"
+    )
 
     @field_validator("password_secret")
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         return None if value is None else _check_k8s_name(value)
 
-    @field_validator("databases")
+    @field_validator("databases", "ignore_databases")
     @classmethod
     def _database_names(cls, names: list[str]) -> list[str]:
-        bad = [n for n in names if not _PG_IDENT.match(n)]
+        bad = [n for n in names if not PLAIN_IDENTIFIER.match(n)]
         if bad:
             raise ValueError(f"{bad} are not plain PostgreSQL identifiers (letters, digits, _ and $)")
         if len(set(names)) != len(names):
             raise ValueError("lists a database twice")
         return names
+
+    @property
+    def server(self) -> tuple[str, ...]:
+        """What tells two roles' instances apart: roles with the same value share one server."""
+        return (type(self).__name__, getattr(self, "instance", None) or getattr(self, "host", None), str(self.port))
+
+    @model_validator(mode="after")
+    def _ignored_not_backed_up(self) -> _PostgresBase:
+        both = sorted(set(self.databases) & set(self.ignore_databases))
+        if both:
+            raise ValueError(
+                f"ignoreDatabases: {', '.join(both)} also in databases; a database is either backed up (databases) "
+                "or ignored (ignoreDatabases), not both"
+            )
+        return self
 
 
 class InClusterPostgres(_PostgresBase):
@@ -667,6 +686,11 @@ class Settings:
         """Configured roles in backup order: canton-bft (DABFT), apps, then participant (the SV rule), the others."""
         return [role for role in ROLES if role in self.postgres]
 
+    def server_roles(self, role: str) -> list[str]:
+        """The roles whose instance is the server of `role` (itself included), in backup order."""
+        server = self.postgres[role].server
+        return [r for r in self.roles if self.postgres[r].server == server]
+
 
 class _PostgresMap(_Model):
     # A DABFT synchronizer's state (sv-backups:synchronizer dabft), usually on the sequencer's server.
@@ -892,6 +916,9 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         )
 
     postgres_map: _PostgresMap = parsed["postgres"]
+    _check_shared_servers(postgres_map, problems)
+    if problems:
+        raise SettingsError(problems)
     return Settings(
         stack=stack,
         cloud=cloud,
@@ -919,11 +946,6 @@ def _role_field(role: str) -> str:
     return role.replace("-", "_")
 
 
-def role_key(role: str) -> str:
-    """The role's key under sv-backups:postgres (canton-bft -> cantonBft)."""
-    return ROLE_KEYS.get(role, role)
-
-
 def _check_synchronizer(synchronizer: str, parsed: dict[str, Any], problems: list[str]) -> None:
     """A DABFT node backs its BFT state up as postgres.cantonBft; a CometBFT node has no such database."""
     postgres: _PostgresMap | None = parsed.get("postgres")
@@ -949,6 +971,26 @@ def _check_synchronizer(synchronizer: str, parsed: dict[str, Any], problems: lis
             f"{key}: only a DABFT synchronizer has a cantonBft database; set {PROJECT}:synchronizer: dabft, or "
             f"remove the key"
         )
+
+
+def _check_shared_servers(postgres_map: _PostgresMap, problems: list[str]) -> None:
+    """Roles sharing a server are checked as one: the run accounts for the union of their databases, so one role
+    must not ignore what another backs up."""
+    instances = {role: instance for role in ROLES if (instance := getattr(postgres_map, _role_field(role)))}
+    for role, instance in instances.items():
+        backed_up = {
+            db: other
+            for other, o in instances.items()
+            if other != role and o.server == instance.server
+            for db in o.databases
+        }
+        both = sorted(db for db in instance.ignore_databases if db in backed_up)
+        if both:
+            problems.append(
+                f"{PROJECT}:postgres.{role_key(role)}.ignoreDatabases: {', '.join(both)} backed up by role "
+                f"{', '.join(sorted({backed_up[db] for db in both}))} on the same server; remove it from "
+                "ignoreDatabases (a database is either backed up or ignored)"
+            )
 
 
 def _gcp_config(raw: Mapping[str, Any], problems: list[str]) -> GcpConfig | None:

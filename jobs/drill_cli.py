@@ -59,6 +59,7 @@ def table(result: DrillResult) -> str:
             lines.append(f"ordering (restored data): {'holds' if check['holds'] else 'BROKEN'}: {check['detail']}")
         else:
             lines.append(f"ordering (restored data): not checked: {check['detail']}")
+    lines += [f"WARNING: {w}" for w in result.warnings]
     lines += [f"PROBLEM: {p}" for p in result.all_problems()]
     lines.append("PASSED" if result.ok else "FAILED")
     return "\n".join(lines)
@@ -90,6 +91,8 @@ def cmd_drill_restore(args) -> int:
                               "rows": db.rows, "restore_seconds": db.restore_seconds} for db in result.databases],
                   ordering={name: check.get("holds") for name, check in result.ordering.items()},
                   seconds=round(time.monotonic() - started, 3))
+    if result.warnings:  # only when there are some: the event keeps its shape otherwise
+        fields["warnings"] = result.warnings
     if result.ok:
         emit(COMPLETED, KIND, **fields)
         return 0

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from jobs.destinations import open_destination
@@ -18,7 +19,7 @@ from jobs.failover_plan import ChosenSet, DrFacts, FactsError, Step, build_plan,
 from jobs.identities import shape_problems, summary
 from jobs.pgsets import complete_sets, verify_set
 from jobs.secret_readers import newest, open_reader
-from rules.manifest import parse_time
+from rules.manifest import parse_time, stale_set_problem, utc_now
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The steps run `python -m jobs ...`: from the directory that holds the jobs package.
@@ -64,8 +65,9 @@ def load_outputs(*, dr_stack_outputs: Path | None, dr_stack: str | None) -> dict
     return value
 
 
-def choose_set(facts: DrFacts, set_id: str | None) -> ChosenSet | None:
-    """The newest complete set (of the migration id) that verifies; failures are reported and skipped."""
+def choose_set(facts: DrFacts, set_id: str | None, now: datetime | None = None) -> ChosenSet | None:
+    """The newest complete set (of the migration id) that verifies; failures are reported and skipped. Its
+    `stale` says whether it is too old for the node to catch up (at `now`, default the current time)."""
     dest = open_destination(facts.dr_url)
     candidates = complete_sets(dest, migration_id=facts.migration_id)
     if set_id:
@@ -87,6 +89,7 @@ def choose_set(facts: DrFacts, set_id: str | None) -> ChosenSet | None:
             tier=prefix.split("/")[0],
             created_at=parse_time(manifest["created_at"]),
             databases=tuple((db["role"], db["database"]) for db in manifest["databases"]),
+            stale=stale_set_problem(manifest, now or utc_now()),
         )
     say(f"none of the {len(candidates)} complete set(s) in {facts.dr_url} verifies")
     return None
@@ -160,6 +163,7 @@ def fail_over(
     restore_jobs: int = 1,
     execute: bool = False,
     identities_out: Path | None = None,
+    accept_stale_set: bool = False,
 ) -> int:
     """Print the failover plan (and with `execute` run its runnable steps); returns the exit code.
 
@@ -198,6 +202,13 @@ def fail_over(
         return EXIT_FAILED
     if chosen is None:
         return EXIT_FAILED
+    if chosen.stale and not accept_stale_set:
+        # The newest set that verifies is the freshest there is: an older one is staler still.
+        say(f"refusing to fail over: {chosen.stale}; a node restored from it cannot catch up. Pass "
+            "--accept-stale-set to print (and run) the plan anyway")
+        return EXIT_FAILED
+    if chosen.stale:
+        say(f"WARNING (--accept-stale-set): {chosen.stale}")
     try:
         steps = build_plan(facts, chosen, restore_jobs=restore_jobs)
     except FactsError as exc:

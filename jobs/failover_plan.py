@@ -47,6 +47,9 @@ class ChosenSet:
     tier: str
     created_at: datetime
     databases: tuple[tuple[str, str], ...]  # (role, database), in the manifest's order
+    # Why a node restored from it could not catch up (rules.manifest.stale_set_problem), or None. fail_over
+    # refuses such a set unless the operator accepts it; then restore-set is told so too.
+    stale: str | None = None
 
     @property
     def roles(self) -> list[str]:
@@ -244,6 +247,8 @@ def restore_argv(chosen: ChosenSet, targets: dict[str, Target], jobs: int) -> li
         argv += ["--db", f"{role}={targets[role].dsn(database)}"]
     if jobs > 1:
         argv += ["--jobs", str(jobs)]
+    if chosen.stale:
+        argv += ["--accept-stale-set"]
     return argv
 
 

@@ -16,6 +16,7 @@ readings that back the ordering proof always come from the kernel.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
 import sys
@@ -24,9 +25,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
+
 from jobs import __version__
 from jobs.destinations import Destination, ObjectExists
-from jobs.pgdump import DumpSettings, allow_dumps, dump_database, kill_running_dumps
+from jobs.pgdump import (
+    DumpSettings,
+    allow_dumps,
+    connect,
+    database_name,
+    dump_database,
+    kill_running_dumps,
+    parse_dsn,
+    redact,
+)
+from rules.databases import unlisted_databases, unlisted_message
 from rules.history import SetPoint, history_record, lsu_from, set_point
 from rules.manifest import (
     APPS,
@@ -62,15 +75,86 @@ def new_set_id(at: datetime | None = None) -> str:
     return f"{at.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
+# ------------------------------------------------------------------------------ databases on the server
+
+
+class UnlistedDatabases(SetError):
+    """A server has a database the stack neither backs up nor ignores (rules/databases.py)."""
+
+    def __init__(self, server: str, roles: list[str], unlisted: list[str]):
+        super().__init__(unlisted_message(server, roles, unlisted))
+        self.server = server
+        self.unlisted = unlisted
+
+
+@dataclass(frozen=True)
+class DatabaseCheck:
+    """What a run accounts for beyond the databases it dumps: `also_configured`, the databases other roles back
+    up from the same server (the CronJob runs one step per role; several roles may share a server); `ignored`,
+    the databases the stack says hold nothing to keep."""
+
+    also_configured: frozenset[str] = frozenset()
+    ignored: frozenset[str] = frozenset()
+
+
+def server_of(dsn: str) -> str:
+    """host:port of a DSN (libpq's defaults when absent), the key that tells roles on one server apart."""
+    params = parse_dsn(dsn)
+    host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    return f"{host}:{port}"
+
+
+def server_databases(dsn: str) -> list[str]:
+    """The databases a client can hold data in: templates and databases that refuse connections are not."""
+    with connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def check_databases(dsns: dict[str, list[str]], check: DatabaseCheck) -> None:
+    """Raise UnlistedDatabases when a server of `dsns` (role -> DSNs) has a database that no role backs up and
+    `check` does not account for. Runs before a set writes anything: a refused run leaves no trace in the store.
+
+    A server none of whose DSNs accepts a connection is skipped: its dump fails on its own, with libpq's error,
+    at the point of the set it always did (apps may still complete before participant's server is found down)."""
+    servers: dict[str, tuple[list[str], set[str], list[str]]] = {}
+    for role, role_dsns in dsns.items():
+        for dsn in role_dsns:
+            roles, names, server_dsns = servers.setdefault(server_of(dsn), ([], set(), []))
+            if role not in roles:
+                roles.append(role)
+            names.add(database_name(dsn))
+            server_dsns.append(dsn)
+    for server, (roles, names, server_dsns) in servers.items():
+        present = None
+        for dsn in server_dsns:
+            try:
+                present = server_databases(dsn)
+                break
+            except psycopg.OperationalError as exc:
+                log(f"server {server}: cannot list its databases through {redact(dsn)}: {exc}".rstrip())
+        if present is None:
+            continue
+        unlisted = unlisted_databases(present, names | check.also_configured, check.ignored)
+        if unlisted:
+            raise UnlistedDatabases(server, roles, unlisted)
+        log(f"server {server}: every database is backed up or ignored ({', '.join(sorted(names))} by "
+            f"{', '.join(roles)})")
+
+
 # ---------------------------------------------------------------------------------------------- step
 
 
 def run_step(
     dest: Destination, *, role: str, set_id: str, migration_id: int, dsns: list[str], settings: DumpSettings,
-    clock: Clock = utc_now,
+    clock: Clock = utc_now, check: DatabaseCheck | None = None,
 ) -> dict[str, Any]:
     """Dump every database of one role (one after the other, each with its own snapshot) and record the step.
 
+    With `check`, first refuse (UnlistedDatabases) when the role's server has a database nobody accounts for.
     Returns the step record. If the role's record already exists (a retried container after success), it is
     returned untouched."""
     prefix = set_prefix(RECENT, migration_id, set_id)
@@ -78,6 +162,8 @@ def run_step(
     if existing is not None:
         log(f"step {role} of set {set_id} is already recorded; nothing to do")
         return existing
+    if check is not None:
+        check_databases({role: dsns}, check)
     started = clock()
     attempt = secrets.token_hex(4)
     databases = [
@@ -321,12 +407,16 @@ def ready_roles(deps: dict[str, tuple[str, ...]], done: set[str], started: set[s
 def backup_set(
     dest: Destination, *, dsns: dict[str, list[str]], set_id: str, migration_id: int, settings: DumpSettings,
     participant_pruning: timedelta | None = None, sequencer_pruning: timedelta | None = None, parallel: int = 2,
-    clock: Clock = utc_now, serial_id: int | None = None,
+    clock: Clock = utc_now, serial_id: int | None = None, check: DatabaseCheck | None = None,
 ) -> SealResult:
     """The CronJob's steps in one process, then the seal. Up to `parallel` roles are dumped at once: sequencer,
     mediator (and any other role) start at once, beside apps; participant starts only when the apps step is
     recorded, and apps only when the canton-bft step (DABFT) is (`role_dependencies`). The first failure stops
-    every running dump (their uploads abort), starts nothing more and is raised: no seal, so no manifest."""
+    every running dump (their uploads abort), starts nothing more and is raised: no seal, so no manifest. With
+    `check`, every server is checked first (the roles sharing a server count together), so a refused set writes
+    nothing."""
+    if check is not None:
+        check_databases(dsns, check)
 
     def step(role: str) -> dict[str, Any]:
         return run_step(dest, role=role, set_id=set_id, migration_id=migration_id, dsns=dsns[role],
@@ -384,6 +474,7 @@ def read_json(dest: Destination, key: str) -> dict[str, Any] | None:
 
 
 __all__ = [
-    "APPS", "PARTICIPANT", "ObjectExists", "SealResult", "backup_set", "complete_sets", "new_set_id", "ready_roles",
-    "role_dependencies", "run_step", "seal_set", "verify_set",
+    "APPS", "PARTICIPANT", "DatabaseCheck", "ObjectExists", "SealResult", "UnlistedDatabases", "backup_set",
+    "check_databases", "complete_sets", "new_set_id", "ready_roles", "role_dependencies", "run_step", "seal_set",
+    "verify_set",
 ]

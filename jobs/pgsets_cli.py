@@ -15,9 +15,21 @@ from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.pgdump import DumpSettings, MiB
-from jobs.pgsets import backup_set, complete_sets, log, new_set_id, run_step, seal_set, verify_set
+from jobs.pgsets import (
+    DatabaseCheck,
+    UnlistedDatabases,
+    backup_set,
+    complete_sets,
+    log,
+    new_set_id,
+    read_json,
+    run_step,
+    seal_set,
+    verify_set,
+)
 from jobs.restore import RestoreOptions, restore_set
-from rules.manifest import TIERS, check_role
+from rules.databases import PLAIN_IDENTIFIER
+from rules.manifest import MANIFEST, TIERS, check_role, manifest_errors, stale_set_problem, utc_now
 from rules.retention import DURATION_HELP
 
 KIND = "postgres"
@@ -47,6 +59,21 @@ def _roles(text: str) -> list[str]:
         raise argparse.ArgumentTypeError("a comma-separated list of distinct roles, e.g. apps,participant")
     return roles
 
+
+
+def _names(text: str) -> frozenset[str]:
+    """A comma-separated list of database names (plain identifiers, as the stack config allows)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if not PLAIN_IDENTIFIER.match(n)]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated database names (letters, digits, _ and $), got {text!r}")
+    return frozenset(names)
+
+
+def _check(args) -> DatabaseCheck:
+    return DatabaseCheck(also_configured=frozenset().union(*getattr(args, "server_also_backs_up", [])),
+                         ignored=frozenset().union(*args.ignore_databases))
 
 
 def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -93,6 +120,15 @@ def _add_pg_bin(parser: argparse.ArgumentParser) -> None:
                              "/usr/lib/postgresql/<major>/bin, else the oldest newer one, else PATH)")
 
 
+def _add_database_check(parser: argparse.ArgumentParser, *, step: bool) -> None:
+    parser.add_argument("--ignore-databases", type=_names, action="append", default=[], metavar="DB,...",
+                        help="databases on the server(s) that hold nothing to keep; every other database that is "
+                             "not backed up fails the run before it writes anything")
+    if step:
+        parser.add_argument("--server-also-backs-up", type=_names, action="append", default=[], metavar="DB,...",
+                            help="databases other roles back up from this role's server (they share it)")
+
+
 def _add_pruning(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--participant-pruning", type=cli_types.duration, default=None,
                         help=f"participant pruning retentionPeriod, {DURATION_HELP} (omit: pruning off)")
@@ -114,6 +150,8 @@ def _unwind_on_sigterm() -> None:
 
 def _failed(error: BaseException | str, **fields) -> int:
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    if isinstance(error, UnlistedDatabases):  # fields the alert's log entry can be read by
+        fields.update(stage="databases", server=error.server, unlisted_databases=error.unlisted)
     emit(FAILED, KIND, error=message, **fields)
     return 1
 
@@ -140,7 +178,8 @@ def cmd_backup_step(args) -> int:
         if set(grouped) != {args.role}:
             raise ValueError(f"every --db must be for role {args.role} (got {', '.join(sorted(grouped))})")
         step = run_step(open_destination(args.dest), role=args.role, set_id=args.set_id,
-                        migration_id=args.migration_id, dsns=grouped[args.role], settings=_dump_settings(args))
+                        migration_id=args.migration_id, dsns=grouped[args.role], settings=_dump_settings(args),
+                        check=_check(args))
     except Exception as exc:
         return _failed(exc, **fields)
     emit("backup.step_completed", KIND, databases=[d["database"] for d in step["databases"]],
@@ -169,7 +208,7 @@ def cmd_backup_set(args) -> int:
         result = backup_set(open_destination(args.dest), dsns=_group(args.db), set_id=set_id,
                             migration_id=args.migration_id, settings=_dump_settings(args),
                             participant_pruning=args.participant_pruning, sequencer_pruning=args.sequencer_pruning,
-                            parallel=args.parallel, serial_id=args.serial_id)
+                            parallel=args.parallel, serial_id=args.serial_id, check=_check(args))
     except Exception as exc:
         return _failed(exc, set_id=set_id, migration_id=args.migration_id)
     return _sealed(result, started)
@@ -215,6 +254,14 @@ def cmd_restore_set(args) -> int:
     started = time.monotonic()
     try:
         dest, prefix = _split_set_url(args.url)
+        manifest = read_json(dest, f"{prefix}/{MANIFEST}")  # absent or invalid: restore_set says why
+        stale = stale_set_problem(manifest, utc_now()) if manifest and not manifest_errors(manifest) else None
+        if stale and not args.accept_stale_set:
+            print(f"restore-set: REFUSED: {stale}; restore it anyway (e.g. to inspect its data) with "
+                  "--accept-stale-set", file=sys.stderr)
+            return 1
+        if stale:
+            log(f"restore-set: WARNING (--accept-stale-set): {stale}")
         results = restore_set(dest, prefix, _group(args.db),
                               RestoreOptions(jobs=args.jobs, no_owner=args.no_owner, workdir=args.workdir,
                                              pg_bin=args.pg_bin, analyze=args.analyze),
@@ -243,6 +290,7 @@ def register(subparsers) -> None:
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
                    help="a database of this role; a password, if the login needs one, comes from PGPASSWORD, "
                    "never the DSN")
+    _add_database_check(p, step=True)
     _add_dump_options(p)
     p.set_defaults(func=cmd_backup_step)
 
@@ -264,6 +312,7 @@ def register(subparsers) -> None:
     p.add_argument("--parallel", type=cli_types.count, default=2,
                    help="roles dumped at once (default 2): sequencer and mediator run beside apps, participant "
                         "starts when apps is done")
+    _add_database_check(p, step=False)
     _add_pruning(p)
     _add_dump_options(p)
     p.set_defaults(func=cmd_backup_set)
@@ -290,6 +339,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-owner", action="store_true", help="pg_restore --no-owner --no-privileges")
     p.add_argument("--allow-partial", action="store_true", help="restore only the roles given")
     p.add_argument("--analyze", action="store_true", help="ANALYZE each restored database (pg_restore does not)")
+    p.add_argument("--accept-stale-set", action="store_true",
+                   help="restore a set at least as old as the sequencer pruning window in its manifest (a node "
+                        "restored from it cannot catch up; refused without this flag)")
     p.add_argument("--parallel", type=cli_types.count, default=2, help="databases restored at once (default 2)")
     _add_pg_bin(p)
     p.set_defaults(func=cmd_restore_set)

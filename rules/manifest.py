@@ -52,6 +52,15 @@ PARTICIPANT = "participant"
 CANTON_BFT = "canton-bft"
 # The order the CronJob's init containers run in (contracts.md section 2); unknown roles run last.
 ROLE_ORDER = (CANTON_BFT, APPS, PARTICIPANT, "sequencer", "mediator")
+# The config key of each role under sv-backups:postgres where it differs from the role's name (role names are
+# lower-case with '-', as Kubernetes container names; config keys are camelCase).
+ROLE_KEYS = {CANTON_BFT: "cantonBft"}
+
+
+def role_key(role: str) -> str:
+    """The role's key under sv-backups:postgres (canton-bft -> cantonBft)."""
+    return ROLE_KEYS.get(role, role)
+
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _SET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -414,3 +423,38 @@ def build_manifest(
         manifest["format"], manifest["serial_id"] = SET_FORMAT_LSU, serial_id
         manifest["lsu_from"] = serial_id if lsu_from is None else lsu_from
     return manifest
+
+
+def _age(value: timedelta) -> str:
+    """An age to read, not to parse: `31d 4h`, `5h 12m`, `40s`."""
+    seconds = max(0, int(value.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
+
+
+def stale_set_problem(manifest: dict[str, Any], now: datetime) -> str | None:
+    """Why a node restored from this set could not catch up, or None when it can.
+
+    Splice: "Due to sequencer pruning, a participant that is more than 30 days behind will be unable to catch
+    up": the synchronizer has pruned what the participant would need to replay. The bound is the sequencer pruning
+    window the seal recorded in the set's manifest (`windows`), so an old set is judged by the window in force
+    when it was taken; none recorded (pruning off, or a v1 set without windows) means no limit. A set exactly the
+    window old is already too old: Splice asks for a backup *less* than the window old."""
+    window_text = (manifest.get("windows") or {}).get("sequencer_pruning")
+    if not window_text:
+        return None
+    window = parse_duration(window_text)
+    age = now - parse_time(manifest["created_at"])
+    if age < window:
+        return None
+    return (
+        f"set {manifest['set_id']} is {_age(age)} old (created {manifest['created_at']}), not less than the "
+        f"sequencer pruning window of {window_text} recorded in its manifest: the synchronizer has pruned what a "
+        f"participant restored from it needs to catch up"
+    )

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch with --identities-out), stopping at the first failure",
     )
     parser.add_argument("--identities-out", type=Path, help="with --execute: write the newest dump here (mode 0600)")
+    parser.add_argument(
+        "--accept-stale-set",
+        action="store_true",
+        help="go on with a set at least as old as the sequencer pruning window in its manifest (refused without: "
+        "a node restored from it cannot catch up); restore-set is passed the flag too",
+    )
     return parser
 
 
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         snapshot_project=args.snapshot_project,
         region=args.region,
         set_id=args.set_id,
+        accept_stale_set=args.accept_stale_set,
         pg=args.pg,
         restore_jobs=args.restore_jobs,
         execute=args.execute,

@@ -31,6 +31,7 @@ def write_set(
     tier: str = "recent",
     migration_id: int = 0,
     dump_size: int = 48 * 1024,
+    sequencer_pruning: timedelta | None = None,
 ) -> str:
     """A complete set (dumps, step records, manifest last) whose manifest passes every check; returns its prefix."""
     prefix = set_prefix(tier, migration_id, set_id)
@@ -68,7 +69,7 @@ def write_set(
         created_at=created_at,
         code_version="test",
         steps=steps,
-        windows=windows_record(None, None, timedelta(days=14)),
+        windows=windows_record(None, sequencer_pruning, timedelta(days=14)),
         history=history_record([], exclude=set_id),
     )
     assert not manifest_errors(manifest, set_id)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,22 @@ def test_a_table_that_fails_at_dump_time_is_skipped_without_aborting_the_snapsho
         assert [t["name"] for t in record["tables"]] == ["a"] and record["tables"][0]["rows"] == 10
         assert [t["name"] for t in record["skipped"]] == ["b"] and "does not exist" in record["skipped"][0]["error"]
         assert conn.execute("SELECT txid_current()").fetchone()[0] == txid, "the snapshot's transaction lives on"
+
+
+def test_a_set_older_than_its_sequencer_pruning_window_passes_with_a_warning(good_store, scratch):
+    # It still restores into scratch, which is what the drill proves; that a node could not catch up from it is
+    # reported beside the result (restore-set and failover refuse such a set without --accept-stale-set).
+    def age(prefix: Path, manifest: dict) -> None:
+        manifest["windows"]["sequencer_pruning"] = "1s"  # the set, taken seconds ago, is older than that
+        rewrite(prefix, manifest)
+
+    store = tampered(good_store, age, scratch)
+    time.sleep(1.1)
+    code, report, event, stderr = drill(store, scratch)
+    assert code == 0, stderr + json.dumps(report, indent=1)
+    assert event["event"] == "backup.completed" and event["severity"] == "INFO"
+    [warning] = event["warnings"]
+    assert warning.startswith("set drill-set is ") and "sequencer pruning window of 1s" in warning
+    assert report["warnings"] == [warning] and "drill: WARNING: set drill-set" in stderr
+    fresh_code, fresh_report, fresh_event, _ = drill(good_store, scratch)
+    assert fresh_code == 0 and "warnings" not in fresh_event and fresh_report["warnings"] == []

@@ -300,3 +300,25 @@ def test_a_node_on_logical_upgrades_restores_a_set_of_its_current_serial(dr, cap
     assert "global-domain-4-sequencer" in facts.deployments
     # a hard-migration DR stack with a --serial-id flag still picks sets by its migration id
     assert resolve_facts(outputs, {"serial_id": 7}).migration_id == 4
+
+
+def test_a_set_older_than_the_sequencer_pruning_window_is_refused_unless_accepted(dr, capsys):
+    url, dest, _, outputs_file = dr
+    # The only sets of migration id 5: taken 31 days ago while the sequencer pruned after 30.
+    write_set(dest, "s-stale", NOW - timedelta(days=31), migration_id=5, sequencer_pruning=timedelta(days=30))
+    code, out, err = run(capsys, "--dr-stack-outputs", str(outputs_file), "--migration-id", "5")
+    assert code == 1 and out == ""
+    assert "refusing to fail over: set s-stale is 31d 0h old" in err
+    assert "sequencer pruning window of 30d" in err and "--accept-stale-set" in err
+
+    code, out, err = run(capsys, "--dr-stack-outputs", str(outputs_file), "--migration-id", "5", "--accept-stale-set")
+    assert code == 0, err
+    assert "WARNING (--accept-stale-set): set s-stale" in err
+    # the restore step runs restore-set, which refuses the set too unless told
+    assert f"python -m jobs restore-set {url}/recent/5/s-stale --db apps=" in out
+    [restore] = [line for line in out.splitlines() if "jobs restore-set" in line]
+    assert restore.endswith(" --accept-stale-set")
+
+    # a set within the window (the fixture's, pruning off) goes through without the flag
+    code, out, _ = run(capsys, "--dr-stack-outputs", str(outputs_file))
+    assert code == 0 and "--accept-stale-set" not in out

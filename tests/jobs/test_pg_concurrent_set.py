@@ -73,8 +73,10 @@ def test_four_roles_concurrently_complete_and_ordered(four, pg_env, jobs_cli, tm
 def test_a_failing_independent_role_stops_the_set_and_leaves_no_manifest(four, pg_env, jobs_cli, tmp_path):
     root = tmp_path / "store"
     broken = {**four, "mediator": four["mediator"].replace(MEDIATOR_DB, "no_such_database")}
+    # The real mediator database is now listed by no role: ignored, so that the set gets as far as the dumps.
     result = jobs_cli("backup-set", "--dest", f"file://{root}", "--set-id", "broken", "--parallel", "4",
-                      "--pg-bin", str(slow_apps_pg_bin(tmp_path)), *db_args(broken))
+                      "--ignore-databases", MEDIATOR_DB, "--pg-bin", str(slow_apps_pg_bin(tmp_path)),
+                      *db_args(broken))
     assert result.returncode == 1, result.stdout
     (failed,) = [json.loads(line) for line in result.stdout.splitlines() if '"backup.failed"' in line]
     assert "mediator" in failed["error"] and "no_such_database" in failed["error"]

@@ -173,3 +173,33 @@ def test_a_damaged_part_fails_the_restore(pg_factory, pg_env, jobs_cli, tmp_path
     assert data.name in restored.stderr and "FAILED" in restored.stderr
     intact = jobs_cli("restore-set", f"file://{store}/historical/0/s", "--db", f"apps={target.dsn('d2')}")
     assert intact.returncode == 0, intact.stderr
+
+
+def test_a_set_older_than_its_sequencer_pruning_window_is_refused_unless_accepted(pg_factory, pg_env, jobs_cli,
+                                                                                  tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from jobs.pgdump import DumpSettings
+    from jobs.pgsets import backup_set
+
+    source = pg_factory("stale")
+    source.createdb("d")
+    source.psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)", "d")
+    store = tmp_path / "backups"
+    taken = datetime.now(UTC) - timedelta(days=30, hours=2)  # the sequencer has pruned past it
+    backup_set(open_destination(f"file://{store}"), dsns={"apps": [source.dsn("d")]}, set_id="old", migration_id=0,
+               settings=DumpSettings(), sequencer_pruning=timedelta(days=30), clock=lambda: taken)
+    target = pg_factory("stale-target")
+    url = f"file://{store}/recent/0/old"
+
+    refused = jobs_cli("restore-set", url, "--db", f"apps={target.dsn('d')}")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("restore-set: REFUSED: set old is 30d 2h old (created ")
+    assert "not less than the sequencer pruning window of 30d recorded in its manifest" in refused.stderr
+    assert "--accept-stale-set" in refused.stderr
+    assert "d" not in target.psql("SELECT string_agg(datname, ',') FROM pg_database").split(",")  # not created
+
+    accepted = jobs_cli("restore-set", url, "--db", f"apps={target.dsn('d')}", "--accept-stale-set")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "WARNING (--accept-stale-set): set old is 30d 2h old" in accepted.stderr
+    assert target.psql("SELECT count(*) FROM t", "d") == "100"

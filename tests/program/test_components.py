@@ -491,3 +491,25 @@ def test_tighter_schedules_scale_the_cron_job_deadlines_and_alerts(offline_plan,
     # largest gap 30 min + start window 3 min + deadline 24 min + slack 1 h
     assert stale["inputs"]["conditions"][0]["conditionAbsent"]["duration"] == f"{(30 + 3 + 24 + 60) * 60}s"
     assert plan.outputs["windows"]["runDeadlines"] == {"postgres": "90m", "cometbft": "24m", "identities": "210m"}
+
+
+def test_ignored_and_shared_server_databases_reach_the_steps(offline_plan, dev_config):
+    postgres = dev_config["sv-backups:postgres"]
+    postgres["participant"]["ignoreDatabases"] = ["participant_3"]
+    # mediator shares the sequencer's server: each step accounts for the other's databases and its ignored ones
+    postgres["mediator"]["host"] = postgres["sequencer"]["host"]
+    postgres["mediator"]["ignoreDatabases"] = ["scratch"]
+    plan = offline_plan(dev_config)
+    steps = {c["name"]: container_args(c) for c in pod_spec(cron_job(plan, "postgres-backup"))["initContainers"]}
+
+    def flag(args: list[str], name: str) -> str | None:
+        return args[args.index(name) + 1] if name in args else None
+
+    assert flag(steps["participant"], "--ignore-databases") == "participant_3"
+    assert flag(steps["participant"], "--server-also-backs-up") is None
+    assert "--ignore-databases" not in steps["apps"] and "--server-also-backs-up" not in steps["apps"]
+    sequencer_dbs = ",".join(postgres["sequencer"]["databases"])
+    mediator_dbs = ",".join(postgres["mediator"]["databases"])
+    assert flag(steps["sequencer"], "--server-also-backs-up") == mediator_dbs
+    assert flag(steps["mediator"], "--server-also-backs-up") == sequencer_dbs
+    assert flag(steps["sequencer"], "--ignore-databases") == flag(steps["mediator"], "--ignore-databases") == "scratch"

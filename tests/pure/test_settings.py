@@ -438,3 +438,55 @@ def test_primary_stacks_refuse_dr_stack_keys():
     assert problems_of(raw) == [
         "sv-backups:dr.failover: is for DR stacks (sv-backups:role: dr); remove it from a primary stack"
     ]
+
+
+# --- ignoreDatabases: databases on a server that hold nothing to keep ---------------------------------------------
+
+
+def test_ignore_databases_defaults_to_none_and_is_read():
+    assert all(not i.ignore_databases for i in load_settings(raw_config("dev"), stack="dev").postgres.values())
+    raw = raw_config("dev")
+    raw["sv-backups:postgres"]["participant"]["ignoreDatabases"] = ["participant_3", "old$db"]
+    settings = load_settings(raw, stack="t")
+    assert settings.postgres["participant"].ignore_databases == ["participant_3", "old$db"]
+
+
+@pytest.mark.parametrize(
+    ("ignored", "expected"),
+    [
+        (["bad-name"], "['bad-name'] are not plain PostgreSQL identifiers (letters, digits, _ and $)"),
+        (["x", "x"], "lists a database twice"),
+        ("x", "list"),
+    ],
+)
+def test_ignore_databases_are_plain_distinct_identifiers(ignored, expected):
+    raw = raw_config("dev")
+    raw["sv-backups:postgres"]["apps"]["ignoreDatabases"] = ignored
+    [problem] = problems_of(raw)
+    assert problem.startswith("sv-backups:postgres.apps.ignoreDatabases") and expected in problem, problem
+
+
+def test_a_database_is_backed_up_or_ignored_not_both():
+    raw = raw_config("dev")
+    backed_up = raw["sv-backups:postgres"]["apps"]["databases"][0]
+    raw["sv-backups:postgres"]["apps"]["ignoreDatabases"] = [backed_up]
+    [problem] = problems_of(raw)
+    assert problem.startswith("sv-backups:postgres.apps") and f"{backed_up} also in databases" in problem, problem
+
+
+def test_a_role_must_not_ignore_what_another_role_on_its_server_backs_up():
+    raw = raw_config("dev")
+    postgres = raw["sv-backups:postgres"]
+    postgres["mediator"]["host"] = postgres["sequencer"]["host"]
+    sequencer_db = postgres["sequencer"]["databases"][0]
+    postgres["mediator"]["ignoreDatabases"] = [sequencer_db]
+    [problem] = problems_of(raw)
+    assert problem == (
+        f"sv-backups:postgres.mediator.ignoreDatabases: {sequencer_db} backed up by role sequencer on the same "
+        "server; remove it from ignoreDatabases (a database is either backed up or ignored)"
+    )
+    settings_raw = raw_config("dev")
+    settings_raw["sv-backups:postgres"]["mediator"]["host"] = settings_raw["sv-backups:postgres"]["sequencer"]["host"]
+    settings = load_settings(settings_raw, stack="t")
+    assert settings.server_roles("mediator") == ["sequencer", "mediator"]
+    assert settings.server_roles("apps") == ["apps"]
