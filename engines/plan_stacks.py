@@ -46,7 +46,7 @@ def _validate(config: offline_plan.StackConfig) -> list[str]:
 
 
 def _pairing_problems(config: offline_plan.StackConfig, stack_references: dict[str, Any] | None) -> list[str]:
-    """A DR stack's node against its primary's exported one (rules/dr_pairing.py), before anything is declared;
+    """A DR stack's node and synchronizer against its primary's exported ones (rules/dr_pairing.py), before anything is declared;
     the program checks the same on `pulumi up` (components/dr.py)."""
     from components.settings import load_settings
 
@@ -54,7 +54,9 @@ def _pairing_problems(config: offline_plan.StackConfig, stack_references: dict[s
         return []
     settings = load_settings(config.raw_config(), stack=config.stack)  # valid: _validate passed
     [(primary, outputs)] = stack_references.items()
-    return dr_pairing.node_mismatches(settings.node.identity(), outputs.get("node"), primary)
+    return dr_pairing.node_mismatches(
+        settings.node.identity(), outputs.get("node"), primary
+    ) + dr_pairing.synchronizer_mismatches(settings.synchronizer, outputs.get("synchronizer"), primary)
 
 
 def run(

@@ -3,7 +3,8 @@
 The DR stack's own `sv-backups:node` decides the namespace its restore and failover steps act in and the migration
 id whose sets failover picks; a value that differs from the primary's would restore the wrong sets, or into the
 wrong place, on the day it is needed. The primary exports its node (the `node` output, components/program.py); the
-offline plan compares before declaring anything, the program on `pulumi up` from the StackReference.
+offline plan compares before declaring anything, the program on `pulumi up` from the StackReference. So is its
+synchronizer: failover restores a CometBFT volume only for a CometBFT node, and a DABFT node's canton-bft database.
 """
 
 from __future__ import annotations
@@ -21,6 +22,18 @@ def node_mismatches(dr_node: Mapping[str, Any], primary_node: Mapping[str, Any] 
         f"a DR stack restores its primary's node: set {key}: {value!r}"
         for key, value in primary_node.items()
         if dr_node.get(key) != value
+    ]
+
+
+def synchronizer_mismatches(dr_synchronizer: str, primary_synchronizer: Any, primary: str) -> list[str]:
+    """The DR stack's synchronizer against the primary's `synchronizer` output (exported only on a DABFT stack:
+    none means cometbft); one message on a mismatch."""
+    theirs = primary_synchronizer or "cometbft"
+    if dr_synchronizer == theirs:
+        return []
+    return [
+        f"sv-backups:synchronizer: {dr_synchronizer!r} differs from the primary stack {primary}'s {theirs!r}; "
+        f"a DR stack restores its primary's node: set synchronizer: {theirs!r}"
     ]
 
 

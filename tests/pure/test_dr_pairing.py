@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rules.dr_pairing import node_mismatches
+from rules.dr_pairing import node_mismatches, synchronizer_mismatches
 
 PRIMARY = {"name": "sv-1", "namespace": "sv", "migrationId": 4}
 
@@ -33,3 +33,15 @@ def test_every_key_the_primary_exports_is_compared():
 def test_a_primary_without_a_node_output_is_named():
     [problem] = node_mismatches(dict(PRIMARY), None, "prod")
     assert problem.startswith("sv-backups:dr.primaryStack: the primary stack prod exports no `node`")
+
+
+def test_the_synchronizer_must_match_the_primarys():
+    """The primary exports `synchronizer` on a DABFT stack only: none is cometbft."""
+    assert synchronizer_mismatches("cometbft", None, "prod") == []
+    assert synchronizer_mismatches("dabft", "dabft", "prod") == []
+    assert synchronizer_mismatches("dabft", None, "prod") == [
+        "sv-backups:synchronizer: 'dabft' differs from the primary stack prod's 'cometbft'; "
+        "a DR stack restores its primary's node: set synchronizer: 'cometbft'"
+    ]
+    [problem] = synchronizer_mismatches("cometbft", "dabft", "prod")
+    assert problem.startswith("sv-backups:synchronizer: 'cometbft' differs from the primary stack prod's 'dabft'")
