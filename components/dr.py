@@ -63,7 +63,9 @@ class DisasterRecovery(pulumi.ComponentResource):
         primary = pulumi.StackReference(names.resource("primary"), stack_name=settings.dr.primary_stack, opts=child)
         # Every value read from the primary waits on the pairing check, so a DR stack naming another node (or
         # migration id) than its primary fails before it declares anything from the primary's outputs.
-        paired = primary.get_output("node").apply(functools.partial(_check_pairing, settings))
+        paired = pulumi.Output.all(primary.get_output("node"), primary.get_output("synchronizer")).apply(
+            functools.partial(_check_pairing, settings)
+        )
 
         def out(name: str) -> pulumi.Output:
             assert name in PRIMARY_OUTPUTS, name
@@ -128,8 +130,11 @@ class DisasterRecovery(pulumi.ComponentResource):
         )
 
 
-def _check_pairing(settings: Settings, primary_node: Any) -> bool:
-    problems = dr_pairing.node_mismatches(settings.node.identity(), primary_node, settings.dr.primary_stack)
+def _check_pairing(settings: Settings, primary: list[Any]) -> bool:
+    primary_node, primary_synchronizer = primary
+    stack = settings.dr.primary_stack
+    problems = dr_pairing.node_mismatches(settings.node.identity(), primary_node, stack)
+    problems += dr_pairing.synchronizer_mismatches(settings.synchronizer, primary_synchronizer, stack)
     if problems:
         raise pulumi.RunError("the DR stack does not match its primary:\n" + "\n".join(problems))
     return True
@@ -142,7 +147,10 @@ def _failover_facts(settings: Settings, primary: pulumi.StackReference) -> dict[
     GCP: PD snapshots are global resources of the project the primary's cluster took them in, stored in the
     multi-region or the DR region (components/gcp/backend.py), so the primary's project (its `project` output;
     a primary planned before that output existed falls back to this stack's project). AWS: the snapshot job
-    copies each EBS snapshot to the DR region, which is this stack's own region."""
+    copies each EBS snapshot to the DR region, which is this stack's own region. A DABFT node has no CometBFT
+    volume: no cometbft facts, and `synchronizer: dabft` so failover skips that step (canton-bft is a database)."""
+    if settings.dabft:
+        return {"cloud": settings.cloud, "region": settings.region, "synchronizer": settings.synchronizer}
     cometbft: dict[str, pulumi.Input] = {"pvc": settings.cometbft.pvc}
     if settings.gcp is not None:
         own = settings.gcp.project

@@ -956,11 +956,6 @@ def _check_synchronizer(synchronizer: str, parsed: dict[str, Any], problems: lis
                 f"{key}: is required with {PROJECT}:synchronizer dabft (the DABFT ordering state, the sequencer "
                 f"pod's cantonBft database, usually on the sequencer's server)"
             )
-        if parsed.get("role") == "dr":
-            problems.append(
-                f"{PROJECT}:synchronizer: 'dabft' is not supported on a DR stack yet (failover restores a CometBFT "
-                f"snapshot); allowed on a DR stack: cometbft"
-            )
         drill: DrillConfig | None = parsed.get("drill")
         if drill is not None and drill.cometbft_storage_class:
             problems.append(

@@ -76,13 +76,23 @@ def test_unknown_synchronizer(value, stack):
     assert problems_of(raw) == [f"sv-backups:synchronizer: {value!r} is not a synchronizer; allowed: cometbft, dabft"]
 
 
-def test_dabft_on_a_dr_stack_is_refused_for_now():
+def test_dabft_on_a_dr_stack_is_accepted():
+    """A production DABFT node needs its DR stack (policy production-dr); failover restores canton-bft first."""
     raw = raw_config("prod-dr")
     raw["sv-backups:synchronizer"] = "dabft"
     del raw["sv-backups:cometbft"]
     raw["sv-backups:postgres"]["cantonBft"] = dict(CANTON_BFT)
+    settings = load_settings(raw, stack="prod-dr")
+    assert settings.role == "dr" and settings.dabft and settings.cometbft is None
+    assert settings.roles[0] == "canton-bft"
+
+
+def test_dabft_dr_stack_still_refuses_a_cometbft_section():
+    raw = raw_config("prod-dr")
+    raw["sv-backups:synchronizer"] = "dabft"
+    raw["sv-backups:postgres"]["cantonBft"] = dict(CANTON_BFT)
     [problem] = problems_of(raw)
-    assert problem.startswith("sv-backups:synchronizer: 'dabft' is not supported on a DR stack yet")
+    assert problem.startswith("sv-backups:cometbft: a DABFT synchronizer (sv-backups:synchronizer: dabft) has no")
 
 
 def test_dabft_refuses_the_cometbft_drill_class():
