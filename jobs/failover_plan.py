@@ -3,7 +3,9 @@
 Pure (no I/O): jobs/failover.py reads the facts, chooses and verifies the set, prints this plan and runs
 the steps that carry `run`. Order (Splice "Restoring a full SV node from backups"): scale every SV component
 to 0; restore every database from the one set; restore the CometBFT volume from its DR snapshot copy; fetch
-the identities dump; scale back to 1; turn the DR stack's backup CronJobs on.
+the identities dump; scale back to 1; turn the DR stack's backup CronJobs on. A DABFT node (the DR stack's
+`synchronizer: dabft` output) has no CometBFT volume: its ordering state is the set's canton-bft database, restored
+first with the others, and there is no CometBFT step or deployment.
 
 Cloud differences (where the CometBFT snapshot copy is found, which CSI driver restores it, how the secret is
 read with a CLI) are in the small classes at the end, chosen by name: the steps are written once.
@@ -78,6 +80,7 @@ class DrFacts:
     migration_id: int | None
     serial_id: int
     deployments: tuple[str, ...]
+    synchronizer: str  # cometbft | dabft (no CometBFT volume: canton-bft is a database of the set)
     identities_secret_url: str | None
     cometbft_pvc: str
     cometbft_release: str
@@ -151,6 +154,9 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
     if serial_id is None:
         problems.append("node.migrationId: missing (needed for the deployment names; or pass --serial-id)")
     node = pick("node", "node.name", str)
+    synchronizer = _get(outputs, "synchronizer") or "cometbft"
+    if synchronizer not in ("cometbft", "dabft"):
+        problems.append(f"synchronizer: {synchronizer!r} is not one of cometbft, dabft")
     identities = pick("identities_secret", "identitiesSecretUrl", str)
     pvc = pick("cometbft_pvc", "cometbft.pvc", str)
     storage_class = pick("cometbft_storage_class", "cometbft.storageClass", str)
@@ -163,7 +169,7 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
         raise FactsError("\n".join(problems))
     participant = flags.get("participant_deployment") or "participant"
     deployments = _get(outputs, "deployments") or [
-        f"global-domain-{serial_id}-cometbft",
+        *([f"global-domain-{serial_id}-cometbft"] if synchronizer == "cometbft" else []),
         f"global-domain-{serial_id}-mediator",
         f"global-domain-{serial_id}-sequencer",
         participant,
@@ -179,6 +185,7 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
         migration_id=migration_id,
         serial_id=serial_id,
         deployments=tuple(deployments),
+        synchronizer=synchronizer,
         identities_secret_url=identities,
         cometbft_pvc=pvc or f"global-domain-{serial_id}-cometbft-cometbft-data",
         cometbft_release=_get(outputs, "cometbft.release") or f"global-domain-{serial_id}-cometbft",
@@ -268,7 +275,7 @@ def build_plan(facts: DrFacts, chosen: ChosenSet, *, restore_jobs: int = 1) -> l
         ),
         _scale_down(facts),
         _restore_databases(facts, chosen, targets, restore_jobs),
-        _restore_cometbft(facts, chosen, cloud),
+        *([_restore_cometbft(facts, chosen, cloud)] if facts.synchronizer == "cometbft" else []),
         _identities(facts),
         _scale_up(facts),
         _enable_backups(facts),
@@ -285,7 +292,9 @@ def _scale_down(facts: DrFacts) -> Step:
     return Step(
         "Scale every SV component to 0 and wait until their pods are gone",
         [_sh(_kubectl(facts, "scale", "deployment", "--replicas=0", *facts.deployments)), wait],
-        why="nothing may write to a database or the CometBFT volume while it is restored",
+        why="nothing may write to a database"
+        + (" or the CometBFT volume" if facts.synchronizer == "cometbft" else "")
+        + " while it is restored",
     )
 
 

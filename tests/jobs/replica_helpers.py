@@ -32,12 +32,14 @@ def write_set(
     migration_id: int = 0,
     dump_size: int = 48 * 1024,
     sequencer_pruning: timedelta | None = None,
+    roles: tuple[tuple[str, str], ...] = ROLES,
 ) -> str:
-    """A complete set (dumps, step records, manifest last) whose manifest passes every check; returns its prefix."""
+    """A complete set (dumps, step records, manifest last) whose manifest passes every check; returns its prefix.
+    `roles`: (role, database) in backup order (a DABFT node's canton-bft first)."""
     prefix = set_prefix(tier, migration_id, set_id)
     moment = created_at - timedelta(minutes=10)
     steps = []
-    for role, database in ROLES:
+    for role, database in roles:
         data = random.Random(f"{set_id}/{role}").randbytes(dump_size)
         key = f"data/{role}/{database}.0a1b2c3d.pgdump.zst"
         dest.put_bytes(f"{prefix}/{key}", data)

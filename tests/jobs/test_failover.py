@@ -322,3 +322,32 @@ def test_a_set_older_than_the_sequencer_pruning_window_is_refused_unless_accepte
     # a set within the window (the fixture's, pruning off) goes through without the flag
     code, out, _ = run(capsys, "--dr-stack-outputs", str(outputs_file))
     assert code == 0 and "--accept-stale-set" not in out
+
+
+def test_a_dabft_dr_stack_restores_canton_bft_first_and_has_no_cometbft_step(tmp_path, capsys):
+    """A DABFT node (the DR stack exports `synchronizer: dabft` and no cometbft facts, components/dr.py): every
+    database of the set, canton-bft first (the set's role order), and neither a CometBFT volume nor deployment."""
+    url = f"file://{tmp_path}/dr"
+    roles = (("canton-bft", "cantonbft_0"), ("apps", "cantonnet_sv"), ("participant", "participant_0"))
+    write_set(open_destination(url), "s-dabft", NOW - timedelta(hours=2), migration_id=0, roles=roles)
+    outputs = {
+        "node": {"name": "sv-dabft", "namespace": "sv", "migrationId": 0},
+        "backupUrl": url,
+        "cloud": "gcp",
+        "region": "europe-west4",
+        "synchronizer": "dabft",
+        "identitiesSecretUrl": "gcpsm://projects/p/secrets/sv-dabft-identities-dump",
+    }
+    facts, chosen, steps = plan_for(outputs)
+    assert facts.synchronizer == "dabft"
+    assert [role for role, _ in chosen.databases] == ["canton-bft", "apps", "participant"]
+    assert not [step.title for step in steps if "CometBFT" in step.title]
+    assert not [d for d in facts.deployments if "cometbft" in d]
+    [restore] = [step for step in steps if step.title.startswith("Restore every database")]
+    assert restore.run[restore.run.index("--db") + 1] == "canton-bft=postgresql://cnadmin@canton-bft-pg:5432/cantonbft_0"
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+    code, out, err = run(capsys, "--dr-stack-outputs", str(path))
+    assert code == 0, err
+    assert "CometBFT volume" not in out and "cometbft" not in out.lower()
+    assert "kubectl -n sv scale deployment --replicas=0 global-domain-0-mediator global-domain-0-sequencer" in out
