@@ -46,8 +46,8 @@ def _validate(config: offline_plan.StackConfig) -> list[str]:
 
 
 def _pairing_problems(config: offline_plan.StackConfig, stack_references: dict[str, Any] | None) -> list[str]:
-    """A DR stack's node and synchronizer against its primary's exported ones (rules/dr_pairing.py), before anything is declared;
-    the program checks the same on `pulumi up` (components/dr.py)."""
+    """A DR stack's node and synchronizer against its primary's exported ones (rules/dr_pairing.py), before
+    anything is declared; the program checks the same on `pulumi up` (components/dr.py)."""
     from components.settings import load_settings
 
     if not stack_references:

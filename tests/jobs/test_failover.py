@@ -344,7 +344,9 @@ def test_a_dabft_dr_stack_restores_canton_bft_first_and_has_no_cometbft_step(tmp
     assert not [step.title for step in steps if "CometBFT" in step.title]
     assert not [d for d in facts.deployments if "cometbft" in d]
     [restore] = [step for step in steps if step.title.startswith("Restore every database")]
-    assert restore.run[restore.run.index("--db") + 1] == "canton-bft=postgresql://cnadmin@canton-bft-pg:5432/cantonbft_0"
+    assert (
+        restore.run[restore.run.index("--db") + 1] == "canton-bft=postgresql://cnadmin@canton-bft-pg:5432/cantonbft_0"
+    )
     path = tmp_path / "outputs.json"
     path.write_text(json.dumps(outputs))
     code, out, err = run(capsys, "--dr-stack-outputs", str(path))

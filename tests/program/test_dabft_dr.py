@@ -58,5 +58,6 @@ def test_a_cometbft_dr_stack_of_a_dabft_primary_is_refused(offline_plan, stack_c
 def test_a_dabft_dr_stack_of_a_cometbft_primary_is_refused(offline_plan, dabft_dr_config, shipped_plan):
     outputs = dict(shipped_plan("dev").outputs)
     outputs["node"] = {"name": "sv-dabft-dev", "namespace": "sv", "migrationId": 0}
-    with pytest.raises(Exception, match=r"sv-backups:synchronizer: 'dabft' differs from the primary stack .*'cometbft'"):
+    expected = r"sv-backups:synchronizer: 'dabft' differs from the primary stack .*'cometbft'"
+    with pytest.raises(Exception, match=expected):
         offline_plan(dabft_dr_config, stack="dabft-dr", stack_references={PRIMARY: outputs})
