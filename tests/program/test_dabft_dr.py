@@ -4,9 +4,14 @@ refused."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+import yaml
 
 from engines.policy_check import run_policy_checks
+from tests.program.conftest import ROOT
 
 PRIMARY = "sv-operator/sv-backups/dabft-dev"
 CANTON_BFT = {"kind": "in-cluster", "host": "sequencer-pg", "databases": ["cantonbft_0"]}
@@ -61,3 +66,25 @@ def test_a_dabft_dr_stack_of_a_cometbft_primary_is_refused(offline_plan, dabft_d
     expected = r"sv-backups:synchronizer: 'dabft' differs from the primary stack .*'cometbft'"
     with pytest.raises(Exception, match=expected):
         offline_plan(dabft_dr_config, stack="dabft-dr", stack_references={PRIMARY: outputs})
+
+
+def test_scripts_plan_refuses_the_synchronizer_mismatch_before_anything_is_declared(tmp_path, stack_config_map):
+    """The offline pre-check (engines/plan_stacks.py) against the shipped dabft-dev: one message, exit 2."""
+    config = stack_config_map("prod-dr")
+    config["sv-backups:node"] = {"name": "sv-dabft-dev", "namespace": "sv", "migrationId": 0}
+    config["sv-backups:dr"]["primaryStack"] = PRIMARY
+    stack_file = tmp_path / "Pulumi.cometbft-dr.yaml"
+    stack_file.write_text(yaml.safe_dump({"config": config}))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--config-file", str(stack_file), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    header, *problems = done.stderr.splitlines()
+    assert header == "plan: DR stack 'cometbft-dr' does not match its primary; nothing was declared:"
+    assert problems == [
+        f"sv-backups:synchronizer: 'cometbft' differs from the primary stack {PRIMARY}'s 'dabft'; "
+        "a DR stack restores its primary's node: set synchronizer: 'dabft'"
+    ]
