@@ -18,11 +18,16 @@ def node_mismatches(dr_node: Mapping[str, Any], primary_node: Mapping[str, Any] 
     if not isinstance(primary_node, Mapping):
         return [f"sv-backups:dr.primaryStack: the primary stack {primary} exports no `node`; plan or update it first"]
     return [
-        f"sv-backups:node.{key}: {_shown(dr_node, key)} the primary stack {primary}'s {value!r}; "
-        f"a DR stack restores its primary's node: set {key}: {value!r}"
+        f"sv-backups:node.{key}: {_shown(dr_node, key)} the primary stack {primary}'s {_plain(value)!r}; "
+        f"a DR stack restores its primary's node: set {key}: {_plain(value)!r}"
         for key, value in primary_node.items()
         if dr_node.get(key) != value
     ]
+
+
+def _plain(value: Any) -> Any:
+    # Stack outputs cross the engine as protobuf Struct values, where every number is a float: 5.0 is serial 5.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def synchronizer_mismatches(dr_synchronizer: str, primary_synchronizer: Any, primary: str) -> list[str]:

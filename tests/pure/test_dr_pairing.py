@@ -30,6 +30,13 @@ def test_every_key_the_primary_exports_is_compared():
     ]
 
 
+def test_numbers_read_from_the_engine_are_shown_as_the_config_writes_them():
+    """A StackReference's numbers arrive as floats (protobuf Struct): 4.0 matches 4, and 5.0 is shown as 5."""
+    assert node_mismatches(dict(PRIMARY), {**PRIMARY, "migrationId": 4.0}, "prod") == []
+    [problem] = node_mismatches(dict(PRIMARY), {**PRIMARY, "migrationId": 5.0}, "prod")
+    assert problem.endswith("set migrationId: 5") and "prod's 5;" in problem
+
+
 def test_a_primary_without_a_node_output_is_named():
     [problem] = node_mismatches(dict(PRIMARY), None, "prod")
     assert problem.startswith("sv-backups:dr.primaryStack: the primary stack prod exports no `node`")
