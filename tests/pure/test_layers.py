@@ -13,6 +13,7 @@ Every import runs down or sideways within its own package, never up, and the imp
 from __future__ import annotations
 
 import ast
+import functools
 import graphlib
 import sys
 from pathlib import Path
@@ -58,11 +59,20 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imported(module: str, path: Path) -> set[str]:
+# Each file is parsed once, while the tests are collected: CPython 3.11's AST builder keeps one recursion counter
+# per interpreter, and a parse while another thread parses (a test's leftover threads) can fail with "AST
+# constructor recursion depth mismatch" (python/cpython#106905).
+@functools.cache
+def _parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
+@functools.cache
+def _imported(module: str, path: Path) -> frozenset[str]:
     """Every module name `module` imports (absolute, resolved; third-party names included)."""
     names: set[str] = set()
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(_parsed(path)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -71,7 +81,7 @@ def _imported(module: str, path: Path) -> set[str]:
                 base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
             submodules = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in MODULES]
             names.update(submodules or [base])
-    return names
+    return frozenset(names)
 
 
 def _ours(name: str) -> str | None:
@@ -126,7 +136,7 @@ def test_rules_are_pure(module):
 @pytest.mark.parametrize("path", sorted((ROOT / "scripts").glob("*.py")), ids=lambda p: p.name)
 def test_commands_are_thin(path):
     """A command parses its arguments and makes one call: no classes, no functions beyond its parser and main."""
-    tree = ast.parse(path.read_text())
+    tree = _parsed(path)
     defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
     classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
     assert classes == []
