@@ -139,6 +139,14 @@ def _planned(jobs: Sequence[_Job], plan_one, workers: int) -> Iterator[_Planned]
         yield outcome
 
 
+def _refused(header: str, problems: list[str]) -> int:
+    """A stack not planned for its config: the header, then one problem a line (exit 2)."""
+    print(header, file=sys.stderr)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return EXIT_CONFIG
+
+
 def _plan_stack(
     stack: str, path: Path, out_dir: Path, *, project: offline_plan.Project, root: Path, primary_plan: Path | None
 ) -> int:
@@ -150,10 +158,7 @@ def _plan_stack(
 
     problems = _validate(config)
     if problems:
-        print(f"plan: stack {stack!r} has an invalid configuration; nothing was declared:", file=sys.stderr)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        return EXIT_CONFIG
+        return _refused(f"plan: stack {stack!r} has an invalid configuration; nothing was declared:", problems)
 
     try:
         stack_references = offline_plan.primary_stack_references(config, project, root, primary_plan=primary_plan)
@@ -162,10 +167,7 @@ def _plan_stack(
         return EXIT_CONFIG
     problems = _pairing_problems(config, stack_references)
     if problems:
-        print(f"plan: DR stack {stack!r} does not match its primary; nothing was declared:", file=sys.stderr)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        return EXIT_CONFIG
+        return _refused(f"plan: DR stack {stack!r} does not match its primary; nothing was declared:", problems)
     try:
         result = offline_plan.plan_program(offline_plan.main_program(root), config, stack_references=stack_references)
     except Exception as error:

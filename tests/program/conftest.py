@@ -16,11 +16,14 @@ other tests. `program=` plans any zero-argument callable instead of the real pro
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from engines.offline_plan import (
     PlanResult,
@@ -127,3 +130,15 @@ def dev_plan(shipped_plan) -> PlanResult:
 @pytest.fixture(scope="session")
 def prod_plan(shipped_plan) -> PlanResult:
     return shipped_plan("prod")
+
+
+def plan_config_file(tmp_path: Path, stack: str, config: Mapping[str, Any]) -> subprocess.CompletedProcess:
+    """`scripts/plan.py --config-file` on Pulumi.<stack>.yaml written from `config`, as an operator runs it."""
+    stack_file = tmp_path / f"Pulumi.{stack}.yaml"
+    stack_file.write_text(yaml.safe_dump({"config": dict(config)}))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--config-file", str(stack_file), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

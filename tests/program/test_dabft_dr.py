@@ -4,14 +4,10 @@ refused."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-import yaml
 
 from engines.policy_check import run_policy_checks
-from tests.program.conftest import ROOT
+from tests.program.conftest import plan_config_file
 
 PRIMARY = "sv-operator/sv-backups/dabft-dev"
 CANTON_BFT = {"kind": "in-cluster", "host": "sequencer-pg", "databases": ["cantonbft_0"]}
@@ -73,14 +69,7 @@ def test_scripts_plan_refuses_the_synchronizer_mismatch_before_anything_is_decla
     config = stack_config_map("prod-dr")
     config["sv-backups:node"] = {"name": "sv-dabft-dev", "namespace": "sv", "migrationId": 0}
     config["sv-backups:dr"]["primaryStack"] = PRIMARY
-    stack_file = tmp_path / "Pulumi.cometbft-dr.yaml"
-    stack_file.write_text(yaml.safe_dump({"config": config}))
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--config-file", str(stack_file), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = plan_config_file(tmp_path, "cometbft-dr", config)
     assert done.returncode == 2, done.stderr
     header, *problems = done.stderr.splitlines()
     assert header == "plan: DR stack 'cometbft-dr' does not match its primary; nothing was declared:"

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 
 import pytest
-import yaml
 
 from components.dr import PRIMARY_OUTPUTS
 from rules.naming import STANDBY_LABEL
-from tests.program.conftest import ROOT
+from tests.program.conftest import plan_config_file
 
 BACKUP_COMPONENTS = ("postgres-backup", "cometbft-snapshot", "identities-dump")
 
@@ -147,14 +144,7 @@ def test_standby_writers_write_to_the_dr_copy(shipped_plan, prod_plan):
 
 def test_a_dr_stack_without_its_primary_outputs_is_refused_with_the_way_out(tmp_path, dr_config):
     dr_config["sv-backups:dr"]["primaryStack"] = "sv-operator/sv-backups/nowhere"
-    stack_file = tmp_path / "Pulumi.nowhere-dr.yaml"
-    stack_file.write_text(yaml.safe_dump({"config": dr_config}))
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--config-file", str(stack_file), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = plan_config_file(tmp_path, "nowhere-dr", dr_config)
     assert done.returncode == 2, done.stderr
     assert "primary 'sv-operator/sv-backups/nowhere' has no stack file" in done.stderr
     assert "pass --primary-plan DIR" in done.stderr
@@ -164,14 +154,7 @@ def test_a_dr_stack_without_its_primary_outputs_is_refused_with_the_way_out(tmp_
 def test_a_dr_stack_of_another_node_is_refused_before_anything_is_declared(tmp_path, dr_config, key, value):
     """Planned against the shipped primary: one message naming the key, both values and the fix; exit 2."""
     dr_config["sv-backups:node"][key] = value
-    stack_file = tmp_path / "Pulumi.prod-dr.yaml"
-    stack_file.write_text(yaml.safe_dump({"config": dr_config}))
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "plan.py"), "--config-file", str(stack_file), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = plan_config_file(tmp_path, "prod-dr", dr_config)
     assert done.returncode == 2, done.stderr
     header, *problems = done.stderr.splitlines()
     assert header == "plan: DR stack 'prod-dr' does not match its primary; nothing was declared:"
