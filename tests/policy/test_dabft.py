@@ -61,13 +61,18 @@ def test_cometbft_stack_missing_its_snapshot_class_still_fails(plan_copy):
     assert any("No VolumeSnapshotClass" in m for m in found["backup-coverage"]), found
 
 
-def test_canton_bft_after_apps_breaks_the_order_rule(plan_copy):
+def _with_steps_swapped(plan_copy, first: str, second: str):
+    """dabft-dev's plan with two of the Postgres CronJob's initContainers (steps) in each other's place."""
     plan = h.pin_images(plan_copy("dabft-dev"))
     init = h.pod(plan, "postgres")["initContainers"]
     names = [c["name"] for c in init]
-    a, c = names.index("apps"), names.index("canton-bft")
-    init[a], init[c] = init[c], init[a]
-    found = violated(plan)
+    a, b = names.index(first), names.index(second)
+    init[a], init[b] = init[b], init[a]
+    return plan
+
+
+def test_canton_bft_after_apps_breaks_the_order_rule(plan_copy):
+    found = violated(_with_steps_swapped(plan_copy, "apps", "canton-bft"))
     assert set(found) == {"postgres-apps-before-participant"}, found
     [message] = found["postgres-apps-before-participant"]
     assert "'canton-bft' step (the DABFT state) does not complete before 'apps' starts" in message
@@ -75,10 +80,5 @@ def test_canton_bft_after_apps_breaks_the_order_rule(plan_copy):
 
 
 def test_dabft_stack_keeps_apps_before_participant(plan_copy):
-    plan = h.pin_images(plan_copy("dabft-dev"))
-    init = h.pod(plan, "postgres")["initContainers"]
-    names = [c["name"] for c in init]
-    a, p = names.index("apps"), names.index("participant")
-    init[a], init[p] = init[p], init[a]
-    found = violated(plan)
+    found = violated(_with_steps_swapped(plan_copy, "apps", "participant"))
     assert any("'participant' runs before 'apps'" in m for m in found["postgres-apps-before-participant"]), found
