@@ -149,12 +149,17 @@ def _failover_facts(settings: Settings, primary: pulumi.StackReference) -> dict[
     a primary planned before that output existed falls back to this stack's project). AWS: the snapshot job
     copies each EBS snapshot to the DR region, which is this stack's own region. A DABFT node has no CometBFT
     volume: no cometbft facts, and `synchronizer: dabft` so failover skips that step (canton-bft is a database)."""
+    # Failover prints `kubectl --context <kubeContext>` and `pulumi ... --stack <stack>`: never the current ones.
+    pinned: dict[str, pulumi.Input] = {"stack": pulumi.get_stack()}
+    kube_context = pulumi.Config("kubernetes").get("context")
+    if kube_context:
+        pinned["kubeContext"] = kube_context
     if settings.dabft:
-        return {"cloud": settings.cloud, "region": settings.region, "synchronizer": settings.synchronizer}
+        return {**pinned, "cloud": settings.cloud, "region": settings.region, "synchronizer": settings.synchronizer}
     cometbft: dict[str, pulumi.Input] = {"pvc": settings.cometbft.pvc}
     if settings.gcp is not None:
         own = settings.gcp.project
         cometbft["snapshotProject"] = primary.get_output("project").apply(lambda project: project or own)
     else:
         cometbft["snapshotRegion"] = settings.region
-    return {"cloud": settings.cloud, "region": settings.region, "cometbft": cometbft}
+    return {**pinned, "cloud": settings.cloud, "region": settings.region, "cometbft": cometbft}

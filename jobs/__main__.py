@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-COMMAND_MODULES = ("jobs.pgsets_cli", "jobs.history_cli", "jobs.identities", "jobs.cometbft", "jobs.replica_cli",
-                   "jobs.drill_cli", "jobs.drill_identities", "jobs.drill_cometbft")
+COMMAND_MODULES = (
+    "jobs.pgsets_cli",
+    "jobs.history_cli",
+    "jobs.identities",
+    "jobs.cometbft",
+    "jobs.replica_cli",
+    "jobs.drill_cli",
+    "jobs.drill_identities",
+    "jobs.drill_cometbft",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs", description="sv-backups jobs (see docs/jobs.md)")
+    # Installed with `pip install '.[jobs]'` the same commands run as `sv-backups-jobs`; --help names what was typed.
+    prog = "sv-backups-jobs" if os.path.basename(sys.argv[0]) == "sv-backups-jobs" else "python -m jobs"
+    parser = argparse.ArgumentParser(prog=prog, description="sv-backups jobs (see docs/jobs.md)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

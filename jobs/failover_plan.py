@@ -90,8 +90,8 @@ class DrFacts:
     region: str | None  # aws: the DR region holding the EBS snapshot copies
     targets: dict[str, Target]
     targets_given: bool  # from flags or the stack, not the Splice defaults
-    kube_context: str | None
-    stack: str | None
+    kube_context: str
+    stack: str
     restore_identity: str | None  # the DR stack's restore ServiceAccount (reads backups and secrets only)
 
 
@@ -164,6 +164,19 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
     project = pick("snapshot_project", "cometbft.snapshotProject", str) or pick("snapshot_project", "project", str)
     region = pick("region", "cometbft.snapshotRegion", str) or pick("region", "region", str)
     context = pick("context", "kubeContext", str)
+    if context is None:
+        # kubectl without --context acts on whatever cluster the workstation last used: at 3 am, maybe the
+        # primary's, or another SV's. Every command failover prints names the DR cluster.
+        problems.append(
+            "kubeContext: missing; pass --context CONTEXT (the DR cluster's kubectl context), or set "
+            "kubernetes:context in the DR stack, which then exports it"
+        )
+    stack = flags.get("stack") or flags.get("dr_stack") or _get(outputs, "stack")
+    if not isinstance(stack, str) or not stack:
+        problems.append(
+            "stack: missing; pass --stack NAME (the DR stack, for the pulumi commands printed), or use the "
+            "outputs of a DR stack planned by this version, which exports it"
+        )
     targets, targets_given = _targets(flags.get("pg") or [], outputs, problems)
     if problems:
         raise FactsError("\n".join(problems))
@@ -196,7 +209,7 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
         targets=targets,
         targets_given=targets_given,
         kube_context=context,
-        stack=flags.get("dr_stack") or _get(outputs, "stack"),
+        stack=stack,
         restore_identity=_get(outputs, "restoreServiceAccount"),
     )
 
@@ -240,8 +253,7 @@ def default_target(role: str) -> Target:
 
 
 def _kubectl(facts: DrFacts, *args: str) -> list[str]:
-    context = ["--context", facts.kube_context] if facts.kube_context else []
-    return ["kubectl", *context, "-n", facts.namespace, *args]
+    return ["kubectl", "--context", facts.kube_context, "-n", facts.namespace, *args]
 
 
 def _sh(argv: list[str]) -> str:
@@ -474,12 +486,11 @@ def _scale_up(facts: DrFacts) -> Step:
 
 
 def _enable_backups(facts: DrFacts) -> Step:
-    stack = ["--stack", facts.stack] if facts.stack else []
     return Step(
         "Turn the DR stack's backup CronJobs on (they are created suspended)",
         [
-            _sh(["pulumi", "config", "set", *stack, "--path", FAILOVER_CONFIG_PATH, "true"]),
-            _sh(["pulumi", "up", *stack]),
+            _sh(["pulumi", "config", "set", "--stack", facts.stack, "--path", FAILOVER_CONFIG_PATH, "true"]),
+            _sh(["pulumi", "up", "--stack", facts.stack]),
         ],
         why="from now on this region is the primary: its backups must run",
     )

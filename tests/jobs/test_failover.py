@@ -48,6 +48,7 @@ def dr(tmp_path):
         "identitiesSecretUrl": "awssm://us-west-2/sv-1/identities-dump",
         "cometbft": {"storageClass": "ebs-gp3"},
         "stack": "org/sv-backups/prod-dr",
+        "kubeContext": "gke_sv-dr_us-west2_sv",
         "restoreServiceAccount": "sv-1-restore",
     }
     path = tmp_path / "outputs.json"
@@ -87,7 +88,7 @@ def test_plan_picks_the_newest_verified_set_of_the_migration_and_orders_the_step
     ]
     assert f"python -m jobs verify-set {url}/recent/4/s-newest" in out
     assert (
-        "kubectl -n sv scale deployment --replicas=0 global-domain-4-cometbft global-domain-4-mediator "
+        "kubectl --context gke_sv-dr_us-west2_sv -n sv scale deployment --replicas=0 global-domain-4-cometbft global-domain-4-mediator "
         "global-domain-4-sequencer participant scan-app sv-app validator-app"
     ) in out
     assert (
@@ -337,6 +338,8 @@ def test_a_dabft_dr_stack_restores_canton_bft_first_and_has_no_cometbft_step(tmp
         "region": "europe-west4",
         "synchronizer": "dabft",
         "identitiesSecretUrl": "gcpsm://projects/p/secrets/sv-dabft-identities-dump",
+        "stack": "sv-dabft-dr",
+        "kubeContext": "gke_sv-dabft-dr",
     }
     facts, chosen, steps = plan_for(outputs)
     assert facts.synchronizer == "dabft"
@@ -352,4 +355,23 @@ def test_a_dabft_dr_stack_restores_canton_bft_first_and_has_no_cometbft_step(tmp
     code, out, err = run(capsys, "--dr-stack-outputs", str(path))
     assert code == 0, err
     assert "CometBFT volume" not in out and "cometbft" not in out.lower()
-    assert "kubectl -n sv scale deployment --replicas=0 global-domain-0-mediator global-domain-0-sequencer" in out
+    assert "kubectl --context gke_sv-dabft-dr -n sv scale deployment --replicas=0 global-domain-0-mediator global-domain-0-sequencer" in out
+
+
+def test_failover_refuses_to_run_without_a_kube_context_or_a_stack(dr, tmp_path, capsys):
+    """kubectl without --context acts on whatever cluster is current; pulumi without --stack on the selected stack:
+    neither is guessed. A flag gives what the outputs lack, and then every printed command carries it."""
+    _, _, outputs, _ = dr
+    bare = {k: v for k, v in outputs.items() if k not in ("kubeContext", "stack")}
+    path = tmp_path / "bare.json"
+    path.write_text(json.dumps(bare))
+    code, out, err = run(capsys, "--dr-stack-outputs", str(path))
+    assert code == 2 and out == ""
+    assert "kubeContext: missing; pass --context CONTEXT" in err
+    assert "stack: missing; pass --stack NAME" in err
+    code, out, err = run(capsys, "--dr-stack-outputs", str(path), "--context", "dr-ctx", "--stack", "sv-1-dr")
+    assert code == 0, err
+    kubectl = [line for line in out.splitlines() if "kubectl" in line and not line.startswith("#")]
+    pulumi = [line for line in out.splitlines() if line.startswith("pulumi ")]
+    assert kubectl and all("kubectl --context dr-ctx " in line for line in kubectl)
+    assert len(pulumi) == 2 and all("--stack sv-1-dr" in line for line in pulumi)

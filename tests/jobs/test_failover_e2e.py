@@ -202,6 +202,8 @@ def test_failover_restores_the_node_from_the_dr_copy_alone(pg_factory, s3_bucket
                 "region": "us-west-2",
                 "identitiesSecretUrl": f"awssm://us-west-2/{name}",
                 "cometbft": {"storageClass": "ebs-gp3"},
+                "stack": "aws-prod-dr",
+                "kubeContext": "arn:aws:eks:us-west-2:123456789012:cluster/sv-1-dr",
             }
         )
     )
