@@ -88,7 +88,8 @@ def test_plan_picks_the_newest_verified_set_of_the_migration_and_orders_the_step
     ]
     assert f"python -m jobs verify-set {url}/recent/4/s-newest" in out
     assert (
-        "kubectl --context gke_sv-dr_us-west2_sv -n sv scale deployment --replicas=0 global-domain-4-cometbft global-domain-4-mediator "
+        "kubectl --context gke_sv-dr_us-west2_sv -n sv scale deployment --replicas=0 global-domain-4-cometbft "
+        "global-domain-4-mediator "
         "global-domain-4-sequencer participant scan-app sv-app validator-app"
     ) in out
     assert (
@@ -355,7 +356,10 @@ def test_a_dabft_dr_stack_restores_canton_bft_first_and_has_no_cometbft_step(tmp
     code, out, err = run(capsys, "--dr-stack-outputs", str(path))
     assert code == 0, err
     assert "CometBFT volume" not in out and "cometbft" not in out.lower()
-    assert "kubectl --context gke_sv-dabft-dr -n sv scale deployment --replicas=0 global-domain-0-mediator global-domain-0-sequencer" in out
+    assert (
+        "kubectl --context gke_sv-dabft-dr -n sv scale deployment --replicas=0 global-domain-0-mediator "
+        "global-domain-0-sequencer"
+    ) in out
 
 
 def test_failover_refuses_to_run_without_a_kube_context_or_a_stack(dr, tmp_path, capsys):
