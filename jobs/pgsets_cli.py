@@ -264,7 +264,9 @@ def cmd_restore_set(args) -> int:
             log(f"restore-set: WARNING (--accept-stale-set): {stale}")
         results = restore_set(dest, prefix, _group(args.db),
                               RestoreOptions(jobs=args.jobs, no_owner=args.no_owner, workdir=args.workdir,
-                                             pg_bin=args.pg_bin, analyze=args.analyze),
+                                             pg_bin=args.pg_bin, analyze=args.analyze,
+                                             replace_existing=args.replace_existing,
+                                             create_missing_roles=args.create_missing_roles),
                               allow_partial=args.allow_partial, parallel=args.parallel)
     except Exception as exc:
         print(f"restore-set: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -330,7 +332,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("restore-set", help="restore a complete set into (new or empty) databases and check")
     p.add_argument("url", help="DEST/<recent|historical>/<migration id>/<set id>")
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
-                   help="target database for a role (created if absent; must be empty)")
+                   help="where a role is restored: a server (postgresql://USER@HOST:PORT: every database of the "
+                        "role under its own name) or one database URL per database; created if absent, must be "
+                        "empty unless --replace-existing")
+    p.add_argument("--replace-existing", action="store_true",
+                   help="in-place restore: drop and recreate a target database that holds data (its contents are "
+                        "lost; scale the node to 0 first); without it such a database is refused")
+    p.add_argument("--create-missing-roles", action="store_true",
+                   help="create the roles that own the set's objects when the target lacks them (NOLOGIN); "
+                        "without it the restore stops before writing anything, naming them")
     p.add_argument("--jobs", type=cli_types.count, default=2,
                    help="pg_restore processes per database: data parts streamed at once, then post-data --jobs "
                         "(default 2; a v1 set's single archive always streams into one)")

@@ -32,7 +32,7 @@ import zstandard
 from psycopg import sql
 
 from jobs.destinations import Destination
-from jobs.pgdump import client_binary, connect, database_name, redact, with_database
+from jobs.pgdump import client_binary, connect, database_name, parse_dsn, redact, with_database
 from jobs.pgsets import log, object_errors, read_json
 from rules.manifest import DATA_PART, LAYOUT_SECTIONS, MANIFEST, SCHEMA_PART, SetError, manifest_errors
 
@@ -146,8 +146,10 @@ def _user_relations(conn: psycopg.Connection) -> int:
     ).fetchone()[0]
 
 
-def prepare_target(dsn: str) -> int:
-    """Create the target database if absent; refuse one that already holds relations. Returns its major."""
+def prepare_target(dsn: str, replace_existing: bool = False, *, offer_replace: bool = False) -> int:
+    """Create the target database if absent. One that already holds relations is refused, or, only with
+    `replace_existing` (restore-set --replace-existing, the in-place restore), dropped and created again: a
+    restore never merges into live data, and never destroys it unless asked. Returns the server's major."""
     database = database_name(dsn)
     try:
         conn = connect(dsn, autocommit=True)
@@ -158,9 +160,61 @@ def prepare_target(dsn: str) -> int:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
         conn = connect(dsn, autocommit=True)
     with conn:
-        if _user_relations(conn):
-            raise RestoreError(f"{redact(dsn)} is not empty: restore into a new or empty database")
-        return conn.info.server_version // 10000
+        major = conn.info.server_version // 10000
+        relations = _user_relations(conn)
+    if relations and not replace_existing:
+        hint = ", or pass --replace-existing to drop and recreate it (its current contents are lost)"
+        raise RestoreError(
+            f"{redact(dsn)} is not empty: restore into a new or empty database ({relations} relations)"
+            + (hint if offer_replace else "")
+        )
+    if relations:
+        log(f"restore: dropping and recreating {redact(dsn)} ({relations} relations; --replace-existing)")
+        with connect(with_database(dsn, "postgres"), autocommit=True) as admin:
+            # FORCE (PostgreSQL 13+) ends the sessions still connected: the runbook scales the node to 0 first.
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    return major
+
+
+_OWNED_TOC_LINE = re.compile(
+    r"^\d+; \d+ \d+ (?:SCHEMA|TABLE|SEQUENCE|VIEW|MATERIALIZED VIEW|FUNCTION|TYPE|DOMAIN) .* (\S+)$"
+)
+
+
+def toc_owners(listing: str) -> set[str]:
+    """The roles that own the archive's schemas, tables, sequences, views, functions and types: a target server
+    without one of them fails the restore half-way (`role "cnadmin" does not exist`)."""
+    owners = set()
+    for line in listing.splitlines():
+        match = _OWNED_TOC_LINE.match(line.strip())
+        if match and match.group(1) != "-":
+            owners.add(match.group(1))
+    return owners
+
+
+def ensure_owner_roles(dsn: str, owners: set[str], create: bool, label: str) -> list[str]:
+    """Check that every owner role exists on the target; with `create`, create the missing ones (NOLOGIN: they
+    only own objects). Returns the roles created. Runs before anything is written into the target."""
+    if not owners:
+        return []
+    with connect(with_database(dsn, "postgres"), autocommit=True) as admin:
+        present = {row[0] for row in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                                                   (sorted(owners),))}
+        missing = sorted(owners - present)
+        if missing and not create:
+            raise RestoreError(
+                f"{label}: the target server has no role {', '.join(missing)}, which owns objects of the set: "
+                "create it, pass --create-missing-roles (created NOLOGIN, owning the restored objects), or "
+                "--no-owner (everything owned by the restoring user)"
+            )
+        for role in missing:
+            # Databases restore in parallel: another one may have created the same owner a moment ago.
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
+                admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    if missing:
+        log(f"restore: created roles {', '.join(missing)} (NOLOGIN) on {redact(dsn)} for {label}")
+    return missing
 
 
 @dataclass
@@ -170,24 +224,39 @@ class RestoreOptions:
     workdir: Path | None = None  # where the schema archive is fetched (small: no data)
     pg_bin: Path | None = None
     analyze: bool = False
+    replace_existing: bool = False  # drop and recreate a target database that holds relations (in-place restore)
+    create_missing_roles: bool = False  # create the owner roles the target lacks, NOLOGIN
 
 
 def restore_database(dest: Destination, prefix: str, db: dict[str, Any], dsn: str, options: RestoreOptions) -> dict:
     label = f"{db['role']}/{db['database']}"
     started = time.monotonic()
-    server_major = prepare_target(dsn)
+    with connect(with_database(dsn, "postgres")) as probe:
+        server_major = probe.info.server_version // 10000
     pg_restore = client_binary("pg_restore", max(server_major, int(db.get("pg_dump_version") or 0)),
                                override=options.pg_bin)
     args = [pg_restore, f"--dbname={dsn}", "--no-password"]  # never wait on a password prompt
     if options.no_owner:
         args += ["--no-owner", "--no-privileges"]
     with tempfile.TemporaryDirectory(dir=options.workdir, prefix="sv-restore-") as tmp:
-        if db.get("layout") == LAYOUT_SECTIONS:
-            harmless, listing = _restore_sections(dest, prefix, db, args, options, Path(tmp), label)
+        # The table of contents first (the small schema archive, or the head of a whole one): the owner roles are
+        # checked before the target database is created or replaced, so a missing role leaves nothing behind.
+        sections = db.get("layout") == LAYOUT_SECTIONS
+        if sections:
+            (schema,) = [obj for obj in db["objects"] if obj["part"] == SCHEMA_PART]
+            archive = Path(tmp) / "schema.dump"
+            _fetch(dest, f"{prefix}/{schema['key']}", schema, archive, label)
+            listing = _list_file(pg_restore, archive)
         else:
             (obj,) = db["objects"]
-            harmless = _stream_into(dest, prefix, obj, args, Path(tmp), label)
             listing = _stream_listing(dest, f"{prefix}/{obj['key']}", pg_restore)
+        if not options.no_owner:
+            ensure_owner_roles(dsn, toc_owners(listing), options.create_missing_roles, label)
+        prepare_target(dsn, options.replace_existing, offer_replace=True)
+        if sections:
+            harmless = _restore_sections(dest, prefix, db, args, options, Path(tmp), label, archive)
+        else:
+            harmless = _stream_into(dest, prefix, obj, args, Path(tmp), label)
     with connect(dsn, autocommit=True) as conn:
         missing = missing_objects(conn, toc_objects(listing))
         if options.analyze:
@@ -202,13 +271,10 @@ def restore_database(dest: Destination, prefix: str, db: dict[str, Any], dsn: st
 
 
 def _restore_sections(dest: Destination, prefix: str, db: dict[str, Any], args: list[str], options: RestoreOptions,
-                      tmp: Path, label: str) -> tuple[list[str], str]:
-    """Pre-data, then the data parts `jobs` at a time, then post-data with --jobs. Returns the harmless errors
-    and the schema archive's table of contents."""
-    (schema,) = [obj for obj in db["objects"] if obj["part"] == SCHEMA_PART]
+                      tmp: Path, label: str, archive: Path) -> list[str]:
+    """Pre-data (from the fetched schema `archive`), then the data parts `jobs` at a time, then post-data with
+    --jobs. Returns the harmless errors."""
     data = [obj for obj in db["objects"] if obj["part"] == DATA_PART]
-    archive = tmp / "schema.dump"
-    _fetch(dest, f"{prefix}/{schema['key']}", schema, archive, label)
     jobs = max(1, options.jobs)
     harmless = _run_restore([*args, "--section=pre-data", str(archive)], tmp / "pre-data.log", f"{label} (pre-data)")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -221,7 +287,7 @@ def _restore_sections(dest: Destination, prefix: str, db: dict[str, Any], args: 
         harmless += future.result()
     harmless += _run_restore([*args, "--section=post-data", f"--jobs={jobs}", str(archive)], tmp / "post-data.log",
                              f"{label} (post-data)")
-    return sorted(set(harmless)), _list_file(args[0], archive)
+    return sorted(set(harmless))
 
 
 def _checked(label: str, what: str, stderr: str, code: int) -> list[str]:
@@ -320,6 +386,14 @@ def map_targets(manifest: dict[str, Any], targets: dict[str, list[str]], allow_p
         if role not in by_role:
             raise SetError(f"the set has no {role!r} databases (it has {', '.join(sorted(by_role))})")
         dbs = by_role[role]
+        # A server URL without a database (postgresql://USER@HOST:PORT): every database of the role, each under
+        # its own name, which is what restoring a node in place needs.
+        servers = [dsn for dsn in dsns if not parse_dsn(dsn).get("dbname")]
+        if servers:
+            if len(dsns) > 1:
+                raise SetError(f"{role}: give one server URL, or one URL per database, not both")
+            pairs += [(db, with_database(servers[0], db["database"])) for db in dbs]
+            continue
         if len(dbs) == 1 and len(dsns) == 1:
             pairs.append((dbs[0], dsns[0]))
             continue
