@@ -165,15 +165,7 @@ def test_a_garbage_answer_fails_the_step_with_a_clear_message(api, poll, method,
 
 def test_a_cut_that_is_not_a_time_fails_the_step(api, poll):
     p = provider(api, poll)
-    real_call = p.api.call
-
-    def call(method, path, **kw):
-        answer = real_call(method, path, **kw)
-        if method == "GET" and "/backupRuns/" in path:
-            answer = {**answer, "windowStartTime": "not a time"}
-        return answer
-
-    p.api.call = call
+    answering(p, {"windowStartTime": "not a time"})
     with pytest.raises(SnapshotError) as raised:
         take(p)
     assert "windowStartTime 'not a time' is not an RFC 3339 time" in str(raised.value)
@@ -297,3 +289,24 @@ def test_restore_failures_are_restore_errors(api, poll):
     assert api.restored == []
     with pytest.raises(ValueError, match="backup run id 'latest'"):
         restore_cloudsql_backup(PROJECT, "apps-pg", "latest", "scratch-pg", **kw)
+
+
+def answering(p: CloudSqlBackups, change: dict) -> None:
+    """Make the run's GET answer carry `change` (a provider that says DONE but a run that did not succeed)."""
+    real_call = p.api.call
+
+    def call(method, path, **kw):
+        answer = real_call(method, path, **kw)
+        if method == "GET" and "/backupRuns/" in path:
+            answer = {**answer, **change}
+        return answer
+
+    p.api.call = call
+
+
+def test_a_run_that_did_not_succeed_fails_the_step_even_when_its_operation_is_done(api, poll):
+    p = provider(api, poll)
+    answering(p, {"status": "FAILED", "error": {"code": "ERROR", "message": "disk full"}})
+    with pytest.raises(SnapshotError) as raised:
+        take(p)
+    assert raised.value.stage == "wait" and "is FAILED (disk full)" in str(raised.value)
