@@ -307,6 +307,9 @@ class CloudSqlBackups:
         self.clock = clock
         self.api = AdminApi(api_url=api_url, token_source=token_source, poll=poll)
 
+    def close(self) -> None:
+        self.api.close()
+
     def _runs_path(self, project: str | None = None, instance: str | None = None) -> str:
         return f"/v1/projects/{quote(project or self.project)}/instances/{quote(instance or self.instance)}/backupRuns"
 

@@ -234,7 +234,7 @@ def test_throttling_is_ridden_out_and_persistent_throttling_fails(bent, poll):
 def test_a_garbage_answer_fails_the_step_with_a_clear_message(bent, poll):
     instance = make_instance()
     bent[PRIMARY].garbage = True
-    with pytest.raises(SnapshotError, match="DescribeDBSnapshots svb-.*: unexpected answer"):
+    with pytest.raises(SnapshotError, match=r"DescribeDBSnapshots svb-.*: unexpected answer"):
         take(provider(bent, poll, instance))
 
 
@@ -263,7 +263,7 @@ def test_an_unknown_instance_or_one_without_a_node_is_refused(bent, poll):
     with pytest.raises(SnapshotError, match="DBInstanceNotFound") as raised:
         take(provider(bent, poll, "missing-pg"))
     assert raised.value.stage == "request"
-    with pytest.raises(SnapshotError, match="CreateDBSnapshot .*DBInstanceNotFound"):
+    with pytest.raises(SnapshotError, match=r"CreateDBSnapshot .*DBInstanceNotFound"):
         take(provider(bent, poll, "missing-pg", node=NODE))
     untagged = make_instance(tags={})
     with pytest.raises(SnapshotError, match="has no svbackups-node tag and no node was given"):
@@ -305,7 +305,7 @@ def test_delete_refuses_a_dr_snapshot_that_is_not_the_copy_and_reports_refusals(
 
 
 def test_bad_settings_are_refused_with_the_field_named(dr_key):
-    with pytest.raises(ValueError, match="copy_kms_key .* in us-west-2"):
+    with pytest.raises(ValueError, match=r"copy_kms_key .* in us-west-2"):
         RdsSnapshots(PRIMARY, "apps-pg", DR, dr_key.replace(DR, "eu-west-1"))
     with pytest.raises(ValueError, match="go together"):
         RdsSnapshots(PRIMARY, "apps-pg", DR, None)
