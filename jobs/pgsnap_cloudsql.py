@@ -134,8 +134,8 @@ def _check_names(project: str, *instances: str) -> None:
 
 
 # ApiError.status for what is not an HTTP error: an answer that is not what the API answers (HTML, a field
-# missing), an operation or run the provider reports failed, a wait that reached its deadline.
-GARBAGE, FAILED, TIMEOUT = -1, -2, -3
+# missing), an operation or run the provider reports failed, a wait that reached its deadline, no credentials.
+GARBAGE, FAILED, TIMEOUT, NO_CREDENTIALS = -1, -2, -3, -4
 
 
 def _is_dict(value: Any) -> bool:
@@ -172,9 +172,17 @@ class AdminApi:
         self._http.close()
 
     def _token(self) -> str:
-        if self._token_source is None:
-            self._token_source = default_token_source()
-        return self._token_source()
+        # google-auth's errors say which credentials were tried and why they failed, never a token.
+        try:
+            if self._token_source is None:
+                self._token_source = default_token_source()
+            token = self._token_source()
+        except Exception as exc:
+            message = f"no Google credentials for the Cloud SQL Admin API ({type(exc).__name__}: {exc})"
+            raise ApiError(message, NO_CREDENTIALS) from None
+        if not isinstance(token, str) or not token:
+            raise ApiError("no Google credentials for the Cloud SQL Admin API (no access token)", NO_CREDENTIALS)
+        return token
 
     def call(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None) -> dict:
         what = f"{method} {path}"

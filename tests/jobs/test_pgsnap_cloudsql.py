@@ -310,3 +310,13 @@ def test_a_run_that_did_not_succeed_fails_the_step_even_when_its_operation_is_do
     with pytest.raises(SnapshotError) as raised:
         take(p)
     assert raised.value.stage == "wait" and "is FAILED (disk full)" in str(raised.value)
+
+
+def test_missing_credentials_fail_the_request_with_a_clear_message(api, poll, monkeypatch, tmp_path):
+    # No ADC anywhere: google-auth's own error, as a request error of the step.
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    p = CloudSqlBackups(PROJECT, "apps-pg", None, api_url=api.url, poll=poll)
+    with pytest.raises(SnapshotError) as raised:
+        take(p)
+    assert raised.value.stage == "request" and "no Google credentials" in str(raised.value)
+    assert api.requests == [] and "could not look" not in str(raised.value)
