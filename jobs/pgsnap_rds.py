@@ -92,6 +92,30 @@ def _code(error: Exception) -> str:
     return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
+def _ambiguous(error: Exception) -> bool:
+    """Whether a failed create may still have created: no answer (BotoCoreError) or a server error (5xx)."""
+    response = getattr(error, "response", None)
+    if not isinstance(response, dict):
+        return True
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return not isinstance(status, int) or status >= 500
+
+
+def _retry_busy(poll: Poll, call: Callable[[], Any]) -> Any:
+    """RDS refuses a snapshot while the instance is not `available` (an automated backup, a modification:
+    InvalidDBInstanceState), the counterpart of Cloud SQL's operationInProgress: retried with backoff."""
+    wait = poll.interval
+    for attempt in range(poll.busy_retries + 1):
+        try:
+            return call()
+        except _aws_errors() as error:
+            if _code(error) != "InvalidDBInstanceState" or attempt == poll.busy_retries:
+                raise
+        poll.sleep(wait)
+        wait = min(wait * 2, poll.max_interval)
+    raise AssertionError("unreachable")
+
+
 def _aws_errors() -> tuple[type[Exception], ...]:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -260,14 +284,17 @@ class RdsSnapshots:
         }
         client = self._client(self.region)
         try:
-            client.create_db_snapshot(
-                DBSnapshotIdentifier=snapshot_id,
-                DBInstanceIdentifier=self.instance,
-                Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+            _retry_busy(
+                self.poll,
+                lambda: client.create_db_snapshot(
+                    DBSnapshotIdentifier=snapshot_id,
+                    DBInstanceIdentifier=self.instance,
+                    Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+                ),
             )
         except _aws_errors() as error:
             # A refused request made nothing; a lost answer may have: remove it if it exists.
-            note = "" if _code(error) and _code(error) not in THROTTLED else self._discard(client, snapshot_id)
+            note = self._discard(client, snapshot_id) if _ambiguous(error) else ""
             message = f"{where}: CreateDBSnapshot {snapshot_id}: {_error_text(error)}{note}"
             raise SnapshotError("request", message) from None
         try:
@@ -325,7 +352,7 @@ class RdsSnapshots:
                 Tags=[{"Key": k, "Value": v} for k, v in copy_tags.items()],
             )
         except _aws_errors() as error:
-            note = "" if _code(error) and _code(error) not in THROTTLED else self._discard(client, copy_id)
+            note = self._discard(client, copy_id) if _ambiguous(error) else ""
             message = f"{where}: CopyDBSnapshot to {region}: {_error_text(error)}{note}{stays}"
             raise SnapshotError("copy", message) from None
         try:

@@ -61,6 +61,7 @@ class Bent:
         self.throttle = 0
         self.deny_delete = False
         self.copy_error: ClientError | None = None
+        self.create_errors: list[ClientError] = []
         self.garbage = False
 
     def __getattr__(self, name):
@@ -89,6 +90,11 @@ class Bent:
         if self.deny_delete:
             raise refused("AccessDenied", "DeleteDBSnapshot", "not authorized to perform: rds:DeleteDBSnapshot")
         return self.client.delete_db_snapshot(**kw)
+
+    def create_db_snapshot(self, **kw):
+        if self.create_errors:
+            raise self.create_errors.pop(0)
+        return self.client.create_db_snapshot(**kw)
 
     def copy_db_snapshot(self, **kw):
         if self.copy_error:
@@ -229,6 +235,40 @@ def test_throttling_is_ridden_out_and_persistent_throttling_fails(bent, poll):
     bent[PRIMARY].throttle = 100
     with pytest.raises(SnapshotError, match="Throttling: Rate exceeded"):
         take(provider(bent, poll, instance), role="participant")
+
+
+def busy_instance() -> ClientError:
+    return refused("InvalidDBInstanceState", "CreateDBSnapshot", "Instance is not in available state (backing-up)")
+
+
+def test_an_instance_busy_with_another_backup_is_retried_and_one_busy_too_long_fails(bent, poll):
+    instance = make_instance()
+    p = provider(bent, poll, instance)
+    bent[PRIMARY].create_errors = [busy_instance(), busy_instance()]
+    take(p)
+    assert [t.role for t in p.list_taken()] == ["apps"]
+
+    bent[PRIMARY].create_errors = [busy_instance() for _ in range(poll.busy_retries + 1)]
+    with pytest.raises(SnapshotError, match="InvalidDBInstanceState") as raised:
+        take(p, role="participant")
+    assert raised.value.stage == "request" and "left for the pruner" not in str(raised.value)
+    assert [t.role for t in p.list_taken()] == ["apps"]
+
+
+def test_a_lost_answer_to_the_request_fails_it_and_removes_what_it_may_have_made(bent, poll):
+    instance = make_instance()
+    p = provider(bent, poll, instance)
+    real = bent[PRIMARY].client.create_db_snapshot
+
+    def made_then_500(**kw):
+        real(**kw)
+        raise ClientError({"Error": {"Code": "InternalFailure", "Message": "internal"},
+                           "ResponseMetadata": {"HTTPStatusCode": 500}}, "CreateDBSnapshot")  # fmt: skip
+
+    bent[PRIMARY].client.create_db_snapshot = made_then_500
+    with pytest.raises(SnapshotError, match=r"InternalFailure: internal; snapshot svb-.* removed") as raised:
+        take(p)
+    assert raised.value.stage == "request" and p.list_taken() == []
 
 
 def test_a_garbage_answer_fails_the_step_with_a_clear_message(bent, poll):
