@@ -291,14 +291,15 @@ def _time(payload: dict, name: str, what: str) -> datetime:
 class CloudSqlBackups:
     """The `cloudsql-backup` provider of one instance. `location`: where the backup is stored (a multi-region
     such as `us`, so that it outlives the primary region); None leaves Cloud SQL's default (the instance's
-    multi-region)."""
+    multi-region). `instance` None: the pruner's provider, which lists the runs of every instance of the project
+    (`GET /v1/projects/P/instances`) and deletes by handle; it cannot take."""
 
     method = CLOUDSQL_BACKUP
 
     def __init__(
         self,
         project: str,
-        instance: str,
+        instance: str | None,
         location: str | None,
         *,
         clock: Clock = utc_now,
@@ -306,7 +307,7 @@ class CloudSqlBackups:
         token_source: TokenSource | None = None,
         poll: Poll = Poll(),
     ):
-        _check_names(project, instance)
+        _check_names(project, *([instance] if instance is not None else []))
         if location is not None and not re.match(r"^[a-z][a-z0-9-]*$", location):
             raise ValueError(f"location {location!r}: expected a GCP region or multi-region such as 'us'")
         self.project = project
@@ -319,7 +320,9 @@ class CloudSqlBackups:
         self.api.close()
 
     def _runs_path(self, project: str | None = None, instance: str | None = None) -> str:
-        return f"/v1/projects/{quote(project or self.project)}/instances/{quote(instance or self.instance)}/backupRuns"
+        instance = instance or self.instance
+        assert instance, "a run path needs an instance"
+        return f"/v1/projects/{quote(project or self.project)}/instances/{quote(instance)}/backupRuns"
 
     # ------------------------------------------------------------------------------------------------- take
 
@@ -328,6 +331,8 @@ class CloudSqlBackups:
         if parse_description(text) != (set_id, role, migration_id):
             raise SnapshotError("request", f"set id {set_id!r} / role {role!r}: must be non-empty and without spaces")
         where = f"Cloud SQL {self.project}/{self.instance} ({role})"
+        if self.instance is None:
+            raise SnapshotError("request", f"{where}: no instance given (--instance): this provider only prunes")
         body: dict[str, Any] = {"description": text}
         if self.location:
             body["location"] = self.location
@@ -422,7 +427,19 @@ class CloudSqlBackups:
     # ------------------------------------------------------------------------------------------ list, delete
 
     def _runs(self, project: str | None = None, instance: str | None = None) -> Iterator[dict]:
-        path = self._runs_path(project, instance)
+        return self._pages(self._runs_path(project, instance))
+
+    def _instances(self) -> list[str]:
+        if self.instance:
+            return [self.instance]
+        names = [item.get("name") for item in self._pages(f"/v1/projects/{quote(self.project)}/instances")]
+        for name in names:
+            if not isinstance(name, str) or not _INSTANCE.match(name):
+                raise ApiError(f"GET /v1/projects/{self.project}/instances: an instance without a valid name", GARBAGE)
+        return names
+
+    def _pages(self, path: str) -> Iterator[dict]:
+        """Every item of a paged list (`items`, `nextPageToken`)."""
         token = None
         pages = 0
         while True:
@@ -430,7 +447,7 @@ class CloudSqlBackups:
             page = self.api.call_retrying("GET", path, params=params)
             items = page.get("items", [])
             if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-                raise ApiError(f"GET {path}: 'items' is not a list of backup runs", GARBAGE)
+                raise ApiError(f"GET {path}: 'items' is not a list of objects", GARBAGE)
             yield from items
             token = page.get("nextPageToken")
             pages += 1
@@ -442,7 +459,8 @@ class CloudSqlBackups:
     def list_taken(self) -> list[Taken]:
         taken = []
         try:
-            for run in self._runs():
+            runs = [(instance, run) for instance in self._instances() for run in self._runs(instance=instance)]
+            for instance, run in runs:
                 ours = parse_description(run.get("description"))
                 if ours is None or run.get("type", "ON_DEMAND") != "ON_DEMAND":
                     continue
@@ -452,7 +470,7 @@ class CloudSqlBackups:
                 stamp = run.get("windowStartTime") or run.get("enqueuedTime")
                 taken.append(
                     Taken(
-                        handle=format_handle(self.project, self.instance, run_id),
+                        handle=format_handle(self.project, instance, run_id),
                         set_id=ours[0],
                         role=ours[1],
                         migration_id=ours[2],
@@ -461,7 +479,7 @@ class CloudSqlBackups:
                     )
                 )
         except ApiError as error:
-            raise SnapshotError("list", f"Cloud SQL {self.project}/{self.instance}: {error}") from None
+            raise SnapshotError("list", f"Cloud SQL {self.project}/{self.instance or '*'}: {error}") from None
         return taken
 
     def delete(self, handle: str) -> None:
@@ -475,6 +493,30 @@ class CloudSqlBackups:
             if error.status == 404:
                 return
             raise SnapshotError("delete", f"Cloud SQL backup run {handle}: {error}") from None
+
+
+def provider_from_args(args) -> CloudSqlBackups:
+    """The provider from `python -m jobs snapshot-step/prune-snapshots` flags (jobs/pgsnap_cli.py calls it):
+    `--project` (required), `--instance` (None for the pruner: every instance of the project), `--location`;
+    the waits from `--poll-interval` (seconds) and `--ready-timeout` (a timedelta) when present."""
+    if not getattr(args, "project", None):
+        raise ValueError("--method cloudsql-backup needs --project")
+    return CloudSqlBackups(
+        args.project,
+        getattr(args, "instance", None),
+        getattr(args, "location", None),
+        poll=poll_from_args(args),
+    )
+
+
+def poll_from_args(args) -> Poll:
+    interval = getattr(args, "poll_interval", None) or Poll.interval
+    timeout = getattr(args, "ready_timeout", None)
+    return Poll(
+        interval=interval,
+        max_interval=max(interval, Poll.max_interval),
+        timeout=timeout.total_seconds() if timeout is not None else Poll.timeout,
+    )
 
 
 def restore_cloudsql_backup(
@@ -538,5 +580,7 @@ __all__ = [
     "format_handle",
     "parse_description",
     "parse_handle",
+    "poll_from_args",
+    "provider_from_args",
     "restore_cloudsql_backup",
 ]

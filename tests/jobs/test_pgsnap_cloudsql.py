@@ -15,6 +15,7 @@ from jobs.pgsnap_cloudsql import (
     description,
     parse_description,
     parse_handle,
+    provider_from_args,
     restore_cloudsql_backup,
 )
 from jobs.snapshot_providers import SnapshotError
@@ -320,3 +321,32 @@ def test_missing_credentials_fail_the_request_with_a_clear_message(api, poll, mo
         take(p)
     assert raised.value.stage == "request" and "no Google credentials" in str(raised.value)
     assert api.requests == [] and "could not look" not in str(raised.value)
+
+
+def test_the_pruners_provider_lists_every_instance_of_the_project_and_deletes_by_handle(api, poll):
+    take(provider(api, poll, instance="apps-pg"), role="apps")
+    take(provider(api, poll, instance="participant-pg"), role="participant")
+    pruner = CloudSqlBackups(PROJECT, None, None, api_url=api.url, token_source=lambda: TOKEN, poll=poll)
+    taken = sorted(pruner.list_taken(), key=lambda t: t.role)
+    assert [(t.role, parse_handle(t.handle)[1]) for t in taken] == [
+        ("apps", "apps-pg"),
+        ("participant", "participant-pg"),
+    ]
+    for item in taken:
+        pruner.delete(item.handle)
+    assert api.runs_of(PROJECT, "apps-pg") == [] and api.runs_of(PROJECT, "participant-pg") == []
+    with pytest.raises(SnapshotError, match="this provider only prunes"):
+        take(pruner)
+
+
+def test_provider_from_the_cli_flags():
+    from argparse import Namespace
+    from datetime import timedelta
+
+    p = provider_from_args(Namespace(project=PROJECT, instance="apps-pg", location="us", poll_interval=2.0,
+                                     ready_timeout=timedelta(minutes=45)))  # fmt: skip
+    assert (p.project, p.instance, p.location) == (PROJECT, "apps-pg", "us")
+    assert (p.api.poll.interval, p.api.poll.timeout) == (2.0, 2700.0)
+    assert provider_from_args(Namespace(project=PROJECT)).instance is None
+    with pytest.raises(ValueError, match="needs --project"):
+        provider_from_args(Namespace(project=None, instance="apps-pg"))

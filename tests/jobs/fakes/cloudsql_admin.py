@@ -29,6 +29,7 @@ from tests.jobs.fakes.httpserver import LocalServer, Reply, Request
 
 _RUNS = re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/backupRuns$")
 _RUN = re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/backupRuns/(?P<id>[^/]+)$")
+_INSTANCES = re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances$")
 _OP = re.compile(r"^/v1/projects/(?P<p>[^/]+)/operations/(?P<op>[^/]+)$")
 _RESTORE = re.compile(r"^/v1/projects/(?P<p>[^/]+)/instances/(?P<i>[^/]+)/restoreBackup$")
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
@@ -200,6 +201,10 @@ class CloudSqlAdmin(LocalServer):
                 return Reply.json(run)
             if request.method == "DELETE":
                 return self._delete(key, run)
+        if (m := _INSTANCES.match(request.path)) and request.method == "GET":
+            names = sorted(i for p, i in self.instances if p == m["p"])
+            items = [{"kind": "sql#instance", "name": name, "project": m["p"]} for name in names]
+            return self._page("sql#instancesList", items, request.query)
         if (m := _OP.match(request.path)) and request.method == "GET":
             op = self.operations.get((m["p"], m["op"]))
             if op is None:
@@ -235,15 +240,17 @@ class CloudSqlAdmin(LocalServer):
         key = (project, instance)
         if key not in self.instances:
             return error(404, f"The Cloud SQL instance {instance} does not exist.", "instanceDoesNotExist")
+        # Newest first, as the API lists them.
+        return self._page("sql#backupRunsList", list(reversed(self.runs[key])), query)
+
+    def _page(self, kind: str, items: list[dict], query: dict[str, list[str]]) -> Reply:
         size = min(int(query.get("maxResults", ["500"])[0]), self.page_size)
         token = query.get("pageToken", ["0"])[0]
         if not token.isdigit():
             return error(400, f"Invalid page token {token!r}.", "invalid")
         start = int(token)
-        # Newest first, as the API lists them.
-        runs = list(reversed(self.runs[key]))
-        page: dict[str, Any] = {"kind": "sql#backupRunsList", "items": runs[start : start + size]}
-        if start + size < len(runs):
+        page: dict[str, Any] = {"kind": kind, "items": items[start : start + size]}
+        if start + size < len(items):
             page["nextPageToken"] = str(start + size)
         return Reply.json(page)
 
