@@ -22,6 +22,7 @@ Errors name the call, the snapshot and AWS's error code and message; boto3 never
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from typing import Any
 
 from jobs.ebs_copies import KMS_KEY_ARN, MIGRATION_ID_TAG, NODE_TAG, REGION, SET_ID_TAG
 from jobs.pgdump import boot_id, now
-from jobs.pgsnap_cloudsql import Poll
+from jobs.pgsnap_cloudsql import Poll, poll_from_args
 from jobs.snapshot_providers import SnapshotError, Taken
 from rules.manifest import Clock, format_time, parse_time, utc_now
 from rules.naming import LABEL_PREFIX
@@ -197,15 +198,18 @@ def _describe_snapshot(client: Any, snapshot_id: str) -> Callable[[], dict | Non
 
 class RdsSnapshots:
     """The `rds-snapshot` provider of one DB instance in `region`. `copy_to_region` and `copy_kms_key` (a KMS
-    key ARN in that region) together: every snapshot is copied there. `node`: the `svbackups-node` tag (the
-    pruner's IAM is limited to it); None reads it from the instance's own tags."""
+    key ARN in that region): every snapshot is copied there. `node`: the `svbackups-node` tag (the pruner's IAM
+    is limited to it); None reads it from the instance's own tags.
+
+    The pruner's provider may leave out what only taking needs: `instance` None lists this node's snapshots of
+    every instance in the region (then `node` is required), `copy_kms_key` None still deletes the DR copies."""
 
     method = RDS_SNAPSHOT
 
     def __init__(
         self,
         region: str,
-        instance: str,
+        instance: str | None,
         copy_to_region: str | None,
         copy_kms_key: str | None,
         *,
@@ -216,17 +220,17 @@ class RdsSnapshots:
     ):
         if not REGION.match(region or ""):
             raise ValueError(f"region {region!r}: expected an AWS region such as us-east-1")
-        if not _INSTANCE_ID.match(instance or ""):
+        if instance is not None and not _INSTANCE_ID.match(instance):
             raise ValueError(
                 f"instance {instance!r}: expected an RDS DB instance identifier (a letter, then letters, digits, "
                 "single hyphens; at most 63)"
             )
-        if (copy_to_region is None) != (copy_kms_key is None):
-            raise ValueError("copy_to_region and copy_kms_key go together: the copy is encrypted under a DR-region key")
-        if copy_to_region is not None:
-            if not REGION.match(copy_to_region) or copy_to_region == region:
-                raise ValueError(f"copy_to_region {copy_to_region!r}: expected an AWS region other than {region}")
-            key = KMS_KEY_ARN.match(copy_kms_key or "")
+        if copy_kms_key is not None and copy_to_region is None:
+            raise ValueError("copy_kms_key without copy_to_region: the key is the DR region's, name that region too")
+        if copy_to_region is not None and (not REGION.match(copy_to_region) or copy_to_region == region):
+            raise ValueError(f"copy_to_region {copy_to_region!r}: expected an AWS region other than {region}")
+        if copy_kms_key is not None:
+            key = KMS_KEY_ARN.match(copy_kms_key)
             if not key or key["region"] != copy_to_region:
                 raise ValueError(
                     f"copy_kms_key {copy_kms_key!r}: expected a KMS key or alias ARN in {copy_to_region} (an RDS "
@@ -271,6 +275,8 @@ class RdsSnapshots:
 
     def take(self, *, role: str, set_id: str, migration_id: int) -> RoleSnapshot:
         where = f"RDS {self.region}/{self.instance} ({role})"
+        if self.instance is None or (self.copy_to_region and not self.copy_kms_key):
+            raise SnapshotError("request", f"{where}: taking needs the instance, and the DR key with a DR region")
         node = self._node(where)
         snapshot_id = snapshot_identifier(set_id, role)
         requested = now(self.clock)
@@ -389,8 +395,15 @@ class RdsSnapshots:
     def list_taken(self) -> list[Taken]:
         taken = []
         try:
+            if self.instance is None and not self.node:
+                raise SnapshotError(
+                    "list",
+                    f"RDS {self.region}: listing without an instance needs the node (SV_BACKUPS_NODE or --node), "
+                    "or another node's snapshots would look like leftovers",
+                )
+            scope = {"DBInstanceIdentifier": self.instance} if self.instance else {}
             pages = self._client(self.region).get_paginator("describe_db_snapshots").paginate(
-                DBInstanceIdentifier=self.instance, SnapshotType="manual"
+                SnapshotType="manual", **scope
             )  # fmt: skip
             for page in pages:
                 for snapshot in page.get("DBSnapshots", []):
@@ -448,6 +461,25 @@ class RdsSnapshots:
         except _aws_errors() as error:
             if _code(error) != "DBSnapshotNotFound":
                 raise SnapshotError("delete", f"{what}: DeleteDBSnapshot: {_error_text(error)}") from None
+
+
+NODE_ENV = "SV_BACKUPS_NODE"
+
+
+def provider_from_args(args) -> RdsSnapshots:
+    """The provider from `python -m jobs snapshot-step/prune-snapshots` flags (jobs/pgsnap_cli.py calls it):
+    `--region` (required), `--instance` (None for the pruner), `--copy-to-region`, `--copy-kms-key`; the node
+    from `--node` when the CLI has it, else env SV_BACKUPS_NODE, else (taking) the instance's tag."""
+    if not getattr(args, "region", None):
+        raise ValueError("--method rds-snapshot needs --region")
+    return RdsSnapshots(
+        args.region,
+        getattr(args, "instance", None),
+        getattr(args, "copy_to_region", None),
+        getattr(args, "copy_kms_key", None),
+        poll=poll_from_args(args),
+        node=getattr(args, "node", None) or os.environ.get(NODE_ENV) or None,
+    )
 
 
 def restore_rds_snapshot(

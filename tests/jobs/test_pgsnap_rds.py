@@ -25,6 +25,7 @@ from jobs.pgsnap_rds import (
     SOURCE_SNAPSHOT_TAG,
     RdsSnapshots,
     parse_snapshot_arn,
+    provider_from_args,
     restore_rds_snapshot,
     snapshot_identifier,
 )
@@ -347,8 +348,8 @@ def test_delete_refuses_a_dr_snapshot_that_is_not_the_copy_and_reports_refusals(
 def test_bad_settings_are_refused_with_the_field_named(dr_key):
     with pytest.raises(ValueError, match=r"copy_kms_key .* in us-west-2"):
         RdsSnapshots(PRIMARY, "apps-pg", DR, dr_key.replace(DR, "eu-west-1"))
-    with pytest.raises(ValueError, match="go together"):
-        RdsSnapshots(PRIMARY, "apps-pg", DR, None)
+    with pytest.raises(ValueError, match="copy_kms_key without copy_to_region"):
+        RdsSnapshots(PRIMARY, "apps-pg", None, dr_key)
     with pytest.raises(ValueError, match="copy_to_region 'us-east-1'"):
         RdsSnapshots(PRIMARY, "apps-pg", PRIMARY, dr_key)
     with pytest.raises(ValueError, match="instance 'apps--pg'"):
@@ -405,3 +406,41 @@ def test_a_restore_that_fails_or_never_finishes_is_a_restore_error(bent, poll):
     with pytest.raises(SnapshotError, match="DBSnapshotNotFound"):
         restore_rds_snapshot(PRIMARY, "svb-no-such-snapshot", f"r-{secrets.token_hex(4)}",
                              client_factory=bent.__getitem__, poll=poll)  # fmt: skip
+
+
+def test_the_pruners_provider_lists_this_nodes_snapshots_in_the_region_and_deletes_the_copies(bent, poll, dr_key):
+    node = f"node-{secrets.token_hex(3)}"
+    apps, participant = make_instance(tags={"svbackups-node": node}), make_instance(tags={"svbackups-node": node})
+    taken = [take(provider(bent, poll, apps, dr_key=dr_key), role="apps"),
+             take(provider(bent, poll, participant, dr_key=dr_key), role="participant")]  # fmt: skip
+    take(provider(bent, poll, make_instance(tags={"svbackups-node": "other-node"})))
+
+    pruner = RdsSnapshots(PRIMARY, None, DR, None, client_factory=bent.__getitem__, poll=poll, node=node)
+    assert sorted(t.handle for t in pruner.list_taken()) == sorted(t.handle for t in taken)
+    for item in taken:
+        pruner.delete(item.handle)
+        assert snapshot(PRIMARY, item.handle) is None and snapshot(DR, item.dr_copy["handle"]) is None
+    with pytest.raises(SnapshotError, match="taking needs the instance"):
+        take(pruner)
+    with pytest.raises(SnapshotError, match="needs the node"):
+        RdsSnapshots(PRIMARY, None, None, None, client_factory=bent.__getitem__, poll=poll).list_taken()
+
+
+def test_provider_from_the_cli_flags(monkeypatch, dr_key):
+    from argparse import Namespace
+    from datetime import timedelta
+
+    monkeypatch.setenv("SV_BACKUPS_NODE", "sv-node-7")
+    p = provider_from_args(Namespace(region=PRIMARY, instance="apps-pg", copy_to_region=DR, copy_kms_key=dr_key,
+                                     poll_interval=3.0, ready_timeout=timedelta(hours=2)))  # fmt: skip
+    assert (p.region, p.instance, p.copy_to_region, p.copy_kms_key, p.node) == (
+        PRIMARY,
+        "apps-pg",
+        DR,
+        dr_key,
+        "sv-node-7",
+    )
+    assert (p.poll.interval, p.poll.timeout) == (3.0, 7200.0)
+    assert provider_from_args(Namespace(region=PRIMARY, copy_to_region=DR)).instance is None
+    with pytest.raises(ValueError, match="needs --region"):
+        provider_from_args(Namespace(region=None))
