@@ -22,6 +22,7 @@ Credentials: Application Default Credentials (google-auth; Workload Identity in 
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,10 @@ from rules.manifest import Clock, parse_time, utc_now
 from rules.snapshot_sets import CLOUDSQL_BACKUP, PROVIDER, RoleSnapshot
 
 API_URL = "https://sqladmin.googleapis.com"
+# Local runs and tests: the Admin API at this URL (the tests' fake; no official emulator exists), with a fixed
+# bearer token instead of Google credentials, as secret_stores.py does for Secret Manager.
+EMULATOR_ENV = "SV_BACKUPS_CLOUDSQL_EMULATOR"
+EMULATOR_TOKEN = "emulator"
 SCOPE = "https://www.googleapis.com/auth/sqlservice.admin"
 DESCRIPTION_PREFIX = "sv-backups snapshot-set"
 _DESCRIPTION = re.compile(
@@ -501,11 +506,14 @@ def provider_from_args(args) -> CloudSqlBackups:
     the waits from `--poll-interval` (seconds) and `--ready-timeout` (a timedelta) when present."""
     if not getattr(args, "project", None):
         raise ValueError("--method cloudsql-backup needs --project")
+    emulator = os.environ.get(EMULATOR_ENV)
     return CloudSqlBackups(
         args.project,
         getattr(args, "instance", None),
         getattr(args, "location", None),
         poll=poll_from_args(args),
+        api_url=emulator or None,
+        token_source=(lambda: EMULATOR_TOKEN) if emulator else None,
     )
 
 

@@ -350,3 +350,15 @@ def test_provider_from_the_cli_flags():
     assert provider_from_args(Namespace(project=PROJECT)).instance is None
     with pytest.raises(ValueError, match="needs --project"):
         provider_from_args(Namespace(project=None, instance="apps-pg"))
+
+
+def test_the_emulator_env_points_the_cli_provider_at_a_local_api(monkeypatch, poll):
+    from argparse import Namespace
+
+    with CloudSqlAdmin(token="emulator") as fake:
+        fake.add_instance(PROJECT, "apps-pg")
+        monkeypatch.setenv("SV_BACKUPS_CLOUDSQL_EMULATOR", fake.url)
+        p = provider_from_args(Namespace(project=PROJECT, instance="apps-pg", location=None))
+        p.api.poll = poll
+        taken = take(p)
+        assert taken.handle.startswith(f"{PROJECT}/apps-pg/") and fake.requests
