@@ -231,7 +231,7 @@ class AdminApi:
     def wait_operation(self, project: str, operation: dict, what: str) -> dict:
         """Poll until DONE; raise ApiError with the operation's own errors when it failed, or at the deadline."""
         name = _field(operation, "name", str, what)
-        path = f"/v1/projects/{quote(project)}/operations/{quote(name)}"
+        path = f"/v1/projects/{quote(project)}/operations/{quote(name, safe='')}"
         current = operation
         for _ in _chain_first(self.poll):
             status = _field(current, "status", str, f"{what} (operation {name})")
