@@ -362,3 +362,31 @@ def test_the_emulator_env_points_the_cli_provider_at_a_local_api(monkeypatch, po
         p.api.poll = poll
         taken = take(p)
         assert taken.handle.startswith(f"{PROJECT}/apps-pg/") and fake.requests
+
+
+def test_a_set_through_the_job_cli_step_seal_and_prune(jobs_cli, tmp_path):
+    """`python -m jobs snapshot-step/snapshot-seal/prune-snapshots --method cloudsql-backup` as the CronJobs run
+    them (jobs/pgsnap_cli.py builds the provider with provider_from_args), against the fake Admin API."""
+    pytest.importorskip("jobs.pgsnap_cli")
+    import json
+
+    from tests.jobs.conftest import job_env
+
+    with CloudSqlAdmin(token="emulator") as fake:
+        for instance in ("apps-pg", "participant-pg"):
+            fake.add_instance(PROJECT, instance)
+        env = job_env(SV_BACKUPS_CLOUDSQL_EMULATOR=fake.url)
+        store = f"file://{tmp_path}"
+        common = ["--dest", store, "--set-id", "sv-pg-snap-1", "--migration-id", "0"]
+        for role, instance in (("apps", "apps-pg"), ("participant", "participant-pg")):
+            where = ["--project", PROJECT, "--instance", instance, "--location", "us", "--poll-interval", "0.01"]
+            done = jobs_cli("snapshot-step", "--role", role, *common, "--method", "cloudsql-backup", *where, env=env)
+            assert done.returncode == 0, done.stdout + done.stderr
+            event = json.loads(done.stdout.splitlines()[-1])
+            assert event["handle"].startswith(f"{PROJECT}/{instance}/") and event["consistency"] == "provider"
+        sealed = jobs_cli("snapshot-seal", *common, "--roles", "apps,participant", env=env)
+        assert sealed.returncode == 0, sealed.stdout + sealed.stderr
+        pruned = jobs_cli("prune-snapshots", "--dest", store, "--migration-id", "0", "--keep-recent", "0s",
+                          "--project", PROJECT, "--poll-interval", "0.01", env=env)  # fmt: skip
+        assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+        assert "emulator" not in done.stderr + sealed.stderr + pruned.stderr

@@ -444,3 +444,19 @@ def test_provider_from_the_cli_flags(monkeypatch, dr_key):
     assert provider_from_args(Namespace(region=PRIMARY, copy_to_region=DR)).instance is None
     with pytest.raises(ValueError, match="needs --region"):
         provider_from_args(Namespace(region=None))
+
+
+def test_a_step_through_the_job_cli_with_its_dr_copy(jobs_cli, tmp_path, dr_key):
+    """`python -m jobs snapshot-step --method rds-snapshot ... --copy-to-region --copy-kms-key` as the CronJob runs
+    it (jobs/pgsnap_cli.py builds the provider with provider_from_args), on the moto server."""
+    pytest.importorskip("jobs.pgsnap_cli")
+    import json
+
+    instance = make_instance()
+    done = jobs_cli("snapshot-step", "--role", "apps", "--dest", f"file://{tmp_path}", "--set-id", "sv-pg-snap-1",
+                    "--migration-id", "0", "--method", "rds-snapshot", "--region", PRIMARY, "--instance", instance,
+                    "--copy-to-region", DR, "--copy-kms-key", dr_key, "--poll-interval", "0.01")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    handle = json.loads(done.stdout.splitlines()[-1])["handle"]
+    assert snapshot(PRIMARY, handle) is not None
+    assert tags_of(snapshot(DR, parse_snapshot_arn(handle)[1]))[SOURCE_SNAPSHOT_TAG] == handle
