@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
-from rules.manifest import check_role, check_set_id
+from rules.manifest import check_role, check_set_id, parse_moment
 from rules.retention import parse_duration
 
 T = TypeVar("T")
@@ -50,3 +50,4 @@ role_url: Callable[[str], tuple[str, str]] = from_parser(parse_role_url)
 duration: Callable[[str], timedelta] = from_parser(parse_duration)
 set_id: Callable[[str], str] = from_parser(check_set_id)
 role: Callable[[str], str] = from_parser(check_role)
+moment: Callable[[str], datetime] = from_parser(parse_moment)

@@ -19,7 +19,7 @@ from jobs.failover_plan import ChosenSet, DrFacts, FactsError, Step, build_plan,
 from jobs.identities import shape_problems, summary
 from jobs.pgsets import complete_sets, verify_set
 from jobs.secret_readers import newest, open_reader
-from rules.manifest import parse_time, stale_set_problem, utc_now
+from rules.manifest import format_time, parse_time, stale_set_problem, taken_before, utc_now
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The steps run `python -m jobs ...`: from the directory that holds the jobs package.
@@ -65,14 +65,21 @@ def load_outputs(*, dr_stack_outputs: Path | None, dr_stack: str | None) -> dict
     return value
 
 
-def choose_set(facts: DrFacts, set_id: str | None, now: datetime | None = None) -> ChosenSet | None:
+def choose_set(
+    facts: DrFacts, set_id: str | None, now: datetime | None = None, before: datetime | None = None
+) -> ChosenSet | None:
     """The newest complete set (of the migration id) that verifies; failures are reported and skipped. Its
-    `stale` says whether it is too old for the node to catch up (at `now`, default the current time)."""
+    `stale` says whether it is too old for the node to catch up (at `now`, default the current time). With
+    `before` (damage noticed at that time): only sets whose every database was read strictly before it."""
     dest = open_destination(facts.dr_url)
     candidates = complete_sets(dest, migration_id=facts.migration_id)
     if set_id:
         candidates = [(prefix, manifest) for prefix, manifest in candidates if manifest["set_id"] == set_id]
+    if before is not None:
+        candidates = [(prefix, manifest) for prefix, manifest in candidates if taken_before(manifest, before)]
     scope = f"migration id {facts.migration_id}" if facts.migration_id is not None else "any migration id"
+    if before is not None:
+        scope += f", every database read before {format_time(before)}"
     if not candidates:
         say(f"no complete set {'named ' + set_id + ' ' if set_id else ''}in {facts.dr_url} ({scope})")
         return None
@@ -160,6 +167,7 @@ def fail_over(
     snapshot_project: str | None = None,
     region: str | None = None,
     set_id: str | None = None,
+    before: datetime | None = None,
     pg: list[tuple[str, str]] | None = None,
     restore_jobs: int = 1,
     execute: bool = False,
@@ -198,7 +206,7 @@ def fail_over(
             say(line)
         return EXIT_USAGE
     try:
-        chosen = choose_set(facts, set_id)
+        chosen = choose_set(facts, set_id, before=before)
     except Exception as exc:  # the DR store unreachable, a permission missing: one line, not a traceback
         say(f"reading {facts.dr_url} failed: {type(exc).__name__}: {exc}")
         return EXIT_FAILED

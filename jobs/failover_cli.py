@@ -72,7 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     facts.add_argument(
         "--region", help="aws: the DR region holding the EBS snapshot copies (default: cometbft.snapshotRegion)"
     )
-    parser.add_argument("--set-id", type=cli_types.set_id, help="restore this set (default: the newest that verifies)")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--set-id", type=cli_types.set_id, help="restore this set (default: the newest that verifies)")
+    choice.add_argument(
+        "--before",
+        type=cli_types.moment,
+        metavar="TIME",
+        help="damage noticed at TIME (e.g. 2026-12-07T03:10Z): the newest set that verifies whose every database was "
+        "read strictly before it",
+    )
     parser.add_argument(
         "--pg",
         action="append",
@@ -125,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         snapshot_project=args.snapshot_project,
         region=args.region,
         set_id=args.set_id,
+        before=args.before,
         accept_stale_set=args.accept_stale_set,
         pg=args.pg,
         restore_jobs=args.restore_jobs,

@@ -425,6 +425,29 @@ def build_manifest(
     return manifest
 
 
+def parse_moment(text: str) -> datetime:
+    """A point in time an operator types (`--before 2026-12-07T03:10Z`): ISO 8601 with a date, a time and a zone;
+    a time without a zone is refused, since a wrong guess picks a set taken after the damage."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time such as 2026-12-07T03:10Z or 2026-12-07T04:10+01:00") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone: add Z (UTC) or an offset, e.g. {text.strip()}Z")
+    return value.astimezone(UTC)
+
+
+def data_taken_by(manifest: dict[str, Any]) -> datetime:
+    """When the newest data in the set was read: the latest snapshot any of its databases acquired. Nothing
+    written after this moment is in the set, so it is the set to restore after damage noticed at any later time."""
+    return max(parse_time(db["snapshot_acquired_at"]) for db in manifest["databases"])
+
+
+def taken_before(manifest: dict[str, Any], moment: datetime) -> bool:
+    """Every database of the set was read strictly before `moment` (list-sets / failover --before)."""
+    return data_taken_by(manifest) < moment
+
+
 def _age(value: timedelta) -> str:
     """An age to read, not to parse: `31d 4h`, `5h 12m`, `40s`."""
     seconds = max(0, int(value.total_seconds()))

@@ -379,3 +379,25 @@ def test_failover_refuses_to_run_without_a_kube_context_or_a_stack(dr, tmp_path,
     pulumi = [line for line in out.splitlines() if line.startswith("pulumi ")]
     assert kubectl and all("kubectl --context dr-ctx " in line for line in kubectl)
     assert len(pulumi) == 2 and all("--stack sv-1-dr" in line for line in pulumi)
+
+
+def test_before_picks_the_newest_set_read_entirely_before_the_damage(dr, capsys):
+    """--before T: a set whose newest database was read at T exactly holds nothing of T; one read 1 µs later may
+    hold the damage. At the boundary the newest set is taken only when it was read strictly before T."""
+    from rules.manifest import data_taken_by, format_time
+
+    url, dest, _, outputs_file = dr
+    newest = json.loads(dest.read_bytes("recent/4/s-newest/manifest.json"))
+    read_by = data_taken_by(newest)
+    facts = resolve_facts(json.loads(outputs_file.read_text()), {})
+    assert choose_set(facts, None, before=read_by + timedelta(microseconds=1)).set_id == "s-newest"
+    assert choose_set(facts, None, before=read_by).set_id == "s-older"
+    assert choose_set(facts, None, before=read_by - timedelta(hours=5)) is None
+    at = format_time(read_by)
+    code, out, err = run(capsys, "--dr-stack-outputs", str(outputs_file), "--before", at)
+    assert code == 0, err
+    assert f"{url}/recent/4/s-older" in out and "s-newest" not in out
+    code, _, err = run(capsys, "--dr-stack-outputs", str(outputs_file), "--before", at.rstrip("Z"))
+    assert code == 2 and "has no time zone" in err
+    code, _, err = run(capsys, "--dr-stack-outputs", str(outputs_file), "--before", at, "--set-id", "s-newest")
+    assert code == 2 and "not allowed with argument" in err
