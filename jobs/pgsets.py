@@ -39,6 +39,7 @@ from jobs.pgdump import (
     parse_dsn,
     redact,
 )
+from jobs.progress import Advance, byte_progress, no_progress
 from rules.databases import unlisted_databases, unlisted_message
 from rules.history import SetPoint, history_record, lsu_from, set_point
 from rules.manifest import (
@@ -340,8 +341,11 @@ def complete_sets(
 # ------------------------------------------------------------------------------------------ verify
 
 
-def object_errors(dest: Destination, prefix: str, manifest: dict[str, Any], deep: bool) -> list[str]:
-    """Every object present with its size; with `deep`, its sha256 recomputed from the store."""
+def object_errors(
+    dest: Destination, prefix: str, manifest: dict[str, Any], deep: bool, advance: Advance = no_progress
+) -> list[str]:
+    """Every object present with its size; with `deep`, its sha256 recomputed from the store (`advance` is told
+    the bytes read)."""
     import hashlib
 
     errors = []
@@ -360,6 +364,7 @@ def object_errors(dest: Destination, prefix: str, manifest: dict[str, Any], deep
                 with dest.open_read(key) as stream:
                     while chunk := stream.read(4 * 1024 * 1024):
                         digest.update(chunk)
+                        advance(len(chunk))
                 if digest.hexdigest() != obj["sha256"]:
                     errors.append(f"{obj['key']} sha256 differs from the manifest")
     return errors
@@ -373,7 +378,9 @@ def verify_set(dest: Destination, prefix: str) -> tuple[dict[str, Any] | None, l
     errors = manifest_errors(manifest, set_id)
     if errors:
         return manifest, errors
-    return manifest, object_errors(dest, prefix, manifest, deep=True)
+    total = sum(obj["size"] for db in manifest["databases"] for obj in db["objects"])
+    with byte_progress(total, f"verify {set_id}") as advance:
+        return manifest, object_errors(dest, prefix, manifest, deep=True, advance=advance)
 
 
 # --------------------------------------------------------------------------------------- whole set

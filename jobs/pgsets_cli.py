@@ -28,6 +28,7 @@ from jobs.pgsets import (
     verify_set,
 )
 from jobs.restore import RestoreOptions, restore_set
+from jobs.restore_checks import any_failed, check_restored, summary_lines
 from rules.databases import PLAIN_IDENTIFIER
 from rules.manifest import MANIFEST, TIERS, check_role, manifest_errors, stale_set_problem, utc_now
 from rules.retention import DURATION_HELP
@@ -271,9 +272,26 @@ def cmd_restore_set(args) -> int:
     except Exception as exc:
         print(f"restore-set: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    rto = time.monotonic() - started
+    checks, ordering = ({}, None)
+    if not args.no_checks:
+        try:
+            checked, ordering = check_restored(manifest, results)
+        except Exception as exc:  # a restored database that cannot be read is a failed restore
+            print(f"restore-set: FAILED: post-restore checks: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        checks = {(r.role, r.database): r for r in checked}
+        for line in summary_lines(checked, ordering):
+            log(f"restore-set: {line}")
     for result in results:
-        print(json.dumps({"event": "restore.database", **result}))
-    log(f"restore-set: {len(results)} databases restored and checked in {time.monotonic() - started:.1f}s")
+        check = checks.get((result["role"], result["database"]))
+        extra = {"check": check.as_json()} if check else {}
+        print(json.dumps({"event": "restore.database", **result, **extra}))
+    log(f"restore-set: {len(results)} databases restored in {rto:.1f}s (RTO of the databases); next: start the "
+        "node's components again (docs/runbook.md, full node restore)")
+    if checks and any_failed(list(checks.values()), ordering):
+        print("restore-set: FAILED: the restored data does not match the set (see the check lines)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -353,6 +371,9 @@ def register(subparsers) -> None:
                    help="restore a set at least as old as the sequencer pruning window in its manifest (a node "
                         "restored from it cannot catch up; refused without this flag)")
     p.add_argument("--parallel", type=cli_types.count, default=2, help="databases restored at once (default 2)")
+    p.add_argument("--no-checks", action="store_true",
+                   help="skip the post-restore checks (row counts and samples against the manifest, the "
+                        "apps-before-participant rule read from the data)")
     _add_pg_bin(p)
     p.set_defaults(func=cmd_restore_set)
 

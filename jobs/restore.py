@@ -17,6 +17,7 @@ relations and constraints listed in the archive's table of contents exist afterw
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import re
 import subprocess
@@ -34,6 +35,7 @@ from psycopg import sql
 from jobs.destinations import Destination
 from jobs.pgdump import client_binary, connect, database_name, parse_dsn, redact, with_database
 from jobs.pgsets import log, object_errors, read_json
+from jobs.progress import Advance, byte_progress, no_progress
 from rules.manifest import DATA_PART, LAYOUT_SECTIONS, MANIFEST, SCHEMA_PART, SetError, manifest_errors
 
 
@@ -126,8 +128,9 @@ def missing_objects(conn: psycopg.Connection, objects: list[tuple[str, str, str,
 
 
 class _HashingReader:
-    def __init__(self, stream):
+    def __init__(self, stream, advance: Advance = no_progress):
         self._stream = stream
+        self._advance = advance
         self.digest = hashlib.sha256()
         self.size = 0
 
@@ -135,6 +138,7 @@ class _HashingReader:
         data = self._stream.read(size)
         self.digest.update(data)
         self.size += len(data)
+        self._advance(len(data))
         return data
 
 
@@ -226,6 +230,7 @@ class RestoreOptions:
     analyze: bool = False
     replace_existing: bool = False  # drop and recreate a target database that holds relations (in-place restore)
     create_missing_roles: bool = False  # create the owner roles the target lacks, NOLOGIN
+    advance: Advance = no_progress  # called with the bytes read from the store (jobs/progress.py)
 
 
 def restore_database(dest: Destination, prefix: str, db: dict[str, Any], dsn: str, options: RestoreOptions) -> dict:
@@ -245,7 +250,7 @@ def restore_database(dest: Destination, prefix: str, db: dict[str, Any], dsn: st
         if sections:
             (schema,) = [obj for obj in db["objects"] if obj["part"] == SCHEMA_PART]
             archive = Path(tmp) / "schema.dump"
-            _fetch(dest, f"{prefix}/{schema['key']}", schema, archive, label)
+            _fetch(dest, f"{prefix}/{schema['key']}", schema, archive, label, options.advance)
             listing = _list_file(pg_restore, archive)
         else:
             (obj,) = db["objects"]
@@ -256,7 +261,7 @@ def restore_database(dest: Destination, prefix: str, db: dict[str, Any], dsn: st
         if sections:
             harmless = _restore_sections(dest, prefix, db, args, options, Path(tmp), label, archive)
         else:
-            harmless = _stream_into(dest, prefix, obj, args, Path(tmp), label)
+            harmless = _stream_into(dest, prefix, obj, args, Path(tmp), label, options.advance)
     with connect(dsn, autocommit=True) as conn:
         missing = missing_objects(conn, toc_objects(listing))
         if options.analyze:
@@ -278,7 +283,7 @@ def _restore_sections(dest: Destination, prefix: str, db: dict[str, Any], args: 
     jobs = max(1, options.jobs)
     harmless = _run_restore([*args, "--section=pre-data", str(archive)], tmp / "pre-data.log", f"{label} (pre-data)")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_stream_into, dest, prefix, obj, [*args, "--section=data"], tmp, label)
+        futures = [pool.submit(_stream_into, dest, prefix, obj, [*args, "--section=data"], tmp, label, options.advance)
                    for obj in data]
         errors = [str(f.exception()) for f in futures if f.exception() is not None]
     if errors:
@@ -304,22 +309,23 @@ def _run_restore(args: list[str], log_path: Path, label: str) -> list[str]:
     return _checked(label, "", log_path.read_text(errors="replace"), code)
 
 
-def _fetch(dest: Destination, key: str, obj: dict[str, Any], path: Path, label: str) -> None:
+def _fetch(dest: Destination, key: str, obj: dict[str, Any], path: Path, label: str,
+           advance: Advance = no_progress) -> None:
     """Decompress one object into a local file, checking its size and sha256."""
     with dest.open_read(key) as raw, open(path, "wb") as out:
-        source = _HashingReader(raw)
+        source = _HashingReader(raw, advance)
         _copy(zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20), out)
         _drain(source)
     _check_digest(source, obj, label)
 
 
 def _stream_into(dest: Destination, prefix: str, obj: dict[str, Any], args: list[str], tmp: Path,
-                 label: str) -> list[str]:
+                 label: str, advance: Advance = no_progress) -> list[str]:
     """Stream one object, decompressed, into a pg_restore reading stdin; returns the harmless errors."""
     name = obj["key"].rsplit("/", 1)[-1]
     log_path = tmp / f"{name}.log"
     with dest.open_read(f"{prefix}/{obj['key']}") as raw, open(log_path, "wb") as stderr:
-        source = _HashingReader(raw)
+        source = _HashingReader(raw, advance)
         reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20)
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=stderr, stderr=stderr)
         try:
@@ -424,6 +430,8 @@ def restore_set(
     if errors:
         raise SetError("; ".join(errors))
     pairs = map_targets(manifest, targets, allow_partial)
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = [pool.submit(restore_database, dest, prefix, db, dsn, options) for db, dsn in pairs]
+    total = sum(obj["size"] for db, _ in pairs for obj in db["objects"])
+    with byte_progress(total, "restore") as advance, ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        shown = dataclasses.replace(options, advance=advance)
+        futures = [pool.submit(restore_database, dest, prefix, db, dsn, shown) for db, dsn in pairs]
         return [f.result() for f in futures]

@@ -5,9 +5,19 @@ written (or the role is created with --create-missing-roles); a database that ho
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import pty
+import shutil
+import struct
+import sys
+import termios
 
 import pytest
+
+from tests.jobs.conftest import REPO, job_env
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +80,48 @@ def test_in_place_restore_needs_its_flags_and_can_be_run_again(pg_factory, pg_en
     assert "dropping and recreating" in replaced.stderr
     for name, digest in expected.items():
         assert target.psql(DIGEST, name) == digest
+    assert "check participant/participant_0: passed: 1 tables, 200 rows as recorded, 1 samples match" in replaced.stderr
+    assert "RTO of the databases" in replaced.stderr
+    events = [json.loads(line) for line in replaced.stdout.splitlines()]
+    assert {e["check"]["status"] for e in events} == {"passed"}
+
+    # The checks compare with what the set recorded at dump time: a manifest whose row count was edited (the store
+    # is create-only, so only a copy can be) restores, and then fails its check.
+    forged = tmp_path / "forged"
+    shutil.copytree(tmp_path / "store", forged)
+    manifest_path = forged / "recent/0/s1/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    [participant] = [db for db in manifest["databases"] if db["role"] == "participant"]
+    participant["verification"]["tables"][0]["rows"] += 1
+    manifest_path.write_text(json.dumps(manifest))
+    checked = jobs_cli("restore-set", f"file://{forged}/recent/0/s1", *restore[2:], "--replace-existing")
+    assert checked.returncode == 1
+    assert "201 rows expected (recorded at dump time), 200 restored" in checked.stderr
+    assert "the restored data does not match the set" in checked.stderr
+
+
+def test_progress_is_drawn_on_a_terminal_only(pg_factory, pg_env, jobs_cli, tmp_path):
+    """verify-set reads every object: on a terminal a bar shows bytes, rate and time left; in a pipe (a pod's log)
+    nothing is drawn and the output is what it always was."""
+    source = pg_factory("progress-source")
+    source.psql("CREATE DATABASE cantonnet_sv")
+    source.psql(SQL, "cantonnet_sv")
+    store = f"file://{tmp_path}/store"
+    taken = jobs_cli("backup-set", "--dest", store, "--set-id", "p1", "--db", f"apps={source.dsn('cantonnet_sv')}")
+    assert taken.returncode == 0, taken.stderr
+    piped = jobs_cli("verify-set", f"{store}/recent/0/p1")
+    assert piped.returncode == 0 and "verify p1" not in piped.stderr and "\r" not in piped.stderr
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stderr is the terminal, 120 columns wide
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        os.chdir(REPO)
+        os.execve(sys.executable, [sys.executable, "-m", "jobs", "verify-set", f"{store}/recent/0/p1"], job_env())
+    drawn = b""
+    with contextlib.suppress(OSError):  # EIO once the child has exited
+        while chunk := os.read(fd, 4096):
+            drawn += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, drawn.decode(errors="replace")
+    text = drawn.decode(errors="replace")
+    assert "verify p1" in text and "100%" in text and "B/s" in text
