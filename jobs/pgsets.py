@@ -40,6 +40,7 @@ from jobs.pgdump import (
     redact,
 )
 from jobs.progress import Advance, byte_progress, no_progress
+from rules.chain import chain_record
 from rules.databases import unlisted_databases, unlisted_message
 from rules.history import SetPoint, history_record, lsu_from, set_point
 from rules.manifest import (
@@ -220,7 +221,8 @@ def seal_set(
     prefix = set_prefix(RECENT, migration_id, set_id)
     cadence = postgres_historical_cadence(participant_pruning, sequencer_pruning)
     # Every complete set's record of history, so that a loss stays on record after the sets that saw it expire.
-    known = [set_point(key.split("/", 1)[0], m) for key, m in complete_sets(dest)]
+    listed = complete_sets(dest)
+    known = [set_point(key.split("/", 1)[0], m) for key, m in listed]
     kept = [p for p in known if p.tier == HISTORICAL]
     existing = read_json(dest, f"{prefix}/{MANIFEST}")
     if existing is not None and not manifest_errors(existing, set_id):
@@ -243,6 +245,7 @@ def seal_set(
             steps=steps, windows=windows_record(participant_pruning, sequencer_pruning, cadence),
             history=history_record(known, exclude=set_id), serial_id=serial_id,
             lsu_from=min((i for i in (lsu_from(known), serial_id) if i is not None), default=None),
+            chain=_chain(listed, migration_id, set_id),
         )
         errors = manifest_errors(manifest, set_id) + object_errors(dest, prefix, manifest, deep=False)
         if errors:
@@ -268,6 +271,15 @@ def seal_set(
     except Exception as exc:  # retried by every later seal while the set is still in recent/
         result.promotion_error = f"closing an earlier migration id: {type(exc).__name__}: {exc}"
     return result
+
+
+def _chain(listed: list[tuple[str, dict[str, Any]]], migration_id: int, set_id: str) -> dict[str, Any]:
+    """The links a new set records (rules/chain.py): the newest set and the newest historical set of its migration
+    id, from the listing the seal made (newest first)."""
+    mine = [(key, m) for key, m in listed if m["migration_id"] == migration_id and m["set_id"] != set_id]
+    previous = next((m for _, m in mine), None)
+    historical = next((m for key, m in mine if key.startswith(f"{HISTORICAL}/")), None)
+    return chain_record(previous, historical)
 
 
 def close_earlier_migrations(dest: Destination, known: list[SetPoint], migration_id: int) -> list[str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rules.chain import chain_errors
 from rules.retention import format_duration, parse_duration
 
 # v2: a database may be stored in parts (LAYOUT_SECTIONS), and the manifest records the pruning windows and the
@@ -326,6 +327,7 @@ def manifest_errors(manifest: dict[str, Any], set_id: str | None = None) -> list
         errors.append("an object key is listed twice")
     if manifest["format"] in (SET_FORMAT, SET_FORMAT_LSU):
         errors += _windows_errors(manifest.get("windows")) + _history_errors(manifest.get("history"))
+        errors += chain_errors(manifest.get("chain"))
     if manifest["format"] == SET_FORMAT_LSU:
         serial, since = manifest.get("serial_id"), manifest.get("lsu_from")
         if serial != manifest["migration_id"]:
@@ -397,9 +399,11 @@ def build_manifest(
     promoted_from: str | None = None,
     serial_id: int | None = None,
     lsu_from: int | None = None,
+    chain: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`serial_id`: the node runs logical synchronizer upgrades (v3; filed under it, so it equals `migration_id`);
-    `lsu_from`: the first serial it did (default: this one)."""
+    `lsu_from`: the first serial it did (default: this one); `chain`: the links to the sets before it
+    (rules/chain.py)."""
     databases = [db for step in sorted(steps, key=lambda s: role_sort_key(s["role"])) for db in step["databases"]]
     manifest: dict[str, Any] = {
         "format": SET_FORMAT,
@@ -419,6 +423,8 @@ def build_manifest(
     }
     if promoted_from:
         manifest["promoted_from"] = promoted_from
+    if chain is not None:
+        manifest["chain"] = chain
     if serial_id is not None:
         manifest["format"], manifest["serial_id"] = SET_FORMAT_LSU, serial_id
         manifest["lsu_from"] = serial_id if lsu_from is None else lsu_from
