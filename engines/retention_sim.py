@@ -15,6 +15,7 @@ The theoretical minimum of historical sets is computed with hindsight over the s
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import inspect
 import io
@@ -31,16 +32,22 @@ from croniter import croniter
 from components.settings import Settings
 from engines import snapshot_sim, storage_prices
 from jobs import cometbft as cometbft_job
+from jobs import pgsets
 from jobs.destinations import Destination, ObjectExists, ObjectInfo, ObjectWriter
-from jobs.pgsets import complete_sets, promote, seal_set, to_json
+from jobs.pgsets import complete_sets as _complete_sets
+from jobs.pgsets import promote, read_json, seal_set, to_json
 from rules import retention, schedules
 from rules.gcp_locations import standalone_snapshot_location, storage_layout
-from rules.history import SetPoint, audit, human, set_point
+from rules.history import SetPoint, audit, human
+from rules.history import set_point as _set_point
 from rules.manifest import (
     HISTORICAL,
+    MANIFEST,
     RECENT,
     STEP_FORMAT,
     format_time,
+    manifest_errors,
+    parse_time,
     role_sort_key,
     set_prefix,
     step_key,
@@ -154,6 +161,7 @@ class MemoryStore(Destination):
         self.clock = clock
         self.objects: dict[str, StoredObject] = {}
         self.bytes_written = 0
+        self.manifest_keys: set[str] = set()  # <tier>/<id>/<set>/manifest.json, for _Listing
 
     def create(self, key: str, data: bytes | None, size: int | None = None) -> None:
         if key in self.objects:
@@ -161,6 +169,8 @@ class MemoryStore(Destination):
         stored = StoredObject(len(data) if data is not None else int(size or 0), self.clock(), data)
         self.objects[key] = stored
         self.bytes_written += stored.size
+        if _is_manifest(key):
+            self.manifest_keys.add(key)
 
     def writer(self, key: str) -> ObjectWriter:
         if key in self.objects:
@@ -188,7 +198,81 @@ class MemoryStore(Destination):
         self.create(dst, stored.data, stored.size)
 
     def expire(self, key: str) -> StoredObject:
+        self.manifest_keys.discard(key)
         return self.objects.pop(key)
+
+
+def _is_manifest(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 4 and parts[3] == MANIFEST and parts[0] in (RECENT, HISTORICAL)
+
+
+class _Listing:
+    """`jobs.pgsets.complete_sets` and `rules.history.set_point` over the simulated store, memoized: the seal and
+    the daily audit list every complete set, and re-reading and re-validating each manifest on every run made the
+    listing nearly all of a 2-year replay's time. The store is create-only, so a manifest's key and object identify
+    its content for as long as it exists; each is read and checked once, with the same functions the jobs use
+    (read_json, manifest_errors, set_point), and listed in the same order. While `installed`, jobs.pgsets uses
+    these (the seal reads through them); `benchmarks/retention_sim.py` checks that a replay with and without the
+    cache reports the same, and measures both."""
+
+    def __init__(self, store: MemoryStore):
+        self.store = store
+        self._manifests: dict[str, tuple[StoredObject, dict[str, Any] | None, datetime | None]] = {}
+        self._points: dict[tuple[int, str], tuple[dict[str, Any], SetPoint]] = {}
+
+    def complete_sets(
+        self, dest: Destination, tiers: tuple[str, ...] = (RECENT, HISTORICAL), migration_id: int | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        if dest is not self.store:
+            return _complete_sets(dest, tiers, migration_id)
+        found = []
+        for key in self.store.manifest_keys:
+            parts = key.split("/")
+            if parts[0] not in tiers or (migration_id is not None and parts[1] != str(migration_id)):
+                continue
+            stored = self.store.objects[key]
+            cached = self._manifests.get(key)
+            if cached is None or cached[0] is not stored:
+                manifest = read_json(dest, key)
+                valid = manifest is not None and not manifest_errors(manifest, parts[2])
+                cached = (stored, manifest, parse_time(manifest["created_at"])) if valid else (stored, None, None)
+                self._manifests[key] = cached
+            if cached[1] is not None:
+                found.append((cached[2], "/".join(parts[:3]), cached[1]))
+        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        return [(prefix, manifest) for _, prefix, manifest in found]
+
+    def set_point(self, tier: str, manifest: dict[str, Any]) -> SetPoint:
+        hit = self._points.get((id(manifest), tier))
+        if hit is not None and hit[0] is manifest:
+            return hit[1]
+        point = _set_point(tier, manifest)
+        self._points[(id(manifest), tier)] = (manifest, point)
+        return point
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Listing]:
+        saved = pgsets.complete_sets, pgsets.set_point
+        pgsets.complete_sets, pgsets.set_point = self.complete_sets, self.set_point
+        try:
+            yield self
+        finally:
+            pgsets.complete_sets, pgsets.set_point = saved
+
+
+class _PlainListing(_Listing):
+    """The same interface without the cache (Options.memoize False): the jobs' own functions every time."""
+
+    def complete_sets(self, dest, tiers=(RECENT, HISTORICAL), migration_id=None):
+        return _complete_sets(dest, tiers, migration_id)
+
+    def set_point(self, tier, manifest):
+        return _set_point(tier, manifest)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Listing]:
+        yield self
 
 
 # ------------------------------------------------------------------------------------------- bucket model
@@ -299,6 +383,8 @@ class Options:
     dump_schedule: str | None = None  # the dump sets' schedule (the stack's schedule.postgres otherwise)
     churn: dict[str, int] = field(default_factory=dict)  # bytes a day per role (snapshot_sim.DEFAULT_CHURN)
     prices: storage_prices.PriceBook = field(default_factory=storage_prices.PriceBook)
+    # Read and check each manifest once (_Listing); False: the jobs' listing on every run (the benchmark's baseline).
+    memoize: bool = True
 
 
 @dataclass
@@ -466,9 +552,15 @@ def dump_timing(settings: Settings, options: Options) -> tuple[str, schedules.Ti
 
 
 def simulate(settings: Settings, options: Options) -> Result:
-    end = options.start + timedelta(days=round(365 * options.years))
     clock = {"now": options.start}
     store = MemoryStore(lambda: clock["now"])
+    listing = _Listing(store) if options.memoize else _PlainListing(store)
+    with listing.installed():
+        return _simulate(settings, options, clock, store, listing)
+
+
+def _simulate(settings: Settings, options: Options, clock: dict, store: MemoryStore, listing: _Listing) -> Result:
+    end = options.start + timedelta(days=round(365 * options.years))
     bucket = bucket_model(settings)
     roles = settings.roles
     missing = [r for r in roles if r not in options.sizes.sizes]
@@ -553,7 +645,7 @@ def simulate(settings: Settings, options: Options) -> Result:
                     pg_snapshots.account()
             snapshot_days += 1
             snapshot_problems += [(at, p) for p in snapshots.gaps(at)]
-            points = [set_point(prefix.split("/", 1)[0], m) for prefix, m in complete_sets(store)]
+            points = [listing.set_point(prefix.split("/", 1)[0], m) for prefix, m in listing.complete_sets(store)]
             if pg_snapshots is not None:  # the audit sees snapshot sets beside dump sets (issue 17)
                 points += pg_snapshots.points(at)
             if points:
@@ -561,7 +653,7 @@ def simulate(settings: Settings, options: Options) -> Result:
                 report = audit(points, now=at, max_age=max_age)
                 problems += [(at, p) for p in report.problems if not p.startswith("the newest complete set")]
 
-    final = [(prefix.split("/", 1)[0], m) for prefix, m in complete_sets(store)]
+    final = [(prefix.split("/", 1)[0], m) for prefix, m in listing.complete_sets(store)]
     sets_by_tier: dict[tuple[str, int], int] = {}
     for tier, manifest in final:
         key = (tier, int(manifest["migration_id"]))
@@ -591,7 +683,7 @@ def simulate(settings: Settings, options: Options) -> Result:
     copied_gib = max(len(locations) - 1, 0) * options.cometbft_per_day * days_accounted / GIB
     copying = copied_gib * storage_prices.SNAPSHOT_COPY_TRANSFER
     snapshot_cost = sum(snapshot_bytes / GIB * storage_prices.snapshot_per_gib(settings.cloud, at) for at in locations)
-    historical_dumps = sorted(set_point(tier, m).taken_at for tier, m in final if tier == HISTORICAL)
+    historical_dumps = sorted(listing.set_point(tier, m).taken_at for tier, m in final if tier == HISTORICAL)
     return Result(
         stack=settings.stack,
         start=options.start,
@@ -760,7 +852,7 @@ def _take_set(
     clock["now"] = sealed_at
     gap = max(timing.largest_gap, retention.SV_SCHEDULE_GAP)
     result = _seal(store, settings, set_id, migration_id, roles, sealed_at, gap)
-    point = set_point(RECENT, result.manifest)
+    point = _set_point(RECENT, result.manifest)
     if not result.promoted and retention.promotion_due(promoted_at.get(migration_id), sealed_at, cadence):
         # The seal on this branch promotes at the 4-hour schedule's cadence only; a sparser dump schedule (weekly
         # beside snapshot sets) promotes at the cadence its gap allows (issue 17), with the seal's own promote.

@@ -35,8 +35,14 @@ def _s3_rules(configuration: dict) -> tuple[set[tuple], int | None]:
         for transition in rule.get("transitions") or []:
             rules.add(("SetStorageClass", prefix, transition["days"], transition["storageClass"]))
         if rule.get("abortIncompleteMultipartUpload"):
-            rules.add(("AbortIncompleteMultipartUpload", prefix,
-                       rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"], None))
+            rules.add(
+                (
+                    "AbortIncompleteMultipartUpload",
+                    prefix,
+                    rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"],
+                    None,
+                )
+            )
         if rule.get("noncurrentVersionExpiration"):
             noncurrent = rule["noncurrentVersionExpiration"]["noncurrentDays"]
     return rules, noncurrent
@@ -55,8 +61,11 @@ def test_the_simulation_uses_the_lifecycle_the_program_declares(stack, shipped_p
             assert _gcs_rules(bucket) == simulated, bucket["name"]
             kept = timedelta(seconds=int(bucket["inputs"]["softDeletePolicy"]["retentionDurationSeconds"]))
             assert kept == model.kept_after_delete
-        locations = [loc.lower() for b in buckets for loc in (b["inputs"].get("customPlacementConfig") or {}).get(
-            "dataLocations", [b["inputs"]["location"]])]
+        locations = [
+            loc.lower()
+            for b in buckets
+            for loc in (b["inputs"].get("customPlacementConfig") or {}).get("dataLocations", [b["inputs"]["location"]])
+        ]
         assert sorted(locations) == sorted(c.region for c in model.copies)
         skus = {"dual-region" if b["inputs"].get("customPlacementConfig") else "regional" for b in buckets}
         assert skus == {c.sku for c in model.copies}
@@ -87,3 +96,34 @@ def test_the_simulation_prices_cometbft_snapshots_where_the_snapshot_class_store
         args = json.dumps(job["inputs"]["spec"]["jobTemplate"])
         assert locations == [settings.aws.region, settings.dr.region]
         assert f'"--copy-to-region", "{settings.dr.region}"' in args
+
+
+def _dump_cron_job(plan) -> dict:
+    [job] = [j for j in plan.of_type("kubernetes:batch/v1:CronJob") if j["name"].endswith("postgres-backup")]
+    return job["inputs"]
+
+
+@pytest.mark.parametrize("stack", PRIMARY_STACKS)
+def test_the_simulation_kills_dump_runs_at_the_deadline_the_program_declares(stack, shipped_plan):
+    """A simulated dump run fails when its steps need longer than the CronJob's activeDeadlineSeconds."""
+    settings = load(stack)
+    schedule, timing, _cadence = retention_sim.dump_timing(settings, retention_sim.Options())
+    job = _dump_cron_job(shipped_plan(stack))
+    assert job["spec"]["schedule"] == schedule
+    assert job["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == int(timing.deadline.total_seconds())
+    assert job["spec"]["startingDeadlineSeconds"] == int(timing.start_window.total_seconds())
+
+
+def test_with_snapshot_sets_the_simulated_dump_schedule_and_deadline_are_the_programs(offline_plan):
+    """prod with sv-backups:snapshots: weekly dump sets, runs bounded by a day (rules.schedules.MAX_RUN_DEADLINE)."""
+    from components.settings import load_settings
+
+    raw = raw_config("prod")
+    raw["sv-backups:snapshots"] = {}
+    raw["sv-backups:schedule"].pop("postgres")
+    settings = load_settings(raw, stack="prod-snap")
+    schedule, timing, cadence = retention_sim.dump_timing(settings, retention_sim.Options())
+    assert (schedule, timing.deadline, cadence) == ("0 1 * * 0", timedelta(days=1), timedelta(days=14))
+    job = _dump_cron_job(offline_plan(raw, stack="prod-snap"))
+    assert job["spec"]["schedule"] == schedule
+    assert job["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == int(timing.deadline.total_seconds())

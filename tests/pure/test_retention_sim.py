@@ -279,3 +279,17 @@ def test_snapshots_are_priced_by_where_they_are_stored():
     assert storage_prices.snapshot_per_gib("gcp", "europe-west3") == storage_prices.SNAPSHOT[("gcp", "regional")]
     assert storage_prices.snapshot_per_gib("aws", "us-west-2") == storage_prices.SNAPSHOT[("aws", "regional")]
     assert storage_prices.SNAPSHOT[("gcp", "multi-regional")] > storage_prices.SNAPSHOT[("gcp", "regional")]
+
+
+def test_the_memoized_listing_reports_what_the_jobs_listing_does():
+    """engines/retention_sim.py reads each manifest once (_Listing); a replay with it and one with the jobs' own
+    listing on every run must report the same (benchmarks/retention_sim.py raises otherwise)."""
+    from benchmarks import retention_sim as bench
+
+    settings = short_prod()
+    outage = Outage(T0 + timedelta(days=5), timedelta(days=1))
+    options = Options(
+        years=12 / 365, start=T0, sizes=SIZES, outages=[outage], migration_changes=[T0 + timedelta(days=8)]
+    )
+    bench.run(settings, options, log=lambda *_: None)
+    assert retention_sim.pgsets.complete_sets is retention_sim._complete_sets  # restored after the replay
