@@ -73,10 +73,11 @@ def parse_dump_rate(text: str) -> float:
 
 
 TABLE_HEAD = (
-    "| stack | cadence | sets: recent + historical (minimum) | stored / minimum: historical, all | stored at the "
-    "end (one copy) | per month: storage by class, replication | of it soft delete / old versions | CometBFT "
-    "snapshots: historical (minimum; with the 2x margin), storage / minimum's, per month | total per month |"
-    "\n|---|---|---|---|---|---|---:|---|---:|"
+    "| stack | dump sets: schedule, runs failing from | cadence | sets: recent + historical (minimum) | stored / "
+    "minimum: historical, all | stored at the end (one copy) | per month: storage by class, replication | of it soft "
+    "delete / old versions | CometBFT snapshots: historical (minimum; with the 2x margin), storage / minimum's, per "
+    "month | Postgres snapshot sets per month | total per month |"
+    "\n|---|---|---|---|---|---|---|---:|---|---:|---:|"
 )
 
 
@@ -85,13 +86,15 @@ def table_row(result: retention_sim.Result) -> str:
     stored = ", ".join(f"{cls} {retention_sim.gib(n)}" for cls, n in sorted(result.bytes_by_class.items()))
     by_class = ", ".join(f"{cls} {retention_sim.money(v)}" for cls, v in sorted(result.monthly_cost.items()))
     overhead = sum(result.monthly_overhead_cost.values())
+    failing = result.failed_runs[0].at.date().isoformat() if result.failed_runs else "never"
+    snapshots = retention_sim.money(result.postgres_snapshot_monthly_cost) if result.postgres_snapshots else "none"
     return (
-        f"| {result.stack} | {format_duration(result.cadence)} | {result.recent} + {result.historical} "
-        f"({result.minimum}) | {ratios} | {stored} | {by_class}, replication "
+        f"| {result.stack} | `{result.dump_schedule}`, {failing} | {format_duration(result.cadence)} | "
+        f"{result.recent} + {result.historical} ({result.minimum}) | {ratios} | {stored} | {by_class}, replication "
         f"{retention_sim.money(result.monthly_replication_cost)} | {retention_sim.money(overhead)} | "
         f"{result.snapshot_historical} ({sum(result.minimum_snapshots.values())}; "
         f"{sum(result.minimum_snapshots_margin.values())}), {result.snapshot_bytes_ratio:.2f}x, "
-        f"{retention_sim.money(result.snapshot_monthly_cost)} | "
+        f"{retention_sim.money(result.snapshot_monthly_cost)} | {snapshots} | "
         f"{retention_sim.money(result.total_monthly_cost)} |"
     )
 
