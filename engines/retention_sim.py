@@ -587,6 +587,13 @@ def _simulate(settings: Settings, options: Options, clock: dict, store: MemorySt
             settings.derived.snapshot_historical_cadence
             or snapshot_sim.historical_cadence(settings, max(snapshot_gap, retention.SV_SCHEDULE_GAP)),
         )
+    # CometBFT's snapshots are priced like the Postgres ones: a location without a price is refused up front.
+    cometbft_classes, transfer = cometbft_price_classes(settings)
+    for price_class in (*cometbft_classes, *([transfer] if transfer else [])):
+        options.prices.get(price_class)
+    for copy in bucket.copies:  # and so is a bucket region (every class the lifecycle moves objects to)
+        for storage_class in {"STANDARD", *(r.storage_class for r in bucket.rules if r.storage_class)}:
+            options.prices.bucket(copy, storage_class)
     deleted: list[tuple[str, StoredObject, datetime]] = []  # key, object, when it stops being billed
     gib_days: dict[str, float] = {}
     gib_days_overhead: dict[str, float] = {}
@@ -667,8 +674,8 @@ def _simulate(settings: Settings, options: Options, clock: dict, store: MemorySt
         cls = bucket.storage_class(key, end - obj.created_at)
         kept_after[cls] = kept_after.get(cls, 0) + obj.size
     days_accounted = 30
-    monthly = {c: _cost(bucket, c, g / days_accounted) for c, g in gib_days.items()}
-    overhead = {c: _cost(bucket, c, g / days_accounted) for c, g in gib_days_overhead.items()}
+    monthly = {c: _cost(bucket, options.prices, c, g / days_accounted) for c, g in gib_days.items()}
+    overhead = {c: _cost(bucket, options.prices, c, g / days_accounted) for c, g in gib_days_overhead.items()}
     replication = written_last_month / GIB * storage_prices.replication_per_gib(*bucket.replication)
     window = settings.derived.min_pruning_window
     role_windows = {
@@ -681,8 +688,8 @@ def _simulate(settings: Settings, options: Options, clock: dict, store: MemorySt
     locations = snapshot_locations(settings)
     # A copy in a second region is incremental too: what it transfers each month is the month's new blocks.
     copied_gib = max(len(locations) - 1, 0) * options.cometbft_per_day * days_accounted / GIB
-    copying = copied_gib * storage_prices.SNAPSHOT_COPY_TRANSFER
-    snapshot_cost = sum(snapshot_bytes / GIB * storage_prices.snapshot_per_gib(settings.cloud, at) for at in locations)
+    copying = copied_gib * options.prices.get(transfer) if transfer else 0.0
+    snapshot_cost = sum(snapshot_bytes / GIB * options.prices.get(c) for c in cometbft_classes)
     historical_dumps = sorted(listing.set_point(tier, m).taken_at for tier, m in final if tier == HISTORICAL)
     return Result(
         stack=settings.stack,
@@ -761,12 +768,21 @@ def snapshot_locations(settings: Settings) -> list[str]:
     return [settings.aws.region, *([settings.dr.region] if settings.dr.region else [])]
 
 
+def cometbft_price_classes(settings: Settings) -> tuple[list[str], str | None]:
+    """The price classes (engines/storage_prices.py) of CometBFT's snapshots, one per billed copy, and the transfer
+    class of the AWS copy to the DR region (None without one)."""
+    locations = snapshot_locations(settings)
+    kind = "pd-snapshot" if settings.cloud == "gcp" else "ebs-snapshot"
+    transfer = f"transfer:{locations[0]}>{locations[1]}" if settings.cloud == "aws" and len(locations) > 1 else None
+    return [f"{kind}:{location}" for location in locations], transfer
+
+
 def _counts(selection: dict[int, list[datetime]]) -> dict[int, int]:
     return {mid: len(times) for mid, times in selection.items()}
 
 
-def _cost(bucket: BucketModel, storage_class: str, gib: float) -> float:
-    return sum(gib * copy.price(storage_class) for copy in bucket.copies)
+def _cost(bucket: BucketModel, prices: storage_prices.PriceBook, storage_class: str, gib: float) -> float:
+    return sum(gib * prices.bucket(copy, storage_class) for copy in bucket.copies)
 
 
 def _runs(expression: str, start: datetime, end: datetime) -> Iterator[datetime]:

@@ -173,11 +173,31 @@ def price_unit(price_class: str) -> str:
     return "USD/GB" if price_class.startswith("transfer:") else "USD/GB-month"
 
 
+# Bucket storage classes as price classes: `gcs:REGION:CLASS`, `gcs-dual-region:REGION:CLASS`, `s3:REGION:CLASS`
+# (the tables above; an override for a region they lack).
+BUCKET_KINDS = ("gcs", "gcs-dual-region", "s3")
+
+
+def bucket_price_class(copy: Copy, storage_class: str) -> str:
+    kind = "gcs-dual-region" if copy.provider == "gcs" and copy.sku == "dual-region" else copy.provider
+    return f"{kind}:{copy.region}:{storage_class}"
+
+
 class PriceBook:
-    """SNAPSHOT_PRICES with the operator's overrides (`--price CLASS=USD`) on top."""
+    """SNAPSHOT_PRICES and the bucket tables with the operator's overrides (`--price CLASS=USD`) on top."""
 
     def __init__(self, overrides: dict[str, float] | None = None):
         self.overrides = dict(overrides or {})
+
+    def bucket(self, copy: Copy, storage_class: str) -> float:
+        """USD per GiB-month of `storage_class` in one bucket copy."""
+        name = bucket_price_class(copy, storage_class)
+        if name in self.overrides:
+            return self.overrides[name]
+        try:
+            return copy.price(storage_class)
+        except KeyError as error:
+            raise MissingPrice(f"{error.args[0]}; or give it with --price {name}=USD/GB-month") from None
 
     def get(self, price_class: str) -> float:
         if price_class in self.overrides:
@@ -196,7 +216,7 @@ class PriceBook:
 def parse_price(text: str) -> tuple[str, float]:
     """`pd-snapshot:us=0.065` -> ("pd-snapshot:us", 0.065); ValueError naming the form otherwise."""
     name, sep, value = text.partition("=")
-    kinds = sorted({c.split(":", 1)[0] for c in SNAPSHOT_PRICES})
+    kinds = sorted({c.split(":", 1)[0] for c in SNAPSHOT_PRICES} | set(BUCKET_KINDS))
     try:
         number = float(value.strip().removesuffix("USD/GB-month").removesuffix("USD/GB"))
     except ValueError:
@@ -204,6 +224,7 @@ def parse_price(text: str) -> tuple[str, float]:
     if not sep or ":" not in name or name.split(":", 1)[0] not in kinds or number is None or number < 0:
         raise ValueError(
             f"--price: {text!r} is not CLASS=USD with CLASS one of {', '.join(k + ':LOCATION' for k in kinds)} "
-            "(e.g. --price rds-snapshot:eu-central-1=0.095; transfer:FROM>TO is per GB copied)"
+            "(e.g. --price rds-snapshot:eu-central-1=0.095; buckets s3:REGION:STORAGE_CLASS; transfer:FROM>TO is "
+            "per GB copied)"
         )
     return name.strip(), number

@@ -45,7 +45,8 @@ def test_churn_and_prices_parse_and_name_the_form():
         with pytest.raises(ValueError, match=r"--churn: .* is not ROLE=NUMBER UNIT/day"):
             snapshot_sim.parse_churn(text)
     assert storage_prices.parse_price("rds-snapshot:eu-central-1=0.095") == ("rds-snapshot:eu-central-1", 0.095)
-    for text in ("rds-snapshot=0.1", "s3:us=0.1", "pd-snapshot:us=cheap", "pd-snapshot:us=-1"):
+    assert storage_prices.parse_price("s3:eu-central-1:STANDARD=0.0245") == ("s3:eu-central-1:STANDARD", 0.0245)
+    for text in ("rds-snapshot=0.1", "nfs:us=0.1", "pd-snapshot:us=cheap", "pd-snapshot:us=-1"):
         with pytest.raises(ValueError, match=r"--price: .* is not CLASS=USD"):
             storage_prices.parse_price(text)
 
@@ -244,3 +245,18 @@ def test_the_command_refuses_a_missing_price_with_the_override(tmp_path, capsys)
     path = stack_file(tmp_path, "aws-dev")
     assert simulate_retention.main(["--config-file", path, "--years", "0.01"]) == 2
     assert "--price ebs-snapshot:eu-central-1=USD/GB-month" in capsys.readouterr().err
+
+
+def test_cometbft_snapshots_in_an_unpriced_region_are_refused_until_priced():
+    settings = load_settings(raw_config("aws-dev"), stack="aws-dev")
+    options = Options(years=2 / 365, start=T0, sizes=SIZES)
+    with pytest.raises(storage_prices.MissingPrice, match=r"--price ebs-snapshot:eu-central-1=USD/GB-month"):
+        simulate(settings, options)
+    region, dr = settings.aws.region, settings.dr.region
+    prices = {f"ebs-snapshot:{region}": 0.05, f"ebs-snapshot:{dr}": 0.05, f"transfer:{region}>{dr}": 0.02}
+    with pytest.raises(storage_prices.MissingPrice, match=rf"--price s3:{region}:STANDARD=USD/GB-month"):
+        simulate(settings, Options(years=2 / 365, start=T0, sizes=SIZES, prices=storage_prices.PriceBook(prices)))
+    classes = ("STANDARD", settings.storage.historical_class("aws"))
+    prices |= {f"s3:{r}:{c}": 0.02 for r in (region, dr) for c in classes}
+    result = simulate(settings, Options(years=2 / 365, start=T0, sizes=SIZES, prices=storage_prices.PriceBook(prices)))
+    assert result.snapshot_monthly_cost > 0
