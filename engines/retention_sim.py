@@ -1143,8 +1143,9 @@ def report(result: Result) -> str:
         after = sum(1 for p in result.sealed if p.taken_at > first.at)
         lines.append(
             f"  FAILED RUNS: {len(result.failed_runs)}, the first at {format_time(first.at)[:16]}: a set of "
-            f"{first.size / 1e9:,.0f} GB needs {human(first.needed)} at {result.dump_seconds_per_gb:g} s/GB, more "
-            f"than the deadline; " + ("no set was sealed after it" if not after else f"{after} sets sealed after it")
+            f"{first.size / 1e9:,.0f} GB needs {first.needed.total_seconds():,.1f} s at "
+            f"{result.dump_seconds_per_gb:g} s/GB, more than the deadline of {first.deadline.total_seconds():,.0f} s; "
+            + ("no set was sealed after it" if not after else f"{after} sets sealed after it")
         )
     else:
         lines.append("  every run fit its deadline")
