@@ -592,7 +592,7 @@ def _simulate(settings: Settings, options: Options, clock: dict, store: MemorySt
     for price_class in (*cometbft_classes, *([transfer] if transfer else [])):
         options.prices.get(price_class)
     for copy in bucket.copies:  # and so is a bucket region (every class the lifecycle moves objects to)
-        for storage_class in {"STANDARD", *(r.storage_class for r in bucket.rules if r.storage_class)}:
+        for storage_class in dict.fromkeys(["STANDARD", *(r.storage_class for r in bucket.rules if r.storage_class)]):
             options.prices.bucket(copy, storage_class)
     deleted: list[tuple[str, StoredObject, datetime]] = []  # key, object, when it stops being billed
     gib_days: dict[str, float] = {}

@@ -189,7 +189,7 @@ class SnapshotSets:
     sets: list[SnapshotSet] = field(default_factory=list)
     chains: dict[str, Chain] = field(default_factory=dict)
     gib_days: dict[str, float] = field(default_factory=dict)  # price class -> GiB-days accounted
-    transferred: float = 0.0  # bytes copied to the DR region while accounting
+    transferred: dict[str, float] = field(default_factory=dict)  # transfer class -> bytes copied while accounting
     taken: int = 0
     pruned: int = 0
 
@@ -213,8 +213,9 @@ class SnapshotSets:
         for role in sorted(self.where, key=role_sort_key):
             roles[role] = (step, step + STEP_TIME)
             stored = self.chains[role].add(at)
-            if accounting and self.where[role].transfer_class:
-                self.transferred += stored * (len(self.where[role].price_classes) - 1)
+            transfer = self.where[role].transfer_class
+            if accounting and transfer:
+                self.transferred[transfer] = self.transferred.get(transfer, 0.0) + stored
             step += STEP_TIME + timedelta(seconds=1)
         snapshot_set = SnapshotSet(f"{at.strftime('%Y%m%dT%H%M%SZ')}-snap", migration_id, at, roles)
         self.sets.append(snapshot_set)
@@ -247,9 +248,7 @@ class SnapshotSets:
     def monthly_cost(self, days: int) -> dict[str, float]:
         """USD per price class over the accounted `days` (a month's worth), plus the DR copies' transfer."""
         cost = {c: g / days * self.prices.get(c) for c, g in self.gib_days.items()}
-        transfers = {p.transfer_class for p in self.where.values() if p.transfer_class}
-        for transfer in sorted(transfers):  # one DR region per stack: one transfer class
-            cost[transfer] = self.transferred / GIB * self.prices.get(transfer) / len(transfers)
+        cost.update({t: copied / GIB * self.prices.get(t) for t, copied in self.transferred.items()})
         return cost
 
     def points(self, now: datetime) -> list[SetPoint]:
