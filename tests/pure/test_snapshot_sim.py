@@ -101,6 +101,8 @@ def test_a_dump_run_past_its_deadline_fails_and_the_audit_sees_the_gap():
     """Today's 4-hourly dumps (deadline 3 h 30 m) with sizes growing 40 % a month: from the run whose steps, one
     after another, need more than the deadline, no set is sealed; the open gap reaches the window."""
     raw = raw_config("prod")
+    raw.pop("sv-backups:snapshots", None)  # today's dump-only prod (the shipped one may run snapshot sets)
+    raw["sv-backups:schedule"]["postgres"] = "0 */4 * * *"
     raw["sv-backups:retention"].update(recent="3d", participantPruning="5d", sequencerPruning="5d")
     settings = load_settings(raw, stack="prod-short")
     sizes = SizeModel({"apps": 50 * GB, "participant": 250 * GB, "sequencer": 300 * GB, "mediator": 10 * GB}, 0.4)
