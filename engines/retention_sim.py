@@ -381,7 +381,7 @@ class Options:
     snapshot_schedule: str | None = None  # "" : no snapshot sets even if the stack declares them
     snapshot_historical: bool | None = None
     dump_schedule: str | None = None  # the dump sets' schedule (the stack's schedule.postgres otherwise)
-    churn: dict[str, int] = field(default_factory=dict)  # bytes a day per role (snapshot_sim.DEFAULT_CHURN)
+    churn: dict[str, int] = field(default_factory=lambda: snapshot_sim.parse_churn(snapshot_sim.DEFAULT_CHURN))
     prices: storage_prices.PriceBook = field(default_factory=storage_prices.PriceBook)
     # Read and check each manifest once (_Listing); False: the jobs' listing on every run (the benchmark's baseline).
     memoize: bool = True

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from components.settings import CloudSqlPostgres, InClusterPostgres, Settings
+from components.settings import InClusterPostgres, Settings
 from engines.storage_prices import PriceBook
 from rules import retention
 from rules.gcp_locations import standalone_snapshot_location, storage_layout
@@ -141,7 +141,9 @@ class Placement:
 
 
 def placements(settings: Settings) -> dict[str, Placement]:
-    """Per role, how the program takes its snapshot and where it is kept (docs: shared spec, "DR copy")."""
+    """Per role, how the program takes its snapshot and where it is kept (components/gcp/snapshots.py: the snapshot
+    class's storage-locations and the Cloud SQL backups' --location, the stack region's layout; AWS: the copy to the
+    DR region); tests/program/test_retention_sim_plan.py checks them against the plan."""
     out = {}
     dr = settings.dr.region
     for role in settings.roles:
@@ -154,8 +156,6 @@ def placements(settings: Settings) -> dict[str, Placement]:
             )
             kind = "pd-snapshot" if isinstance(instance, InClusterPostgres) else "cloudsql-backup"
             method = "volume-snapshot" if kind == "pd-snapshot" else "cloudsql-backup"
-            if isinstance(instance, CloudSqlPostgres) and instance.region and not dr:
-                location = standalone_snapshot_location(instance.region)
             out[role] = Placement(method, (f"{kind}:{location}",), None)
             continue
         region = getattr(instance, "region", None) or settings.aws.region
