@@ -38,8 +38,10 @@ from rules.gcp_locations import GCP_REGIONS
 from rules.manifest import role_key
 from rules.schedules import (
     BACKUP_KINDS,
+    MAX_RUN_DEADLINE,
     MAX_SCHEDULE_GAP,
     MIN_RUN_DEADLINE,
+    SNAPSHOT_KIND,
     Timing,
     schedule_timing,
     shortest_gap_for,
@@ -268,9 +270,43 @@ class _PostgresBase(_Model):
         return self
 
 
+def default_pvc(host: str) -> str:
+    """The PVC holding the data directory of the in-cluster PostgreSQL behind Service `host` (its first DNS label),
+    as the chart Splice's SV runbook installs it names it.
+
+    Splice's SV examples deploy each instance with the upstream bitnami/postgresql chart, `fullnameOverride` = the
+    Service name (canton-network/splice apps/app/src/pack/examples/sv-helm/postgres-values-apps.yaml:
+    `fullnameOverride: apps-pg`). That chart's primary StatefulSet is named the fullname (architecture standalone)
+    and claims its volume through `volumeClaimTemplates: [{metadata: {name: data}}]`
+    (bitnami/charts bitnami/postgresql/templates/primary/statefulset.yaml), so the PVC of pod 0 is
+    `data-<service>-0`, e.g. data-apps-pg-0. The deprecated splice-postgres chart (hyperledger-labs/splice
+    cluster/helm/splice-postgres/templates/postgres.yaml: StatefulSet `{{ .Release.Name }}`, claim template
+    `{{ .Values.db.pvcTemplateName }}`, default `pg-data` in values-template.yaml) gives `pg-data-<release>-0`:
+    nodes still on it set `pvc` explicitly."""
+    return f"data-{host.split('.', 1)[0]}-0"
+
+
 class InClusterPostgres(_PostgresBase):
     kind: Literal["in-cluster"]
     host: str = Field(min_length=1, description="Service name or DNS name, e.g. apps-pg")
+    # Read through `pvc` (the default applies when unset); kept apart so that the checks can tell a given name from
+    # the default (an instance outside the node's namespace needs the given one).
+    pvc_name: str | None = Field(
+        None, alias="pvc", description="PVC of the data directory (snapshot sets); default data-<service>-0"
+    )
+    wal_pvc: str | None = Field(
+        None, alias="walPvc", description="PVC of pg_wal when it is on its own volume (needs snapshots.onlineBackup)"
+    )
+
+    @property
+    def pvc(self) -> str:
+        """The PVC of the data directory: `pvc` from config, else the chart's (default_pvc)."""
+        return self.pvc_name or default_pvc(self.host)
+
+    @field_validator("pvc_name", "wal_pvc")
+    @classmethod
+    def _pvc(cls, value: str | None) -> str | None:
+        return None if value is None else _check_k8s_name(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -401,6 +437,56 @@ class RetentionConfig(_Model):
         if value is not None and value <= timedelta(0):
             raise ValueError("must be a positive duration (omit it when pruning is off)")
         return value
+
+
+# sv-backups:schedule.postgres when sv-backups:snapshots is present and the key is unset, per cloud: the dump sets
+# then carry the portable, row-verified layer and the historical tier, not the 4-hourly duty. Weekly on GCP
+# (Sunday 01:00 UTC); on AWS twice a week (Sunday and Wednesday), as the drills: CloudWatch evaluates at most 7 days
+# of data, and a weekly run's stale alert would wait a week plus its run and the slack (MAX_STALE_WINDOW).
+DUMP_SCHEDULES_WITH_SNAPSHOTS = {"gcp": "0 1 * * 0", "aws": "0 1 * * 0,3"}
+
+
+class SnapshotsConfig(_Model):
+    """`sv-backups:snapshots`: ordered Postgres snapshot sets (components/pg_snapshots.py). Present (even `{}`):
+    the 4-hourly duty is met by storage snapshots (CSI VolumeSnapshots of in-cluster volumes, Cloud SQL backup
+    runs, RDS snapshots) and the dump sets run on a sparser schedule of their own."""
+
+    schedule: str = Field("0 */4 * * *", description="when snapshot sets are taken; at most 4 h apart")
+    historical: bool = Field(
+        False,
+        description="also keep snapshot sets older than retention.recent at the postgres historical cadence "
+        "(default: the dump sets carry the historical tier)",
+    )
+    online_backup: bool = Field(
+        True, alias="onlineBackup", description="in-cluster: pg_backup_start/stop around the volume snapshot"
+    )
+    volume_snapshot_class: str | None = Field(
+        None,
+        alias="volumeSnapshotClass",
+        description="in-cluster: default the class the program declares, <node>-postgres-snapshot-class (Retain)",
+    )
+    driver: str | None = Field(None, description="in-cluster: CSI driver; default per cloud, as for CometBFT")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        schedules.validate_cron(value)
+        return value
+
+    @field_validator("volume_snapshot_class")
+    @classmethod
+    def _class(cls, value: str | None) -> str | None:
+        return None if value is None else _check_k8s_name(value)
+
+
+# The name the shared design (and the components) use for the validated section.
+SnapshotsSettings = SnapshotsConfig
+# The keys of sv-backups:snapshots that only volume snapshots (in-cluster instances) read.
+_IN_CLUSTER_SNAPSHOT_KEYS = {
+    "online_backup": "onlineBackup",
+    "volume_snapshot_class": "volumeSnapshotClass",
+    "driver": "driver",
+}
 
 
 class IdentitiesConfig(_Model):
@@ -637,6 +723,12 @@ class Derived:
     dr_check: Timing | None
     # The Postgres drill's schedule and run bound (sv-backups:schedule.drill, sv-backups:drill.timeout).
     drill: Timing | None = None
+    # The largest gap of the dump schedule as the historical cadence counts it: 4 h for every schedule at most that
+    # sparse, the real gap of a sparser one (allowed with snapshot sets); the dump seal gets it (--schedule-gap).
+    postgres_schedule_gap: timedelta = retention.SV_SCHEDULE_GAP
+    # With sv-backups:snapshots.historical: the spacing of snapshot sets kept past retention.recent (their schedule
+    # is at most 4 h apart, so the cadence is the one of a 4-hourly schedule); None otherwise.
+    snapshot_historical_cadence: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -659,6 +751,7 @@ class Settings:
     aws: AwsConfig | None  # set when cloud is aws
     derived: Derived
     synchronizer: str = "cometbft"  # cometbft | dabft (then `cometbft` is None and `canton-bft` a Postgres role)
+    snapshots: SnapshotsConfig | None = None  # sv-backups:snapshots present: ordered Postgres snapshot sets
 
     @property
     def dabft(self) -> bool:
@@ -718,6 +811,7 @@ _SECTIONS: dict[str, tuple[type[BaseModel] | None, bool]] = {
     "drill": (DrillConfig, False),
     "aws": (AwsSection, False),  # required when cloud is aws (checked below)
     "synchronizer": (None, False),  # cometbft (default) | dabft
+    "snapshots": (SnapshotsConfig, False),  # absent: no snapshot sets (None); present, even {}: declared
 }
 SUPPORTED_CLOUDS = ("gcp", "aws")
 ROLES_OF_STACK = ("primary", "dr")
@@ -857,7 +951,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
             if required:
                 problems.append(f"{full_key}: is required but missing")
                 continue
-            if key == "aws" or model is None:
+            if key in ("aws", "snapshots") or model is None:
                 continue  # absent optional scalars keep their default; `aws` is checked with the cloud
             value = {}
         if model is None:
@@ -906,7 +1000,13 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
     schedule_cfg: ScheduleConfig | None = parsed.get("schedule")
     if schedule_cfg is not None and schedule_cfg.drill is None:
         # Resolved once here: every component reads settings.schedule.drill as a cron expression.
-        parsed["schedule"] = schedule_cfg.model_copy(update={"drill": DRILL_SCHEDULES[cloud or "gcp"]})
+        parsed["schedule"] = schedule_cfg = schedule_cfg.model_copy(update={"drill": DRILL_SCHEDULES[cloud or "gcp"]})
+    if schedule_cfg is not None and "snapshots" in parsed and "postgres" not in schedule_cfg.model_fields_set:
+        # Snapshot sets carry the 4-hourly duty; the dump sets default to their own, sparser schedule.
+        update = {"postgres": DUMP_SCHEDULES_WITH_SNAPSHOTS[cloud or "gcp"]}
+        parsed["schedule"] = schedule_cfg.model_copy(update=update)
+    if "snapshots" in parsed:
+        _check_snapshots(parsed, problems)
     derived = _derive(parsed, problems)
     if cloud is not None and derived is not None:
         _check_alert_windows(cloud, role, parsed, derived, problems)
@@ -938,6 +1038,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         aws=aws,
         derived=derived,
         synchronizer=synchronizer,
+        snapshots=parsed.get("snapshots"),
     )
 
 
@@ -1071,16 +1172,28 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
     if schedule is None:
         return None
 
+    snapshots: SnapshotsConfig | None = parsed.get("snapshots")
     timing: dict[str, Timing] = {}
-    for kind in BACKUP_KINDS:
-        expression = getattr(schedule, kind)
-        timing[kind] = t = schedule_timing(expression)
-        key = f"{PROJECT}:schedule.{kind}"
-        if t.largest_gap > MAX_SCHEDULE_GAP:
+    kinds = [(kind, getattr(schedule, kind), f"{PROJECT}:schedule.{kind}") for kind in BACKUP_KINDS]
+    if snapshots is not None:
+        kinds.append((SNAPSHOT_KIND, snapshots.schedule, f"{PROJECT}:snapshots.schedule"))
+    for kind, expression, key in kinds:
+        # With snapshot sets the dump sets may be sparser than 4 h: their whole period is scanned (their largest gap
+        # enters the historical cadence) and their runs are bounded by MAX_RUN_DEADLINE, not by the schedule alone.
+        sparse_dumps = kind == "postgres" and snapshots is not None
+        timing[kind] = t = schedule_timing(
+            expression, max_gap=None if sparse_dumps else MAX_SCHEDULE_GAP, max_run=MAX_RUN_DEADLINE.get(kind)
+        )
+        if t.largest_gap > MAX_SCHEDULE_GAP and not sparse_dumps:
             problems.append(
                 f"{key}: {expression!r} leaves a gap of {schedules.describe(t.largest_gap)} between two runs; "
                 f"the SV docs require a backup at least every {schedules.describe(MAX_SCHEDULE_GAP)} "
                 f"at every point of the day and week (e.g. '0 */4 * * *')"
+                + (
+                    f"; with {PROJECT}:snapshots the snapshot sets meet it and the dump sets may be sparser"
+                    if kind == "postgres"
+                    else ""
+                )
             )
         floor = MIN_RUN_DEADLINE[kind]
         if t.deadline < floor:
@@ -1103,11 +1216,35 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
         return None
     windows = [w for w in (retention_cfg.participant_pruning, retention_cfg.sequencer_pruning) if w]
     min_window = min(windows) if windows else None
-    pg_cadence = retention.postgres_historical_cadence(
-        retention_cfg.participant_pruning, retention_cfg.sequencer_pruning
-    )
     pg = timing["postgres"]
-    if min_window is not None:
+    # Only a schedule sparser than 4 h (dump sets beside snapshot sets) changes the cadence (schedule_margin).
+    pg_gap = max(pg.largest_gap, retention.SV_SCHEDULE_GAP)
+    pg_cadence = retention.postgres_historical_cadence(
+        retention_cfg.participant_pruning, retention_cfg.sequencer_pruning, schedule_gap=pg_gap
+    )
+    sparse_problem = False
+    if min_window is not None and snapshots is not None and pg_gap > retention.SV_SCHEDULE_GAP:
+        worst = retention.worst_case_history_gap(pg_cadence, pg.largest_gap, pg.latest_finish)
+        if worst >= min_window:
+            sparse_problem = True
+            which = "participantPruning" if min_window == retention_cfg.participant_pruning else "sequencerPruning"
+            problems.append(
+                f"{PROJECT}:schedule.postgres: {schedule.postgres!r} leaves {schedules.describe(pg.largest_gap)} "
+                f"between two dump sets, too sparse for a gap-less history under retention.{which} "
+                f"{retention.format_duration(min_window)}: historical dump sets every "
+                f"{retention.format_duration(pg_cadence)} with that gap and a run that may finish "
+                f"{schedules.describe(pg.latest_finish)} after its time can be {schedules.describe(worst)} apart; "
+                f"allowed: dump sets at most about a third of the window apart, e.g. daily '0 1 * * *'"
+            )
+    if snapshots is not None and not sparse_problem and pg.largest_gap > pg_cadence:
+        sparse_problem = True
+        problems.append(
+            f"{PROJECT}:schedule.postgres: {schedule.postgres!r} leaves {schedules.describe(pg.largest_gap)} between "
+            f"two dump sets, more than the historical cadence of {retention.format_duration(pg_cadence)}: a "
+            f"historical interval would have no verified dump set; allowed: dump sets at most "
+            f"{retention.format_duration(pg_cadence)} apart, e.g. weekly '0 1 * * 0'"
+        )
+    if min_window is not None and not sparse_problem:
         worst = retention.worst_case_history_gap(pg_cadence, pg.largest_gap, pg.latest_finish)
         if worst >= min_window:
             which = "participantPruning" if min_window == retention_cfg.participant_pruning else "sequencerPruning"
@@ -1146,6 +1283,12 @@ def _derive(parsed: dict[str, Any], problems: list[str]) -> Derived | None:
         drill=drill_timing,
         audit=audit_timing,
         dr_check=dr_check_timing,
+        postgres_schedule_gap=pg_gap,
+        snapshot_historical_cadence=(
+            retention.postgres_historical_cadence(retention_cfg.participant_pruning, retention_cfg.sequencer_pruning)
+            if snapshots is not None and snapshots.historical
+            else None
+        ),
     )
 
 
@@ -1169,6 +1312,9 @@ def _check_alert_windows(cloud: str, role: str, parsed: dict[str, Any], derived:
                 f"most ~6 days apart, e.g. {fix}"
             )
 
+    if parsed.get("snapshots") is not None and derived.timing["postgres"].largest_gap > MAX_SCHEDULE_GAP:
+        fix = f"{DUMP_SCHEDULES_WITH_SNAPSHOTS[cloud]!r} (the {cloud} default with snapshots)"
+        check("schedule.postgres", schedule.postgres, "dump set", derived.timing["postgres"], slack, "slack", fix)
     if role == "primary":
         check("schedule.audit", schedule.audit, "audit", derived.audit, slack, "slack", "'50 5 * * *' (the default)")
         if derived.drill is not None:
@@ -1244,4 +1390,56 @@ def _check_aws_regions(parsed: dict[str, Any], primary: str, problems: list[str]
             problems.append(
                 f"{PROJECT}:monitoring.notificationChannels: {elsewhere} are not in aws:region {primary!r}; "
                 f"CloudWatch alarms can only notify SNS topics of their own region"
+            )
+
+
+def _service_namespace(host: str) -> str | None:
+    """The namespace of the Service `host` names (`svc`, `svc.ns`, `svc.ns.svc[.cluster.local]`); None for a name
+    outside the cluster's Service DNS (an IP address or an external DNS name)."""
+    labels = host.split(".")
+    if len(labels) == 1:
+        return ""  # the pod's own namespace: the node's
+    if len(labels) == 2 or labels[2] == "svc":
+        return labels[1] if not labels[1].isdigit() else None
+    return None
+
+
+def _check_snapshots(parsed: dict[str, Any], problems: list[str]) -> None:
+    """sv-backups:snapshots against the instances it snapshots: one message per layout the snapshot job cannot
+    take, each saying why."""
+    snapshots: SnapshotsConfig = parsed["snapshots"]
+    postgres: _PostgresMap | None = parsed.get("postgres")
+    node: NodeConfig | None = parsed.get("node")
+    instances = {role: getattr(postgres, _role_field(role)) for role in ROLES} if postgres is not None else {}
+    in_cluster = {role: i for role, i in instances.items() if isinstance(i, InClusterPostgres)}
+    if postgres is not None and not in_cluster:
+        for field, alias in _IN_CLUSTER_SNAPSHOT_KEYS.items():
+            if field in snapshots.model_fields_set:
+                problems.append(
+                    f"{PROJECT}:snapshots.{alias}: applies to volume snapshots of in-cluster instances, and no role "
+                    "is in-cluster (managed instances are snapshotted by their cloud: Cloud SQL backup runs, RDS "
+                    "snapshots); remove the key"
+                )
+    for role, instance in in_cluster.items():
+        key = f"{PROJECT}:postgres.{role_key(role)}"
+        if instance.wal_pvc is not None and instance.wal_pvc == instance.pvc:
+            problems.append(
+                f"{key}.walPvc: {instance.wal_pvc!r} is the data directory's PVC (pvc); set walPvc only when pg_wal "
+                "is on a volume of its own"
+            )
+        elif instance.wal_pvc is not None and not snapshots.online_backup:
+            problems.append(
+                f"{key}.walPvc: pg_wal is on its own volume ({instance.wal_pvc!r}); two volume snapshots taken one "
+                f"after the other are not one consistent state unless an online backup (pg_backup_start/stop) "
+                f"spans both; allowed: {PROJECT}:snapshots.onlineBackup true (the default), or pg_wal on the data "
+                "volume (remove walPvc)"
+            )
+        namespace = _service_namespace(instance.host)
+        if instance.pvc_name is None and node is not None and namespace not in ("", node.namespace):
+            where = "outside the cluster's Services" if namespace is None else f"in namespace {namespace!r}"
+            problems.append(
+                f"{key}.host: {instance.host!r} is {where}, not a Service of the node's namespace "
+                f"{node.namespace!r}: the snapshot job snapshots PVCs in that namespace and cannot name this "
+                f"instance's volume; allowed: set {key}.pvc to the data volume's PVC in {node.namespace!r}, or take "
+                f"this node's backups as dump sets only (remove {PROJECT}:snapshots)"
             )

@@ -15,7 +15,9 @@ The theoretical minimum of historical sets is computed with hindsight over the s
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import inspect
 import io
 import random
 import re
@@ -28,19 +30,24 @@ from typing import Any
 from croniter import croniter
 
 from components.settings import Settings
-from engines import storage_prices
+from engines import snapshot_sim, storage_prices
 from jobs import cometbft as cometbft_job
+from jobs import pgsets
 from jobs.destinations import Destination, ObjectExists, ObjectInfo, ObjectWriter
-from jobs.pgsets import complete_sets, seal_set, to_json
-from rules import retention
+from jobs.pgsets import complete_sets as _complete_sets
+from jobs.pgsets import promote, read_json, seal_set, to_json
+from rules import retention, schedules
 from rules.gcp_locations import standalone_snapshot_location, storage_layout
-from rules.history import SetPoint, audit, human, set_point
+from rules.history import SetPoint, audit, human
+from rules.history import set_point as _set_point
 from rules.manifest import (
-    CANTON_BFT,
     HISTORICAL,
+    MANIFEST,
     RECENT,
     STEP_FORMAT,
     format_time,
+    manifest_errors,
+    parse_time,
     role_sort_key,
     set_prefix,
     step_key,
@@ -48,6 +55,7 @@ from rules.manifest import (
 
 GIB = 2**30
 DAY = timedelta(days=1)
+DEFAULT_DUMP_SECONDS_PER_GB = 16.8
 _UNITS = {
     "B": 1,
     "KB": 10**3,
@@ -153,6 +161,7 @@ class MemoryStore(Destination):
         self.clock = clock
         self.objects: dict[str, StoredObject] = {}
         self.bytes_written = 0
+        self.manifest_keys: set[str] = set()  # <tier>/<id>/<set>/manifest.json, for _Listing
 
     def create(self, key: str, data: bytes | None, size: int | None = None) -> None:
         if key in self.objects:
@@ -160,6 +169,8 @@ class MemoryStore(Destination):
         stored = StoredObject(len(data) if data is not None else int(size or 0), self.clock(), data)
         self.objects[key] = stored
         self.bytes_written += stored.size
+        if _is_manifest(key):
+            self.manifest_keys.add(key)
 
     def writer(self, key: str) -> ObjectWriter:
         if key in self.objects:
@@ -187,7 +198,81 @@ class MemoryStore(Destination):
         self.create(dst, stored.data, stored.size)
 
     def expire(self, key: str) -> StoredObject:
+        self.manifest_keys.discard(key)
         return self.objects.pop(key)
+
+
+def _is_manifest(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 4 and parts[3] == MANIFEST and parts[0] in (RECENT, HISTORICAL)
+
+
+class _Listing:
+    """`jobs.pgsets.complete_sets` and `rules.history.set_point` over the simulated store, memoized: the seal and
+    the daily audit list every complete set, and re-reading and re-validating each manifest on every run made the
+    listing nearly all of a 2-year replay's time. The store is create-only, so a manifest's key and object identify
+    its content for as long as it exists; each is read and checked once, with the same functions the jobs use
+    (read_json, manifest_errors, set_point), and listed in the same order. While `installed`, jobs.pgsets uses
+    these (the seal reads through them); `benchmarks/retention_sim.py` checks that a replay with and without the
+    cache reports the same, and measures both."""
+
+    def __init__(self, store: MemoryStore):
+        self.store = store
+        self._manifests: dict[str, tuple[StoredObject, dict[str, Any] | None, datetime | None]] = {}
+        self._points: dict[tuple[int, str], tuple[dict[str, Any], SetPoint]] = {}
+
+    def complete_sets(
+        self, dest: Destination, tiers: tuple[str, ...] = (RECENT, HISTORICAL), migration_id: int | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        if dest is not self.store:
+            return _complete_sets(dest, tiers, migration_id)
+        found = []
+        for key in self.store.manifest_keys:
+            parts = key.split("/")
+            if parts[0] not in tiers or (migration_id is not None and parts[1] != str(migration_id)):
+                continue
+            stored = self.store.objects[key]
+            cached = self._manifests.get(key)
+            if cached is None or cached[0] is not stored:
+                manifest = read_json(dest, key)
+                valid = manifest is not None and not manifest_errors(manifest, parts[2])
+                cached = (stored, manifest, parse_time(manifest["created_at"])) if valid else (stored, None, None)
+                self._manifests[key] = cached
+            if cached[1] is not None:
+                found.append((cached[2], "/".join(parts[:3]), cached[1]))
+        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        return [(prefix, manifest) for _, prefix, manifest in found]
+
+    def set_point(self, tier: str, manifest: dict[str, Any]) -> SetPoint:
+        hit = self._points.get((id(manifest), tier))
+        if hit is not None and hit[0] is manifest:
+            return hit[1]
+        point = _set_point(tier, manifest)
+        self._points[(id(manifest), tier)] = (manifest, point)
+        return point
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Listing]:
+        saved = pgsets.complete_sets, pgsets.set_point
+        pgsets.complete_sets, pgsets.set_point = self.complete_sets, self.set_point
+        try:
+            yield self
+        finally:
+            pgsets.complete_sets, pgsets.set_point = saved
+
+
+class _PlainListing(_Listing):
+    """The same interface without the cache (Options.memoize False): the jobs' own functions every time."""
+
+    def complete_sets(self, dest, tiers=(RECENT, HISTORICAL), migration_id=None):
+        return _complete_sets(dest, tiers, migration_id)
+
+    def set_point(self, tier, manifest):
+        return _set_point(tier, manifest)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Listing]:
+        yield self
 
 
 # ------------------------------------------------------------------------------------------- bucket model
@@ -286,8 +371,20 @@ class Options:
     # fast set next to a slow one, the widest gap the audit can measure.
     timing: str = "jitter"
     seed: int = 1
-    throughput: float = 200e6  # bytes per second of one role's dump (about 5 s/GB, docs DESIGN section 4)
+    # Seconds a dump step takes per GB (10^9 bytes) of its role's size: docs/jobs.md "Scale", 16.8 s/GB measured
+    # for backup-set on 2 cores (the backup pod's CPU limit) at 4 GB. A run whose steps take longer than the
+    # CronJob's activeDeadlineSeconds is killed and leaves no set.
+    dump_seconds_per_gb: float = DEFAULT_DUMP_SECONDS_PER_GB
     cometbft_per_day: int = 10**9  # bytes of blocks CometBFT writes per day (its volume keeps the last window)
+    # Postgres snapshot sets (issue 17). Each None: from the stack's settings (`sv-backups:snapshots`); the
+    # explicit values let a caller simulate a configuration the stack file does not (yet) declare.
+    snapshot_schedule: str | None = None  # "" : no snapshot sets even if the stack declares them
+    snapshot_historical: bool | None = None
+    dump_schedule: str | None = None  # the dump sets' schedule (the stack's schedule.postgres otherwise)
+    churn: dict[str, int] = field(default_factory=lambda: snapshot_sim.parse_churn(snapshot_sim.DEFAULT_CHURN))
+    prices: storage_prices.PriceBook = field(default_factory=storage_prices.PriceBook)
+    # Read and check each manifest once (_Listing); False: the jobs' listing on every run (the benchmark's baseline).
+    memoize: bool = True
 
 
 @dataclass
@@ -322,6 +419,15 @@ class Result:
     bucket: BucketModel
     sealed: list[SetPoint]  # every set the run sealed (recent tier), for checks
     store: MemoryStore  # the simulated bucket at the end
+    dump_schedule: str = ""
+    dump_seconds_per_gb: float = 0.0
+    dump_deadline: timedelta | None = None  # the CronJob's activeDeadlineSeconds
+    failed_runs: list[FailedRun] = field(default_factory=list)  # dump runs killed at their deadline
+    # Largest gap between consecutive historical dump sets (and the open one at the end): the dump sets alone keep
+    # the gap-less history when it is below the smallest pruning window (None: pruning off or no dump set).
+    dump_history_gap: timedelta | None = None
+    fewest_dump_sets_per_interval: int | None = None  # complete dump sets in the sparsest `cadence`-long interval
+    postgres_snapshots: SnapshotSummary | None = None
 
     @property
     def historical(self) -> int:
@@ -360,8 +466,47 @@ class Result:
         return self.snapshot_bytes / max(1, self.minimum_snapshot_bytes)
 
     @property
+    def postgres_snapshot_monthly_cost(self) -> float:
+        return sum(self.postgres_snapshots.monthly_cost.values()) if self.postgres_snapshots else 0.0
+
+    @property
     def total_monthly_cost(self) -> float:
-        return sum(self.monthly_cost.values()) + self.monthly_replication_cost + self.snapshot_monthly_cost
+        return (
+            sum(self.monthly_cost.values())
+            + self.monthly_replication_cost
+            + self.snapshot_monthly_cost
+            + self.postgres_snapshot_monthly_cost
+        )
+
+    @property
+    def gapless(self) -> bool:
+        """The history audit's gap rule held every simulated day, and CometBFT's block rule."""
+        return not self.audit_problems and not self.snapshot_problems
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A dump run whose steps need longer than the CronJob's deadline: Kubernetes kills it, no set is sealed."""
+
+    at: datetime
+    needed: timedelta
+    deadline: timedelta
+    size: int  # bytes of every role's dump together
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """The Postgres snapshot sets of a run (engines/snapshot_sim.py)."""
+
+    schedule: str
+    historical: bool
+    cadence: timedelta | None  # the historical tier's (None: no historical tier)
+    taken: int
+    kept: int
+    kept_historical: int
+    stored: dict[str, float]  # role -> bytes of one copy of its chain at the end
+    placements: dict[str, snapshot_sim.Placement]
+    monthly_cost: dict[str, float]  # price class -> USD over the last 30 days (transfer classes: the copying)
 
 
 def migration_id_at(settings: Settings, changes: list[datetime], at: datetime) -> int:
@@ -377,10 +522,45 @@ def pvc_for(settings: Settings, migration_id: int) -> str:
     return pvc.replace(marker, f"-{migration_id}-", 1) if marker in pvc else f"{pvc}-m{migration_id}"
 
 
+def snapshot_config(settings: Settings, options: Options) -> tuple[str, bool] | None:
+    """(schedule, historical) of the stack's Postgres snapshot sets, or None when it takes none: the options'
+    explicit values first, then the stack's `sv-backups:snapshots`."""
+    declared = getattr(settings, "snapshots", None)
+    schedule = options.snapshot_schedule
+    if schedule is None:
+        schedule = declared.schedule if declared is not None else ""
+    if not schedule:
+        return None
+    historical = options.snapshot_historical
+    if historical is None:
+        historical = bool(declared.historical) if declared is not None else False
+    return schedule, historical
+
+
+def dump_timing(settings: Settings, options: Options) -> tuple[str, schedules.Timing, timedelta]:
+    """The dump sets' schedule, its timing (the CronJob's startingDeadlineSeconds and activeDeadlineSeconds) and
+    their historical cadence: the program's (settings.derived, as components/postgres.py passes them on), or, for a
+    schedule the options give, the same rules on it (a schedule sparser than 4 h as settings allows it beside
+    snapshot sets: the exact largest gap, runs bounded by MAX_RUN_DEADLINE, the gap in the cadence's margin)."""
+    if not options.dump_schedule or options.dump_schedule == settings.schedule.postgres:
+        derived = settings.derived
+        return settings.schedule.postgres, derived.timing["postgres"], derived.postgres_historical_cadence
+    expression = options.dump_schedule
+    timing = schedules.schedule_timing(expression, max_gap=None, max_run=schedules.MAX_RUN_DEADLINE.get("postgres"))
+    gap = max(timing.largest_gap, retention.SV_SCHEDULE_GAP)
+    return expression, timing, snapshot_sim.historical_cadence(settings, gap)
+
+
 def simulate(settings: Settings, options: Options) -> Result:
-    end = options.start + timedelta(days=round(365 * options.years))
     clock = {"now": options.start}
     store = MemoryStore(lambda: clock["now"])
+    listing = _Listing(store) if options.memoize else _PlainListing(store)
+    with listing.installed():
+        return _simulate(settings, options, clock, store, listing)
+
+
+def _simulate(settings: Settings, options: Options, clock: dict, store: MemoryStore, listing: _Listing) -> Result:
+    end = options.start + timedelta(days=round(365 * options.years))
     bucket = bucket_model(settings)
     roles = settings.roles
     missing = [r for r in roles if r not in options.sizes.sizes]
@@ -388,9 +568,32 @@ def simulate(settings: Settings, options: Options) -> Result:
         raise ValueError(
             f"--size: no size for role(s) {', '.join(missing)} of stack {settings.stack} (roles: {', '.join(roles)})"
         )
-    timing = settings.derived.timing["postgres"]
+    # The dump sets' historical cadence: its margin grows with their schedule's largest gap (issue 17).
+    dump_schedule, timing, dump_cadence = dump_timing(settings, options)
     windows = settings.retention
     snapshots = _Snapshots(settings)
+    configured = snapshot_config(settings, options)
+    pg_snapshots = None
+    if configured is not None:
+        snapshot_schedule, historical = configured
+        # Snapshot sets are at most 4 h apart (settings refuses sparser): the cadence of a 4-hourly schedule.
+        snapshot_gap = schedules.schedule_timing(snapshot_schedule).largest_gap
+        growth = snapshot_sim.Growth(options.start, options.sizes.sizes, options.churn, options.sizes.monthly_growth)
+        pg_snapshots = snapshot_sim.SnapshotSets(
+            settings,
+            growth,
+            options.prices,
+            historical,
+            settings.derived.snapshot_historical_cadence
+            or snapshot_sim.historical_cadence(settings, max(snapshot_gap, retention.SV_SCHEDULE_GAP)),
+        )
+    # CometBFT's snapshots are priced like the Postgres ones: a location without a price is refused up front.
+    cometbft_classes, transfer = cometbft_price_classes(settings)
+    for price_class in (*cometbft_classes, *([transfer] if transfer else [])):
+        options.prices.get(price_class)
+    for copy in bucket.copies:  # and so is a bucket region (every class the lifecycle moves objects to)
+        for storage_class in dict.fromkeys(["STANDARD", *(r.storage_class for r in bucket.rules if r.storage_class)]):
+            options.prices.bucket(copy, storage_class)
     deleted: list[tuple[str, StoredObject, datetime]] = []  # key, object, when it stops being billed
     gib_days: dict[str, float] = {}
     gib_days_overhead: dict[str, float] = {}
@@ -400,26 +603,39 @@ def simulate(settings: Settings, options: Options) -> Result:
     snapshot_days = 0
     audit_days = 0
     sealed: list[SetPoint] = []
+    failed: list[FailedRun] = []
+    promoted_at: dict[int, datetime] = {}  # migration id -> when its newest historical dump set was taken
     # The freshness the program gives the audit: --interval (the largest gap) + --slack (latest finish + slack).
     max_age = timing.stale_after(settings.monitoring.slack)
     rng = random.Random(options.seed)
 
     events = _merge(
-        (_runs(settings.schedule.postgres, options.start, end), "postgres"),
+        (_runs(dump_schedule, options.start, end), "postgres"),
+        (_runs(configured[0], options.start, end) if configured else [], "pg-snapshot"),
         # A DABFT node has no CometBFT node: no snapshots (its state is the Postgres set's canton-bft role).
         (_runs(settings.schedule.cometbft, options.start, end) if not settings.dabft else [], "cometbft"),
         (_days(options.start, end), "day"),
     )
     for at, kind in events:
+        last_month = end - at <= timedelta(days=30)
         if kind == "postgres":
             if any(o.covers(at) for o in options.outages):
                 continue
             migration_id = migration_id_at(settings, options.migration_changes, at)
             before = store.bytes_written
-            point = _take_set(store, clock, settings, options, at, migration_id, roles, timing, rng)
-            sealed.append(point)
-            if end - at <= timedelta(days=30):
+            taken = _take_set(
+                store, clock, settings, options, at, migration_id, roles, timing, rng, dump_cadence, promoted_at
+            )
+            if isinstance(taken, FailedRun):
+                failed.append(taken)
+                continue
+            sealed.append(taken)
+            if last_month:
                 written_last_month += store.bytes_written - before
+        elif kind == "pg-snapshot":
+            if any(o.covers(at) for o in options.outages):
+                continue
+            pg_snapshots.take(at, migration_id_at(settings, options.migration_changes, at), accounting=last_month)
         elif kind == "cometbft":
             if any(o.covers(at) for o in options.outages):
                 continue
@@ -428,17 +644,23 @@ def simulate(settings: Settings, options: Options) -> Result:
             clock["now"] = at
             _apply_lifecycle(store, bucket, at, deleted)
             deleted = [d for d in deleted if d[2] > at]
-            if end - at <= timedelta(days=30):
+            if pg_snapshots is not None:
+                pg_snapshots.prune(at)
+            if last_month:
                 _account(store, bucket, at, deleted, gib_days, gib_days_overhead)
+                if pg_snapshots is not None:
+                    pg_snapshots.account()
             snapshot_days += 1
             snapshot_problems += [(at, p) for p in snapshots.gaps(at)]
-            points = [set_point(prefix.split("/", 1)[0], m) for prefix, m in complete_sets(store)]
+            points = [listing.set_point(prefix.split("/", 1)[0], m) for prefix, m in listing.complete_sets(store)]
+            if pg_snapshots is not None:  # the audit sees snapshot sets beside dump sets (issue 17)
+                points += pg_snapshots.points(at)
             if points:
                 audit_days += 1
                 report = audit(points, now=at, max_age=max_age)
                 problems += [(at, p) for p in report.problems if not p.startswith("the newest complete set")]
 
-    final = [(prefix.split("/", 1)[0], m) for prefix, m in complete_sets(store)]
+    final = [(prefix.split("/", 1)[0], m) for prefix, m in listing.complete_sets(store)]
     sets_by_tier: dict[tuple[str, int], int] = {}
     for tier, manifest in final:
         key = (tier, int(manifest["migration_id"]))
@@ -452,8 +674,8 @@ def simulate(settings: Settings, options: Options) -> Result:
         cls = bucket.storage_class(key, end - obj.created_at)
         kept_after[cls] = kept_after.get(cls, 0) + obj.size
     days_accounted = 30
-    monthly = {c: _cost(bucket, c, g / days_accounted) for c, g in gib_days.items()}
-    overhead = {c: _cost(bucket, c, g / days_accounted) for c, g in gib_days_overhead.items()}
+    monthly = {c: _cost(bucket, options.prices, c, g / days_accounted) for c, g in gib_days.items()}
+    overhead = {c: _cost(bucket, options.prices, c, g / days_accounted) for c, g in gib_days_overhead.items()}
     replication = written_last_month / GIB * storage_prices.replication_per_gib(*bucket.replication)
     window = settings.derived.min_pruning_window
     role_windows = {
@@ -466,13 +688,14 @@ def simulate(settings: Settings, options: Options) -> Result:
     locations = snapshot_locations(settings)
     # A copy in a second region is incremental too: what it transfers each month is the month's new blocks.
     copied_gib = max(len(locations) - 1, 0) * options.cometbft_per_day * days_accounted / GIB
-    copying = copied_gib * storage_prices.SNAPSHOT_COPY_TRANSFER
-    snapshot_cost = sum(snapshot_bytes / GIB * storage_prices.snapshot_per_gib(settings.cloud, at) for at in locations)
+    copying = copied_gib * options.prices.get(transfer) if transfer else 0.0
+    snapshot_cost = sum(snapshot_bytes / GIB * options.prices.get(c) for c in cometbft_classes)
+    historical_dumps = sorted(listing.set_point(tier, m).taken_at for tier, m in final if tier == HISTORICAL)
     return Result(
         stack=settings.stack,
         start=options.start,
         end=end,
-        cadence=settings.derived.postgres_historical_cadence,
+        cadence=dump_cadence,
         window=window,
         sets_by_tier=sets_by_tier,
         bytes_by_class=bytes_by_class,
@@ -497,6 +720,38 @@ def simulate(settings: Settings, options: Options) -> Result:
         bucket=bucket,
         sealed=sealed,
         store=store,
+        dump_schedule=dump_schedule,
+        dump_seconds_per_gb=options.dump_seconds_per_gb,
+        dump_deadline=timing.deadline,
+        failed_runs=failed,
+        dump_history_gap=max((b - a for a, b in pairwise([*historical_dumps, end])), default=None),
+        fewest_dump_sets_per_interval=_fewest_per_interval(sealed, options.start, end, dump_cadence),
+        postgres_snapshots=None if pg_snapshots is None else _summary(pg_snapshots, configured[0], end, days_accounted),
+    )
+
+
+def _fewest_per_interval(sealed: list[SetPoint], start: datetime, end: datetime, cadence: timedelta) -> int | None:
+    """Complete dump sets in the sparsest of the whole `cadence`-long intervals from `start` (None if none fits)."""
+    counts = [0] * int((end - start) / cadence)
+    for point in sealed:
+        index = int((point.taken_at - start) / cadence)
+        if index < len(counts):
+            counts[index] += 1
+    return min(counts, default=None)
+
+
+def _summary(sets: snapshot_sim.SnapshotSets, schedule: str, end: datetime, days: int) -> SnapshotSummary:
+    recent = sets.settings.retention.recent
+    return SnapshotSummary(
+        schedule=schedule,
+        historical=sets.historical,
+        cadence=sets.cadence if sets.historical else None,
+        taken=sets.taken,
+        kept=len(sets.sets),
+        kept_historical=sum(1 for s in sets.sets if end - s.taken_at > recent) if sets.historical else 0,
+        stored=sets.stored_bytes(),
+        placements=sets.where,
+        monthly_cost=sets.monthly_cost(days),
     )
 
 
@@ -513,12 +768,21 @@ def snapshot_locations(settings: Settings) -> list[str]:
     return [settings.aws.region, *([settings.dr.region] if settings.dr.region else [])]
 
 
+def cometbft_price_classes(settings: Settings) -> tuple[list[str], str | None]:
+    """The price classes (engines/storage_prices.py) of CometBFT's snapshots, one per billed copy, and the transfer
+    class of the AWS copy to the DR region (None without one)."""
+    locations = snapshot_locations(settings)
+    kind = "pd-snapshot" if settings.cloud == "gcp" else "ebs-snapshot"
+    transfer = f"transfer:{locations[0]}>{locations[1]}" if settings.cloud == "aws" and len(locations) > 1 else None
+    return [f"{kind}:{location}" for location in locations], transfer
+
+
 def _counts(selection: dict[int, list[datetime]]) -> dict[int, int]:
     return {mid: len(times) for mid, times in selection.items()}
 
 
-def _cost(bucket: BucketModel, storage_class: str, gib: float) -> float:
-    return sum(gib * copy.price(storage_class) for copy in bucket.copies)
+def _cost(bucket: BucketModel, prices: storage_prices.PriceBook, storage_class: str, gib: float) -> float:
+    return sum(gib * prices.bucket(copy, storage_class) for copy in bucket.copies)
 
 
 def _runs(expression: str, start: datetime, end: datetime) -> Iterator[datetime]:
@@ -542,37 +806,39 @@ def _tagged(times: Iterator[datetime], kind: str) -> Iterator[tuple[datetime, st
 def _merge(*sources) -> Iterator[tuple[datetime, str]]:
     """Events in time order; at the same instant runs come before the day's lifecycle and audit ("cometbft",
     "day", "postgres" sort that way only by accident, so the order is explicit)."""
-    order = {"postgres": 0, "cometbft": 1, "day": 2}
+    order = {"postgres": 0, "pg-snapshot": 1, "cometbft": 2, "day": 3}
     streams = [_tagged(times, kind) for times, kind in sources]
     return heapq.merge(*streams, key=lambda event: (event[0], order[event[1]]))
 
 
-def _take_set(store, clock, settings, options, at, migration_id, roles, timing, rng) -> SetPoint:
-    """Write one set's step records and (size-only) data objects as the role steps would, then run the seal."""
+def _take_set(
+    store, clock, settings, options, at, migration_id, roles, timing, rng, cadence, promoted_at
+) -> SetPoint | FailedRun:
+    """One dump run as the CronJob runs it: one init container per role in ROLE_ORDER, each to completion before
+    the next starts (components/postgres.py), then the seal. Writes the step records and (size-only) data objects,
+    then runs the real seal. A run whose steps need longer than the Job's activeDeadlineSeconds is killed: nothing
+    is sealed (its steps' objects are left, as a killed pod leaves them, and expire with the recent tier)."""
     elapsed = at - options.start
     sizes = {role: options.sizes.at(role, elapsed) for role in roles}
-    durations = {r: timedelta(seconds=max(1.0, sizes[r] / options.throughput)) for r in roles}
-    # A DABFT node's canton-bft state is taken before apps (jobs.pgsets ROLE_DEPENDENCIES), the rest beside apps.
-    lead_time = durations.get(CANTON_BFT, timedelta(0))
-    rest = [r for r in roles if r not in ("apps", CANTON_BFT)]
-    apps_time = durations.get("apps", timedelta(0))
-    needed = lead_time + apps_time + max((durations[r] for r in rest), default=timedelta(0)) + timedelta(seconds=10)
+    durations = {r: timedelta(seconds=max(1.0, sizes[r] / 1e9 * options.dump_seconds_per_gb)) for r in roles}
+    ordered = sorted(roles, key=role_sort_key)
+    # one second between steps (the kubelet starting the next container) and ten for the seal
+    needed = sum(durations.values(), timedelta(0)) + timedelta(seconds=len(ordered) + 10)
     if needed > timing.deadline:
-        raise ValueError(
-            f"a set of {sum(sizes.values()) / 1e9:,.0f} GB needs {needed} at {options.throughput / 1e6:.0f} MB/s, "
-            f"more than the run deadline {timing.deadline}: the size model does not fit the schedule"
-        )
+        return FailedRun(at, needed, timing.deadline, sum(sizes.values()))
     slow = options.timing == "worst" or (options.timing == "jitter" and rng.random() < 0.5)
-    begin = at + (timing.start_window if slow else timedelta(seconds=30))
-    apps_end = begin + lead_time + apps_time
-    sealed_at = at + timing.latest_finish if slow else apps_end + needed - apps_time - lead_time
-    # apps first, then the rest in parallel (jobs.pgsets.backup_set's order); a slow run's rest ends at its seal
-    starts = {CANTON_BFT: begin, "apps": begin + lead_time}
-    for role in rest:
-        starts[role] = sealed_at - timedelta(seconds=5) - durations[role] if slow else apps_end + timedelta(seconds=1)
+    # A fast run starts 30 s after its time; a slow one starts at the end of its start window and its steps end
+    # as late as its deadline allows (the pruned roles taken last: the bound the cadence is proven against).
+    begin = at + timedelta(seconds=30) if not slow else at + timing.latest_finish - needed
+    begin = max(begin, at + (timing.start_window if slow else timedelta(seconds=30)))
+    starts, cursor = {}, begin
+    for role in ordered:
+        starts[role] = cursor
+        cursor += durations[role] + timedelta(seconds=1)
+    sealed_at = cursor + timedelta(seconds=9)
     set_id = f"{at.strftime('%Y%m%dT%H%M%SZ')}-sim"
     prefix = set_prefix(RECENT, migration_id, set_id)
-    for role in sorted(roles, key=role_sort_key):
+    for role in ordered:
         started = starts[role]
         database = f"{role}_{migration_id}"
         key = f"data/{role}/{database}.pgdump.zst"
@@ -600,8 +866,22 @@ def _take_set(store, clock, settings, options, at, migration_id, roles, timing, 
         }
         store.put_bytes(f"{prefix}/{step_key(role)}", to_json(step))
     clock["now"] = sealed_at
-    result = seal_set(
-        store,
+    gap = max(timing.largest_gap, retention.SV_SCHEDULE_GAP)
+    result = _seal(store, settings, set_id, migration_id, roles, sealed_at, gap)
+    point = _set_point(RECENT, result.manifest)
+    if not result.promoted and retention.promotion_due(promoted_at.get(migration_id), sealed_at, cadence):
+        # The seal on this branch promotes at the 4-hour schedule's cadence only; a sparser dump schedule (weekly
+        # beside snapshot sets) promotes at the cadence its gap allows (issue 17), with the seal's own promote.
+        promote(store, result.manifest, prefix, set_prefix(HISTORICAL, migration_id, set_id))
+        result.promoted = True
+    if result.promoted:
+        promoted_at[migration_id] = point.taken_at
+    return point
+
+
+def _seal(store, settings, set_id, migration_id, roles, sealed_at, schedule_gap):
+    """The real seal, given the dump schedule's largest gap where the seal takes it (`--schedule-gap`)."""
+    arguments = dict(
         set_id=set_id,
         migration_id=migration_id,
         roles=roles,
@@ -609,7 +889,9 @@ def _take_set(store, clock, settings, options, at, migration_id, roles, timing, 
         sequencer_pruning=settings.retention.sequencer_pruning,
         now=lambda: sealed_at,
     )
-    return set_point(RECENT, result.manifest)
+    if "schedule_gap" in inspect.signature(seal_set).parameters:
+        arguments["schedule_gap"] = schedule_gap
+    return seal_set(store, **arguments)
 
 
 def _apply_lifecycle(store: MemoryStore, bucket: BucketModel, now: datetime, deleted: list) -> None:
@@ -852,6 +1134,21 @@ def report(result: Result) -> str:
             else ", pruning off (14d audit checkpoints)"
         )
     )
+    lines.append(
+        f"dump sets: schedule {result.dump_schedule!r}, run deadline {human(result.dump_deadline)} "
+        "(activeDeadlineSeconds)"
+    )
+    if result.failed_runs:
+        first = result.failed_runs[0]
+        after = sum(1 for p in result.sealed if p.taken_at > first.at)
+        lines.append(
+            f"  FAILED RUNS: {len(result.failed_runs)}, the first at {format_time(first.at)[:16]}: a set of "
+            f"{first.size / 1e9:,.0f} GB needs {first.needed.total_seconds():,.1f} s at "
+            f"{result.dump_seconds_per_gb:g} s/GB, more than the deadline of {first.deadline.total_seconds():,.0f} s; "
+            + ("no set was sealed after it" if not after else f"{after} sets sealed after it")
+        )
+    else:
+        lines.append("  every run fit its deadline")
     ids = sorted({mid for _, mid in result.sets_by_tier})
     lines.append("sets stored at the end:")
     for mid in ids:
@@ -897,6 +1194,22 @@ def report(result: Result) -> str:
             f"{result.snapshot_bytes_ratio:.2f}x (any spacing under the window stores each block once); "
             f"{money(result.snapshot_monthly_cost)}/month in {' + '.join(result.snapshot_locations)}"
         )
+    if result.window is not None and result.dump_history_gap is not None:
+        verdict = "below" if result.dump_history_gap < result.window else "NOT below"
+        lines.append(
+            f"historical dump sets: largest gap {human(result.dump_history_gap)}, {verdict} the window; at least "
+            f"{result.fewest_dump_sets_per_interval} complete dump set(s) in every {human(result.cadence)} interval"
+        )
+    pg = result.postgres_snapshots
+    if pg is not None:
+        tier = f"historical tier at {human(pg.cadence)}" if pg.historical else "recent window only"
+        lines.append(
+            f"Postgres snapshot sets: schedule {pg.schedule!r}, {tier}; taken {pg.taken}, kept {pg.kept} at the end "
+            f"({pg.kept_historical} historical)"
+        )
+        for role, stored in sorted(pg.stored.items(), key=lambda item: role_sort_key(item[0])):
+            place = pg.placements[role]
+            lines.append(f"  {role:<12} {place.method:<16} {gib(stored)} per copy in {', '.join(place.price_classes)}")
     lines.append(
         "bytes stored at the end (one copy): "
         + ", ".join(f"{cls} {gib(n)}" for cls, n in sorted(result.bytes_by_class.items()))
@@ -915,6 +1228,9 @@ def report(result: Result) -> str:
         lines.append(f"  {cls:<12} {money(usd)}{note}")
     lines.append(f"  {'replication':<12} {money(result.monthly_replication_cost)} (per GiB written)")
     lines.append(f"  {'CometBFT':<12} {money(result.snapshot_monthly_cost)} (disk snapshots)")
+    if pg is not None:
+        for price_class, usd in sorted(pg.monthly_cost.items()):
+            lines.append(f"  {price_class:<12} {money(usd)} (Postgres snapshot sets)")
     lines.append(f"  {'total':<12} {money(result.total_monthly_cost)}")
     if result.snapshot_locations:  # none on a DABFT node
         if result.snapshot_problems:

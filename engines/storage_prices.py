@@ -120,3 +120,111 @@ def snapshot_per_gib(cloud: str, location: str) -> float:
     `us`, or a region)."""
     kind = "multi-regional" if cloud == "gcp" and location in SNAPSHOT_MULTI_REGIONS else "regional"
     return SNAPSHOT[(cloud, kind)]
+
+
+# ------------------------------------------------------------------------ Postgres snapshot sets (issue 17)
+#
+# Storage snapshots of the Postgres instances, USD per GiB-month of snapshot data stored, and the inter-region
+# transfer a DR copy pays per GiB copied. Each price class is `KIND:LOCATION`; a class not in the table is refused
+# with MissingPrice, whose message names the class and the override `--price CLASS=USD` (scripts/simulate_retention.py).
+#
+# Sources (read 2026-12-07 from stored copies, see the module docstring for the disk snapshot rows):
+# - pd-snapshot: Compute Engine standard snapshots (the CSI VolumeSnapshots of in-cluster instances), as for
+#   CometBFT above: multi-regional $0.065 (US multi-region), regional $0.05 (us-central1). `eu` and `asia` are taken
+#   equal to `us` and the other regions equal to us-central1: NOT read, to verify (marked below).
+# - cloudsql-backup: Cloud SQL "Backups" $0.08 per GB-month (Enterprise edition, the backup storage line of
+#   https://cloud.google.com/sql/pricing, stored copy scraped 2025-02-23; the figure itself recalled, to verify).
+#   Backups are incremental: "your oldest backup is a similar size to your database ... When the oldest backup is
+#   deleted, the size of the next oldest backup increases so that a full backup still exists" (Cloud SQL
+#   "About backups"). Stored in the multi-region given as the backup's `location` (one billed copy).
+# - ebs-snapshot: EBS snapshots, standard tier, $0.05 (as for CometBFT above), per region.
+# - rds-snapshot: RDS backup storage beyond the free allowance, ~$0.095 per GB-month in us-east-1 ("Backup
+#   storage ... x ~$0.095/GB-month", usage.ai's RDS pricing guide of 2026-06 citing aws.amazon.com/rds/pricing;
+#   the free allowance, up to 100% of the provisioned storage per region, is left out: the automated backups the
+#   instance already has use it). A cross-region copy: storage at the destination's rate plus "DB snapshot copy
+#   charges apply to the data transfer" (RDS User Guide, "Replicating automated backups to another Region").
+# - transfer: inter-region data transfer per GiB, us-east-1 <-> us-west-2 $0.02 (see SNAPSHOT_COPY_TRANSFER).
+# Prices are per GB on the pages; like the bucket prices above they are applied per GiB (a 7% difference).
+_UNVERIFIED = "taken equal to a row that was read; to verify"
+SNAPSHOT_PRICES: dict[str, float] = {
+    "pd-snapshot:us": 0.065,
+    "pd-snapshot:eu": 0.065,  # _UNVERIFIED
+    "pd-snapshot:asia": 0.065,  # _UNVERIFIED
+    "pd-snapshot:us-central1": 0.05,
+    "pd-snapshot:us-east4": 0.05,  # _UNVERIFIED
+    "pd-snapshot:europe-west3": 0.05,  # _UNVERIFIED
+    "pd-snapshot:europe-west4": 0.05,  # _UNVERIFIED
+    "cloudsql-backup:us": 0.08,
+    "ebs-snapshot:us-east-1": 0.05,
+    "ebs-snapshot:us-west-2": 0.05,
+    "rds-snapshot:us-east-1": 0.095,
+    "rds-snapshot:us-west-2": 0.095,  # _UNVERIFIED (same as us-east-1 on the page in past years)
+    "transfer:us-east-1>us-west-2": 0.02,
+    "transfer:us-west-2>us-east-1": 0.02,
+}
+SNAPSHOT_PRICES_READ_ON = "2026-12-07"
+
+
+class MissingPrice(ValueError):
+    """A price class the table does not hold; the message says how to give it."""
+
+
+def price_unit(price_class: str) -> str:
+    return "USD/GB" if price_class.startswith("transfer:") else "USD/GB-month"
+
+
+# Bucket storage classes as price classes: `gcs:REGION:CLASS`, `gcs-dual-region:REGION:CLASS`, `s3:REGION:CLASS`
+# (the tables above; an override for a region they lack).
+BUCKET_KINDS = ("gcs", "gcs-dual-region", "s3")
+
+
+def bucket_price_class(copy: Copy, storage_class: str) -> str:
+    kind = "gcs-dual-region" if copy.provider == "gcs" and copy.sku == "dual-region" else copy.provider
+    return f"{kind}:{copy.region}:{storage_class}"
+
+
+class PriceBook:
+    """SNAPSHOT_PRICES and the bucket tables with the operator's overrides (`--price CLASS=USD`) on top."""
+
+    def __init__(self, overrides: dict[str, float] | None = None):
+        self.overrides = dict(overrides or {})
+
+    def bucket(self, copy: Copy, storage_class: str) -> float:
+        """USD per GiB-month of `storage_class` in one bucket copy."""
+        name = bucket_price_class(copy, storage_class)
+        if name in self.overrides:
+            return self.overrides[name]
+        try:
+            return copy.price(storage_class)
+        except KeyError as error:
+            raise MissingPrice(f"{error.args[0]}; or give it with --price {name}=USD/GB-month") from None
+
+    def get(self, price_class: str) -> float:
+        if price_class in self.overrides:
+            return self.overrides[price_class]
+        if price_class in SNAPSHOT_PRICES:
+            return SNAPSHOT_PRICES[price_class]
+        kind = price_class.split(":", 1)[0]
+        known = sorted(c for c in SNAPSHOT_PRICES if c.startswith(kind + ":"))
+        raise MissingPrice(
+            f"no list price for {price_class} in engines/storage_prices.py (known for {kind}: "
+            f"{', '.join(known) or 'none'}); give it with --price {price_class}={price_unit(price_class)}, e.g. "
+            f"--price {price_class}={SNAPSHOT_PRICES[known[0]] if known else 0.05}"
+        )
+
+
+def parse_price(text: str) -> tuple[str, float]:
+    """`pd-snapshot:us=0.065` -> ("pd-snapshot:us", 0.065); ValueError naming the form otherwise."""
+    name, sep, value = text.partition("=")
+    kinds = sorted({c.split(":", 1)[0] for c in SNAPSHOT_PRICES} | set(BUCKET_KINDS))
+    try:
+        number = float(value.strip().removesuffix("USD/GB-month").removesuffix("USD/GB"))
+    except ValueError:
+        number = None
+    if not sep or ":" not in name or name.split(":", 1)[0] not in kinds or number is None or number < 0:
+        raise ValueError(
+            f"--price: {text!r} is not CLASS=USD with CLASS one of {', '.join(k + ':LOCATION' for k in kinds)} "
+            "(e.g. --price rds-snapshot:eu-central-1=0.095; buckets s3:REGION:STORAGE_CLASS; transfer:FROM>TO is "
+            "per GB copied)"
+        )
+    return name.strip(), number

@@ -28,7 +28,13 @@ WINDOW_SAFETY_DIVISOR = 2
 #   start window + deadline = smallest gap - start window < largest gap after its time. One bound for every
 #   valid schedule keeps the rule a function of the windows alone, so the seal step (which is given only the
 #   windows) and the program compute the same cadence without the schedule being passed around.
+#   A schedule sparser than 4 h (the dump sets when snapshot sets carry the 4-hourly duty) gets the same bound
+#   from its own largest gap g: a run finishes before the next one starts, so gap + latest finish < 2 g
+#   (schedule_margin).
 SCHEDULE_MARGIN = 2 * timedelta(hours=4)
+# The SV docs' bound on a backup schedule's gap (rules/schedules.py MAX_SCHEDULE_GAP): the margin of every schedule
+# at most this sparse is SCHEDULE_MARGIN, so every stack planned before sparser dump schedules plans as before.
+SV_SCHEDULE_GAP = timedelta(hours=4)
 # - OUTAGE_BUDGET: how long backups may fail at the worst moment (just when a promotion is due) before the gap
 #   rule breaks. Stale alerts fire a few hours after the first missed run (monitoring: largest gap + start window
 #   + deadline + slack), so two days leave operators a working weekend day to repair, long after being paged.
@@ -74,14 +80,22 @@ def _round_down(value: timedelta, granularity: timedelta = CADENCE_GRANULARITY) 
     return max(steps, 1) * granularity
 
 
-def outage_budget(window: timedelta) -> timedelta:
+def schedule_margin(schedule_gap: timedelta = SV_SCHEDULE_GAP) -> timedelta:
+    """The bound on "largest gap + a run's latest finish" of a schedule whose largest gap is `schedule_gap`:
+    SCHEDULE_MARGIN for every schedule at most 4 h apart, twice the gap for a sparser one."""
+    return 2 * max(schedule_gap, SV_SCHEDULE_GAP)
+
+
+def outage_budget(window: timedelta, margin: timedelta = SCHEDULE_MARGIN) -> timedelta:
     """How long backups may fail before a `window` is breached: OUTAGE_BUDGET, or, for windows too short to spare
-    it, half of what the schedule leaves (the cadence gets the other half)."""
-    return max(timedelta(0), min(OUTAGE_BUDGET, (window - SCHEDULE_MARGIN) / 2))
+    it, half of what the schedule (its `margin`) leaves (the cadence gets the other half)."""
+    return max(timedelta(0), min(OUTAGE_BUDGET, (window - margin) / 2))
 
 
 def postgres_historical_cadence(
-    participant_pruning: timedelta | None, sequencer_pruning: timedelta | None
+    participant_pruning: timedelta | None,
+    sequencer_pruning: timedelta | None,
+    schedule_gap: timedelta = SV_SCHEDULE_GAP,
 ) -> timedelta:
     """How far apart historical Postgres sets are kept: with pruning on, the smallest window minus the schedule
     margin and the outage budget, rounded down to the hour (at least 1 h); with pruning off, the 2-week default.
@@ -94,12 +108,17 @@ def postgres_historical_cadence(
     largest gap + latest finish <= cadence + SCHEDULE_MARGIN = W - budget. If that run fails (or its promotion
     does), A stays the newest historical set and the next successful set is promoted instead (the fallback is
     the same rule): runs may fail for up to the budget before the gap reaches W. The audit and the open-gap
-    alert watch the same bound from the store."""
+    alert watch the same bound from the store.
+
+    `schedule_gap` is the largest gap of the schedule whose sets are promoted (the dump sets'): the margin is
+    schedule_margin(schedule_gap), SCHEDULE_MARGIN for any schedule at most 4 h apart, so only a sparser dump
+    schedule (allowed beside snapshot sets) changes the cadence; its seal is given the gap (`--schedule-gap`)."""
     windows = [w for w in (participant_pruning, sequencer_pruning) if w is not None]
     if not windows:
         return DEFAULT_HISTORICAL_CADENCE
     window = min(windows)
-    return _round_down(window - SCHEDULE_MARGIN - outage_budget(window))
+    margin = schedule_margin(schedule_gap)
+    return _round_down(window - margin - outage_budget(window, margin))
 
 
 def cometbft_retention_window(retain_blocks: int, blocks_per_hour: float) -> timedelta:

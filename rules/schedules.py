@@ -127,8 +127,20 @@ MIN_RUN_DEADLINE = {
     "postgres": timedelta(minutes=45),
     "cometbft": timedelta(minutes=10),
     "identities": timedelta(minutes=5),
+    # A snapshot set (sv-backups:snapshots): per role a storage snapshot requested and waited for until the provider
+    # reports it complete (PD/EBS snapshots are incremental, minutes; a Cloud SQL backup run or an RDS snapshot of
+    # a large instance can take tens of minutes), then the DR copy where the job makes one (EBS, RDS).
+    "postgres-snapshots": timedelta(minutes=30),
 }
 BACKUP_KINDS = ("postgres", "cometbft", "identities")
+# The backup kind of snapshot sets (sv-backups:snapshots): its schedule is sv-backups:snapshots.schedule, its events
+# and alerts carry this kind (jobs/events.py KINDS).
+SNAPSHOT_KIND = "postgres-snapshots"
+# The longest a run may take whatever its schedule leaves. Only dump sets have one: with snapshot sets on, the dumps
+# may be weekly, and a run as long as the week would hold one transaction open on the production database for days
+# (vacuum cannot remove what died after it began) and push the stale alert past what CloudWatch can watch (7 days).
+# A day holds ~5 TB at the measured 16.8 s/GB (docs/jobs.md); a 4-hourly schedule's runs (3.5 h) are unchanged.
+MAX_RUN_DEADLINE = {"postgres": timedelta(hours=24)}
 # How long a check may run (its Job deadline), whatever its schedule leaves: the history audit reads the manifests,
 # the DR replica check lists both stores, minutes each; longer is a hung run, and a bound keeps their stale alerts
 # one gap (plus this) away instead of two gaps on a sparse schedule.
@@ -155,12 +167,21 @@ class Timing:
         return self.largest_gap + self.latest_finish + slack
 
 
-def schedule_timing(expression: str) -> Timing:
-    """Start window and margin are each an eighth of the smallest gap (1 to 15 minutes); the rest is the run's."""
-    largest = largest_gap(expression, stop_above=MAX_SCHEDULE_GAP)
+def schedule_timing(
+    expression: str, *, max_gap: timedelta | None = MAX_SCHEDULE_GAP, max_run: timedelta | None = None
+) -> Timing:
+    """Start window and margin are each an eighth of the smallest gap (1 to 15 minutes); the rest is the run's, up
+    to `max_run` when given (MAX_RUN_DEADLINE).
+
+    The largest gap is scanned until it exceeds `max_gap` (the 4-hour bound a backup schedule must meet: a
+    schedule over it is refused, its exact gap does not matter); `max_gap=None` scans the whole period, for a
+    schedule allowed to be sparser (the dump sets beside snapshot sets), whose largest gap enters the historical
+    cadence (rules/retention.py postgres_historical_cadence)."""
+    largest = largest_gap(expression, stop_above=max_gap)
     smallest = smallest_gap(expression)
     start_window = _start_window(smallest)
-    return Timing(smallest, largest, start_window, smallest - 2 * start_window)
+    deadline = smallest - 2 * start_window
+    return Timing(smallest, largest, start_window, deadline if max_run is None else min(max_run, deadline))
 
 
 def check_timing(expression: str, max_run: timedelta) -> Timing:
