@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import inspect
 import io
 import random
 import re
@@ -880,18 +879,17 @@ def _take_set(
 
 
 def _seal(store, settings, set_id, migration_id, roles, sealed_at, schedule_gap):
-    """The real seal, given the dump schedule's largest gap where the seal takes it (`--schedule-gap`)."""
-    arguments = dict(
+    """The real seal, given the dump schedule's largest gap (`--schedule-gap`), as the CronJob's seal step is."""
+    return seal_set(
+        store,
         set_id=set_id,
         migration_id=migration_id,
         roles=roles,
         participant_pruning=settings.retention.participant_pruning,
         sequencer_pruning=settings.retention.sequencer_pruning,
         now=lambda: sealed_at,
+        schedule_gap=schedule_gap,
     )
-    if "schedule_gap" in inspect.signature(seal_set).parameters:
-        arguments["schedule_gap"] = schedule_gap
-    return seal_set(store, **arguments)
 
 
 def _apply_lifecycle(store: MemoryStore, bucket: BucketModel, now: datetime, deleted: list) -> None:

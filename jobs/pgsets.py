@@ -64,7 +64,7 @@ from rules.manifest import (
     utc_now,
     windows_record,
 )
-from rules.retention import postgres_historical_cadence, promotion_due
+from rules.retention import SV_SCHEDULE_GAP, postgres_historical_cadence, promotion_due
 
 
 def log(message: str) -> None:
@@ -208,18 +208,20 @@ class SealResult:
 def seal_set(
     dest: Destination, *, set_id: str, migration_id: int, roles: list[str],
     participant_pruning: timedelta | None = None, sequencer_pruning: timedelta | None = None,
-    now: Clock = utc_now, serial_id: int | None = None,
+    now: Clock = utc_now, serial_id: int | None = None, schedule_gap: timedelta = SV_SCHEDULE_GAP,
 ) -> SealResult:
     """Check the steps of `roles` and write the manifest last; then promote to historical when due.
 
     The manifest records the pruning windows and cadence (for the history audit) and the history seen in the store
     (`rules.history.history_record`). Re-running a seal that already succeeded is harmless: it finds its manifest
     and finishes the promotion. `serial_id`: the node runs logical synchronizer upgrades; the set is filed under
-    its serial (so it must equal `migration_id`) and the manifest records it (v3)."""
+    its serial (so it must equal `migration_id`) and the manifest records it (v3). `schedule_gap`: the largest gap
+    of the dump schedule, which enters the historical cadence when it is sparser than 4 h (dump sets beside
+    snapshot sets, rules/retention.py)."""
     if serial_id is not None and serial_id != migration_id:
         raise SetError(f"serial id {serial_id} is not the id the set is filed under ({migration_id})")
     prefix = set_prefix(RECENT, migration_id, set_id)
-    cadence = postgres_historical_cadence(participant_pruning, sequencer_pruning)
+    cadence = postgres_historical_cadence(participant_pruning, sequencer_pruning, schedule_gap)
     # Every complete set's record of history, so that a loss stays on record after the sets that saw it expire.
     listed = complete_sets(dest)
     known = [set_point(key.split("/", 1)[0], m) for key, m in listed]

@@ -31,7 +31,7 @@ from jobs.restore import RestoreOptions, restore_set
 from jobs.restore_checks import any_failed, check_restored, summary_lines
 from rules.databases import PLAIN_IDENTIFIER
 from rules.manifest import MANIFEST, TIERS, check_role, manifest_errors, stale_set_problem, utc_now
-from rules.retention import DURATION_HELP
+from rules.retention import DURATION_HELP, SV_SCHEDULE_GAP
 
 KIND = "postgres"
 
@@ -195,7 +195,8 @@ def cmd_seal_set(args) -> int:
     try:
         result = seal_set(open_destination(args.dest), set_id=args.set_id, migration_id=args.migration_id,
                           roles=args.roles, participant_pruning=args.participant_pruning,
-                          sequencer_pruning=args.sequencer_pruning, serial_id=args.serial_id)
+                          sequencer_pruning=args.sequencer_pruning, serial_id=args.serial_id,
+                          schedule_gap=args.schedule_gap)
     except Exception as exc:
         return _failed(exc, set_id=args.set_id, migration_id=args.migration_id, stage="seal")
     return _sealed(result, started)
@@ -320,6 +321,9 @@ def register(subparsers) -> None:
     p.add_argument("--migration-id", required=True, type=int)
     p.add_argument("--serial-id", type=int, default=None, help=SERIAL_HELP)
     p.add_argument("--roles", required=True, type=_roles, help="the roles the set must contain: apps,participant,...")
+    p.add_argument("--schedule-gap", type=cli_types.duration, default=SV_SCHEDULE_GAP,
+                   help="the dump schedule's largest gap, when sparser than 4h (dump sets beside snapshot sets): it "
+                        "enters the historical cadence (default 4h)")
     _add_pruning(p)
     p.set_defaults(func=cmd_seal_set)
 

@@ -435,3 +435,32 @@ def test_the_day_of_a_synchronizer_upgrade_as_the_audit_shows_it(tmp_path):
     assert rows[("4", "sequencer")].open_gap is None and rows[("5", "sequencer")].count == 1
     assert report.ok, report.problems
     assert "newest set: s5-a (serial id 5), taken 1h ago" in table(report)
+
+
+def test_a_sparse_dump_schedule_enters_the_cadence_the_seal_records_and_promotes_by(tmp_path):
+    """Dump sets beside snapshot sets may be weekly: the seal is given the schedule's gap (--schedule-gap), so a
+    set is promoted early enough that the next historical one still lands inside the pruning window."""
+    from jobs.__main__ import build_parser
+    from rules.retention import format_duration, postgres_historical_cadence
+
+    dest = open_destination(f"file://{tmp_path}")
+    weekly = timedelta(days=7)
+    t0 = T0
+    sealed = []
+    for day in (0, 7, 14, 21):
+        set_id = f"w{day}"
+        fake_set(dest, set_id)
+        sealed.append(
+            seal_set(dest, set_id=set_id, migration_id=0, roles=["apps", "participant"],
+                     participant_pruning=timedelta(days=30), now=lambda d=day: t0 + timedelta(days=d, hours=1),
+                     schedule_gap=weekly)
+        )  # fmt: skip
+    cadence = postgres_historical_cadence(timedelta(days=30), None, weekly)
+    assert cadence < postgres_historical_cadence(timedelta(days=30), None)
+    assert cadence + weekly + timedelta(days=1) < timedelta(days=30)  # the next promoted set still lands in time
+    assert {s.manifest["windows"]["historical_cadence"] for s in sealed} == {format_duration(cadence)}
+    assert sealed[0].promoted and not sealed[1].promoted
+    args = build_parser().parse_args(
+        ["seal-set", "--dest", "x", "--set-id", "a", "--migration-id", "0", "--roles", "apps", "--schedule-gap", "7d"]
+    )
+    assert args.schedule_gap == weekly
