@@ -128,7 +128,7 @@ def test_with_snapshot_sets_the_simulated_dump_schedule_and_deadline_are_the_pro
     raw["sv-backups:schedule"].pop("postgres")
     settings = load_settings(raw, stack="prod-snap")
     schedule, timing, cadence = retention_sim.dump_timing(settings, retention_sim.Options())
-    assert (schedule, timing.deadline, cadence) == ("0 1 * * 0", timedelta(days=1), timedelta(days=14))
+    assert (schedule, timing.deadline, cadence) == ("0 1 * * 0", timedelta(days=1), timedelta(days=19, hours=23))
     job = _dump_cron_job(offline_plan(raw, stack="prod-snap"))
     assert job["spec"]["schedule"] == schedule
     assert job["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == int(timing.deadline.total_seconds())

@@ -50,9 +50,10 @@ def test_the_dump_sets_default_to_a_sparse_schedule_per_cloud(stack, schedule, g
     assert dumps.largest_gap == timedelta(days=gap)
     assert dumps.deadline == timedelta(hours=24)  # MAX_RUN_DEADLINE, not the week
     assert settings.derived.postgres_schedule_gap == timedelta(days=gap)
-    # 30-day windows: 30d - 2 * gap - the 2-day outage budget.
-    expected = timedelta(days=30) - 2 * timedelta(days=gap) - timedelta(days=2)
-    assert settings.derived.postgres_historical_cadence == expected
+    # 30-day windows: 30d - (gap + the latest a run finishes: 15 min start window + 24 h deadline) - the 2-day
+    # outage budget, rounded down to the hour.
+    expected = timedelta(days=30) - timedelta(days=gap, hours=24, minutes=15) - timedelta(days=2)
+    assert settings.derived.postgres_historical_cadence == expected - timedelta(minutes=45)
 
 
 def test_a_dump_schedule_given_with_snapshots_is_kept():
@@ -221,5 +222,10 @@ def test_the_cadence_takes_the_schedule_gap_only_above_four_hours():
     base = retention.postgres_historical_cadence(month, None)
     assert retention.postgres_historical_cadence(month, None, schedule_gap=timedelta(hours=1)) == base
     assert retention.postgres_historical_cadence(month, None, schedule_gap=timedelta(hours=4)) == base
-    assert retention.postgres_historical_cadence(month, None, schedule_gap=timedelta(days=7)) == timedelta(days=14)
+    # weekly: 30d - (7d + 24h 15m, the latest a dump run finishes) - 2d, rounded down to the hour
+    assert retention.postgres_historical_cadence(month, None, schedule_gap=timedelta(days=7)) == timedelta(
+        days=19, hours=23
+    )
+    # daily: the gap bounds the run's finish before its deadline does (30d - 2 * 1d - 2d)
+    assert retention.postgres_historical_cadence(month, None, schedule_gap=timedelta(days=1)) == timedelta(days=26)
     assert retention.postgres_historical_cadence(None, None, schedule_gap=timedelta(days=7)) == timedelta(days=14)

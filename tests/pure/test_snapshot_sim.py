@@ -139,8 +139,8 @@ def test_snapshot_sets_keep_the_recent_window_and_weekly_dumps_the_history(snaps
     pg = result.postgres_snapshots
     assert pg.schedule == "0 */4 * * *" and not pg.historical and pg.taken == 40 * 6
     assert 18 <= pg.kept <= 19  # the recent window (3 d) of 4-hourly sets
-    # weekly dumps promoted at the cadence their 7-day gap allows: 30d - 2 x 7d - 2d = 14d
-    assert result.cadence == settings.derived.postgres_historical_cadence == timedelta(days=14)
+    # weekly dumps promoted at the cadence their 7-day gap allows: 30d - (7d + 24h 15m) - 2d, down to the hour
+    assert result.cadence == settings.derived.postgres_historical_cadence == timedelta(days=19, hours=23)
     assert result.dump_history_gap < timedelta(days=30)
     assert result.fewest_dump_sets_per_interval >= 1
 
