@@ -33,7 +33,16 @@ from typing import Any
 from engines import offline_plan
 
 SECRET = offline_plan.SECRET
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "(absent)"})()
+
+
+class _Missing:
+    """The side of a change where the value is absent."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+MISSING: Any = _Missing()
 CRONJOB = "kubernetes:batch/v1:CronJob"
 # Inputs that hold a policy document as a JSON string.
 POLICY_KEYS = ("policy", "assumeRolePolicy", "policyData", "policyDocument")
@@ -42,7 +51,7 @@ _SECRET_PAYLOAD = {"kubernetes:core/v1:Secret": ("data", "stringData")}
 # Options that say nothing a reviewer acts on (dependencies are the program's wiring; aliases show as "moved").
 _QUIET_OPTIONS = ("propertyDependencies", "aliases")
 # Keys that identify an item of a list of objects, tried in order (the first one every item has, uniquely).
-_ITEM_KEYS = ("Sid", "name", "id", "mountPath", "key")
+_ITEM_KEYS = ("Sid", "name", "id", "mountPath", "key", "displayName")
 _INLINE = 100  # values longer than this (as JSON) are shown as a block, not on the path's line
 
 
@@ -59,45 +68,54 @@ class OldPlan:
     plan: dict | None  # None: no earlier plan of this stack (a stack new since then)
 
 
-def _how_to_make(old_dir: Path, stack: str) -> str:
+def _how_to_make(old_dir: Path, stacks: Sequence[str]) -> str:
     return (
-        f"make one by planning the version to compare with (e.g. a checkout of main) into it: "
-        f"python scripts/plan.py --stack {stack} --out {old_dir}"
+        "make one by planning the version to compare with (e.g. a checkout of main) into it: python scripts/plan.py "
+        f"{' '.join(f'--stack {stack}' for stack in stacks)} --out {old_dir}"
     )
 
 
-def load_old_plan(old_dir: Path, stack: str, *, several: bool = False) -> OldPlan:
+def load_old_plans(old_dir: Path, stacks: Sequence[str]) -> dict[str, OldPlan]:
+    """The earlier plan of each of `stacks` (planned together, as plan.py does with several), by stack name.
+    PlanDiffError when `old_dir` holds none of them (or one cannot be read)."""
+    several = len(stacks) > 1
+    plans = {stack: load_old_plan(old_dir, stack, several=several, hint=stacks) for stack in stacks}
+    if all(old.plan is None for old in plans.values()):
+        raise PlanDiffError(
+            f"--diff {old_dir}: no plan.json of any of these stacks in it (looked for "
+            f"{old_dir / '<stack>' / 'plan.json'}); {_how_to_make(old_dir, stacks)}"
+        )
+    return plans
+
+
+def load_old_plan(old_dir: Path, stack: str, *, several: bool = False, hint: Sequence[str] | None = None) -> OldPlan:
     """The earlier plan of `stack` in `old_dir` (an `--out` directory of plan.py): `old_dir`/plan.json, or
     `old_dir`/<stack>/plan.json (the layout of several stacks, tried first when `several`). With `several`, a
     stack missing from an existing `old_dir` is new: OldPlan(path, None). PlanDiffError otherwise, naming the path
-    and how to make one."""
+    and how to make one (planning `hint`, default `stack`)."""
+    how = _how_to_make(old_dir, hint or [stack])
     candidates = [old_dir / stack / "plan.json", old_dir / "plan.json"]
     if not several:
         candidates.reverse()
     if not old_dir.is_dir():
         why = "no such directory" if not old_dir.exists() else "not a directory"
-        raise PlanDiffError(
-            f"--diff {old_dir}: {why}; it must hold an earlier plan.json; {_how_to_make(old_dir, stack)}"
-        )
+        raise PlanDiffError(f"--diff {old_dir}: {why}; it must hold an earlier plan.json; {how}")
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         if several:
             return OldPlan(candidates[0], None)
         raise PlanDiffError(
-            f"--diff {old_dir}: no plan.json in it (looked for {' and '.join(map(str, candidates))}); "
-            f"{_how_to_make(old_dir, stack)}"
+            f"--diff {old_dir}: no plan.json in it (looked for {' and '.join(map(str, candidates))}); {how}"
         )
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise PlanDiffError(
-            f"--diff {old_dir}: cannot read {path}: {getattr(error, 'strerror', None) or error}; "
-            f"{_how_to_make(old_dir, stack)}"
+            f"--diff {old_dir}: cannot read {path}: {getattr(error, 'strerror', None) or error}; {how}"
         ) from None
     if not isinstance(plan, Mapping) or not isinstance(plan.get("resources"), list):
         raise PlanDiffError(
-            f"--diff {old_dir}: {path} is not a plan.json of scripts/plan.py (no `resources` list); "
-            f"{_how_to_make(old_dir, stack)}"
+            f"--diff {old_dir}: {path} is not a plan.json of scripts/plan.py (no `resources` list); {how}"
         )
     return OldPlan(path, dict(plan))
 
@@ -107,10 +125,11 @@ def load_old_plan(old_dir: Path, stack: str, *, several: bool = False) -> OldPla
 
 @dataclass(frozen=True)
 class Change:
-    """One changed place: `path` (display segments, e.g. ("spec", "suspend")) inside the input, option or output,
-    `old` -> `new` (MISSING on the side where it is absent). `document`: how many leading segments name the
-    string input holding the JSON document the rest of the path is inside (0: not inside one). `added`/`removed`:
-    for a list of unique scalars (actions, members, permissions), the items only one side has."""
+    """One changed place: `path` (display segments, e.g. (".spec", ".suspend") or (".rules", "[id=dr-copy]")) inside
+    the input, option or output, `old` -> `new` (MISSING on the side where it is absent). `document`: how many
+    leading segments name the string input holding the JSON document the rest of the path is inside (0: not inside
+    one). `added`/`removed`: for a list of unique scalars (actions, members, permissions), the items only one side
+    has."""
 
     path: tuple[str, ...]
     old: Any
@@ -594,8 +613,11 @@ def grants(resource: Mapping[str, Any]) -> list[str]:
 
 
 def tree_settings(resource: Mapping[str, Any]) -> list[str]:
-    """What the tree shows of a resource: its key settings (engines/offline_plan.py), then its grants."""
-    return offline_plan.key_settings(resource) + grants(resource)
+    """What the tree shows of a resource: its key settings (engines/offline_plan.py) and its grants, before the
+    resource options (protect, retainOnDelete, import=, read=) that end the key settings."""
+    settings = offline_plan.key_settings(resource)
+    flags = [s for s in settings if s in ("protect", "retainOnDelete") or s.startswith(("import=", "read="))]
+    return [s for s in settings if s not in flags] + grants(resource) + flags
 
 
 def render_tree(plan: Mapping[str, Any]) -> str:

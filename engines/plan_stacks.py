@@ -91,17 +91,9 @@ def run(
     if diff is not None:
         # Read before anything is planned: the new plan may be written where the old one is (out/plan/<stack>).
         try:
-            old_plans = {name: plan_diff.load_old_plan(diff, name, several=several) for name in names}
+            old_plans = plan_diff.load_old_plans(diff, names)
         except plan_diff.PlanDiffError as error:
             print(f"plan: {error}", file=sys.stderr)
-            return EXIT_CONFIG
-        if several and all(old.plan is None for old in old_plans.values()):
-            print(
-                f"plan: --diff {diff}: no plan.json of any of these stacks in it (looked for "
-                f"{diff}/<stack>/plan.json); make one with the same --stack/--config-file list and --out {diff} "
-                "on the version to compare with",
-                file=sys.stderr,
-            )
             return EXIT_CONFIG
     stack_jobs = [
         (stack, path, out / stack if out and several else out or root / "out" / "plan" / stack)

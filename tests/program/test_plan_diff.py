@@ -207,6 +207,8 @@ def test_the_tree_shows_rbac_and_aws_grants():
     assert plan_diff.grants(binding) == ["roleRef=Role/r", 'subjects=["ServiceAccount sv/job"]']
     assert plan_diff.grants(aws_role) == ['trusts=["system:serviceaccount:sv:job"]']
     assert plan_diff.tree_settings(member) == ["role=roles/x", "member=user:a@b.c"]
+    member["options"]["protect"] = True
+    assert plan_diff.tree_settings(member) == ["role=roles/x", "member=user:a@b.c", "protect"]
 
 
 # --- the old plan's directory ----------------------------------------------------------------------------------------
@@ -246,6 +248,14 @@ def test_old_plans_of_several_stacks_are_read_from_their_subdirectories(tmp_path
     assert plan_diff.load_old_plan(tmp_path, "b", several=True).plan is None  # a stack new since then
     with pytest.raises(plan_diff.PlanDiffError, match=r"no plan\.json in it"):
         plan_diff.load_old_plan(tmp_path, "b")
+    assert plan_diff.load_old_plans(tmp_path, ["a", "b"])["b"].plan is None
+    with pytest.raises(plan_diff.PlanDiffError) as refused:
+        plan_diff.load_old_plans(tmp_path, ["b", "c"])
+    assert str(refused.value) == (
+        f"--diff {tmp_path}: no plan.json of any of these stacks in it (looked for {tmp_path}/<stack>/plan.json); "
+        "make one by planning the version to compare with (e.g. a checkout of main) into it: "
+        f"python scripts/plan.py --stack b --stack c --out {tmp_path}"
+    )
 
 
 # --- real plans ----------------------------------------------------------------------------------------------------
