@@ -1116,16 +1116,18 @@ def key_settings(resource: Mapping[str, Any]) -> list[str]:
     return shown
 
 
-def render_tree(plan: Mapping[str, Any]) -> str:
+def render_tree(plan: Mapping[str, Any], *, settings: Callable[[Mapping[str, Any]], list[str]] = key_settings) -> str:
+    """One line per resource under its parent, with what `settings` shows of it (plan.py passes the key settings
+    and grants: engines/plan_diff.py)."""
     resources = plan["resources"]
     depth: dict[str, int] = {}
     lines = [f"{_STACK_TYPE} {plan['project']}-{plan['stack']}"]
     for resource in resources:
         level = depth.get(resource["parent"], 0) + 1
         depth[resource["urn"]] = level
-        settings = key_settings(resource)
+        shown = settings(resource)
         line = f"{'  ' * level}{resource['type']} {resource['name']}"
-        lines.append(line + (f"  [{', '.join(settings)}]" if settings else ""))
+        lines.append(line + (f"  [{', '.join(shown)}]" if shown else ""))
     return "\n".join(lines)
 
 

@@ -3,9 +3,10 @@ checks, and rank the stacks' exit codes into the command's.
 
 Each stack is read, validated by the program's own settings and, for a DR stack, given its primary's outputs
 (engines/offline_plan.py), then planned under the mock engine, written, printed and checked by the policy pack
-(engines/policy_check.py). The first stack is planned in this process; the others in forked copies of it
-(engines/forked.py) or one after the other here. What each stack prints is kept and printed in the order the stacks
-were given, every message on stderr naming its stack.
+(engines/policy_check.py), and with `diff` compared with its earlier plan (engines/plan_diff.py). The first stack
+is planned in this process; the others in forked copies of it (engines/forked.py) or one after the other here.
+What each stack prints is kept and printed in the order the stacks were given, every message on stderr naming its
+stack.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from engines import forked, offline_plan, policy_check
+from engines import forked, offline_plan, plan_diff, policy_check
 from rules import dr_pairing
 
 EXIT_OK, EXIT_PROGRAM, EXIT_CONFIG, EXIT_POLICY = 0, 1, 2, 3
@@ -67,10 +68,12 @@ def run(
     primary_plan: Path | None,
     jobs: int,
     root: Path,
+    diff: Path | None = None,
 ) -> int:
     """Plan the stacks named `stacks` (stack files of the project at `root`) and the stack files `config_files`, in
     that order, writing each to `out` (several stacks: `out`/<stack>; default `root`/out/plan/<stack>), up to
-    `jobs` at once. Returns the command's exit code: the worst of the stacks' (see scripts/plan.py)."""
+    `jobs` at once; with `diff` (an earlier `out`), print what changed since each stack's plan there. Returns the
+    command's exit code: the worst of the stacks' (see scripts/plan.py); the diff does not change it."""
     try:
         project = offline_plan.load_project(root)
     except offline_plan.PlanInputError as error:
@@ -84,11 +87,21 @@ def run(
         print(f"plan: stack {', '.join(map(repr, twice))} given twice", file=sys.stderr)
         return EXIT_CONFIG
     several = len(sources) > 1
+    old_plans: dict[str, plan_diff.OldPlan] = {}
+    if diff is not None:
+        # Read before anything is planned: the new plan may be written where the old one is (out/plan/<stack>).
+        try:
+            old_plans = plan_diff.load_old_plans(diff, names)
+        except plan_diff.PlanDiffError as error:
+            print(f"plan: {error}", file=sys.stderr)
+            return EXIT_CONFIG
     stack_jobs = [
         (stack, path, out / stack if out and several else out or root / "out" / "plan" / stack)
         for stack, path in sources
     ]
-    plan_one = functools.partial(_plan_stack, project=project, root=root, primary_plan=primary_plan)
+    plan_one = functools.partial(
+        _plan_stack, project=project, root=root, primary_plan=primary_plan, old_plans=old_plans
+    )
     codes = []
     for (stack, _, _), (code, out_text, err_text) in zip(stack_jobs, _planned(stack_jobs, plan_one, jobs), strict=True):
         if several:
@@ -148,7 +161,14 @@ def _refused(header: str, problems: list[str]) -> int:
 
 
 def _plan_stack(
-    stack: str, path: Path, out_dir: Path, *, project: offline_plan.Project, root: Path, primary_plan: Path | None
+    stack: str,
+    path: Path,
+    out_dir: Path,
+    *,
+    project: offline_plan.Project,
+    root: Path,
+    primary_plan: Path | None,
+    old_plans: dict[str, plan_diff.OldPlan] | None = None,
 ) -> int:
     try:
         config = offline_plan.load_stack_file(path, project=project.name, stack=stack)
@@ -179,7 +199,10 @@ def _plan_stack(
         return EXIT_PROGRAM
 
     offline_plan.write_plan(result, out_dir)
-    print(offline_plan.render_tree(result.plan))
+    print(plan_diff.render_tree(result.plan))
+    legend = plan_diff.render_legend(result.plan)
+    if legend:
+        print(legend)
     print()
     print(offline_plan.render_summary(result.plan))
     print(f"Wrote {out_dir / 'plan.json'} and {len(result.manifests)} manifests under {out_dir / 'manifests'}")
@@ -197,4 +220,26 @@ def _plan_stack(
     report, policy_code = policy_check.run_policy_checks(result.plan)
     print()
     print(report.rstrip())
+    old = (old_plans or {}).get(stack)
+    if old is not None:
+        print()
+        _print_diff(stack, old, result.plan, config.clear_secrets)
     return max(code, policy_code)
+
+
+def _print_diff(stack: str, old: plan_diff.OldPlan, plan: dict, secrets: frozenset[str]) -> None:
+    """What changed since the earlier plan. For reading only: a failure here is reported, the exit code stays."""
+    if old.plan is None:
+        print(
+            f"Changes since {old.path}: no earlier plan of stack {stack!r} there; all {len(plan['resources'])} "
+            "resources are new"
+        )
+        return
+    try:
+        print(plan_diff.render_diff(plan_diff.diff_plans(old.plan, plan), against=old.path, secrets=secrets))
+    except Exception as error:
+        traceback.print_exc(file=sys.stderr)
+        print(
+            f"plan: stack {stack!r}: the diff against {old.path} failed: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )

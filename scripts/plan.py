@@ -1,6 +1,7 @@
 """The offline plan: what a stack declares, without the Pulumi CLI, a cloud or the stack's passphrase.
 
     python scripts/plan.py (--stack NAME | --config-file FILE)... [--out DIR] [--primary-plan DIR] [--jobs N]
+                           [--diff OLD_DIR]
 
 Runs the program (`__main__.py`) under Pulumi's mock engine with the stack's config, prints the resource
 tree and a summary, and writes DIR/plan.json and DIR/manifests/*.yaml (default DIR: out/plan/<stack>).
@@ -12,14 +13,20 @@ process plans them here, one after the other). Output comes in the order the sta
 `secure:` values are not decrypted: they show as "[secret]", as does every secret in the output.
 Then runs the policy checks (engines/policy_check.py) on the plan.
 
+`--diff OLD_DIR` (an earlier `--out` directory, e.g. planned from main) then prints what changed since the plan
+there, per stack (engines/plan_diff.py, docs/plan.md): resources added, removed and changed by URN, each changed
+input old -> new, policies as parsed documents, suspended CronJobs marked; secrets stay "[secret]". OLD_DIR is
+read before the new plan is written, so it may be the --out directory itself.
+
 A DR stack (`sv-backups:role: dr`) reads its primary's outputs through a StackReference: they come from the
 primary's offline plan, DIR/plan.json of `--primary-plan DIR`, or, without it, from planning the shipped stack
 named like the last part of `sv-backups:dr.primaryStack` (stacks/Pulumi.<that>.yaml) first, in-process.
 
 Exit codes: 0 plan written (and policies pass); 1 the program failed; 2 the stack config is invalid (one
-message per problem on stderr) or unreadable; 3 a mandatory policy failed, or a secret would be stored in
-clear in the state. With several stacks, the worst of theirs: a stack not planned (1, 2) outranks a policy
-failure (3), so 3 still means every plan was written.
+message per problem on stderr) or unreadable, or --diff's OLD_DIR holds no readable plan (nothing is planned);
+3 a mandatory policy failed, or a secret would be stored in clear in the state. With several stacks, the worst of
+theirs: a stack not planned (1, 2) outranks a policy failure (3), so 3 still means every plan was written. What
+the diff shows never changes the exit code.
 """
 
 from __future__ import annotations
@@ -66,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="several stacks: plan up to N at once in forked copies of this process (default: the usable cores, "
         f"here {forked.usable_cores()}; 1: one after the other, here)",
     )
+    parser.add_argument(
+        "--diff",
+        type=Path,
+        metavar="OLD_DIR",
+        help="after planning, print what changed since the plan in OLD_DIR (an earlier --out directory)",
+    )
     return parser
 
 
@@ -81,6 +94,7 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
         primary_plan=args.primary_plan,
         jobs=args.jobs,
         root=root,
+        diff=args.diff,
     )
 
 
