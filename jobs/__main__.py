@@ -11,7 +11,7 @@ import importlib
 import sys
 
 COMMAND_MODULES = ("jobs.pgsets_cli", "jobs.history_cli", "jobs.identities", "jobs.cometbft", "jobs.replica_cli",
-                   "jobs.drill_cli", "jobs.drill_identities", "jobs.drill_cometbft")
+                   "jobs.drill_cli", "jobs.drill_identities", "jobs.drill_cometbft", "jobs.pgsnap_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

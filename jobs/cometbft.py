@@ -223,9 +223,16 @@ class SnapshotJob:
     def wait_ready(self, name: str) -> dict[str, Any]:
         o = self.options
         try:
-            return wait_ready(self.client, o.namespace, name, ready_timeout=o.ready_timeout,
-                              error_grace=o.error_grace, poll_interval=o.poll_interval, clock=self.clock,
-                              sleep=self.sleep)
+            return wait_ready(
+                self.client,
+                o.namespace,
+                name,
+                ready_timeout=o.ready_timeout,
+                error_grace=o.error_grace,
+                poll_interval=o.poll_interval,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
         except VolumeSnapshotFailure as error:
             raise SnapshotFailure("wait", str(error), snapshot=error.snapshot) from None
 
@@ -434,6 +441,7 @@ class SnapshotJob:
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(

@@ -1,0 +1,753 @@
+"""The in-cluster snapshot provider: a CSI VolumeSnapshot of an instance's data volume, made an online backup
+where the server allows, and the two restore-side helpers (a PVC from the snapshot; a data directory prepared
+with the backup label and the WAL).
+
+Consistency (PostgreSQL 15+, "Making a Base Backup Using the Low Level API"):
+- One volume holding the data directory and pg_wal, snapshotted atomically, is crash-consistent by itself: a
+  server started on it recovers as after a power loss. A `CHECKPOINT` first keeps that recovery short.
+- `--online`, in ONE session: `CHECKPOINT`; a physical replication slot reserving WAL from now on;
+  `pg_backup_start(label, fast => true)`; the snapshot(s); `pg_backup_stop(wait_for_archive => false)`, whose
+  label file (and tablespace map) is kept in the step record. The backup ends with the WAL record that
+  `pg_backup_stop` writes, which no snapshot taken before the stop holds, so the WAL from start to stop is
+  streamed through the slot with `pg_receivewal --slot S --endpos STOP --no-loop` and kept in the store
+  (zstd, sha256 of object and segment, create-only) under the set's `wal/<role>/`. Restored with the label and
+  that WAL (`prepare-datadir`), the server replays to the end of the backup: consistent, as of the stop.
+- The slot is a persistent one, dropped when the step ends. A *temporary* slot (the first design) cannot work:
+  it stays acquired by the session that created it, so `pg_receivewal` gets "replication slot ... is active for
+  PID ...". A slot left by a killed run is dropped by the next run (`sv_backups_` slots not in use), so it holds
+  WAL for one schedule interval at most.
+- WAL on its own volume (`--wal-pvc`): two snapshots are never taken at one instant, so only an online backup
+  (whose label and WAL do not depend on when each snapshot was cut) makes them consistent. Without one
+  possible, the step is refused. On a single volume, when the online backup is not possible (no privilege, an
+  older server, `wal_level = minimal`, no replication connection) or fails after the snapshot was taken, the
+  snapshot is still crash-consistent and is recorded so, with the reason.
+
+Ordering: the role's data as restored is as of the stop (online) or the snapshot (crash-consistent), both before
+`completed_at`, which is read only after both. So "apps completed before participant requested" (the set's
+rule) bounds the data as it must.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+import zstandard
+
+from jobs.destinations import Destination
+from jobs.kube import (
+    KubeClient,
+    KubeError,
+    pvc_path,
+    pvcs_path,
+    volume_snapshot_content_path,
+    volume_snapshots_path,
+)
+from jobs.pgdump import boot_id, client_binary, connect, redact
+from jobs.snapshot_providers import SnapshotError, Taken
+from jobs.volume_snapshots import VolumeSnapshotFailure, check_pvc_bound, remove, status_of, wait_ready
+from rules.manifest import Clock, format_time, parse_time, utc_now
+from rules.naming import LABEL_PREFIX, MANAGED_BY
+from rules.snapshot_sets import (
+    CRASH_CONSISTENT,
+    ONLINE,
+    VOLUME_SNAPSHOT,
+    RoleSnapshot,
+    snapshot_set_prefix,
+    wal_prefix,
+)
+
+SET_ID_LABEL = f"{LABEL_PREFIX}/set-id"
+MIGRATION_ID_LABEL = f"{LABEL_PREFIX}/migration-id"
+TAKEN_AT_LABEL = f"{LABEL_PREFIX}/taken-at"
+ROLE_LABEL = f"{LABEL_PREFIX}/role"
+VOLUME_LABEL = f"{LABEL_PREFIX}/volume"  # data | wal
+# Tells the Postgres snapshots apart from the CometBFT ones (same namespace, same labels otherwise).
+BACKUP_LABEL = f"{LABEL_PREFIX}/backup"
+BACKUP_VALUE = "postgres-snapshot"
+SET_ID_ANNOTATION = f"{LABEL_PREFIX}/set-id-full"  # a set id may not fit a label value
+PVC_ANNOTATION = f"{LABEL_PREFIX}/pvc"
+SLOT_PREFIX = "sv_backups_"
+MIN_ONLINE_VERSION = 150000  # pg_backup_start/stop; pg_receivewal starts at the slot's restart_lsn
+SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+_K8S_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+class OnlineNotPossible(Exception):
+    """The server or the user cannot make an online backup (the message says what is missing)."""
+
+
+def _now(clock: Clock) -> tuple[datetime, float]:
+    mono = time.monotonic()  # monotonic first: the wall reading never precedes the one it is paired with
+    return clock(), mono
+
+
+def label_value(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
+    return cleaned
+
+
+# ------------------------------------------------------------------------------------------ the snapshots
+
+
+@dataclass
+class Cut:
+    """What a snapshotter took for one role: the handle the manifest records, the time the data was cut and
+    the provider's own times and facts."""
+
+    handle: str
+    cut_at: datetime
+    provider_times: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Snapshotter(Protocol):
+    """Takes the volume snapshot(s) of one role. The VolumeSnapshot one below; the tests' copy of a data
+    directory stands in for it against real PostgreSQL."""
+
+    def snapshot(self, *, role: str, set_id: str, migration_id: int) -> Cut:
+        """On failure: remove what this call created, raise SnapshotError."""
+        ...
+
+    def discard(self, cut: Cut) -> None: ...
+
+    def list_taken(self) -> list[Taken]: ...
+
+    def delete(self, handle: str) -> None: ...
+
+
+@dataclass
+class KubeOptions:
+    namespace: str
+    pvc: str
+    snapshot_class: str
+    wal_pvc: str | None = None
+    ready_timeout: timedelta = timedelta(minutes=30)
+    error_grace: timedelta = timedelta(minutes=2)
+    poll_interval: float = 5.0
+
+
+def snapshot_name(set_id: str, role: str, volume: str, attempt: str) -> str:
+    """A DNS-1123 name unique per attempt (a retried step never meets its failed attempt's snapshot)."""
+    base = _K8S_NAME.sub("-", set_id.lower()).strip("-")[:200] or "set"
+    return f"pg-{role}-{base}-{volume}-{attempt}"[:253].strip("-")
+
+
+class KubeVolumeSnapshotter:
+    def __init__(
+        self,
+        client: KubeClient,
+        options: KubeOptions,
+        log: Callable[..., Any],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.client = client
+        self.options = options
+        self.log = log
+        self.clock = clock
+        self.sleep = sleep
+
+    def _volumes(self) -> list[tuple[str, str]]:
+        o = self.options
+        return [("data", o.pvc)] + ([("wal", o.wal_pvc)] if o.wal_pvc else [])
+
+    def check(self) -> None:
+        for _, pvc in self._volumes():
+            try:
+                check_pvc_bound(self.client, self.options.namespace, pvc)
+            except VolumeSnapshotFailure as error:
+                raise SnapshotError("pvc", str(error)) from None
+
+    def snapshot(self, *, role: str, set_id: str, migration_id: int) -> Cut:
+        o = self.options
+        self.check()
+        attempt = secrets.token_hex(3)
+        taken_at = int(self.clock())
+        created: list[str] = []
+        records = []
+        try:
+            for volume, pvc in self._volumes():
+                name = snapshot_name(set_id, role, volume, attempt)
+                body = {
+                    "apiVersion": "snapshot.storage.k8s.io/v1",
+                    "kind": "VolumeSnapshot",
+                    "metadata": {
+                        "name": name,
+                        "namespace": o.namespace,
+                        "labels": {
+                            SET_ID_LABEL: label_value(set_id),
+                            MIGRATION_ID_LABEL: str(migration_id),
+                            TAKEN_AT_LABEL: str(taken_at),
+                            ROLE_LABEL: role,
+                            VOLUME_LABEL: volume,
+                            BACKUP_LABEL: BACKUP_VALUE,
+                            **MANAGED_BY,
+                        },
+                        "annotations": {SET_ID_ANNOTATION: set_id, PVC_ANNOTATION: pvc},
+                    },
+                    "spec": {"volumeSnapshotClassName": o.snapshot_class, "source": {"persistentVolumeClaimName": pvc}},
+                }
+                try:
+                    self.client.create(volume_snapshots_path(o.namespace), body)
+                except KubeError as error:
+                    raise SnapshotError("request", f"creating VolumeSnapshot {o.namespace}/{name}: {error}") from None
+                created.append(name)
+                self.log("snapshot.requested", snapshot=f"{o.namespace}/{name}", pvc=pvc, role=role)
+            # All requested first (closest together in time), then waited for.
+            for (volume, pvc), name in zip(self._volumes(), created, strict=True):
+                try:
+                    ready = wait_ready(
+                        self.client,
+                        o.namespace,
+                        name,
+                        ready_timeout=o.ready_timeout,
+                        error_grace=o.error_grace,
+                        poll_interval=o.poll_interval,
+                        clock=self.clock,
+                        sleep=self.sleep,
+                    )
+                except VolumeSnapshotFailure as error:
+                    raise SnapshotError("wait", str(error)) from None
+                records.append(self._record(ready, volume, pvc))
+        except BaseException:
+            for name in created:
+                self._discard_name(name)
+            raise
+        data = records[0]
+        return Cut(
+            handle=f"{o.namespace}/{created[0]}",
+            cut_at=parse_time(data["creation_time"]) if data.get("creation_time") else utc_now(),
+            provider_times={"creationTime": data.get("creation_time") or ""},
+            details={"namespace": o.namespace, "volume_snapshots": records, "snapshot_class": o.snapshot_class},
+        )
+
+    def _record(self, snapshot: dict[str, Any], volume: str, pvc: str) -> dict[str, Any]:
+        status = status_of(snapshot)
+        content_name = status.get("boundVolumeSnapshotContentName")
+        handle = None
+        if content_name:
+            content = self.client.get_optional(volume_snapshot_content_path(content_name)) or {}
+            handle = status_of(content).get("snapshotHandle")
+        return {
+            "volume": volume,
+            "pvc": pvc,
+            "name": snapshot["metadata"]["name"],
+            "content": content_name,
+            "snapshot_handle": handle,
+            "restore_size": status.get("restoreSize"),
+            "creation_time": status.get("creationTime"),
+        }
+
+    def _discard_name(self, name: str) -> None:
+        """Best effort after a failure: the failure is what gets reported, not a cleanup error."""
+        try:
+            remove(self.client, self.options.namespace, name)
+            self.log("snapshot.discarded", snapshot=f"{self.options.namespace}/{name}")
+        except Exception as error:
+            self.log("snapshot.discard_failed", snapshot=name, error=f"{type(error).__name__}: {error}")
+
+    def discard(self, cut: Cut) -> None:
+        for record in cut.details.get("volume_snapshots", []):
+            self._discard_name(record["name"])
+
+    def list_taken(self) -> list[Taken]:
+        try:
+            items = self.client.list(
+                volume_snapshots_path(self.options.namespace), {BACKUP_LABEL: BACKUP_VALUE, **MANAGED_BY}
+            )
+        except KubeError as error:
+            raise SnapshotError("list", str(error)) from None
+        taken = []
+        for item in items:
+            meta = item.get("metadata") or {}
+            labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+            try:
+                taken.append(
+                    Taken(
+                        handle=f"{self.options.namespace}/{meta['name']}",
+                        set_id=notes.get(SET_ID_ANNOTATION) or labels[SET_ID_LABEL],
+                        role=labels[ROLE_LABEL],
+                        migration_id=int(labels[MIGRATION_ID_LABEL]),
+                        taken_at=datetime.fromtimestamp(int(labels[TAKEN_AT_LABEL]), tz=UTC),
+                        ready=status_of(item).get("readyToUse") is True,
+                    )
+                )
+            except (KeyError, ValueError, TypeError, OverflowError):
+                continue  # not shaped like ours: never ours to judge
+        return taken
+
+    def delete(self, handle: str) -> None:
+        """The role's snapshot and its WAL-volume sibling (same set id and role)."""
+        namespace, _, name = handle.partition("/")
+        try:
+            snapshot = self.client.get_optional(volume_snapshots_path(namespace, name))
+            names = [name]
+            if snapshot is not None:
+                labels = snapshot["metadata"].get("labels") or {}
+                if labels.get(SET_ID_LABEL) and labels.get(ROLE_LABEL):
+                    siblings = self.client.list(
+                        volume_snapshots_path(namespace),
+                        {
+                            SET_ID_LABEL: labels[SET_ID_LABEL],
+                            ROLE_LABEL: labels[ROLE_LABEL],
+                            BACKUP_LABEL: BACKUP_VALUE,
+                        },
+                    )
+                    names += [s["metadata"]["name"] for s in siblings if s["metadata"]["name"] != name]
+            for each in names:
+                remove(self.client, namespace, each)
+        except KubeError as error:
+            raise SnapshotError("delete", f"deleting VolumeSnapshot {handle}: {error}") from None
+
+    def exists_ready(self, handle: str) -> bool | None:
+        """True ready, False present but not ready, None gone (verify-set --deep)."""
+        namespace, _, name = handle.partition("/")
+        try:
+            snapshot = self.client.get_optional(volume_snapshots_path(namespace, name))
+        except KubeError as error:
+            raise SnapshotError("read", str(error)) from None
+        return None if snapshot is None else status_of(snapshot).get("readyToUse") is True
+
+
+# --------------------------------------------------------------------------------------- the online backup
+
+
+@dataclass
+class BackupStop:
+    start_lsn: str
+    stop_lsn: str
+    label_file: str
+    tablespace_map: str
+    stopped_at: datetime
+
+
+class OnlineBackup:
+    """One session: slot, pg_backup_start, (the snapshots), pg_backup_stop; then the WAL through the slot."""
+
+    def __init__(
+        self, dsn: str, *, label: str, log: Callable[..., Any], pg_bin: Path | None = None, clock: Clock = utc_now
+    ):
+        self.dsn = dsn
+        self.label = label
+        self.log = log
+        self.pg_bin = pg_bin
+        self.clock = clock
+        self.conn: psycopg.Connection | None = None
+        self.slot = SLOT_PREFIX + hashlib.sha256(f"{label}:{secrets.token_hex(4)}".encode()).hexdigest()[:24]
+        self.slot_created = False
+        self.start_lsn: str | None = None
+        self.server_major = 0
+
+    def start(self) -> str:
+        try:
+            self.conn = connect(self.dsn, autocommit=True)
+        except psycopg.Error as error:
+            raise OnlineNotPossible(f"cannot connect to {redact(self.dsn)}: {error}".strip()) from None
+        conn = self.conn
+        version = int(conn.execute("SELECT current_setting('server_version_num')").fetchone()[0])
+        self.server_major = version // 10000
+        if version < MIN_ONLINE_VERSION:
+            raise OnlineNotPossible(f"server version {version} is older than PostgreSQL 15 (pg_backup_start)")
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege:
+            self.log("online.no_checkpoint", reason="CHECKPOINT needs pg_checkpoint; pg_backup_start checkpoints")
+        try:
+            self._drop_stale_slots()
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, true, false)", (self.slot,))
+            self.slot_created = True
+            row = conn.execute("SELECT pg_backup_start(%s, fast => true)::text", (self.label,)).fetchone()
+        except (
+            psycopg.errors.InsufficientPrivilege,
+            psycopg.errors.ObjectNotInPrerequisiteState,
+            psycopg.errors.UndefinedFunction,
+            psycopg.errors.ConfigurationLimitExceeded,
+        ) as error:
+            raise OnlineNotPossible(f"{type(error).__name__}: {str(error).strip()}") from None
+        self.start_lsn = row[0]
+        self.log("online.started", start_lsn=self.start_lsn, slot=self.slot)
+        return self.start_lsn
+
+    def _drop_stale_slots(self) -> None:
+        """Slots of killed runs (ours by name, not in use): they would hold WAL on the server forever."""
+        rows = self.conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT active "
+            "AND starts_with(slot_name, %s)",
+            (SLOT_PREFIX,),
+        ).fetchall()
+        for (name,) in rows:
+            self.conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+            self.log("online.stale_slot_dropped", slot=name)
+
+    def stop(self) -> BackupStop:
+        lsn, label_file, spcmap = self.conn.execute(
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)"
+        ).fetchone()
+        stopped = self.clock()
+        self.log("online.stopped", stop_lsn=lsn)
+        return BackupStop(self.start_lsn or "", lsn, label_file, spcmap or "", stopped)
+
+    def capture_wal(self, stop_lsn: str, directory: Path) -> list[Path]:
+        """The WAL from the slot's start to `stop_lsn`: whole segments (pg_receivewal pads the last, `.partial`,
+        one to full size)."""
+        binary = client_binary("pg_receivewal", self.server_major, override=self.pg_bin)
+        result = subprocess.run(
+            [
+                binary,
+                "-d",
+                self.dsn,
+                "--slot",
+                self.slot,
+                "--endpos",
+                stop_lsn,
+                "-D",
+                str(directory),
+                "--no-loop",
+                "--no-password",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise SnapshotError("wal", f"pg_receivewal failed ({result.returncode}): {result.stderr.strip()[-500:]}")
+        return sorted(p for p in directory.iterdir() if p.is_file())
+
+    def close(self) -> None:
+        """Drop the slot and end the session (ending it also aborts a backup still in progress)."""
+        if self.conn is None:
+            return
+        try:
+            if self.slot_created and not self.conn.closed:
+                self.conn.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+        except psycopg.Error as error:
+            self.log("online.slot_drop_failed", slot=self.slot, error=str(error).strip())
+        finally:
+            self.conn.close()
+            self.conn = None
+
+
+def upload_wal(dest: Destination, prefix: str, files: list[Path]) -> list[dict[str, Any]]:
+    """Each segment zstd-compressed, create-only, with the sha256 of the stored object and of the segment."""
+    objects = []
+    for path in files:
+        segment = path.name.removesuffix(".partial")
+        if not SEGMENT.match(segment):
+            continue  # pg_receivewal's own bookkeeping, not a segment
+        raw = path.read_bytes()
+        stored = zstandard.ZstdCompressor(level=3).compress(raw)
+        key = f"{prefix}/{segment}.zst"
+        dest.put_bytes(key, stored)
+        objects.append(
+            {
+                "key": key,
+                "segment": segment,
+                "size": len(stored),
+                "segment_size": len(raw),
+                "sha256": hashlib.sha256(stored).hexdigest(),
+                "segment_sha256": hashlib.sha256(raw).hexdigest(),
+                "partial": path.name.endswith(".partial"),
+            }
+        )
+    return objects
+
+
+# ----------------------------------------------------------------------------------------------- provider
+
+
+class VolumeSnapshotProvider:
+    """SnapshotProvider (jobs/snapshot_providers.py) for in-cluster instances."""
+
+    method = VOLUME_SNAPSHOT
+
+    def __init__(
+        self,
+        snapshotter: Snapshotter,
+        log: Callable[..., Any],
+        *,
+        dest: Destination | None = None,
+        online_dsn: str | None = None,
+        wal_separate: bool = False,
+        pg_bin: Path | None = None,
+        clock: Clock = utc_now,
+    ):
+        self.snapshotter = snapshotter
+        self.log = log
+        self.dest = dest
+        self.online_dsn = online_dsn
+        self.wal_separate = wal_separate
+        self.pg_bin = pg_bin
+        self.clock = clock
+
+    def take(self, *, role: str, set_id: str, migration_id: int) -> RoleSnapshot:
+        if self.wal_separate and not self.online_dsn:
+            raise SnapshotError("config", WAL_VOLUME_REFUSED)
+        requested_at, requested_mono = _now(self.clock)
+        backup: OnlineBackup | None = None
+        reason = None if self.online_dsn else "no online backup asked for (--online)"
+        if self.online_dsn:
+            backup = OnlineBackup(
+                self.online_dsn, label=f"sv-backups {set_id} {role}", log=self.log, pg_bin=self.pg_bin, clock=self.clock
+            )
+            try:
+                backup.start()
+            except OnlineNotPossible as error:
+                backup.close()
+                backup = None
+                if self.wal_separate:
+                    raise SnapshotError(
+                        "online", f"{WAL_VOLUME_REFUSED}; the online backup is not possible: {error}"
+                    ) from None
+                reason = f"online backup not possible: {error}"
+                self.log("online.fallback", role=role, reason=reason)
+            except BaseException:
+                backup.close()
+                raise
+        try:
+            cut = self.snapshotter.snapshot(role=role, set_id=set_id, migration_id=migration_id)
+        except BaseException:
+            if backup:
+                backup.close()
+            raise
+        details = dict(cut.details)
+        consistency, cut_at = CRASH_CONSISTENT, cut.cut_at
+        try:
+            if backup:
+                try:
+                    details.update(self._finish_online(backup, role, set_id, migration_id))
+                    consistency, cut_at = ONLINE, parse_time(details["backup_stopped_at"])
+                except Exception as error:
+                    if self.wal_separate:
+                        raise SnapshotError("online", f"online backup failed after the snapshots: {error}") from None
+                    reason = f"online backup failed after the snapshot: {type(error).__name__}: {error}"
+                    self.log("online.fallback", role=role, reason=reason)
+        except BaseException:
+            self.snapshotter.discard(cut)
+            raise
+        finally:
+            if backup:
+                backup.close()
+        if consistency != ONLINE:
+            details["consistency_reason"] = reason
+        completed_at, completed_mono = _now(self.clock)
+        return RoleSnapshot(
+            role=role,
+            method=self.method,
+            handle=cut.handle,
+            consistency=consistency,
+            requested_at=requested_at,
+            cut_at=cut_at,
+            completed_at=completed_at,
+            requested_mono=requested_mono,
+            completed_mono=completed_mono,
+            boot_id=boot_id() or "",
+            provider_times=dict(cut.provider_times),
+            details=details,
+        )
+
+    def _finish_online(self, backup: OnlineBackup, role: str, set_id: str, migration_id: int) -> dict[str, Any]:
+        stop = backup.stop()
+        if self.dest is None:
+            raise SnapshotError("wal", "no store to keep the WAL in")
+        with tempfile.TemporaryDirectory(prefix="pgsnap-wal-") as tmp:
+            files = backup.capture_wal(stop.stop_lsn, Path(tmp))
+            prefix = f"{snapshot_set_prefix(migration_id, set_id)}/{wal_prefix(role)}/{secrets.token_hex(4)}"
+            objects = upload_wal(self.dest, prefix, files)
+        if not objects:
+            raise SnapshotError("wal", f"pg_receivewal wrote no WAL segment up to {stop.stop_lsn}")
+        # Keys relative to the set's prefix, as the dump sets' objects are.
+        set_prefix = snapshot_set_prefix(migration_id, set_id) + "/"
+        for obj in objects:
+            obj["key"] = obj["key"].removeprefix(set_prefix)
+        return {
+            "backup_label": stop.label_file,
+            "tablespace_map": stop.tablespace_map,
+            "start_lsn": stop.start_lsn,
+            "stop_lsn": stop.stop_lsn,
+            "backup_stopped_at": format_time(stop.stopped_at),
+            "wal": {"compression": "zstd", "slot": backup.slot, "objects": objects},
+        }
+
+    def list_taken(self) -> list[Taken]:
+        return self.snapshotter.list_taken()
+
+    def delete(self, handle: str) -> None:
+        self.snapshotter.delete(handle)
+
+    def exists_ready(self, handle: str) -> bool | None:
+        return self.snapshotter.exists_ready(handle)
+
+
+WAL_VOLUME_REFUSED = (
+    "pg_wal is on its own volume (--wal-pvc): the data and WAL snapshots are not taken at one instant, so "
+    "together they are not even crash-consistent; only an online backup (--online --pg DSN: backup label and "
+    "the WAL from start to stop) makes them restorable. Refusing to take an unrestorable snapshot"
+)
+
+
+# ------------------------------------------------------------------------------------------- restore side
+
+
+class PrepareError(Exception):
+    pass
+
+
+def _running_postmaster(datadir: Path) -> int | None:
+    """The PID of a server running on `datadir`, or None. The snapshot of a running server always holds that
+    server's postmaster.pid: stale in the restored copy, which is told apart by the data directory the lock file
+    names (a copy mounted elsewhere) or by no live postgres process under that PID (another pod)."""
+    lock = datadir / "postmaster.pid"
+    if not lock.exists():
+        return None
+    try:
+        lines = lock.read_text().splitlines()
+        pid, locked_dir = int(lines[0]), Path(lines[1])
+    except (ValueError, IndexError, OSError):
+        return None
+    try:
+        if locked_dir.resolve() != datadir.resolve():
+            return None
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+    return pid if comm in ("postgres", "postmaster") else None
+
+
+def _write_owned(path: Path, data: bytes, like: Path) -> None:
+    """Write through a temp file, with the owner of `like` (the data directory's), mode 0600."""
+    tmp = path.with_name(f".{path.name}.sv-backups-tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o600)
+    st = like.stat()
+    if os.geteuid() == 0:
+        os.chown(tmp, st.st_uid, st.st_gid)
+    os.replace(tmp, path)
+
+
+def prepare_datadir(
+    dest: Destination, manifest: dict[str, Any], *, role: str, datadir: Path, log: Callable[..., Any]
+) -> dict[str, Any]:
+    """Make a data directory restored from the role's snapshot start as the backup: the backup label (and
+    tablespace map) and the WAL from start to stop (checksums verified) written in; a crash-consistent
+    snapshot needs nothing. Refuses a directory that is not a PGDATA or that a running server uses."""
+    if not (datadir / "PG_VERSION").is_file() or not (datadir / "global" / "pg_control").is_file():
+        raise PrepareError(
+            f"{datadir} does not look like a PostgreSQL data directory (no PG_VERSION or "
+            "global/pg_control): mount the volume restored from the snapshot and name its PGDATA"
+        )
+    pid = _running_postmaster(datadir)
+    if pid is not None:
+        raise PrepareError(f"{datadir} is in use by a running server (PID {pid}): prepare it before the server starts")
+    records = {r["role"]: r for r in manifest["snapshots"]}
+    if role not in records:
+        raise PrepareError(f"the set has no {role} snapshot (roles: {', '.join(sorted(records))})")
+    record = records[role]
+    facts: dict[str, Any] = {"role": role, "consistency": record["consistency"], "datadir": str(datadir)}
+    stale = datadir / "postmaster.pid"
+    if stale.exists():
+        # The running source server's lock file, captured by the snapshot: a base backup must not hold it.
+        stale.unlink()
+        facts["removed_stale_postmaster_pid"] = True
+    # Our WAL slot, persisted in the snapshot: on the restored server it would hold WAL forever.
+    for slot in sorted((datadir / "pg_replslot").glob(f"{SLOT_PREFIX}*")):
+        shutil.rmtree(slot)
+        facts.setdefault("removed_slots", []).append(slot.name)
+    if record["consistency"] != ONLINE:
+        log("prepare.nothing_to_write", **facts)
+        return facts
+    details = record["details"]
+    owner = datadir / "PG_VERSION"
+    label = details["backup_label"].encode()
+    existing = datadir / "backup_label"
+    if existing.exists() and existing.read_bytes() != label:
+        raise PrepareError(f"{existing} exists and is not this backup's label: refusing to overwrite it")
+    wal_dir = datadir / "pg_wal"
+    prefix = snapshot_set_prefix(manifest["migration_id"], manifest["set_id"])
+    written = []
+    for obj in details["wal"]["objects"]:
+        stored = dest.read_bytes(f"{prefix}/{obj['key']}")
+        if hashlib.sha256(stored).hexdigest() != obj["sha256"]:
+            raise PrepareError(f"{obj['key']}: sha256 differs from the manifest")
+        raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=obj["segment_size"])
+        if hashlib.sha256(raw).hexdigest() != obj["segment_sha256"] or len(raw) != obj["segment_size"]:
+            raise PrepareError(f"{obj['key']}: the segment's sha256 differs from the manifest")
+        _write_owned(wal_dir / obj["segment"], raw, owner)
+        written.append(obj["segment"])
+    if details.get("tablespace_map"):
+        _write_owned(datadir / "tablespace_map", details["tablespace_map"].encode(), owner)
+    # The label last: a directory with a label but without its WAL would fail recovery in a confusing way.
+    _write_owned(existing, label, owner)
+    facts.update(wal_segments=written, stop_lsn=details.get("stop_lsn"))
+    log("prepare.written", **facts)
+    return facts
+
+
+def restore_volume(
+    client: KubeClient,
+    manifest: dict[str, Any],
+    *,
+    role: str,
+    namespace: str,
+    pvc: str,
+    storage_class: str | None = None,
+    replace: bool = False,
+) -> dict[str, Any]:
+    """A new PVC from the role's data VolumeSnapshot (dataSource). An existing PVC is never touched unless
+    `replace` (then it is deleted first)."""
+    records = {r["role"]: r for r in manifest["snapshots"]}
+    record = records.get(role)
+    if record is None or record["method"] != VOLUME_SNAPSHOT:
+        raise PrepareError(f"the set has no volume snapshot of {role}")
+    snap_ns, _, snap_name = record["handle"].partition("/")
+    if snap_ns != namespace:
+        raise PrepareError(
+            f"the snapshot is in namespace {snap_ns}; a PVC can be restored from it only there (asked for {namespace})"
+        )
+    snapshot = client.get_optional(volume_snapshots_path(namespace, snap_name))
+    if snapshot is None or status_of(snapshot).get("readyToUse") is not True:
+        raise PrepareError(f"VolumeSnapshot {record['handle']} is {'gone' if snapshot is None else 'not ready'}")
+    existing = client.get_optional(pvc_path(namespace, pvc))
+    if existing is not None:
+        if not replace:
+            raise PrepareError(f"PVC {namespace}/{pvc} exists: not overwriting it (--replace deletes it first)")
+        client.delete(pvc_path(namespace, pvc))
+    size = status_of(snapshot).get("restoreSize") or next(
+        (v.get("restore_size") for v in record["details"].get("volume_snapshots", []) if v.get("restore_size")), None
+    )
+    if not size:
+        raise PrepareError(f"VolumeSnapshot {record['handle']} reports no restoreSize")
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size}},
+        "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap_name},
+    }
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    body = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": pvc,
+            "namespace": namespace,
+            "labels": dict(MANAGED_BY),
+            "annotations": {SET_ID_ANNOTATION: manifest["set_id"], ROLE_LABEL: role},
+        },
+        "spec": spec,
+    }
+    client.create(pvcs_path(namespace), body)
+    return {"pvc": f"{namespace}/{pvc}", "from": record["handle"], "size": size, "replaced": existing is not None}

@@ -1,0 +1,154 @@
+"""Snapshot sets against real PostgreSQL: an online backup around a "snapshot" (a copy of the running data
+directory, taken while writes run: not atomic, so only the backup label and the WAL from start to stop make it
+restorable), sealed in order, then prepared with `prepare-datadir` and started: the server reaches consistency,
+the data is there, and the restored apps data is not newer than the participant's (Splice issue #932)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+from jobs.destinations import open_destination
+from jobs.pgsnap import run_step, seal, verify_snapshot_set
+from jobs.pgsnap_volume import VolumeSnapshotProvider
+from jobs.snapshot_providers import SnapshotError
+from rules.manifest import SetError
+from rules.snapshot_sets import CRASH_CONSISTENT, ONLINE, manifest_errors, snapshot_set_prefix
+from testkit.pgcluster import PASSWORD
+from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, Writer, make_sources, max_seq, static_digests
+from tests.jobs.pgsnap_helpers import DataDirCopy, start_copy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sources(pg_factory):
+    return make_sources(pg_factory, size_mb=4)
+
+
+def _log(*args, **fields):
+    return None
+
+
+def provider(cluster, base, dest, *, dsn=None, wal_separate=False):
+    snapshotter = DataDirCopy(cluster, base)
+    return VolumeSnapshotProvider(
+        snapshotter, _log, dest=dest, online_dsn=dsn or cluster.dsn("postgres"), wal_separate=wal_separate
+    ), snapshotter
+
+
+def test_online_set_restores_consistent_and_ordered(sources, pg_factory, pg_env, jobs_cli, tmp_path):
+    url = f"file://{tmp_path}/store"
+    dest = open_destination(url)
+    set_id = "snap-online-1"
+    apps_provider, apps_copies = provider(sources.apps, pg_factory.base, dest)
+    par_provider, par_copies = provider(sources.participant, pg_factory.base, dest)
+    with Writer(sources) as writer:
+        run_step(dest, apps_provider, role="apps", set_id=set_id, migration_id=3)
+        written_between = writer.seq
+        run_step(dest, par_provider, role="participant", set_id=set_id, migration_id=3)
+    assert writer.seq > written_between  # writes ran across both snapshots
+    manifest = seal(dest, set_id=set_id, migration_id=3, roles=["participant", "apps"])
+    assert not manifest_errors(manifest, set_id)
+    assert manifest["roles"] == ["apps", "participant"] and manifest["ordering"]["holds"] is True
+    records = {r["role"]: r for r in manifest["snapshots"]}
+    assert {r["consistency"] for r in records.values()} == {ONLINE}
+    for record in records.values():
+        details = record["details"]
+        assert "START WAL LOCATION" in details["backup_label"]
+        assert details["wal"]["objects"] and all(
+            o["key"].startswith(f"wal/{record['role']}/") for o in details["wal"]["objects"]
+        )
+    # the slots are gone from the sources (a slot left behind would hold WAL forever)
+    for cluster in (sources.apps, sources.participant):
+        assert cluster.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    _, errors = verify_snapshot_set(dest, snapshot_set_prefix(3, set_id))
+    assert errors == []
+
+    restored = {}
+    for role, copies in (("apps", apps_copies), ("participant", par_copies)):
+        (root,) = copies.copies.values()
+        result = jobs_cli(
+            "prepare-datadir",
+            "--dest",
+            url,
+            "--set",
+            set_id,
+            "--migration-id",
+            "3",
+            "--role",
+            role,
+            "--datadir",
+            str(root / "data"),
+        )
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert (root / "data" / "backup_label").exists()
+        assert not list((root / "data" / "pg_replslot").glob("sv_backups_*"))
+        restored[role] = pg_factory.clusters.append(start_copy(root)) or pg_factory.clusters[-1]
+    for cluster in restored.values():
+        log = (cluster.root / "log").read_text()
+        assert "consistent recovery state reached" in log, log[-3000:]
+        assert cluster.psql("SELECT pg_is_in_recovery()") == "f"
+    apps_seq = max_seq(restored["apps"], APPS_DB)
+    par_seq = max_seq(restored["participant"], PARTICIPANT_DB)
+    assert 0 < apps_seq <= par_seq  # apps not newer than the participant
+    assert par_seq > apps_seq or writer.seq == apps_seq  # the participant was cut later, while writes ran
+    assert static_digests(restored["apps"], APPS_DB, "app") == static_digests(sources.apps, APPS_DB, "app")
+
+
+def test_without_privileges_a_single_volume_falls_back_to_crash_consistent(sources, pg_factory, pg_env, tmp_path):
+    user = f"nopriv_{secrets.token_hex(3)}"
+    sources.apps.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{PASSWORD}'")
+    dest = open_destination(f"file://{tmp_path}/store")
+    prov, _ = provider(sources.apps, pg_factory.base, dest, dsn=sources.apps.dsn("postgres", user=user))
+    step = run_step(dest, prov, role="apps", set_id="fallback", migration_id=0)
+    snap = step["snapshot"]
+    assert snap["consistency"] == CRASH_CONSISTENT
+    assert "online backup not possible" in snap["details"]["consistency_reason"]
+    assert "InsufficientPrivilege" in snap["details"]["consistency_reason"]
+
+
+def test_wal_on_its_own_volume_without_online_backup_is_refused(sources, pg_factory, pg_env, tmp_path):
+    user = f"nopriv_{secrets.token_hex(3)}"
+    sources.apps.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{PASSWORD}'")
+    dest = open_destination(f"file://{tmp_path}/store")
+    prov, copies = provider(
+        sources.apps, pg_factory.base, dest, dsn=sources.apps.dsn("postgres", user=user), wal_separate=True
+    )
+    with pytest.raises(SnapshotError, match="not taken at one instant") as caught:
+        run_step(dest, prov, role="apps", set_id="walvol", migration_id=0)
+    assert "InsufficientPrivilege" in str(caught.value)
+    assert not copies.copies  # nothing taken
+    assert dest.size(f"{snapshot_set_prefix(0, 'walvol')}/steps/apps.json") is None
+    with pytest.raises(SetError, match=r"steps/apps\.json is missing"):
+        seal(dest, set_id="walvol", migration_id=0, roles=["apps"])
+
+
+def test_prepare_datadir_refuses_a_running_server_a_non_datadir_and_bad_wal(
+    sources, pg_factory, pg_env, jobs_cli, tmp_path
+):
+    url = f"file://{tmp_path}/store"
+    dest = open_destination(url)
+    prov, copies = provider(sources.participant, pg_factory.base, dest)
+    run_step(dest, prov, role="participant", set_id="prep", migration_id=0)
+    seal(dest, set_id="prep", migration_id=0, roles=["participant"])
+    args = ("prepare-datadir", "--dest", url, "--set", "prep", "--migration-id", "0", "--role", "participant")
+    live = jobs_cli(*args, "--datadir", str(sources.participant.datadir))
+    assert live.returncode == 1 and "in use by a running server" in live.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = jobs_cli(*args, "--datadir", str(empty))
+    assert result.returncode == 1 and "does not look like a PostgreSQL data directory" in result.stderr
+    # A WAL object changed in the store: refused before anything is written into the data directory.
+    manifest = json.loads(dest.read_bytes(f"{snapshot_set_prefix(0, 'prep')}/manifest.json"))
+    first = manifest["snapshots"][0]["details"]["wal"]["objects"][0]["key"]
+    path = tmp_path / "store" / snapshot_set_prefix(0, "prep") / first
+    path.chmod(0o644)
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    (root,) = copies.copies.values()
+    result = jobs_cli(*args, "--datadir", str(root / "data"))
+    assert result.returncode == 1 and "sha256 differs" in result.stderr
+    assert not (root / "data" / "backup_label").exists()
