@@ -100,7 +100,11 @@ def volume_provider(args, *, dest=None, client: KubeClient | None = None) -> Vol
         raise ConfigError(f"--method {VOLUME_SNAPSHOT} needs {', '.join(missing)}")
     if getattr(args, "online", False) and not args.pg:
         raise ConfigError("--online needs --pg postgresql://USER@HOST:PORT/postgres (password in PGPASSWORD)")
-    if getattr(args, "copy_to_region", None) or getattr(args, "copy_kms_key", None) or getattr(args, "lock_for", None):
+    taking = dest is not None  # a step; the pruner and verify-set only list and delete
+    ebs = (
+        getattr(args, "copy_to_region", None) or getattr(args, "copy_kms_key", None) or getattr(args, "lock_for", None)
+    )
+    if taking and ebs:
         raise ConfigError(
             "--copy-to-region/--copy-kms-key/--lock-for (EBS DR copy and Snapshot Lock) are not "
             "implemented for Postgres volume snapshots yet; take the set without them"

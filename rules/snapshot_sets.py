@@ -367,7 +367,8 @@ def kept_sets(
 
 def history_point(tier: str, manifest: dict[str, Any]) -> SetPoint:
     """A snapshot set as the history audit (rules/history.py) sees it: each role's data from request to
-    completion; no pruning windows recorded (the audit's overrides or defaults judge the gaps)."""
+    completion. It records no pruning window of its own (`{}`: it bounds no gap, the dump sets' recorded windows
+    do), so it counts for freshness without making the audit's windows unknown."""
     roles = {s.role: (s.requested_at, s.completed_at) for s in manifest_snapshots(manifest)}
     return SetPoint(
         tier=tier,
@@ -375,6 +376,6 @@ def history_point(tier: str, manifest: dict[str, Any]) -> SetPoint:
         set_id=manifest["set_id"],
         created_at=parse_time(manifest["created_at"]),
         roles=roles,
-        windows=None,
+        windows={},
         serial_id=manifest.get("serial_id"),
     )
