@@ -26,7 +26,6 @@ from jobs.pgsnap_volume import (
     VolumeSnapshotProvider,
 )
 from jobs.snapshot_providers import SnapshotError
-from rules.manifest import format_time
 from rules.snapshot_sets import (
     CRASH_CONSISTENT,
     VOLUME_SNAPSHOT,
@@ -321,7 +320,9 @@ def test_managed_methods_without_their_module_fail_clearly(jobs_cli, tmp_path, m
 
     if importlib.util.find_spec("jobs.pgsnap_rds") is not None:
         pytest.skip("the RDS provider is installed on this branch")
-    result = jobs_cli("snapshot-step", "--role", "apps", "--dest", f"file://{tmp_path}/s", "--set-id", "x",
-                      "--migration-id", "0", "--method", "rds-snapshot", "--region", "us-east-1", "--instance", "db")  # fmt: skip
+    result = jobs_cli(
+        "snapshot-step", "--role", "apps", "--dest", f"file://{tmp_path}/s", "--set-id", "x", "--migration-id", "0",
+        "--method", "rds-snapshot", "--region", "us-east-1", "--instance", "db",
+    )  # fmt: skip
     assert result.returncode == 1
     assert "no jobs/pgsnap_rds.py" in events(result)[0]["error"]
