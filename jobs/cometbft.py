@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import threading
@@ -54,18 +53,23 @@ from jobs.kube import (
     volume_snapshot_content_path,
     volume_snapshots_path,
 )
-from jobs.volume_snapshots import VolumeSnapshotFailure, check_pvc_bound, remove, wait_ready
+from jobs.volume_snapshots import (
+    MIGRATION_ID_LABEL,
+    SET_ID_LABEL,
+    TAKEN_AT_LABEL,
+    VolumeSnapshotFailure,
+    check_pvc_bound,
+    label_value,
+    remove,
+    wait_ready,
+)
 from rules.naming import LABEL_PREFIX, MANAGED_BY
 from rules.retention import Keepable, cometbft_historical_cadence, select_kept
 
 KIND = "cometbft"
-SET_ID_LABEL = f"{LABEL_PREFIX}/set-id"
-MIGRATION_ID_LABEL = f"{LABEL_PREFIX}/migration-id"
-TAKEN_AT_LABEL = f"{LABEL_PREFIX}/taken-at"
 PVC_ANNOTATION = f"{LABEL_PREFIX}/pvc"
 SET_ID_ENV = "SET_ID"
 
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _MAX_NAME = 253
 
 
@@ -102,12 +106,6 @@ class Options:
 def snapshot_name(pvc: str, taken_at: int) -> str:
     suffix = f"-{taken_at}"
     return pvc[: _MAX_NAME - len(suffix)] + suffix
-
-
-def label_value(text: str) -> str:
-    """A valid label value (63 chars, alphanumeric ends) derived from `text`."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
-    return cleaned if _LABEL_VALUE.match(cleaned) else ""
 
 
 def _status(snapshot: dict[str, Any]) -> dict[str, Any]:

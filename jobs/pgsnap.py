@@ -206,16 +206,25 @@ def verify_snapshot_set(
             errors.append(f"{snap.role}: snapshot {snap.handle} was pruned ({pruned_key(snap.role)})")
             continue
         provider = providers.get(snap.method)
-        check = getattr(provider, "exists_ready", None)
-        if check is None:
+        if provider is None:
             errors.append(f"{snap.role}: cannot check a {snap.method} snapshot here (no access given)")
             continue
-        state = check(snap.handle)
+        state = _state(provider, snap.handle)
         if state is None:
             errors.append(f"{snap.role}: snapshot {snap.handle} no longer exists")
         elif state is False:
             errors.append(f"{snap.role}: snapshot {snap.handle} is not ready")
     return manifest, errors
+
+
+def _state(provider: Any, handle: str) -> bool | None:
+    """Ready (True), present but not ready (False) or gone (None): a provider's own check where it has one, else
+    what the protocol's `list_taken` shows."""
+    check = getattr(provider, "exists_ready", None)
+    if check is not None:
+        return check(handle)
+    found = [t for t in provider.list_taken() if t.handle == handle]
+    return None if not found else found[0].ready
 
 
 # ------------------------------------------------------------------------------------------- prune

@@ -57,7 +57,17 @@ from jobs.kube import (
 )
 from jobs.pgdump import boot_id, client_binary, connect, redact
 from jobs.snapshot_providers import SnapshotError, Taken
-from jobs.volume_snapshots import VolumeSnapshotFailure, check_pvc_bound, remove, status_of, wait_ready
+from jobs.volume_snapshots import (
+    MIGRATION_ID_LABEL,
+    SET_ID_LABEL,
+    TAKEN_AT_LABEL,
+    VolumeSnapshotFailure,
+    check_pvc_bound,
+    label_value,
+    remove,
+    status_of,
+    wait_ready,
+)
 from rules.manifest import Clock, format_time, parse_time, utc_now
 from rules.naming import LABEL_PREFIX, MANAGED_BY
 from rules.snapshot_sets import (
@@ -69,9 +79,6 @@ from rules.snapshot_sets import (
     wal_prefix,
 )
 
-SET_ID_LABEL = f"{LABEL_PREFIX}/set-id"
-MIGRATION_ID_LABEL = f"{LABEL_PREFIX}/migration-id"
-TAKEN_AT_LABEL = f"{LABEL_PREFIX}/taken-at"
 ROLE_LABEL = f"{LABEL_PREFIX}/role"
 VOLUME_LABEL = f"{LABEL_PREFIX}/volume"  # data | wal
 # Tells the Postgres snapshots apart from the CometBFT ones (same namespace, same labels otherwise).
@@ -92,11 +99,6 @@ class OnlineNotPossible(Exception):
 def _now(clock: Clock) -> tuple[datetime, float]:
     mono = time.monotonic()  # monotonic first: the wall reading never precedes the one it is paired with
     return clock(), mono
-
-
-def label_value(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
-    return cleaned
 
 
 # ------------------------------------------------------------------------------------------ the snapshots

@@ -8,12 +8,28 @@ controller's transient errors, its permanent ones and a Retain content on remova
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from jobs.kube import KubeClient, KubeError, pvc_path, volume_snapshot_content_path, volume_snapshots_path
+from rules.naming import LABEL_PREFIX
 from rules.retention import format_duration
+
+# The labels every sv-backups VolumeSnapshot carries (CometBFT's and the Postgres snapshot sets'), which the
+# pruners select on.
+SET_ID_LABEL = f"{LABEL_PREFIX}/set-id"
+MIGRATION_ID_LABEL = f"{LABEL_PREFIX}/migration-id"
+TAKEN_AT_LABEL = f"{LABEL_PREFIX}/taken-at"
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def label_value(text: str) -> str:
+    """A valid label value (63 chars, alphanumeric ends) derived from `text`."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
+    return cleaned if _LABEL_VALUE.match(cleaned) else ""
 
 
 class VolumeSnapshotFailure(Exception):

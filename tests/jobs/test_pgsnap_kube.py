@@ -113,6 +113,16 @@ def test_a_set_is_taken_in_order_and_sealed(api, jobs_cli, tmp_path):
     verified = jobs_cli("verify-set", f"{url}/snapshot-sets/2/snap-set-1", "--deep", "--kube-api", api.url,
                         "--namespace", NS)  # fmt: skip
     assert verified.returncode == 0 and "ordering holds" in verified.stdout, verified.stderr
+    # the history audit sees it (freshness), beside the dump sets it has none of here
+    audit = jobs_cli("audit-history", url, "--json")
+    report = json.loads(audit.stdout.splitlines()[0])
+    assert report["kinds"] == {"dump": {"sets": 0, "newest_set_id": None},
+                               "snapshot": {"sets": 1, "newest_set_id": "snap-set-1"}}  # fmt: skip
+    # a snapshot gone from the cluster fails the deep check
+    api.objects.pop(("volumesnapshots", NS, records["participant"]["handle"].split("/")[1]))
+    gone = jobs_cli("verify-set", f"{url}/snapshot-sets/2/snap-set-1", "--deep", "--kube-api", api.url,
+                    "--namespace", NS)  # fmt: skip
+    assert gone.returncode == 1 and "no longer exists" in gone.stderr
 
 
 @pytest.mark.parametrize("mode", ["error", "pending"])
