@@ -23,10 +23,12 @@ from typing import Any
 
 from jobs import cli_types
 from jobs.destinations import open_destination
+from jobs.ebs_copies import SnapshotCopier, check_options
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.kube import KubeClient, KubeError, resolve_config
 from jobs.pgsnap import prune, read_json, run_step, seal
 from jobs.pgsnap_volume import (
+    EbsDrCopies,
     KubeOptions,
     KubeVolumeSnapshotter,
     PrepareError,
@@ -101,14 +103,12 @@ def volume_provider(args, *, dest=None, client: KubeClient | None = None) -> Vol
     if getattr(args, "online", False) and not args.pg:
         raise ConfigError("--online needs --pg postgresql://USER@HOST:PORT/postgres (password in PGPASSWORD)")
     taking = dest is not None  # a step; the pruner and verify-set only list and delete
-    ebs = (
-        getattr(args, "copy_to_region", None) or getattr(args, "copy_kms_key", None) or getattr(args, "lock_for", None)
-    )
-    if taking and ebs:
+    if taking and getattr(args, "lock_for", None):
         raise ConfigError(
-            "--copy-to-region/--copy-kms-key/--lock-for (EBS DR copy and Snapshot Lock) are not "
-            "implemented for Postgres volume snapshots yet; take the set without them"
+            "--lock-for (EBS Snapshot Lock) is not implemented for Postgres volume snapshots yet: the creator's "
+            "identity must not be able to delete snapshots (docs/jobs-snapshots.md); take the set without it"
         )
+    dr_copies = _ebs_dr_copies(args, taking=taking)
     options = KubeOptions(
         namespace=args.namespace,
         pvc=getattr(args, "pvc", None) or "",
@@ -126,7 +126,29 @@ def volume_provider(args, *, dest=None, client: KubeClient | None = None) -> Vol
         online_dsn=args.pg if getattr(args, "online", False) else None,
         wal_separate=bool(options.wal_pvc),
         pg_bin=getattr(args, "pg_bin", None),
+        dr_copies=dr_copies,
     )
+
+
+def _ebs_dr_copies(args, *, taking: bool) -> EbsDrCopies | None:
+    """EBS: the DR copies a step makes (`--copy-to-region` with `--copy-kms-key`) or the pruner deletes
+    (`--copy-to-region`); the primary region is the pod's (AWS_REGION, set by IRSA)."""
+    region, key = getattr(args, "copy_to_region", None), getattr(args, "copy_kms_key", None)
+    if not region and not key:
+        return None
+    primary = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if taking:
+        problems = (
+            check_options(region, key, primary)
+            if region and key
+            else ["--copy-to-region and --copy-kms-key go together"]
+        )
+    else:
+        problems = [] if primary else ["the primary region is unknown: AWS_REGION (or AWS_DEFAULT_REGION) must be set"]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    copier = SnapshotCopier(primary, region, key or "")
+    return EbsDrCopies(copier, timeout=args.ready_timeout, poll=args.poll_interval)
 
 
 def managed_provider(method: str, args) -> Any:
@@ -367,8 +389,12 @@ def _add_volume_options(p: argparse.ArgumentParser, *, step: bool) -> None:
         )
         p.add_argument("--pg", help="postgresql://USER@HOST:PORT/postgres; password in PGPASSWORD / PGPASSFILE")
         p.add_argument("--pg-bin", type=Path, default=None, help="directory of pg_receivewal (default: by version)")
-        p.add_argument("--copy-to-region", help="EBS: copy to this region (not implemented for Postgres yet)")
-        p.add_argument("--copy-kms-key", help="EBS: KMS key ARN in --copy-to-region")
+        p.add_argument(
+            "--copy-to-region", help="EBS / RDS: copy each snapshot to this DR region (needs --copy-kms-key)"
+        )
+        p.add_argument(
+            "--copy-kms-key", help="EBS / RDS: ARN of the KMS key in --copy-to-region that encrypts the copies"
+        )
     p.add_argument("--kube-api", help="Kubernetes API URL (default: in-cluster; env SV_BACKUPS_KUBE_API)")
     p.add_argument("--ready-timeout", type=cli_types.duration, default=timedelta(minutes=30))
     p.add_argument(

@@ -29,6 +29,7 @@ rule) bounds the data as it must.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -47,6 +48,7 @@ import psycopg
 import zstandard
 
 from jobs.destinations import Destination
+from jobs.ebs_copies import SNAPSHOT_ID, VOLUME_SNAPSHOT_TAG, CopyError, SnapshotCopier, Source
 from jobs.kube import (
     KubeClient,
     KubeError,
@@ -292,8 +294,8 @@ class KubeVolumeSnapshotter:
                 continue  # not shaped like ours: never ours to judge
         return taken
 
-    def delete(self, handle: str) -> None:
-        """The role's snapshot and its WAL-volume sibling (same set id and role)."""
+    def siblings(self, handle: str) -> list[str]:
+        """The role's snapshot and those taken with it of its other volumes (same set id, role, attempt)."""
         namespace, _, name = handle.partition("/")
         try:
             snapshot = self.client.get_optional(volume_snapshots_path(namespace, name))
@@ -301,17 +303,28 @@ class KubeVolumeSnapshotter:
             if snapshot is not None:
                 labels = snapshot["metadata"].get("labels") or {}
                 if labels.get(SET_ID_LABEL) and labels.get(ROLE_LABEL):
-                    siblings = self.client.list(
-                        volume_snapshots_path(namespace),
-                        {
-                            SET_ID_LABEL: labels[SET_ID_LABEL],
-                            ROLE_LABEL: labels[ROLE_LABEL],
-                            BACKUP_LABEL: BACKUP_VALUE,
-                        },
-                    )
-                    names += [s["metadata"]["name"] for s in siblings if s["metadata"]["name"] != name]
-            for each in names:
-                remove(self.client, namespace, each)
+                    selector = {
+                        SET_ID_LABEL: labels[SET_ID_LABEL],
+                        ROLE_LABEL: labels[ROLE_LABEL],
+                        BACKUP_LABEL: BACKUP_VALUE,
+                    }
+                    attempt = "-" + name.rsplit("-", 1)[-1]
+                    listed = self.client.list(volume_snapshots_path(namespace), selector)
+                    names += [
+                        other["metadata"]["name"]
+                        for other in listed
+                        if other["metadata"]["name"] != name and other["metadata"]["name"].endswith(attempt)
+                    ]
+        except KubeError as error:
+            raise SnapshotError("delete", f"reading VolumeSnapshot {handle}: {error}") from None
+        return [f"{namespace}/{n}" for n in names]
+
+    def delete(self, handle: str) -> None:
+        """The role's snapshot and its WAL-volume sibling."""
+        try:
+            for each in self.siblings(handle):
+                namespace, _, name = each.partition("/")
+                remove(self.client, namespace, name)
         except KubeError as error:
             raise SnapshotError("delete", f"deleting VolumeSnapshot {handle}: {error}") from None
 
@@ -469,6 +482,102 @@ def upload_wal(dest: Destination, prefix: str, files: list[Path]) -> list[dict[s
     return objects
 
 
+# ------------------------------------------------------------------------------------------ EBS DR copies
+
+
+class EbsDrCopies:
+    """The DR copies of EBS-backed VolumeSnapshots (AWS, in-cluster): each snapshot copied to the DR region
+    under a DR-region KMS key by jobs/ebs_copies.py (tagged with the node, set id, migration id and the
+    VolumeSnapshot it belongs to), and waited for until complete. Deleted with their snapshot when pruned."""
+
+    def __init__(
+        self,
+        copier: SnapshotCopier,
+        *,
+        timeout: timedelta = timedelta(hours=2),
+        poll: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        client: Any = None,
+    ):
+        self.copier = copier
+        self.timeout = timeout
+        self.poll = poll
+        self.clock = clock
+        self.sleep = sleep
+        if client is None:
+            import boto3
+
+            client = boto3.client("ec2", region_name=copier.dr_region)
+        self._dr = client
+
+    def copy(self, cut: Cut, *, set_id: str, migration_id: int) -> dict[str, Any]:
+        """Copy every volume snapshot of the cut; wait until each copy is completed. Returns the dr_copy record;
+        on failure removes the copies it started and raises SnapshotError."""
+        namespace = cut.details["namespace"]
+        started: dict[str, str] = {}
+        try:
+            for record in cut.details["volume_snapshots"]:
+                handle = str(record.get("snapshot_handle") or "")
+                if not SNAPSHOT_ID.match(handle):
+                    raise SnapshotError(
+                        "copy",
+                        f"VolumeSnapshot {namespace}/{record['name']}: snapshotHandle "
+                        f"{handle!r} is not an EBS snapshot id; --copy-to-region needs the "
+                        "ebs.csi.aws.com driver",
+                    )
+                source = Source(
+                    volume_snapshot=f"{namespace}/{record['name']}",
+                    snapshot_id=handle,
+                    set_id=set_id,
+                    migration_id=migration_id,
+                    taken_at=int(cut.cut_at.timestamp()),
+                )
+                started[record["volume"]] = self.copier.copy(self.copier.node_of(handle), source)
+            self._wait(list(started.values()))
+        except CopyError as error:
+            self._discard(started.values())
+            raise SnapshotError("copy", str(error)) from None
+        except BaseException:
+            self._discard(started.values())
+            raise
+        return {"region": self.copier.dr_region, "snapshot_ids": started, "completed_at": format_time(utc_now())}
+
+    def _wait(self, ids: list[str]) -> None:
+        deadline = self.clock() + self.timeout.total_seconds()
+        while True:
+            try:
+                found = self._dr.describe_snapshots(SnapshotIds=ids)["Snapshots"]
+            except Exception as error:
+                raise CopyError(f"reading the copies {', '.join(ids)} in {self.copier.dr_region}: {error}") from None
+            states = {s["SnapshotId"]: s.get("State") for s in found}
+            if any(state == "error" for state in states.values()):
+                raise CopyError(f"a copy in {self.copier.dr_region} failed: {states}")
+            if len(states) == len(ids) and all(state == "completed" for state in states.values()):
+                return
+            if self.clock() >= deadline:
+                raise CopyError(f"copies {states} not completed in {self.copier.dr_region} within {self.timeout}")
+            self.sleep(self.poll)
+
+    def _discard(self, ids) -> None:
+        for copy_id in ids:
+            with contextlib.suppress(CopyError):  # best effort; the failure is what gets reported
+                self.copier.delete(copy_id)
+
+    def delete_for(self, volume_snapshot: str) -> None:
+        """Delete the copies of one VolumeSnapshot (namespace/name), found by tag."""
+        try:
+            found = self._dr.describe_snapshots(
+                OwnerIds=["self"], Filters=[{"Name": f"tag:{VOLUME_SNAPSHOT_TAG}", "Values": [volume_snapshot]}]
+            )["Snapshots"]
+            for snapshot in found:
+                self.copier.delete(snapshot["SnapshotId"])
+        except CopyError as error:
+            raise SnapshotError("delete", str(error)) from None
+        except Exception as error:
+            raise SnapshotError("delete", f"listing the DR copies of {volume_snapshot}: {error}") from None
+
+
 # ----------------------------------------------------------------------------------------------- provider
 
 
@@ -487,7 +596,9 @@ class VolumeSnapshotProvider:
         wal_separate: bool = False,
         pg_bin: Path | None = None,
         clock: Clock = utc_now,
+        dr_copies: EbsDrCopies | None = None,
     ):
+        self.dr_copies = dr_copies
         self.snapshotter = snapshotter
         self.log = log
         self.dest = dest
@@ -546,6 +657,13 @@ class VolumeSnapshotProvider:
                 backup.close()
         if consistency != ONLINE:
             details["consistency_reason"] = reason
+        dr_copy = None
+        if self.dr_copies is not None:
+            try:
+                dr_copy = self.dr_copies.copy(cut, set_id=set_id, migration_id=migration_id)
+            except BaseException:
+                self.snapshotter.discard(cut)
+                raise
         completed_at, completed_mono = _now(self.clock)
         return RoleSnapshot(
             role=role,
@@ -560,6 +678,7 @@ class VolumeSnapshotProvider:
             boot_id=boot_id() or "",
             provider_times=dict(cut.provider_times),
             details=details,
+            dr_copy=dr_copy,
         )
 
     def _finish_online(self, backup: OnlineBackup, role: str, set_id: str, migration_id: int) -> dict[str, Any]:
@@ -589,7 +708,12 @@ class VolumeSnapshotProvider:
         return self.snapshotter.list_taken()
 
     def delete(self, handle: str) -> None:
+        """The snapshot (and its WAL-volume sibling), then their DR copies: a copy never outlives its set's
+        record of having been pruned."""
+        siblings = self.snapshotter.siblings(handle) if self.dr_copies is not None else []
         self.snapshotter.delete(handle)
+        for each in siblings:
+            self.dr_copies.delete_for(each)
 
     def exists_ready(self, handle: str) -> bool | None:
         return self.snapshotter.exists_ready(handle)
