@@ -152,3 +152,30 @@ def test_prepare_datadir_refuses_a_running_server_a_non_datadir_and_bad_wal(
     result = jobs_cli(*args, "--datadir", str(root / "data"))
     assert result.returncode == 1 and "sha256 differs" in result.stderr
     assert not (root / "data" / "backup_label").exists()
+
+
+def test_snapshot_step_online_through_the_cli_and_the_kube_api(sources, pg_env, jobs_cli, tmp_path):
+    """The command the CronJob runs: an online backup around a VolumeSnapshot (fake API), the WAL in the store,
+    the server left with no slot and no backup in progress."""
+    from tests.jobs.fakes.kube import FakeKubeApi
+
+    url = f"file://{tmp_path}/store"
+    with FakeKubeApi() as api:
+        api.ready_after = 1
+        api.add_pvc("sv", "data-apps-pg-0")
+        result = jobs_cli(
+            "snapshot-step", "--role", "apps", "--dest", url, "--set-id", "cli-online", "--migration-id", "0",
+            "--method", "volume-snapshot", "--namespace", "sv", "--pvc", "data-apps-pg-0",
+            "--snapshot-class", "c", "--kube-api", api.url, "--poll-interval", "0.02",
+            "--online", "--pg", sources.apps.dsn("postgres"),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        (done,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        assert done["consistency"] == ONLINE and done["kind"] == "postgres-snapshots"
+        assert api.names("volumesnapshots", "sv") == [done["handle"].split("/")[1]]
+    step = json.loads(open_destination(url).read_bytes(f"{snapshot_set_prefix(0, 'cli-online')}/steps/apps.json"))
+    details = step["snapshot"]["details"]
+    assert details["volume_snapshots"][0]["pvc"] == "data-apps-pg-0" and details["stop_lsn"]
+    assert "PGPASSWORD" not in result.stdout + result.stderr and PASSWORD not in result.stdout + result.stderr
+    assert sources.apps.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+    assert sources.apps.psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'") == "0"
