@@ -324,7 +324,7 @@ def _handles(snap: RoleSnapshot) -> list[str]:
 
 
 def _locked(snap: RoleSnapshot, now: datetime, lock_for: timedelta | None) -> bool:
-    until = snap.details.get("lock_until")
+    until = snap.details.get("lock_until") or (snap.dr_copy or {}).get("lock_until")
     if until:
         try:
             return now < parse_time(until)

@@ -103,10 +103,10 @@ def volume_provider(args, *, dest=None, client: KubeClient | None = None) -> Vol
     if getattr(args, "online", False) and not args.pg:
         raise ConfigError("--online needs --pg postgresql://USER@HOST:PORT/postgres (password in PGPASSWORD)")
     taking = dest is not None  # a step; the pruner and verify-set only list and delete
-    if taking and getattr(args, "lock_for", None):
+    if taking and getattr(args, "lock_for", None) and not getattr(args, "copy_to_region", None):
         raise ConfigError(
-            "--lock-for (EBS Snapshot Lock) is not implemented for Postgres volume snapshots yet: the creator's "
-            "identity must not be able to delete snapshots (docs/jobs-snapshots.md); take the set without it"
+            "--lock-for (EBS Snapshot Lock) goes with --copy-to-region/--copy-kms-key: on AWS each snapshot is "
+            "copied to the DR region and both are locked"
         )
     dr_copies = _ebs_dr_copies(args, taking=taking)
     options = KubeOptions(
@@ -148,7 +148,8 @@ def _ebs_dr_copies(args, *, taking: bool) -> EbsDrCopies | None:
     if problems:
         raise ConfigError("; ".join(problems))
     copier = SnapshotCopier(primary, region, key or "")
-    return EbsDrCopies(copier, timeout=args.ready_timeout, poll=args.poll_interval)
+    lock_for = getattr(args, "lock_for", None)
+    return EbsDrCopies(copier, timeout=args.ready_timeout, poll=args.poll_interval, lock_for=lock_for)
 
 
 def managed_provider(method: str, args) -> Any:

@@ -319,6 +319,21 @@ class KubeVolumeSnapshotter:
             raise SnapshotError("delete", f"reading VolumeSnapshot {handle}: {error}") from None
         return [f"{namespace}/{n}" for n in names]
 
+    def disk_handles(self, handles: list[str]) -> list[str]:
+        """The disk snapshots (VolumeSnapshotContent `snapshotHandle`) behind VolumeSnapshots namespace/name."""
+        found = []
+        for each in handles:
+            namespace, _, name = each.partition("/")
+            try:
+                snapshot = self.client.get_optional(volume_snapshots_path(namespace, name)) or {}
+                content = status_of(snapshot).get("boundVolumeSnapshotContentName")
+                bound = self.client.get_optional(volume_snapshot_content_path(content)) if content else None
+            except KubeError as error:
+                raise SnapshotError("delete", f"reading VolumeSnapshot {each}: {error}") from None
+            if bound and status_of(bound).get("snapshotHandle"):
+                found.append(status_of(bound)["snapshotHandle"])
+        return found
+
     def delete(self, handle: str) -> None:
         """The role's snapshot and its WAL-volume sibling."""
         try:
@@ -499,8 +514,11 @@ class EbsDrCopies:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         client: Any = None,
+        lock_for: timedelta | None = None,
+        primary_client: Any = None,
     ):
         self.copier = copier
+        self.lock_for = lock_for
         self.timeout = timeout
         self.poll = poll
         self.clock = clock
@@ -509,13 +527,19 @@ class EbsDrCopies:
             import boto3
 
             client = boto3.client("ec2", region_name=copier.dr_region)
+        if primary_client is None:
+            import boto3
+
+            primary_client = boto3.client("ec2", region_name=copier.source_region)
         self._dr = client
+        self._primary = primary_client
 
     def copy(self, cut: Cut, *, set_id: str, migration_id: int) -> dict[str, Any]:
         """Copy every volume snapshot of the cut; wait until each copy is completed. Returns the dr_copy record;
         on failure removes the copies it started and raises SnapshotError."""
         namespace = cut.details["namespace"]
         started: dict[str, str] = {}
+        sources: list[str] = []
         try:
             for record in cut.details["volume_snapshots"]:
                 handle = str(record.get("snapshot_handle") or "")
@@ -534,14 +558,60 @@ class EbsDrCopies:
                     taken_at=int(cut.cut_at.timestamp()),
                 )
                 started[record["volume"]] = self.copier.copy(self.copier.node_of(handle), source)
+                sources.append(handle)
             self._wait(list(started.values()))
+            lock_until = self._lock(sources, list(started.values()))
         except CopyError as error:
             self._discard(started.values())
             raise SnapshotError("copy", str(error)) from None
         except BaseException:
             self._discard(started.values())
             raise
-        return {"region": self.copier.dr_region, "snapshot_ids": started, "completed_at": format_time(utc_now())}
+        record = {"region": self.copier.dr_region, "snapshot_ids": started, "completed_at": format_time(utc_now())}
+        if lock_until:
+            record["lock_until"] = lock_until
+        return record
+
+    def _lock(self, sources: list[str], copies: list[str]) -> str | None:
+        """EBS Snapshot Lock, governance mode, for `lock_for` (whole days, rounded up): the sources in the
+        primary region and their copies. Returns when the locks expire (RFC 3339), None without `lock_for`."""
+        if not self.lock_for:
+            return None
+        days = max(1, -(-int(self.lock_for.total_seconds()) // 86400))
+        expires = []
+        for client, region, ids in ((self._primary, self.copier.source_region, sources),
+                                    (self._dr, self.copier.dr_region, copies)):  # fmt: skip
+            for snapshot_id in ids:
+                try:
+                    answer = client.lock_snapshot(SnapshotId=snapshot_id, LockMode="governance", LockDuration=days)
+                except Exception as error:
+                    raise CopyError(f"locking {snapshot_id} in {region}: {error}") from None
+                expires.append(answer.get("LockExpiresOn") or (utc_now() + timedelta(days=days)))
+        return format_time(min(expires)) if expires else None
+
+    def locked_until(self, sources: list[str], volume_snapshots: list[str]) -> datetime | None:
+        """The latest lock expiry still ahead among the sources and their copies (None: nothing locked)."""
+        copies = []
+        for each in volume_snapshots:
+            copies += [s["SnapshotId"] for s in self._copies_of(each)]
+        ahead = []
+        for client, ids in ((self._primary, sources), (self._dr, copies)):
+            if not ids:
+                continue
+            try:
+                found = client.describe_locked_snapshots(SnapshotIds=ids)["Snapshots"]
+            except Exception as error:
+                raise SnapshotError("delete", f"reading the locks of {', '.join(ids)}: {error}") from None
+            ahead += [s["LockExpiresOn"] for s in found if s.get("LockExpiresOn") and s["LockExpiresOn"] > utc_now()]
+        return max(ahead) if ahead else None
+
+    def _copies_of(self, volume_snapshot: str) -> list[dict[str, Any]]:
+        try:
+            return self._dr.describe_snapshots(
+                OwnerIds=["self"], Filters=[{"Name": f"tag:{VOLUME_SNAPSHOT_TAG}", "Values": [volume_snapshot]}]
+            )["Snapshots"]
+        except Exception as error:
+            raise SnapshotError("delete", f"listing the DR copies of {volume_snapshot}: {error}") from None
 
     def _wait(self, ids: list[str]) -> None:
         deadline = self.clock() + self.timeout.total_seconds()
@@ -567,15 +637,10 @@ class EbsDrCopies:
     def delete_for(self, volume_snapshot: str) -> None:
         """Delete the copies of one VolumeSnapshot (namespace/name), found by tag."""
         try:
-            found = self._dr.describe_snapshots(
-                OwnerIds=["self"], Filters=[{"Name": f"tag:{VOLUME_SNAPSHOT_TAG}", "Values": [volume_snapshot]}]
-            )["Snapshots"]
-            for snapshot in found:
+            for snapshot in self._copies_of(volume_snapshot):
                 self.copier.delete(snapshot["SnapshotId"])
         except CopyError as error:
             raise SnapshotError("delete", str(error)) from None
-        except Exception as error:
-            raise SnapshotError("delete", f"listing the DR copies of {volume_snapshot}: {error}") from None
 
 
 # ----------------------------------------------------------------------------------------------- provider
@@ -711,6 +776,12 @@ class VolumeSnapshotProvider:
         """The snapshot (and its WAL-volume sibling), then their DR copies: a copy never outlives its set's
         record of having been pruned."""
         siblings = self.snapshotter.siblings(handle) if self.dr_copies is not None else []
+        if self.dr_copies is not None and self.dr_copies.lock_for is not None:
+            # A locked EBS snapshot: the CSI driver's DeleteSnapshot would fail behind a deleted VolumeSnapshot, out
+            # of sight; refuse here, before anything is touched, so the pruner reports and keeps it.
+            until = self.dr_copies.locked_until(self.snapshotter.disk_handles(siblings), siblings)
+            if until is not None:
+                raise SnapshotError("delete", f"{handle} is locked (EBS Snapshot Lock) until {format_time(until)}")
         self.snapshotter.delete(handle)
         for each in siblings:
             self.dr_copies.delete_for(each)

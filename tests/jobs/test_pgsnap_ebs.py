@@ -106,6 +106,45 @@ def test_copy_options_are_checked(monkeypatch):
                              "online": False, "pg": None, "lock_for": None})()  # fmt: skip
     with pytest.raises(ConfigError, match="is the primary region"):
         volume_provider(args, dest=object())
-    args.lock_for = timedelta(days=3)
+    args.lock_for, args.copy_to_region, args.copy_kms_key = timedelta(days=3), None, None
     with pytest.raises(ConfigError, match="--lock-for"):
         volume_provider(args, dest=object())
+
+
+def test_snapshots_and_copies_are_locked_and_a_locked_set_is_kept_not_failed(api, ebs, tmp_path, monkeypatch):
+    from jobs.pgsnap import run_step, seal
+    from tests.jobs.fakes.ebs_lock import EbsLocks
+
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    locks = EbsLocks()
+    uninstall = locks.install()
+    try:
+        dest = open_destination(f"file://{tmp_path}/store")
+        fields = {"namespace": NS, "pvc": PVC, "snapshot_class": CLASS, "kube_api": api.url, "online": False,
+                  "pg": None, "ready_timeout": timedelta(seconds=10), "error_grace": timedelta(0),
+                  "poll_interval": 0.05, "copy_to_region": DR, "copy_kms_key": ebs.key["Arn"],
+                  "lock_for": timedelta(days=30)}  # fmt: skip
+        args = type("Args", (), fields)()
+        for set_id in ("locked-1", "locked-2"):
+            run_step(dest, volume_provider(args, dest=dest), role="apps", set_id=set_id, migration_id=1)
+            seal(dest, set_id=set_id, migration_id=1, roles=["apps"])
+        locked = [params for op, params in locks.calls if op == "LockSnapshot"]
+        assert len(locked) == 4 and {p["LockMode"] for p in locked} == {"governance"}
+        assert {p["LockDuration"] for p in locked} == {"30"}
+        manifest = json.loads(dest.read_bytes(f"{snapshot_set_prefix(1, 'locked-1')}/manifest.json"))
+        (record,) = manifest["snapshots"]
+        assert record["dr_copy"]["lock_until"] > manifest["created_at"]
+        # ten days on, the first set is out of the 3-day window but its lock holds: kept and reported, no failure
+        pruner = volume_provider(type("Args", (), {**fields, "copy_kms_key": None})())
+        later = datetime.now(UTC) + timedelta(days=10)
+        result = prune(dest, {VOLUME_SNAPSHOT: pruner}, now=later, keep_recent=timedelta(days=3))
+        assert result.locked == [record["handle"]] and result.pruned == [] and not result.errors
+        assert len(api.names("volumesnapshots", NS)) == 2 and len(ebs.copies()) == 2
+        # the locks expired: pruned with its copy
+        for snapshot_id in locks.locks:
+            locks.locks[snapshot_id] = datetime.now(UTC) - timedelta(seconds=1)
+        result = prune(dest, {VOLUME_SNAPSHOT: pruner}, now=later + timedelta(days=30), keep_recent=timedelta(days=3))
+        assert result.pruned == [record["handle"]] and not result.errors
+        assert len(api.names("volumesnapshots", NS)) == 1 and len(ebs.copies()) == 1
+    finally:
+        uninstall()
