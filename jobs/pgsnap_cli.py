@@ -360,6 +360,7 @@ def cmd_restore_snapshot_volume(args) -> int:
                 pvc=args.pvc,
                 storage_class=args.storage_class,
                 replace=args.replace,
+                volume=args.volume,
             )
     except (PrepareError, KubeError) as error:
         print(f"restore-snapshot-volume: {error}", file=sys.stderr)
@@ -481,6 +482,8 @@ def register(subparsers) -> None:
     p.add_argument("--pvc", required=True, help="the new PVC's name")
     p.add_argument("--storage-class", default=None)
     p.add_argument("--replace", action="store_true", help="delete an existing PVC of that name first")
+    p.add_argument("--volume", choices=("data", "wal"), default="data",
+                   help="which of the role's volumes (wal: where pg_wal had its own PVC; default data)")  # fmt: skip
     p.add_argument("--kube-api", help="Kubernetes API URL (default: in-cluster; env SV_BACKUPS_KUBE_API)")
     p.set_defaults(func=cmd_restore_snapshot_volume)
 

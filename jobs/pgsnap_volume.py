@@ -903,14 +903,21 @@ def restore_volume(
     pvc: str,
     storage_class: str | None = None,
     replace: bool = False,
+    volume: str = "data",
 ) -> dict[str, Any]:
-    """A new PVC from the role's data VolumeSnapshot (dataSource). An existing PVC is never touched unless
-    `replace` (then it is deleted first)."""
+    """A new PVC from the role's VolumeSnapshot of `volume` (data, or wal where pg_wal has its own volume) as its
+    dataSource. An existing PVC is never touched unless `replace` (then it is deleted first: scale the workload
+    using it to 0 before, or its deletion waits on the pod)."""
     records = {r["role"]: r for r in manifest["snapshots"]}
     record = records.get(role)
     if record is None or record["method"] != VOLUME_SNAPSHOT:
         raise PrepareError(f"the set has no volume snapshot of {role}")
     snap_ns, _, snap_name = record["handle"].partition("/")
+    taken = {v.get("volume"): v for v in record["details"].get("volume_snapshots") or []}
+    if volume != "data":
+        if volume not in taken:
+            raise PrepareError(f"the {role} snapshot has no {volume} volume (volumes: {', '.join(sorted(taken))})")
+        snap_name = taken[volume]["name"]
     if snap_ns != namespace:
         raise PrepareError(
             f"the snapshot is in namespace {snap_ns}; a PVC can be restored from it only there (asked for {namespace})"
@@ -924,7 +931,7 @@ def restore_volume(
             raise PrepareError(f"PVC {namespace}/{pvc} exists: not overwriting it (--replace deletes it first)")
         client.delete(pvc_path(namespace, pvc))
     size = status_of(snapshot).get("restoreSize") or next(
-        (v.get("restore_size") for v in record["details"].get("volume_snapshots", []) if v.get("restore_size")), None
+        (v.get("restore_size") for v in taken.values() if v.get("name") == snap_name and v.get("restore_size")), None
     )
     if not size:
         raise PrepareError(f"VolumeSnapshot {record['handle']} reports no restoreSize")
@@ -946,5 +953,13 @@ def restore_volume(
         },
         "spec": spec,
     }
-    client.create(pvcs_path(namespace), body)
+    try:
+        client.create(pvcs_path(namespace), body)
+    except KubeError as error:
+        if error.conflict and existing is not None:
+            raise PrepareError(
+                f"PVC {namespace}/{pvc} is still being deleted (a pod still mounts it?): scale its workload to 0 and "
+                "run again with --replace"
+            ) from None
+        raise
     return {"pvc": f"{namespace}/{pvc}", "from": record["handle"], "size": size, "replaced": existing is not None}

@@ -154,25 +154,39 @@ def test_prepare_datadir_refuses_a_running_server_a_non_datadir_and_bad_wal(
     assert not (root / "data" / "backup_label").exists()
 
 
-def test_snapshot_step_online_through_the_cli_and_the_kube_api(sources, pg_env, jobs_cli, tmp_path):
+@pytest.mark.parametrize("wal_pvc", [False, True])
+def test_snapshot_step_online_through_the_cli_and_the_kube_api(sources, pg_env, jobs_cli, tmp_path, wal_pvc):
     """The command the CronJob runs: an online backup around a VolumeSnapshot (fake API), the WAL in the store,
-    the server left with no slot and no backup in progress."""
+    the server left with no slot and no backup in progress. With pg_wal on its own PVC: both volumes
+    snapshotted inside the one backup."""
     from tests.jobs.fakes.kube import FakeKubeApi
 
     url = f"file://{tmp_path}/store"
     with FakeKubeApi() as api:
         api.ready_after = 1
         api.add_pvc("sv", "data-apps-pg-0")
+        api.add_pvc("sv", "wal-apps-pg-0")
         result = jobs_cli(
             "snapshot-step", "--role", "apps", "--dest", url, "--set-id", "cli-online", "--migration-id", "0",
             "--method", "volume-snapshot", "--namespace", "sv", "--pvc", "data-apps-pg-0",
             "--snapshot-class", "c", "--kube-api", api.url, "--poll-interval", "0.02",
-            "--online", "--pg", sources.apps.dsn("postgres"),
+            "--online", "--pg", sources.apps.dsn("postgres"), *(["--wal-pvc", "wal-apps-pg-0"] if wal_pvc else []),
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         (done,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
         assert done["consistency"] == ONLINE and done["kind"] == "postgres-snapshots"
-        assert api.names("volumesnapshots", "sv") == [done["handle"].split("/")[1]]
+        names = api.names("volumesnapshots", "sv")
+        assert done["handle"].split("/")[1] in names and len(names) == (2 if wal_pvc else 1)
+        if wal_pvc:  # the WAL volume's PVC restored beside the data one
+            sealed = jobs_cli("snapshot-seal", "--dest", url, "--set-id", "cli-online", "--migration-id", "0",
+                              "--roles", "apps")  # fmt: skip
+            assert sealed.returncode == 0, sealed.stdout
+            restored = jobs_cli("restore-snapshot-volume", "--dest", url, "--set", "cli-online", "--role", "apps",
+                                "--namespace", "sv", "--pvc", "restored-wal", "--volume", "wal",
+                                "--kube-api", api.url)  # fmt: skip
+            assert restored.returncode == 0, restored.stderr
+            source = api.get("persistentvolumeclaims", "sv", "restored-wal")["spec"]["dataSource"]["name"]
+            assert source.startswith("pg-apps-cli-online-wal-") and source in names
     step = json.loads(open_destination(url).read_bytes(f"{snapshot_set_prefix(0, 'cli-online')}/steps/apps.json"))
     details = step["snapshot"]["details"]
     assert details["volume_snapshots"][0]["pvc"] == "data-apps-pg-0" and details["stop_lsn"]
