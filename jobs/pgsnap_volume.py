@@ -47,7 +47,7 @@ from typing import Any, Protocol
 import psycopg
 import zstandard
 
-from jobs.destinations import Destination
+from jobs.destinations import Destination, DestinationError
 from jobs.ebs_copies import SNAPSHOT_ID, VOLUME_SNAPSHOT_TAG, CopyError, SnapshotCopier, Source
 from jobs.kube import (
     KubeClient,
@@ -709,7 +709,7 @@ class VolumeSnapshotProvider:
                 try:
                     details.update(self._finish_online(backup, role, set_id, migration_id))
                     consistency, cut_at = ONLINE, parse_time(details["backup_stopped_at"])
-                except Exception as error:
+                except ONLINE_FAULTS as error:  # not SIGTERM's unwinding: that fails the step
                     if self.wal_separate:
                         raise SnapshotError("online", f"online backup failed after the snapshots: {error}") from None
                     reason = f"online backup failed after the snapshot: {type(error).__name__}: {error}"
@@ -789,6 +789,10 @@ class VolumeSnapshotProvider:
     def exists_ready(self, handle: str) -> bool | None:
         return self.snapshotter.exists_ready(handle)
 
+
+# What can go wrong in the online part after the snapshot (the server, pg_receivewal, the store): on a single
+# volume the snapshot is still crash-consistent and is kept as such.
+ONLINE_FAULTS = (psycopg.Error, SnapshotError, OSError, subprocess.SubprocessError, DestinationError, ValueError)
 
 WAL_VOLUME_REFUSED = (
     "pg_wal is on its own volume (--wal-pvc): the data and WAL snapshots are not taken at one instant, so "

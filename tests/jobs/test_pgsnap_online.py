@@ -16,7 +16,7 @@ from jobs.pgsnap_volume import VolumeSnapshotProvider
 from jobs.snapshot_providers import SnapshotError
 from rules.manifest import SetError
 from rules.snapshot_sets import CRASH_CONSISTENT, ONLINE, manifest_errors, snapshot_set_prefix
-from testkit.pgcluster import PASSWORD
+from testkit.pgcluster import PASSWORD, wait_for
 from tests.jobs.pg_helpers import APPS_DB, PARTICIPANT_DB, Writer, make_sources, max_seq, static_digests
 from tests.jobs.pgsnap_helpers import DataDirCopy, start_copy
 
@@ -193,3 +193,30 @@ def test_snapshot_step_online_through_the_cli_and_the_kube_api(sources, pg_env, 
     assert "PGPASSWORD" not in result.stdout + result.stderr and PASSWORD not in result.stdout + result.stderr
     assert sources.apps.psql("SELECT count(*) FROM pg_replication_slots") == "0"
     assert sources.apps.psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'") == "0"
+
+
+def test_an_online_backup_failing_after_the_snapshot(sources, pg_factory, pg_env, tmp_path):
+    """pg_receivewal cannot run (an image without it): on a single volume the snapshot is kept as
+    crash-consistent, with the reason; with pg_wal on its own volume the step fails and its snapshots go. Either
+    way the server is left with no slot and no backup in progress."""
+    dest = open_destination(f"file://{tmp_path}/store")
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    for wal_separate in (False, True):
+        snapshotter = DataDirCopy(sources.apps, pg_factory.base)
+        prov = VolumeSnapshotProvider(snapshotter, _log, dest=dest, online_dsn=sources.apps.dsn("postgres"),
+                                      wal_separate=wal_separate, pg_bin=empty_bin)  # fmt: skip
+        set_id = f"late-{wal_separate}"
+        if wal_separate:
+            with pytest.raises(SnapshotError, match="online backup failed after the snapshots"):
+                run_step(dest, prov, role="apps", set_id=set_id, migration_id=0)
+            assert not snapshotter.copies
+        else:
+            snap = run_step(dest, prov, role="apps", set_id=set_id, migration_id=0)["snapshot"]
+            assert snap["consistency"] == CRASH_CONSISTENT
+            assert "online backup failed after the snapshot" in snap["details"]["consistency_reason"]
+            assert "backup_label" not in snap["details"]
+        assert sources.apps.psql("SELECT count(*) FROM pg_replication_slots") == "0"
+        # the backup's session is gone, and with it the backup (a non-exclusive backup ends with its session)
+        wait_for(lambda: sources.apps.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sv-backups'") == "0")  # fmt: skip
