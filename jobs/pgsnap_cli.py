@@ -27,15 +27,9 @@ from jobs.ebs_copies import SnapshotCopier, check_options
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.kube import KubeClient, KubeError, resolve_config
 from jobs.pgsnap import prune, read_json, run_step, seal
-from jobs.pgsnap_volume import (
-    EbsDrCopies,
-    KubeOptions,
-    KubeVolumeSnapshotter,
-    PrepareError,
-    VolumeSnapshotProvider,
-    prepare_datadir,
-    restore_volume,
-)
+from jobs.pgsnap_ebs import EbsDrCopies
+from jobs.pgsnap_restore import PrepareError, prepare_datadir, restore_volume
+from jobs.pgsnap_volume import KubeOptions, KubeVolumeSnapshotter, VolumeSnapshotProvider
 from jobs.snapshot_providers import SnapshotError
 from rules.manifest import check_role, check_set_id, utc_now
 from rules.snapshot_sets import (

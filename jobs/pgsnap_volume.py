@@ -1,6 +1,6 @@
-"""The in-cluster snapshot provider: a CSI VolumeSnapshot of an instance's data volume, made an online backup
-where the server allows, and the two restore-side helpers (a PVC from the snapshot; a data directory prepared
-with the backup label and the WAL).
+"""The in-cluster snapshot provider: a CSI VolumeSnapshot of an instance's data volume (and WAL volume), made an
+online backup where the server allows. Its DR copies and locks on EBS are jobs/pgsnap_ebs.py; the restore side
+(a PVC from the snapshot; a data directory prepared with the backup label and the WAL) is jobs/pgsnap_restore.py.
 
 Consistency (PostgreSQL 15+, "Making a Base Backup Using the Low Level API"):
 - One volume holding the data directory and pg_wal, snapshotted atomically, is crash-consistent by itself: a
@@ -29,12 +29,9 @@ rule) bounds the data as it must.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import re
 import secrets
-import shutil
 import subprocess
 import tempfile
 import time
@@ -48,16 +45,14 @@ import psycopg
 import zstandard
 
 from jobs.destinations import Destination, DestinationError
-from jobs.ebs_copies import SNAPSHOT_ID, VOLUME_SNAPSHOT_TAG, CopyError, SnapshotCopier, Source
 from jobs.kube import (
     KubeClient,
     KubeError,
-    pvc_path,
-    pvcs_path,
     volume_snapshot_content_path,
     volume_snapshots_path,
 )
 from jobs.pgdump import boot_id, client_binary, connect, redact
+from jobs.pgsnap_ebs import EbsDrCopies
 from jobs.snapshot_providers import SnapshotError, Taken
 from jobs.volume_snapshots import (
     MIGRATION_ID_LABEL,
@@ -497,152 +492,6 @@ def upload_wal(dest: Destination, prefix: str, files: list[Path]) -> list[dict[s
     return objects
 
 
-# ------------------------------------------------------------------------------------------ EBS DR copies
-
-
-class EbsDrCopies:
-    """The DR copies of EBS-backed VolumeSnapshots (AWS, in-cluster): each snapshot copied to the DR region
-    under a DR-region KMS key by jobs/ebs_copies.py (tagged with the node, set id, migration id and the
-    VolumeSnapshot it belongs to), and waited for until complete. Deleted with their snapshot when pruned."""
-
-    def __init__(
-        self,
-        copier: SnapshotCopier,
-        *,
-        timeout: timedelta = timedelta(hours=2),
-        poll: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        client: Any = None,
-        lock_for: timedelta | None = None,
-        primary_client: Any = None,
-    ):
-        self.copier = copier
-        self.lock_for = lock_for
-        self.timeout = timeout
-        self.poll = poll
-        self.clock = clock
-        self.sleep = sleep
-        if client is None:
-            import boto3
-
-            client = boto3.client("ec2", region_name=copier.dr_region)
-        if primary_client is None:
-            import boto3
-
-            primary_client = boto3.client("ec2", region_name=copier.source_region)
-        self._dr = client
-        self._primary = primary_client
-
-    def copy(self, cut: Cut, *, set_id: str, migration_id: int) -> dict[str, Any]:
-        """Copy every volume snapshot of the cut; wait until each copy is completed. Returns the dr_copy record;
-        on failure removes the copies it started and raises SnapshotError."""
-        namespace = cut.details["namespace"]
-        started: dict[str, str] = {}
-        sources: list[str] = []
-        try:
-            for record in cut.details["volume_snapshots"]:
-                handle = str(record.get("snapshot_handle") or "")
-                if not SNAPSHOT_ID.match(handle):
-                    raise SnapshotError(
-                        "copy",
-                        f"VolumeSnapshot {namespace}/{record['name']}: snapshotHandle "
-                        f"{handle!r} is not an EBS snapshot id; --copy-to-region needs the "
-                        "ebs.csi.aws.com driver",
-                    )
-                source = Source(
-                    volume_snapshot=f"{namespace}/{record['name']}",
-                    snapshot_id=handle,
-                    set_id=set_id,
-                    migration_id=migration_id,
-                    taken_at=int(cut.cut_at.timestamp()),
-                )
-                started[record["volume"]] = self.copier.copy(self.copier.node_of(handle), source)
-                sources.append(handle)
-            self._wait(list(started.values()))
-            lock_until = self._lock(sources, list(started.values()))
-        except CopyError as error:
-            self._discard(started.values())
-            raise SnapshotError("copy", str(error)) from None
-        except BaseException:
-            self._discard(started.values())
-            raise
-        record = {"region": self.copier.dr_region, "snapshot_ids": started, "completed_at": format_time(utc_now())}
-        if lock_until:
-            record["lock_until"] = lock_until
-        return record
-
-    def _lock(self, sources: list[str], copies: list[str]) -> str | None:
-        """EBS Snapshot Lock, governance mode, for `lock_for` (whole days, rounded up): the sources in the
-        primary region and their copies. Returns when the locks expire (RFC 3339), None without `lock_for`."""
-        if not self.lock_for:
-            return None
-        days = max(1, -(-int(self.lock_for.total_seconds()) // 86400))
-        expires = []
-        for client, region, ids in ((self._primary, self.copier.source_region, sources),
-                                    (self._dr, self.copier.dr_region, copies)):  # fmt: skip
-            for snapshot_id in ids:
-                try:
-                    answer = client.lock_snapshot(SnapshotId=snapshot_id, LockMode="governance", LockDuration=days)
-                except Exception as error:
-                    raise CopyError(f"locking {snapshot_id} in {region}: {error}") from None
-                expires.append(answer.get("LockExpiresOn") or (utc_now() + timedelta(days=days)))
-        return format_time(min(expires)) if expires else None
-
-    def locked_until(self, sources: list[str], volume_snapshots: list[str]) -> datetime | None:
-        """The latest lock expiry still ahead among the sources and their copies (None: nothing locked)."""
-        copies = []
-        for each in volume_snapshots:
-            copies += [s["SnapshotId"] for s in self._copies_of(each)]
-        ahead = []
-        for client, ids in ((self._primary, sources), (self._dr, copies)):
-            if not ids:
-                continue
-            try:
-                found = client.describe_locked_snapshots(SnapshotIds=ids)["Snapshots"]
-            except Exception as error:
-                raise SnapshotError("delete", f"reading the locks of {', '.join(ids)}: {error}") from None
-            ahead += [s["LockExpiresOn"] for s in found if s.get("LockExpiresOn") and s["LockExpiresOn"] > utc_now()]
-        return max(ahead) if ahead else None
-
-    def _copies_of(self, volume_snapshot: str) -> list[dict[str, Any]]:
-        try:
-            return self._dr.describe_snapshots(
-                OwnerIds=["self"], Filters=[{"Name": f"tag:{VOLUME_SNAPSHOT_TAG}", "Values": [volume_snapshot]}]
-            )["Snapshots"]
-        except Exception as error:
-            raise SnapshotError("delete", f"listing the DR copies of {volume_snapshot}: {error}") from None
-
-    def _wait(self, ids: list[str]) -> None:
-        deadline = self.clock() + self.timeout.total_seconds()
-        while True:
-            try:
-                found = self._dr.describe_snapshots(SnapshotIds=ids)["Snapshots"]
-            except Exception as error:
-                raise CopyError(f"reading the copies {', '.join(ids)} in {self.copier.dr_region}: {error}") from None
-            states = {s["SnapshotId"]: s.get("State") for s in found}
-            if any(state == "error" for state in states.values()):
-                raise CopyError(f"a copy in {self.copier.dr_region} failed: {states}")
-            if len(states) == len(ids) and all(state == "completed" for state in states.values()):
-                return
-            if self.clock() >= deadline:
-                raise CopyError(f"copies {states} not completed in {self.copier.dr_region} within {self.timeout}")
-            self.sleep(self.poll)
-
-    def _discard(self, ids) -> None:
-        for copy_id in ids:
-            with contextlib.suppress(CopyError):  # best effort; the failure is what gets reported
-                self.copier.delete(copy_id)
-
-    def delete_for(self, volume_snapshot: str) -> None:
-        """Delete the copies of one VolumeSnapshot (namespace/name), found by tag."""
-        try:
-            for snapshot in self._copies_of(volume_snapshot):
-                self.copier.delete(snapshot["SnapshotId"])
-        except CopyError as error:
-            raise SnapshotError("delete", str(error)) from None
-
-
 # ----------------------------------------------------------------------------------------------- provider
 
 
@@ -725,7 +574,10 @@ class VolumeSnapshotProvider:
         dr_copy = None
         if self.dr_copies is not None:
             try:
-                dr_copy = self.dr_copies.copy(cut, set_id=set_id, migration_id=migration_id)
+                dr_copy = self.dr_copies.copy(
+                    cut.details["volume_snapshots"], namespace=cut.details["namespace"], set_id=set_id,
+                    migration_id=migration_id, taken_at=cut.cut_at,
+                )  # fmt: skip
             except BaseException:
                 self.snapshotter.discard(cut)
                 raise
@@ -799,171 +651,3 @@ WAL_VOLUME_REFUSED = (
     "together they are not even crash-consistent; only an online backup (--online --pg DSN: backup label and "
     "the WAL from start to stop) makes them restorable. Refusing to take an unrestorable snapshot"
 )
-
-
-# ------------------------------------------------------------------------------------------- restore side
-
-
-class PrepareError(Exception):
-    pass
-
-
-def _running_postmaster(datadir: Path) -> int | None:
-    """The PID of a server running on `datadir`, or None. The snapshot of a running server always holds that
-    server's postmaster.pid: stale in the restored copy, which is told apart by the data directory the lock file
-    names (a copy mounted elsewhere) or by no live postgres process under that PID (another pod)."""
-    lock = datadir / "postmaster.pid"
-    if not lock.exists():
-        return None
-    try:
-        lines = lock.read_text().splitlines()
-        pid, locked_dir = int(lines[0]), Path(lines[1])
-    except (ValueError, IndexError, OSError):
-        return None
-    try:
-        if locked_dir.resolve() != datadir.resolve():
-            return None
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-    return pid if comm in ("postgres", "postmaster") else None
-
-
-def _write_owned(path: Path, data: bytes, like: Path) -> None:
-    """Write through a temp file, with the owner of `like` (the data directory's), mode 0600."""
-    tmp = path.with_name(f".{path.name}.sv-backups-tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o600)
-    st = like.stat()
-    if os.geteuid() == 0:
-        os.chown(tmp, st.st_uid, st.st_gid)
-    os.replace(tmp, path)
-
-
-def prepare_datadir(
-    dest: Destination, manifest: dict[str, Any], *, role: str, datadir: Path, log: Callable[..., Any]
-) -> dict[str, Any]:
-    """Make a data directory restored from the role's snapshot start as the backup: the backup label (and
-    tablespace map) and the WAL from start to stop (checksums verified) written in; a crash-consistent
-    snapshot needs nothing. Refuses a directory that is not a PGDATA or that a running server uses."""
-    if not (datadir / "PG_VERSION").is_file() or not (datadir / "global" / "pg_control").is_file():
-        raise PrepareError(
-            f"{datadir} does not look like a PostgreSQL data directory (no PG_VERSION or "
-            "global/pg_control): mount the volume restored from the snapshot and name its PGDATA"
-        )
-    pid = _running_postmaster(datadir)
-    if pid is not None:
-        raise PrepareError(f"{datadir} is in use by a running server (PID {pid}): prepare it before the server starts")
-    records = {r["role"]: r for r in manifest["snapshots"]}
-    if role not in records:
-        raise PrepareError(f"the set has no {role} snapshot (roles: {', '.join(sorted(records))})")
-    record = records[role]
-    facts: dict[str, Any] = {"role": role, "consistency": record["consistency"], "datadir": str(datadir)}
-    stale = datadir / "postmaster.pid"
-    if stale.exists():
-        # The running source server's lock file, captured by the snapshot: a base backup must not hold it.
-        stale.unlink()
-        facts["removed_stale_postmaster_pid"] = True
-    # Our WAL slot, persisted in the snapshot: on the restored server it would hold WAL forever.
-    for slot in sorted((datadir / "pg_replslot").glob(f"{SLOT_PREFIX}*")):
-        shutil.rmtree(slot)
-        facts.setdefault("removed_slots", []).append(slot.name)
-    if record["consistency"] != ONLINE:
-        log("prepare.nothing_to_write", **facts)
-        return facts
-    details = record["details"]
-    owner = datadir / "PG_VERSION"
-    label = details["backup_label"].encode()
-    existing = datadir / "backup_label"
-    if existing.exists() and existing.read_bytes() != label:
-        raise PrepareError(f"{existing} exists and is not this backup's label: refusing to overwrite it")
-    wal_dir = datadir / "pg_wal"
-    prefix = snapshot_set_prefix(manifest["migration_id"], manifest["set_id"])
-    written = []
-    for obj in details["wal"]["objects"]:
-        stored = dest.read_bytes(f"{prefix}/{obj['key']}")
-        if hashlib.sha256(stored).hexdigest() != obj["sha256"]:
-            raise PrepareError(f"{obj['key']}: sha256 differs from the manifest")
-        raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=obj["segment_size"])
-        if hashlib.sha256(raw).hexdigest() != obj["segment_sha256"] or len(raw) != obj["segment_size"]:
-            raise PrepareError(f"{obj['key']}: the segment's sha256 differs from the manifest")
-        _write_owned(wal_dir / obj["segment"], raw, owner)
-        written.append(obj["segment"])
-    if details.get("tablespace_map"):
-        _write_owned(datadir / "tablespace_map", details["tablespace_map"].encode(), owner)
-    # The label last: a directory with a label but without its WAL would fail recovery in a confusing way.
-    _write_owned(existing, label, owner)
-    facts.update(wal_segments=written, stop_lsn=details.get("stop_lsn"))
-    log("prepare.written", **facts)
-    return facts
-
-
-def restore_volume(
-    client: KubeClient,
-    manifest: dict[str, Any],
-    *,
-    role: str,
-    namespace: str,
-    pvc: str,
-    storage_class: str | None = None,
-    replace: bool = False,
-    volume: str = "data",
-) -> dict[str, Any]:
-    """A new PVC from the role's VolumeSnapshot of `volume` (data, or wal where pg_wal has its own volume) as its
-    dataSource. An existing PVC is never touched unless `replace` (then it is deleted first: scale the workload
-    using it to 0 before, or its deletion waits on the pod)."""
-    records = {r["role"]: r for r in manifest["snapshots"]}
-    record = records.get(role)
-    if record is None or record["method"] != VOLUME_SNAPSHOT:
-        raise PrepareError(f"the set has no volume snapshot of {role}")
-    snap_ns, _, snap_name = record["handle"].partition("/")
-    taken = {v.get("volume"): v for v in record["details"].get("volume_snapshots") or []}
-    if volume != "data":
-        if volume not in taken:
-            raise PrepareError(f"the {role} snapshot has no {volume} volume (volumes: {', '.join(sorted(taken))})")
-        snap_name = taken[volume]["name"]
-    if snap_ns != namespace:
-        raise PrepareError(
-            f"the snapshot is in namespace {snap_ns}; a PVC can be restored from it only there (asked for {namespace})"
-        )
-    snapshot = client.get_optional(volume_snapshots_path(namespace, snap_name))
-    if snapshot is None or status_of(snapshot).get("readyToUse") is not True:
-        raise PrepareError(f"VolumeSnapshot {record['handle']} is {'gone' if snapshot is None else 'not ready'}")
-    existing = client.get_optional(pvc_path(namespace, pvc))
-    if existing is not None:
-        if not replace:
-            raise PrepareError(f"PVC {namespace}/{pvc} exists: not overwriting it (--replace deletes it first)")
-        client.delete(pvc_path(namespace, pvc))
-    size = status_of(snapshot).get("restoreSize") or next(
-        (v.get("restore_size") for v in taken.values() if v.get("name") == snap_name and v.get("restore_size")), None
-    )
-    if not size:
-        raise PrepareError(f"VolumeSnapshot {record['handle']} reports no restoreSize")
-    spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": size}},
-        "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap_name},
-    }
-    if storage_class:
-        spec["storageClassName"] = storage_class
-    body = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": pvc,
-            "namespace": namespace,
-            "labels": dict(MANAGED_BY),
-            "annotations": {SET_ID_ANNOTATION: manifest["set_id"], ROLE_LABEL: role},
-        },
-        "spec": spec,
-    }
-    try:
-        client.create(pvcs_path(namespace), body)
-    except KubeError as error:
-        if error.conflict and existing is not None:
-            raise PrepareError(
-                f"PVC {namespace}/{pvc} is still being deleted (a pod still mounts it?): scale its workload to 0 and "
-                "run again with --replace"
-            ) from None
-        raise
-    return {"pvc": f"{namespace}/{pvc}", "from": record["handle"], "size": size, "replaced": existing is not None}
