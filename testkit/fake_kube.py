@@ -123,6 +123,11 @@ class FakeKubeApi(LocalServer):
         with self.lock:
             self._forbidden.add((method, path_prefix))
 
+    def allow(self, method: str, path_prefix: str) -> None:
+        """Undo `forbid` (another identity, e.g. the pruner's, may)."""
+        with self.lock:
+            self._forbidden.discard((method, path_prefix))
+
     def get(self, plural: str, namespace: str, name: str) -> dict | None:
         with self.lock:
             return copy.deepcopy(self.objects.get((plural, namespace, name)))
@@ -242,19 +247,34 @@ class FakeKubeApi(LocalServer):
         if status.get("phase") in ("Succeeded", "Failed") or self.pod_mode == "pending":
             return
         namespace = pod["metadata"]["namespace"]
-        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"].get("volumes", [])
-                  if "persistentVolumeClaim" in v]
-        if not all((self.objects.get(("persistentvolumeclaims", namespace, c)) or {}).get("status", {}).get("phase")
-                   == "Bound" for c in claims):
+        claims = [
+            v["persistentVolumeClaim"]["claimName"]
+            for v in pod["spec"].get("volumes", [])
+            if "persistentVolumeClaim" in v
+        ]
+        if not all(
+            (self.objects.get(("persistentvolumeclaims", namespace, c)) or {}).get("status", {}).get("phase") == "Bound"
+            for c in claims
+        ):
             return
         if status.get("phase") == "Pending":
             status["phase"] = "Running"
             return
         code = 0 if self.pod_mode == "succeeded" else 3
         status["phase"] = "Succeeded" if code == 0 else "Failed"
-        status["containerStatuses"] = [{"name": c["name"], "state": {"terminated": {
-            "exitCode": code, "reason": "Completed" if code == 0 else "Error", "message": self.pod_message}}}
-            for c in pod["spec"]["containers"]]
+        status["containerStatuses"] = [
+            {
+                "name": c["name"],
+                "state": {
+                    "terminated": {
+                        "exitCode": code,
+                        "reason": "Completed" if code == 0 else "Error",
+                        "message": self.pod_message,
+                    }
+                },
+            }
+            for c in pod["spec"]["containers"]
+        ]
 
     def _delete_snapshot(self, key: tuple[str, str, str]) -> None:
         snapshot = self.objects.pop(key)

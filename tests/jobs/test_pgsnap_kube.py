@@ -336,3 +336,26 @@ def test_managed_methods_without_their_module_fail_clearly(jobs_cli, tmp_path, m
     )  # fmt: skip
     assert result.returncode == 1
     assert "no jobs/pgsnap_rds.py" in events(result)[0]["error"]
+
+
+def test_a_creator_that_cannot_delete_leaves_its_failed_snapshot_to_the_pruner(api, jobs_cli, tmp_path):
+    """The snapshot job's ServiceAccount may not delete snapshots: a failed step's cleanup is refused, the
+    failure reported is still the snapshot's own, and the pruner (its own identity) removes the leftover."""
+    url = f"file://{tmp_path}/store"
+    api.mode = "error"
+    api.forbid("DELETE", "/apis/snapshot.storage.k8s.io/v1/namespaces/sv/volumesnapshots")
+    api.forbid("PATCH", "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents")
+    result = step(jobs_cli, api, url, "apps", "snap-set-1", "--error-grace", "0s")
+    assert result.returncode == 1
+    (failed,) = events(result)
+    assert failed["stage"] == "wait" and "quota exceeded" in failed["error"]
+    assert "snapshot.discard_failed" in result.stderr
+    (left,) = api.names("volumesnapshots", NS)
+    api.allow("DELETE", "/apis/snapshot.storage.k8s.io/v1/namespaces/sv/volumesnapshots")  # the pruner's identity
+    api.allow("PATCH", "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents")
+    later = datetime.now(UTC) + timedelta(hours=7)
+    result = prune(
+        open_destination(url), {VOLUME_SNAPSHOT: provider_for(api)}, now=later, keep_recent=timedelta(days=3)
+    )
+    assert result.leftovers == [f"{NS}/{left}"] and api.names("volumesnapshots", NS) == []
+    assert api.disk_snapshots == set()
