@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import threading
@@ -50,22 +49,27 @@ from jobs.ebs_copies import (
 from jobs.kube import (
     KubeClient,
     KubeError,
-    pvc_path,
     resolve_config,
     volume_snapshot_content_path,
     volume_snapshots_path,
 )
+from jobs.volume_snapshots import (
+    MIGRATION_ID_LABEL,
+    SET_ID_LABEL,
+    TAKEN_AT_LABEL,
+    VolumeSnapshotFailure,
+    check_pvc_bound,
+    label_value,
+    remove,
+    wait_ready,
+)
 from rules.naming import LABEL_PREFIX, MANAGED_BY
-from rules.retention import Keepable, cometbft_historical_cadence, format_duration, select_kept
+from rules.retention import Keepable, cometbft_historical_cadence, select_kept
 
 KIND = "cometbft"
-SET_ID_LABEL = f"{LABEL_PREFIX}/set-id"
-MIGRATION_ID_LABEL = f"{LABEL_PREFIX}/migration-id"
-TAKEN_AT_LABEL = f"{LABEL_PREFIX}/taken-at"
 PVC_ANNOTATION = f"{LABEL_PREFIX}/pvc"
 SET_ID_ENV = "SET_ID"
 
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _MAX_NAME = 253
 
 
@@ -102,12 +106,6 @@ class Options:
 def snapshot_name(pvc: str, taken_at: int) -> str:
     suffix = f"-{taken_at}"
     return pvc[: _MAX_NAME - len(suffix)] + suffix
-
-
-def label_value(text: str) -> str:
-    """A valid label value (63 chars, alphanumeric ends) derived from `text`."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
-    return cleaned if _LABEL_VALUE.match(cleaned) else ""
 
 
 def _status(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -181,13 +179,9 @@ class SnapshotJob:
     def check_pvc(self) -> None:
         o = self.options
         try:
-            pvc = self.client.get(pvc_path(o.namespace, o.pvc))
-        except KubeError as error:
-            what = "not found" if error.not_found else str(error)
-            raise SnapshotFailure("pvc", f"PVC {o.namespace}/{o.pvc}: {what}", status=error.status) from None
-        phase = _status(pvc).get("phase")
-        if phase != "Bound":
-            raise SnapshotFailure("pvc", f"PVC {o.namespace}/{o.pvc} is {phase or 'in no phase'}, not Bound")
+            check_pvc_bound(self.client, o.namespace, o.pvc)
+        except VolumeSnapshotFailure as error:
+            raise SnapshotFailure("pvc", str(error), status=error.status) from None
 
     def create(self, taken_at: int) -> str:
         o = self.options
@@ -226,54 +220,24 @@ class SnapshotJob:
 
     def wait_ready(self, name: str) -> dict[str, Any]:
         o = self.options
-        path = volume_snapshots_path(o.namespace, name)
-        deadline = self.clock() + o.ready_timeout.total_seconds()
-        error_since: float | None = None
-        interval = min(o.poll_interval, 1.0)
-        while True:
-            try:
-                snapshot = self.client.get(path)
-            except KubeError as error:
-                raise SnapshotFailure("wait", f"reading VolumeSnapshot {o.namespace}/{name}: {error}") from None
-            status = _status(snapshot)
-            if status.get("readyToUse") is True:
-                return snapshot
-            error = status.get("error") or {}
-            now = self.clock()
-            if error:
-                error_since = now if error_since is None else error_since
-                if now - error_since >= o.error_grace.total_seconds():
-                    reason = error.get("message") or "error without message"
-                    raise SnapshotFailure(
-                        "wait", f"VolumeSnapshot {o.namespace}/{name} failed: {reason}", snapshot=name
-                    )
-            else:
-                error_since = None
-            if now >= deadline:
-                raise SnapshotFailure(
-                    "wait",
-                    f"VolumeSnapshot {o.namespace}/{name} not ready after {format_duration(o.ready_timeout)}",
-                    snapshot=name,
-                )
-            self.sleep(min(interval, max(0.0, deadline - now)))
-            interval = min(interval * 2, o.poll_interval)
+        try:
+            return wait_ready(
+                self.client,
+                o.namespace,
+                name,
+                ready_timeout=o.ready_timeout,
+                error_grace=o.error_grace,
+                poll_interval=o.poll_interval,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+        except VolumeSnapshotFailure as error:
+            raise SnapshotFailure("wait", str(error), snapshot=error.snapshot) from None
 
     # --- delete ---------------------------------------------------------------------------------------
     def remove(self, name: str) -> None:
-        """Delete a snapshot and its disk snapshot: the class is Retain, so first switch the bound content to
-        Delete (otherwise deleting the VolumeSnapshot would orphan a billed disk snapshot)."""
-        path = volume_snapshots_path(self.options.namespace, name)
-        snapshot = self.client.get_optional(path)
-        if snapshot is None:
-            return
-        content = _status(snapshot).get("boundVolumeSnapshotContentName")
-        if content:
-            try:
-                self.client.merge_patch(volume_snapshot_content_path(content), {"spec": {"deletionPolicy": "Delete"}})
-            except KubeError as error:
-                if not error.not_found:
-                    raise
-        self.client.delete(path)
+        """Delete a snapshot and its disk snapshot (jobs/volume_snapshots.py: Retain content switched first)."""
+        remove(self.client, self.options.namespace, name)
 
     def discard_own(self, name: str) -> None:
         """Best effort after a failure: the failure is what gets reported, not a cleanup error."""
@@ -475,6 +439,7 @@ class SnapshotJob:
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(

@@ -14,8 +14,9 @@ from typing import Any
 COMPLETED = "backup.completed"
 FAILED = "backup.failed"
 # drill-*: the restore drills (jobs/drill_cli.py, drill_identities.py, drill_cometbft.py).
+# postgres-snapshots: the snapshot sets' steps and seal (jobs/pgsnap_cli.py); snapshot-prune: their pruner.
 KINDS = ("postgres", "cometbft", "identities", "replica", "history", "drill-postgres", "drill-cometbft",
-         "drill-identities")
+         "drill-identities", "postgres-snapshots", "snapshot-prune")
 
 
 def emit(event: str, kind: str, *, stream=None, **fields: Any) -> dict[str, Any]:

@@ -16,9 +16,11 @@ from jobs import cli_types
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.pgsets import complete_sets
+from jobs.pgsnap import complete_snapshot_sets
 from rules.history import PRUNED_ROLES, audit, set_point, table
-from rules.manifest import utc_now
+from rules.manifest import RECENT, utc_now
 from rules.retention import DURATION_HELP, parse_duration
+from rules.snapshot_sets import history_point
 
 KIND = "history"
 # What the problems in the event's `error` may add up to: the full list is in the table or --json.
@@ -47,6 +49,9 @@ def cmd_audit_history(args) -> int:
     try:
         dest = open_destination(args.url)
         points = [set_point(prefix.split("/", 1)[0], manifest) for prefix, manifest in complete_sets(dest)]
+        # Snapshot sets count as recent sets (freshness); the gap-less proof rests on the dump sets' historical
+        # tier (docs/jobs-snapshots.md).
+        snapshots = [history_point(RECENT, manifest) for _, manifest in complete_snapshot_sets(dest)]
     except Exception as exc:
         emit(FAILED, KIND, error=f"{type(exc).__name__}: {exc}", store=args.url)
         return 1
@@ -55,11 +60,20 @@ def cmd_audit_history(args) -> int:
         given = getattr(args, f"{role}_pruning")
         if given is not None:
             overrides[role] = None if given is OFF else given
-    report = audit(points, now=utc_now(), max_age=args.interval + args.slack, overrides=overrides)
-    print(json.dumps(report.as_json(), sort_keys=True) if args.json else table(report), flush=True)
+    report = audit(points + snapshots, now=utc_now(), max_age=args.interval + args.slack, overrides=overrides)
+    kinds = {
+        kind: {"sets": len(group), "newest_set_id": max(group, key=lambda p: p.created_at).set_id if group else None}
+        for kind, group in (("dump", points), ("snapshot", snapshots))
+    }
+    if args.json:
+        print(json.dumps({**report.as_json(), "kinds": kinds}, sort_keys=True), flush=True)
+    else:
+        print(table(report), flush=True)
+        print("kinds: " + ", ".join(f"{k} {v['sets']} (newest {v['newest_set_id']})" for k, v in kinds.items()))
     fields = {
         "store": args.url,
-        "sets": len(points),
+        "sets": len(points) + len(snapshots),
+        "kinds": kinds,
         "series": len(report.series),
         "newest_set_id": report.newest.set_id if report.newest else None,
         "newest_age_seconds": round(report.newest_age.total_seconds(), 3) if report.newest else None,

@@ -27,11 +27,14 @@ from jobs.pgsets import (
     seal_set,
     verify_set,
 )
+from jobs.pgsnap import complete_snapshot_sets, verify_snapshot_set
+from jobs.pgsnap_cli import volume_provider
 from jobs.restore import RestoreOptions, restore_set
 from jobs.restore_checks import any_failed, check_restored, summary_lines
 from rules.databases import PLAIN_IDENTIFIER
-from rules.manifest import MANIFEST, TIERS, check_role, manifest_errors, stale_set_problem, utc_now
+from rules.manifest import MANIFEST, TIERS, check_role, manifest_errors, parse_time, stale_set_problem, utc_now
 from rules.retention import DURATION_HELP, SV_SCHEDULE_GAP
+from rules.snapshot_sets import SNAPSHOT_SETS, VOLUME_SNAPSHOT
 
 KIND = "postgres"
 
@@ -217,6 +220,8 @@ def cmd_backup_set(args) -> int:
 
 
 def cmd_verify_set(args) -> int:
+    if _is_snapshot_url(args.url):
+        return _verify_snapshot_set(args)
     try:
         dest, prefix = _split_set_url(args.url)
         manifest, errors = verify_set(dest, prefix)
@@ -233,22 +238,65 @@ def cmd_verify_set(args) -> int:
     return 0
 
 
+def _is_snapshot_url(url: str) -> bool:
+    parts = url.rstrip("/").rsplit("/", 3)
+    return len(parts) == 4 and parts[1] == SNAPSHOT_SETS
+
+
+def _verify_snapshot_set(args) -> int:
+    """A snapshot set: manifest valid, ordering holds, WAL objects intact; with --deep, each role's snapshot still
+    there and ready, asked of the provider (in-cluster volumes: --namespace; the others are reported unchecked)."""
+    try:
+        base, _, migration, set_id = args.url.rstrip("/").rsplit("/", 3)
+        if not migration.isdigit():
+            raise ValueError(f"{args.url}: expected DEST/{SNAPSHOT_SETS}/<migration id>/<set id>")
+        dest = open_destination(base)
+        providers = None
+        if args.deep:
+            providers = {VOLUME_SNAPSHOT: volume_provider(args)} if args.namespace else {}
+        manifest, errors = verify_snapshot_set(dest, f"{SNAPSHOT_SETS}/{migration}/{set_id}", providers)
+    except Exception as exc:
+        print(f"verify-set: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if errors:
+        for error in errors:
+            print(f"verify-set: {error}", file=sys.stderr)
+        return 1
+    consistency = ", ".join(f"{r['role']} {r['consistency']}" for r in manifest["snapshots"])
+    checked = "snapshots present and ready, " if args.deep else ""
+    print(f"OK {args.url}: snapshot set of {len(manifest['snapshots'])} roles ({consistency}), {checked}"
+          "ordering holds")
+    return 0
+
+
 def cmd_list_sets(args) -> int:
     try:
         dest = open_destination(args.url)
         sets = complete_sets(dest, migration_id=args.migration_id)
+        snapshot_sets = complete_snapshot_sets(dest, migration_id=args.migration_id)
     except Exception as exc:
         print(f"list-sets: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    rows = []
     for prefix, manifest in sets:
-        row = {"url": dest.describe(prefix), "created_at": manifest["created_at"], "tier": prefix.split("/")[0],
-               "migration_id": manifest["migration_id"], "set_id": manifest["set_id"],
-               "bytes": manifest["total_size"], "roles": manifest["roles"]}
+        rows.append({"kind": "dump", "url": dest.describe(prefix), "created_at": manifest["created_at"],
+                     "tier": prefix.split("/")[0], "migration_id": manifest["migration_id"],
+                     "set_id": manifest["set_id"], "bytes": manifest["total_size"], "roles": manifest["roles"]})
+    for prefix, manifest in snapshot_sets:
+        # A snapshot set's size is its snapshots' (the provider's, incremental): only its WAL is in the store.
+        wal = sum(o["size"] for r in manifest["snapshots"] for o in ((r["details"].get("wal") or {}).get("objects")
+                                                                      or []))
+        rows.append({"kind": "snapshot", "url": dest.describe(prefix), "created_at": manifest["created_at"],
+                     "tier": "recent", "migration_id": manifest["migration_id"], "set_id": manifest["set_id"],
+                     "bytes": wal, "roles": manifest["roles"],
+                     "consistency": {r["role"]: r["consistency"] for r in manifest["snapshots"]}})
+    rows.sort(key=lambda r: (parse_time(r["created_at"]), r["url"]), reverse=True)
+    for row in rows:
         if args.json:
             print(json.dumps(row))
         else:
-            print(f"{row['created_at']}  {row['tier']:<10} {row['migration_id']:>4}  {row['bytes']:>14}  "
-                  f"{','.join(row['roles']):<32} {row['url']}")
+            print(f"{row['created_at']}  {row['kind']:<8} {row['tier']:<10} {row['migration_id']:>4}  "
+                  f"{row['bytes']:>14}  {','.join(row['roles']):<32} {row['url']}")
     return 0
 
 
@@ -342,10 +390,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_backup_set)
 
     p = subparsers.add_parser("verify-set", help="check a set: manifest, every object's size and sha256, ordering")
-    p.add_argument("url", help="DEST/<recent|historical>/<migration id>/<set id>")
-    p.set_defaults(func=cmd_verify_set)
+    p.add_argument("url", help=f"DEST/<recent|historical|{SNAPSHOT_SETS}>/<migration id>/<set id>")
+    p.add_argument("--deep", action="store_true",
+                   help="snapshot sets: also ask the provider that each snapshot still exists and is ready")
+    p.add_argument("--namespace", help="snapshot sets, --deep: the namespace of the VolumeSnapshots")
+    p.add_argument("--kube-api", help="Kubernetes API URL (default: in-cluster; env SV_BACKUPS_KUBE_API)")
+    p.set_defaults(func=cmd_verify_set, ready_timeout=None, error_grace=None, poll_interval=1.0, pvc="-",
+                   snapshot_class="-")
 
-    p = subparsers.add_parser("list-sets", help="list complete sets, newest first")
+    p = subparsers.add_parser("list-sets", help="list complete sets (dump and snapshot: column kind), newest first")
     p.add_argument("url", **common_dest)
     p.add_argument("--migration-id", type=int, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
