@@ -300,3 +300,12 @@ def test_release_reads_the_registry_from_the_repository_variable(tmp_path, repos
     else:
         assert done.returncode == 0, done.stdout + done.stderr
         assert expected in output.read_text().splitlines()
+
+
+def test_every_repository_setting_the_workflows_read_is_documented():
+    used = set()
+    for workflow in WORKFLOWS:
+        used |= set(re.findall(r"\b(?:vars|secrets)\.([A-Z][A-Z0-9_]*)", workflow.read_text()))
+    used -= {"GITHUB_TOKEN"}
+    documented = (REPO / "docs" / "image.md").read_text()
+    assert used and {name for name in used if f"`{name}`" not in documented} == set()
