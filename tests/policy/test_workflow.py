@@ -309,3 +309,11 @@ def test_every_repository_setting_the_workflows_read_is_documented():
     used -= {"GITHUB_TOKEN"}
     documented = (REPO / "docs" / "image.md").read_text()
     assert used and {name for name in used if f"`{name}`" not in documented} == set()
+
+
+def test_every_pull_request_builds_the_image_and_checks_what_the_jobs_need():
+    steps = _steps("pull-request.yml", "image")
+    build = next(s for s in steps if s.get("uses", "").startswith("docker/build-push-action@"))
+    assert build["with"]["file"] == "jobs/Dockerfile" and build["with"]["push"] is False
+    check = "\n".join(s.get("run", "") for s in steps)
+    assert "65532:65532" in check and "for major in 14 15 16 17" in check and "en_US.utf8" in check
