@@ -32,9 +32,20 @@ from jobs.pgsnap_cli import volume_provider
 from jobs.restore import RestoreOptions, restore_set
 from jobs.restore_checks import any_failed, check_restored, summary_lines
 from rules.databases import PLAIN_IDENTIFIER
-from rules.manifest import MANIFEST, TIERS, check_role, manifest_errors, parse_time, stale_set_problem, utc_now
+from rules.manifest import (
+    MANIFEST,
+    TIERS,
+    check_role,
+    data_taken_by,
+    format_time,
+    manifest_errors,
+    parse_time,
+    stale_set_problem,
+    utc_now,
+)
 from rules.retention import DURATION_HELP, SV_SCHEDULE_GAP
 from rules.snapshot_sets import SNAPSHOT_SETS, VOLUME_SNAPSHOT
+from rules.snapshot_sets import data_taken_by as snapshot_data_taken_by
 
 KIND = "postgres"
 
@@ -290,7 +301,15 @@ def cmd_list_sets(args) -> int:
                      "tier": "recent", "migration_id": manifest["migration_id"], "set_id": manifest["set_id"],
                      "bytes": wal, "roles": manifest["roles"],
                      "consistency": {r["role"]: r["consistency"] for r in manifest["snapshots"]}})
+    if args.before is not None:
+        # Damage noticed at `before`: only sets whose every database was read (cut) strictly before it.
+        taken = {dest.describe(p): data_taken_by(m) for p, m in sets}
+        taken |= {dest.describe(p): snapshot_data_taken_by(m) for p, m in snapshot_sets}
+        rows = [row for row in rows if taken[row["url"]] < args.before]
     rows.sort(key=lambda r: (parse_time(r["created_at"]), r["url"]), reverse=True)
+    if args.before is not None and not args.json:
+        print(f"# sets whose every database was read before {format_time(args.before)}; the first is the one to "
+              "restore", file=sys.stderr)
     for row in rows:
         if args.json:
             print(json.dumps(row))
@@ -402,6 +421,9 @@ def register(subparsers) -> None:
     p.add_argument("url", **common_dest)
     p.add_argument("--migration-id", type=int, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--before", type=cli_types.moment, metavar="TIME",
+                   help="damage noticed at TIME (e.g. 2026-12-07T03:10Z): only sets whose every database was read "
+                        "strictly before it; the first listed is the one to restore")
     p.set_defaults(func=cmd_list_sets)
 
     p = subparsers.add_parser("restore-set", help="restore a complete set into (new or empty) databases and check")

@@ -346,6 +346,12 @@ def set_taken_at(manifest: dict[str, Any]) -> datetime:
     return min(s.requested_at for s in manifest_snapshots(manifest))
 
 
+def data_taken_by(manifest: dict[str, Any]) -> datetime:
+    """When the newest data in the set was cut (the latest `cut_at`): nothing written after it is in the set, so it
+    is a set to restore after damage noticed at any later time (list-sets --before)."""
+    return max(s.cut_at for s in manifest_snapshots(manifest))
+
+
 # ------------------------------------------------------------------------------------------------ retention
 
 
