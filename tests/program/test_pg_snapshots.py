@@ -376,3 +376,27 @@ def test_twice_weekly_dumps_on_aws(aws):
     assert container_args(seal)[-2:] == ["--schedule-gap", "4d"]
     alarms = {r["name"] for r in aws.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
     assert {"sv-1-alarm-postgres-snapshots-stale", "sv-1-alarm-snapshot-prune-failed"} <= alarms
+
+
+# --- DABFT, and a refused layout through the operator's command --------------------------------------------------
+
+
+def test_a_dabft_node_snapshots_its_ordering_state_first(offline_plan, stack_config_map):
+    config = stack_config_map("dabft-dev")
+    config["sv-backups:snapshots"] = {}
+    plan = offline_plan(config)
+    assert list(steps(plan))[:3] == ["canton-bft", "apps", "participant"]
+    [seal] = pod_spec(cron_job(plan, CREATOR))["containers"]
+    roles = container_args(seal)[container_args(seal).index("--roles") + 1]
+    assert roles.split(",")[:2] == ["canton-bft", "apps"]
+
+
+def test_plan_refuses_wal_on_its_own_volume_without_an_online_backup(tmp_path, stack_config_map):
+    from tests.program.conftest import plan_config_file
+
+    config = stack_config_map("prod")
+    config["sv-backups:snapshots"]["onlineBackup"] = False
+    config["sv-backups:postgres"]["apps"]["walPvc"] = "wal-apps-pg-0"
+    done = plan_config_file(tmp_path, "prod", config)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "sv-backups:postgres.apps.walPvc: pg_wal is on its own volume ('wal-apps-pg-0')" in done.stdout + done.stderr
