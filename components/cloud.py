@@ -86,6 +86,22 @@ class SnapshotCopies:
 
 
 @dataclass(frozen=True)
+class SnapshotJobAccess:
+    """What one snapshot-set job (the creator or the pruner, components/pg_snapshots.py) gets from the cloud: the
+    identity its ServiceAccount acts as (already granted what the job does with the provider, and nothing more)
+    and the job args that name the provider's resources.
+
+    `role_args`: for the creator, per role, the method args of a managed instance (`--method cloudsql-backup ...`,
+    `--method rds-snapshot ...`) or the cloud's extras to a volume snapshot (EBS: the DR copy and the lock);
+    empty for the pruner. `args`: for the pruner, its provider access (`--project`, `--region`,
+    `--copy-to-region`); empty for the creator."""
+
+    identity: WorkloadIdentity
+    role_args: dict[str, list[pulumi.Input[str]]]
+    args: list[pulumi.Input[str]]
+
+
+@dataclass(frozen=True)
 class AlertSpec:
     """One backup kind to watch: stale after `stale_after` without a completed run, or failed."""
 
@@ -105,15 +121,21 @@ class AlertSpec:
         return f"{self.kind} backup"
 
 
-_RUN_NAMES = {"history": "history audit", "replica": "DR replica check"}
+_RUN_NAMES = {
+    "history": "history audit",
+    "replica": "DR replica check",
+    "postgres-snapshots": "postgres snapshot set",
+    "snapshot-prune": "postgres snapshot pruning",
+}
 
 
 class CloudBackend(Protocol):
     name: str
     default_snapshot_driver: str
 
-    def snapshot_class_parameters(self) -> dict[str, str]:
-        """VolumeSnapshotClass parameters (e.g. where the snapshot data is stored)."""
+    def snapshot_class_parameters(self, purpose: str = "cometbft") -> dict[str, str]:
+        """VolumeSnapshotClass parameters (e.g. where the snapshot data is stored, the tags a snapshot carries);
+        `purpose` is what the class's snapshots hold (cometbft, postgres-snapshot)."""
         ...
 
     def drill_volume_parameters(self) -> dict[str, str]:
@@ -161,6 +183,15 @@ class CloudBackend(Protocol):
 
     def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
         """None where snapshots are already stored outside the primary region (GCP multi-region storage)."""
+        ...
+
+    def snapshot_creator(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotJobAccess:
+        """The snapshot-set creator's identity: take snapshots of the stack's instances (and their DR copies and
+        locks, where the job makes them); never delete one (Cloud SQL backup runs, EBS and RDS snapshots)."""
+        ...
+
+    def snapshot_pruner(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotJobAccess:
+        """The snapshot pruner's identity: the only one that can delete the node's snapshots (and their copies)."""
         ...
 
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]: ...

@@ -19,9 +19,11 @@ from components import kube_specs
 from components.cloud import BackupStore, CloudBackend, PostgresEndpoint
 from components.settings import InClusterPostgres, Settings
 from rules import retention
-from rules.naming import Names
+from rules.naming import FOUR_HOURLY_BY_LABEL, Names
 
 COMPONENT = "postgres-backup"
+# The snapshot sets' component (components/pg_snapshots.py COMPONENT), named here to keep the import one-way.
+SNAPSHOT_COMPONENT = "postgres-snapshot"
 
 
 class PostgresBackups(pulumi.ComponentResource):
@@ -92,7 +94,7 @@ class PostgresBackups(pulumi.ComponentResource):
             metadata=meta.ObjectMetaArgs(
                 name=names.resource(COMPONENT),
                 namespace=namespace,
-                labels=kube_specs.cron_job_labels(labels, standby=settings.standby),
+                labels=kube_specs.cron_job_labels(labels, standby=settings.standby) | _duty_label(settings),
             ),
             spec=kube_specs.cron_job_spec(
                 schedule=settings.schedule.postgres,
@@ -174,11 +176,24 @@ def _uri_part(value: pulumi.Input[str]) -> pulumi.Input[str]:
     return pulumi.Output.from_input(value).apply(lambda text: quote(text, safe=""))
 
 
+def _duty_label(settings: Settings) -> dict[str, str]:
+    """With snapshot sets, they take the 4-hourly backups and the dump sets run on a sparser schedule: the label
+    names the CronJob that carries the duty (components/pg_snapshots.py)."""
+    if settings.snapshots is None:
+        return {}
+    return {FOUR_HOURLY_BY_LABEL: Names(settings.name_prefix).resource(SNAPSHOT_COMPONENT)}
+
+
 def _pruning_flags(settings: Settings) -> list[str]:
-    """The seal step derives the historical cadence from these with the same function the program uses."""
+    """The seal step derives the historical cadence from these with the same function the program uses
+    (rules.retention.postgres_historical_cadence); the schedule's gap only when it is not the 4 h every stack had
+    before snapshot sets allowed sparser dump schedules, so those stacks' args stay as they were."""
     flags = []
     if settings.retention.participant_pruning:
         flags += ["--participant-pruning", retention.format_duration(settings.retention.participant_pruning)]
     if settings.retention.sequencer_pruning:
         flags += ["--sequencer-pruning", retention.format_duration(settings.retention.sequencer_pruning)]
+    gap = settings.derived.postgres_schedule_gap
+    if gap != retention.SV_SCHEDULE_GAP:
+        flags += ["--schedule-gap", retention.format_duration(gap)]
     return flags

@@ -15,10 +15,12 @@ from components.dr import DisasterRecovery
 from components.drill import RestoreDrill
 from components.identities import IdentityBackups
 from components.monitoring import BackupAlerts, alert_specs
+from components.pg_snapshots import PRUNE_KIND, PRUNE_SCHEDULE, PostgresSnapshots, SnapshotPruning
 from components.postgres import PostgresBackups
 from components.settings import Settings
 from components.storage import BackupStorage, tier_urls
 from rules import retention
+from rules.schedules import SNAPSHOT_KIND
 
 # The keys of the drills' CronJobs in the `cronJobs` output (next to `historyAudit`).
 DRILL_OUTPUTS = {"postgres": "drillPostgres", "cometbft": "drillCometbft", "identities": "drillIdentities"}
@@ -46,13 +48,26 @@ class SvBackups(pulumi.ComponentResource):
         self.identities = IdentityBackups("identities", settings, backend, child, slot=secret)
         # A DABFT node has no CometBFT node: its ordering state is the Postgres set's canton-bft role.
         self.cometbft = None if settings.dabft else CometbftSnapshots("cometbft", settings, backend, child)
+        # After the dump sets and CometBFT: the DR keys their copies use are declared (and parented) there first.
+        self.snapshots: PostgresSnapshots | None = None
+        self.snapshot_pruning: SnapshotPruning | None = None
+        if settings.snapshots is not None:
+            self.snapshots = PostgresSnapshots("pg-snapshots", settings, backend, self.store, child)
+            self.snapshot_pruning = SnapshotPruning("pg-snapshot-pruning", settings, backend, self.store, child)
         self.cron_jobs = {
             "postgres": self.postgres.cron_job_name,
             **({"cometbft": self.cometbft.cron_job_name} if self.cometbft else {}),
             "identities": self.identities.cron_job_name,
+            **(
+                {SNAPSHOT_KIND: self.snapshots.cron_job_name, PRUNE_KIND: self.snapshot_pruning.cron_job_name}
+                if self.snapshots is not None
+                else {}
+            ),
         }
         # Standby CronJobs do not run: alerting on them would page until failover.
         specs = [] if settings.standby else alert_specs(settings, self.cron_jobs)
+        if self.snapshots is not None and not settings.standby:
+            specs += [self.snapshots.alert, self.snapshot_pruning.alert]
         if self.dr is not None:
             specs += self.dr.alert_specs
         else:
@@ -73,6 +88,11 @@ class SvBackups(pulumi.ComponentResource):
                 "identitiesSecret": self.identities.secret_id,
                 "cronJobs": self.cron_jobs,
                 **({"snapshotClass": self.cometbft.snapshot_class_name} if self.cometbft else {}),
+                **(
+                    {"postgresSnapshotClass": self.snapshots.snapshot_class_name}
+                    if self.snapshots is not None and self.snapshots.snapshot_class_name
+                    else {}
+                ),
             }
         )
 
@@ -106,8 +126,28 @@ def declare(settings: Settings) -> SvBackups:
             "identities": settings.schedule.identities,
             "audit": settings.schedule.audit,
             **({"drill": settings.schedule.drill} if node.drill is not None else {}),
+            **(
+                {SNAPSHOT_KIND: settings.snapshots.schedule, PRUNE_KIND: PRUNE_SCHEDULE}
+                if node.snapshots is not None
+                else {}
+            ),
         },
     )
+    if node.snapshots is not None:
+        # What restore and the operator read: where the snapshot sets' snapshots are and how they are kept.
+        pulumi.export(
+            "snapshotSets",
+            {
+                "snapshotClass": node.snapshots.snapshot_class_name,
+                "historical": settings.snapshots.historical,
+                "onlineBackup": settings.snapshots.online_backup,
+                **(
+                    {"historicalCadence": fmt(derived.snapshot_historical_cadence)}
+                    if derived.snapshot_historical_cadence is not None
+                    else {}
+                ),
+            },
+        )
     pulumi.export("postgresRoles", settings.roles)
     # The backup kinds this stack runs (no cometbft on a DABFT stack).
     timing = {kind: t for kind, t in derived.timing.items() if kind in node.cron_jobs}

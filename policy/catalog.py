@@ -19,6 +19,7 @@ from . import (
     gcp_rules,
     key_rules,
     kubernetes_rules,
+    snapshot_rules,
     stack_rules,
 )
 from .clouds import Cloud
@@ -46,6 +47,7 @@ POLICIES: list[Policy] = [
     *gcp_replication_rules.POLICIES,
     *dr_rules.POLICIES,
     *drill_rules.POLICIES,
+    *snapshot_rules.POLICIES,
 ]
 
 

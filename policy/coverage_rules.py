@@ -19,6 +19,7 @@ from .props import (
     CRON_JOB,
     DRILL_COMPONENTS,
     SNAPSHOT_CLASS,
+    SNAPSHOT_KINDS,
     backup_kind,
     drill_component,
     drill_kind,
@@ -41,7 +42,10 @@ def alerted_kinds(resources: list[StackResource]) -> tuple[str, ...]:
     restore drill the stack declares (`drill-postgres`...: a drill nobody hears about proves nothing). A DABFT
     stack has no cometbft backup (`required_backup_kinds`)."""
     waiting = {backup_kind(r.props) for r in resources if r.type == CRON_JOB and standby(r.props)}
-    kinds = tuple(k for k in required_backup_kinds(resources) if k not in waiting)
+    # Snapshot sets and their pruner are optional (sv-backups:snapshots); where declared, they are watched too.
+    declared = {backup_kind(r.props) for r in resources if r.type == CRON_JOB}
+    optional = [k for k in SNAPSHOT_KINDS if k in declared]
+    kinds = tuple(k for k in (*required_backup_kinds(resources), *optional) if k not in waiting)
     drills = sorted({drill_component(r.props) for r in resources if r.type == CRON_JOB} - {None})
     return (*kinds, *(["replica"] if is_dr_stack(resources) else []), *drills)
 

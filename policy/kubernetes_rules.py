@@ -21,7 +21,9 @@ from rules.schedules import (
 )
 
 from .props import (
+    COMPONENT_LABEL,
     CRON_JOB,
+    FOUR_HOURLY_BY_LABEL,
     SNAPSHOT_CLASS,
     STANDBY_LABEL,
     UNKNOWN,
@@ -30,6 +32,7 @@ from .props import (
     cloudsql_proxy_version,
     containers,
     get,
+    labels,
     pod_spec,
     require_known,
     standby,
@@ -74,7 +77,12 @@ def _check_schedule(props: dict, args: ResourceValidationArgs, report: ReportVio
             f"{describe(max_gap)}, e.g. '0 */4 * * *'."
         )
         return
-    gap = largest_gap(schedule, stop_above=max_gap)
+    # The pruner takes no backup (it runs daily); dump sets beside snapshot sets may be sparser, as long as the
+    # snapshot CronJob they name carries the duty (snapshot-sets-carry-the-duty checks that one, this rule its gap).
+    relaxed = kind == "snapshot-prune" or (
+        kind == "postgres" and labels(props, "metadata", "labels").get(FOUR_HOURLY_BY_LABEL)
+    )
+    gap = timedelta(0) if relaxed else largest_gap(schedule, stop_above=max_gap)
     if gap > max_gap:
         report(
             f"{where}: schedule '{schedule}' leaves {describe(gap)} or more between two runs; the SV docs "
@@ -378,20 +386,25 @@ job_image_pinned_by_digest = resource_rule(
 # --- CometBFT snapshots ---------------------------------------------------------------------------------
 
 
+# What each class's snapshots hold, by its component label (components/cometbft.py, components/pg_snapshots.py).
+_SNAPSHOT_OF = {"postgres-snapshot": "Postgres snapshot-set"}
+
+
 def _check_snapshot_class(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
     policy = get(props, "deletionPolicy")
+    what = _SNAPSHOT_OF.get(labels(props, "metadata", "labels").get(COMPONENT_LABEL), "CometBFT")
     if policy != "Retain" and policy is not UNKNOWN:
         report(
             f"VolumeSnapshotClass '{args.name}': deletionPolicy is {policy or 'unset'}, so deleting a "
-            f"VolumeSnapshot object (by hand, a namespace deletion, an uninstall) destroys the CometBFT disk "
+            f"VolumeSnapshot object (by hand, a namespace deletion, an uninstall) destroys the {what} disk "
             f"snapshot itself. Fix: set deletionPolicy: Retain (the pruner releases snapshots one by one)."
         )
 
 
 snapshot_class_retain = resource_rule(
     "snapshot-class-retain",
-    "The CometBFT VolumeSnapshotClass keeps snapshots when their VolumeSnapshot objects are deleted "
-    "(deletionPolicy: Retain).",
+    "The CometBFT and Postgres snapshot-set VolumeSnapshotClasses keep snapshots when their VolumeSnapshot objects "
+    "are deleted (deletionPolicy: Retain).",
     types=[SNAPSHOT_CLASS],
     check=_check_snapshot_class,
     severity=Severity.CRITICAL,

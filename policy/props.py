@@ -42,8 +42,19 @@ _SENTINELS = {
 # The Kubernetes label that tells which backup a CronJob runs (rules/naming.py COMPONENT_LABEL), and the
 # backup kind each value stands for (the kinds the alerts and log events use, docs/contracts.md section 3).
 COMPONENT_LABEL = "app.kubernetes.io/component"
-BACKUP_COMPONENTS = {"postgres-backup": "postgres", "cometbft-snapshot": "cometbft", "identities-dump": "identities"}
+BACKUP_COMPONENTS = {
+    "postgres-backup": "postgres",
+    "cometbft-snapshot": "cometbft",
+    "identities-dump": "identities",
+    # Ordered Postgres snapshot sets (sv-backups:snapshots, components/pg_snapshots.py) and their pruner: backup
+    # jobs as far as pods, identities and alerts go; neither is required on every stack (BACKUP_KINDS).
+    "postgres-snapshot": "postgres-snapshots",
+    "postgres-snapshot-prune": "snapshot-prune",
+}
 BACKUP_KINDS = ("postgres", "cometbft", "identities")
+SNAPSHOT_KINDS = ("postgres-snapshots", "snapshot-prune")
+# On the dump sets' CronJob when snapshot sets carry the 4-hourly duty (rules/naming.py FOUR_HOURLY_BY_LABEL).
+FOUR_HOURLY_BY_LABEL = "sv-backups.canton.network/four-hourly-by"
 # The jobs that check the backups rather than take them, and run as the read-only restore identity: a DR stack's
 # replica check (components/dr.py) and every primary's daily history audit (components/audit.py).
 CHECK_COMPONENTS = {"replica-check": "replica", "history-audit": "history"}

@@ -17,12 +17,14 @@ from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackV
 from rules.retention import (
     HISTORICAL_TIER,
     RECENT_TIER,
-    SCHEDULE_MARGIN,
+    SV_SCHEDULE_GAP,
     cometbft_historical_cadence,
     cometbft_retention_window,
     parse_duration,
     postgres_historical_cadence,
+    schedule_margin,
 )
+from rules.schedules import largest_gap
 
 from .clouds import BackupAlert, Cloud, clouds_of
 from .props import (
@@ -30,6 +32,7 @@ from .props import (
     BUCKET,
     CADENCE_SECONDS,
     CRON_JOB,
+    FOUR_HOURLY_BY_LABEL,
     GKE_SA_ANNOTATION,
     K8S_SERVICE_ACCOUNT,
     MIN_PRUNING_SECONDS,
@@ -255,7 +258,8 @@ lifecycle_keeps_recent_window = stack_rule(
 
 
 def _seal_windows(resources: list[StackResource]) -> tuple[StackResource | None, dict[str, timedelta]]:
-    """The pruning windows the Postgres seal step is started with (--participant-pruning, --sequencer-pruning)."""
+    """The pruning windows the Postgres seal step is started with (--participant-pruning, --sequencer-pruning), and
+    under "schedule-gap" its --schedule-gap (a dump schedule sparser than 4 h, beside snapshot sets)."""
     for resource in resources:
         if resource.type != CRON_JOB or backup_kind(resource.props) != "postgres":
             continue
@@ -264,7 +268,12 @@ def _seal_windows(resources: list[StackResource]) -> tuple[StackResource | None,
                 continue
             args = [a for a in container.get("args") or [] if isinstance(a, str)]
             windows = {}
-            for flag, key in (("--participant-pruning", "participant"), ("--sequencer-pruning", "sequencer")):
+            flags = (
+                ("--participant-pruning", "participant"),
+                ("--sequencer-pruning", "sequencer"),
+                ("--schedule-gap", "schedule-gap"),
+            )
+            for flag, key in flags:
                 if flag in args[:-1]:
                     try:
                         windows[key] = parse_duration(args[args.index(flag) + 1])
@@ -274,13 +283,18 @@ def _seal_windows(resources: list[StackResource]) -> tuple[StackResource | None,
     return None, {}
 
 
-# The most that can pass between a promotion falling due and the next run having taken its snapshots, for every
-# schedule the settings accept (rules/retention.py): a cadence must leave it inside the window.
-MARGIN = SCHEDULE_MARGIN.total_seconds()
+# The most that can pass between a promotion falling due and the next run having taken its snapshots
+# (rules/retention.py schedule_margin): 8 h for every schedule at most 4 h apart, twice the gap of a sparser dump
+# schedule (read from the dump CronJob's schedule and the seal's --schedule-gap); a cadence must leave it inside the
+# window.
 
 
 def _cadence_check(clouds: Sequence[Cloud]):
     def check(resources: list[StackResource], _args: StackValidationArgs, report: ReportViolation) -> None:
+        job, windows = _seal_windows(resources)
+        real_gap = _dump_gap(job)
+        # A dump schedule sparser than 4 h (beside snapshot sets) has a margin of twice its gap (rules/retention.py).
+        store_margin = schedule_margin(real_gap or SV_SCHEDULE_GAP).total_seconds()
         for cloud in clouds_of(resources, clouds):
             for store, values in cloud.stores(resources):
                 cadence = as_number(values.get(CADENCE_SECONDS))
@@ -288,11 +302,11 @@ def _cadence_check(clouds: Sequence[Cloud]):
                 if cadence is None:
                     if values.get(CADENCE_SECONDS) in (None, "", UNKNOWN):
                         report(cloud.missing_store_label(store, CADENCE_SECONDS), store.urn)
-                elif pruning is not None and cadence + MARGIN >= pruning:
+                elif pruning is not None and cadence + store_margin >= pruning:
                     report(
                         f"Bucket '{store.name}': historical sets are kept every {describe_seconds(cadence)} "
-                        f"({CADENCE_SECONDS}), which with up to {describe_seconds(MARGIN)} until the next run has "
-                        f"taken its snapshots is not strictly less than the smallest pruning window "
+                        f"({CADENCE_SECONDS}), which with up to {describe_seconds(store_margin)} until the next run "
+                        f"has taken its snapshots is not strictly less than the smallest pruning window "
                         f"{describe_seconds(pruning)} ({MIN_PRUNING_SECONDS}): pruned history would fall between "
                         f"two kept sets. Fix: keep historical sets more often than the smallest of "
                         f"sv-backups:retention.participantPruning / sequencerPruning (the program uses the "
@@ -300,16 +314,26 @@ def _cadence_check(clouds: Sequence[Cloud]):
                         f"rules/retention.py).",
                         store.urn,
                     )
-        job, windows = _seal_windows(resources)
+        gap = windows.pop("schedule-gap", SV_SCHEDULE_GAP)
+        if job is not None and real_gap is not None and real_gap > max(gap, SV_SCHEDULE_GAP):
+            report(
+                f"CronJob '{job.name}': its schedule leaves {describe_seconds(real_gap.total_seconds())} between two "
+                f"runs, but the seal step computes the historical cadence for a gap of "
+                f"{describe_seconds(gap.total_seconds())} (--schedule-gap), so historical sets can end up further "
+                f"apart than the pruning window allows. Fix: pass --schedule-gap with the schedule's largest gap "
+                f"(components/postgres.py does).",
+                job.urn,
+            )
         if job is not None and windows:
-            used = postgres_historical_cadence(windows.get("participant"), windows.get("sequencer"))
+            used = postgres_historical_cadence(windows.get("participant"), windows.get("sequencer"), gap)
+            margin = schedule_margin(gap)
             smallest = min(windows.values())
-            if used + SCHEDULE_MARGIN >= smallest:
+            if used + margin >= smallest:
                 report(
                     f"CronJob '{job.name}': the seal step promotes a historical set every "
                     f"{describe_seconds(used.total_seconds())} (from its --participant-pruning/--sequencer-pruning), "
-                    f"which with up to {describe_seconds(MARGIN)} until the next run has taken its snapshots is "
-                    f"not strictly less than the smallest pruning window "
+                    f"which with up to {describe_seconds(margin.total_seconds())} until the next run has taken its "
+                    f"snapshots is not strictly less than the smallest pruning window "
                     f"{describe_seconds(smallest.total_seconds())}. Fix: lengthen "
                     f"sv-backups:retention.participantPruning / sequencerPruning (the cadence is the smallest window "
                     f"minus 8 h of schedule margin and the outage budget, at least 1h).",
@@ -321,6 +345,21 @@ def _cadence_check(clouds: Sequence[Cloud]):
                 _check_cometbft_cadence(job, step, report)
 
     return check
+
+
+def _dump_gap(job: StackResource | None) -> timedelta | None:
+    """The largest gap of a dump CronJob allowed to run sparser than 4 h (labelled four-hourly-by: snapshot sets
+    carry the duty), over its whole period; None otherwise (backup-schedule-max-gap holds it to 4 h) or when it
+    cannot be read."""
+    if job is None or not labels(job.props, "metadata", "labels").get(FOUR_HOURLY_BY_LABEL):
+        return None
+    schedule = get(job.props, "spec", "schedule")
+    if not isinstance(schedule, str):
+        return None
+    try:
+        return largest_gap(schedule)
+    except ValueError:
+        return None  # backup-schedule-max-gap reports it
 
 
 def cometbft_steps(resources: list[StackResource]) -> list[tuple[StackResource, dict | None]]:

@@ -16,6 +16,9 @@ LABEL_PREFIX = "sv-backups.canton.network"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 # On a DR stack's backup CronJobs until failover: they are suspended on purpose (policy checks the pairing).
 STANDBY_LABEL = f"{LABEL_PREFIX}/standby"
+# On the dump sets' CronJob when snapshot sets (sv-backups:snapshots) carry the 4-hourly duty: the name of the
+# snapshot CronJob that does, so the dumps may run sparser (policy snapshot-sets-carry-the-duty checks that one).
+FOUR_HOURLY_BY_LABEL = f"{LABEL_PREFIX}/four-hourly-by"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "sv-backups"}
 
 

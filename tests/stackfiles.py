@@ -39,3 +39,13 @@ def problems_of(raw: dict[str, Any]) -> list[str]:
     with pytest.raises(SettingsError) as error:
         load_settings(raw, stack="test")
     return error.value.problems
+
+
+def dump_only_config(stack: str) -> dict[str, Any]:
+    """`stack`'s config as it was before snapshot sets (issue 17): no sv-backups:snapshots, the dump sets 4-hourly.
+    The production examples (prod, aws-prod) run snapshot sets beside weekly dumps; tests of the dump sets' own
+    rules (the 4-hour bound, the cadence of a 4-hourly schedule) start from this."""
+    raw = raw_config(stack)
+    raw.pop("sv-backups:snapshots", None)
+    raw.setdefault("sv-backups:schedule", {})["postgres"] = "0 */4 * * *"
+    return raw

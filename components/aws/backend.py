@@ -6,7 +6,9 @@ What survives what:
   even from the account root;
 - identities dumps: a Secrets Manager secret with a replica in dr.region, each under its own regional key;
 - RDS automated backups: replicated to dr.region under a DR key;
-- CometBFT EBS snapshots: regional, so the snapshot job copies each one to dr.region under a DR key.
+- CometBFT EBS snapshots: regional, so the snapshot job copies each one to dr.region under a DR key;
+- Postgres snapshot sets (sv-backups:snapshots): EBS snapshots copied to dr.region and locked for the recent
+  window, RDS snapshots copied to dr.region; only their pruner can delete them (components/aws/snapshots.py).
 Every key is a customer-managed KMS key with 90-day rotation, protected from `pulumi destroy`.
 
 Regional resources name their region (`region=`, pulumi-aws 7's per-resource region) instead of going through
@@ -22,9 +24,17 @@ from typing import cast
 import pulumi
 from pulumi_aws import iam, secretsmanager
 
-from components.aws import alerts, policies, rds, s3
+from components.aws import alerts, policies, rds, s3, snapshots
 from components.aws.context import AwsContext
-from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
+from components.cloud import (
+    AlertSpec,
+    BackupStore,
+    PostgresEndpoint,
+    SecretSlot,
+    SnapshotCopies,
+    SnapshotJobAccess,
+    WorkloadIdentity,
+)
 from components.settings import RdsPostgres, Settings
 from rules.naming import Names
 
@@ -72,11 +82,11 @@ class AwsBackend:
         # gp3 (3000 IOPS baseline whatever the size), encrypted like every disk holding the node's data.
         return {"type": "gp3", "encrypted": "true"}
 
-    def snapshot_class_parameters(self) -> dict[str, str]:
-        # The EBS CSI driver tags each snapshot: the snapshot job may delete only snapshots with this tag.
+    def snapshot_class_parameters(self, purpose: str = "cometbft") -> dict[str, str]:
+        # The EBS CSI driver tags each snapshot: the jobs may lock, copy and delete only snapshots with this tag.
         return {
             "tagSpecification_1": f"{policies.NODE_TAG}={self.context.node}",
-            "tagSpecification_2": "svbackups-purpose=cometbft",
+            "tagSpecification_2": f"svbackups-purpose={purpose}",
         }
 
     def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
@@ -280,6 +290,14 @@ class AwsBackend:
         self, role: str, instance: RdsPostgres, identity: WorkloadIdentity, *, parent: pulumi.Resource
     ) -> PostgresEndpoint:
         return rds.adopt_instance(self.context, role, instance, parent=parent)
+
+    def snapshot_creator(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotJobAccess:
+        identity = self.workload_identity(snapshots.CREATOR_PURPOSE, k8s_service_account, parent=parent)
+        return snapshots.snapshot_creator(self.context, identity, parent=parent)
+
+    def snapshot_pruner(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotJobAccess:
+        identity = self.workload_identity(snapshots.PRUNER_PURPOSE, k8s_service_account, parent=parent)
+        return snapshots.snapshot_pruner(self.context, identity, parent=parent)
 
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
         return alerts.declare_alerts(self.context, specs, parent=parent)

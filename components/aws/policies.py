@@ -499,22 +499,26 @@ def snapshot_copier(
     """snapshot-cometbft: copy each kept EBS snapshot to the DR region under the DR key, tag the copies as the
     node's, and delete only snapshots tagged as the node's (pruning) in either region."""
     regions = (primary_region, dr_region)
-    # A cross-region copy runs in the DR region and reads the source there; either EBS endpoint may call KMS.
-    ebs = [via("ec2", region) for region in regions]
-    source_keys = f"arn:{part}:kms:{primary_region}:{account}:key/*"
     return document(
-        {
-            # DescribeSnapshots supports no resource-level permission.
-            "Sid": "FindSnapshots",
-            "Effect": "Allow",
-            "Action": "ec2:DescribeSnapshots",
-            "Resource": "*",
-        },
+        _find_ebs_snapshots(),
+        *_ebs_copies(part, node, primary_region, dr_region),
+        _delete_the_nodes_ebs_snapshots(part, node, regions),
+        *_ebs_copy_keys(part, account, primary_region, dr_region, dr_key_arn),
+    )
+
+
+def _find_ebs_snapshots() -> Statement:
+    # DescribeSnapshots supports no resource-level permission.
+    return {"Sid": "FindSnapshots", "Effect": "Allow", "Action": "ec2:DescribeSnapshots", "Resource": "*"}
+
+
+def _ebs_copies(part: str, node: str, primary_region: str, dr_region: str) -> list[Statement]:
+    return [
         {
             "Sid": "CopySnapshotsToDr",
             "Effect": "Allow",
             "Action": "ec2:CopySnapshot",
-            "Resource": snapshot_arns(part, regions),
+            "Resource": snapshot_arns(part, (primary_region, dr_region)),
         },
         {
             # Tags only as part of the copy, and every copy carries the node's tag (so it can be pruned).
@@ -524,13 +528,24 @@ def snapshot_copier(
             "Resource": snapshot_arns(part, [dr_region]),
             "Condition": {"StringEquals": {"ec2:CreateAction": "CopySnapshot", f"aws:RequestTag/{NODE_TAG}": node}},
         },
-        {
-            "Sid": "DeleteOnlyTheNodesSnapshots",
-            "Effect": "Allow",
-            "Action": "ec2:DeleteSnapshot",
-            "Resource": snapshot_arns(part, regions),
-            "Condition": {"StringEquals": {f"aws:ResourceTag/{NODE_TAG}": node}},
-        },
+    ]
+
+
+def _delete_the_nodes_ebs_snapshots(part: str, node: str, regions: Iterable[str]) -> Statement:
+    return {
+        "Sid": "DeleteOnlyTheNodesSnapshots",
+        "Effect": "Allow",
+        "Action": "ec2:DeleteSnapshot",
+        "Resource": snapshot_arns(part, regions),
+        "Condition": {"StringEquals": {f"aws:ResourceTag/{NODE_TAG}": node}},
+    }
+
+
+def _ebs_copy_keys(part: str, account: str, primary_region: str, dr_region: str, dr_key_arn: str) -> list[Statement]:
+    # A cross-region copy runs in the DR region and reads the source there; either EBS endpoint may call KMS.
+    ebs = [via("ec2", region) for region in (primary_region, dr_region)]
+    source_keys = f"arn:{part}:kms:{primary_region}:{account}:key/*"
+    return [
         {
             "Sid": "EncryptCopiesWithTheDrKey",
             "Effect": "Allow",
@@ -571,7 +586,141 @@ def snapshot_copier(
             "Resource": source_keys,
             "Condition": {"StringEquals": {"kms:ViaService": ebs}, "Bool": {"kms:GrantIsForAWSResource": "true"}},
         },
-    )
+    ]
+
+
+# --- Postgres snapshot sets (components/aws/snapshots.py) ---------------------------------------------------
+
+# What only the pruner may do with the node's snapshots: the creator's document never holds these (policy
+# snapshot-creator-cannot-delete checks the plan for them).
+SNAPSHOT_DELETE_ACTIONS = ("ec2:DeleteSnapshot", "rds:DeleteDBSnapshot")
+
+
+def rds_instance_arn(part: str, account: str, region: str, instance: str) -> str:
+    return f"arn:{part}:rds:{region}:{account}:db:{instance}"
+
+
+def rds_snapshot_arns(part: str, account: str, regions: Iterable[str]) -> list[str]:
+    return [f"arn:{part}:rds:{region}:{account}:snapshot:*" for region in dict.fromkeys(regions)]
+
+
+def snapshot_set_creator(
+    part: str,
+    account: str,
+    node: str,
+    primary_region: str,
+    dr_region: str | None,
+    *,
+    volumes: bool,
+    ebs_dr_key_arn: str | None,
+    rds_instances: Sequence[tuple[str, str]],
+    rds_dr_key_arn: str | None,
+) -> Document:
+    """snapshot-step (the creator of snapshot sets): lock the node's EBS snapshots (the CSI driver, not the job,
+    creates them) and copy them to the DR region; create RDS snapshots of the node's instances (`rds_instances`:
+    (region, identifier) pairs), tagged as the node's, and copy them to the DR region. Nothing here deletes, unlocks
+    or shortens a lock: that is the pruner's document, and the lock binds the pruner too."""
+    statements: list[Statement] = []
+    if volumes:
+        regions = (primary_region, *([dr_region] if dr_region else []))
+        statements += [
+            {
+                "Sid": "FindSnapshots",
+                "Effect": "Allow",
+                "Action": ["ec2:DescribeSnapshots", "ec2:DescribeLockedSnapshots"],
+                "Resource": "*",
+            },
+            {
+                # EBS Snapshot Lock (governance mode) for the recent window, on the source and its copy: only the
+                # node's snapshots (the class tags what the CSI driver creates; the copies are tagged on creation).
+                "Sid": "LockTheNodesSnapshots",
+                "Effect": "Allow",
+                "Action": "ec2:LockSnapshot",
+                "Resource": snapshot_arns(part, regions),
+                "Condition": {"StringEquals": {f"aws:ResourceTag/{NODE_TAG}": node}},
+            },
+        ]
+        if dr_region is not None and ebs_dr_key_arn is not None:
+            statements += _ebs_copies(part, node, primary_region, dr_region)
+            statements += _ebs_copy_keys(part, account, primary_region, dr_region, ebs_dr_key_arn)
+    if rds_instances:
+        instance_regions = [region for region, _ in rds_instances]
+        all_regions = [*instance_regions, *([dr_region] if dr_region else [])]
+        statements += [
+            {
+                "Sid": "FindDbSnapshots",
+                "Effect": "Allow",
+                "Action": ["rds:DescribeDBSnapshots", "rds:DescribeDBInstances"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "SnapshotTheNodesInstances",
+                "Effect": "Allow",
+                "Action": "rds:CreateDBSnapshot",
+                "Resource": [
+                    *(rds_instance_arn(part, account, region, name) for region, name in rds_instances),
+                    *rds_snapshot_arns(part, account, instance_regions),
+                ],
+            },
+            {
+                # Tags only on snapshots being created or copied, and every one carries the node's tag (the pruner
+                # deletes by it).
+                "Sid": "TagDbSnapshotsAsTheNodes",
+                "Effect": "Allow",
+                "Action": "rds:AddTagsToResource",
+                "Resource": rds_snapshot_arns(part, account, all_regions),
+                "Condition": {"StringEquals": {f"aws:RequestTag/{NODE_TAG}": node}},
+            },
+        ]
+        if dr_region is not None and rds_dr_key_arn is not None:
+            rds_endpoints = [via("rds", region) for region in dict.fromkeys(all_regions)]
+            source_keys = [f"arn:{part}:kms:{region}:{account}:key/*" for region in dict.fromkeys(instance_regions)]
+            statements += [
+                {
+                    "Sid": "CopyDbSnapshotsToDr",
+                    "Effect": "Allow",
+                    "Action": "rds:CopyDBSnapshot",
+                    "Resource": rds_snapshot_arns(part, account, all_regions),
+                },
+                {
+                    "Sid": "EncryptDbCopiesWithTheDrKey",
+                    "Effect": "Allow",
+                    "Action": ["kms:DescribeKey", "kms:CreateGrant", "kms:Encrypt", "kms:GenerateDataKey*"],
+                    "Resource": rds_dr_key_arn,
+                    "Condition": {"StringEquals": {"kms:ViaService": via("rds", dr_region)}},
+                },
+                {
+                    # The instance's own key (any key of the account in its region), through RDS only.
+                    "Sid": "ReadSourceDbSnapshotsThroughRds",
+                    "Effect": "Allow",
+                    "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:CreateGrant"],
+                    "Resource": source_keys,
+                    "Condition": {"StringEquals": {"kms:ViaService": rds_endpoints}},
+                },
+            ]
+    return document(*statements)
+
+
+def snapshot_set_pruner(
+    part: str, account: str, node: str, regions: Sequence[str], *, volumes: bool, rds: bool
+) -> Document:
+    """prune-snapshots: delete the node's EBS and RDS snapshots (and copies) in `regions`, by the node's tag and
+    nothing else. No unlock: a snapshot younger than the recent window stays locked against the pruner too."""
+    statements: list[Statement] = []
+    if volumes:
+        statements += [_find_ebs_snapshots(), _delete_the_nodes_ebs_snapshots(part, node, regions)]
+    if rds:
+        statements += [
+            {"Sid": "FindDbSnapshots", "Effect": "Allow", "Action": "rds:DescribeDBSnapshots", "Resource": "*"},
+            {
+                "Sid": "DeleteOnlyTheNodesDbSnapshots",
+                "Effect": "Allow",
+                "Action": "rds:DeleteDBSnapshot",
+                "Resource": rds_snapshot_arns(part, account, regions),
+                "Condition": {"StringEquals": {f"aws:ResourceTag/{NODE_TAG}": node}},
+            },
+        ]
+    return document(*statements)
 
 
 # --- SNS ----------------------------------------------------------------------------------------------------

@@ -47,7 +47,10 @@ def declare_alerts(context: GcpContext, specs: list[AlertSpec], *, parent: pulum
 
     policies: list[pulumi.Resource] = []
     for spec in specs:
-        policies.extend(_alerts_for(context, spec, channels, parent))
+        # A Job event names the Job `<cron job>-<time>`, matched by prefix: leave out the Jobs of another watched
+        # CronJob whose name extends this one's (sv-1-postgres-snapshot-prune is not sv-1-postgres-snapshot).
+        longer = sorted({o.cron_job for o in specs if o.cron_job.startswith(f"{spec.cron_job}-")})
+        policies.extend(_alerts_for(context, spec, channels, parent, longer))
     if context.layout is not None and context.layout.replica is not None:
         policies.append(_copy_behind(context, channels, parent))
     elif context.layout is not None and context.layout.kind == gcp_locations.DUAL_REGION:
@@ -61,7 +64,10 @@ def _copy_behind(context: GcpContext, channels: list, parent: pulumi.Resource) -
     not in the DR region yet) means the copy is stuck: the DR region, the transfer job or its grants."""
     node = context.settings.node.name
     subscription = buckets.copy_subscription(context.names)
-    behind = context.settings.derived.timing["postgres"].largest_gap
+    # The most frequent Postgres sets: with snapshot sets the dump sets may be weekly, but the snapshot sets'
+    # manifests (and the dump objects) still must reach the DR bucket within one 4-hourly gap.
+    timing = context.settings.derived.timing
+    behind = min(timing[kind].largest_gap for kind in ("postgres", schedules.SNAPSHOT_KIND) if kind in timing)
     return _dr_copy_alert(
         context,
         "behind",
@@ -155,7 +161,9 @@ def _dr_copy_alert(
     )
 
 
-def _alerts_for(context: GcpContext, spec: AlertSpec, channels: list, parent: pulumi.Resource) -> list[pulumi.Resource]:
+def _alerts_for(
+    context: GcpContext, spec: AlertSpec, channels: list, parent: pulumi.Resource, others: list[str] = ()
+) -> list[pulumi.Resource]:
     node = context.settings.node.name
     container_logs = (
         f'resource.type="k8s_container" AND resource.labels.namespace_name="{spec.namespace}" '
@@ -169,7 +177,8 @@ def _alerts_for(context: GcpContext, spec: AlertSpec, channels: list, parent: pu
         f'logName="projects/{context.project}/logs/events" AND jsonPayload.involvedObject.kind="Job" '
         f'AND jsonPayload.involvedObject.namespace="{spec.namespace}" '
         f'AND jsonPayload.involvedObject.name:"{spec.cron_job}" '
-        f'AND jsonPayload.reason=("BackoffLimitExceeded" OR "DeadlineExceeded")'
+        + "".join(f'AND NOT jsonPayload.involvedObject.name:"{other}" ' for other in others)
+        + 'AND jsonPayload.reason=("BackoffLimitExceeded" OR "DeadlineExceeded")'
     )
     failed = _log_metric(
         context, spec, "failed", f'({container_logs} AND jsonPayload.event="backup.failed") OR ({job_events})', parent

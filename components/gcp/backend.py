@@ -7,7 +7,9 @@ What survives what:
 - identities dumps: Secret Manager, user-managed replicas in both regions, each under its own regional key;
 - Cloud SQL automated backups: stored in the DR region;
 - CometBFT PD snapshots: stored in the multi-region that holds both regions, else in the DR region
-  (VolumeSnapshotClass parameter).
+  (VolumeSnapshotClass parameter);
+- Postgres snapshot sets (sv-backups:snapshots): PD snapshots stored likewise, Cloud SQL on-demand backups at the
+  same location; their creator cannot delete them, only their pruner can (components/gcp/snapshots.py).
 Every key is a customer-managed Cloud KMS key with 90-day rotation.
 """
 
@@ -16,8 +18,16 @@ from __future__ import annotations
 import pulumi
 from pulumi_gcp import projects, secretmanager, serviceaccount, storage
 
-from components.cloud import AlertSpec, BackupStore, PostgresEndpoint, SecretSlot, SnapshotCopies, WorkloadIdentity
-from components.gcp import alerts, buckets, cloudsql
+from components.cloud import (
+    AlertSpec,
+    BackupStore,
+    PostgresEndpoint,
+    SecretSlot,
+    SnapshotCopies,
+    SnapshotJobAccess,
+    WorkloadIdentity,
+)
+from components.gcp import alerts, buckets, cloudsql, snapshots
 from components.gcp.context import GcpContext
 from components.settings import CloudSqlPostgres, Settings
 from rules import gcp_locations
@@ -53,14 +63,13 @@ class GcpBackend:
         # Balanced PD: SSD-backed, so a restore is not throttled by a standard disk's IOPS; deleted with the pod.
         return {"type": "pd-balanced"}
 
-    def snapshot_class_parameters(self) -> dict[str, str]:
+    def snapshot_class_parameters(self, purpose: str = "cometbft") -> dict[str, str]:
         # PD snapshots default to the multi-region nearest the disk, which for Zurich or London is the region
         # itself. We pin where they are stored so that the primary region's loss never takes them with it: the
         # multi-region holding both regions where there is one, else the DR region (a restore there is local).
         # A DR stack's cluster has no second region of its own: the multi-region holding its region, if any.
-        if self.context.layout is None:
-            return {"storage-locations": gcp_locations.standalone_snapshot_location(self.context.region)}
-        return {"storage-locations": self.context.layout.snapshot_location}
+        # The same for every purpose (CometBFT, Postgres snapshot sets).
+        return {"storage-locations": snapshots.snapshot_location(self.context)}
 
     # --- object storage ---------------------------------------------------------------------------------
     def backup_store(self, *, parent: pulumi.Resource) -> BackupStore:
@@ -195,6 +204,14 @@ class GcpBackend:
     def snapshot_copies(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotCopies | None:
         # PD snapshots are stored outside the primary region already (snapshot_class_parameters): nothing to copy.
         return None
+
+    def snapshot_creator(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotJobAccess:
+        identity = self.workload_identity(snapshots.CREATOR_PURPOSE, k8s_service_account, parent=parent)
+        return snapshots.snapshot_creator(self.context, identity, parent=parent)
+
+    def snapshot_pruner(self, k8s_service_account: str, *, parent: pulumi.Resource) -> SnapshotJobAccess:
+        identity = self.workload_identity(snapshots.PRUNER_PURPOSE, k8s_service_account, parent=parent)
+        return snapshots.snapshot_pruner(self.context, identity, parent=parent)
 
     def backup_alerts(self, specs: list[AlertSpec], *, parent: pulumi.Resource) -> list[pulumi.Resource]:
         return alerts.declare_alerts(self.context, specs, parent=parent)

@@ -13,6 +13,7 @@ from policy.catalog import POLICIES
 from . import helpers as h
 from .conftest import STACKS
 from .drill_cases import DRILL_CASES, GCP_STACKS
+from .snapshot_cases import SNAPSHOT_CASES
 from .test_rules import DR_CASES, violated
 
 AWS_STACKS = [s for s in STACKS if s.startswith("aws-")]
@@ -804,6 +805,7 @@ CASES = [
 # The DR stack's rules on AWS (their GCP cases are in test_rules.py).
 CASES += [(rule, stack, mutate, expected) for rule, stack, mutate, expected in DR_CASES if stack == "aws-prod-dr"]
 CASES += [case for case in DRILL_CASES if case[1] not in GCP_STACKS]
+CASES += [case for case in SNAPSHOT_CASES if case[1].startswith("aws-")]
 CASES += [
     (
         "dr-standby",

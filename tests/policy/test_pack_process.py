@@ -272,3 +272,27 @@ def test_analyze_sees_protect_and_ignore_changes_of_an_rds_instance(analyzer, pl
     assert len(messages) == 2
     assert any("protect is off" in m for m in messages)
     assert any("'deletionProtection', which covers deletionProtection" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("stack", "rule", "case"),
+    [
+        ("prod", "snapshot-creator-cannot-delete", "grants it roles/compute.storageAdmin"),
+        ("aws-prod", "snapshot-creator-cannot-delete", "allows ['ec2:DeleteSnapshot']"),
+        ("aws-prod", "snapshot-lock", "no --lock-for"),
+        ("prod", "snapshot-dr-copy", "its --location: no location"),
+    ],
+)
+def test_the_pack_process_reports_snapshot_set_rules(analyzer, plans, stack, rule, case):
+    """The snapshot-set rules through AnalyzeStack, as `pulumi preview` sends a stack (one breaking case each from
+    tests/policy/snapshot_cases.py)."""
+    from .snapshot_cases import SNAPSHOT_CASES
+
+    [mutate] = [m for r, s, m, expected in SNAPSHOT_CASES if (r, s) == (rule, stack) and expected == case]
+    _configure(analyzer, _stack_config(stack))
+    plan = h.pin_images(json.loads(json.dumps(plans[stack])))
+    mutate(plan)
+    by_policy = {d.policyName: d for d in analyzer.AnalyzeStack(_stack_request(plan)).diagnostics}
+    assert set(by_policy) == {rule}
+    assert case in by_policy[rule].message
+    assert by_policy[rule].enforcementLevel == analyzer_pb2.MANDATORY

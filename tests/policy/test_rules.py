@@ -14,6 +14,7 @@ from policy.props import pod_spec
 from . import helpers as h
 from .conftest import STACKS
 from .drill_cases import DRILL_CASES, GCP_STACKS
+from .snapshot_cases import SNAPSHOT_CASES
 
 
 def violated(plan: dict, config: dict | None = None) -> dict[str, list[str]]:
@@ -411,9 +412,10 @@ CASES = [
     (
         "backup-job-deadlines",
         "prod",
+        # prod's 4-hourly backups are its snapshot sets (its dump sets run weekly beside them).
         lambda p: (
-            _cron_spec("postgres")(p).update(startingDeadlineSeconds=1800),
-            _job_spec("postgres")(p).update(activeDeadlineSeconds=13500),
+            _cron_spec("postgres-snapshots")(p).update(startingDeadlineSeconds=1800),
+            _job_spec("postgres-snapshots")(p).update(activeDeadlineSeconds=13500),
         ),
         "(1800) + spec.jobTemplate.spec.activeDeadlineSeconds (13500) = 15300 s is not shorter than the 4 h",
     ),
@@ -995,6 +997,8 @@ DR_CASES = [
 CASES += [case for case in DR_CASES if case[1] != "aws-prod-dr"]
 # The restore drills' rules on GCP (the AWS cases run with test_aws_rules.py).
 CASES += [case for case in DRILL_CASES if case[1] in GCP_STACKS]
+# Ordered Postgres snapshot sets on GCP (the AWS cases run with test_aws_rules.py).
+CASES += [case for case in SNAPSHOT_CASES if not case[1].startswith("aws-")]
 
 
 @pytest.mark.parametrize(

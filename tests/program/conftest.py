@@ -123,6 +123,25 @@ def shipped_plan() -> Callable[[str], PlanResult]:
 
 
 @pytest.fixture(scope="session")
+def dump_only_plan() -> Callable[[str], PlanResult]:
+    """dump_only_plan("prod") -> the plan of a shipped stack as it was before snapshot sets (no sv-backups:snapshots,
+    4-hourly dump sets: tests/stackfiles.py dump_only_config), once per session: the dump sets' own behaviour."""
+    from tests.stackfiles import dump_only_config
+
+    cache: dict[str, PlanResult] = {}
+
+    def get(stack: str) -> PlanResult:
+        if not program_ready():
+            pytest.skip("the program (components/program.py) is not written yet")
+        if stack not in cache:
+            config = stack_config(dump_only_config(stack), project=PROJECT.name, stack=stack)
+            cache[stack] = plan_program(main_program(ROOT), config)
+        return cache[stack]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def dev_plan(shipped_plan) -> PlanResult:
     return shipped_plan("dev")
 

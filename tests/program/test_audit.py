@@ -17,27 +17,36 @@ def audit_job(plan) -> dict:
     return job["inputs"]
 
 
-@pytest.mark.parametrize("stack", ["prod", "aws-prod"])
-def test_the_audit_runs_daily_on_the_store_with_the_freshness_bound(shipped_plan, stack):
+@pytest.mark.parametrize(
+    ("stack", "interval", "slack"),
+    [
+        # 4-hourly dump sets: fresh within 4 h, plus a run's start window and deadline (3 h 45 min) and the 1 h slack.
+        ("dev", "4h", "285m"),
+        # Beside snapshot sets the dump sets run weekly (prod) or twice a week (aws-prod): fresh within that gap,
+        # plus a run's start window and its 24 h bound (rules/schedules.py MAX_RUN_DEADLINE) and the slack.
+        ("prod", "7d", "1515m"),
+        ("aws-prod", "4d", "1515m"),
+    ],
+)
+def test_the_audit_runs_daily_on_the_store_with_the_freshness_bound(shipped_plan, stack, interval, slack):
     plan = shipped_plan(stack)
     job = audit_job(plan)
     assert job["spec"]["schedule"] == "50 5 * * *" and "suspend" not in job["spec"]
     [container] = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    # 4-hourly sets: fresh within 4 h, plus a run's start window and deadline (3 h 45 min) and the 1 h slack
     assert container["args"] == [
         "audit-history",
         plan.outputs["backupUrl"],
         "--interval",
-        "4h",
+        interval,
         "--slack",
-        "285m",
+        slack,
         "--json",
     ]
     # A day between audits, but a run that has not finished in 2 h is hung (schedules.MAX_CHECK_RUN).
     assert job["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 2 * 3600
     args = build_parser().parse_args(container["args"])  # the job's own parser accepts exactly these flags
     assert args.url == plan.outputs["backupUrl"]
-    assert plan.outputs["cronJobs"]["historyAudit"] == "sv-1-history-audit"
+    assert plan.outputs["cronJobs"]["historyAudit"] == f"{plan.outputs['node']['name']}-history-audit"
 
 
 def test_the_audit_reads_only_its_store_on_gcp(shipped_plan):

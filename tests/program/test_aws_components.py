@@ -28,8 +28,10 @@ RESTORE_ROLES = [
 
 
 @pytest.fixture(scope="module")
-def prod(shipped_plan):
-    return shipped_plan("aws-prod")
+def prod(dump_only_plan):
+    """aws-prod as it was before snapshot sets (its dump sets 4-hourly): the dump sets' and the store's own
+    behaviour; aws-prod itself (snapshot sets beside twice-weekly dumps) is tests/program/test_pg_snapshots.py's."""
+    return dump_only_plan("aws-prod")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,10 @@ def dev(shipped_plan):
 
 @pytest.fixture
 def aws_prod_config(stack_config_map):
-    return stack_config_map("aws-prod")
+    config = stack_config_map("aws-prod")
+    config.pop("sv-backups:snapshots")  # as `prod` above
+    config["sv-backups:schedule"]["postgres"] = "0 */4 * * *"
+    return config
 
 
 def named(plan, name: str, type_: str | None = None) -> dict:

@@ -14,6 +14,13 @@ GOLDEN = Path(__file__).parent / "golden"
 DAY = 86400
 
 
+@pytest.fixture(scope="module")
+def prod_plan_dumps_only(dump_only_plan):
+    """prod as it was before snapshot sets: the dump sets' own behaviour (prod itself runs snapshot sets and weekly
+    dumps; tests/program/test_pg_snapshots.py covers those)."""
+    return dump_only_plan("prod")
+
+
 def cron_job(plan, component: str) -> dict:
     [job] = [
         r
@@ -69,6 +76,12 @@ def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
         "svbackups:identities:IdentityBackups",
         # A DABFT node has no CometBFT node (its state is the Postgres set's canton-bft role).
         *(() if plan.outputs.get("synchronizer") == "dabft" else ("svbackups:cometbft:CometbftSnapshots",)),
+        # Ordered Postgres snapshot sets (sv-backups:snapshots): the creator and the pruner.
+        *(
+            ("svbackups:pgsnapshots:PostgresSnapshots", "svbackups:pgsnapshots:SnapshotPruning")
+            if "snapshotSets" in plan.outputs
+            else ()
+        ),
         "svbackups:monitoring:BackupAlerts",
     }
     # every cloud or Kubernetes resource sits inside one of the concern components
@@ -80,8 +93,8 @@ def test_every_resource_hangs_under_a_typed_component(shipped_plan, stack):
             assert ancestor["type"] != "svbackups:index:SvBackups", resource["urn"]
 
 
-def test_postgres_cronjob_orders_apps_before_participant(prod_plan):
-    job = cron_job(prod_plan, "postgres-backup")
+def test_postgres_cronjob_orders_apps_before_participant(prod_plan_dumps_only):
+    job = cron_job(prod_plan_dumps_only, "postgres-backup")
     spec = job["inputs"]["spec"]
     pod = pod_spec(job)
     # The sequencer's Cloud SQL Auth Proxy (IAM login) is a native sidecar, started before the first dump step.
@@ -106,8 +119,8 @@ def test_postgres_cronjob_orders_apps_before_participant(prod_plan):
     assert pod["automountServiceAccountToken"] is False
 
 
-def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(prod_plan):
-    pod = pod_spec(cron_job(prod_plan, "postgres-backup"))
+def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(prod_plan_dumps_only):
+    pod = pod_spec(cron_job(prod_plan_dumps_only, "postgres-backup"))
     steps = {c["name"]: c for c in pod["initContainers"]}
     apps_args = container_args(steps["apps"])
     assert apps_args[:4] == ["backup-step", "--role", "apps", "--dest"]
@@ -124,7 +137,7 @@ def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(pr
     [db] = [container_args(participant)[i + 1] for i, a in enumerate(container_args(participant)) if a == "--db"]
     [instance] = [
         r
-        for r in prod_plan.of_type("gcp:sql/databaseInstance:DatabaseInstance")
+        for r in prod_plan_dumps_only.of_type("gcp:sql/databaseInstance:DatabaseInstance")
         if r["inputs"]["name"] == "sv-1-participant-pg-4"
     ]
     assert db.startswith("participant=postgresql://cnadmin@10.") and db.endswith(":5432/participant_4")
@@ -227,8 +240,8 @@ def test_cloudsql_not_adopted_is_only_dumped(offline_plan, stack_config_map):
     assert "participant=postgresql://cnadmin@10.9.8.7:5432/participant_4" in container_args(steps["participant"])
 
 
-def test_bucket_is_dual_region_private_encrypted_and_sized_from_the_windows(prod_plan):
-    [bucket] = prod_plan.of_type("gcp:storage/bucket:Bucket")
+def test_bucket_is_dual_region_private_encrypted_and_sized_from_the_windows(prod_plan_dumps_only):
+    [bucket] = prod_plan_dumps_only.of_type("gcp:storage/bucket:Bucket")
     inputs = bucket["inputs"]
     assert inputs["location"] == "US"
     assert inputs["customPlacementConfig"] == {"dataLocations": ["US-CENTRAL1", "US-EAST4"]}
@@ -265,13 +278,13 @@ def test_bucket_prefix_and_no_pruning_labels(offline_plan, dev_config):
     assert plan.outputs["recentSetsUrl"] == "gs://sv-dev-project-sv-dev-backups/sv-dev/recent/0/"
 
 
-def test_writers_can_create_but_not_delete(prod_plan):
-    grants = prod_plan.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
+def test_writers_can_create_but_not_delete(prod_plan_dumps_only):
+    grants = prod_plan_dumps_only.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
     assert sorted(g["inputs"]["role"] for g in grants) == ["roles/storage.objectCreator", "roles/storage.objectViewer"]
     assert {g["inputs"]["member"] for g in grants} == {
         "serviceAccount:sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"
     }
-    secret_grants = prod_plan.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+    secret_grants = prod_plan_dumps_only.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
     # The writer only adds versions; the restore identity reads them back for the identities drill.
     accounts = {g["inputs"]["role"]: g["inputs"]["member"].split("@")[0] for g in secret_grants}
     assert accounts == {
@@ -280,14 +293,16 @@ def test_writers_can_create_but_not_delete(prod_plan):
     }
 
 
-def test_workload_identity_binds_each_k8s_service_account(prod_plan):
-    bindings = prod_plan.of_type("gcp:serviceaccount/iAMMember:IAMMember")
+def test_workload_identity_binds_each_k8s_service_account(prod_plan_dumps_only):
+    bindings = prod_plan_dumps_only.of_type("gcp:serviceaccount/iAMMember:IAMMember")
     assert sorted(b["inputs"]["member"] for b in bindings) == [
         "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-history-audit]",
         "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-identities-dump]",
         "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-postgres-backup]",
     ]
-    accounts = {r["inputs"]["metadata"]["name"]: r for r in prod_plan.of_type("kubernetes:core/v1:ServiceAccount")}
+    accounts = {
+        r["inputs"]["metadata"]["name"]: r for r in prod_plan_dumps_only.of_type("kubernetes:core/v1:ServiceAccount")
+    }
     assert accounts["sv-1-postgres-backup"]["inputs"]["metadata"]["annotations"] == {
         "iam.gke.io/gcp-service-account": "sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"
     }
@@ -337,18 +352,18 @@ def test_identities_cronjob_reads_the_client_secret_from_a_mounted_file(prod_pla
     assert fingerprint["options"]["ignoreChanges"] == ["data"]
 
 
-def test_cometbft_snapshot_class_rbac_and_job(prod_plan):
-    [snapshot_class] = prod_plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+def test_cometbft_snapshot_class_rbac_and_job(prod_plan_dumps_only):
+    [snapshot_class] = prod_plan_dumps_only.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
     assert snapshot_class["inputs"]["deletionPolicy"] == "Retain"
     assert snapshot_class["inputs"]["driver"] == "pd.csi.storage.gke.io"
     assert snapshot_class["inputs"]["parameters"] == {"storage-locations": "us"}
-    [cluster_role] = prod_plan.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+    [cluster_role] = prod_plan_dumps_only.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
     assert cluster_role["inputs"]["rules"] == [
         {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotcontents"], "verbs": ["get", "patch"]}
     ]
     [role] = [
         r
-        for r in prod_plan.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+        for r in prod_plan_dumps_only.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
         if r["inputs"]["metadata"]["name"] == "sv-1-cometbft-snapshot"
     ]
     assert role["inputs"]["metadata"]["namespace"] == "sv"
@@ -356,7 +371,7 @@ def test_cometbft_snapshot_class_rbac_and_job(prod_plan):
         ("volumesnapshots",),
         ("persistentvolumeclaims",),
     }
-    args = container_args(pod_spec(cron_job(prod_plan, "cometbft-snapshot"))["containers"][0])
+    args = container_args(pod_spec(cron_job(prod_plan_dumps_only, "cometbft-snapshot"))["containers"][0])
     flags = dict(zip(args[1::2], args[2::2], strict=True))
     assert flags == {
         "--namespace": "sv",
@@ -370,8 +385,8 @@ def test_cometbft_snapshot_class_rbac_and_job(prod_plan):
     }
 
 
-def test_alerts_cover_every_kind_stale_and_failed(prod_plan):
-    policies = prod_plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")
+def test_alerts_cover_every_kind_stale_and_failed(prod_plan_dumps_only):
+    policies = prod_plan_dumps_only.of_type("gcp:monitoring/alertPolicy:AlertPolicy")
     kinds = sorted(
         (p["inputs"]["userLabels"]["svbackups-kind"], p["inputs"]["userLabels"]["svbackups-alert"]) for p in policies
     )
@@ -385,14 +400,16 @@ def test_alerts_cover_every_kind_stale_and_failed(prod_plan):
     assert absent["duration"] == f"{4 * 3600 + 15 * 60 + 3 * 3600 + 30 * 60 + 3600}s"
     assert absent["filter"].startswith('metric.type="logging.googleapis.com/user/sv-backups/sv-1/postgres-completed"')
     assert len(stale["inputs"]["notificationChannels"]) == 2
-    metrics = {m["inputs"]["name"]: m["inputs"]["filter"] for m in prod_plan.of_type("gcp:logging/metric:Metric")}
+    metrics = {
+        m["inputs"]["name"]: m["inputs"]["filter"] for m in prod_plan_dumps_only.of_type("gcp:logging/metric:Metric")
+    }
     assert 'jsonPayload.event="backup.completed"' in metrics["sv-backups/sv-1/postgres-completed"]
     failed = metrics["sv-backups/sv-1/postgres-failed"]
     assert 'jsonPayload.event="backup.failed"' in failed and "BackoffLimitExceeded" in failed
 
 
-def test_outputs_for_restore_and_audit(prod_plan):
-    outputs = prod_plan.outputs
+def test_outputs_for_restore_and_audit(prod_plan_dumps_only):
+    outputs = prod_plan_dumps_only.outputs
     assert outputs["backupBucket"] == "sv-prod-project-sv-1-backups"
     assert outputs["historicalSetsUrl"] == "gs://sv-prod-project-sv-1-backups/historical/4/"
     assert outputs["identitiesSecretUrl"] == "gcpsm://projects/sv-prod-project/secrets/sv-1-identities-dump"

@@ -184,8 +184,9 @@ def test_secrets_cloudsql_backups_and_snapshots_follow_the_pair(paired_plan, pri
     for instance in instances:
         assert instance["inputs"]["region"] == primary_region
         assert instance["inputs"]["settings"]["backupConfiguration"]["location"] == dr_region
-    [snapshot_class] = plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
-    assert snapshot_class["inputs"]["parameters"] == {"storage-locations": dr_region}
+    # Every class, CometBFT's and the Postgres snapshot sets' (where declared), stores there.
+    for snapshot_class in plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass"):
+        assert snapshot_class["inputs"]["parameters"] == {"storage-locations": dr_region}
 
 
 @pytest.mark.parametrize(("primary_region", "dr_region"), PAIRS)
@@ -344,8 +345,9 @@ def test_a_dr_stack_restores_from_and_checks_the_paired_dr_bucket(offline_plan, 
     postgres = next(j for j in plan.of_type("kubernetes:batch/v1:CronJob") if j["name"] == "sv-ch-dr-postgres-backup")
     seal = postgres["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert seal[seal.index("--dest") + 1] == "gs://sv-ch-project-sv-ch-backups-dr"
-    [snapshot_class] = plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
-    assert snapshot_class["inputs"]["parameters"] == {"storage-locations": "eu"}  # Frankfurt is in the EU
+    # Every class, CometBFT's and the Postgres snapshot sets' (where declared), stores there.
+    for snapshot_class in plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass"):
+        assert snapshot_class["inputs"]["parameters"] == {"storage-locations": "eu"}  # Frankfurt is in the EU
 
 
 def test_a_dr_stack_outside_every_multi_region_keeps_snapshots_in_its_region(
@@ -356,5 +358,6 @@ def test_a_dr_stack_outside_every_multi_region_keeps_snapshots_in_its_region(
     plan = offline_plan(
         zurich_dr_config, stack="prod-ch-dr", stack_references={"sv-operator/sv-backups/prod-ch": primary}
     )
-    [snapshot_class] = plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
-    assert snapshot_class["inputs"]["parameters"] == {"storage-locations": "europe-west6"}
+    # Every class, CometBFT's and the Postgres snapshot sets' (where declared), stores there.
+    for snapshot_class in plan.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass"):
+        assert snapshot_class["inputs"]["parameters"] == {"storage-locations": "europe-west6"}

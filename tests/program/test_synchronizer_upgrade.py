@@ -17,6 +17,7 @@ from tests.program.conftest import ROOT, to_stack_config
 PRIMARY, DR = "prod", "prod-dr"
 HOLDS_BACKUPS = ("storage/bucket:Bucket", "kms/cryptoKey:CryptoKey", "kms/keyRing:KeyRing", "secretmanager/secret:")
 POSTGRES, COMETBFT = "sv-1-postgres-backup", "sv-1-cometbft-snapshot"
+SNAPSHOTS = "sv-1-postgres-snapshot"  # prod's snapshot sets (sv-backups:snapshots) and, with -prune, their pruner
 # The DR stack (named sv-1-dr-*) has no drills: its suspended backup jobs move, the replica check does not.
 DR_POSTGRES = "sv-1-dr-postgres-backup"
 DR_EXPECTED = {DR_POSTGRES, "sv-1-dr-cometbft-snapshot", "sv-1-dr-cometbft-snapshot-role"}
@@ -87,7 +88,8 @@ def test_nothing_that_holds_backups_changes(plans):
 
 def test_switching_a_node_to_lsu_changes_only_the_seal_and_the_node_output(plans):
     (hard, hard_dr), (lsu4, lsu4_dr) = plans["hard"], plans["serial4"]
-    assert changed(hard, lsu4) == {POSTGRES} and changed(hard_dr, lsu4_dr) == {DR_POSTGRES}
+    # prod's snapshot sets name the serial id too (their steps and seal file under it, like the dump sets').
+    assert changed(hard, lsu4) == {POSTGRES, SNAPSHOTS} and changed(hard_dr, lsu4_dr) == {DR_POSTGRES}
     assert "--serial-id" not in seal_args(hard)
     args = seal_args(lsu4)
     assert args[args.index("--migration-id") + 1] == args[args.index("--serial-id") + 1] == "4"
@@ -98,7 +100,7 @@ def test_switching_a_node_to_lsu_changes_only_the_seal_and_the_node_output(plans
 
 def test_the_upgrade_moves_the_jobs_to_the_new_serial_on_both_stacks(plans):
     (before, before_dr), (after, after_dr) = plans["serial4"], plans["serial5"]
-    expected = {POSTGRES, COMETBFT, f"{COMETBFT}-role", "sv-1-drill-cometbft"}
+    expected = {POSTGRES, COMETBFT, f"{COMETBFT}-role", "sv-1-drill-cometbft", SNAPSHOTS, f"{SNAPSHOTS}-prune"}
     assert changed(before, after) == expected
     assert changed(before_dr, after_dr) == DR_EXPECTED
     for args in (seal_args(after), seal_args(after_dr, DR_POSTGRES)):

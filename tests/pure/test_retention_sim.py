@@ -21,7 +21,7 @@ from jobs.pgsets import complete_sets
 from rules import retention
 from rules.history import SetPoint
 from rules.manifest import HISTORICAL, RECENT
-from tests.stackfiles import raw_config
+from tests.stackfiles import dump_only_config, raw_config
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 SIZES = SizeModel({"apps": 2 * 10**9, "participant": 20 * 10**9, "sequencer": 30 * 10**9, "mediator": 10**9})
@@ -29,7 +29,7 @@ SIZES = SizeModel({"apps": 2 * 10**9, "participant": 20 * 10**9, "sequencer": 30
 
 def short_prod(window: str = "3d", recent: str = "3d"):
     """prod with short windows: the same rules, a small store."""
-    raw = raw_config("prod")
+    raw = dump_only_config("prod")  # today's dump-only prod: the dump sets' own rules
     raw["sv-backups:retention"].update(recent=recent, participantPruning=window, sequencerPruning=window)
     return load_settings(raw, stack="prod-short")
 

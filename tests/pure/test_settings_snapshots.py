@@ -9,12 +9,12 @@ import pytest
 
 from components.settings import DUMP_SCHEDULES_WITH_SNAPSHOTS, default_pvc, load_settings
 from rules import retention
-from tests.stackfiles import problems_of, raw_config
+from tests.stackfiles import dump_only_config, problems_of, raw_config
 
 
 def _with_snapshots(stack: str, section: dict | None = None, *, dump_schedule: str | None = None) -> dict:
     """`stack`'s config with sv-backups:snapshots, and the dump schedule unset (its default) unless given."""
-    raw = raw_config(stack)
+    raw = dump_only_config(stack)
     raw["sv-backups:snapshots"] = section or {}
     raw["sv-backups:schedule"].pop("postgres", None)
     if dump_schedule is not None:
@@ -23,7 +23,7 @@ def _with_snapshots(stack: str, section: dict | None = None, *, dump_schedule: s
 
 
 def test_without_the_section_nothing_changes():
-    settings = load_settings(raw_config("prod"), stack="prod")
+    settings = load_settings(dump_only_config("prod"), stack="prod")
     assert settings.snapshots is None
     assert settings.schedule.postgres == "0 */4 * * *"
     assert settings.derived.postgres_schedule_gap == timedelta(hours=4)
@@ -142,7 +142,7 @@ def test_an_external_host_cannot_be_volume_snapshotted():
     [problem] = problems_of(raw)
     assert "'10.0.0.7' is outside the cluster's Services" in problem
     # Without snapshot sets the host is only dumped over the network: fine.
-    plain = raw_config("prod")
+    plain = dump_only_config("prod")
     plain["sv-backups:postgres"]["mediator"]["host"] = "10.0.0.7"
     load_settings(plain, stack="prod")
 
@@ -154,7 +154,7 @@ def test_a_service_of_the_node_namespace_by_its_full_name_is_fine():
 
 
 def test_without_snapshots_the_dumps_keep_the_four_hour_rule_and_the_message_says_what_relaxes_it():
-    raw = raw_config("prod")
+    raw = dump_only_config("prod")
     raw["sv-backups:schedule"]["postgres"] = "0 1 * * 0"
     [problem] = problems_of(raw)
     assert problem.startswith("sv-backups:schedule.postgres: '0 1 * * 0' leaves a gap of 168 h between two runs")
