@@ -32,14 +32,19 @@ class HistoryAudit(pulumi.ComponentResource):
         backend: CloudBackend,
         store: BackupStore,
         opts: pulumi.ResourceOptions | None = None,
+        reader: readers.Reader | None = None,
     ):
         super().__init__("svbackups:audit:HistoryAudit", name, None, opts)
         names = Names(settings.name_prefix)
         namespace = settings.node.namespace
 
-        # The stack's restore identity: the drills (components/drill.py) run as the same ServiceAccount.
-        self.reader = readers.declare_reader(names, namespace, COMPONENT, backend, parent=self)
-        backend.allow_object_reads(store, self.reader.identity, label="audit", parent=self)
+        # The stack's restore identity: the drills (components/drill.py) run as the same ServiceAccount. A DR stack
+        # after failover has one already, which reads its store (components/dr.py): one reader per stack.
+        if reader is None:
+            self.reader = readers.declare_reader(names, namespace, COMPONENT, backend, parent=self)
+            backend.allow_object_reads(store, self.reader.identity, label="audit", parent=self)
+        else:
+            self.reader = reader
         postgres = settings.derived.timing["postgres"]
         fmt = retention.format_duration
         # Fresh: the newest complete set is at most one schedule gap old, plus how late a run may finish and

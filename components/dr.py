@@ -79,6 +79,7 @@ class DisasterRecovery(pulumi.ComponentResource):
         # One reader for restores and the replica check; it reads the primary too, to compare.
         reader = readers.declare_reader(names, namespace, RESTORE_COMPONENT, backend, parent=self)
         sa_name = reader.service_account
+        self.reader = reader  # after failover the audit and the drills run as it too (components/program.py)
         backend.allow_object_reads(self.store, reader.identity, label="dr-copy", parent=self)
         backend.allow_object_reads(primary_store, reader.identity, label="primary", parent=self)
         backend.allow_secret_reads(self.secret, reader.identity, label="dr-copy", parent=self)

@@ -70,9 +70,12 @@ class SvBackups(pulumi.ComponentResource):
             specs += [self.snapshots.alert, self.snapshot_pruning.alert]
         if self.dr is not None:
             specs += self.dr.alert_specs
-        else:
-            # The primary audits its own store's history daily (a DR stack's copy is checked by check-replica).
-            self.audit = HistoryAudit("audit", settings, backend, self.store, child)
+        if self.dr is None or not settings.standby:
+            # The primary audits its own store's history daily. A DR stack's copy is checked by check-replica until
+            # failover; after it (dr.failover: true) the DR stack is the primary: its store takes the node's sets,
+            # and it audits and drills them as the primary did.
+            reader = self.dr.reader if self.dr is not None else None
+            self.audit = HistoryAudit("audit", settings, backend, self.store, child, reader=reader)
             specs.append(self.audit.alert_spec)
             if settings.drill.enabled:
                 # Weekly restores of the newest backup of each kind, as the audit's read-only identity. A DR

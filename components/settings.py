@@ -1315,12 +1315,13 @@ def _check_alert_windows(cloud: str, role: str, parsed: dict[str, Any], derived:
     if parsed.get("snapshots") is not None and derived.timing["postgres"].largest_gap > MAX_SCHEDULE_GAP:
         fix = f"{DUMP_SCHEDULES_WITH_SNAPSHOTS[cloud]!r} (the {cloud} default with snapshots)"
         check("schedule.postgres", schedule.postgres, "dump set", derived.timing["postgres"], slack, "slack", fix)
-    if role == "primary":
+    failed_over = role == "dr" and bool(getattr(parsed.get("dr"), "failover", False))
+    if role == "primary" or failed_over:  # a DR stack after failover audits and drills as the primary did
         check("schedule.audit", schedule.audit, "audit", derived.audit, slack, "slack", "'50 5 * * *' (the default)")
         if derived.drill is not None:
             fix = f"{DRILL_SCHEDULES[cloud]!r} (the {cloud} default)"
             check("schedule.drill", schedule.drill, "drill", derived.drill, slack, "slack", fix)
-    elif role == "dr" and derived.dr_check is not None:
+    if role == "dr" and derived.dr_check is not None:
         dr: DrConfig = parsed["dr"]
         lag, fix = dr.max_replication_lag, "'*/30 * * * *' (the default)"
         check("dr.checkSchedule", dr.check_schedule, "check", derived.dr_check, lag, "replication lag bound", fix)

@@ -90,8 +90,20 @@ def test_failover_starts_the_backups_and_their_alerts(offline_plan, dr_config, r
     kinds = {
         p["inputs"]["userLabels"]["svbackups-kind"] for p in plan.of_type("gcp:monitoring/alertPolicy:AlertPolicy")
     }
-    assert kinds == {"postgres", "cometbft", "identities", "replica"}
+    # After failover the DR stack is the primary: it audits and drills its store as the primary did.
+    assert kinds == {
+        "postgres", "cometbft", "identities", "replica", "history", "drill-postgres", "drill-cometbft",
+        "drill-identities",
+    }  # fmt: skip
+    assert {"history-audit", "drill-postgres", "drill-cometbft", "drill-identities"} <= set(jobs)
+    audit = jobs["history-audit"]["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert audit["args"][1] == plan.outputs["backupUrl"]  # the DR copy, which now takes the sets
     assert plan.outputs["standby"] is False
+
+
+def test_a_standby_dr_stack_neither_audits_nor_drills(shipped_plan):
+    jobs = cron_jobs(shipped_plan("prod-dr"))
+    assert not {"history-audit", "drill-postgres", "drill-cometbft", "drill-identities"} & set(jobs)
 
 
 def test_standby_alerts_on_replication_only(shipped_plan):
