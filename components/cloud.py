@@ -153,6 +153,11 @@ class CloudBackend(Protocol):
         """Create and read objects; never delete or overwrite them."""
         ...
 
+    def allow_people_to_act_as(self, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
+        """Let the people the stack names act as this (restore) identity by hand, and nobody else: GCP, the
+        sv-backups:restore.impersonators may impersonate it; AWS, nothing (people assume restoreRoleArns)."""
+        ...
+
     def allow_object_reads(
         self, store: BackupStore, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
     ) -> None:

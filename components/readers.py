@@ -42,6 +42,7 @@ def declare_reader(
     the reads (backend.allow_object_reads / allow_secret_reads); nothing here can write."""
     sa_name = names.resource(component)
     identity = backend.workload_identity(READER_PURPOSE, sa_name, parent=parent)
+    backend.allow_people_to_act_as(identity, parent=parent)
     core.ServiceAccount(
         names.resource(component, "sa"),
         metadata=meta.ObjectMetaArgs(

@@ -10,6 +10,7 @@ No Pulumi import here: the schema is tested on its own, in milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import typing
@@ -654,6 +655,33 @@ class StorageConfig(_Model):
         return self.historical_storage_class or HISTORICAL_STORAGE_CLASSES[cloud][0]
 
 
+_IAM_MEMBER = re.compile(r"^(user|group|serviceAccount|domain):[^\s:]+$")
+
+
+class RestoreConfig(_Model):
+    """`sv-backups:restore`: who may restore by hand. On GCP the restore identity (a Google service account the
+    restore pods act as) has no key; the people listed here may impersonate it (roles/iam.serviceAccountTokenCreator
+    on that account only): `gcloud ... --impersonate-service-account`, and the restore tools through
+    `gcloud auth application-default login --impersonate-service-account` (docs/runbook.md). On AWS people restore by
+    assuming one of sv-backups:aws.restoreRoleArns."""
+
+    impersonators: list[str] = Field(
+        default_factory=list, description="IAM members, e.g. group:sv-oncall@example.com (GCP)"
+    )
+
+    @field_validator("impersonators")
+    @classmethod
+    def _members(cls, values: list[str]) -> list[str]:
+        bad = [v for v in values if not _IAM_MEMBER.match(v)]
+        if bad:
+            raise ValueError(
+                f"{bad} are not IAM members; allowed: user:EMAIL, group:EMAIL, serviceAccount:EMAIL or domain:DOMAIN"
+            )
+        if len(set(values)) != len(values):
+            raise ValueError("lists a member twice")
+        return values
+
+
 class GcpConfig(_Model):
     project: str
     region: str  # checked against the known regions by _gcp_config
@@ -752,6 +780,7 @@ class Settings:
     derived: Derived
     synchronizer: str = "cometbft"  # cometbft | dabft (then `cometbft` is None and `canton-bft` a Postgres role)
     snapshots: SnapshotsConfig | None = None  # sv-backups:snapshots present: ordered Postgres snapshot sets
+    restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)
 
     @property
     def dabft(self) -> bool:
@@ -812,6 +841,7 @@ _SECTIONS: dict[str, tuple[type[BaseModel] | None, bool]] = {
     "aws": (AwsSection, False),  # required when cloud is aws (checked below)
     "synchronizer": (None, False),  # cometbft (default) | dabft
     "snapshots": (SnapshotsConfig, False),  # absent: no snapshot sets (None); present, even {}: declared
+    "restore": (RestoreConfig, False),  # who may act as the restore identity by hand (GCP)
 }
 SUPPORTED_CLOUDS = ("gcp", "aws")
 ROLES_OF_STACK = ("primary", "dr")
@@ -1039,6 +1069,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         derived=derived,
         synchronizer=synchronizer,
         snapshots=parsed.get("snapshots"),
+        restore=parsed.get("restore") or RestoreConfig(),
     )
 
 
@@ -1120,6 +1151,12 @@ def _aws_config(raw: Mapping[str, Any], parsed: dict[str, Any], problems: list[s
     if f"{PROJECT}:aws" not in raw:
         problems.append(f"{PROJECT}:aws: is required but missing when cloud is aws (clusterName, restoreRoleArns)")
         ok = False
+    restore = parsed.get("restore")
+    if restore is not None and restore.impersonators:
+        problems.append(
+            f"{PROJECT}:restore.impersonators: is for GCP (who may impersonate the restore service account); on AWS "
+            f"people restore by assuming one of {PROJECT}:aws.restoreRoleArns"
+        )
     section = parsed.get("aws")
     return AwsConfig(region=region, irsa=section) if ok and section is not None else None
 

@@ -143,6 +143,9 @@ class AwsBackend:
         )
 
     # --- identities -------------------------------------------------------------------------------------
+    def allow_people_to_act_as(self, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
+        """Nothing: the IRSA role trusts one ServiceAccount only; people restore as sv-backups:aws.restoreRoleArns."""
+
     def workload_identity(self, purpose: str, k8s_service_account: str, *, parent: pulumi.Resource) -> WorkloadIdentity:
         """An IAM role that tokens of exactly one ServiceAccount of the node's namespace may assume (IRSA)."""
         namespace = self.context.settings.node.namespace

@@ -98,6 +98,18 @@ class GcpBackend:
             resource=account,
         )
 
+    def allow_people_to_act_as(self, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
+        # Token creator on this one service account (not the project): the people named get exactly its reads, for
+        # as long as their short-lived impersonated tokens last; the account has no key to leak.
+        for member in self.context.settings.restore.impersonators:
+            serviceaccount.IAMMember(
+                self.context.names.resource("restore-impersonator", member.split(":", 1)[1]),
+                service_account_id=identity.resource.name,
+                role="roles/iam.serviceAccountTokenCreator",
+                member=member,
+                opts=pulumi.ResourceOptions(parent=parent),
+            )
+
     def allow_object_writes(self, store: BackupStore, identity: WorkloadIdentity, *, parent: pulumi.Resource) -> None:
         for role in OBJECT_WRITER_ROLES:
             storage.BucketIAMMember(
