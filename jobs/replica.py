@@ -1,7 +1,8 @@
 """Is the DR copy a copy? Compare the complete sets (and the identities secret) of the primary and the DR side.
 
-Sets. Every complete set of the primary store (a valid, complete manifest: what list-sets shows) is looked up
-in the DR store under the same key, and gets one status:
+Sets. Every complete set of the primary store (a valid, complete manifest: what list-sets shows; dump sets and
+snapshot sets, whose manifest, step records and captured WAL are compared as a dump set's manifest, steps and
+dumps) is looked up in the DR store under the same key, and gets one status:
 
 - `in_sync`: the DR manifest and step records are byte-identical to the primary's, and every dump the manifest
   lists is there with the manifest's size and the same content (below);
@@ -42,9 +43,12 @@ from typing import Any
 
 from jobs.destinations import Destination
 from jobs.pgsets import complete_sets
+from jobs.pgsnap import complete_snapshot_sets
 from jobs.secret_readers import SecretReader
 from jobs.store_checksums import ChecksumCache, common_tokens, manifest_sha256_token
 from rules.manifest import MANIFEST, RECENT, TIERS, parse_time
+from rules.snapshot_sets import KIND as SNAPSHOT_KIND
+from rules.snapshot_sets import SNAPSHOT_SETS
 
 IN_SYNC = "in_sync"
 MISSING = "missing"
@@ -186,7 +190,7 @@ class _SetComparer:
     def __init__(self, src: Destination, dst: Destination, options: CheckOptions):
         self.src, self.dst, self.options = src, dst, options
         self.src_sums, self.dst_sums = ChecksumCache(src), ChecksumCache(dst)
-        self.dst_sizes = {info.key: info.size for tier in TIERS for info in dst.list(f"{tier}/")}
+        self.dst_sizes = {info.key: info.size for tier in (*TIERS, SNAPSHOT_SETS) for info in dst.list(f"{tier}/")}
 
     def compare(self, prefix: str, manifest: dict[str, Any], now: datetime) -> SetReport:
         report = SetReport(
@@ -198,7 +202,10 @@ class _SetComparer:
             age=now - parse_time(manifest["created_at"]),
         )
         small = [MANIFEST, *manifest.get("steps", [])]
-        dumps = [obj for db in manifest["databases"] for obj in db["objects"]]
+        # A snapshot set's snapshots are not in the store: the providers copy them (EBS, RDS: `dr_copy`, checked
+        # before the step is recorded) or keep them in a multi-region (PD, Cloud SQL: the policy's snapshot-dr-copy
+        # rule checks the class and the location). What the DR side restores from the store is compared here.
+        dumps = _stored_objects(manifest)
         keys = [f"{prefix}/{k}" for k in small] + [f"{prefix}/{obj['key']}" for obj in dumps]
         report.objects = len(keys)
         absent = [k for k in keys if k not in self.dst_sizes]
@@ -271,6 +278,17 @@ class _SetComparer:
             report.replication, report.status = report.status, WITHIN_LAG
 
 
+def _stored_objects(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The large objects a set keeps in the store: a dump set's dumps, a snapshot set's captured WAL."""
+    if manifest.get("kind") == SNAPSHOT_KIND:
+        return [
+            obj
+            for record in manifest["snapshots"]
+            for obj in ((record.get("details") or {}).get("wal") or {}).get("objects") or []
+        ]
+    return [obj for db in manifest["databases"] for obj in db["objects"]]
+
+
 def _compare_or_report(comparer: _SetComparer, prefix: str, manifest: dict[str, Any], now: datetime) -> SetReport:
     """One set that cannot be read (an object gone between listing and reading, a permission, a cold storage
     class) fails on its own, without hiding the status of the others."""
@@ -291,7 +309,7 @@ def _compare_or_report(comparer: _SetComparer, prefix: str, manifest: dict[str, 
 
 def check_sets(src: Destination, dst: Destination, options: CheckOptions) -> ReplicaReport:
     now = options.now()
-    primary = complete_sets(src)
+    primary = complete_sets(src) + complete_snapshot_sets(src)
     comparer = _SetComparer(src, dst, options)
     reports = [_compare_or_report(comparer, prefix, manifest, now) for prefix, manifest in primary]
     known = {prefix for prefix, _ in primary}
