@@ -301,6 +301,8 @@ def cmd_list_sets(args) -> int:
                      "tier": "recent", "migration_id": manifest["migration_id"], "set_id": manifest["set_id"],
                      "bytes": wal, "roles": manifest["roles"],
                      "consistency": {r["role"]: r["consistency"] for r in manifest["snapshots"]}})
+    if args.kind is not None:
+        rows = [row for row in rows if row["kind"] == args.kind]
     if args.before is not None:
         # Damage noticed at `before`: only sets whose every database was read (cut) strictly before it.
         taken = {dest.describe(p): data_taken_by(m) for p, m in sets}
@@ -421,6 +423,8 @@ def register(subparsers) -> None:
     p.add_argument("url", **common_dest)
     p.add_argument("--migration-id", type=int, default=None)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--kind", choices=("dump", "snapshot"), default=None,
+                   help="only dump sets (restore-set: portable, row-verified) or snapshot sets")
     p.add_argument("--before", type=cli_types.moment, metavar="TIME",
                    help="damage noticed at TIME (e.g. 2026-12-07T03:10Z): only sets whose every database was read "
                         "strictly before it; the first listed is the one to restore")
