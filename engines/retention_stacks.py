@@ -162,7 +162,8 @@ def simulate_stacks(
             return 2
         # CometBFT's goal is on what its snapshots cost (bytes); the counts are reported beside it.
         ok &= result.gapless and not result.failed_runs
-        ok &= (result.ratio is None or result.ratio <= goal) and result.snapshot_bytes_ratio <= goal
+        # Against what a rule deciding online can reach (with 4-hourly dumps that is the hindsight minimum, nearly).
+        ok &= (result.schedule_ratio is None or result.schedule_ratio <= goal) and result.snapshot_bytes_ratio <= goal
         if cost_goal is not None:
             ok &= result.total_monthly_cost <= cost_goal
         if as_json:
