@@ -400,8 +400,10 @@ def test_the_identities_role_allows_exactly_put_secret_value(declared, aws, tmp_
 # --- CometBFT on EBS ---------------------------------------------------------------------------------------------
 def class_tags(declared: Declared) -> list[dict[str, str]]:
     """The tags the EBS CSI driver puts on each snapshot, from the VolumeSnapshotClass's parameters."""
-    [snapshot_class] = [
-        r["inputs"] for r in declared.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+    [snapshot_class] = [  # CometBFT's class (a stack with snapshot sets declares the Postgres one beside it)
+        r["inputs"]
+        for r in declared.of_type("kubernetes:snapshot.storage.k8s.io/v1:VolumeSnapshotClass")
+        if r["name"].endswith("cometbft-snapshot-class")
     ]
     return [
         dict(zip(("Key", "Value"), value.split("=", 1), strict=True))

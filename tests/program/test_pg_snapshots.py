@@ -208,7 +208,8 @@ def test_weekly_dumps_beside_snapshot_sets(prod):
         "7d",
     ]
     windows = prod.outputs["windows"]
-    assert windows["postgresHistoricalCadence"] == "14d"
+    # 30d - (7d + 24h 15m, the latest a weekly dump run finishes) - the 2-day outage budget, down to the hour
+    assert windows["postgresHistoricalCadence"] == "479h"
     assert windows["largestScheduleGaps"]["postgres-snapshots"] == "4h"
     assert prod.outputs["cronJobs"]["postgres-snapshots"] == "sv-1-postgres-snapshot"
     assert prod.outputs["cronJobs"]["snapshot-prune"] == "sv-1-postgres-snapshot-prune"
