@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "jobs.drill_cli",
     "jobs.drill_identities",
     "jobs.drill_cometbft",
+    "jobs.drill_snapshots",
     "jobs.pgsnap_cli",
 )
 
