@@ -570,7 +570,6 @@ class RestoredServer:
             "archive_mode": "off",
             "max_wal_senders": "0",
             "wal_level": "replica",
-            "hot_standby": "off",
             "shared_preload_libraries": "",
             "ssl": "off",
             "shared_buffers": "128MB",
@@ -611,6 +610,40 @@ class RestoredServer:
                 f"{self.role}: the server did not start on the restored data "
                 f"(pg_ctl exit {proc.returncode}): {self.log_tail(600)}",
             )
+
+    def await_ready(self, user: str, timeout: int, poll: float = 0.5) -> tuple[str, set[str]]:
+        """Wait until the server has replayed the WAL it has (to the end of the online backup, or the crash
+        recovery of a crash-consistent snapshot), left recovery and accepts connections. pg_ctl's own wait is not
+        enough: a server in archive recovery (a backup label starts one) is reported "started" by pg_ctl before
+        it is consistent. Returns (server version, the databases that accept connections)."""
+        begun = time.monotonic()
+        last = "no answer"
+        while True:
+            try:
+                with connect(self.dsn(user), autocommit=True) as conn:
+                    recovering, version = conn.execute(
+                        "SELECT pg_is_in_recovery(), current_setting('server_version')"
+                    ).fetchone()
+                    if not recovering:
+                        present = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn")}
+                        self.facts["ready_seconds"] = round(
+                            self.facts.get("ready_seconds", 0) + time.monotonic() - begun, 1
+                        )
+                        return version, present
+                    last = "still in recovery"
+            except Exception as error:  # starting up, not yet consistent, or gone
+                last = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            if not (self.datadir / "postmaster.pid").exists():
+                raise ProbeError(
+                    "start", f"{self.role}: the server stopped during recovery ({last}): {self.log_tail(600)}"
+                )
+            if time.monotonic() - begun >= timeout:
+                raise ProbeError(
+                    "consistency",
+                    f"{self.role}: not consistent and accepting connections after "
+                    f"{timeout}s ({last}): {self.log_tail(400)}",
+                )
+            time.sleep(poll)
 
     def log_tail(self, chars: int) -> str:
         with contextlib.suppress(OSError):
@@ -671,16 +704,9 @@ def probe(
                 server = RestoredServer(role, datadir, socket_root / f"pg-{role}", server_bin_for(datadir, lib))
                 servers.append(server)
                 server.start(timeout)
-                entry.update(server.facts, started=True)
-                with connect(server.dsn(users[role]), autocommit=True) as conn:
-                    recovering, version = conn.execute(
-                        "SELECT pg_is_in_recovery(), current_setting('server_version')"
-                    ).fetchone()
-                    present = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn")}
-                entry.update(version=version, consistent=not recovering)
-                if recovering:
-                    problems.append(f"{role}: the restored server is still in recovery (not consistent)")
-                    stage = "consistency"
+                entry.update(started=True)
+                version, present = server.await_ready(users[role], timeout)
+                entry.update(server.facts, version=version, consistent=True)
                 missing = [db for db in databases.get(role, []) if db not in present]
                 entry.update(databases=sorted(db for db in databases.get(role, []) if db in present))
                 if missing:
