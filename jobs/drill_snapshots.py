@@ -51,13 +51,14 @@ from jobs import cli_types, events
 from jobs.destinations import open_destination
 from jobs.kube import KubeClient, KubeError, pods_path, pvc_path, resolve_config
 from jobs.pgdump import PG_LIB, connect
-from rules.manifest import APPS, PARTICIPANT, ROLE_ORDER
+from rules.manifest import APPS, PARTICIPANT, ROLE_ORDER, format_time, parse_time
 from rules.naming import LABEL_PREFIX, MANAGED_BY
 from rules.retention import DURATION_HELP, format_duration
 from rules.snapshot_sets import VOLUME_SNAPSHOT, set_taken_at
 
 KIND = "drill-postgres-snapshots"
 PROBE_COMMAND = "drill-snapshots-probe"
+PICK_COMMAND = "drill-snapshots-pick"
 DRILL_LABEL = f"{LABEL_PREFIX}/drill"
 RESTORED = "/restored"
 TMP = "/tmp"
@@ -114,6 +115,8 @@ class Options:
     kube_api: str | None = None
     poll_interval: float = 5.0
     kube_retry_wait: float = 1.0
+    # The store is read by a pick pod (the restore identity, no API token); False: read here (run by hand).
+    pick_in_pod: bool = True
 
 
 # ------------------------------------------------------------------------------------------ the scratch pod
@@ -229,6 +232,96 @@ def _terminated(pod: dict[str, Any], key: str = "containerStatuses") -> list[tup
     return found
 
 
+class PickError(Exception):
+    pass
+
+
+def pick_summary(dest, migration_id: int, set_id: str | None = None) -> dict[str, Any]:
+    """What the drill needs of the newest complete snapshot set (jobs/pgsnap.py complete_snapshot_sets: sealed,
+    manifest valid, ordering proven), small enough for a termination message: the set, when it was taken, and per
+    role its method, handle, consistency and the volumes taken."""
+    from jobs.pgsnap import complete_snapshot_sets
+
+    sets = complete_snapshot_sets(dest, migration_id)
+    if set_id is not None:
+        sets = [s for s in sets if s[1]["set_id"] == set_id]
+    if not sets:
+        which = f"set {set_id}" if set_id else "complete snapshot set"
+        raise PickError(f"no {which} of migration id {migration_id} in {dest.describe('')}")
+    prefix, manifest = sets[0]
+    snapshots = []
+    for record in manifest["snapshots"]:
+        volumes = [
+            {k: v[k] for k in ("volume", "name", "restore_size") if k in v}
+            for v in (record.get("details") or {}).get("volume_snapshots") or []
+        ]
+        snapshots.append(
+            {
+                "role": record["role"],
+                "method": record["method"],
+                "handle": record["handle"],
+                "consistency": record["consistency"],
+                "details": {"volume_snapshots": volumes},
+            }
+        )
+    return {
+        "set_id": manifest["set_id"],
+        "prefix": prefix,
+        "taken_at": format_time(set_taken_at(manifest)),
+        "snapshots": snapshots,
+    }
+
+
+def pick_pod_body(name: str, options: Options) -> dict[str, Any]:
+    """A pod of the restore identity (no API token) that prints pick_summary to its termination message."""
+    o = options
+    args = [PICK_COMMAND, "--dest", o.dest, "--migration-id", str(o.migration_id)]
+    if o.set_id:
+        args += ["--set-id", o.set_id]
+    labels = {**MANAGED_BY, DRILL_LABEL: "postgres-snapshots"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": o.namespace, "labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": o.service_account,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "pick",
+                    "image": o.image,
+                    "command": ["python", "-m", "jobs"],
+                    "args": args,
+                    "securityContext": _hardened(o.run_as_user),
+                    "env": [{"name": "HOME", "value": TMP}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+                    "volumeMounts": [{"name": "tmp", "mountPath": TMP}],
+                    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        },
+    }
+
+
+def handle_pick(args: argparse.Namespace) -> int:
+    try:
+        summary = pick_summary(open_destination(args.dest), args.migration_id, args.set_id)
+        text, code = json.dumps(summary, separators=(",", ":")), 0
+    except (PickError, ValueError, OSError) as error:
+        text, code = json.dumps({"error": str(error)[:1000]}), 1
+    if len(text) > MESSAGE_LIMIT:
+        too_long = f"the set's summary is {len(text)} bytes, over the termination message's limit {MESSAGE_LIMIT}"
+        text, code = json.dumps({"error": too_long}), 1
+    print(text, flush=True)
+    with contextlib.suppress(OSError):
+        Path(args.termination_log).write_text(text)
+    return code
+
+
 # ------------------------------------------------------------------------------------------ the drill
 
 
@@ -247,19 +340,32 @@ class SnapshotDrill:
         self.clock, self.sleep, self.now = clock, sleep, now
         self.result: dict[str, Any] = {}
 
-    def pick(self) -> tuple[str, dict[str, Any]]:
-        from jobs.pgsnap import complete_snapshot_sets
-
+    def pick(self, pods: list[str]) -> dict[str, Any]:
+        """The newest complete set's summary (pick_summary). In the CronJob it is read by a pick pod that runs as
+        the restore identity without an API token, so that this pod, which holds the API token, needs no cloud
+        identity (drill-least-privilege); run by hand with `--read-store-here`, it is read here."""
         o = self.options
-        sets = complete_snapshot_sets(self.dest, o.migration_id)
-        if o.set_id is not None:
-            sets = [s for s in sets if s[1]["set_id"] == o.set_id]
-        if not sets:
-            which = f"set {o.set_id}" if o.set_id else "complete snapshot set"
-            raise DrillFailure("pick", f"no {which} of migration id {o.migration_id} in {self.dest.describe('')}")
-        return sets[0]
+        if not o.pick_in_pod:
+            try:
+                return pick_summary(self.dest, o.migration_id, o.set_id)
+            except PickError as error:
+                raise DrillFailure("pick", str(error)) from None
+        name = f"{scratch_name(o.set_id or 'newest')}-pick"
+        try:
+            self.client.create(pods_path(o.namespace), pick_pod_body(name, o))
+        except KubeError as error:
+            raise DrillFailure("create", f"creating the pick pod {o.namespace}/{name}: {error}") from None
+        pods.append(name)
+        status = self._await_pod(name, [], "pick")
+        picked = dict(_terminated(status)).get("pick") or {}
+        summary = _findings(picked)
+        if (status.get("status") or {}).get("phase") != "Succeeded" or "set_id" not in summary:
+            said = summary.get("error") or (picked.get("message") or picked.get("reason") or "no message").strip()
+            raise DrillFailure("pick", f"the pick pod found no set to drill: {said[-800:]}")
+        return summary
 
-    def wait(self, pod: str, pvcs: list[str]) -> dict[str, Any]:
+    def _await_pod(self, pod: str, pvcs: list[str], what: str) -> dict[str, Any]:
+        """Poll until the pod has Succeeded or Failed; a timeout says whether its PVCs never bound."""
         o = self.options
         deadline = self.clock() + o.timeout.total_seconds()
         interval = min(o.poll_interval, 1.0)
@@ -269,51 +375,53 @@ class SnapshotDrill:
                 # The claims' phases say, on a timeout, whether the disks never came from the snapshots.
                 phases = {c: (self.client.get(pvc_path(o.namespace, c)).get("status") or {}).get("phase") for c in pvcs}
             except KubeError as error:
-                raise DrillFailure("wait", f"reading the scratch pod or its PVCs: {error}") from None
+                raise DrillFailure("wait", f"reading the {what} pod or its PVCs: {error}") from None
             phase = (status.get("status") or {}).get("phase")
-            probe = dict(_terminated(status)).get("probe") or {}
-            if phase == "Succeeded":
-                return _findings(probe)
-            if phase == "Failed":
-                for name, state in _terminated(status, "initContainerStatuses"):
-                    if state.get("exitCode") not in (0, None):
-                        said = (state.get("message") or state.get("reason") or "no message").strip()[-800:]
-                        raise DrillFailure("prepare", f"init container {name} (prepare-datadir) failed: {said}")
-                findings = _findings(probe)
-                if findings.get("problems"):
-                    raise DrillFailure(
-                        findings.get("stage", "probe"),
-                        "; ".join(findings["problems"]),
-                        roles=findings.get("roles"),
-                        ordering=findings.get("ordering"),
-                    )
-                said = (probe.get("message") or probe.get("reason") or "no message").strip()[-800:]
-                raise DrillFailure("probe", f"the scratch pod failed: {said} (exit {probe.get('exitCode')})")
+            if phase in ("Succeeded", "Failed"):
+                return status
             now = self.clock()
             if now >= deadline:
                 unbound = sorted(c for c, p in phases.items() if p != "Bound")
                 if unbound:
                     raise DrillFailure(
                         "bind",
-                        f"PVC(s) {', '.join(unbound)} not Bound after "
-                        f"{format_duration(o.timeout)}: the snapshots cannot be restored with storage "
-                        f"class {o.storage_class or '(default)'}",
+                        f"PVC(s) {', '.join(unbound)} not Bound after {format_duration(o.timeout)}: the snapshots "
+                        f"cannot be restored with storage class {o.storage_class or '(default)'}",
                         pvc_phases=phases,
                     )
                 raise DrillFailure(
                     "timeout",
-                    f"scratch pod {o.namespace}/{pod} not Succeeded after "
-                    f"{format_duration(o.timeout)} (phase {phase or 'none'}): the servers did not "
-                    "recover and pass in time",
+                    f"{what} pod {o.namespace}/{pod} not Succeeded after {format_duration(o.timeout)} (phase "
+                    f"{phase or 'none'})" + (": the servers did not recover and pass in time" if pvcs else ""),
                 )
             self.sleep(min(interval, max(0.0, deadline - now)))
             interval = min(interval * 2, o.poll_interval)
 
-    def cleanup(self, pod: str | None, pvcs: list[str]) -> list[str]:
-        """The pod first (it holds the claims), then the PVCs; wait until each is gone."""
+    def wait(self, pod: str, pvcs: list[str]) -> dict[str, Any]:
+        status = self._await_pod(pod, pvcs, "scratch")
+        probe = dict(_terminated(status)).get("probe") or {}
+        if (status.get("status") or {}).get("phase") == "Succeeded":
+            return _findings(probe)
+        for name, state in _terminated(status, "initContainerStatuses"):
+            if state.get("exitCode") not in (0, None):
+                said = (state.get("message") or state.get("reason") or "no message").strip()[-800:]
+                raise DrillFailure("prepare", f"init container {name} (prepare-datadir) failed: {said}")
+        findings = _findings(probe)
+        if findings.get("problems"):
+            raise DrillFailure(
+                findings.get("stage", "probe"),
+                "; ".join(findings["problems"]),
+                roles=findings.get("roles"),
+                ordering=findings.get("ordering"),
+            )
+        said = (probe.get("message") or probe.get("reason") or "no message").strip()[-800:]
+        raise DrillFailure("probe", f"the scratch pod failed: {said} (exit {probe.get('exitCode')})")
+
+    def cleanup(self, pods: list[str], pvcs: list[str]) -> list[str]:
+        """The pods first (the scratch pod holds the claims), then the PVCs; wait until each is gone."""
         o = self.options
         problems = []
-        paths = ([pods_path(o.namespace, pod)] if pod else []) + [pvc_path(o.namespace, p) for p in pvcs]
+        paths = [pods_path(o.namespace, p) for p in pods] + [pvc_path(o.namespace, p) for p in pvcs]
         for path in paths:
             try:
                 self.client.delete(path)
@@ -333,21 +441,22 @@ class SnapshotDrill:
 
         o = self.options
         started = self.clock()
-        pod: str | None = None
+        pods: list[str] = []
         pvcs: list[str] = []
         facts: dict[str, Any] = {"namespace": o.namespace, "migration_id": o.migration_id}
         failure: DrillFailure | None = None
         warnings: list[str] = []
         try:
-            prefix, manifest = self.pick()
-            set_id = manifest["set_id"]
-            taken = set_taken_at(manifest)
+            summary = self.pick(pods)
+            set_id = summary["set_id"]
             facts.update(
                 set_id=set_id,
-                set_url=f"{o.dest.rstrip('/')}/{prefix}",
-                rpo_seconds=round((self.now() - taken).total_seconds(), 1),
+                set_url=f"{o.dest.rstrip('/')}/{summary['prefix']}",
+                rpo_seconds=round((self.now() - parse_time(summary["taken_at"])).total_seconds(), 1),
             )
-            records = {r["role"]: r for r in manifest["snapshots"]}
+            # The records restore_volume reads (role, method, handle, the volumes taken): the summary carries them.
+            manifest = {"set_id": set_id, "snapshots": summary["snapshots"]}
+            records = {r["role"]: r for r in summary["snapshots"]}
             volume_roles = [r for r in records if records[r]["method"] == VOLUME_SNAPSHOT]
             managed = {r: records[r]["method"] for r in records if r not in volume_roles}
             if managed:
@@ -401,11 +510,11 @@ class SnapshotDrill:
                 claims[role] = claim
             try:
                 self.client.create(pods_path(o.namespace), pod_body(name, o, set_id, claims))
-                pod = name
+                pods.append(name)
             except KubeError as error:
                 raise DrillFailure("create", f"creating the scratch pod {o.namespace}/{name}: {error}") from None
-            self.log("drill.created", pod=pod, pvcs=pvcs, set_id=set_id)
-            findings = self.wait(pod, pvcs)
+            self.log("drill.created", pod=name, pvcs=pvcs, set_id=set_id)
+            findings = self.wait(name, pvcs)
             facts.update(
                 rto_seconds=round(self.clock() - restore_started, 1),
                 roles=findings.get("roles"),
@@ -433,8 +542,8 @@ class SnapshotDrill:
         except KubeError as error:
             failure = DrillFailure("kube", str(error))
         finally:
-            cleanup = self.cleanup(pod, pvcs)
-        facts.update(pod=pod, pvcs=pvcs, seconds=round(self.clock() - started, 1), cleaned_up=not cleanup)
+            cleanup = self.cleanup(pods, pvcs)
+        facts.update(pods=pods, pvcs=pvcs, seconds=round(self.clock() - started, 1), cleaned_up=not cleanup)
         if warnings:
             facts["warnings"] = warnings
         if cleanup:
@@ -829,9 +938,24 @@ def register(subparsers) -> None:
     )
     p.add_argument("--pgdata", default=PGDATA_SUBPATH, help=f"PGDATA within the volume (default {PGDATA_SUBPATH})")
     p.add_argument("--kube-api", default=None, help="API server URL (default: in-cluster)")
+    p.add_argument(
+        "--read-store-here",
+        action="store_true",
+        help="read the store in this process (run by hand with store credentials) instead of a pick pod",
+    )
     p.add_argument("--poll-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="also print the result as one JSON object after the event")
     p.set_defaults(func=handle)
+
+    k = subparsers.add_parser(
+        PICK_COMMAND,
+        help="(in the drill's pick pod) print the newest complete snapshot set's summary to the termination log",
+    )
+    k.add_argument("--dest", required=True)
+    k.add_argument("--migration-id", type=int, required=True)
+    k.add_argument("--set-id", default=None)
+    k.add_argument("--termination-log", default="/dev/termination-log")
+    k.set_defaults(func=handle_pick)
 
     q = subparsers.add_parser(
         PROBE_COMMAND,
@@ -881,6 +1005,7 @@ def handle(args: argparse.Namespace) -> int:
         pgdata=args.pgdata,
         kube_api=args.kube_api,
         poll_interval=args.poll_interval,
+        pick_in_pod=not args.read_store_here,
     )
     results: list[dict] = []
     code = run(options, stream=sys.stdout, results=results)

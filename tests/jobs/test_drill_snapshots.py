@@ -14,7 +14,17 @@ from datetime import timedelta
 import pytest
 
 from jobs.destinations import open_destination
-from jobs.drill_snapshots import KIND, Options, SnapshotDrill, Terminated, parse_role_values, pod_body, run
+from jobs.drill_snapshots import (
+    KIND,
+    Options,
+    PickError,
+    SnapshotDrill,
+    Terminated,
+    parse_role_values,
+    pick_summary,
+    pod_body,
+    run,
+)
 from jobs.kube import KubeClient, KubeConfig
 from jobs.pgsnap import run_step, seal
 from jobs.pgsnap_volume import KubeOptions, KubeVolumeSnapshotter, VolumeSnapshotProvider
@@ -72,7 +82,7 @@ class Kubelet(FakeKubeApi):
             status["phase"] = "Running"
             return
         self.seen_pods.append(pod)
-        outcome = self.outcome(pod)
+        outcome = pick(pod) if pod["spec"]["containers"][0]["name"] == "pick" else self.outcome(pod)
 
         def terminated(name: str) -> dict:
             code, message = outcome.get(name, (0, ""))
@@ -87,13 +97,24 @@ class Kubelet(FakeKubeApi):
                 },
             }
 
-        inits = [terminated(c["name"]) for c in pod["spec"]["initContainers"]]
+        inits = [terminated(c["name"]) for c in pod["spec"].get("initContainers", [])]
         status["initContainerStatuses"] = inits
         failed_init = any(s["state"]["terminated"]["exitCode"] for s in inits)
         if not failed_init:
-            status["containerStatuses"] = [terminated("probe")]
+            status["containerStatuses"] = [terminated(c["name"]) for c in pod["spec"]["containers"]]
         codes = [s["state"]["terminated"]["exitCode"] for s in inits + status.get("containerStatuses", [])]
         status["phase"] = "Failed" if any(codes) else "Succeeded"
+
+
+def pick(pod: dict) -> dict[str, tuple[int, str]]:
+    """The pick pod, run for real on the store its args name (what `drill-snapshots-pick` prints)."""
+    args = pod["spec"]["containers"][0]["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=False))
+    try:
+        summary = pick_summary(open_destination(flags["--dest"]), int(flags["--migration-id"]), flags.get("--set-id"))
+    except PickError as error:
+        return {"pick": (1, json.dumps({"error": str(error)}))}
+    return {"pick": (0, json.dumps(summary))}
 
 
 @pytest.fixture
@@ -183,13 +204,17 @@ def test_the_scratch_pod_is_hardened_and_prepares_each_role_before_the_probe(api
     url, manifest = store
     code, lines = drill(api, url)
     assert code == 0, lines
-    (pod,) = [b for p, b in api.created if p == "pods"]
+    picker, pod = [b for p, b in api.created if p == "pods"]
+    assert picker["metadata"]["name"].endswith("-pick") and picker["spec"]["automountServiceAccountToken"] is False
+    assert picker["spec"]["serviceAccountName"] == SA and picker["spec"]["containers"][0]["args"][0] == (
+        "drill-snapshots-pick"
+    )
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is False and spec["serviceAccountName"] == SA
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 1001
     assert "fsGroup" not in spec["securityContext"]  # PostgreSQL refuses a group-writable data directory
     assert [c["name"] for c in spec["initContainers"]] == ["prepare-apps", "prepare-participant"]
-    for container in spec["initContainers"] + spec["containers"]:
+    for container in spec["initContainers"] + spec["containers"] + picker["spec"]["containers"]:
         sc = container["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -212,7 +237,8 @@ def test_a_snapshot_that_is_gone_fails_before_any_pod_and_removes_the_pvcs_made(
     failed = lines[-1]
     assert failed["event"] == "backup.failed" and failed["stage"] == "snapshot" and failed["role"] == "participant"
     assert "is gone" in failed["error"] and participant["handle"] in failed["error"]
-    assert [p for p, _ in api.created if p == "pods"] == []
+    # only the pick pod ran: no scratch pod without every role's PVC
+    assert [b["metadata"]["name"].endswith("-pick") for p, b in api.created if p == "pods"] == [True]
     nothing_left(api)
 
 
@@ -304,6 +330,10 @@ def test_a_set_older_than_max_age_restores_but_fails_the_rpo(api, store):
 
 def test_no_complete_set_fails_clearly(api, tmp_path):
     code, lines = drill(api, f"file://{tmp_path}/empty")
+    assert code == 1 and lines[-1]["stage"] == "pick" and "the pick pod found no set to drill" in lines[-1]["error"]
+    assert "no complete snapshot set of migration id 2" in lines[-1]["error"]
+    nothing_left(api)
+    code, lines = drill(api, f"file://{tmp_path}/empty", pick_in_pod=False)
     assert (
         code == 1
         and lines[-1]["stage"] == "pick"
@@ -390,3 +420,16 @@ def test_as_the_cronjob_runs_it(api, store, jobs_cli):
         api.url,
     )
     assert bad.returncode == 1 and "ROLE one of" in bad.stdout
+
+
+def test_the_pick_command_prints_the_newest_sets_summary(store, jobs_cli, tmp_path):
+    url, manifest = store
+    message = tmp_path / "termination-log"
+    result = jobs_cli("drill-snapshots-pick", "--dest", url, "--migration-id", "2", "--termination-log", str(message))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(message.read_text())
+    assert summary["set_id"] == manifest["set_id"] and summary["prefix"] == "snapshot-sets/2/snap-set-1"
+    assert [s["role"] for s in summary["snapshots"]] == ["apps", "participant"]
+    assert summary["snapshots"][0]["details"]["volume_snapshots"][0]["volume"] == "data"
+    missing = jobs_cli("drill-snapshots-pick", "--dest", url, "--migration-id", "7", "--termination-log", str(message))
+    assert missing.returncode == 1 and "no complete snapshot set of migration id 7" in message.read_text()
