@@ -15,6 +15,11 @@ hide an identities drill that passes, or the reverse), and each pod gets only wh
   both. The only drill that talks to the Kubernetes API: its own ServiceAccount (no cloud identity: it reads no
   backup object) with exactly that RBAC, and the only one with an API token mounted.
 - Identities (`drill-identities`): reads the newest version of the identities secret and checks its shape.
+- Snapshot sets (`drill-snapshots`, with snapshot sets of in-cluster instances): restores the newest complete set's
+  VolumeSnapshots into scratch PVCs under a scratch PostgreSQL pod (prepare-datadir, then a server per role that
+  must reach consistency, hold the config's databases and keep the apps-before-participant order), deletes them.
+  Its own ServiceAccount with a token and no cloud identity, like CometBFT's; the pods it creates read the store as
+  the restore identity, without a token. Managed roles are not restored in scratch (docs/drills.md).
 
 The Postgres and identities drills run as the restore identity's ServiceAccount (components/readers.py), which may
 read the sets and the secret and can neither write nor delete them. DR stacks declare no drills: their copy is
