@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "jobs.drill_identities",
     "jobs.drill_cometbft",
     "jobs.drill_snapshots",
+    "jobs.drill_snapshots_probe",
     "jobs.pgsnap_cli",
 )
 

@@ -20,11 +20,11 @@ from jobs.drill_snapshots import (
     PickError,
     SnapshotDrill,
     Terminated,
-    parse_role_values,
     pick_summary,
     pod_body,
     run,
 )
+from jobs.drill_snapshots_probe import parse_role_values
 from jobs.kube import KubeClient, KubeConfig
 from jobs.pgsnap import run_step, seal
 from jobs.pgsnap_volume import KubeOptions, KubeVolumeSnapshotter, VolumeSnapshotProvider

@@ -14,7 +14,7 @@ import pwd
 import pytest
 
 from jobs.destinations import open_destination
-from jobs.drill_snapshots import PROBE_COMMAND, probe
+from jobs.drill_snapshots_probe import PROBE_COMMAND, probe
 from jobs.pgsnap import run_step, seal
 from jobs.pgsnap_volume import VolumeSnapshotProvider
 from testkit.pgcluster import PG_BIN
