@@ -15,6 +15,11 @@ hide an identities drill that passes, or the reverse), and each pod gets only wh
   both. The only drill that talks to the Kubernetes API: its own ServiceAccount (no cloud identity: it reads no
   backup object) with exactly that RBAC, and the only one with an API token mounted.
 - Identities (`drill-identities`): reads the newest version of the identities secret and checks its shape.
+- Snapshot sets (`drill-snapshots`, with snapshot sets of in-cluster instances): restores the newest complete set's
+  VolumeSnapshots into scratch PVCs under a scratch PostgreSQL pod (prepare-datadir, then a server per role that
+  must reach consistency, hold the config's databases and keep the apps-before-participant order), deletes them.
+  Its own ServiceAccount with a token and no cloud identity, like CometBFT's; the pods it creates read the store as
+  the restore identity, without a token. Managed roles are not restored in scratch (docs/drills.md).
 
 The Postgres and identities drills run as the restore identity's ServiceAccount (components/readers.py), which may
 read the sets and the secret and can neither write nor delete them. DR stacks declare no drills: their copy is
@@ -34,14 +39,20 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 from pulumi_kubernetes.storage import v1 as storage
 
-from components import kube_specs, readers
+from components import kube_specs, pg_snapshots, readers
 from components.cloud import AlertSpec, BackupStore, CloudBackend, SecretSlot
 from components.readers import Reader
 from components.settings import Settings
 from rules import retention, schedules
 from rules.naming import LABEL_PREFIX, MANAGED_BY, Names
+from rules.schedules import SNAPSHOT_KIND
 
-COMPONENTS = {"postgres": "drill-postgres", "cometbft": "drill-cometbft", "identities": "drill-identities"}
+COMPONENTS = {
+    "postgres": "drill-postgres",
+    "cometbft": "drill-cometbft",
+    "identities": "drill-identities",
+    "snapshots": "drill-postgres-snapshots",
+}
 # The outcome events' kinds are the component names (docs/contracts.md section 3).
 EVENT_KINDS = dict(COMPONENTS)
 SCRATCH_VOLUME = "scratch"
@@ -67,10 +78,25 @@ COMETBFT_RBAC = (
     ("", "pods", ("create", "get", "delete")),
 )
 
+# The snapshot sets' drill (`drill-snapshots`, with snapshot sets of in-cluster instances): its pod creates the
+# scratch PVCs from the VolumeSnapshots and the pick and scratch pods, reads the snapshots, deletes what it made.
+# Its own ServiceAccount, token, no cloud identity; the pick and scratch pods it creates run as the restore
+# identity's ServiceAccount without a token (they read the store). No resourceNames, as for CometBFT: the job names
+# its PVCs and pods per run.
+SNAPSHOTS_RBAC = (
+    ("snapshot.storage.k8s.io", "volumesnapshots", ("get",)),
+    ("", "persistentvolumeclaims", ("create", "get", "delete")),
+    ("", "pods", ("create", "get", "delete")),
+)
+# Per pod the job waits for (the pick pod, then the scratch pod: disks from the snapshots, prepare-datadir, WAL
+# replay, start); the Job's deadline is both plus the cleanup.
+SNAPSHOTS_TIMEOUT = timedelta(minutes=90)
+SNAPSHOTS_CLEANUP = timedelta(minutes=10)
+
 
 @dataclass(frozen=True)
 class DrillJob:
-    kind: str  # postgres | cometbft | identities
+    kind: str  # postgres | cometbft | identities | snapshots
     cron_job: str
     alert: AlertSpec
 
@@ -153,6 +179,8 @@ class RestoreDrill(pulumi.ComponentResource):
 
         if settings.cometbft is not None:  # a DABFT stack's canton-bft state is drilled with the Postgres set
             jobs.append(self._cometbft_job(names, settings, namespace, schedule, snapshot_class, slack))
+        if settings.snapshots is not None and pg_snapshots.in_cluster_roles(settings):
+            jobs.append(self._snapshots_job(names, settings, store, reader, namespace, schedule, snapshot_class, slack))
 
         # Identities: read the newest version as the restore identity (never logged: the job checks its shape).
         jobs.append(
@@ -179,7 +207,7 @@ class RestoreDrill(pulumi.ComponentResource):
     ) -> DrillJob:
         """CometBFT: its own ServiceAccount, RBAC and API token; no cloud identity."""
         fmt = retention.format_duration
-        cometbft_sa = self._cometbft_service_account(names, namespace)
+        cometbft_sa = self._api_service_account(names, namespace, "cometbft", COMETBFT_RBAC)
         snapshot_labels = {**MANAGED_BY, MIGRATION_ID_LABEL: str(settings.node.migration_id)}
         selector = ",".join(f"{key}={value}" for key, value in snapshot_labels.items())
         cometbft_args = [
@@ -209,6 +237,60 @@ class RestoreDrill(pulumi.ComponentResource):
             slack=slack,
         )
 
+    def _snapshots_job(
+        self,
+        names: Names,
+        settings: Settings,
+        store: BackupStore,
+        reader: Reader,
+        namespace: str,
+        schedule: str,
+        snapshot_class: str | None,
+        slack: timedelta,
+    ) -> DrillJob:
+        """Snapshot sets: the newest set's in-cluster roles restored into scratch PVCs under a scratch PostgreSQL
+        pod (jobs/drill_snapshots.py). Managed roles (Cloud SQL, RDS) are not restored here (docs/drills.md)."""
+        fmt = retention.format_duration
+        sa_name = self._api_service_account(names, namespace, "snapshots", SNAPSHOTS_RBAC)
+        args: list[pulumi.Input[str]] = [
+            "drill-snapshots",
+            "--dest",
+            store.url,
+            "--namespace",
+            namespace,
+            "--migration-id",
+            str(settings.node.migration_id),
+        ]
+        # The databases to find in each restored server: the stack's config, as the dump CronJob's --db flags.
+        for role in pg_snapshots.in_cluster_roles(settings):
+            instance = settings.postgres[role]
+            args += ["--databases", f"{role}={','.join(instance.databases)}", "--user", f"{role}={instance.user}"]
+        args += [
+            "--image",
+            settings.job_image,
+            # The pick and scratch pods read the store (manifest, WAL) as the restore identity, without a token.
+            "--service-account",
+            reader.service_account,
+            *(["--storage-class", snapshot_class] if snapshot_class else []),
+            "--timeout",
+            fmt(SNAPSHOTS_TIMEOUT),
+            # The newest set must be as fresh as its stale alert demands (RPO).
+            "--max-age",
+            fmt(settings.derived.timing[SNAPSHOT_KIND].stale_after(slack)),
+            "--json",
+        ]
+        return self._job(
+            names,
+            "snapshots",
+            namespace=namespace,
+            schedule=schedule,
+            timing=schedules.check_timing(schedule, 2 * SNAPSHOTS_TIMEOUT + SNAPSHOTS_CLEANUP),
+            service_account=sa_name,
+            container=kube_specs.job_container("drill-snapshots", settings.job_image, args),
+            automount_token=True,
+            slack=slack,
+        )
+
     def _storage_class(self, names: Names, settings: Settings, backend: CloudBackend) -> str | None:
         """A class for the drills' disks, unless both are configured: its provisioner is the snapshot class's CSI
         driver (a PVC restored from a snapshot must be), it binds where the pod runs and deletes with its claim."""
@@ -230,8 +312,9 @@ class RestoreDrill(pulumi.ComponentResource):
         )
         return name
 
-    def _cometbft_service_account(self, names: Names, namespace: str) -> str:
-        component = COMPONENTS["cometbft"]
+    def _api_service_account(self, names: Names, namespace: str, kind: str, access) -> str:
+        """A drill's own ServiceAccount for the Kubernetes API: no cloud identity, one Role granting `access`."""
+        component = COMPONENTS[kind]
         sa_name = names.resource(component)
         labels = names.labels(component)
         child = pulumi.ResourceOptions(parent=self)
@@ -246,7 +329,7 @@ class RestoreDrill(pulumi.ComponentResource):
             metadata=meta.ObjectMetaArgs(name=sa_name, namespace=namespace, labels=labels),
             rules=[
                 rbac.PolicyRuleArgs(api_groups=[group], resources=[resource], verbs=list(verbs))
-                for group, resource, verbs in COMETBFT_RBAC
+                for group, resource, verbs in access
             ],
             opts=child,
         )

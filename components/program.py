@@ -23,7 +23,12 @@ from rules import retention
 from rules.schedules import SNAPSHOT_KIND
 
 # The keys of the drills' CronJobs in the `cronJobs` output (next to `historyAudit`).
-DRILL_OUTPUTS = {"postgres": "drillPostgres", "cometbft": "drillCometbft", "identities": "drillIdentities"}
+DRILL_OUTPUTS = {
+    "postgres": "drillPostgres",
+    "cometbft": "drillCometbft",
+    "identities": "drillIdentities",
+    "snapshots": "drillPostgresSnapshots",
+}
 
 
 class SvBackups(pulumi.ComponentResource):

@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "jobs.drill_cli",
     "jobs.drill_identities",
     "jobs.drill_cometbft",
+    "jobs.drill_snapshots",
+    "jobs.drill_snapshots_probe",
     "jobs.pgsnap_cli",
 )
 

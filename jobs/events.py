@@ -14,9 +14,21 @@ from typing import Any
 COMPLETED = "backup.completed"
 FAILED = "backup.failed"
 # drill-*: the restore drills (jobs/drill_cli.py, drill_identities.py, drill_cometbft.py).
-# postgres-snapshots: the snapshot sets' steps and seal (jobs/pgsnap_cli.py); snapshot-prune: their pruner.
-KINDS = ("postgres", "cometbft", "identities", "replica", "history", "drill-postgres", "drill-cometbft",
-         "drill-identities", "postgres-snapshots", "snapshot-prune")
+# postgres-snapshots: the snapshot sets' steps and seal (jobs/pgsnap_cli.py); snapshot-prune: their pruner;
+# drill-postgres-snapshots: the weekly restore drill of snapshot sets (jobs/drill_snapshots.py).
+KINDS = (
+    "postgres",
+    "cometbft",
+    "identities",
+    "replica",
+    "history",
+    "drill-postgres",
+    "drill-cometbft",
+    "drill-identities",
+    "postgres-snapshots",
+    "snapshot-prune",
+    "drill-postgres-snapshots",
+)
 
 
 def emit(event: str, kind: str, *, stream=None, **fields: Any) -> dict[str, Any]:

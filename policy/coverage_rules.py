@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pulumi_policy import ReportViolation, Severity, StackValidationArgs, StackValidationPolicy
 
 from .clouds import Cloud, clouds_of
+from .drill_rules import volume_snapshot_sets
 from .props import (
     BACKUP_COMPONENTS,
     COMPONENT_LABEL,
@@ -98,7 +99,10 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
         if is_dr_stack(resources):
             return
         drilled = {drill_kind(r.props) for r in resources if r.type == CRON_JOB}
-        required = required_backup_kinds(resources)
+        required = (
+            *required_backup_kinds(resources),
+            *(["postgres-snapshots"] if volume_snapshot_sets(resources) else []),
+        )
         for component, kind in DRILL_COMPONENTS.items():
             if kind not in drilled and kind in required:
                 report(
@@ -128,7 +132,8 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
         stack_rule(
             "restore-drill-coverage",
             "Every primary stack restores the newest backup of each kind on a schedule: a drill CronJob per backup "
-            "kind (drill-postgres, drill-cometbft, drill-identities).",
+            "kind (drill-postgres, drill-cometbft, drill-identities; drill-postgres-snapshots where snapshot sets "
+            "take VolumeSnapshots).",
             check=check_drills,
             severity=Severity.HIGH,
             remediation="Keep sv-backups:drill.enabled true; components/drill.py declares the drills.",

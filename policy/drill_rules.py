@@ -1,9 +1,15 @@
 """Rules on the restore drills (components/drill.py): they only read, they restore onto a sized ephemeral disk,
 and the one drill that talks to the Kubernetes API gets exactly the access it needs and nothing else.
 
-A drill CronJob is recognised by its component label (`drill-postgres`, `drill-cometbft`, `drill-identities`). That
-every primary stack has one per backup kind is `restore-drill-coverage` (coverage_rules.py); that each has its
-stale and failed alerts is `alerts-per-backup-kind`.
+A drill CronJob is recognised by its component label (`drill-postgres`, `drill-cometbft`, `drill-identities`,
+`drill-postgres-snapshots`). That every primary stack has one per backup kind (the snapshot sets' drill where
+snapshot sets take VolumeSnapshots, `volume_snapshot_sets`) is `restore-drill-coverage` (coverage_rules.py); that
+each has its stale and failed alerts is `alerts-per-backup-kind`.
+
+The two drills that talk to the Kubernetes API (CometBFT, snapshot sets) run as their own ServiceAccounts with no
+cloud identity and one Role of exactly what their job calls. The snapshot sets' drill creates pods that read the
+store (the newest set's manifest, prepare-datadir's WAL): those run as the ServiceAccount its `--service-account`
+names, which is held to the restore identity like the drills' own.
 """
 
 from __future__ import annotations
@@ -38,6 +44,42 @@ COMETBFT_DRILL_ACCESS = {
     ("", "persistentvolumeclaims"): frozenset({"create", "get", "delete"}),
     ("", "pods"): frozenset({"create", "get", "delete"}),
 }
+# What `python -m jobs drill-snapshots` calls: the VolumeSnapshots are only read (restore_volume checks them).
+SNAPSHOTS_DRILL_ACCESS = {
+    ("snapshot.storage.k8s.io", "volumesnapshots"): frozenset({"get"}),
+    ("", "persistentvolumeclaims"): frozenset({"create", "get", "delete"}),
+    ("", "pods"): frozenset({"create", "get", "delete"}),
+}
+# Per drill kind with a token: what its Role may grant, and how the message names it.
+API_DRILLS = {
+    "cometbft": (
+        COMETBFT_DRILL_ACCESS,
+        "CometBFT drill",
+        "drill-cometbft",
+        "get/list volumesnapshots; create/get/delete persistentvolumeclaims and pods",
+        "COMETBFT_RBAC",
+    ),
+    "postgres-snapshots": (
+        SNAPSHOTS_DRILL_ACCESS,
+        "snapshot sets' drill",
+        "drill-snapshots",
+        "get volumesnapshots; create/get/delete persistentvolumeclaims and pods",
+        "SNAPSHOTS_RBAC",
+    ),
+}
+SNAPSHOT_SET_COMPONENT = "postgres-snapshots"
+
+
+def volume_snapshot_sets(resources: list[StackResource]) -> bool:
+    """The stack takes snapshot sets with VolumeSnapshots (a snapshot-step of an in-cluster instance): the ones the
+    snapshot sets' drill restores. Managed roles alone (Cloud SQL, RDS) are not drilled in scratch (docs/drills.md)."""
+    for job in resources:
+        if job.type != CRON_JOB or backup_kind(job.props) != SNAPSHOT_SET_COMPONENT:
+            continue
+        for _field, container in containers(pod_spec(job.props)):
+            if "volume-snapshot" in flag_values(container, "--method"):
+                return True
+    return False
 
 
 def _ksa(job: StackResource) -> tuple[str, str]:
@@ -75,6 +117,24 @@ def _check_read_only(resources: list[StackResource], _args: StackValidationArgs,
         kind = drill_kind(job.props) if job.type == CRON_JOB else None
         if kind is None:
             continue
+        for _field, container in containers(pod_spec(job.props)) if kind == "postgres-snapshots" else []:
+            for account in flag_values(container, "--service-account"):
+                if account is UNKNOWN:
+                    continue
+                made = (namespace_of(job.props), str(account))
+                made_identity = _cloud_identity(accounts.get(made))
+                if made in writers or (made_identity is not None and not made_identity[1].endswith(RESTORE_SUFFIX)):
+                    why = (
+                        "which a backup CronJob runs as"
+                        if made in writers
+                        else f"which acts as '{made_identity[1]}', not a restore identity"
+                    )
+                    report(
+                        f"CronJob '{job.name}' ({kind} drill): the pods it creates (pick, scratch) run as "
+                        f"--service-account '{account}', {why}: they would hold a writer's rights on the backups. "
+                        f"Fix: pass the restore identity's ServiceAccount (components/drill.py).",
+                        job.urn,
+                    )
         ksa = _ksa(job)
         if ksa in writers:
             report(
@@ -180,12 +240,12 @@ def _bound_roles(resources: list[StackResource], ksa: tuple[str, str]) -> tuple[
     return roles, cluster_roles
 
 
-def _excess(rule: dict) -> list[str]:
-    """What a Role rule grants beyond COMETBFT_DRILL_ACCESS."""
+def _excess(rule: dict, access: dict) -> list[str]:
+    """What a Role rule grants beyond `access` (per API group and resource)."""
     found = []
     for group in rule.get("apiGroups") or [""]:
         for resource in rule.get("resources") or []:
-            allowed = COMETBFT_DRILL_ACCESS.get((group, resource), frozenset())
+            allowed = access.get((group, resource), frozenset())
             extra = sorted(set(rule.get("verbs") or []) - allowed)
             if extra:
                 found.append(f"{', '.join(extra)} on {group + '/' if group else ''}{resource}")
@@ -200,7 +260,7 @@ def _check_least_privilege(resources: list[StackResource], _args: StackValidatio
             continue
         ksa = _ksa(job)
         token = pod_spec(job.props).get("automountServiceAccountToken")
-        if kind != "cometbft":
+        if kind not in API_DRILLS:
             if token is not False:
                 report(
                     f"CronJob '{job.name}' ({kind} drill): automountServiceAccountToken is {token}: a pod that never "
@@ -208,10 +268,11 @@ def _check_least_privilege(resources: list[StackResource], _args: StackValidatio
                     job.urn,
                 )
             continue
+        access, what, command, grants, constant = API_DRILLS[kind]
         identity = _cloud_identity(accounts.get(ksa))
         if identity is not None:
             report(
-                f"CronJob '{job.name}' (CometBFT drill): its ServiceAccount '{'/'.join(ksa)}' has a Kubernetes API "
+                f"CronJob '{job.name}' ({what}): its ServiceAccount '{'/'.join(ksa)}' has a Kubernetes API "
                 f"token and acts as cloud identity '{identity[1]}' too, which the drill never uses. Fix: its own "
                 f"ServiceAccount without a cloud identity annotation (components/drill.py).",
                 job.urn,
@@ -219,26 +280,26 @@ def _check_least_privilege(resources: list[StackResource], _args: StackValidatio
         roles, cluster_roles = _bound_roles(resources, ksa)
         if cluster_roles:
             report(
-                f"CronJob '{job.name}' (CometBFT drill): ServiceAccount '{'/'.join(ksa)}' is bound to ClusterRoles "
+                f"CronJob '{job.name}' ({what}): ServiceAccount '{'/'.join(ksa)}' is bound to ClusterRoles "
                 f"{sorted(cluster_roles)}. Fix: one Role in its namespace (components/drill.py).",
                 job.urn,
             )
         for role in roles:
             rules = get(role.props, "rules", default=[]) or []
-            extra = [e for rule in rules if isinstance(rule, dict) for e in _excess(rule)]
+            extra = [e for rule in rules if isinstance(rule, dict) for e in _excess(rule, access)]
             if extra:
                 report(
-                    f"Role '{role.name}' of the CometBFT drill grants {'; '.join(extra)}, beyond what drill-cometbft "
-                    f"calls (get/list volumesnapshots; create/get/delete persistentvolumeclaims and pods). Fix: "
-                    f"grant exactly those (components/drill.py COMETBFT_RBAC).",
+                    f"Role '{role.name}' of the {what} grants {'; '.join(extra)}, beyond what {command} calls "
+                    f"({grants}). Fix: grant exactly those (components/drill.py {constant}).",
                     role.urn,
                 )
 
 
 drill_least_privilege = stack_rule(
     "drill-least-privilege",
-    "Only the CometBFT drill mounts a Kubernetes API token; its ServiceAccount has no cloud identity and one Role "
-    "granting exactly get/list volumesnapshots and create/get/delete persistentvolumeclaims and pods.",
+    "Only the CometBFT and snapshot sets' drills mount a Kubernetes API token; each ServiceAccount has no cloud "
+    "identity and one Role granting exactly what its job calls (volumesnapshots get/list resp. get; "
+    "create/get/delete persistentvolumeclaims and pods).",
     check=_check_least_privilege,
     severity=Severity.HIGH,
     remediation="Declare the drills with components/drill.py.",

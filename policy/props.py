@@ -59,7 +59,13 @@ FOUR_HOURLY_BY_LABEL = "sv-backups.canton.network/four-hourly-by"
 # replica check (components/dr.py) and every primary's daily history audit (components/audit.py).
 CHECK_COMPONENTS = {"replica-check": "replica", "history-audit": "history"}
 # The restore drills of a primary stack (components/drill.py), per backup kind; their events' kind is the label.
-DRILL_COMPONENTS = {"drill-postgres": "postgres", "drill-cometbft": "cometbft", "drill-identities": "identities"}
+DRILL_COMPONENTS = {
+    "drill-postgres": "postgres",
+    "drill-cometbft": "cometbft",
+    "drill-identities": "identities",
+    # The snapshot sets' drill (jobs/drill_snapshots.py): required where snapshot sets of in-cluster instances are.
+    "drill-postgres-snapshots": "postgres-snapshots",
+}
 # On a DR stack's backup CronJobs until failover (rules/naming.py STANDBY_LABEL): suspended on purpose.
 STANDBY_LABEL = "sv-backups.canton.network/standby"
 STACK_REFERENCE = "pulumi:pulumi:StackReference"

@@ -73,6 +73,33 @@ def _token_for(component: str):
     return mutate
 
 
+def _snapshots_role_lists(plan):
+    """The snapshot sets' drill may get VolumeSnapshots, never list them (or anything beyond its job's calls)."""
+    role = h.one(plan, ROLE, lambda r: r["name"].endswith("-drill-postgres-snapshots-role"))
+    role["inputs"]["rules"][0]["verbs"].append("list")
+    role["inputs"]["rules"].append({"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotcontents"],
+                                    "verbs": ["patch"]})  # fmt: skip
+
+
+def _snapshots_pods_as(account: str):
+    """The pods the snapshot sets' drill creates run as another account than the restore identity's."""
+
+    def mutate(plan):
+        [container] = drill_pod(plan, "drill-postgres-snapshots")["containers"]
+        args = container["args"]
+        args[args.index("--service-account") + 1] = account
+
+    return mutate
+
+
+def _snapshots_account_with_identity(annotation: str, identity: str):
+    def mutate(plan):
+        account = h.one(plan, K8S_SERVICE_ACCOUNT, lambda r: r["name"] == "sv-1-drill-postgres-snapshots-sa")
+        account["inputs"]["metadata"]["annotations"] = {annotation: identity}
+
+    return mutate
+
+
 def _role_grants(plan):
     role = h.one(plan, ROLE, lambda r: r["name"].endswith("-drill-cometbft-role"))
     role["inputs"]["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
@@ -126,14 +153,43 @@ DRILL_CASES = [
     ),
     ("drill-least-privilege", "aws-prod", _token_for("drill-postgres"), "automountServiceAccountToken is True"),
     ("drill-least-privilege", "aws-prod", _role_grants, "patch on pods; get on secrets"),
+    ("drill-least-privilege", "prod", _snapshots_role_lists, "list on snapshot.storage.k8s.io/volumesnapshots"),
+    ("drill-least-privilege", "aws-prod", _snapshots_role_lists, "patch on snapshot.storage.k8s.io/volumesnapshotc"),
+    (
+        "drill-least-privilege",
+        "aws-prod",
+        _snapshots_account_with_identity(IRSA, AWS_RESTORE),
+        "acts as cloud identity",
+    ),
+    # the snapshot sets' drill creates pods that read the store: as the restore identity, never a writer
+    ("drill-read-only", "prod", _snapshots_pods_as("sv-1-postgres-snapshot"), "which a backup CronJob runs as"),
+    ("drill-read-only", "aws-prod", _snapshots_pods_as("sv-1-postgres-backup"), "the pods it creates (pick, scratch)"),
     # restore-drill-coverage, and the drills' alerts
     ("restore-drill-coverage", "prod", _remove_drill("drill-cometbft"), "nothing restores the cometbft backups"),
     ("restore-drill-coverage", "aws-dev", _remove_drill("drill-postgres"), "nothing restores the postgres backups"),
+    (
+        "restore-drill-coverage",
+        "prod",
+        _remove_drill("drill-postgres-snapshots"),
+        "nothing restores the postgres-snapshots backups",
+    ),
+    (
+        "restore-drill-coverage",
+        "aws-prod",
+        _remove_drill("drill-postgres-snapshots"),
+        "drill-postgres-snapshots",
+    ),
     (
         "alerts-per-backup-kind",
         "prod",
         _remove_gcp_alert("drill-postgres", "stale"),
         "svbackups-kind=drill-postgres, svbackups-alert=stale",
+    ),
+    (
+        "alerts-per-backup-kind",
+        "prod",
+        _remove_gcp_alert("drill-postgres-snapshots", "failed"),
+        "svbackups-kind=drill-postgres-snapshots, svbackups-alert=failed",
     ),
 ]
 GCP_STACKS = ("dev", "prod", "prod-ch")

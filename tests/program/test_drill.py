@@ -16,6 +16,8 @@ CLOUDS = {
     "aws-prod": ("20 6 * * 0,3", "ebs.csi.aws.com", {"type": "gp3", "encrypted": "true"}),
 }
 HOUR = 3600
+SNAPSHOTS_DRILL = "sv-1-drill-postgres-snapshots"
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
 # The newest dump set's age the Postgres drill accepts: its schedule's gap + a run's start window and deadline + the
 # 1 h slack. Both shipped production stacks run snapshot sets, their dump sets weekly (prod: 7 d + 24 h 15 min + 1 h)
 # or twice a week (aws-prod: 4 d + 24 h 15 min + 1 h); a 4-hourly schedule gives 4 h + 3 h 45 min + 1 h = 525m.
@@ -54,6 +56,8 @@ def test_one_drill_per_backup_kind_on_the_drill_schedule(shipped_plan, stack):
         "drillPostgres": DRILLS["postgres"],
         "drillCometbft": DRILLS["cometbft"],
         "drillIdentities": DRILLS["identities"],
+        # Both shipped production stacks take snapshot sets of in-cluster instances: their drill too.
+        "drillPostgresSnapshots": SNAPSHOTS_DRILL,
     }
     assert plan.outputs["schedules"]["drill"] == schedule
 
@@ -224,3 +228,62 @@ def test_drills_can_be_turned_off(offline_plan, dev_config):
 def test_dr_stacks_declare_no_drills(shipped_plan, stack):
     plan = shipped_plan(stack)
     assert jobs(plan) == {} and plan.of_type(STORAGE_CLASS) == []
+
+
+# The in-cluster roles of each shipped production stack (the others are Cloud SQL / RDS, not drilled in scratch).
+IN_CLUSTER = {
+    "prod": [("apps", "cantonnet_sv,cantonnet_scan,cantonnet_validator"), ("mediator", "mediator_4")],
+    "aws-prod": None,  # read from the plan's snapshot CronJob below
+}
+
+
+def snapshots_drill(plan) -> dict:
+    [job] = [j["inputs"] for j in plan.of_type(CRON_JOB) if j["name"] == SNAPSHOTS_DRILL]
+    return job
+
+
+@pytest.mark.parametrize("stack", CLOUDS)
+def test_the_snapshot_sets_drill_restores_the_in_cluster_roles_as_its_own_account(shipped_plan, stack):
+    plan = shipped_plan(stack)
+    job = snapshots_drill(plan)
+    schedule, _driver, _parameters = CLOUDS[stack]
+    assert job["spec"]["schedule"] == schedule and job["spec"]["concurrencyPolicy"] == "Forbid"
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "drill-postgres-snapshots"
+    # two pods of up to 90 min each (the pick pod, the scratch pod) and 10 min to delete what it made
+    assert job["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 3 * HOUR + 10 * 60
+    spec = pod(job)
+    accounts = {a["inputs"]["metadata"]["name"]: a["inputs"] for a in plan.of_type(SERVICE_ACCOUNT)}
+    # The API token, and no cloud identity: the store is read by the pods it creates, as the restore identity.
+    assert spec["serviceAccountName"] == SNAPSHOTS_DRILL and spec["automountServiceAccountToken"] is True
+    assert not accounts[SNAPSHOTS_DRILL]["metadata"].get("annotations")
+    container = only_container(job)
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    args = container["args"]
+    assert args[:7] == ["drill-snapshots", "--dest", plan.outputs["backupUrl"], "--namespace", "sv", "--migration-id",
+                        args[6]]  # fmt: skip
+    flags = list(zip(args[7::2], args[8::2], strict=False))
+    databases = [v for k, v in flags if k == "--databases"]
+    # Exactly the in-cluster roles of the snapshot CronJob's volume-snapshot steps, each with its config's databases.
+    [snapshot_job] = [j["inputs"] for j in plan.of_type(CRON_JOB) if j["name"] == "sv-1-postgres-snapshot"]
+    volume_roles = [c["name"] for c in pod(snapshot_job)["initContainers"] if "volume-snapshot" in c["args"]]
+    assert [d.split("=")[0] for d in databases] == volume_roles and volume_roles
+    if IN_CLUSTER[stack]:
+        assert databases == [f"{role}={dbs}" for role, dbs in IN_CLUSTER[stack]]
+    assert dict(flags)["--service-account"] == "sv-1-history-audit"
+    assert dict(flags)["--image"] == plan.outputs["jobImage"] and dict(flags)["--storage-class"] == "sv-sv-1-drill"
+    assert dict(flags)["--max-age"] == "525m" and dict(flags)["--timeout"] == "90m"
+    [role] = [r for r in plan.of_type(ROLE) if r["name"] == f"{SNAPSHOTS_DRILL}-role"]
+    rules = {(r["apiGroups"][0], r["resources"][0]): sorted(r["verbs"]) for r in role["inputs"]["rules"]}
+    assert rules == {
+        ("snapshot.storage.k8s.io", "volumesnapshots"): ["get"],
+        ("", "persistentvolumeclaims"): ["create", "delete", "get"],
+        ("", "pods"): ["create", "delete", "get"],
+    }
+
+
+def test_no_snapshot_sets_no_snapshot_sets_drill(shipped_plan, dump_only_plan):
+    assert not [j for j in shipped_plan("dev").of_type(CRON_JOB) if j["name"] == SNAPSHOTS_DRILL]
+    assert not [j for j in dump_only_plan("prod").of_type(CRON_JOB) if j["name"] == SNAPSHOTS_DRILL]
+    assert "drillPostgresSnapshots" not in dump_only_plan("prod").outputs["cronJobs"]
