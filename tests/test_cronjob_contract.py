@@ -79,6 +79,7 @@ SNAPSHOT_HANDLERS = {
     "snapshot-step": ("jobs.pgsnap_cli", "cmd_snapshot_step"),
     "snapshot-seal": ("jobs.pgsnap_cli", "cmd_snapshot_seal"),
     "prune-snapshots": ("jobs.pgsnap_cli", "cmd_prune_snapshots"),
+    "drill-snapshots": ("jobs.drill_snapshots", "handle"),
 }
 HANDLERS.update(SNAPSHOT_HANDLERS)
 
