@@ -74,7 +74,7 @@ WHY_SNAPSHOT = (
     "a snapshot set restores from storage snapshots (a volume, a Cloud SQL backup, an RDS snapshot: minutes, "
     "whatever the size)"
 )
-WHY_DUMP = "a dump set is portable across clouds and was verified row by row (restore-set reloads every row)"
+WHY_DUMP = "a dump set is portable across clouds and was verified row by row"
 
 
 def _candidates(facts: DrFacts, dest, kind: str | None, set_id: str | None, before: datetime | None):
