@@ -37,7 +37,8 @@ def test_every_command_imports_with_only_what_the_image_ships(tmp_path):
     assert result.stdout.split() == sorted(
         ["backup-set", "backup-step", "seal-set", "verify-set", "list-sets", "restore-set", "audit-history",
          "dump-identities", "snapshot-cometbft", "check-replica", "drill-restore", "drill-identities", "drill-cometbft",
-         "snapshot-step", "snapshot-seal", "prune-snapshots", "prepare-datadir", "restore-snapshot-volume"]
+         "snapshot-step", "snapshot-seal", "prune-snapshots", "prepare-datadir", "restore-snapshot-volume",
+         "restore-snapshot-set"]
     )  # fmt: skip
 
 
