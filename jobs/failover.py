@@ -135,12 +135,20 @@ def choose_set(
             databases=tuple((db["role"], db["database"]) for db in manifest.get("databases") or []),
             stale=stale_set_problem(manifest, now or utc_now()),
             kind=found_kind,
-            snapshots=tuple((r["role"], r["method"]) for r in manifest.get("snapshots") or []),
+            snapshots=tuple((r["role"], r["method"], _pvc_of(r)) for r in manifest.get("snapshots") or []),
             data_taken_by=data_at,
             why=_why(found_kind, data_at, kind, candidates),
         )
     say(f"none of the {len(candidates)} complete set(s) in {facts.dr_url} ({scope}) verifies")
     return None
+
+
+def _pvc_of(record: dict) -> str:
+    """The PVC a volume role's data snapshot was taken of ("" for a managed role)."""
+    for volume in (record.get("details") or {}).get("volume_snapshots") or []:
+        if volume.get("volume", "data") == "data":
+            return str(volume.get("pvc") or "")
+    return ""
 
 
 def _why(chosen: str, data_at: datetime, asked: str | None, candidates) -> str:
@@ -183,7 +191,7 @@ def fetch_identities(url: str, out: Path) -> None:
 
 def execute_steps(steps: list[Step], facts: DrFacts, chosen: ChosenSet, identities_out: Path | None) -> int:
     if chosen.kind == SNAPSHOT:
-        if any(method == "volume-snapshot" for _, method in chosen.snapshots) and not facts.kube_api:
+        if any(method == "volume-snapshot" for _, method, _ in chosen.snapshots) and not facts.kube_api:
             say(
                 "--execute restores volume roles through the Kubernetes API: start `kubectl --context "
                 f"{facts.kube_context} proxy --port 8001` and pass --kube-api http://127.0.0.1:8001"

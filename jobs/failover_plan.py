@@ -14,6 +14,7 @@ read with a CLI) are in the small classes at the end, chosen by name: the steps 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,14 +54,14 @@ class ChosenSet:
     # refuses such a set unless the operator accepts it; then restore-set is told so too.
     stale: str | None = None
     kind: str = "dump"  # dump | snapshot
-    snapshots: tuple[tuple[str, str], ...] = ()  # a snapshot set's (role, method), in the set's order
+    snapshots: tuple[tuple[str, str, str], ...] = ()  # a snapshot set's (role, method, PVC of a volume role), in order
     data_taken_by: datetime | None = None
     why: str = ""  # why this set (of either kind) was chosen, for the plan
 
     @property
     def roles(self) -> list[str]:
         if self.kind == "snapshot":
-            return [role for role, _ in self.snapshots]
+            return [role for role, _, _ in self.snapshots]
         return list(dict.fromkeys(role for role, _ in self.databases))
 
 
@@ -323,7 +324,7 @@ def snapshot_restore_argv(facts: DrFacts, chosen: ChosenSet) -> list[str]:
             facts.namespace, "--replace"]  # fmt: skip
     for role, target in sorted(facts.snapshot_targets.items()):
         argv += ["--target", f"{role}={target}"]
-    methods = {method for _, method in chosen.snapshots}
+    methods = {method for _, method, _ in chosen.snapshots}
     if "volume-snapshot" in methods:
         argv += ["--image", facts.job_image or "", "--kube-api", facts.kube_api or KUBE_PROXY]
         if facts.restore_identity:
@@ -342,12 +343,12 @@ def build_snapshot_plan(facts: DrFacts, chosen: ChosenSet) -> list[Step]:
     instance; RDS: a new instance from the DR-region copy)."""
     missing = [
         f"--target {role}=<{'the DR Cloud SQL instance' if method == 'cloudsql-backup' else 'a new RDS instance id'}>"
-        for role, method in chosen.snapshots
+        for role, method, _ in chosen.snapshots
         if method != "volume-snapshot" and role not in facts.snapshot_targets
     ]
     if missing:
         raise FactsError(f"snapshot set {chosen.set_id}: every managed role needs its target: {', '.join(missing)}")
-    volumes = [role for role, method in chosen.snapshots if method == "volume-snapshot"]
+    volumes = [role for role, method, _ in chosen.snapshots if method == "volume-snapshot"]
     if volumes and not facts.job_image:
         raise FactsError(
             "--image (or output jobImage): the job image pinned by digest, for the prepare-datadir pods of "
@@ -373,6 +374,28 @@ def build_snapshot_plan(facts: DrFacts, chosen: ChosenSet) -> list[Step]:
         "first failure",
         run=argv,
     )
+    servers = postgres_statefulsets(facts, chosen)
+    down, up = _scale_down(facts), _scale_up(facts)
+    if servers:
+        # A claim is replaced only once no pod mounts it: the in-cluster Postgres servers of the volume roles stop
+        # with the components, and start again (on the restored claims) before them.
+        names = [name for name, _ in servers]
+        down.commands.insert(1, _sh(_kubectl(facts, "scale", "statefulset", "--replicas=0", *names)))
+        down.commands.append(
+            f"while {_sh(_kubectl(facts, 'get', 'pods', '-o', 'name'))} | grep -Eq "
+            f"'^pod/({'|'.join(names)})-[0-9]+$'; do sleep 5; done"
+        )
+        up.commands.insert(0, _sh(_kubectl(facts, "scale", "statefulset", "--replicas=1", *names)))
+        up.commands.insert(
+            1,
+            " && ".join(
+                _sh(_kubectl(facts, "rollout", "status", f"statefulset/{name}", "--timeout=30m")) for name in names
+            ),
+        )
+    unknown = [pvc for name, pvc in servers if not name]
+    if unknown:
+        raise FactsError(f"cannot tell the StatefulSet of PVC(s) {', '.join(unknown)} (expected data-<name>-0 or "
+                         "pg-data-<name>-0): scale it yourself")  # fmt: skip
     return [
         Step(
             "Check the set (done by this script before printing; run again to see for yourself)",
@@ -384,13 +407,30 @@ def build_snapshot_plan(facts: DrFacts, chosen: ChosenSet) -> list[Step]:
             f"{chosen.data_taken_by.isoformat() if chosen.data_taken_by else '?'}) is {chosen.why}. Verified: "
             "manifest, the ordering rule, every WAL object's sha256",
         ),
-        _scale_down(facts),
+        down,
         restore,
         *([_restore_cometbft(facts, chosen, cloud)] if facts.synchronizer == "cometbft" else []),
         _identities(facts),
-        _scale_up(facts),
+        up,
         _enable_backups(facts),
     ]
+
+
+# The in-cluster Postgres charts' claim names: bitnami/postgresql (Splice's SV examples) `data-<statefulset>-<n>`,
+# the deprecated splice-postgres `pg-data-<statefulset>-<n>` (components/settings.py default_pvc).
+_CLAIM = re.compile(r"^(?:pg-data|data)-(?P<sts>[a-z0-9][a-z0-9-]*)-[0-9]+$")
+
+
+def postgres_statefulsets(facts: DrFacts, chosen: ChosenSet) -> list[tuple[str, str]]:
+    """(StatefulSet or "", PVC) of each volume role's restored claim (its target, else the recorded PVC)."""
+    found = []
+    for role, method, pvc in chosen.snapshots:
+        if method != "volume-snapshot":
+            continue
+        claim = facts.snapshot_targets.get(role) or pvc
+        match = _CLAIM.match(claim)
+        found.append((match["sts"] if match else "", claim))
+    return found
 
 
 def _scale_down(facts: DrFacts) -> Step:

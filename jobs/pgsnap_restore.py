@@ -220,9 +220,11 @@ def restore_volume(
 
 CLOUDSQL_EMULATOR_ENV = "SV_BACKUPS_CLOUDSQL_EMULATOR"
 PREPARE_MOUNT = "/restore"
-# The official postgres image (and the splice-postgres chart built on it) runs as uid/gid 999, which owns PGDATA.
-DEFAULT_DATADIR_UID = 999
-DEFAULT_DATADIR_SUBPATH = "pgdata"
+# bitnami/postgresql, the chart of Splice's SV examples (components/settings.py default_pvc): the volume is
+# mounted at /bitnami/postgresql, PGDATA is its `data` directory, and the server runs as uid/gid 1001, which owns
+# it. (The deprecated splice-postgres chart: the postgres image, uid 999; pass --datadir-uid/--datadir-subpath.)
+DEFAULT_DATADIR_UID = 1001
+DEFAULT_DATADIR_SUBPATH = "data"
 DRIVERS = {"gcp": "pd.csi.storage.gke.io", "aws": "ebs.csi.aws.com"}
 _DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 

@@ -136,6 +136,11 @@ def test_a_newer_snapshot_set_is_chosen_over_a_dump_set_and_restored_from_the_dr
         "--kube-api http://127.0.0.1:8001 --service-account sv-1-restore --execute"
     ) in out
     assert "kubectl --context gke_sv-dr_us-east4_sv proxy --port 8001 &" in out
+    # the in-cluster servers of the volume roles stop before their claims are replaced, and start before the apps
+    kubectl = "kubectl --context gke_sv-dr_us-east4_sv -n sv"
+    down = out.index(f"{kubectl} scale statefulset --replicas=0 apps-pg participant-pg")
+    up = out.index(f"{kubectl} scale statefulset --replicas=1 apps-pg participant-pg")
+    assert down < out.index("restore-snapshot-set") < up < out.index(f"{kubectl} scale deployment --replicas=1")
     assert "python -m jobs restore-set " not in out
 
 
