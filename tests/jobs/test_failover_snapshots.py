@@ -5,6 +5,7 @@ running restore-snapshot-set for real against the fake Kubernetes API."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -220,3 +221,45 @@ def test_execute_runs_restore_snapshot_set_against_the_dr_cluster(dr, capsys):
         pods = [body for plural, body in api.created if plural == "pods"]
         assert [p["spec"]["serviceAccountName"] for p in pods] == ["sv-1-restore"] * 2
         assert pods[0]["spec"]["containers"][0]["args"][:3] == ["prepare-datadir", "--dest", url]
+
+
+def test_the_restore_manifests_are_valid_against_the_official_schemas(dr):
+    """The plan's VolumeSnapshotContent, VolumeSnapshot, PVC and prepare pod, from a GCP PD snapshot and from an
+    EBS copy in the DR region; a broken content fails the same schema (the check can fail)."""
+    import jsonschema
+    import kubernetes_validate
+
+    from jobs.pgsnap_restore import SetRestoreOptions, restore_snapshot_set
+    from tests.jobs.test_failover import CRD_SCHEMAS
+
+    url, dest, _, _ = dr
+
+    def ebs(role, at):
+        record = volume_record(role, at)
+        return dataclasses.replace(
+            record, dr_copy={"region": "us-west-2", "snapshot_ids": {"data": "snap-0a1b2c3d4e5f60718"}}
+        )
+
+    write_snapshot_set(dest, "snap-ebs", NOW - timedelta(hours=3), participant=ebs)
+    options = SetRestoreOptions(from_dr_copy=True, namespace="dr", image=IMAGE, service_account="sv-1-restore")
+    result = restore_snapshot_set(f"{url}/{snapshot_set_prefix(4, 'snap-ebs')}", options)
+    apps, participant = result.plans
+    assert apps.content["spec"]["driver"] == "pd.csi.storage.gke.io"
+    assert participant.content["spec"]["driver"] == "ebs.csi.aws.com"
+    assert participant.content["spec"]["source"] == {"snapshotHandle": "snap-0a1b2c3d4e5f60718"}
+    for plan in result.plans:
+        assert [m["kind"] for m in plan.manifests] == ["VolumeSnapshotContent", "VolumeSnapshot",
+                                                       "PersistentVolumeClaim", "Pod"]  # fmt: skip
+        for manifest in (plan.content, plan.snapshot):
+            jsonschema.validate(manifest, json.loads(CRD_SCHEMAS[manifest["kind"]].read_text()))
+        for manifest in (plan.claim, plan.pod):
+            kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+        assert plan.content["spec"]["volumeSnapshotRef"] == {
+            "name": plan.snapshot["metadata"]["name"],
+            "namespace": "dr",
+        }
+        assert plan.claim["spec"]["dataSource"]["name"] == plan.snapshot["metadata"]["name"]
+        assert plan.claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    broken = {**apps.content, "spec": {**apps.content["spec"], "deletionPolicy": "Keep"}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, json.loads(CRD_SCHEMAS["VolumeSnapshotContent"].read_text()))
