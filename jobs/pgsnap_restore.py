@@ -626,6 +626,22 @@ def _rds_plan(record: dict[str, Any], options: SetRestoreOptions, target: str) -
     )
 
 
+def _check_target(method: str, role: str, target: str) -> None:
+    """A target name the provider accepts, checked before anything runs (a bad one found at its role's turn would
+    stop the run after the roles before it were restored)."""
+    from jobs.pgsnap_cloudsql import _INSTANCE
+    from jobs.pgsnap_rds import _INSTANCE_ID
+
+    allowed = {
+        VOLUME_SNAPSHOT: (re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"), "a PVC name (lowercase DNS name)"),
+        CLOUDSQL_BACKUP: (_INSTANCE, "a Cloud SQL instance name (lowercase letters, digits, hyphens)"),
+        RDS_SNAPSHOT: (_INSTANCE_ID, "an RDS DB instance identifier (a letter, then letters, digits, single hyphens)"),
+    }
+    pattern, what = allowed[method]
+    if not pattern.match(target):
+        raise SetRestoreError(f"--target {role}={target}: expected {what}", role)
+
+
 def plan_snapshot_set_restore(
     store_url: str, manifest: dict[str, Any], options: SetRestoreOptions
 ) -> list[RoleRestore]:
@@ -648,6 +664,7 @@ def plan_snapshot_set_restore(
             kind = "the existing Cloud SQL instance" if record["method"] == CLOUDSQL_BACKUP else "a NEW RDS instance id"
             missing.append(f"--target {role}=<{kind}>")
             continue
+        _check_target(record["method"], role, target)
         if record["method"] == VOLUME_SNAPSHOT:
             plans.append(_volume_plan(store_url, manifest, record, options, target))
         elif record["method"] == CLOUDSQL_BACKUP:

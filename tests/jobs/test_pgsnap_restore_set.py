@@ -248,6 +248,9 @@ def test_a_cloudsql_set_restores_onto_the_targets_and_refuses_the_source(tmp_pat
             SetRestoreError, match="participant: --target participant=participant-pg is the backup's own"
         ):
             restore_snapshot_set(set_url, source, access, execute=True)
+        bad = SetRestoreOptions(targets={"apps": "dr-apps-pg", "participant": "Participant_PG"})
+        with pytest.raises(SetRestoreError, match="participant=Participant_PG: expected a Cloud SQL instance name"):
+            restore_snapshot_set(set_url, bad, access, execute=True)
         missing = SetRestoreOptions(targets={"apps": "dr-apps-pg"})
         with pytest.raises(SetRestoreError, match=r"--target participant=<the existing Cloud SQL instance>"):
             restore_snapshot_set(set_url, missing, access)
