@@ -18,8 +18,11 @@ from jobs.destinations import open_destination
 from jobs.failover_plan import ChosenSet, DrFacts, FactsError, Step, build_plan, render, resolve_facts
 from jobs.identities import shape_problems, summary
 from jobs.pgsets import complete_sets, verify_set
+from jobs.pgsnap import complete_snapshot_sets, verify_snapshot_set
 from jobs.secret_readers import newest, open_reader
-from rules.manifest import format_time, parse_time, stale_set_problem, taken_before, utc_now
+from rules.manifest import data_taken_by as taken_by
+from rules.manifest import format_time, parse_time, stale_set_problem, utc_now
+from rules.snapshot_sets import data_taken_by as snapshot_taken_by
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The steps run `python -m jobs ...`: from the directory that holds the jobs package.
@@ -65,27 +68,61 @@ def load_outputs(*, dr_stack_outputs: Path | None, dr_stack: str | None) -> dict
     return value
 
 
-def choose_set(
-    facts: DrFacts, set_id: str | None, now: datetime | None = None, before: datetime | None = None
-) -> ChosenSet | None:
-    """The newest complete set (of the migration id) that verifies; failures are reported and skipped. Its
-    `stale` says whether it is too old for the node to catch up (at `now`, default the current time). With
-    `before` (damage noticed at that time): only sets whose every database was read strictly before it."""
-    dest = open_destination(facts.dr_url)
-    candidates = complete_sets(dest, migration_id=facts.migration_id)
+DUMP, SNAPSHOT = "dump", "snapshot"
+KINDS = (DUMP, SNAPSHOT)
+WHY_SNAPSHOT = (
+    "a snapshot set restores from storage snapshots (a volume, a Cloud SQL backup, an RDS snapshot: minutes, "
+    "whatever the size)"
+)
+WHY_DUMP = "a dump set is portable across clouds and was verified row by row"
+
+
+def _candidates(facts: DrFacts, dest, kind: str | None, set_id: str | None, before: datetime | None):
+    """(kind, prefix, manifest, data taken by) of the complete sets of both kinds (or `kind`), newest data first."""
+    found = []
+    if kind in (None, DUMP):
+        found += [(DUMP, p, m, taken_by(m)) for p, m in complete_sets(dest, migration_id=facts.migration_id)]
+    if kind in (None, SNAPSHOT):
+        found += [
+            (SNAPSHOT, p, m, snapshot_taken_by(m))
+            for p, m in complete_snapshot_sets(dest, migration_id=facts.migration_id)
+        ]
     if set_id:
-        candidates = [(prefix, manifest) for prefix, manifest in candidates if manifest["set_id"] == set_id]
+        found = [c for c in found if c[2]["set_id"] == set_id]
     if before is not None:
-        candidates = [(prefix, manifest) for prefix, manifest in candidates if taken_before(manifest, before)]
+        # The same rule for both kinds: the newest data of the set strictly before the damage.
+        found = [c for c in found if c[3] < before]
+    return sorted(found, key=lambda c: (c[3], c[1]), reverse=True)
+
+
+def choose_set(
+    facts: DrFacts,
+    set_id: str | None,
+    now: datetime | None = None,
+    before: datetime | None = None,
+    kind: str | None = None,
+) -> ChosenSet | None:
+    """The complete set (of the migration id) with the newest data that verifies, of either kind unless `kind`
+    (dump | snapshot) is given; failures are reported and skipped. Its `stale` says whether it is too old for the
+    node to catch up (at `now`, default the current time). With `before` (damage noticed at that time): only sets
+    whose newest data was cut strictly before it. `why` explains the choice for the plan."""
+    dest = open_destination(facts.dr_url)
+    candidates = _candidates(facts, dest, kind, set_id, before)
     scope = f"migration id {facts.migration_id}" if facts.migration_id is not None else "any migration id"
+    scope += f", {kind} sets only" if kind else ", dump and snapshot sets"
     if before is not None:
         scope += f", every database read before {format_time(before)}"
     if not candidates:
         say(f"no complete set {'named ' + set_id + ' ' if set_id else ''}in {facts.dr_url} ({scope})")
         return None
-    for prefix, _ in candidates:
-        say(f"verifying {dest.describe(prefix)} (every object is read and hashed)")
-        manifest, errors = verify_set(dest, prefix)
+    for found_kind, prefix, _, data_at in candidates:
+        say(f"verifying {found_kind} set {dest.describe(prefix)} (data as of {format_time(data_at)})")
+        if found_kind == DUMP:
+            manifest, errors = verify_set(dest, prefix)
+        else:
+            # Manifest, ordering and every WAL object's sha256; each snapshot's presence is checked by
+            # restore-snapshot-set itself before it creates anything.
+            manifest, errors = verify_snapshot_set(dest, prefix)
         if errors:
             say(f"{dest.describe(prefix)} does not verify: {'; '.join(errors)}")
             continue
@@ -95,11 +132,42 @@ def choose_set(
             migration_id=manifest["migration_id"],
             tier=prefix.split("/")[0],
             created_at=parse_time(manifest["created_at"]),
-            databases=tuple((db["role"], db["database"]) for db in manifest["databases"]),
+            databases=tuple((db["role"], db["database"]) for db in manifest.get("databases") or []),
             stale=stale_set_problem(manifest, now or utc_now()),
+            kind=found_kind,
+            snapshots=tuple((r["role"], r["method"], _pvc_of(r)) for r in manifest.get("snapshots") or []),
+            data_taken_by=data_at,
+            why=_why(found_kind, data_at, kind, candidates),
         )
-    say(f"none of the {len(candidates)} complete set(s) in {facts.dr_url} verifies")
+    say(f"none of the {len(candidates)} complete set(s) in {facts.dr_url} ({scope}) verifies")
     return None
+
+
+def _pvc_of(record: dict) -> str:
+    """The PVC a volume role's data snapshot was taken of ("" for a managed role)."""
+    for volume in (record.get("details") or {}).get("volume_snapshots") or []:
+        if volume.get("volume", "data") == "data":
+            return str(volume.get("pvc") or "")
+    return ""
+
+
+def _why(chosen: str, data_at: datetime, asked: str | None, candidates) -> str:
+    if asked:
+        reason = WHY_SNAPSHOT if asked == SNAPSHOT else WHY_DUMP
+        return f"the newest {asked} set that verifies (--kind {asked}: {reason})"
+    other = SNAPSHOT if chosen == DUMP else DUMP
+    newest_other = next((c for c in candidates if c[0] == other), None)
+    versus = (
+        f"newer than the newest {other} set ({newest_other[2]['set_id']}, data as of {format_time(newest_other[3])})"
+        if newest_other
+        else f"no {other} set is there"
+    )
+    reason = WHY_SNAPSHOT if chosen == SNAPSHOT else WHY_DUMP
+    alternative = WHY_DUMP if chosen == SNAPSHOT else WHY_SNAPSHOT
+    return (
+        f"the newest set that verifies, of either kind: data as of {format_time(data_at)}, {versus}; {reason}. "
+        f"--kind {other} picks the other kind ({alternative})"
+    )
 
 
 def fetch_identities(url: str, out: Path) -> None:
@@ -122,10 +190,18 @@ def fetch_identities(url: str, out: Path) -> None:
 
 
 def execute_steps(steps: list[Step], facts: DrFacts, chosen: ChosenSet, identities_out: Path | None) -> int:
-    missing = [role for role in chosen.roles if role not in facts.targets]
-    if missing:
-        say(f"--execute restores only into servers you name: pass --pg ROLE=URL for {', '.join(missing)}")
-        return EXIT_USAGE
+    if chosen.kind == SNAPSHOT:
+        if any(method == "volume-snapshot" for _, method, _ in chosen.snapshots) and not facts.kube_api:
+            say(
+                "--execute restores volume roles through the Kubernetes API: start `kubectl --context "
+                f"{facts.kube_context} proxy --port 8001` and pass --kube-api http://127.0.0.1:8001"
+            )
+            return EXIT_USAGE
+    else:
+        missing = [role for role in chosen.roles if role not in facts.targets]
+        if missing:
+            say(f"--execute restores only into servers you name: pass --pg ROLE=URL for {', '.join(missing)}")
+            return EXIT_USAGE
     for number, step in enumerate(steps, start=1):
         if step.run is None:
             continue
@@ -168,6 +244,11 @@ def fail_over(
     region: str | None = None,
     set_id: str | None = None,
     before: datetime | None = None,
+    kind: str | None = None,
+    target: list[tuple[str, str]] | None = None,
+    image: str | None = None,
+    pg_storage_class: str | None = None,
+    kube_api: str | None = None,
     pg: list[tuple[str, str]] | None = None,
     restore_jobs: int = 1,
     execute: bool = False,
@@ -177,7 +258,8 @@ def fail_over(
     """Print the failover plan (and with `execute` run its runnable steps); returns the exit code.
 
     The DR facts left None come from the DR stack's outputs (`dr_stack_outputs` or `dr_stack`); `pg` is the
-    (role, server URL) pairs of --pg.
+    (role, server URL) pairs of --pg; `kind` (dump | snapshot) limits the choice to one kind of set, `target`
+    the (role, name) pairs of --target for a snapshot set.
     """
     # resolve_facts names each problem after its flag: the keys are the flags' dests.
     flags = {
@@ -198,6 +280,10 @@ def fail_over(
         "snapshot_project": snapshot_project,
         "region": region,
         "pg": pg,
+        "target": target,
+        "image": image,
+        "pg_storage_class": pg_storage_class,
+        "kube_api": kube_api,
     }
     try:
         facts = resolve_facts(load_outputs(dr_stack_outputs=dr_stack_outputs, dr_stack=dr_stack), flags)
@@ -206,7 +292,7 @@ def fail_over(
             say(line)
         return EXIT_USAGE
     try:
-        chosen = choose_set(facts, set_id, before=before)
+        chosen = choose_set(facts, set_id, before=before, kind=kind)
     except Exception as exc:  # the DR store unreachable, a permission missing: one line, not a traceback
         say(f"reading {facts.dr_url} failed: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
@@ -214,8 +300,10 @@ def fail_over(
         return EXIT_FAILED
     if chosen.stale and not accept_stale_set:
         # The newest set that verifies is the freshest there is: an older one is staler still.
-        say(f"refusing to fail over: {chosen.stale}; a node restored from it cannot catch up. Pass "
-            "--accept-stale-set to print (and run) the plan anyway")
+        say(
+            f"refusing to fail over: {chosen.stale}; a node restored from it cannot catch up. Pass "
+            "--accept-stale-set to print (and run) the plan anyway"
+        )
         return EXIT_FAILED
     if chosen.stale:
         say(f"WARNING (--accept-stale-set): {chosen.stale}")

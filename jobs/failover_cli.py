@@ -8,14 +8,17 @@ The command `sv-backups-failover` (`pip install '.[jobs]'`), or `python scripts/
 1. Reads the DR-side facts from the DR stack's outputs (a `pulumi stack output --json` file, the DR stack's
    offline plan.json, or the Pulumi CLI) and the flags, which win: the DR copy, the node, the cloud and where
    the CometBFT snapshot copies are (GCP project, AWS region). Nothing of the primary region is needed.
-2. Lists the complete sets in the DR copy (the node's migration id) and verifies them newest first, as
-   `verify-set` does (manifest, every object's size and sha256, the apps-before-participant rule): the first
-   that passes is the set, and one set restores the whole node.
-3. Prints the exact commands, in order: scale every SV component to 0; restore every database from that set;
+2. Lists the complete sets in the DR copy (the node's migration id), dump sets and snapshot sets, and verifies
+   them newest data first, as `verify-set` does (manifest, every object's size and sha256, the
+   apps-before-participant rule): the first that passes is the set (`--kind dump|snapshot` for one kind only;
+   `--before TIME` for both), the plan says why, and one set restores the whole node.
+3. Prints the exact commands, in order: scale every SV component to 0; restore every database from that set
+   (`restore-set`, or for a snapshot set `restore-snapshot-set --from-dr-copy` with `--target ROLE=NAME`);
    restore the CometBFT volume from its DR snapshot copy; fetch the identities dump; scale back to 1; turn the
    DR stack's backups on.
 4. `--execute` also runs what can run from here, in that order, stopping at the first failure: the database
-   restore (into the servers given with --pg, with PGPASSWORD or PGPASSFILE from the environment) and, with
+   restore (into the servers given with --pg, with PGPASSWORD or PGPASSFILE from the environment; for a
+   snapshot set through --kube-api and the clouds' APIs) and, with
    --identities-out, the identities fetch (newest version, shape-checked, written 0600, never printed).
 
 The plan goes to stdout, progress to stderr. Exit codes: 0 plan printed (and every executed step succeeded);
@@ -29,6 +32,9 @@ from pathlib import Path
 
 from jobs import cli_types
 from jobs.failover import fail_over
+from jobs.pgsnap_cli import parse_role_target
+
+_role_target = cli_types.from_parser(parse_role_target)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="the server a role is restored into, postgresql://USER@HOST:PORT (repeat per role; "
         "default: output postgresTargets, else the Splice runbook's in-cluster names)",
     )
+    parser.add_argument(
+        "--kind",
+        choices=("dump", "snapshot"),
+        help="restore only this kind of set (default: the newest that verifies of either kind; a snapshot set "
+        "restores far faster, a dump set is portable across clouds and verified row by row)",
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        type=_role_target,
+        default=[],
+        metavar="ROLE=NAME",
+        help="snapshot sets: where a role is restored (volume: the PVC, default the one it was taken of; Cloud SQL: "
+        "the DR instance, overwritten; RDS: a NEW instance id in the DR region); repeat per role",
+    )
+    parser.add_argument(
+        "--image",
+        help="snapshot sets: the job image pinned by digest, for the prepare-datadir pods (default: jobImage)",
+    )
+    parser.add_argument("--pg-storage-class", help="snapshot sets: StorageClass of the restored Postgres claims")
+    parser.add_argument(
+        "--kube-api",
+        help="snapshot sets with --execute: the DR cluster's API as this machine reaches it (e.g. `kubectl proxy`: "
+        "http://127.0.0.1:8001)",
+    )
     parser.add_argument("--restore-jobs", type=int, default=1, help="pg_restore --jobs per database (default 1)")
     parser.add_argument(
         "--execute",
@@ -134,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         region=args.region,
         set_id=args.set_id,
         before=args.before,
+        kind=args.kind,
+        target=args.target,
+        image=args.image,
+        pg_storage_class=args.pg_storage_class,
+        kube_api=args.kube_api,
         accept_stale_set=args.accept_stale_set,
         pg=args.pg,
         restore_jobs=args.restore_jobs,

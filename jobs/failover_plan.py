@@ -14,6 +14,7 @@ read with a CLI) are in the small classes at the end, chosen by name: the steps 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,9 +53,15 @@ class ChosenSet:
     # Why a node restored from it could not catch up (rules.manifest.stale_set_problem), or None. fail_over
     # refuses such a set unless the operator accepts it; then restore-set is told so too.
     stale: str | None = None
+    kind: str = "dump"  # dump | snapshot
+    snapshots: tuple[tuple[str, str, str], ...] = ()  # a snapshot set's (role, method, PVC of a volume role), in order
+    data_taken_by: datetime | None = None
+    why: str = ""  # why this set (of either kind) was chosen, for the plan
 
     @property
     def roles(self) -> list[str]:
+        if self.kind == "snapshot":
+            return [role for role, _, _ in self.snapshots]
         return list(dict.fromkeys(role for role, _ in self.databases))
 
 
@@ -93,6 +100,13 @@ class DrFacts:
     kube_context: str
     stack: str
     restore_identity: str | None  # the DR stack's restore ServiceAccount (reads backups and secrets only)
+    # Snapshot sets: restore-snapshot-set's targets (role -> PVC / Cloud SQL instance / new RDS id), the job image
+    # of the prepare-datadir pod (pinned by digest), the StorageClass of the restored Postgres claims, and the
+    # Kubernetes API --execute reaches (e.g. `kubectl proxy`).
+    snapshot_targets: dict[str, str] = field(default_factory=dict)
+    job_image: str | None = None
+    pg_storage_class: str | None = None
+    kube_api: str | None = None
 
 
 @dataclass
@@ -211,6 +225,10 @@ def resolve_facts(outputs: dict[str, Any], flags: dict[str, Any]) -> DrFacts:
         kube_context=context,
         stack=stack,
         restore_identity=_get(outputs, "restoreServiceAccount"),
+        snapshot_targets=dict(flags.get("target") or []),
+        job_image=flags.get("image") or _get(outputs, "jobImage"),
+        pg_storage_class=flags.get("pg_storage_class"),
+        kube_api=flags.get("kube_api"),
     )
 
 
@@ -272,6 +290,8 @@ def restore_argv(chosen: ChosenSet, targets: dict[str, Target], jobs: int) -> li
 
 
 def build_plan(facts: DrFacts, chosen: ChosenSet, *, restore_jobs: int = 1) -> list[Step]:
+    if chosen.kind == "snapshot":
+        return build_snapshot_plan(facts, chosen)
     targets = {role: facts.targets.get(role) or default_target(role) for role in chosen.roles}
     cloud = CLOUDS[facts.cloud]() if facts.cloud else None
     steps = [
@@ -282,8 +302,10 @@ def build_plan(facts: DrFacts, chosen: ChosenSet, *, restore_jobs: int = 1) -> l
                 _sh(["python", "-m", "jobs", "verify-set", chosen.url]),
             ],
             why=f"set {chosen.set_id} (migration id {chosen.migration_id}, {chosen.tier}, created "
-            f"{chosen.created_at.isoformat()}) is the newest complete set in the DR copy that verifies: manifest, "
-            "every object's size and sha256, apps finished before the participant snapshot was requested",
+            f"{chosen.created_at.isoformat()}) is "
+            + (chosen.why or "the newest complete set in the DR copy that verifies")
+            + ". Verified: manifest, every object's size and sha256, apps finished before the participant snapshot "
+            "was requested",
         ),
         _scale_down(facts),
         _restore_databases(facts, chosen, targets, restore_jobs),
@@ -293,6 +315,122 @@ def build_plan(facts: DrFacts, chosen: ChosenSet, *, restore_jobs: int = 1) -> l
         _enable_backups(facts),
     ]
     return steps
+
+
+def snapshot_restore_argv(facts: DrFacts, chosen: ChosenSet) -> list[str]:
+    """restore-snapshot-set from the DR copies, into the DR cluster's namespace (volume roles: the claims the
+    charts use, replaced; they are unused once everything is scaled to 0) and the targets given per role."""
+    argv = ["python", "-m", "jobs", "restore-snapshot-set", chosen.url, "--from-dr-copy", "--namespace",
+            facts.namespace, "--replace"]  # fmt: skip
+    for role, target in sorted(facts.snapshot_targets.items()):
+        argv += ["--target", f"{role}={target}"]
+    methods = {method for _, method, _ in chosen.snapshots}
+    if "volume-snapshot" in methods:
+        argv += ["--image", facts.job_image or "", "--kube-api", facts.kube_api or KUBE_PROXY]
+        if facts.restore_identity:
+            argv += ["--service-account", facts.restore_identity]
+        if facts.pg_storage_class:
+            argv += ["--storage-class", facts.pg_storage_class]
+    return [*argv, "--execute"]
+
+
+KUBE_PROXY = "http://127.0.0.1:8001"
+
+
+def build_snapshot_plan(facts: DrFacts, chosen: ChosenSet) -> list[Step]:
+    """The same order as for a dump set; the databases come back from the set's DR copies by
+    restore-snapshot-set (volume roles: PVC + prepare-datadir pod; Cloud SQL: restoreBackup onto the DR
+    instance; RDS: a new instance from the DR-region copy)."""
+    missing = [
+        f"--target {role}=<{'the DR Cloud SQL instance' if method == 'cloudsql-backup' else 'a new RDS instance id'}>"
+        for role, method, _ in chosen.snapshots
+        if method != "volume-snapshot" and role not in facts.snapshot_targets
+    ]
+    if missing:
+        raise FactsError(f"snapshot set {chosen.set_id}: every managed role needs its target: {', '.join(missing)}")
+    volumes = [role for role, method, _ in chosen.snapshots if method == "volume-snapshot"]
+    if volumes and not facts.job_image:
+        raise FactsError(
+            "--image (or output jobImage): the job image pinned by digest, for the prepare-datadir pods of "
+            + ", ".join(volumes)
+        )
+    cloud = CLOUDS[facts.cloud]() if facts.cloud else None
+    argv = snapshot_restore_argv(facts, chosen)
+    lines = []
+    if volumes and not facts.kube_api:
+        lines.append(f"{_sh(['kubectl', '--context', facts.kube_context, 'proxy', '--port', '8001'])} &")
+    lines += [_sh(argv[:-1]), _sh(argv)]
+    where = {
+        "gcp": "PD snapshots in the multi-region and Cloud SQL backups in their multi-region location, readable "
+        "from the DR region",
+        "aws": "the EBS and RDS snapshot copies in the DR region",
+    }.get(facts.cloud or "", "the DR copies the set records")
+    restore = Step(
+        f"Restore every database from snapshot set {chosen.set_id} ({len(chosen.snapshots)} roles, from {where})",
+        lines,
+        why="one set for the whole node, in its role order (apps before participant); the first command prints "
+        "the plan (PVCs, imported Retain VolumeSnapshotContents, prepare-datadir pods, restore calls), the second "
+        "checks every snapshot and target before creating anything, then restores role by role and stops at the "
+        "first failure",
+        run=argv,
+    )
+    servers = postgres_statefulsets(facts, chosen)
+    down, up = _scale_down(facts), _scale_up(facts)
+    if servers:
+        # A claim is replaced only once no pod mounts it: the in-cluster Postgres servers of the volume roles stop
+        # with the components, and start again (on the restored claims) before them.
+        names = [name for name, _ in servers]
+        down.commands.insert(1, _sh(_kubectl(facts, "scale", "statefulset", "--replicas=0", *names)))
+        down.commands.append(
+            f"while {_sh(_kubectl(facts, 'get', 'pods', '-o', 'name'))} | grep -Eq "
+            f"'^pod/({'|'.join(names)})-[0-9]+$'; do sleep 5; done"
+        )
+        up.commands.insert(0, _sh(_kubectl(facts, "scale", "statefulset", "--replicas=1", *names)))
+        up.commands.insert(
+            1,
+            " && ".join(
+                _sh(_kubectl(facts, "rollout", "status", f"statefulset/{name}", "--timeout=30m")) for name in names
+            ),
+        )
+    unknown = [pvc for name, pvc in servers if not name]
+    if unknown:
+        raise FactsError(f"cannot tell the StatefulSet of PVC(s) {', '.join(unknown)} (expected data-<name>-0 or "
+                         "pg-data-<name>-0): scale it yourself")  # fmt: skip
+    return [
+        Step(
+            "Check the set (done by this script before printing; run again to see for yourself)",
+            [
+                _sh(["python", "-m", "jobs", "list-sets", facts.dr_url, "--migration-id", str(chosen.migration_id)]),
+                _sh(["python", "-m", "jobs", "verify-set", chosen.url]),
+            ],
+            why=f"snapshot set {chosen.set_id} (migration id {chosen.migration_id}, data as of "
+            f"{chosen.data_taken_by.isoformat() if chosen.data_taken_by else '?'}) is {chosen.why}. Verified: "
+            "manifest, the ordering rule, every WAL object's sha256",
+        ),
+        down,
+        restore,
+        *([_restore_cometbft(facts, chosen, cloud)] if facts.synchronizer == "cometbft" else []),
+        _identities(facts),
+        up,
+        _enable_backups(facts),
+    ]
+
+
+# The in-cluster Postgres charts' claim names: bitnami/postgresql (Splice's SV examples) `data-<statefulset>-<n>`,
+# the deprecated splice-postgres `pg-data-<statefulset>-<n>` (components/settings.py default_pvc).
+_CLAIM = re.compile(r"^(?:pg-data|data)-(?P<sts>[a-z0-9][a-z0-9-]*)-[0-9]+$")
+
+
+def postgres_statefulsets(facts: DrFacts, chosen: ChosenSet) -> list[tuple[str, str]]:
+    """(StatefulSet or "", PVC) of each volume role's restored claim (its target, else the recorded PVC)."""
+    found = []
+    for role, method, pvc in chosen.snapshots:
+        if method != "volume-snapshot":
+            continue
+        claim = facts.snapshot_targets.get(role) or pvc
+        match = _CLAIM.match(claim)
+        found.append((match["sts"] if match else "", claim))
+    return found
 
 
 def _scale_down(facts: DrFacts) -> Step:

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import inspect
 import os
+import re
 import signal
 import sys
 import time
@@ -28,7 +29,17 @@ from jobs.events import COMPLETED, FAILED, emit
 from jobs.kube import KubeClient, KubeError, resolve_config
 from jobs.pgsnap import prune, read_json, run_step, seal
 from jobs.pgsnap_ebs import EbsDrCopies
-from jobs.pgsnap_restore import PrepareError, prepare_datadir, restore_volume
+from jobs.pgsnap_restore import (
+    DEFAULT_DATADIR_SUBPATH,
+    DEFAULT_DATADIR_UID,
+    PrepareError,
+    RestoreAccess,
+    SetRestoreError,
+    SetRestoreOptions,
+    prepare_datadir,
+    restore_snapshot_set,
+    restore_volume,
+)
 from jobs.pgsnap_volume import KubeOptions, KubeVolumeSnapshotter, VolumeSnapshotProvider
 from jobs.snapshot_providers import SnapshotError
 from rules.manifest import check_role, check_set_id, utc_now
@@ -363,6 +374,70 @@ def cmd_restore_snapshot_volume(args) -> int:
     return 0
 
 
+def cmd_restore_snapshot_set(args) -> int:
+    """Plan (and with --execute run) the restore of every role of a snapshot set; the plan on stdout, progress on
+    stderr; exit 1 at the first failure, naming the role and what was done before it."""
+    options = SetRestoreOptions(
+        targets=dict(args.target),
+        namespace=args.namespace,
+        storage_class=args.storage_class,
+        from_dr_copy=args.from_dr_copy,
+        in_place=args.in_place,
+        replace=args.replace,
+        image=args.image,
+        datadir_subpath=args.datadir_subpath,
+        datadir_uid=args.datadir_uid,
+        service_account=args.service_account,
+        target_project=args.target_project,
+        instance_class=args.instance_class,
+        subnet_group=args.subnet_group,
+        security_groups=tuple(args.security_group),
+        parameter_group=args.parameter_group,
+        timeout=args.ready_timeout.total_seconds(),
+        poll_interval=args.poll_interval,
+    )
+    client = None
+    try:
+        if args.execute:
+            # Volume roles need the Kubernetes API; a set of managed roles only does not.
+            try:
+                client = _kube_client(args)
+            except KubeError:
+                client = None
+        result = restore_snapshot_set(
+            args.url, options, RestoreAccess(kube=client), execute=args.execute, log=_emitter("restore-snapshot-set")
+        )
+    except SetRestoreError as error:
+        done = getattr(error, "done", [])
+        print(f"restore-snapshot-set: {error}", file=sys.stderr)
+        if done:
+            restored = ", ".join(f"{d['role']} -> {d['target']}" for d in done)
+            print(f"restore-snapshot-set: restored before it: {restored}", file=sys.stderr)
+        print("restore-snapshot-set: stopped; nothing after it was done", file=sys.stderr)
+        return 1
+    except (KubeError, OSError, ValueError) as error:
+        print(f"restore-snapshot-set: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if client is not None:
+            client.close()
+    print(f"# snapshot set {result.set_id} (migration id {result.migration_id}): data as of {result.data_taken_by}; "
+          f"{len(result.plans)} roles in this order: {', '.join(p.role for p in result.plans)}")  # fmt: skip
+    if not result.executed:
+        for number, plan in enumerate(result.plans, start=1):
+            print(f"# {number}. {plan.title}")
+            for command in plan.commands:
+                print(command)
+            print()
+        print("# plan only: nothing was done. Scale the node's components to 0 first; run again with --execute")
+        return 0
+    for done in result.done:
+        print(f"OK {done['role']} ({done['method']}) -> {done['target']}")
+    print(f"OK restored {len(result.done)} roles of {result.set_id}; RTO {result.rto_seconds:.1f}s "
+          "(from the first check to the last role restored); scale the components back to 1")  # fmt: skip
+    return 0
+
+
 def _failed(kind: str, error: BaseException | str, **fields) -> int:
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     emit(FAILED, kind, error=message, **{k: v for k, v in fields.items() if v is not None})
@@ -480,6 +555,89 @@ def register(subparsers) -> None:
                    help="which of the role's volumes (wal: where pg_wal had its own PVC; default data)")  # fmt: skip
     p.add_argument("--kube-api", help="Kubernetes API URL (default: in-cluster; env SV_BACKUPS_KUBE_API)")
     p.set_defaults(func=cmd_restore_snapshot_volume)
+
+    p = subparsers.add_parser(
+        "restore-snapshot-set",
+        help="restore every role of a snapshot set in its order (plan only without --execute)",
+    )
+    p.add_argument("url", help="STORE_URL/snapshot-sets/<migration id>/<set id> (list-sets prints it)")
+    p.add_argument(
+        "--target",
+        action="append",
+        type=_role_target,
+        default=[],
+        metavar="ROLE=NAME",
+        help="volume: the new PVC (default: the PVC the snapshot was taken of); cloudsql-backup: the "
+        "existing instance restored onto; rds-snapshot: a NEW instance id (repeat per role)",
+    )
+    p.add_argument("--execute", action="store_true", help="do it (default: print the plan only)")
+    p.add_argument(
+        "--from-dr-copy",
+        action="store_true",
+        help="restore from the DR copies (EBS copy / PD snapshot imported as a Retain "
+        "VolumeSnapshotContent; the RDS copy in the DR region); Cloud SQL backups are multi-region",
+    )
+    p.add_argument(
+        "--in-place",
+        action="store_true",
+        help="cloudsql-backup: allow restoring onto the backup's own instance (a failover)",
+    )
+    p.add_argument("--namespace", default=None, help="volume roles: where the PVCs go (default: the snapshot's)")
+    p.add_argument("--storage-class", default=None)
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="volume roles: delete an existing PVC of the target name first (scale its workload to 0)",
+    )
+    p.add_argument(
+        "--image",
+        default=None,
+        help="the job image pinned by digest, for the prepare-datadir pod (REGISTRY/IMAGE@sha256:...)",
+    )
+    p.add_argument(
+        "--datadir-subpath",
+        default=DEFAULT_DATADIR_SUBPATH,
+        help=f"PGDATA inside the volume (default {DEFAULT_DATADIR_SUBPATH}, the postgres image's)",
+    )
+    p.add_argument(
+        "--datadir-uid",
+        type=int,
+        default=DEFAULT_DATADIR_UID,
+        help=f"the uid owning PGDATA; the prepare pod runs as it (default {DEFAULT_DATADIR_UID})",
+    )
+    p.add_argument(
+        "--service-account",
+        default=None,
+        help="the prepare pod's ServiceAccount (its cloud identity reads the store; no API token mounted)",
+    )
+    p.add_argument(
+        "--target-project", default=None, help="cloudsql-backup: the target's project (default: the source's)"
+    )
+    p.add_argument("--instance-class", default=None, help="rds-snapshot: the new instance's class")
+    p.add_argument("--subnet-group", default=None, help="rds-snapshot: the new instance's DB subnet group")
+    p.add_argument("--security-group", action="append", default=[], help="rds-snapshot: VPC security group id")
+    p.add_argument("--parameter-group", default=None, help="rds-snapshot: the new instance's parameter group")
+    p.add_argument("--kube-api", help="Kubernetes API URL (default: in-cluster; env SV_BACKUPS_KUBE_API)")
+    p.add_argument(
+        "--ready-timeout",
+        type=cli_types.duration,
+        default=timedelta(hours=1),
+        help="how long each wait may take (snapshot import, prepare pod; default 1h)",
+    )
+    p.add_argument("--poll-interval", type=float, default=5.0, help="seconds between readiness checks")
+    p.set_defaults(func=cmd_restore_snapshot_set)
+
+
+def parse_role_target(text: str) -> tuple[str, str]:
+    """ROLE=NAME: a PVC, a Cloud SQL instance or a new RDS instance id (no secrets: the whole value is shown)."""
+    role, sep, name = text.partition("=")
+    if not sep or not name or not re.match(r"^[A-Za-z0-9][A-Za-z0-9-]{0,252}$", name):
+        raise ValueError(f"--target {text!r}: expected ROLE=NAME (a PVC, a Cloud SQL instance or a new RDS instance "
+                         "id: letters, digits, hyphens)")  # fmt: skip
+    return check_role(role), name
+
+
+_role_target = cli_types.from_parser(parse_role_target)
 
 
 def _roles(text: str) -> list[str]:

@@ -140,7 +140,7 @@ def test_a_set_that_does_not_verify_is_skipped_and_a_named_one_fails(dr, capsys)
     code, out, err = run(capsys, "--dr-stack-outputs", str(outputs_file), "--set-id", "s-newest")
     assert code == 1 and out == "" and "none of the 1 complete set(s)" in err
     code, _, err = run(capsys, "--dr-stack-outputs", str(outputs_file), "--migration-id", "7")
-    assert code == 1 and "no complete set in" in err and "(migration id 7)" in err
+    assert code == 1 and "no complete set in" in err and "(migration id 7, dump and snapshot sets)" in err
 
 
 def test_bad_facts_and_flags_get_one_line_each(dr, capsys, tmp_path):

@@ -38,7 +38,7 @@ def test_every_command_imports_with_only_what_the_image_ships(tmp_path):
         ["backup-set", "backup-step", "seal-set", "verify-set", "list-sets", "restore-set", "audit-history",
          "dump-identities", "snapshot-cometbft", "check-replica", "drill-restore", "drill-identities", "drill-cometbft",
          "snapshot-step", "snapshot-seal", "prune-snapshots", "prepare-datadir", "restore-snapshot-volume",
-         "drill-snapshots", "drill-snapshots-pick", "drill-snapshots-probe"]
+         "restore-snapshot-set", "drill-snapshots", "drill-snapshots-pick", "drill-snapshots-probe"]
     )  # fmt: skip
 
 
