@@ -32,7 +32,7 @@ from pydantic import (
 
 from rules import retention, schedules
 from rules.aws_regions import AWS_REGIONS
-from rules.config_keys import OPEN_NAMESPACES, PROVIDER_KEYS
+from rules.config_keys import OPEN_NAMESPACES, PROVIDER_KEYS, production_flag
 from rules.databases import PLAIN_IDENTIFIER
 from rules.gcp_locations import GCP_REGIONS
 from rules.manifest import role_key
@@ -752,6 +752,8 @@ class Settings:
     derived: Derived
     synchronizer: str = "cometbft"  # cometbft | dabft (then `cometbft` is None and `canton-bft` a Postgres role)
     snapshots: SnapshotsConfig | None = None  # sv-backups:snapshots present: ordered Postgres snapshot sets
+    # sv-backups:production: true: the stack is held to the production policy config (policy/production.py)
+    production: bool = False
 
     @property
     def dabft(self) -> bool:
@@ -812,6 +814,7 @@ _SECTIONS: dict[str, tuple[type[BaseModel] | None, bool]] = {
     "aws": (AwsSection, False),  # required when cloud is aws (checked below)
     "synchronizer": (None, False),  # cometbft (default) | dabft
     "snapshots": (SnapshotsConfig, False),  # absent: no snapshot sets (None); present, even {}: declared
+    "production": (None, False),  # a boolean: the production policy config applies (rules/config_keys.py)
 }
 SUPPORTED_CLOUDS = ("gcp", "aws")
 ROLES_OF_STACK = ("primary", "dr")
@@ -954,6 +957,12 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
             if key in ("aws", "snapshots") or model is None:
                 continue  # absent optional scalars keep their default; `aws` is checked with the cloud
             value = {}
+        if key == "production":
+            try:
+                parsed[key] = production_flag(value)
+            except ValueError as error:
+                problems.append(str(error))
+            continue
         if model is None:
             if not isinstance(value, str) or not value:
                 problems.append(f"{full_key}: must be a non-empty string, not {_show(value)}")
@@ -1039,6 +1048,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         derived=derived,
         synchronizer=synchronizer,
         snapshots=parsed.get("snapshots"),
+        production=parsed.get("production", False),
     )
 
 
