@@ -316,7 +316,8 @@ def answers_from(values: dict, ask=None) -> NewStack:
             continue
         if values.get(key) in (None, [], ()):
             if ask is None:
-                missing.append(f"--{key.replace('_', '-').removesuffix('s')}: required ({question})")
+                flag = "--restore-role-arn" if key == "restore_role_arns" else f"--{key.replace('_', '-')}"
+                missing.append(f"{flag}: required ({question})")
                 continue
             answer = ask(question).strip()
             values[key] = [answer] if key == "restore_role_arns" else answer

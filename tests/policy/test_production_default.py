@@ -21,6 +21,7 @@ from engines.policy_check import resolve_config
 from policy.catalog import CONFIG_DIR
 from policy.production import NOT_PRODUCTION, initial_config, layered, production_config
 from rules.config_keys import PRODUCTION_KEY, production_flag
+from tests.checkout import make_checkout, plan_checkout
 
 from .conftest import REPO
 
@@ -50,12 +51,8 @@ def _edit(path: Path, change) -> None:
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory) -> Path:
-    """The repository's layout with a stacks/ of our own: the program, rules and pack linked, no example stacks."""
-    root = tmp_path_factory.mktemp("checkout")
-    (root / "stacks").mkdir()
-    (root / "Pulumi.yaml").write_text((REPO / "Pulumi.yaml").read_text())
-    for name in ("__main__.py", "components", "rules", "jobs", "policy"):
-        (root / name).symlink_to(REPO / name)
+    """The repository's layout with a stacks/ of our own (tests/checkout.py): no example stacks."""
+    root = make_checkout(tmp_path_factory.mktemp("checkout") / "repo")
     stacks = root / "stacks"
     new_stack.write(_answers("gcp", "gke-new"), stacks)
     new_stack.write(_answers("aws", "eks-new"), stacks)
@@ -74,26 +71,10 @@ def checkout(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def planned(checkout, tmp_path_factory) -> dict[str, str]:
-    """Stack -> what plan.py printed for it (stdout section, then the stderr lines naming it), all planned by one
-    run of the plan command over the checkout."""
-    stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (checkout / "stacks").iterdir())
-    assert not [s for s in stacks if (CONFIG_DIR / f"{s}.json").exists()], "these stacks must have no policy config"
-    out = tmp_path_factory.mktemp("plans")
-    code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from engines import plan_stacks; "
-        "sys.exit(plan_stacks.run(stacks=sys.argv[4:], config_files=[], out=Path(sys.argv[3]), primary_plan=None, "
-        "jobs=2, root=Path(sys.argv[2])))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(REPO), str(checkout), str(out), *stacks],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    sections = dict(re.findall(r"^=== (\S+)\n(.*?)(?=^=== |\Z)", done.stdout, re.S | re.M))
-    for stack in stacks:
-        errors = [line for line in done.stderr.splitlines() if f"{stack!r}" in line or line.startswith(PRODUCTION_KEY)]
-        sections[stack] = sections.get(stack, "") + "\n".join(errors)
+    """Stack -> what the plan command printed for it, all planned by one run over the checkout."""
+    names = [p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in (checkout / "stacks").iterdir()]
+    assert not [s for s in names if (CONFIG_DIR / f"{s}.json").exists()], "these stacks must have no policy config"
+    _code, sections = plan_checkout(checkout, tmp_path_factory.mktemp("plans"))
     return sections
 
 
