@@ -1,13 +1,16 @@
 # Two entry points for a fresh machine (see README):
 #   make plan   offline plan of the dev stack (no cloud account, no Pulumi CLI)
 #   make test   everything the tests need, then every test
+# and `make new-stack` (README "Your first stack"): a stack of your own and its DR stack, from a few questions
+# (or flags: make new-stack ARGS="--cloud gcp --stack sv-1 ...", see scripts/new_stack.py --help).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 PYTEST_ARGS ?=
+ARGS ?=
 
-.PHONY: plan plan-all test test-fast lint bench system-deps clean
+.PHONY: plan plan-all new-stack test test-fast lint bench system-deps clean
 
 # The program's own dependencies (what `pulumi up` needs) plus the policy pack's (the offline plan runs the
 # pack), and the full test set, are separate stamps, so `make plan` does not pull the test servers.
@@ -28,6 +31,10 @@ plan: $(VENV)/.program-deps
 # Every shipped stack, by one plan.py (the stacks after the first side by side in copies of it): out/plan/<stack>.
 plan-all: $(VENV)/.program-deps
 	$(PY) scripts/plan.py $$(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$$/--stack \1/p') > /dev/null
+
+# Writes stacks/Pulumi.<stack>.yaml and <stack>-dr (engines/new_stack.py); asks what ARGS does not give.
+new-stack: $(VENV)/.program-deps
+	$(PY) scripts/new_stack.py $(ARGS)
 
 system-deps:
 	bash scripts/install_system_deps.sh

@@ -33,7 +33,7 @@ from pydantic import (
 
 from rules import retention, schedules
 from rules.aws_regions import AWS_REGIONS
-from rules.config_keys import OPEN_NAMESPACES, PROVIDER_KEYS
+from rules.config_keys import OPEN_NAMESPACES, PROVIDER_KEYS, production_flag
 from rules.databases import PLAIN_IDENTIFIER
 from rules.gcp_locations import GCP_REGIONS
 from rules.manifest import role_key
@@ -781,6 +781,8 @@ class Settings:
     synchronizer: str = "cometbft"  # cometbft | dabft (then `cometbft` is None and `canton-bft` a Postgres role)
     snapshots: SnapshotsConfig | None = None  # sv-backups:snapshots present: ordered Postgres snapshot sets
     restore: RestoreConfig = dataclasses.field(default_factory=RestoreConfig)
+    # sv-backups:production: true: the stack is held to the production policy config (policy/production.py)
+    production: bool = False
 
     @property
     def dabft(self) -> bool:
@@ -842,6 +844,7 @@ _SECTIONS: dict[str, tuple[type[BaseModel] | None, bool]] = {
     "synchronizer": (None, False),  # cometbft (default) | dabft
     "snapshots": (SnapshotsConfig, False),  # absent: no snapshot sets (None); present, even {}: declared
     "restore": (RestoreConfig, False),  # who may act as the restore identity by hand (GCP)
+    "production": (None, False),  # a boolean: the production policy config applies (rules/config_keys.py)
 }
 SUPPORTED_CLOUDS = ("gcp", "aws")
 ROLES_OF_STACK = ("primary", "dr")
@@ -984,6 +987,12 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
             if key in ("aws", "snapshots") or model is None:
                 continue  # absent optional scalars keep their default; `aws` is checked with the cloud
             value = {}
+        if key == "production":
+            try:
+                parsed[key] = production_flag(value)
+            except ValueError as error:
+                problems.append(str(error))
+            continue
         if model is None:
             if not isinstance(value, str) or not value:
                 problems.append(f"{full_key}: must be a non-empty string, not {_show(value)}")
@@ -1070,6 +1079,7 @@ def load_settings(raw: Mapping[str, Any], *, stack: str) -> Settings:
         synchronizer=synchronizer,
         snapshots=parsed.get("snapshots"),
         restore=parsed.get("restore") or RestoreConfig(),
+        production=parsed.get("production", False),
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from engines import forked, offline_plan, plan_diff, policy_check
 from rules import dr_pairing
+from rules.config_keys import PRODUCTION_KEY, production_flag
 
 EXIT_OK, EXIT_PROGRAM, EXIT_CONFIG, EXIT_POLICY = 0, 1, 2, 3
 # Worst last. Callers read 3 as "written, but a policy failed" (the pull-request check goes on to report it).
@@ -217,7 +218,9 @@ def _plan_stack(
         for where in result.leaks:
             print(f"  {where}", file=sys.stderr)
         code = EXIT_POLICY
-    report, policy_code = policy_check.run_policy_checks(result.plan)
+    # The stack file's own `sv-backups:production` (validated above), wherever the file is (--config-file).
+    production = production_flag(config.raw_config().get(PRODUCTION_KEY))
+    report, policy_code = policy_check.run_policy_checks(result.plan, production=production, repo=root)
     print()
     print(report.rstrip())
     old = (old_plans or {}).get(stack)

@@ -6,9 +6,11 @@ wrapped in CrossGuard's unknown-checking proxy, the policy's config with schema 
 is the verdict `pulumi preview --policy-pack policy` gives on the same resources.
 
 Enforcement levels and rule properties come from a policy config in the CLI's `--policy-pack-config` format;
-without one, `policy/config/<stack>.json` for the plan's stack is used when it exists. Rules that need more than
-one stack run their repository half here too (policy/repo_rules.py: with `production-dr.requireDrStack`, a DR stack
-of the plan's stack among stacks/).
+without one, `policy/config/<stack>.json` for the plan's stack is used when it exists. Either is layered over the
+production config (policy/production.py) when the stack says `sv-backups:production: true`, as the pack process
+does under the CLI; a stack without the key is named in the report as not production (the opt-out). Rules that
+need more than one stack run their repository half here too (policy/repo_rules.py: with
+`production-dr.requireDrStack`, a DR stack of the plan's stack among stacks/).
 Used by scripts/policy_check.py (the command), engines/plan_stacks.py (after each plan) and the tests.
 """
 
@@ -38,6 +40,7 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
+from policy import production as production_config
 from policy import repo_rules
 from policy.catalog import CONFIG_DIR, PACK_NAME, POLICIES, pack_version
 
@@ -219,30 +222,34 @@ def _provider_ref_urn(reference: str) -> str:
     return reference.rsplit("::", 1)[0]
 
 
-def _default_provider_config(stack: str) -> dict[str, dict[str, Any]]:
-    """Package -> the properties of the stack's default provider of that package: its `<package>:*` keys of
-    stacks/Pulumi.<stack>.yaml (as the CLI configures a default provider), e.g. {"aws": {"region": ...}}."""
+def _stack_values(stack: str, repo: Path = REPO) -> dict[str, Any]:
+    """The config of the repository's stack file for `stack` (full key -> value); empty when there is none."""
     from engines.offline_plan import PlanInputError, load_project, load_stack_file
 
     try:
-        project = load_project(REPO)
+        project = load_project(repo)
         path = project.stack_file(stack)
-        values = load_stack_file(path, project=project.name, stack=stack).values if path.is_file() else {}
+        return dict(load_stack_file(path, project=project.name, stack=stack).values) if path.is_file() else {}
     except PlanInputError:
-        values = {}
+        return {}
+
+
+def _default_provider_config(stack: str, repo: Path = REPO) -> dict[str, dict[str, Any]]:
+    """Package -> the properties of the stack's default provider of that package: its `<package>:*` keys of
+    stacks/Pulumi.<stack>.yaml (as the CLI configures a default provider), e.g. {"aws": {"region": ...}}."""
     found: dict[str, dict[str, Any]] = {}
-    for key, value in values.items():
+    for key, value in _stack_values(stack, repo).items():
         package, _, name = key.partition(":")
         found.setdefault(package, {})[name] = value
     return found
 
 
-def _providers(plan: dict) -> dict[str, PolicyProviderResource]:
+def _providers(plan: dict, repo: Path = REPO) -> dict[str, PolicyProviderResource]:
     """Resource URN -> its provider, as the engine hands it to a policy: the provider resource named by the
     resource's `provider` option, else the stack's default provider of the resource's package."""
     resources = plan.get("resources") or []
     by_urn = {r["urn"]: r for r in resources}
-    defaults = _default_provider_config(str(plan.get("stack", "")))
+    defaults = _default_provider_config(str(plan.get("stack", "")), repo)
     found = {}
     for resource in resources:
         options = resource.get("options") or {}
@@ -321,7 +328,7 @@ def evaluate(plan: dict, config: dict[str, Any] | None = None, *, repo: Path = R
     # Built once and shared by every rule: rules only read them (the pack builds the same per rule).
     props = {r["urn"]: _props(r) for r in resources}
     options = {r["urn"]: _options(r) for r in resources}
-    providers = _providers(plan)
+    providers = _providers(plan, repo)
     stack_resources = _stack_resources(resources, props, options, providers)
     verdicts = []
     for policy, (level, properties) in zip(POLICIES, resolve_config(config).values(), strict=True):
@@ -342,12 +349,13 @@ def evaluate(plan: dict, config: dict[str, Any] | None = None, *, repo: Path = R
 # --- reporting ----------------------------------------------------------------------------------------------
 
 
-def _render(plan: dict, verdicts: list[Verdict], config_source: str) -> tuple[str, int]:
+def _render(plan: dict, verdicts: list[Verdict], config_source: str, notice: str | None = None) -> tuple[str, int]:
     failed = [v for v in verdicts if v.status == "FAIL"]
     warned = [v for v in verdicts if v.status == "WARN"]
     lines = [
         f"Policy pack {PACK_NAME} {pack_version()} on stack {plan.get('stack', '?')}: "
         f"{len(plan.get('resources') or [])} resources, {len(verdicts)} rules, config: {config_source}",
+        *([notice] if notice else []),
         "",
     ]
     for verdict in verdicts:
@@ -372,24 +380,51 @@ def _render(plan: dict, verdicts: list[Verdict], config_source: str) -> tuple[st
     return "\n".join(lines) + "\n", EXIT_MANDATORY_FAILED if failed else EXIT_OK
 
 
-def run_policy_checks(plan: dict, config: dict | None = None) -> tuple[str, int]:
+def run_policy_checks(
+    plan: dict, config: dict | None = None, *, production: bool | None = None, repo: Path = REPO
+) -> tuple[str, int]:
     """Run every rule on `plan` (the plan.json of scripts/plan.py). Returns (report text, exit code): 0 when no
     mandatory rule fails, 3 when one does. `config` is a policy config in --policy-pack-config form; None
-    means `policy/config/<stack>.json` when it exists, else the pack's defaults. Raises PolicyConfigError on an
-    invalid config."""
-    return _render(plan, *_evaluate_with(plan, config, "given"))
+    means `policy/config/<stack>.json` when it exists, else the pack's defaults. `production`: whether the stack
+    says `sv-backups:production: true` (None: read from the repository's stack file of the plan's stack); a
+    production stack's config is layered over the production config. `repo`: the checkout whose stacks/ holds
+    the plan's stack and its DR stack. Raises PolicyConfigError on an invalid config."""
+    return _render(plan, *_evaluate_with(plan, config, "given", production, repo))
 
 
-def _evaluate_with(plan: dict, config: dict | None, source: str) -> tuple[list[Verdict], str]:
-    """The verdicts, and where their config came from (the stack's file when no config is given)."""
+def effective_config(
+    plan: dict, config: dict | None, source: str, production: bool | None = None, repo: Path = REPO
+) -> tuple[dict | None, str, str | None]:
+    """The policy config the plan is checked under, where it came from, and the notice for a stack that is not
+    production: `config` (or the stack's policy/config file when None) over the production config when the stack
+    is production (`production`, or when None its stack file's `sv-backups:production`)."""
+    stack = str(plan.get("stack", ""))
     if config is None:
-        default = stack_config_file(str(plan.get("stack", "")))
+        default = stack_config_file(stack)
         if default.is_file():
             config = json.loads(default.read_text())
             source = str(default.relative_to(REPO))
         else:
             source = "pack defaults"
-    return evaluate(plan, config), source
+    if production is None:
+        try:
+            production = production_config.is_production(_stack_values(stack, repo))
+        except ValueError as error:
+            raise PolicyConfigError(f"stack {stack}: {error}") from None
+    if not production:
+        return config, source, production_config.NOT_PRODUCTION
+    role = (plan.get("outputs") or {}).get("role")
+    base = production_config.production_config(role if isinstance(role, str) else "primary")
+    where = "production (sv-backups:production: true)"
+    return production_config.layered(base, config), where if source == "pack defaults" else f"{where} + {source}", None
+
+
+def _evaluate_with(
+    plan: dict, config: dict | None, source: str, production: bool | None = None, repo: Path = REPO
+) -> tuple[list[Verdict], str, str | None]:
+    """The verdicts, where their config came from, and the not-production notice (see effective_config)."""
+    config, source, notice = effective_config(plan, config, source, production, repo)
+    return evaluate(plan, config, repo=repo), source, notice
 
 
 def github_annotations(plan: dict, verdicts: list[Verdict]) -> str:
@@ -416,11 +451,11 @@ def check_plan_file(*, plan: Path, config: Path | None, with_github_annotations:
     try:
         document = json.loads(plan.read_text())
         config_document = json.loads(config.read_text()) if config else None
-        verdicts, source = _evaluate_with(document, config_document, str(config))
+        verdicts, source, notice = _evaluate_with(document, config_document, str(config))
     except (OSError, json.JSONDecodeError, PolicyConfigError) as error:
         print(f"policy_check: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    text, code = _render(document, verdicts, source)
+    text, code = _render(document, verdicts, source, notice)
     sys.stdout.write(text)
     if with_github_annotations:
         sys.stdout.write(github_annotations(document, verdicts))

@@ -7,8 +7,9 @@ job) on each plan whose policy config sets `production-dr.requireDrStack`, and b
 over every shipped stack. The per-stack half (policy/dr_rules.py) checks what one stack can see: its bucket names
 a DR region that holds a copy.
 
-A stack S of project P (Pulumi.yaml `name`) is production when its policy config (policy/config/S.json) sets
-`requireDrStack: true` on `production-dr`. It then needs, in the stack config directory (Pulumi.yaml
+A stack S of project P (Pulumi.yaml `name`) is production when its stack file says `sv-backups:production: true`
+(policy/production.py: the production config sets it for a primary) or its policy config (policy/config/S.json)
+sets `requireDrStack: true` on `production-dr`. It then needs, in the stack config directory (Pulumi.yaml
 `stackConfigDir`):
 - `sv-backups:dr.region` in stacks/Pulumi.S.yaml, and S is a primary (not `sv-backups:role: dr`);
 - a stack file with `sv-backups:role: dr` and `sv-backups:dr.primaryStack: <org>/P/S`, on the same cloud
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .production import is_production, layered, production_config
 
 RULE = "production-dr"
 REQUIRE_DR_STACK = "requireDrStack"
@@ -92,12 +95,18 @@ def requires_dr_stack(config: dict[str, Any] | None) -> bool:
 
 
 def production_stacks(repo: Path, config_dir: Path) -> list[str]:
-    """The stacks of the repository whose policy config file requires a DR stack."""
+    """The stacks of the repository that must have a DR stack: their production config (`sv-backups:production:
+    true` on a primary) with their policy config file, if any, over it."""
     _, stacks_dir = project_layout(repo)
     names = []
-    for name in stack_files(stacks_dir):
+    for name, stack in stack_files(stacks_dir).items():
+        try:
+            base = production_config(stack.role or "primary") if is_production(stack.config) else None
+        except ValueError:
+            base = None  # refused by the program's settings, with its own message
         path = config_dir / f"{name}.json"
-        if path.is_file() and requires_dr_stack(json.loads(path.read_text())):
+        config = layered(base, json.loads(path.read_text()) if path.is_file() else None)
+        if requires_dr_stack(config):
             names.append(name)
     return names
 

@@ -310,3 +310,23 @@ KUBERNETES_PROVIDER_KEYS = frozenset(
 )
 
 PROVIDER_KEYS = {"gcp": GCP_PROVIDER_KEYS, "aws": AWS_PROVIDER_KEYS, "kubernetes": KUBERNETES_PROVIDER_KEYS}
+
+
+# --- sv-backups:production ------------------------------------------------------------------------------------
+
+# A stack that says it is production gets the production policy config (policy/production.py) without a file of
+# its own; its absence is the opt-out. Read by the program's settings, the policy pack process (from the stack config
+# the CLI hands it) and the offline policy runner, so all three agree on what "production" means.
+PRODUCTION_KEY = "sv-backups:production"
+
+
+def production_flag(value: object) -> bool:
+    """The value of `sv-backups:production` as a boolean: YAML `true`/`false`, or the strings `"true"`/`"false"` the
+    engine hands a program (every config value reaches it as text); None (absent) is False. Anything else raises
+    ValueError naming the key, the value and what is allowed."""
+    # Compared by type as well: 1 == True in Python, and `production: 1` is a typo, not a yes.
+    if value is None or value is False or value == "false":
+        return False
+    if value is True or value == "true":
+        return True
+    raise ValueError(f"{PRODUCTION_KEY}: {value!r} is not a boolean; allowed: true, false")

@@ -49,3 +49,48 @@ def dump_only_config(stack: str) -> dict[str, Any]:
     raw.pop("sv-backups:snapshots", None)
     raw.setdefault("sv-backups:schedule", {})["postgres"] = "0 */4 * * *"
     return raw
+
+
+class Example:
+    """Values of a shipped example stack, read from its file. Tests that plan an example assert these instead of
+    literals, so that an operator who edits the example (its project, instance names, databases) keeps a
+    passing suite."""
+
+    def __init__(self, stack: str):
+        self.stack = stack
+        self.config = raw_config(stack)
+
+    @property
+    def project(self) -> str:
+        return self.config["gcp:project"]
+
+    @property
+    def node(self) -> str:
+        return self.config["sv-backups:node"]["name"]
+
+    def instance(self, role: str) -> str:
+        return self.config["sv-backups:postgres"][role]["instance"]
+
+    def database(self, role: str) -> str:
+        [database] = self.config["sv-backups:postgres"][role]["databases"]
+        return database
+
+    @property
+    def participant_instance(self) -> str:
+        return self.instance("participant")
+
+    @property
+    def sequencer_instance(self) -> str:
+        return self.instance("sequencer")
+
+    @property
+    def participant_db(self) -> str:
+        return self.database("participant")
+
+    @property
+    def sequencer_db(self) -> str:
+        return self.database("sequencer")
+
+    @property
+    def cometbft_pvc(self) -> str:
+        return self.config["sv-backups:cometbft"]["pvc"]

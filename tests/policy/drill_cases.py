@@ -5,8 +5,13 @@ AWS ones; each must break exactly its rule."""
 from __future__ import annotations
 
 from policy.props import drill_component, pod_spec
+from tests.stackfiles import Example
 
 from . import helpers as h
+
+# The example stack these tests plan: its values are read from its file, not copied here, so that editing the
+# example keeps the suite passing (README "The stacks in stacks/ are examples").
+EX = Example("prod")
 
 CRON_JOB = "kubernetes:batch/v1:CronJob"
 K8S_SERVICE_ACCOUNT = "kubernetes:core/v1:ServiceAccount"
@@ -133,7 +138,7 @@ DRILL_CASES = [
     (
         "drill-read-only",
         "prod",
-        _runs_as_new_account(GKE, "sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"),
+        _runs_as_new_account(GKE, f"sv-1-pg-backup@{EX.project}.iam.gserviceaccount.com"),
         "acts as 'sv-1-pg-backup'",
     ),
     ("drill-read-only", "aws-prod", _runs_as("drill-identities", "sv-1-identities-dump"), "which a backup CronJob"),
@@ -148,7 +153,7 @@ DRILL_CASES = [
     (
         "drill-least-privilege",
         "prod",
-        _cometbft_account_with_identity(GKE, "sv-1-restore@sv-prod-project.iam.gserviceaccount.com"),
+        _cometbft_account_with_identity(GKE, f"sv-1-restore@{EX.project}.iam.gserviceaccount.com"),
         "acts as cloud identity 'sv-1-restore' too",
     ),
     ("drill-least-privilege", "aws-prod", _token_for("drill-postgres"), "automountServiceAccountToken is True"),

@@ -186,3 +186,26 @@ def test_without_require_dr_stack_nothing_is_asked(plan_copy, stack):
     plan = h.pin_images(plan_copy(stack))
     _drop_label(plan)
     assert not [v for v in evaluate(plan, {}) if v.violations]
+
+
+def test_the_production_key_alone_makes_a_stack_need_a_dr_stack(tmp_path):
+    """No policy config file: `sv-backups:production: true` on a primary is enough (policy/production.py); on its
+    DR stack it asks for nothing more."""
+    from engines import new_stack
+    from tests.checkout import make_checkout
+
+    root = make_checkout(tmp_path / "repo")
+    answers = new_stack.NewStack(
+        cloud="gcp", stack="mine", node="node-b", namespace="sv", migration_id=0,
+        region="us-central1", dr_region="us-east4", project="my-project-2",
+    )  # fmt: skip
+    new_stack.write(answers, root / "stacks")
+    empty = tmp_path / "no-policy-config"
+    empty.mkdir()
+    assert production_stacks(root, empty) == ["mine"]
+    assert dr_stack_problems("mine", root) == []
+    (root / "stacks" / "Pulumi.mine-dr.yaml").unlink()
+    [problem] = dr_stack_problems("mine", root)
+    assert "no stack file in stacks/ is the DR stack of this production stack" in problem
+    _edit(root, "mine", lambda config: config.pop("sv-backups:production"))
+    assert production_stacks(root, empty) == []

@@ -10,11 +10,16 @@ import pytest
 from engines.policy_check import evaluate, run_policy_checks
 from policy.catalog import POLICIES
 from policy.props import pod_spec
+from tests.stackfiles import Example
 
 from . import helpers as h
 from .conftest import STACKS
 from .drill_cases import DRILL_CASES, GCP_STACKS
 from .snapshot_cases import SNAPSHOT_CASES
+
+# The example stack these tests plan: its values are read from its file, not copied here, so that editing the
+# example keeps the suite passing (README "The stacks in stacks/ are examples").
+EX = Example("prod")
 
 
 def violated(plan: dict, config: dict | None = None) -> dict[str, list[str]]:
@@ -307,7 +312,7 @@ def _unpin_one_image(plan):
 # --- Cloud SQL IAM login (prod's sequencer) ----------------------------------------------------------------
 
 PROXY = "cloudsql-proxy-sequencer"
-SEQUENCER_INSTANCE = "sv-1-sequencer-pg-4"
+SEQUENCER_INSTANCE = EX.sequencer_instance
 
 
 def _proxy(plan):
@@ -359,7 +364,7 @@ def _cloudsql_grant(role):
 
 def _extra_cloudsql_grant(role, condition=None):
     def mutate(plan):
-        inputs = {"project": "sv-prod-project", "role": role, "member": "group:sv-ops@example.com"}
+        inputs = {"project": EX.project, "role": role, "member": "group:sv-ops@example.com"}
         if condition:
             inputs["condition"] = {"title": "t", "expression": condition}
         h.add(plan, "gcp:projects/iAMMember:IAMMember", "ops-cloudsql", inputs)
@@ -648,7 +653,7 @@ CASES = [
         "cloudsql-grants-one-instance",
         "prod",
         _extra_cloudsql_grant(
-            "roles/cloudsql.instanceUser", "resource.name == 'projects/sv-prod-project/instances/a' || true"
+            "roles/cloudsql.instanceUser", f"resource.name == 'projects/{EX.project}/instances/a' || true"
         ),
         "applies to every Cloud SQL instance",
     ),
@@ -656,7 +661,7 @@ CASES = [
         "cloudsql-grants-one-instance",
         "prod",
         _extra_cloudsql_grant(
-            "roles/cloudsql.client", "resource.name.startsWith('projects/sv-prod-project/instances/sv-1')"
+            "roles/cloudsql.client", f"resource.name.startsWith('projects/{EX.project}/instances/sv-1')"
         ),
         "applies to every Cloud SQL instance",
     ),
@@ -665,7 +670,7 @@ CASES = [
         "cloudsql-iam-login",
         "prod",
         lambda p: h.remove(p, h.one(p, "gcp:sql/user:User")),
-        "has no CLOUD_IAM_SERVICE_ACCOUNT user 'sv-1-pg-backup@sv-prod-project.iam'",
+        f"has no CLOUD_IAM_SERVICE_ACCOUNT user 'sv-1-pg-backup@{EX.project}.iam'",
     ),
     (
         "cloudsql-iam-login",
@@ -683,21 +688,21 @@ CASES = [
         "cloudsql-iam-login",
         "prod",
         _sequencer_step_dsn(lambda d: d.replace(".iam@", ".iam.gserviceaccount.com@")),
-        "whose IAM database user is 'sv-1-pg-backup@sv-prod-project.iam'",
+        f"whose IAM database user is 'sv-1-pg-backup@{EX.project}.iam'",
     ),
     (
         "cloudsql-iam-login",
         "prod",
         lambda p: h.remove(p, _cloudsql_grant("roles/cloudsql.instanceUser")(p)),
-        "has no roles/cloudsql.instanceUser limited to projects/sv-prod-project/instances/sv-1-sequencer-pg-4",
+        f"has no roles/cloudsql.instanceUser limited to projects/{EX.project}/instances/{EX.sequencer_instance}",
     ),
     (
         "cloudsql-iam-login",
         "prod",
         lambda p: _cloudsql_grant("roles/cloudsql.client")(p)["inputs"]["condition"].update(
-            expression="resource.name == 'projects/sv-prod-project/instances/sv-1-participant-pg-4'"
+            expression=f"resource.name == 'projects/{EX.project}/instances/{EX.participant_instance}'"
         ),
-        "has no roles/cloudsql.client limited to projects/sv-prod-project/instances/sv-1-sequencer-pg-4",
+        f"has no roles/cloudsql.client limited to projects/{EX.project}/instances/{EX.sequencer_instance}",
     ),
     ("cloudsql-iam-login", "prod", _without("--auto-iam-authn"), "does not log in by IAM"),
     (
@@ -1044,7 +1049,8 @@ def test_mandatory_failure_exits_3_and_names_the_rule(plan_copy):
 def test_advisory_violation_does_not_fail(plan_copy):
     plan = plan_copy("prod")
     h.resources(plan, "gcp:kms/cryptoKey:CryptoKey")[0]["inputs"]["rotationPeriod"] = "31536000s"
-    text, code = run_policy_checks(plan, {})
+    # Not production: the production config would make kms-key-rotation mandatory (test_production_default.py).
+    text, code = run_policy_checks(plan, {}, production=False)
     assert code == 0
     assert "WARN advisory  kms-key-rotation" in text
 

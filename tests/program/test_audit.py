@@ -7,7 +7,11 @@ import json
 import pytest
 
 from jobs.__main__ import build_parser
-from tests.stackfiles import raw_config
+from tests.stackfiles import Example, raw_config
+
+# The example stack these tests plan: its values are read from its file, not copied here, so that editing the
+# example keeps the suite passing (README "The stacks in stacks/ are examples").
+EX = Example("prod")
 
 CRON_JOB = "kubernetes:batch/v1:CronJob"
 
@@ -51,7 +55,7 @@ def test_the_audit_runs_daily_on_the_store_with_the_freshness_bound(shipped_plan
 
 def test_the_audit_reads_only_its_store_on_gcp(shipped_plan):
     plan = shipped_plan("prod")
-    member = "serviceAccount:sv-1-restore@sv-prod-project.iam.gserviceaccount.com"
+    member = f"serviceAccount:sv-1-restore@{EX.project}.iam.gserviceaccount.com"
     grants = [r for r in plan.resources if r["inputs"].get("member") == member]
     # The store for the audit (and the Postgres drill); the secret for the identities drill (test_drill.py).
     assert sorted((g["type"], g["inputs"]["role"]) for g in grants) == [

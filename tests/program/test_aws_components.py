@@ -14,6 +14,11 @@ import pytest
 from components.aws import RDS_IGNORED_FIELDS, RDS_MANAGED_FIELDS
 from engines.offline_plan import AWS_ACCOUNT_ID, AWS_DEPLOYER_ROLE, _hex, _uuid
 from tests.program.test_components import container_args, cron_job, pod_spec
+from tests.stackfiles import Example
+
+# The example stack these tests plan: its values are read from its file, not copied here, so that editing the
+# example keeps the suite passing (README "The stacks in stacks/ are examples").
+EX = Example("aws-prod")
 
 DAY = 86400
 ACCOUNT = AWS_ACCOUNT_ID
@@ -399,8 +404,8 @@ def test_every_key_is_customer_managed_rotated_regional_and_protected(prod):
 
 def test_rds_adoption_changes_only_backups_and_protection(prod):
     instances = {i["inputs"]["identifier"]: i for i in prod.of_type("aws:rds/instance:Instance")}
-    assert sorted(instances) == ["sv-1-participant-pg-4", "sv-1-sequencer-pg-4"]
-    windows = {"sv-1-participant-pg-4": "03:00-03:30", "sv-1-sequencer-pg-4": "03:30-04:00"}
+    assert sorted(instances) == [EX.participant_instance, EX.sequencer_instance]
+    windows = {EX.participant_instance: "03:00-03:30", EX.sequencer_instance: "03:30-04:00"}
     for identifier, instance in instances.items():
         inputs, options = instance["inputs"], instance["options"]
         assert options["import"] == identifier
@@ -459,10 +464,10 @@ def test_rds_dumps_connect_to_the_endpoint_with_tls_required(prod):
 def test_rds_not_adopted_is_only_dumped(offline_plan, aws_prod_config):
     aws_prod_config["sv-backups:postgres"]["participant"].update(adopt=False, host="participant.db.internal")
     plan = offline_plan(aws_prod_config)
-    assert [i["inputs"]["identifier"] for i in plan.of_type("aws:rds/instance:Instance")] == ["sv-1-sequencer-pg-4"]
+    assert [i["inputs"]["identifier"] for i in plan.of_type("aws:rds/instance:Instance")] == [EX.sequencer_instance]
     assert len(plan.of_type("aws:rds/instanceAutomatedBackupsReplication:InstanceAutomatedBackupsReplication")) == 1
     steps = {c["name"]: c for c in pod_spec(cron_job(plan, "postgres-backup"))["initContainers"]}
-    assert "participant=postgresql://cnadmin@participant.db.internal:5432/participant_4" in container_args(
+    assert f"participant=postgresql://cnadmin@participant.db.internal:5432/{EX.participant_db}" in container_args(
         steps["participant"]
     )
 

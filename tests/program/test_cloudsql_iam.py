@@ -22,9 +22,14 @@ from engines.offline_plan import PlanMocks, main_program, plan_program, stack_co
 from tests.program.conftest import PROJECT, ROOT
 from tests.program.test_components import cron_job, pod_spec
 from tests.program.test_manifests import KUBERNETES_VERSIONS
+from tests.stackfiles import Example
 
-GSA = "sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"
-IAM_USER = "sv-1-pg-backup@sv-prod-project.iam"
+# The example stack these tests plan: its values are read from its file, not copied here, so that editing the
+# example keeps the suite passing (README "The stacks in stacks/ are examples").
+EX = Example("prod")
+
+GSA = f"sv-1-pg-backup@{EX.project}.iam.gserviceaccount.com"
+IAM_USER = f"sv-1-pg-backup@{EX.project}.iam"
 SQL_INSTANCE = "gcp:sql/databaseInstance:DatabaseInstance"
 # What an operator's instance already has: the program must keep all of it and turn on only the IAM flag.
 LIVE_FLAGS = [
@@ -54,7 +59,7 @@ def iam_config(stack_config_map, *roles: str, **changes) -> dict:
 
 
 def plan_with_live_flags(config: dict, flags: dict[str, list[dict[str, str]]] | None = None):
-    mocks = PlanMocks(project="sv-prod-project", region="us-central1", cloudsql_flags=flags)
+    mocks = PlanMocks(project=EX.project, region="us-central1", cloudsql_flags=flags)
     return plan_program(main_program(ROOT), stack_config(config, project="sv-backups", stack="test"), mocks=mocks)
 
 
@@ -94,8 +99,8 @@ def test_live_flags_are_kept_and_only_iam_authentication_is_turned_on():
 
 
 def test_the_condition_names_exactly_one_instance():
-    assert instance_condition("p", "sv-1-sequencer-pg-4") == (
-        "resource.name == 'projects/p/instances/sv-1-sequencer-pg-4' "
+    assert instance_condition("p", EX.sequencer_instance) == (
+        f"resource.name == 'projects/p/instances/{EX.sequencer_instance}' "
         "&& resource.type == 'sqladmin.googleapis.com/Instance'"
     )
 
@@ -110,11 +115,11 @@ def adopted_iam_plan():
     config = {**document["config"]}
     config["sv-backups:postgres"]["sequencer"].pop("passwordSecret", None)
     config["sv-backups:postgres"]["participant"]["passwordSecret"] = "participant-pg-secret"
-    return plan_with_live_flags(config, {"sv-1-sequencer-pg-4": LIVE_FLAGS})
+    return plan_with_live_flags(config, {EX.sequencer_instance: LIVE_FLAGS})
 
 
 def test_adopted_instance_gets_the_flag_with_its_other_flags_kept(adopted_iam_plan):
-    sequencer = instance_named(adopted_iam_plan, "sv-1-sequencer-pg-4")
+    sequencer = instance_named(adopted_iam_plan, EX.sequencer_instance)
     assert sequencer["inputs"]["settings"]["databaseFlags"] == with_iam_authentication(LIVE_FLAGS)
     # Flags are managed (to keep the IAM flag on), every other field stays ignored as for any adopted instance.
     assert sorted(sequencer["options"]["ignoreChanges"]) == sorted(CLOUDSQL_IAM_IGNORED_FIELDS)
@@ -122,7 +127,7 @@ def test_adopted_instance_gets_the_flag_with_its_other_flags_kept(adopted_iam_pl
     assert sequencer["options"]["protect"] is True and sequencer["options"]["retainOnDelete"] is True
     assert sequencer["inputs"]["settings"]["backupConfiguration"]["enabled"] is True
     # The password instance is exactly as before: no flags declared, flags ignored.
-    participant = instance_named(adopted_iam_plan, "sv-1-participant-pg-4")
+    participant = instance_named(adopted_iam_plan, EX.participant_instance)
     assert "databaseFlags" not in participant["inputs"]["settings"]
     assert sorted(participant["options"]["ignoreChanges"]) == sorted(CLOUDSQL_IGNORED_FIELDS)
 
@@ -130,9 +135,9 @@ def test_adopted_instance_gets_the_flag_with_its_other_flags_kept(adopted_iam_pl
 def test_adopted_instance_gets_the_iam_user_of_the_job_service_account(adopted_iam_plan):
     (user,) = adopted_iam_plan.of_type("gcp:sql/user:User")
     assert user["inputs"] == {
-        "instance": "sv-1-sequencer-pg-4",
+        "instance": EX.sequencer_instance,
         "name": IAM_USER,
-        "project": "sv-prod-project",
+        "project": EX.project,
         "type": "CLOUD_IAM_SERVICE_ACCOUNT",
     }
     assert "password" not in user["inputs"]
@@ -144,8 +149,8 @@ def test_cloudsql_roles_are_granted_on_that_instance_only(adopted_iam_plan):
     for grant in grants:
         inputs = grant["inputs"]
         assert inputs["member"] == f"serviceAccount:{GSA}"
-        assert inputs["project"] == "sv-prod-project"
-        assert inputs["condition"]["expression"] == instance_condition("sv-prod-project", "sv-1-sequencer-pg-4")
+        assert inputs["project"] == EX.project
+        assert inputs["condition"]["expression"] == instance_condition(EX.project, EX.sequencer_instance)
         assert inputs["condition"]["title"]
 
 
@@ -158,7 +163,7 @@ def test_the_proxy_is_a_hardened_pinned_native_sidecar_before_the_dumps(adopted_
     assert proxy["restartPolicy"] == "Always"
     assert "command" not in proxy  # the image's own entrypoint, /cloud-sql-proxy
     args = proxy["args"]
-    assert args[-1] == "sv-prod-project:us-central1:sv-1-sequencer-pg-4"
+    assert args[-1] == f"{EX.project}:us-central1:{EX.sequencer_instance}"
     for flag in ("--auto-iam-authn", "--private-ip", "--health-check", "--run-connection-test",
                  "--exit-zero-on-sigterm", "--structured-logs"):  # fmt: skip
         assert flag in args
@@ -180,7 +185,7 @@ def test_the_step_connects_to_the_proxy_as_the_iam_user_without_a_password(adopt
     [db] = [step["args"][i + 1] for i, a in enumerate(step["args"]) if a == "--db"]
     role, _, dsn = db.partition("=")
     parts = urlsplit(dsn)
-    assert (role, parts.hostname, parts.port, parts.path) == ("sequencer", "127.0.0.1", 15434, "/sequencer_4")
+    assert (role, parts.hostname, parts.port, parts.path) == ("sequencer", "127.0.0.1", 15434, f"/{EX.sequencer_db}")
     assert unquote(parts.username) == IAM_USER and parts.password is None
     env = {e["name"]: e for e in step["env"]}
     assert "PGPASSWORD" not in env
@@ -211,15 +216,15 @@ def test_the_sidecar_layout_is_valid_kubernetes(adopted_iam_plan, version):
 def test_instance_not_adopted_gets_grants_and_a_proxy_but_no_instance_or_user(stack_config_map):
     config = iam_config(stack_config_map, "participant", adopt=False, region="us-east4")
     plan = plan_with_live_flags(config)
-    assert [r["inputs"]["name"] for r in plan.of_type(SQL_INSTANCE)] == ["sv-1-sequencer-pg-4"]
+    assert [r["inputs"]["name"] for r in plan.of_type(SQL_INSTANCE)] == [EX.sequencer_instance]
     assert plan.of_type("gcp:sql/user:User") == []
     grants = cloudsql_grants(plan)
     assert {g["inputs"]["condition"]["expression"] for g in grants} == {
-        instance_condition("sv-prod-project", "sv-1-participant-pg-4")
+        instance_condition(EX.project, EX.participant_instance)
     }
     proxy = containers(plan)["cloudsql-proxy-participant"]
     # Not adopted: the connection name comes from the config (the instance's own region).
-    assert proxy["args"][-1] == "sv-prod-project:us-east4:sv-1-participant-pg-4"
+    assert proxy["args"][-1] == f"{EX.project}:us-east4:{EX.participant_instance}"
     assert flag_value(proxy["args"], "--port") == "15433"
 
 

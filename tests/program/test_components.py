@@ -9,6 +9,11 @@ import pytest
 from components.gcp import CLOUDSQL_IGNORED_FIELDS
 from components.gcp.cloudsql import CLOUD_SQL_PROXY_IMAGE, CLOUDSQL_IAM_IGNORED_FIELDS
 from tests.program.conftest import SHIPPED_STACKS
+from tests.stackfiles import Example
+
+# The example stack these tests plan: its values are read from its file, not copied here, so that editing the
+# example keeps the suite passing (README "The stacks in stacks/ are examples").
+EX = Example("prod")
 
 GOLDEN = Path(__file__).parent / "golden"
 DAY = 86400
@@ -124,7 +129,7 @@ def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(pr
     steps = {c["name"]: c for c in pod["initContainers"]}
     apps_args = container_args(steps["apps"])
     assert apps_args[:4] == ["backup-step", "--role", "apps", "--dest"]
-    assert apps_args[4] == "gs://sv-prod-project-sv-1-backups"
+    assert apps_args[4] == f"gs://{EX.project}-sv-1-backups"
     assert "$(SET_ID)" in apps_args
     dbs = [apps_args[i + 1] for i, a in enumerate(apps_args) if a == "--db"]
     assert dbs == [
@@ -138,9 +143,9 @@ def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(pr
     [instance] = [
         r
         for r in prod_plan_dumps_only.of_type("gcp:sql/databaseInstance:DatabaseInstance")
-        if r["inputs"]["name"] == "sv-1-participant-pg-4"
+        if r["inputs"]["name"] == EX.participant_instance
     ]
-    assert db.startswith("participant=postgresql://cnadmin@10.") and db.endswith(":5432/participant_4")
+    assert db.startswith("participant=postgresql://cnadmin@10.") and db.endswith(f":5432/{EX.participant_db}")
     env = {e["name"]: e for e in participant["env"]}
     assert env["PGSSLMODE"]["value"] == "require"
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
@@ -149,12 +154,12 @@ def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(pr
     }
     assert env["SET_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert {e["name"]: e for e in steps["apps"]["env"]}["PGSSLMODE"]["value"] == "prefer"
-    assert instance["options"]["import"] == "projects/sv-prod-project/instances/sv-1-participant-pg-4"
+    assert instance["options"]["import"] == f"projects/{EX.project}/instances/{EX.participant_instance}"
     seal = container_args(pod["containers"][0])
     assert seal == [
         "seal-set",
         "--dest",
-        "gs://sv-prod-project-sv-1-backups",
+        f"gs://{EX.project}-sv-1-backups",
         "--set-id",
         "$(SET_ID)",
         "--migration-id",
@@ -199,13 +204,13 @@ def test_only_configured_roles_get_a_step(offline_plan, dev_config):
 
 def test_cloudsql_adoption_changes_only_backups_and_protection(prod_plan):
     instances = prod_plan.of_type("gcp:sql/databaseInstance:DatabaseInstance")
-    assert sorted(i["inputs"]["name"] for i in instances) == ["sv-1-participant-pg-4", "sv-1-sequencer-pg-4"]
+    assert sorted(i["inputs"]["name"] for i in instances) == [EX.participant_instance, EX.sequencer_instance]
     # The sequencer logs in by IAM: its flags are managed too, as the live flags plus cloudsql.iam_authentication
     # (the offline plan's instance has none of its own), and nothing else.
-    ignored = {"sv-1-participant-pg-4": CLOUDSQL_IGNORED_FIELDS, "sv-1-sequencer-pg-4": CLOUDSQL_IAM_IGNORED_FIELDS}
+    ignored = {EX.participant_instance: CLOUDSQL_IGNORED_FIELDS, EX.sequencer_instance: CLOUDSQL_IAM_IGNORED_FIELDS}
     flags = {
-        "sv-1-participant-pg-4": None,
-        "sv-1-sequencer-pg-4": [{"name": "cloudsql.iam_authentication", "value": "on"}],
+        EX.participant_instance: None,
+        EX.sequencer_instance: [{"name": "cloudsql.iam_authentication", "value": "on"}],
     }
     for instance in instances:
         inputs, options = instance["inputs"], instance["options"]
@@ -235,9 +240,9 @@ def test_cloudsql_not_adopted_is_only_dumped(offline_plan, stack_config_map):
     participant.update(adopt=False, host="10.9.8.7")
     plan = offline_plan(config)
     names = [r["inputs"]["name"] for r in plan.of_type("gcp:sql/databaseInstance:DatabaseInstance")]
-    assert names == ["sv-1-sequencer-pg-4"]
+    assert names == [EX.sequencer_instance]
     steps = {c["name"]: c for c in pod_spec(cron_job(plan, "postgres-backup"))["initContainers"]}
-    assert "participant=postgresql://cnadmin@10.9.8.7:5432/participant_4" in container_args(steps["participant"])
+    assert f"participant=postgresql://cnadmin@10.9.8.7:5432/{EX.participant_db}" in container_args(steps["participant"])
 
 
 def test_bucket_is_dual_region_private_encrypted_and_sized_from_the_windows(prod_plan_dumps_only):
@@ -248,7 +253,7 @@ def test_bucket_is_dual_region_private_encrypted_and_sized_from_the_windows(prod
     assert inputs["rpo"] == "ASYNC_TURBO"
     assert inputs["uniformBucketLevelAccess"] is True
     assert inputs["publicAccessPrevention"] == "enforced"
-    assert inputs["encryption"]["defaultKmsKeyName"].startswith("projects/sv-prod-project/locations/us/keyRings/")
+    assert inputs["encryption"]["defaultKmsKeyName"].startswith(f"projects/{EX.project}/locations/us/keyRings/")
     assert inputs["retentionPolicy"] == {"retentionPeriod": str(14 * DAY), "isLocked": False}
     assert inputs["softDeletePolicy"] == {"retentionDurationSeconds": 30 * DAY}
     assert "versioning" not in inputs  # GCS refuses versioning together with a retention policy
@@ -282,7 +287,7 @@ def test_writers_can_create_but_not_delete(prod_plan_dumps_only):
     grants = prod_plan_dumps_only.of_type("gcp:storage/bucketIAMMember:BucketIAMMember")
     assert sorted(g["inputs"]["role"] for g in grants) == ["roles/storage.objectCreator", "roles/storage.objectViewer"]
     assert {g["inputs"]["member"] for g in grants} == {
-        "serviceAccount:sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"
+        f"serviceAccount:sv-1-pg-backup@{EX.project}.iam.gserviceaccount.com"
     }
     secret_grants = prod_plan_dumps_only.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
     # The writer only adds versions; the restore identity reads them back for the identities drill.
@@ -296,15 +301,15 @@ def test_writers_can_create_but_not_delete(prod_plan_dumps_only):
 def test_workload_identity_binds_each_k8s_service_account(prod_plan_dumps_only):
     bindings = prod_plan_dumps_only.of_type("gcp:serviceaccount/iAMMember:IAMMember")
     assert sorted(b["inputs"]["member"] for b in bindings) == [
-        "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-history-audit]",
-        "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-identities-dump]",
-        "serviceAccount:sv-prod-project.svc.id.goog[sv/sv-1-postgres-backup]",
+        f"serviceAccount:{EX.project}.svc.id.goog[sv/sv-1-history-audit]",
+        f"serviceAccount:{EX.project}.svc.id.goog[sv/sv-1-identities-dump]",
+        f"serviceAccount:{EX.project}.svc.id.goog[sv/sv-1-postgres-backup]",
     ]
     accounts = {
         r["inputs"]["metadata"]["name"]: r for r in prod_plan_dumps_only.of_type("kubernetes:core/v1:ServiceAccount")
     }
     assert accounts["sv-1-postgres-backup"]["inputs"]["metadata"]["annotations"] == {
-        "iam.gke.io/gcp-service-account": "sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"
+        "iam.gke.io/gcp-service-account": f"sv-1-pg-backup@{EX.project}.iam.gserviceaccount.com"
     }
 
 
@@ -329,7 +334,7 @@ def test_identities_cronjob_reads_the_client_secret_from_a_mounted_file(prod_pla
     args = container_args(container)
     assert args[0] == "dump-identities"
     flags = dict(zip(args[1::2], args[2::2], strict=True))
-    assert flags["--secret"] == "gcpsm://projects/sv-prod-project/secrets/sv-1-identities-dump"
+    assert flags["--secret"] == f"gcpsm://projects/{EX.project}/secrets/sv-1-identities-dump"
     assert flags["--client-secret-file"] == "/var/run/secrets/sv-backups/oauth/clientSecret"
     assert flags["--fingerprint-configmap"] == "sv-1-identities-dump-fingerprint"
     assert not any("secret" in e["name"].lower() for e in container["env"])
@@ -375,7 +380,7 @@ def test_cometbft_snapshot_class_rbac_and_job(prod_plan_dumps_only):
     flags = dict(zip(args[1::2], args[2::2], strict=True))
     assert flags == {
         "--namespace": "sv",
-        "--pvc": "global-domain-4-cometbft-cometbft-data",
+        "--pvc": EX.cometbft_pvc,
         "--class": "sv-1-cometbft",
         "--migration-id": "4",
         "--keep-recent": "14d",
@@ -410,9 +415,9 @@ def test_alerts_cover_every_kind_stale_and_failed(prod_plan_dumps_only):
 
 def test_outputs_for_restore_and_audit(prod_plan_dumps_only):
     outputs = prod_plan_dumps_only.outputs
-    assert outputs["backupBucket"] == "sv-prod-project-sv-1-backups"
-    assert outputs["historicalSetsUrl"] == "gs://sv-prod-project-sv-1-backups/historical/4/"
-    assert outputs["identitiesSecretUrl"] == "gcpsm://projects/sv-prod-project/secrets/sv-1-identities-dump"
+    assert outputs["backupBucket"] == f"{EX.project}-sv-1-backups"
+    assert outputs["historicalSetsUrl"] == f"gs://{EX.project}-sv-1-backups/historical/4/"
+    assert outputs["identitiesSecretUrl"] == f"gcpsm://projects/{EX.project}/secrets/sv-1-identities-dump"
     assert outputs["cronJobs"] == {
         "postgres": "sv-1-postgres-backup",
         "cometbft": "sv-1-cometbft-snapshot",

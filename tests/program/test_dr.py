@@ -10,6 +10,11 @@ import pytest
 from components.dr import PRIMARY_OUTPUTS
 from rules.naming import STANDBY_LABEL
 from tests.program.conftest import plan_config_file
+from tests.stackfiles import Example
+
+# The example stack these tests plan: its values are read from its file, not copied here, so that editing the
+# example keeps the suite passing (README "The stacks in stacks/ are examples").
+EX = Example("prod")
 
 BACKUP_COMPONENTS = ("postgres-backup", "cometbft-snapshot", "identities-dump")
 
@@ -119,7 +124,7 @@ def test_standby_alerts_on_replication_only(shipped_plan):
 
 def test_the_restore_identity_reads_and_never_writes(shipped_plan, prod_plan):
     plan = shipped_plan("prod-dr")
-    reader = "serviceAccount:sv-1-dr-restore@sv-prod-project.iam.gserviceaccount.com"
+    reader = f"serviceAccount:sv-1-dr-restore@{EX.project}.iam.gserviceaccount.com"
     grants = [
         (r["type"], r["inputs"]["role"], r["inputs"].get("condition"))
         for r in plan.resources
@@ -234,7 +239,7 @@ def test_aws_restore_role_only_reads(shipped_plan):
 @pytest.mark.parametrize(
     ("stack", "expected"),
     [
-        ("prod-dr", "gcloud compute snapshots list --project=sv-prod-project"),
+        ("prod-dr", f"gcloud compute snapshots list --project={EX.project}"),
         ("aws-prod-dr", "aws ec2 describe-snapshots --region us-west-2"),
     ],
 )
@@ -260,7 +265,7 @@ def test_failover_needs_no_flag_beyond_the_dr_stacks_outputs(shipped_plan, tmp_p
     out = capsys.readouterr().out
     assert expected in out
     assert '"driver": "' + ("pd.csi.storage.gke.io" if stack == "prod-dr" else "ebs.csi.aws.com") + '"' in out
-    assert "global-domain-4-cometbft-cometbft-data" in out
+    assert EX.cometbft_pvc in out
     override = ["--snapshot-project", "other-project"] if stack == "prod-dr" else ["--region", "eu-west-1"]
     assert failover.main(flags + override) == 0
     out = capsys.readouterr().out
@@ -282,4 +287,4 @@ def test_failover_reads_the_dr_stacks_offline_plan_json(shipped_plan, tmp_path):
     plan = {"project": "sv-backups", "stack": "prod-dr", "resources": [], "outputs": shipped_plan("prod-dr").outputs}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     outputs = load_outputs(dr_stack_outputs=tmp_path / "plan.json", dr_stack=None)
-    assert outputs["cometbft"]["snapshotProject"] == "sv-prod-project"
+    assert outputs["cometbft"]["snapshotProject"] == EX.project

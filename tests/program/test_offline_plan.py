@@ -314,7 +314,7 @@ def run_cli(tmp_path, monkeypatch, capsys):
     """run_cli(config_map or None, *args) -> (exit code, stdout, stderr, out dir); policy checks stubbed."""
     monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE", raising=False)
     monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
-    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: ("", plan_stacks.EXIT_OK))
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan, **_: ("", plan_stacks.EXIT_OK))
     counter = iter(range(1000))
 
     def run(config: dict | None, *args: str):
@@ -345,7 +345,7 @@ def test_cli_unreadable_files_exit_2(run_cli, tmp_path):
 def scratch_project(tmp_path, monkeypatch):
     """scratch_project(main_source, config) -> argv for cli.main(argv, root=...): a throwaway sv-backups project."""
     monkeypatch.setattr(plan_stacks, "_validate", lambda config: [])
-    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: ("", plan_stacks.EXIT_OK))
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan, **_: ("", plan_stacks.EXIT_OK))
 
     def make(main_source: str, config: dict) -> tuple[Path, list[str]]:
         root = tmp_path / "project"
@@ -436,7 +436,7 @@ def test_cli_output_is_byte_identical_across_runs(run_cli):
 
 @needs_program
 def test_cli_exits_with_the_policy_code(run_cli, monkeypatch):
-    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: ("FAIL mandatory-rule: broken\n", 3))
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan, **_: ("FAIL mandatory-rule: broken\n", 3))
     code, out, _, _ = run_cli(None, "--stack", "dev")
     assert code == 3 and "FAIL mandatory-rule" in out
 

@@ -11,6 +11,12 @@ import pytest
 
 from engines.offline_plan import AWS_ACCOUNT_ID
 from tests.program.test_components import container_args, cron_job, pod_spec
+from tests.stackfiles import Example
+
+# The example stack these tests plan: its values are read from its file, not copied here, so that editing the
+# example keeps the suite passing (README "The stacks in stacks/ are examples").
+EX = Example("prod")
+EXA = Example("aws-prod")
 
 CREATOR, PRUNER = "postgres-snapshot", "postgres-snapshot-prune"
 ACCOUNT = AWS_ACCOUNT_ID
@@ -61,7 +67,7 @@ def test_one_step_per_role_in_role_order_then_the_seal(prod):
     assert container_args(seal) == [
         "snapshot-seal",
         "--dest",
-        "gs://sv-prod-project-sv-1-backups",
+        f"gs://{EX.project}-sv-1-backups",
         *SET,
         "--roles",
         "apps,participant,sequencer,mediator",
@@ -74,7 +80,7 @@ def test_in_cluster_steps_take_online_volume_snapshots_with_the_password_from_th
         "--role",
         "apps",
         "--dest",
-        "gs://sv-prod-project-sv-1-backups",
+        f"gs://{EX.project}-sv-1-backups",
         *SET,
         "--method",
         "volume-snapshot",
@@ -102,9 +108,9 @@ def test_cloudsql_steps_take_on_demand_backups_stored_in_the_multi_region(prod):
         "--method",
         "cloudsql-backup",
         "--project",
-        "sv-prod-project",
+        EX.project,
         "--instance",
-        "sv-1-participant-pg-4",
+        EX.participant_instance,
         "--location",
         "us",
     ]
@@ -148,10 +154,10 @@ def test_the_creator_can_create_and_read_snapshots_never_delete(prod):
         "cloudsql.instances.get",
     ]
     member = prod.resource("sv-1-cloudsql-pgSnapshotCreator-member")["inputs"]
-    assert member["role"] == "projects/sv-prod-project/roles/svBackups_sv_1_pgSnapshotCreator"
-    assert member["member"] == "serviceAccount:sv-1-pg-snapshot@sv-prod-project.iam.gserviceaccount.com"
-    assert "sv-1-participant-pg-4" in member["condition"]["expression"]
-    assert "sv-1-sequencer-pg-4" in member["condition"]["expression"]
+    assert member["role"] == f"projects/{EX.project}/roles/svBackups_sv_1_pgSnapshotCreator"
+    assert member["member"] == f"serviceAccount:sv-1-pg-snapshot@{EX.project}.iam.gserviceaccount.com"
+    assert EX.participant_instance in member["condition"]["expression"]
+    assert EX.sequencer_instance in member["condition"]["expression"]
 
 
 def test_only_the_pruner_deletes(prod):
@@ -163,7 +169,7 @@ def test_only_the_pruner_deletes(prod):
     assert container_args(prune) == [
         "prune-snapshots",
         "--dest",
-        "gs://sv-prod-project-sv-1-backups",
+        f"gs://{EX.project}-sv-1-backups",
         "--migration-id",
         "4",
         "--keep-recent",
@@ -171,7 +177,7 @@ def test_only_the_pruner_deletes(prod):
         "--namespace",
         "sv",
         "--project",
-        "sv-prod-project",
+        EX.project,
     ]
     assert rules(prod, "sv-1-postgres-snapshot-prune-role", "Role") == [
         {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["get", "list", "delete"]}
@@ -187,10 +193,10 @@ def test_each_job_has_its_own_service_account_and_workload_identity(prod):
     ):
         account = prod.resource(f"{ksa}-sa")["inputs"]
         assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == (
-            f"{gsa}@sv-prod-project.iam.gserviceaccount.com"
+            f"{gsa}@{EX.project}.iam.gserviceaccount.com"
         )
         binding = prod.resource(f"{gsa}-workload-identity")["inputs"]
-        assert binding["member"] == f"serviceAccount:sv-prod-project.svc.id.goog[sv/{ksa}]"
+        assert binding["member"] == f"serviceAccount:{EX.project}.svc.id.goog[sv/{ksa}]"
 
 
 def test_weekly_dumps_beside_snapshot_sets(prod):
@@ -333,7 +339,7 @@ def test_rds_steps_snapshot_and_copy_under_the_dr_rds_key(aws):
         "--region",
         "us-east-1",
         "--instance",
-        "sv-1-participant-pg-4",
+        EXA.participant_instance,
         "--copy-to-region",
         "us-west-2",
     ]
@@ -348,8 +354,8 @@ def test_the_creator_role_copies_and_locks_and_cannot_delete(aws):
     assert not {"ec2:DeleteSnapshot", "rds:DeleteDBSnapshot", "ec2:UnlockSnapshot", "ec2:CreateSnapshot"} & held
     assert creator["LockTheNodesSnapshots"]["Condition"] == {"StringEquals": {"aws:ResourceTag/svbackups-node": "sv-1"}}
     assert creator["SnapshotTheNodesInstances"]["Resource"] == [
-        f"arn:aws:rds:us-east-1:{ACCOUNT}:db:sv-1-participant-pg-4",
-        f"arn:aws:rds:us-east-1:{ACCOUNT}:db:sv-1-sequencer-pg-4",
+        f"arn:aws:rds:us-east-1:{ACCOUNT}:db:{EXA.participant_instance}",
+        f"arn:aws:rds:us-east-1:{ACCOUNT}:db:{EXA.sequencer_instance}",
         f"arn:aws:rds:us-east-1:{ACCOUNT}:snapshot:*",
     ]
     role = aws.resource("sv-1-pg-snapshot-role", "aws:iam/role:Role")["inputs"]

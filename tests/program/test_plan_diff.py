@@ -376,7 +376,7 @@ def test_the_cli_diff_never_shows_a_secret_and_reads_the_old_plan_before_writing
 ):
     """The old plan is the --out directory itself, hand-edited to hold the stack's clear secret where a plan never
     would: the diff shows what changed without it, and the exit code is the plan's."""
-    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: ("", plan_stacks.EXIT_OK))
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan, **_: ("", plan_stacks.EXIT_OK))
     config = stack_config_map("dev")
     config["sv-backups:identities"]["clientSecret"] = CLEAR  # written in clear: the plan redacts it
     stack_file = tmp_path / "Pulumi.dev.yaml"

@@ -7,6 +7,11 @@ import pytest
 
 from engines.offline_plan import PROJECT_NUMBER
 from engines.policy_check import run_policy_checks
+from tests.stackfiles import Example
+
+# The example stack these tests plan: its values are read from its file, not copied here, so that editing the
+# example keeps the suite passing (README "The stacks in stacks/ are examples").
+EX = Example("prod")
 
 BUCKET = "gcp:storage/bucket:Bucket"
 TRANSFER_JOB = "gcp:storage/transferJob:TransferJob"
@@ -49,8 +54,8 @@ PAIRS = [("europe-west6", "europe-west3"), ("us-east1", "europe-west1")]
 def test_a_regional_bucket_in_each_region_with_the_same_protections(paired_plan, primary_region, dr_region):
     plan = paired_plan(primary_region, dr_region)
     primary, dr = _buckets(plan)
-    assert primary["inputs"]["name"] == "sv-prod-project-sv-1-backups"
-    assert dr["inputs"]["name"] == "sv-prod-project-sv-1-backups-dr"
+    assert primary["inputs"]["name"] == f"{EX.project}-sv-1-backups"
+    assert dr["inputs"]["name"] == f"{EX.project}-sv-1-backups-dr"
     assert primary["inputs"]["location"] == primary_region.upper()
     assert dr["inputs"]["location"] == dr_region.upper()
     for bucket, region in ((primary, primary_region), (dr, dr_region)):
@@ -89,7 +94,7 @@ def test_every_new_object_is_copied_to_the_dr_bucket_never_overwritten_or_delete
     [notification] = plan.of_type("gcp:storage/notification:Notification")
     [topic] = plan.of_type("gcp:pubsub/topic:Topic")
     [subscription] = plan.of_type("gcp:pubsub/subscription:Subscription")
-    topic_id = f"projects/sv-prod-project/topics/{topic['inputs']['name']}"
+    topic_id = f"projects/{EX.project}/topics/{topic['inputs']['name']}"
     # primary bucket -> notification of each new object -> topic -> subscription -> event-driven job
     assert notification["inputs"] == {
         "bucket": primary["inputs"]["name"],
@@ -101,7 +106,7 @@ def test_every_new_object_is_copied_to_the_dr_bucket_never_overwritten_or_delete
     assert subscription["inputs"]["expirationPolicy"] == {"ttl": ""}
     assert subscription["inputs"]["messageRetentionDuration"] == "604800s"
     assert event["inputs"]["eventStream"] == {
-        "name": f"projects/sv-prod-project/subscriptions/{subscription['inputs']['name']}"
+        "name": f"projects/{EX.project}/subscriptions/{subscription['inputs']['name']}"
     }
     # events stay in the primary region, under the operator's key in that region
     assert topic["inputs"]["messageStoragePolicy"] == {"allowedPersistenceRegions": [primary_region]}
@@ -163,7 +168,7 @@ def test_each_agent_gets_only_what_its_step_needs(paired_plan):
         ("TopicIAMMember", "roles/pubsub.publisher"),
     ]
     # The backup writers are untouched: create and read on the primary bucket only, nothing on the DR bucket.
-    writer = "serviceAccount:sv-1-pg-backup@sv-prod-project.iam.gserviceaccount.com"
+    writer = f"serviceAccount:sv-1-pg-backup@{EX.project}.iam.gserviceaccount.com"
     storage_grants = [g for g in grants_to(writer) if g[0] == "BucketIAMMember" or g[2].startswith("roles/storage.")]
     assert storage_grants == [
         ("BucketIAMMember", primary["inputs"]["name"], "roles/storage.objectCreator"),

@@ -51,7 +51,7 @@ def _tree(directory: Path) -> dict[str, str]:
 
 
 def test_stacks_planned_in_one_process_equal_each_planned_alone(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: ("", plan_stacks.EXIT_OK))
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan, **_: ("", plan_stacks.EXIT_OK))
     first, second = node_stack_files(PROD, 2, tmp_path)
     both, alone = tmp_path / "both", tmp_path / "alone"
     assert cli.main(["--jobs", "1", "--config-file", str(first), "--config-file", str(second), "--out", str(both)]) == 0
@@ -125,7 +125,7 @@ def test_a_stack_whose_copy_dies_or_fails_is_reported_and_the_others_are_planned
 def test_the_worst_stack_decides_the_exit_code(tmp_path, monkeypatch, capsys):
     """A stack not planned (2) outranks another's failed policy (3): 3 must keep meaning "every plan written"."""
     failed = ("a mandatory policy failed", plan_stacks.EXIT_POLICY)
-    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan: failed)
+    monkeypatch.setattr(policy_check, "run_policy_checks", lambda plan, **_: failed)
     first, second = node_stack_files(PROD, 2, tmp_path)
     second.write_text(second.read_text().replace("name: sv-2", "name: Not A Node"))
     argv = ["--jobs", "1", "--out", str(tmp_path / "out"), "--config-file", str(first), "--config-file", str(second)]
