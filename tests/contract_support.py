@@ -147,9 +147,9 @@ class Pod:
             local.mkdir(parents=True)
             if "secret" in volume:
                 source = volume["secret"]
-                assert self.secrets is not None, f"volume {volume['name']}: no Secrets given to the pod"
                 name = source["secretName"]
-                assert name in self.secrets, f"volume {volume['name']}: Secret {name} does not exist"
+                if self.secrets is None or name not in self.secrets:
+                    continue  # a Secret the test does not stand in for: no arg of the run may point into it
                 items = source.get("items") or [{"key": k, "path": k} for k in self.secrets[name]]
                 for item in items:
                     assert item["key"] in self.secrets[name], f"volume {volume['name']}: no key {item['key']}"
@@ -359,7 +359,7 @@ def run_container(
     expanded args (addresses of the local stand-ins)."""
     command = list(container["command"])
     assert command[:1] == ["python"], f"{container['name']}: command {command} is not the job image's python"
-    args = pod.paths(container, rewrite(container["name"], pod.args(container)))
+    args = rewrite(container["name"], pod.paths(container, pod.args(container)))
     env = {**base_env(), **pod.env(container), **(extra_env or {})}
     result = subprocess.run(
         [sys.executable, *command[1:], *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
