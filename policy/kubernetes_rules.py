@@ -391,11 +391,18 @@ workload_component_known = resource_rule(
 # A password in an environment variable is readable by anything that reads the process environment
 # (/proc/<pid>/environ of the same user, crash dumps, `kubectl describe` of the pod's env sources, debug
 # sidecars), and libpq hands it to every child; the program mounts it as a 0400 file instead (docs/contracts.md).
-_PASSWORD_WORDS = ("PASSWORD", "PASSWD", "PGPASS")
+_PASSWORD_WORDS = ("PASSWORD", "PASSWD")
+# Variables that name where a password is (PGPASSFILE, FOO_PASSWORD_FILE), not the password itself.
+_PATH_SUFFIXES = ("FILE", "_PATH", "_DIR")
 
 
-def _is_password(text) -> bool:
-    return isinstance(text, str) and any(word in text.upper() for word in _PASSWORD_WORDS)
+def _password_name(name) -> bool:
+    text = name.upper() if isinstance(name, str) else ""
+    return any(word in text for word in _PASSWORD_WORDS) and not text.endswith(_PATH_SUFFIXES)
+
+
+def _password_key(key) -> bool:
+    return isinstance(key, str) and any(word.lower() in key.lower() for word in _PASSWORD_WORDS)
 
 
 def _check_no_password_env(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -408,12 +415,19 @@ def _check_no_password_env(props: dict, args: ResourceValidationArgs, report: Re
     for field, container in containers(_workload_pod(props, args.resource_type)):
         name = f"{field[:-1]} '{container.get('name')}'"
         for variable in get(container, "env", default=[]) or []:
+            variable_name = get(variable, "name")
             ref = get(variable, "valueFrom", "secretKeyRef")
-            if isinstance(ref, dict) and (_is_password(get(variable, "name")) or _is_password(ref.get("key"))):
+            if isinstance(ref, dict) and (_password_name(variable_name) or _password_key(ref.get("key"))):
                 report(
-                    f"{where}: {name} sets env {get(variable, 'name')} from Secret '{ref.get('name')}' key "
+                    f"{where}: {name} sets env {variable_name} from Secret '{ref.get('name')}' key "
                     f"'{ref.get('key')}': the password sits in the process environment of the container and of "
                     f"every child process. {fix}"
+                )
+            elif _password_name(variable_name) and get(variable, "value") not in (None, "", UNKNOWN):
+                # Never print the value: it is the password, and this message lands in CI logs.
+                report(
+                    f"{where}: {name} sets env {variable_name} to a literal value: the password is in the plan "
+                    f"and the Pulumi state in clear, and in the process environment. {fix}"
                 )
         for source in get(container, "envFrom", default=[]) or []:
             secret = get(source, "secretRef", "name")
@@ -426,8 +440,8 @@ def _check_no_password_env(props: dict, args: ResourceValidationArgs, report: Re
 
 no_password_env = resource_rule(
     "no-password-env",
-    "No container the program declares reads a password from a Secret into an environment variable; passwords "
-    "are mounted read-only files.",
+    "No container the program declares has a password in an environment variable (from a Secret key, a whole "
+    "Secret, or a literal); passwords are mounted read-only files.",
     types=WORKLOADS,
     check=_check_no_password_env,
     remediation="Mount the password Secret as a volume (defaultMode 0400, readOnly) and pass --password-file.",

@@ -68,6 +68,10 @@ def _password_env(kind: str, name: str):
     return mutate
 
 
+def _literal_password(plan):
+    h.container(plan, "postgres", "apps")["env"].append({"name": "DB_PASSWORD", "value": "hunter2"})
+
+
 def _secret_env_from(plan):
     (container,) = drill_pod(plan, "drill-identities")["containers"]
     container["envFrom"] = [{"secretRef": {"name": "participant-pg-secret"}}]
@@ -107,5 +111,6 @@ HARDENING_CASES = [
     ("no-password-env", "dev", _password_env("postgres", "apps"), "sets env PGPASSWORD from Secret 'apps-pg-secret'"),
     ("no-password-env", "aws-prod", _password_env("postgres", "participant"), "sets env PGPASSWORD"),
     ("no-password-env", "prod", _secret_env_from, "every key of Secret 'participant-pg-secret'"),
+    ("no-password-env", "prod-ch", _literal_password, "sets env DB_PASSWORD to a literal value"),
     ("no-password-env", "aws-dev", _secret_env_from, "(envFrom), passwords included"),
 ]

@@ -1266,3 +1266,12 @@ def test_a_second_event_driven_copy_into_an_undeclared_bucket_fails_even_beside_
     found = violated(plan)
     assert set(found) == {"backup-bucket-survives-region-loss"}
     assert "sv-ch-backups-to-dr-second" in found["backup-bucket-survives-region-loss"][0]
+
+
+def test_a_passfile_path_is_no_password_and_a_literal_password_is_never_printed(plan_copy):
+    plan = h.pin_images(plan_copy("dev"))
+    h.container(plan, "postgres", "apps")["env"].append({"name": "PGPASSFILE", "value": "/run/pgpass/file"})
+    assert violated(plan) == {}
+    h.container(plan, "postgres", "apps")["env"].append({"name": "PGPASSWORD", "value": "hunter2"})
+    (message,) = violated(plan)["no-password-env"]
+    assert "PGPASSWORD to a literal value" in message and "hunter2" not in message
