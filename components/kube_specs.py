@@ -109,9 +109,59 @@ def pod_name_env(name: str = "SET_ID") -> core.EnvVarArgs:
 
 
 def secret_env(name: str, secret: str, key: str) -> core.EnvVarArgs:
+    """A non-password value from a Secret (policy no-password-env refuses a password this way: password_file)."""
     return core.EnvVarArgs(
         name=name,
         value_from=core.EnvVarSourceArgs(secret_key_ref=core.SecretKeySelectorArgs(name=secret, key=key)),
+    )
+
+
+# Where a container finds its database password (a read-only Secret file) and where the job writes the libpq
+# passfile it builds from it (jobs/pgpass.py): a memory-backed emptyDir of its own, so the password never lands
+# on the node's disk (the /tmp emptyDir does) and no other container of the pod sees it.
+PASSWORD_MOUNT = "/etc/sv-backups/postgres"
+PASSWORD_FILE = f"{PASSWORD_MOUNT}/password"
+PASSFILE_DIR = "/run/sv-backups/pgpass"
+PASSFILE_SIZE_LIMIT = "1Mi"
+# 0400: only the owner reads it (with the pod's fsGroup the kubelet adds group read for the job's group).
+SECRET_FILE_MODE = 0o400
+
+
+@dataclass(frozen=True)
+class PasswordFile:
+    """A password Secret key mounted as a file for one container: its volumes (for the pod), its mounts and the
+    job flags that name them (for the container)."""
+
+    volumes: tuple[core.VolumeArgs, ...]
+    mounts: tuple[core.VolumeMountArgs, ...]
+    args: tuple[str, ...]
+
+
+def password_file(container: str, secret: pulumi.Input[str], key: str) -> PasswordFile:
+    """Key `key` of Secret `secret` as the file PASSWORD_FILE of container `container` (read-only, 0400), and a
+    private memory-backed PASSFILE_DIR for the passfile; never an environment variable, an arg or a log line.
+    Volume names carry the container's name: each step of a pod reads only its own server's password."""
+    secret_volume, passfile_volume = f"{container}-password", f"{container}-pgpass"
+    return PasswordFile(
+        volumes=(
+            core.VolumeArgs(
+                name=secret_volume,
+                secret=core.SecretVolumeSourceArgs(
+                    secret_name=secret,
+                    items=[core.KeyToPathArgs(key=key, path=PASSWORD_FILE.rsplit("/", 1)[1])],
+                    default_mode=SECRET_FILE_MODE,
+                ),
+            ),
+            core.VolumeArgs(
+                name=passfile_volume,
+                empty_dir=core.EmptyDirVolumeSourceArgs(medium="Memory", size_limit=PASSFILE_SIZE_LIMIT),
+            ),
+        ),
+        mounts=(
+            core.VolumeMountArgs(name=secret_volume, mount_path=PASSWORD_MOUNT, read_only=True),
+            core.VolumeMountArgs(name=passfile_volume, mount_path=PASSFILE_DIR),
+        ),
+        args=("--password-file", PASSWORD_FILE, "--passfile-dir", PASSFILE_DIR),
     )
 
 

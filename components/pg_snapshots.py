@@ -139,7 +139,8 @@ class PostgresSnapshots(pulumi.ComponentResource):
                 parent=self,
             )
 
-        steps = [self._step(role, access.role_args.get(role, []), store, settings) for role in settings.roles]
+        built = [self._step(role, access.role_args.get(role, []), store, settings) for role in settings.roles]
+        steps = [step for step, _ in built]
         seal_args = [
             "snapshot-seal",
             "--dest",
@@ -164,6 +165,7 @@ class PostgresSnapshots(pulumi.ComponentResource):
                 service_account=service_account.metadata.name,
                 init_containers=steps,
                 containers=[seal],
+                extra_volumes=[volume for _, step_volumes in built for volume in step_volumes],
                 automount_token=bool(volumes),
                 suspend=settings.standby,
             ),
@@ -188,6 +190,7 @@ class PostgresSnapshots(pulumi.ComponentResource):
     def _step(role: str, cloud_args: list[pulumi.Input[str]], store: BackupStore, settings: Settings):
         instance = settings.postgres[role]
         env = [kube_specs.pod_name_env()]
+        password = None
         args: list[pulumi.Input[str]] = ["snapshot-step", "--role", role, "--dest", store.url, *_set_args(settings)]
         if isinstance(instance, InClusterPostgres):
             args += [
@@ -203,11 +206,12 @@ class PostgresSnapshots(pulumi.ComponentResource):
             ]
             if settings.snapshots.online_backup:
                 # pg_backup_start/stop in one session around the snapshot, as the dump steps connect: the password
-                # from the instance's Secret in the environment, never in args, logs or Pulumi state.
+                # a read-only file of the instance's Secret, never in the environment, args, logs or Pulumi state.
                 user = quote(instance.user, safe="")
+                password = kube_specs.password_file(role, instance.password_secret, "postgresPassword")
                 args += ["--online", "--pg", f"postgresql://{user}@{instance.host}:{instance.port}/postgres"]
+                args += password.args
                 env += [
-                    kube_specs.secret_env("PGPASSWORD", instance.password_secret, "postgresPassword"),
                     core.EnvVarArgs(name="PGCONNECT_TIMEOUT", value="30"),
                     core.EnvVarArgs(name="PGAPPNAME", value=f"sv-backups-snapshot-{role}"),
                     # Inside the cluster network: TLS if the server offers it, as the dump steps.
@@ -216,7 +220,10 @@ class PostgresSnapshots(pulumi.ComponentResource):
             args += cloud_args  # EBS: the DR copy and the lock
         else:
             args += cloud_args  # the managed instance's method and where its copy goes
-        return kube_specs.job_container(role, settings.job_image, args, env=env)
+        container = kube_specs.job_container(
+            role, settings.job_image, args, env=env, extra_mounts=password.mounts if password else ()
+        )
+        return container, list(password.volumes) if password else []
 
 
 class SnapshotPruning(pulumi.ComponentResource):

@@ -59,7 +59,7 @@ class PostgresBackups(pulumi.ComponentResource):
         self.hosts: dict[str, pulumi.Output[str]] = {}
         # role -> SQL an admin runs once on that role's instance (e.g. the GRANT for an IAM database user).
         self.setup_sql: dict[str, list[pulumi.Input[str]]] = {}
-        sidecars, steps = [], []
+        sidecars, steps, volumes = [], [], []
         for role in settings.roles:
             instance = settings.postgres[role]
             if isinstance(instance, InClusterPostgres):
@@ -71,7 +71,9 @@ class PostgresBackups(pulumi.ComponentResource):
             if endpoint.operator_sql:
                 self.setup_sql[role] = list(endpoint.operator_sql)
             sidecars.extend(endpoint.sidecars)
-            steps.append(self._step_container(role, instance, endpoint, store, settings))
+            step, step_volumes = self._step_container(role, instance, endpoint, store, settings)
+            steps.append(step)
+            volumes.extend(step_volumes)
 
         seal_args = [
             "seal-set",
@@ -105,6 +107,7 @@ class PostgresBackups(pulumi.ComponentResource):
                 # connection they carry is up before the first dump step runs.
                 init_containers=[*sidecars, *steps],
                 containers=[seal],
+                extra_volumes=volumes,
                 suspend=settings.standby,
             ),
             opts=pulumi.ResourceOptions(parent=self),
@@ -127,11 +130,13 @@ class PostgresBackups(pulumi.ComponentResource):
                 "--db",
                 pulumi.Output.concat(role, "=postgresql://", user, "@", endpoint.host, ":", port, "/", database),
             ]
-        # libpq reads the password from the environment: it never appears in args, logs or Pulumi state.
-        password = [kube_specs.secret_env("PGPASSWORD", instance.password_secret, "postgresPassword")]
+        # The password is a read-only file of the instance's Secret, which the step turns into a private libpq
+        # passfile: never in the pod's environment, args, logs or Pulumi state (policy no-password-env).
+        password = (
+            kube_specs.password_file(role, instance.password_secret, "postgresPassword") if endpoint.password else None
+        )
         env = [
             kube_specs.pod_name_env(),
-            *(password if endpoint.password else ()),
             core.EnvVarArgs(name="PGCONNECT_TIMEOUT", value="30"),
             core.EnvVarArgs(name="PGAPPNAME", value=f"sv-backups-{role}"),
             core.EnvVarArgs(name="PGSSLMODE", value=endpoint.sslmode),
@@ -151,8 +156,17 @@ class PostgresBackups(pulumi.ComponentResource):
             kube_specs.DUMP_RESOURCES.cpu_limit,
             *db_args,
             *_database_check_flags(role, settings),
+            *(password.args if password else ()),
         ]
-        return kube_specs.job_container(role, settings.job_image, args, env=env, resources=kube_specs.DUMP_RESOURCES)
+        container = kube_specs.job_container(
+            role,
+            settings.job_image,
+            args,
+            env=env,
+            resources=kube_specs.DUMP_RESOURCES,
+            extra_mounts=password.mounts if password else (),
+        )
+        return container, list(password.volumes) if password else []
 
 
 def _database_check_flags(role: str, settings: Settings) -> list[str]:

@@ -90,8 +90,8 @@ def parse_dsn(dsn: str) -> dict[str, str]:
         raise ValueError(f"cannot parse connection string: {exc}") from None
     if params.get("password"):
         raise ValueError(
-            "connection strings must not contain a password: pass it in PGPASSWORD (or log in without one, "
-            "e.g. as an IAM database user through the Cloud SQL Auth Proxy)"
+            "connection strings must not contain a password: pass it as --password-file, PGPASSFILE or "
+            "PGPASSWORD (or log in without one, e.g. as an IAM database user through the Cloud SQL Auth Proxy)"
         )
     return params
 
@@ -479,8 +479,9 @@ def _run_pg_dump(*, pg_dump, dsn, snapshot_id, dest, key, settings, label, extra
     args = [
         pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot_id}",
         f"--lock-wait-timeout={settings.part_lock_wait}", "--no-sync", *extra_args, f"--dbname={dsn}",
-        # Never prompt: a login is either passwordless (IAM through the Cloud SQL Auth Proxy) or takes
-        # PGPASSWORD; an unattended job must fail at once, not wait on a terminal.
+        # Never prompt: a login is either passwordless (IAM through the Cloud SQL Auth Proxy) or reads the
+        # passfile the step built from --password-file (PGPASSFILE, jobs/pgpass.py), or PGPASSWORD on a
+        # workstation; an unattended job must fail at once, not wait on a terminal.
         "--no-password",
     ]
     env = {**os.environ, "PGAPPNAME": "sv-backups-pg_dump"}

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import cli_types
+from jobs import cli_types, pgpass
 from jobs.destinations import open_destination
 from jobs.events import COMPLETED, FAILED, emit
 from jobs.pgdump import DumpSettings, MiB
@@ -189,6 +189,7 @@ def cmd_backup_step(args) -> int:
     started = time.monotonic()
     fields = {"set_id": args.set_id, "migration_id": args.migration_id, "role": args.role, "stage": "step"}
     try:
+        pgpass.install_from_args(args)
         grouped = _group(args.db)
         if set(grouped) != {args.role}:
             raise ValueError(f"every --db must be for role {args.role} (got {', '.join(sorted(grouped))})")
@@ -221,6 +222,7 @@ def cmd_backup_set(args) -> int:
     started = time.monotonic()
     set_id = args.set_id or new_set_id()
     try:
+        pgpass.install_from_args(args)
         result = backup_set(open_destination(args.dest), dsns=_group(args.db), set_id=set_id,
                             migration_id=args.migration_id, settings=_dump_settings(args),
                             participant_pruning=args.participant_pruning, sequencer_pruning=args.sequencer_pruning,
@@ -378,8 +380,9 @@ def register(subparsers) -> None:
     p.add_argument("--set-id", required=True, type=cli_types.set_id)
     p.add_argument("--migration-id", required=True, type=int)
     p.add_argument("--db", required=True, action="append", type=_db, metavar="ROLE=DSN",
-                   help="a database of this role; a password, if the login needs one, comes from PGPASSWORD, "
-                   "never the DSN")
+                   help="a database of this role; a password, if the login needs one, comes from "
+                   "--password-file, PGPASSWORD or PGPASSFILE, never the DSN")
+    pgpass.add_arguments(p)
     _add_database_check(p, step=True)
     _add_dump_options(p)
     p.set_defaults(func=cmd_backup_step)
@@ -405,6 +408,7 @@ def register(subparsers) -> None:
     p.add_argument("--parallel", type=cli_types.count, default=2,
                    help="roles dumped at once (default 2): sequencer and mediator run beside apps, participant "
                         "starts when apps is done")
+    pgpass.add_arguments(p)  # one password for every server, as PGPASSWORD would be
     _add_database_check(p, step=False)
     _add_pruning(p)
     _add_dump_options(p)

@@ -22,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from jobs import cli_types
+from jobs import cli_types, pgpass
 from jobs.destinations import open_destination
 from jobs.ebs_copies import SnapshotCopier, check_options
 from jobs.events import COMPLETED, FAILED, emit
@@ -106,7 +106,12 @@ def volume_provider(args, *, dest=None, client: KubeClient | None = None) -> Vol
     if missing:
         raise ConfigError(f"--method {VOLUME_SNAPSHOT} needs {', '.join(missing)}")
     if getattr(args, "online", False) and not args.pg:
-        raise ConfigError("--online needs --pg postgresql://USER@HOST:PORT/postgres (password in PGPASSWORD)")
+        raise ConfigError(
+            "--online needs --pg postgresql://USER@HOST:PORT/postgres (password: --password-file, PGPASSWORD or "
+            "PGPASSFILE)"
+        )
+    if getattr(args, "password_file", None) is not None and not getattr(args, "online", False):
+        raise ConfigError("--password-file is for --online (the step's own session); without --online it is unused")
     taking = dest is not None  # a step; the pruner and verify-set only list and delete
     if taking and getattr(args, "lock_for", None) and not getattr(args, "copy_to_region", None):
         raise ConfigError(
@@ -232,6 +237,7 @@ def cmd_snapshot_step(args) -> int:
             )
         dest = open_destination(args.dest)
         provider = provider_for(args.method, args, dest=dest)
+        pgpass.install_from_args(args)  # before the provider opens its session (psycopg, then pg_receivewal)
         step = run_step(dest, provider, role=args.role, set_id=set_id, migration_id=args.migration_id)
     except SnapshotError as error:
         return _failed(KIND, f"{args.role}: {error}", **{**fields, "stage": error.stage})
@@ -458,7 +464,10 @@ def _add_volume_options(p: argparse.ArgumentParser, *, step: bool) -> None:
             action="store_true",
             help="pg_backup_start/stop around the snapshot, WAL kept in the store (needs --pg)",
         )
-        p.add_argument("--pg", help="postgresql://USER@HOST:PORT/postgres; password in PGPASSWORD / PGPASSFILE")
+        p.add_argument(
+            "--pg", help="postgresql://USER@HOST:PORT/postgres; password: --password-file, PGPASSWORD or PGPASSFILE"
+        )
+        pgpass.add_arguments(p)
         p.add_argument("--pg-bin", type=Path, default=None, help="directory of pg_receivewal (default: by version)")
         p.add_argument(
             "--copy-to-region", help="EBS / RDS: copy each snapshot to this DR region (needs --copy-kms-key)"

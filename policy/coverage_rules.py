@@ -140,8 +140,12 @@ def policies(clouds: Sequence[Cloud]) -> list[StackValidationPolicy]:
         ),
         stack_rule(
             "alert-notification-channels",
-            "Backup alerts notify someone (at least one notification channel).",
+            "Every alert the program declares (backup kinds, checks, drills, the DR copy and dual-region "
+            "replication) notifies someone: the one rule for silent alerts, advisory by default and mandatory on "
+            "production stacks (their policy/config/<stack>.json).",
             check=check_channels,
+            # A plain enforcement level, raised per stack by its policy config (or the production default): a
+            # dev stack may watch its alerts in the console, a production stack may not.
             level=ADVISORY,
             severity=Severity.MEDIUM,
             remediation="Set sv-backups:monitoring.notificationChannels or notificationEmails.",

@@ -21,8 +21,11 @@ from rules.schedules import (
 )
 
 from .props import (
+    BACKUP_COMPONENTS,
+    CHECK_COMPONENTS,
     COMPONENT_LABEL,
     CRON_JOB,
+    DRILL_COMPONENTS,
     FOUR_HOURLY_BY_LABEL,
     SNAPSHOT_CLASS,
     STANDBY_LABEL,
@@ -300,16 +303,43 @@ def _container_problems(container: dict, pod_security: dict) -> list[str]:
     return problems
 
 
+# Every workload the program declares, whatever it runs: the pods that take backups, check them (replica check,
+# history audit), drill restores (a drill pod starts a PostgreSQL server and reads backups and secrets), and any
+# later one. A Job or a bare Pod is held to the same rules as a CronJob's pod.
+JOB = "kubernetes:batch/v1:Job"
+POD = "kubernetes:core/v1:Pod"
+WORKLOADS = [CRON_JOB, JOB, POD]
+# Every component label a workload of the program carries, and what it is (policy/props.py keeps the lists).
+KNOWN_COMPONENTS = {
+    **{label: f"{kind} backup" for label, kind in BACKUP_COMPONENTS.items()},
+    **{label: f"{kind} check" for label, kind in CHECK_COMPONENTS.items()},
+    **{label: f"{kind} restore drill" for label, kind in DRILL_COMPONENTS.items()},
+}
+
+
+def _workload_pod(props: dict, resource_type: str) -> dict:
+    """The pod spec of a CronJob, a Job or a Pod."""
+    path = {CRON_JOB: ("spec", "jobTemplate", "spec", "template", "spec"), JOB: ("spec", "template", "spec")}
+    spec = get(props, *path.get(resource_type, ("spec",)), default={})
+    return spec if isinstance(spec, dict) else {}
+
+
+def _workload_where(props: dict, args: ResourceValidationArgs) -> str:
+    kind = args.resource_type.rsplit(":", 1)[-1]
+    component = labels(props, "metadata", "labels").get(COMPONENT_LABEL)
+    what = KNOWN_COMPONENTS.get(component, f"component {component!r}" if component else "no component label")
+    return f"{kind} '{args.name}' ({what})"
+
+
 def _check_pod_hardened(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
-    kind = backup_kind(props)
-    if kind is None:
-        return
-    where = _where(args, kind)
-    spec = pod_spec(props)
+    where = _workload_where(props, args)
+    spec = _workload_pod(props, args.resource_type)
     pod_security = spec.get("securityContext") if isinstance(spec.get("securityContext"), dict) else {}
     for host_field in ("hostNetwork", "hostPID", "hostIPC"):
         if spec.get(host_field) is True:
-            report(f"{where}: the pod sets {host_field}: true. Fix: remove it; backup pods need no host namespace.")
+            report(
+                f"{where}: the pod sets {host_field}: true. Fix: remove it; the program's pods need no host namespace."
+            )
     for field, container in containers(spec):
         problems = _container_problems(container, pod_security)
         if problems:
@@ -323,12 +353,98 @@ def _check_pod_hardened(props: dict, args: ResourceValidationArgs, report: Repor
 
 backup_pod_hardened = resource_rule(
     "backup-pod-hardened",
-    "Backup pods run non-root, read-only root filesystem, no privilege escalation, all capabilities dropped, "
-    "RuntimeDefault seccomp.",
-    types=[CRON_JOB],
+    "Every pod the program declares (backups, snapshot sets and their pruner, checks, drills; CronJob, Job or Pod) "
+    "runs non-root, read-only root filesystem, no privilege escalation, all capabilities dropped, RuntimeDefault "
+    "seccomp.",
+    types=WORKLOADS,
     check=_check_pod_hardened,
-    remediation="Build every backup container with components/kube_specs.py container_security_context() and "
-    "the pod with pod_security_context().",
+    remediation="Build every container with components/kube_specs.py container_security_context() and the pod "
+    "with pod_security_context().",
+)
+
+
+def _check_component_known(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    component = labels(props, "metadata", "labels").get(COMPONENT_LABEL)
+    if component is UNKNOWN or component in KNOWN_COMPONENTS:
+        return
+    kind = args.resource_type.rsplit(":", 1)[-1]
+    found = f"carries {COMPONENT_LABEL}={component!r}" if component else f"has no {COMPONENT_LABEL} label"
+    report(
+        f"{kind} '{args.name}': {found}, so the rules that check what it runs (schedule, deadlines, ordering, "
+        f"identity, alerts) do not know it; only the pod rules see it. Fix: label it with one of "
+        f"{', '.join(sorted(KNOWN_COMPONENTS))} (rules/naming.py Names.labels), or teach policy/props.py the new "
+        f"component and give it the rules its kind needs."
+    )
+
+
+workload_component_known = resource_rule(
+    "workload-component-known",
+    "Every CronJob, Job and Pod the program declares carries a known component label, so no workload escapes the "
+    "rules of its kind.",
+    types=WORKLOADS,
+    check=_check_component_known,
+    severity=Severity.HIGH,
+    remediation="Label every workload with Names.labels(<component>) of a component policy/props.py knows.",
+)
+
+
+# A password in an environment variable is readable by anything that reads the process environment
+# (/proc/<pid>/environ of the same user, crash dumps, `kubectl describe` of the pod's env sources, debug
+# sidecars), and libpq hands it to every child; the program mounts it as a 0400 file instead (docs/contracts.md).
+_PASSWORD_WORDS = ("PASSWORD", "PASSWD")
+# Variables that name where a password is (PGPASSFILE, FOO_PASSWORD_FILE), not the password itself.
+_PATH_SUFFIXES = ("FILE", "_PATH", "_DIR")
+
+
+def _password_name(name) -> bool:
+    text = name.upper() if isinstance(name, str) else ""
+    return any(word in text for word in _PASSWORD_WORDS) and not text.endswith(_PATH_SUFFIXES)
+
+
+def _password_key(key) -> bool:
+    return isinstance(key, str) and any(word.lower() in key.lower() for word in _PASSWORD_WORDS)
+
+
+def _check_no_password_env(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
+    where = _workload_where(props, args)
+    fix = (
+        "Fix: mount the Secret as a read-only file (a secret volume, defaultMode 0400) and pass its path with "
+        "--password-file; the job turns it into a private libpq passfile (components/kube_specs.py "
+        "password_file())."
+    )
+    for field, container in containers(_workload_pod(props, args.resource_type)):
+        name = f"{field[:-1]} '{container.get('name')}'"
+        for variable in get(container, "env", default=[]) or []:
+            variable_name = get(variable, "name")
+            ref = get(variable, "valueFrom", "secretKeyRef")
+            if isinstance(ref, dict) and (_password_name(variable_name) or _password_key(ref.get("key"))):
+                report(
+                    f"{where}: {name} sets env {variable_name} from Secret '{ref.get('name')}' key "
+                    f"'{ref.get('key')}': the password sits in the process environment of the container and of "
+                    f"every child process. {fix}"
+                )
+            elif _password_name(variable_name) and get(variable, "value") not in (None, "", UNKNOWN):
+                # Never print the value: it is the password, and this message lands in CI logs.
+                report(
+                    f"{where}: {name} sets env {variable_name} to a literal value: the password is in the plan "
+                    f"and the Pulumi state in clear, and in the process environment. {fix}"
+                )
+        for source in get(container, "envFrom", default=[]) or []:
+            secret = get(source, "secretRef", "name")
+            if secret is not None:
+                report(
+                    f"{where}: {name} takes every key of Secret '{secret}' as environment variables (envFrom), "
+                    f"passwords included. {fix}"
+                )
+
+
+no_password_env = resource_rule(
+    "no-password-env",
+    "No container the program declares has a password in an environment variable (from a Secret key, a whole "
+    "Secret, or a literal); passwords are mounted read-only files.",
+    types=WORKLOADS,
+    check=_check_no_password_env,
+    remediation="Mount the password Secret as a volume (defaultMode 0400, readOnly) and pass --password-file.",
 )
 
 
@@ -417,6 +533,8 @@ POLICIES = [
     backup_job_no_overlap,
     backup_job_deadlines,
     backup_pod_hardened,
+    workload_component_known,
+    no_password_env,
     backup_pod_resource_limits,
     snapshot_class_retain,
     job_image_pinned_by_digest,

@@ -3,7 +3,9 @@ way Kubernetes would, with the job code of this repository.
 
 - `shipped_plan(stack)`: the plan of stacks/Pulumi.<stack>.yaml (computed once per process).
 - `Pod` and `run_pod`: one attempt of a CronJob's pod: a pod name (the downward API's `metadata.name`), env
-  resolution (`value`, `fieldRef`, `secretKeyRef`), `$(VAR)` expansion in args as the kubelet does it,
+  resolution (`value`, `fieldRef`, `secretKeyRef`), `$(VAR)` expansion in args as the kubelet does it, the
+  pod's secret and emptyDir volumes as local directories (a Secret's items written with their mode; args that
+  name a path under a container's mount point see the local directory),
   initContainers one at a time in order, stopping at the first failure, then the main containers. A native
   sidecar (an initContainer with restartPolicy Always) is started in its place, through a stand-in for its
   image, and the next container starts only once its startupProbe passes; sidecars keep running until the
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -134,6 +136,45 @@ class Pod:
     namespace: str
     # Secret name -> key -> value; None: any reference resolves to a placeholder (for parsing only).
     secrets: Mapping[str, Mapping[str, str]] | None = None
+    # Volume name -> the local directory that stands in for it (run_pod fills it from the pod spec).
+    volumes: dict[str, Path] = field(default_factory=dict)
+
+    def materialize(self, spec: Mapping, root: Path) -> None:
+        """The pod's secret and emptyDir volumes as directories under `root`, as the kubelet sets them up before
+        the first container starts: a secret volume holds its items (or every key) with defaultMode."""
+        for volume in spec.get("volumes") or []:
+            local = root / volume["name"]
+            local.mkdir(parents=True)
+            if "secret" in volume:
+                source = volume["secret"]
+                name = source["secretName"]
+                if self.secrets is None or name not in self.secrets:
+                    continue  # a Secret the test does not stand in for: no arg of the run may point into it
+                items = source.get("items") or [{"key": k, "path": k} for k in self.secrets[name]]
+                for item in items:
+                    assert item["key"] in self.secrets[name], f"volume {volume['name']}: no key {item['key']}"
+                    target = local / item["path"]
+                    target.write_text(self.secrets[name][item["key"]])
+                    target.chmod(item.get("mode", source.get("defaultMode", 0o644)))
+            elif "emptyDir" not in volume:
+                continue  # other sources (ephemeral disks, PVCs) are not simulated: no arg may point into them
+            self.volumes[volume["name"]] = local
+
+    def paths(self, container: Mapping, args: list[str]) -> list[str]:
+        """`args` with every path under one of the container's simulated mount points moved to its directory."""
+        mounts = [
+            (m["mountPath"].rstrip("/"), self.volumes[m["name"]])
+            for m in container.get("volumeMounts") or []
+            if m["name"] in self.volumes
+        ]
+        out = []
+        for arg in args:
+            for mount, local in mounts:
+                if arg == mount or arg.startswith(mount + "/"):
+                    arg = str(local) + arg[len(mount) :]
+                    break
+            out.append(arg)
+        return out
 
     def env(self, container: Mapping) -> dict[str, str]:
         """The container's environment from its spec (in order: later entries may refer to earlier ones)."""
@@ -166,6 +207,24 @@ class Pod:
             for name in references(arg):
                 assert name in env, f"{container['name']}: $({name}) in args is not in the container's env"
         return [expand(arg, env) for arg in container["args"]]
+
+
+def password_source(spec: Mapping, container: Mapping) -> tuple[str, str] | None:
+    """(Secret, key) of the database password a container reads through `--password-file`: the secret volume
+    mounted (read-only) where the flag points; None when the container has no password file."""
+    args = list(container.get("args") or [])
+    if "--password-file" not in args:
+        return None
+    path = args[args.index("--password-file") + 1]
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    for mount in container.get("volumeMounts") or []:
+        if path.startswith(mount["mountPath"].rstrip("/") + "/") and "secret" in volumes[mount["name"]]:
+            assert mount.get("readOnly") is True, f"{container['name']}: the password volume is writable"
+            secret = volumes[mount["name"]]["secret"]
+            relative = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+            (item,) = [i for i in secret["items"] if i["path"] == relative]
+            return secret["secretName"], item["key"]
+    raise AssertionError(f"{container['name']}: --password-file {path} is on no secret volume")
 
 
 # ----------------------------------------------------------------------------------------- the job CLI
@@ -300,7 +359,7 @@ def run_container(
     expanded args (addresses of the local stand-ins)."""
     command = list(container["command"])
     assert command[:1] == ["python"], f"{container['name']}: command {command} is not the job image's python"
-    args = rewrite(container["name"], pod.args(container))
+    args = rewrite(container["name"], pod.paths(container, pod.args(container)))
     env = {**base_env(), **pod.env(container), **(extra_env or {})}
     result = subprocess.run(
         [sys.executable, *command[1:], *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
@@ -399,6 +458,9 @@ def run_pod(
     listens on). Sidecars run until the main containers exit (or the pod fails), then are stopped in reverse
     order; their exit codes are recorded in `runs.sidecars` and do not decide the pod's outcome."""
     assert spec.get("restartPolicy") == "Never"
+    import tempfile
+
+    pod.materialize(spec, Path(tempfile.mkdtemp(prefix=f"{pod.name}-volumes-")))
     runs = PodRuns()
     try:
         for kind, container in containers_in_run_order(spec):

@@ -44,6 +44,7 @@ from tests.contract_support import (
     flag_problems,
     is_sidecar,
     parse_job_args,
+    password_source,
     pod_name,
     pod_spec,
     rbac_denials,
@@ -210,7 +211,7 @@ def test_postgres_pod_means_what_the_program_intends(stack, monkeypatch):
         env = {e["name"]: e for e in container["env"]}
         if getattr(instance, "iam_auth", False):
             # No password anywhere: the pod's own Google identity, logged in by the proxy sidecar on loopback.
-            assert "PGPASSWORD" not in env and env["PGSSLMODE"]["value"] == "disable"
+            assert password_source(spec, container) is None and env["PGSSLMODE"]["value"] == "disable"
             ((user, host, port),) = {(unquote(d.username), d.hostname, d.port) for d in dsns}
             assert (user, host) == (iam_user_of(plan, spec), "127.0.0.1") and dsns[0].password is None
             index, proxy = proxy_serving(spec, port)
@@ -219,10 +220,10 @@ def test_postgres_pod_means_what_the_program_intends(stack, monkeypatch):
             assert (project, name) == (settings.gcp.project, instance.instance)
         else:
             assert {(d.username, d.password, d.port) for d in dsns} == {(instance.user, None, instance.port)}
-            assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
-                "name": instance.password_secret,
-                "key": "postgresPassword",
-            }
+            # The password: the instance's Secret as a read-only 0400 file, never an environment variable.
+            assert password_source(spec, container) == (instance.password_secret, "postgresPassword")
+            assert step.password_file is not None and step.passfile_dir is not None
+        assert not any("PASS" in name for name in env), f"{role}: a password variable in {sorted(env)}"
         assert env["SET_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         dests.add(step.dest)
     assert len(dests) == 1, f"steps and seal write to different places: {dests}"
@@ -634,6 +635,17 @@ def test_postgres_cronjob_pod_makes_one_complete_ordered_set(stack, stack_postgr
     assert [r.name for r in runs] == [*settings.roles, "seal"], runs[-1].describe()
     assert all(r.ok for r in runs), "\n".join(r.describe() for r in runs if not r.ok)
     assert outcome(runs[-1])["event"] == "backup.completed"
+    # Each password-logged step authenticated through its mounted Secret file (the pod's env holds none), and
+    # no password reached argv, the pod spec's env, the logs or the plan.
+    spec = pod_spec(attempt.job)
+    passwords = {PG_USER_PASSWORDS[r] for r in settings.roles if settings.postgres[r].password_secret}
+    containers = {c["name"]: c for c in spec["initContainers"] + spec["containers"]}
+    for run in runs:
+        container = containers[run.name]
+        logged = run.result.stdout + run.result.stderr + " ".join(run.args)
+        environment = json.dumps(pod.env(container))
+        assert not any(p in logged or p in environment for p in passwords), run.describe()
+    assert not any(p in json.dumps(shipped_plan(stack).resources, default=str) for p in passwords)
     # The proxy ran through the whole pod and ended with the kubelet's SIGTERM, after the seal, with 0.
     assert [s.name for s in runs.sidecars] == [f"cloudsql-proxy-{role}" for role in iam_roles(stack)]
     for sidecar in runs.sidecars:

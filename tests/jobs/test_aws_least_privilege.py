@@ -27,6 +27,7 @@ from tests.contract_support import (
     Pod,
     containers_in_run_order,
     cron_job_running,
+    password_source,
     pod_name,
     pod_spec,
     replace_host,
@@ -272,10 +273,15 @@ def run_container(pod: Pod, container: dict, args: list[str], monkeypatch, **env
 
     for name, value in {**pod.env(container), **env_overrides}.items():
         monkeypatch.setenv(name, value)
-    return main(args)
+    # A step with --password-file points libpq at its passfile through this process's environment: restored
+    # after the test, as the pod's environment ends with the pod.
+    for name in ("PGPASSFILE", "PGPASSWORD"):
+        monkeypatch.setenv(name, "-")
+        monkeypatch.delenv(name)
+    return main(pod.paths(container, args))
 
 
-def test_the_postgres_backup_role_allows_exactly_what_the_sets_need(declared, aws, pg_factory, monkeypatch):
+def test_the_postgres_backup_role_allows_exactly_what_the_sets_need(declared, aws, pg_factory, monkeypatch, tmp_path):
     from jobs import destinations
     from jobs.destinations import open_destination
     from testkit.pgcluster import load_fixture
@@ -295,10 +301,16 @@ def test_the_postgres_backup_role_allows_exactly_what_the_sets_need(declared, aw
         for dsn in dsns:
             load_fixture(cluster, dsn.rsplit("/", 1)[1], role_name[:3], 0.2)
         clusters[role_name] = (cluster, dsns[0].split("@", 1)[1].split("/", 1)[0])
-        secret_name = next(e for e in steps[role_name]["env"] if e["name"] == "PGPASSWORD")["valueFrom"]["secretKeyRef"]
-        secrets[secret_name["name"]] = {"postgresPassword": password}
+        secret_name, key = password_source(spec, steps[role_name])
+        secrets[secret_name] = {key: password}
     hosts = {address: f"127.0.0.1:{cluster.port}" for cluster, address in clusters.values()}
+    # The kubelet starts no container before every secret volume of the pod is there (the other steps' too).
+    for container in steps.values():
+        source = password_source(spec, container)
+        if source and source[0] not in secrets:
+            secrets[source[0]] = {source[1]: "pw-of-a-step-this-test-does-not-run"}
     pod = Pod(pod_name(job["metadata"]["name"]), job["metadata"]["namespace"], secrets)
+    pod.materialize(spec, tmp_path / "volumes")
 
     def local(value: str) -> str:
         role_name, _, dsn = value.partition("=")

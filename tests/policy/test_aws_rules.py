@@ -13,6 +13,7 @@ from policy.catalog import POLICIES
 from . import helpers as h
 from .conftest import STACKS
 from .drill_cases import DRILL_CASES, GCP_STACKS
+from .hardening_cases import HARDENING_CASES
 from .snapshot_cases import SNAPSHOT_CASES
 from .test_rules import DR_CASES, violated
 
@@ -806,6 +807,7 @@ CASES = [
 CASES += [(rule, stack, mutate, expected) for rule, stack, mutate, expected in DR_CASES if stack == "aws-prod-dr"]
 CASES += [case for case in DRILL_CASES if case[1] not in GCP_STACKS]
 CASES += [case for case in SNAPSHOT_CASES if case[1].startswith("aws-")]
+CASES += [case for case in HARDENING_CASES if case[1].startswith("aws-")]
 CASES += [
     (
         "dr-standby",
@@ -991,3 +993,22 @@ def test_documents_are_compared_as_iam_does(plan_copy):
     doc["Statement"]["Action"] = "secretsmanager:Put*"
     policy["inputs"]["policy"] = json.dumps(doc)
     assert set(violated(plan)) == {"aws-secret-writer-put-only"}
+
+
+@pytest.mark.parametrize(("stack", "mandatory"), [("aws-prod", True), ("aws-dev", False)])
+def test_a_silent_alarm_is_mandatory_on_production_stacks_only(plan_copy, stack, mandatory):
+    from engines.policy_check import run_policy_checks
+
+    plan = h.pin_images(plan_copy(stack))
+    h.alarm(plan, "postgres", "failed")["inputs"]["alarmActions"] = []
+    found = violated(plan)
+    assert set(found) == {"alert-notification-channels"}, found
+    assert (
+        "Fix: set sv-backups:monitoring.notificationChannels (SNS topic ARNs) or notificationEmails"
+        in (found["alert-notification-channels"][0])
+    )
+    text, code = run_policy_checks(plan)  # the stack's own policy/config/<stack>.json
+    if mandatory:
+        assert code == 3 and "FAIL mandatory alert-notification-channels" in text, text
+    else:
+        assert code == 0 and "WARN advisory  alert-notification-channels" in text, text

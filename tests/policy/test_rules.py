@@ -15,6 +15,7 @@ from tests.stackfiles import Example
 from . import helpers as h
 from .conftest import STACKS
 from .drill_cases import DRILL_CASES, GCP_STACKS
+from .hardening_cases import HARDENING_CASES
 from .snapshot_cases import SNAPSHOT_CASES
 
 # The example stack these tests plan: its values are read from its file, not copied here, so that editing the
@@ -1004,6 +1005,8 @@ CASES += [case for case in DR_CASES if case[1] != "aws-prod-dr"]
 CASES += [case for case in DRILL_CASES if case[1] in GCP_STACKS]
 # Ordered Postgres snapshot sets on GCP (the AWS cases run with test_aws_rules.py).
 CASES += [case for case in SNAPSHOT_CASES if not case[1].startswith("aws-")]
+# Every workload hardened and labelled, no password in an env var, on GCP (the AWS cases run with test_aws_rules.py).
+CASES += [case for case in HARDENING_CASES if not case[1].startswith("aws-")]
 
 
 @pytest.mark.parametrize(
@@ -1225,17 +1228,36 @@ def test_buckets_that_replicate_themselves_need_no_copy(plan_copy, mutate):
     assert violated(plan) == {}
 
 
-def test_a_disabled_or_silent_replication_alert_does_not_count(plan_copy):
+def test_a_disabled_replication_alert_does_not_count(plan_copy):
     plan = h.pin_images(plan_copy("prod"))
-    alert = _turbo_alert(plan)["inputs"]
-    alert.update(enabled=False, notificationChannels=[])
+    _turbo_alert(plan)["inputs"].update(enabled=False)
     (message,) = violated(plan)["dual-region-replication-alert"]
-    assert "is disabled (enabled: false)" in message and "notifies nobody" in message and "Fix:" in message
+    assert "is disabled (enabled: false)" in message and "Fix:" in message
     # a tighter bound in the policy config: the 1 h alert no longer fits 30 min
     plan = h.pin_images(plan_copy("prod"))
     found = violated(plan, {"dual-region-replication-alert": {"maxLagSeconds": 1800}})
     assert set(found) == {"dual-region-replication-alert"}
     assert "at most 1800 s (maxLagSeconds)" in found["dual-region-replication-alert"][0]
+
+
+@pytest.mark.parametrize(("stack", "mandatory"), [("prod", True), ("prod-ch", True), ("dev", False)])
+def test_a_silent_alert_is_one_rule_mandatory_on_production_stacks_only(plan_copy, stack, mandatory):
+    """The dual-region replication alert (prod) or a backup alert (dev) that notifies nobody: only
+    alert-notification-channels reports it, with the fix that applies; the stack's policy config makes it
+    mandatory on production stacks, advisory elsewhere."""
+    plan = h.pin_images(plan_copy(stack))
+    alert = _turbo_alert(plan) if stack == "prod" else h.alert(plan, "postgres", "failed")
+    alert["inputs"]["notificationChannels"] = []
+    found = violated(plan)
+    assert set(found) == {"alert-notification-channels"}, found
+    (message,) = found["alert-notification-channels"]
+    assert f"AlertPolicy '{alert['name']}'" in message
+    assert "Fix: set sv-backups:monitoring.notificationChannels or notificationEmails" in message
+    text, code = run_policy_checks(plan)  # the stack's own policy/config/<stack>.json
+    if mandatory:
+        assert code == 3 and "FAIL mandatory alert-notification-channels" in text, text
+    else:
+        assert code == 0 and "WARN advisory  alert-notification-channels" in text, text
 
 
 def test_a_second_event_driven_copy_into_an_undeclared_bucket_fails_even_beside_a_good_one(plan_copy):
@@ -1250,3 +1272,12 @@ def test_a_second_event_driven_copy_into_an_undeclared_bucket_fails_even_beside_
     found = violated(plan)
     assert set(found) == {"backup-bucket-survives-region-loss"}
     assert "sv-ch-backups-to-dr-second" in found["backup-bucket-survives-region-loss"][0]
+
+
+def test_a_passfile_path_is_no_password_and_a_literal_password_is_never_printed(plan_copy):
+    plan = h.pin_images(plan_copy("dev"))
+    h.container(plan, "postgres", "apps")["env"].append({"name": "PGPASSFILE", "value": "/run/pgpass/file"})
+    assert violated(plan) == {}
+    h.container(plan, "postgres", "apps")["env"].append({"name": "PGPASSWORD", "value": "hunter2"})
+    (message,) = violated(plan)["no-password-env"]
+    assert "PGPASSWORD to a literal value" in message and "hunter2" not in message

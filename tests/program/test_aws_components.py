@@ -13,7 +13,7 @@ import pytest
 
 from components.aws import RDS_IGNORED_FIELDS, RDS_MANAGED_FIELDS
 from engines.offline_plan import AWS_ACCOUNT_ID, AWS_DEPLOYER_ROLE, _hex, _uuid
-from tests.program.test_components import container_args, cron_job, pod_spec
+from tests.program.test_components import container_args, cron_job, password_of, pod_spec
 from tests.stackfiles import Example
 
 # The example stack these tests plan: its values are read from its file, not copied here, so that editing the
@@ -443,7 +443,8 @@ def test_rds_ignored_fields_cover_every_other_input_of_the_provider():
 
 
 def test_rds_dumps_connect_to_the_endpoint_with_tls_required(prod):
-    steps = {c["name"]: c for c in pod_spec(cron_job(prod, "postgres-backup"))["initContainers"]}
+    spec = pod_spec(cron_job(prod, "postgres-backup"))
+    steps = {c["name"]: c for c in spec["initContainers"]}
     args = container_args(steps["participant"])
     [db] = [args[i + 1] for i, a in enumerate(args) if a == "--db"]
     assert re.fullmatch(
@@ -453,10 +454,8 @@ def test_rds_dumps_connect_to_the_endpoint_with_tls_required(prod):
     )
     env = {e["name"]: e for e in steps["participant"]["env"]}
     assert env["PGSSLMODE"]["value"] == "require"
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "participant-pg-secret",
-        "key": "postgresPassword",
-    }
+    assert password_of(spec, "participant") == ("participant-pg-secret", "postgresPassword")
+    assert "PGPASSWORD" not in env
     assert args[args.index("--dest") + 1] == f"s3://{BUCKET}"
     assert {e["name"]: e for e in steps["apps"]["env"]}["PGSSLMODE"]["value"] == "prefer"
 

@@ -20,7 +20,7 @@ from components.gcp.cloudsql import (
 )
 from engines.offline_plan import PlanMocks, main_program, plan_program, stack_config
 from tests.program.conftest import PROJECT, ROOT
-from tests.program.test_components import cron_job, pod_spec
+from tests.program.test_components import cron_job, password_of, pod_spec
 from tests.program.test_manifests import KUBERNETES_VERSIONS
 from tests.stackfiles import Example
 
@@ -188,11 +188,13 @@ def test_the_step_connects_to_the_proxy_as_the_iam_user_without_a_password(adopt
     assert (role, parts.hostname, parts.port, parts.path) == ("sequencer", "127.0.0.1", 15434, f"/{EX.sequencer_db}")
     assert unquote(parts.username) == IAM_USER and parts.password is None
     env = {e["name"]: e for e in step["env"]}
-    assert "PGPASSWORD" not in env
+    spec = pod_spec(cron_job(adopted_iam_plan, "postgres-backup"))
+    assert "PGPASSWORD" not in env and password_of(spec, "sequencer") is None
+    assert not any("pgpass" in v["name"] or "password" in v["name"] for v in step.get("volumeMounts", []))
     assert env["PGSSLMODE"]["value"] == "disable"
-    # The password instances keep their secret and TLS.
+    # The password instances keep their secret (a mounted file) and TLS.
     participant_env = {e["name"]: e for e in found["participant"]["env"]}
-    assert participant_env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "participant-pg-secret"
+    assert password_of(spec, "participant") == ("participant-pg-secret", "postgresPassword")
     assert participant_env["PGSSLMODE"]["value"] == "require"
 
 

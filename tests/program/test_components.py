@@ -43,6 +43,14 @@ def container_args(container: dict) -> list[str]:
     return container["args"]
 
 
+def password_of(spec: dict, name: str) -> tuple[str, str] | None:
+    """(Secret, key) the container `name` of a pod spec reads its database password from (a mounted file)."""
+    from tests.contract_support import password_source
+
+    (container,) = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name]
+    return password_source(spec, container)
+
+
 def by_parent(plan, component_type: str) -> list[dict]:
     [component] = plan.of_type(component_type)
     return [r for r in plan.resources if r["parent"] == component["urn"]]
@@ -148,10 +156,9 @@ def test_postgres_steps_dump_every_database_with_the_password_from_the_secret(pr
     assert db.startswith("participant=postgresql://cnadmin@10.") and db.endswith(f":5432/{EX.participant_db}")
     env = {e["name"]: e for e in participant["env"]}
     assert env["PGSSLMODE"]["value"] == "require"
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "participant-pg-secret",
-        "key": "postgresPassword",
-    }
+    # The password: the instance's Secret mounted as a read-only file, never an environment variable.
+    assert password_of(pod, "participant") == ("participant-pg-secret", "postgresPassword")
+    assert "PGPASSWORD" not in env
     assert env["SET_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert {e["name"]: e for e in steps["apps"]["env"]}["PGSSLMODE"]["value"] == "prefer"
     assert instance["options"]["import"] == f"projects/{EX.project}/instances/{EX.participant_instance}"

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from engines.offline_plan import AWS_ACCOUNT_ID
-from tests.program.test_components import container_args, cron_job, pod_spec
+from tests.program.test_components import container_args, cron_job, password_of, pod_spec
 from tests.stackfiles import Example
 
 # The example stack these tests plan: its values are read from its file, not copied here, so that editing the
@@ -21,6 +21,10 @@ EXA = Example("aws-prod")
 CREATOR, PRUNER = "postgres-snapshot", "postgres-snapshot-prune"
 ACCOUNT = AWS_ACCOUNT_ID
 FOUR_HOURLY_BY = "sv-backups.canton.network/four-hourly-by"
+
+
+# The step's password: a mounted Secret file, turned into a private passfile (components/kube_specs.py).
+PASSWORD_FLAGS = ["--password-file", "/etc/sv-backups/postgres/password", "--passfile-dir", "/run/sv-backups/pgpass"]
 
 
 def steps(plan) -> dict[str, list[str]]:
@@ -93,12 +97,11 @@ def test_in_cluster_steps_take_online_volume_snapshots_with_the_password_from_th
         "--online",
         "--pg",
         "postgresql://cnadmin@apps-pg:5432/postgres",
+        *PASSWORD_FLAGS,
     ]
     variables = env(prod, "mediator")
-    assert variables["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "mediator-pg-secret",
-        "key": "postgresPassword",
-    }
+    assert password_of(pod_spec(cron_job(prod, CREATOR)), "mediator") == ("mediator-pg-secret", "postgresPassword")
+    assert "PGPASSWORD" not in variables
     assert variables["PGSSLMODE"]["value"] == "prefer"
     assert not any("secret" in str(a).lower() for a in steps(prod)["mediator"])
 
@@ -114,7 +117,8 @@ def test_cloudsql_steps_take_on_demand_backups_stored_in_the_multi_region(prod):
         "--location",
         "us",
     ]
-    assert "PGPASSWORD" not in env(prod, "participant")  # no database connection: an Admin API call
+    # no database connection (an Admin API call): no password at all
+    assert password_of(pod_spec(cron_job(prod, CREATOR)), "participant") is None
 
 
 def test_the_class_retains_and_stores_in_the_multi_region(prod):
@@ -291,7 +295,7 @@ def test_a_configured_class_is_used_and_none_declared(offline_plan, stack_config
     apps = steps(plan)["apps"]
     assert apps[apps.index("--snapshot-class") + 1] == "site-pd-snapshots"
     assert apps[apps.index("--pvc") + 1] == "pg-data-apps-pg-0"
-    assert "--online" not in apps and "PGPASSWORD" not in env(plan, "apps")
+    assert "--online" not in apps and password_of(pod_spec(cron_job(plan, CREATOR)), "apps") is None
 
 
 # --- AWS: aws-prod (apps and mediator on EBS, participant and sequencer on RDS) ---------------------------------
@@ -316,6 +320,7 @@ def test_ebs_steps_copy_to_the_dr_region_and_lock_for_the_recent_window(aws):
         "--online",
         "--pg",
         "postgresql://cnadmin@apps-pg:5432/postgres",
+        *PASSWORD_FLAGS,
         "--copy-to-region",
         "us-west-2",
     ]

@@ -7,6 +7,7 @@ import pytest
 
 from engines.offline_plan import PROJECT_NUMBER
 from engines.policy_check import run_policy_checks
+from tests.program.test_components import password_of
 from tests.stackfiles import Example
 
 # The example stack these tests plan: its values are read from its file, not copied here, so that editing the
@@ -245,9 +246,8 @@ def test_the_zurich_example_stack(shipped_plan):
     assert plan.outputs["drBackupUrl"] == "gs://sv-ch-project-sv-ch-backups-dr"
     # in-cluster instances without passwordSecret use the Splice runbook's <host>-secret
     job = next(j for j in plan.of_type("kubernetes:batch/v1:CronJob") if j["name"] == "sv-ch-postgres-backup")
-    steps = {c["name"]: c for c in job["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"]}
-    password = {e["name"]: e for e in steps["apps"]["env"]}["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
-    assert password == {"name": "apps-pg-secret", "key": "postgresPassword"}
+    spec = job["inputs"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert password_of(spec, "apps") == ("apps-pg-secret", "postgresPassword")
 
 
 def test_the_zurich_plan_is_deterministic(shipped_plan, offline_plan):
