@@ -14,7 +14,7 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 
-from components import kube_specs
+from components import admission, kube_specs
 from components.cloud import CloudBackend
 from components.crds import VolumeSnapshotClass
 from components.settings import Settings
@@ -104,6 +104,11 @@ class CometbftSnapshots(pulumi.ComponentResource):
             ),
             subjects=[rbac.SubjectArgs(kind="ServiceAccount", name=sa_name, namespace=namespace)],
             opts=child,
+        )
+        # RBAC cannot select contents by label or by a name unknown in advance: admission holds the patch to
+        # the contents of this node's snapshots of this class, and to their deletionPolicy.
+        admission.content_patch_policy(
+            names, COMPONENT, namespace, sa_name, snapshot_classes=[class_name], labels=labels, parent=self
         )
 
         derived = settings.derived

@@ -34,7 +34,7 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 from pulumi_kubernetes.storage import v1 as storage
 
-from components import kube_specs, readers
+from components import admission, kube_specs, readers
 from components.cloud import AlertSpec, BackupStore, CloudBackend, SecretSlot
 from components.readers import Reader
 from components.settings import Settings
@@ -180,6 +180,11 @@ class RestoreDrill(pulumi.ComponentResource):
         """CometBFT: its own ServiceAccount, RBAC and API token; no cloud identity."""
         fmt = retention.format_duration
         cometbft_sa = self._cometbft_service_account(names, namespace)
+        # Its Role may create any pod or claim: admission holds it to the probe pod's and claim's shape.
+        admission.pod_shape_policy(
+            names, COMPONENTS["cometbft"], namespace, cometbft_sa, image=settings.job_image,
+            storage_class=snapshot_class, labels=names.labels(COMPONENTS["cometbft"]), parent=self,
+        )  # fmt: skip
         snapshot_labels = {**MANAGED_BY, MIGRATION_ID_LABEL: str(settings.node.migration_id)}
         selector = ",".join(f"{key}={value}" for key, value in snapshot_labels.items())
         cometbft_args = [

@@ -26,7 +26,7 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 
-from components import kube_specs
+from components import admission, kube_specs
 from components.cloud import AlertSpec, BackupStore, CloudBackend
 from components.crds import VolumeSnapshotClass
 from components.settings import InClusterPostgres, Settings
@@ -267,6 +267,11 @@ class SnapshotPruning(pulumi.ComponentResource):
                 ],
                 # The class Retains: the pruner flips the content to Delete, then deletes the VolumeSnapshot.
                 content_verbs=["get", "patch"],
+                parent=self,
+            )
+            # Admission holds the patch to this node's snapshot contents of its class, deletionPolicy only.
+            admission.content_patch_policy(
+                names, PRUNE_COMPONENT, namespace, sa_name, snapshot_classes=[class_name(settings)], labels=labels,
                 parent=self,
             )
         derived = settings.derived
