@@ -127,8 +127,22 @@ def pod_validations(image: str) -> list[Validation]:
     ]
 
 
-def claim_validations(storage_class: str) -> list[Validation]:
-    """What a claim created by the drill's ServiceAccount must be: jobs/drill_cometbft.py pvc_body's shape."""
+# The CometBFT snapshot job names each snapshot `<pvc>-<unix time>`, the PVC name cut to leave room for the
+# suffix within Kubernetes' 253 characters (jobs/cometbft.py snapshot_name).
+_MAX_NAME, _TIME_SUFFIX = 253, 11
+
+
+def snapshot_prefix(pvc: str) -> str:
+    """What every CometBFT snapshot of `pvc` is named with: the drill may restore those and no other snapshot of
+    the namespace (the Postgres volumes' snapshot sets live there too)."""
+    keep = _MAX_NAME - _TIME_SUFFIX
+    return f"{pvc}-" if len(pvc) <= keep else pvc[:keep]
+
+
+def claim_validations(storage_class: str, source_pvc: str) -> list[Validation]:
+    """What a claim created by the drill's ServiceAccount must be: jobs/drill_cometbft.py pvc_body's shape,
+    restored from a snapshot of the CometBFT PVC `source_pvc`."""
+    prefix = snapshot_prefix(source_pvc)
     source = "{0}.kind == 'VolumeSnapshot' && has({0}.apiGroup) && {0}.apiGroup == " + _lit(SNAPSHOT_API_GROUP)
     return [
         Validation(f"object.metadata.name.startsWith({_lit(DRILL_NAME_PREFIX)})", "the claim's name must be drill-..."),
@@ -140,6 +154,10 @@ def claim_validations(storage_class: str) -> list[Validation]:
             "has(object.spec.dataSource) && " + source.format("object.spec.dataSource") + " && "
             "(!has(object.spec.dataSourceRef) || " + source.format("object.spec.dataSourceRef") + ")",
             "the claim must be restored from a VolumeSnapshot (spec.dataSource); no other source",
+        ),
+        Validation(
+            f"has(object.spec.dataSource) && object.spec.dataSource.name.startsWith({_lit(prefix)})",
+            f"the claim must be restored from a CometBFT snapshot ({prefix}...), not another snapshot of the namespace",
         ),
         Validation("!has(object.spec.volumeName)", "spec.volumeName: the claim may not bind an existing volume"),
     ]
@@ -226,6 +244,7 @@ def pod_shape_policy(
     *,
     image: str,
     storage_class: str,
+    source_pvc: str,
     labels: dict[str, str],
     parent: pulumi.Resource,
 ) -> None:
@@ -258,7 +277,7 @@ def pod_shape_policy(
                 api_groups=[""], api_versions=["v1"], operations=ops, resources=["persistentvolumeclaims"]
             )
         ],
-        validations=claim_validations(storage_class),
+        validations=claim_validations(storage_class, source_pvc),
         namespace=namespace,
         parent=parent,
     )

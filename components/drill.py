@@ -183,7 +183,8 @@ class RestoreDrill(pulumi.ComponentResource):
         # Its Role may create any pod or claim: admission holds it to the probe pod's and claim's shape.
         admission.pod_shape_policy(
             names, COMPONENTS["cometbft"], namespace, cometbft_sa, image=settings.job_image,
-            storage_class=snapshot_class, labels=names.labels(COMPONENTS["cometbft"]), parent=self,
+            storage_class=snapshot_class, source_pvc=settings.cometbft.pvc, labels=names.labels(COMPONENTS["cometbft"]),
+            parent=self,
         )  # fmt: skip
         snapshot_labels = {**MANAGED_BY, MIGRATION_ID_LABEL: str(settings.node.migration_id)}
         selector = ",".join(f"{key}={value}" for key, value in snapshot_labels.items())

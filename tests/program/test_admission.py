@@ -26,6 +26,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from components.admission import snapshot_prefix
+from jobs.cometbft import snapshot_name
 from jobs.drill_cometbft import pod_body, pvc_body
 from policy.admission_rules import CLUSTER_ROLE, ROLE
 from tests.pinned_venvs import CEL_PYTHON
@@ -198,8 +200,10 @@ def test_a_claim_named_as_another_pod_is_denied(shipped_plan, cel):
 
 
 def _drill_claim(plan) -> dict:
-    snapshot = {"metadata": {"name": "sv-1-cometbft-1700000000"}, "status": {"restoreSize": "100Gi"}}
-    args = _drill_args(plan)
+    snapshot_args = _args(plan, "cometbft-snapshot")
+    name = snapshot_name(snapshot_args[snapshot_args.index("--pvc") + 1], 1700000000)
+    snapshot = {"metadata": {"name": name}, "status": {"restoreSize": "100Gi"}}
+    args = _args(plan, "drill-cometbft")
     claim = pvc_body("drill-sv-1-cometbft-1-12345", NAMESPACE, snapshot, args[args.index("--storage-class") + 1])
     # The API server mirrors dataSource into dataSourceRef and defaults the volume mode.
     claim["spec"]["dataSourceRef"] = dict(claim["spec"]["dataSource"])
@@ -207,9 +211,8 @@ def _drill_claim(plan) -> dict:
     return claim
 
 
-def _drill_args(plan) -> list[str]:
-    [job] = [m for m in plan.manifests.values() if m["kind"] == "CronJob" and m["metadata"]["name"].endswith(
-        "drill-cometbft")]  # fmt: skip
+def _args(plan, suffix: str) -> list[str]:
+    [job] = [m for m in plan.manifests.values() if m["kind"] == "CronJob" and m["metadata"]["name"].endswith(suffix)]
     return job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
@@ -224,6 +227,9 @@ FORBIDDEN_CLAIMS = [
      _claim(lambda c: c["spec"].update(dataSource=PVC_CLONE, dataSourceRef=PVC_CLONE)), "the claim must be restored"),
     ("an empty disk", _claim(lambda c: [c["spec"].pop("dataSource"), c["spec"].pop("dataSourceRef")]),
      "the claim must be restored"),
+    ("a Postgres volume's snapshot", _claim(lambda c: [c["spec"][k].update(name="sv-1-postgres-data-1700000000")
+                                                   for k in ("dataSource", "dataSourceRef")]),
+     "the claim must be restored from a CometBFT snapshot"),
     ("an existing volume", _claim(lambda c: c["spec"].update(volumeName="pvc-0123")), "spec.volumeName"),
     ("another name", _claim(lambda c: c["metadata"].update(name="data-sv-0")), "the claim's name"),
 ]  # fmt: skip
@@ -238,9 +244,13 @@ def test_the_drills_claims_are_held_to_its_shape(shipped_plan, cel):
     assert all(value is True for value in first.values()), first
     for (what, _, denied_by), outcome in zip(FORBIDDEN_CLAIMS, rest, strict=True):
         assert not [v for v in outcome.values() if isinstance(v, dict)], f"{what}: {outcome}"
-        assert [m for m, v in outcome.items() if v is False] == [next(m for m in outcome if m.startswith(denied_by))], (
-            f"{what}: {outcome}"
-        )
+        assert any(m.startswith(denied_by) for m, v in outcome.items() if v is False), f"{what}: {outcome}"
+
+
+@pytest.mark.parametrize("pvc", ["cometbft-data", "c" * 242, "c" * 243, "d" * 253])
+def test_the_snapshot_prefix_is_what_the_snapshot_job_names_its_snapshots(pvc):
+    assert snapshot_name(pvc, 1700000000).startswith(snapshot_prefix(pvc))
+    assert not snapshot_name(pvc + "x", 1700000000).startswith(snapshot_prefix(pvc)) or len(pvc) >= 242
 
 
 # --- the pruners' patches of VolumeSnapshotContents --------------------------------------------------------------
