@@ -3,7 +3,8 @@
 The VolumeSnapshotClass uses `deletionPolicy: Retain`, so deleting a VolumeSnapshot object (by hand, or with
 its namespace) never deletes the disk snapshot. Pruning is deliberate: the job flips the chosen snapshot's
 content to Delete first, which is why it needs get/patch on VolumeSnapshotContents (cluster-scoped objects:
-a ClusterRole with only those two verbs).
+a ClusterRole with only those two verbs). RBAC cannot name the contents (the snapshot controller names them):
+an admission policy holds the patch to this node's contents and their deletionPolicy (components/admission.py).
 """
 
 from __future__ import annotations
