@@ -288,9 +288,9 @@ def content_patch_policy(
     component: str,
     namespace: str,
     service_account: str,
-    *,
     snapshot_classes: Sequence[str],
     labels: dict[str, str],
+    *,
     parent: pulumi.Resource,
 ) -> None:
     """The pruner `service_account` may patch only its own snapshots' contents, and only their deletionPolicy.

@@ -270,10 +270,8 @@ class SnapshotPruning(pulumi.ComponentResource):
                 parent=self,
             )
             # Admission holds the patch to this node's snapshot contents of its class, deletionPolicy only.
-            admission.content_patch_policy(
-                names, PRUNE_COMPONENT, namespace, sa_name, snapshot_classes=[class_name(settings)], labels=labels,
-                parent=self,
-            )
+            classes = [class_name(settings)]
+            admission.content_patch_policy(names, PRUNE_COMPONENT, namespace, sa_name, classes, labels, parent=self)
         derived = settings.derived
         args: list[pulumi.Input[str]] = [
             "prune-snapshots",
