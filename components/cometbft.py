@@ -3,7 +3,8 @@
 The VolumeSnapshotClass uses `deletionPolicy: Retain`, so deleting a VolumeSnapshot object (by hand, or with
 its namespace) never deletes the disk snapshot. Pruning is deliberate: the job flips the chosen snapshot's
 content to Delete first, which is why it needs get/patch on VolumeSnapshotContents (cluster-scoped objects:
-a ClusterRole with only those two verbs).
+a ClusterRole with only those two verbs). RBAC cannot name the contents (the snapshot controller names them):
+an admission policy holds the patch to this node's contents and their deletionPolicy (components/admission.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 
-from components import kube_specs
+from components import admission, kube_specs
 from components.cloud import CloudBackend
 from components.crds import VolumeSnapshotClass
 from components.settings import Settings
@@ -104,6 +105,11 @@ class CometbftSnapshots(pulumi.ComponentResource):
             ),
             subjects=[rbac.SubjectArgs(kind="ServiceAccount", name=sa_name, namespace=namespace)],
             opts=child,
+        )
+        # RBAC cannot select contents by label or by a name unknown in advance: admission holds the patch to
+        # the contents of this node's snapshots of this class, and to their deletionPolicy.
+        admission.content_patch_policy(
+            names, COMPONENT, namespace, sa_name, snapshot_classes=[class_name], labels=labels, parent=self
         )
 
         derived = settings.derived

@@ -4,7 +4,8 @@ A DR stack (`sv-backups:role: dr`; its provider region is the DR region, its kub
 the primary stack's *outputs* through a StackReference and declares only resources in the DR region or in
 global IAM, so it can be deployed while the primary region is down:
 - a restore identity that may list and read the DR copy of the sets and the identities secret, and may neither
-  write nor delete anything (restores, drills and the replica check run as it);
+  write nor delete anything (restores, drills and the replica check run as it); granted on the primary's buckets
+  and secrets themselves, so that a DR stack in a project of its own reads them (components/gcp/backend.py);
 - the replica check: a CronJob running `python -m jobs check-replica` that compares the primary's complete sets
   and secret versions with the DR copy, and an alert when a complete set has not reached the DR copy within
   `dr.maxReplicationLag` (or the check itself stops passing);

@@ -39,7 +39,7 @@ from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 from pulumi_kubernetes.storage import v1 as storage
 
-from components import kube_specs, pg_snapshots, readers
+from components import admission, kube_specs, pg_snapshots, readers
 from components.cloud import AlertSpec, BackupStore, CloudBackend, SecretSlot
 from components.readers import Reader
 from components.settings import Settings
@@ -208,6 +208,12 @@ class RestoreDrill(pulumi.ComponentResource):
         """CometBFT: its own ServiceAccount, RBAC and API token; no cloud identity."""
         fmt = retention.format_duration
         cometbft_sa = self._api_service_account(names, namespace, "cometbft", COMETBFT_RBAC)
+        # Its Role may create any pod or claim: admission holds it to the probe pod's and claim's shape.
+        admission.pod_shape_policy(
+            names, COMPONENTS["cometbft"], namespace, cometbft_sa, image=settings.job_image,
+            storage_class=snapshot_class, source_pvc=settings.cometbft.pvc, labels=names.labels(COMPONENTS["cometbft"]),
+            parent=self,
+        )  # fmt: skip
         snapshot_labels = {**MANAGED_BY, MIGRATION_ID_LABEL: str(settings.node.migration_id)}
         selector = ",".join(f"{key}={value}" for key, value in snapshot_labels.items())
         cometbft_args = [

@@ -26,7 +26,7 @@ from pulumi_kubernetes.core import v1 as core
 from pulumi_kubernetes.meta import v1 as meta
 from pulumi_kubernetes.rbac import v1 as rbac
 
-from components import kube_specs
+from components import admission, kube_specs
 from components.cloud import AlertSpec, BackupStore, CloudBackend
 from components.crds import VolumeSnapshotClass
 from components.settings import InClusterPostgres, Settings
@@ -276,6 +276,9 @@ class SnapshotPruning(pulumi.ComponentResource):
                 content_verbs=["get", "patch"],
                 parent=self,
             )
+            # Admission holds the patch to this node's snapshot contents of its class, deletionPolicy only.
+            classes = [class_name(settings)]
+            admission.content_patch_policy(names, PRUNE_COMPONENT, namespace, sa_name, classes, labels, parent=self)
         derived = settings.derived
         args: list[pulumi.Input[str]] = [
             "prune-snapshots",

@@ -7,6 +7,7 @@ from pathlib import Path
 from pulumi_policy import Policy
 
 from . import (
+    admission_rules,
     aws_cloud,
     aws_iam_rules,
     aws_rules,
@@ -17,6 +18,7 @@ from . import (
     drill_rules,
     gcp_replication_rules,
     gcp_rules,
+    grant_location_rules,
     key_rules,
     kubernetes_rules,
     snapshot_rules,
@@ -48,6 +50,8 @@ POLICIES: list[Policy] = [
     *dr_rules.POLICIES,
     *drill_rules.POLICIES,
     *snapshot_rules.POLICIES,
+    *admission_rules.POLICIES,
+    *grant_location_rules.POLICIES,
 ]
 
 

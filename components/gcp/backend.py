@@ -123,8 +123,22 @@ class GcpBackend:
     def allow_object_reads(
         self, store: BackupStore, identity: WorkloadIdentity, *, label: str, parent: pulumi.Resource
     ) -> None:
-        # Granted in the project's IAM policy, conditioned on the one bucket, not in the bucket's own policy:
-        # a DR stack must be deployable while the primary region (and its bucket's metadata) is unreachable.
+        if store.resource is None:
+            # A store this stack reads from another stack's outputs (a DR stack's view of its primary's buckets)
+            # may live in another project: a project binding here, conditioned on it, would grant nothing there
+            # (policy `gcp-reader-grant-where-resource-lives`). The grant goes on the bucket itself, by the name
+            # the primary exports. Once declared it has no diff: a later `pulumi up` while the primary region is
+            # down does not touch it (a first deployment then needs the bucket's metadata reachable).
+            storage.BucketIAMMember(
+                self.context.names.resource("backups-reader", label),
+                bucket=store.name,
+                role=OBJECT_READER_ROLE,
+                member=identity.member,
+                opts=pulumi.ResourceOptions(parent=parent),
+            )
+            return
+        # The stack's own bucket, in its own project: granted in the project's IAM policy, conditioned on the
+        # one bucket, so that the grant never depends on the bucket's own policy being writable.
         projects.IAMMember(
             self.context.names.resource("backups-reader", label),
             project=self.context.project,
@@ -149,7 +163,9 @@ class GcpBackend:
         secretmanager.SecretIamMember(
             self.context.names.resource("identities-dump-reader", label),
             secret_id=secret.id,
-            project=self.context.project,
+            # A secret of another stack is named by its full id (projects/<its project>/secrets/...), which says
+            # where it lives; this stack's project would name a secret that does not exist.
+            project=self.context.project if secret.resource is not None else None,
             role=SECRET_READER_ROLE,
             member=identity.member,
             opts=pulumi.ResourceOptions(parent=parent),

@@ -189,8 +189,9 @@ SNAPSHOT_CASES = [
     (
         "snapshot-creator-cannot-delete",
         "aws-prod",
-        _creator_verbs(CLUSTER_ROLE, "sv-1-postgres-snapshot-contents", "patch"),
-        "lets it ['patch'] volumesnapshotcontents",
+        # delete, not patch: a patch of contents is also held by admission-bounds-rbac (policy/admission_rules.py).
+        _creator_verbs(CLUSTER_ROLE, "sv-1-postgres-snapshot-contents", "delete"),
+        "lets it ['delete'] volumesnapshotcontents",
     ),
     (
         "snapshot-creator-cannot-delete",

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from policy import cloudsql_iam_rules, gcp_replication_rules, gcp_rules
+from policy import cloudsql_iam_rules, gcp_replication_rules, gcp_rules, grant_location_rules
 from policy.catalog import POLICIES
 
 from . import helpers as h
+from .admission_cases import ADMISSION_CASES
 from .conftest import STACKS
 from .drill_cases import DRILL_CASES, GCP_STACKS
 from .hardening_cases import HARDENING_CASES
@@ -19,7 +20,15 @@ from .test_rules import DR_CASES, violated
 
 AWS_STACKS = [s for s in STACKS if s.startswith("aws-")]
 # Rules whose subjects only a GCP stack has (GCP resource types, gs:// destinations, Workload Identity).
-GCP_ONLY = {p.name for p in (*gcp_rules.POLICIES, *cloudsql_iam_rules.POLICIES, *gcp_replication_rules.POLICIES)} | {
+GCP_ONLY = {
+    p.name
+    for p in (
+        *gcp_rules.POLICIES,
+        *cloudsql_iam_rules.POLICIES,
+        *gcp_replication_rules.POLICIES,
+        *grant_location_rules.POLICIES,
+    )
+} | {
     "lifecycle-never-deletes-history",
     "lifecycle-keeps-recent-window",
     "workload-identity-backup-ksa",
@@ -808,6 +817,7 @@ CASES += [(rule, stack, mutate, expected) for rule, stack, mutate, expected in D
 CASES += [case for case in DRILL_CASES if case[1] not in GCP_STACKS]
 CASES += [case for case in SNAPSHOT_CASES if case[1].startswith("aws-")]
 CASES += [case for case in HARDENING_CASES if case[1].startswith("aws-")]
+CASES += [case for case in ADMISSION_CASES if case[1].startswith("aws-")]
 CASES += [
     (
         "dr-standby",

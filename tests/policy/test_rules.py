@@ -13,6 +13,7 @@ from policy.props import pod_spec
 from tests.stackfiles import Example
 
 from . import helpers as h
+from .admission_cases import ADMISSION_CASES
 from .conftest import STACKS
 from .drill_cases import DRILL_CASES, GCP_STACKS
 from .hardening_cases import HARDENING_CASES
@@ -946,8 +947,12 @@ def _replica_check(plan):
     return h.one(plan, "kubernetes:batch/v1:CronJob", lambda r: r["name"].endswith("-replica-check"))
 
 
-def _restore_grant(label):
-    return lambda plan: h.one(plan, "gcp:projects/iAMMember:IAMMember", lambda r: r["name"].endswith(f"reader-{label}"))
+def _restore_grant(label, resource_type="gcp:projects/iAMMember:IAMMember"):
+    return lambda plan: h.one(plan, resource_type, lambda r: r["name"].endswith(f"reader-{label}"))
+
+
+# A DR stack grants its reads on the primary's buckets themselves (components/gcp/backend.py allow_object_reads).
+_DR_GRANT = "gcp:storage/bucketIAMMember:BucketIAMMember"
 
 
 def _label_standby(kind):
@@ -988,13 +993,13 @@ DR_CASES = [
     (
         "dr-restore-read-only",
         "prod-dr",
-        lambda p: _restore_grant("dr-copy")(p)["inputs"].update(role="roles/storage.objectCreator"),
+        lambda p: _restore_grant("dr-copy", _DR_GRANT)(p)["inputs"].update(role="roles/storage.objectCreator"),
         "may only read the backups",
     ),
     (
         "dr-restore-read-only",
-        "prod-dr",
-        _drop(lambda p: _restore_grant("primary")(p)["inputs"], "condition"),
+        "prod",
+        _drop(lambda p: _restore_grant("audit")(p)["inputs"], "condition"),
         "on the whole project",
     ),
     ("dr-restore-read-only", "aws-prod-dr", _allow_put, "allows s3:PutObject"),
@@ -1003,6 +1008,8 @@ DR_CASES = [
 CASES += [case for case in DR_CASES if case[1] != "aws-prod-dr"]
 # The restore drills' rules on GCP (the AWS cases run with test_aws_rules.py).
 CASES += [case for case in DRILL_CASES if case[1] in GCP_STACKS]
+# Admission policies and where grants are made, on GCP (the AWS cases run with test_aws_rules.py).
+CASES += [case for case in ADMISSION_CASES if not case[1].startswith("aws-")]
 # Ordered Postgres snapshot sets on GCP (the AWS cases run with test_aws_rules.py).
 CASES += [case for case in SNAPSHOT_CASES if not case[1].startswith("aws-")]
 # Every workload hardened and labelled, no password in an env var, on GCP (the AWS cases run with test_aws_rules.py).

@@ -123,32 +123,59 @@ def test_standby_alerts_on_replication_only(shipped_plan):
 
 
 def test_the_restore_identity_reads_and_never_writes(shipped_plan, prod_plan):
+    """Granted where each resource lives: on the primary's buckets (by the names it exports) and on its secret (by
+    its full id), never in the DR stack's project IAM policy, which grants nothing on another project's bucket."""
     plan = shipped_plan("prod-dr")
     reader = f"serviceAccount:sv-1-dr-restore@{EX.project}.iam.gserviceaccount.com"
     grants = [
-        (r["type"], r["inputs"]["role"], r["inputs"].get("condition"))
+        (
+            r["type"],
+            r["inputs"]["role"],
+            r["inputs"].get("bucket") or r["inputs"].get("secretId"),
+            r["inputs"].get("project"),
+        )
         for r in plan.resources
         if r["inputs"].get("member") == reader
     ]
-    bucket = prod_plan.outputs["backupBucket"]
-    condition = {
-        "title": "sv-backups dr-copy sets only",
-        "expression": f'resource.name == "projects/_/buckets/{bucket}" || '
-        f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/")',
-    }
+    primary = prod_plan.outputs
+    bucket_member = "gcp:storage/bucketIAMMember:BucketIAMMember"
+    secret_member = "gcp:secretmanager/secretIamMember:SecretIamMember"
     assert sorted(grants, key=repr) == sorted(
         [
-            ("gcp:projects/iAMMember:IAMMember", "roles/storage.objectViewer", condition),
-            (
-                "gcp:projects/iAMMember:IAMMember",
-                "roles/storage.objectViewer",
-                {**condition, "title": "sv-backups primary sets only"},
-            ),
-            ("gcp:secretmanager/secretIamMember:SecretIamMember", "roles/secretmanager.secretAccessor", None),
-            ("gcp:secretmanager/secretIamMember:SecretIamMember", "roles/secretmanager.secretAccessor", None),
+            (bucket_member, "roles/storage.objectViewer", primary["drBackupBucket"], None),
+            (bucket_member, "roles/storage.objectViewer", primary["backupBucket"], None),
+            (secret_member, "roles/secretmanager.secretAccessor", primary["drIdentitiesSecret"], None),
+            (secret_member, "roles/secretmanager.secretAccessor", primary["identitiesSecret"], None),
         ],
         key=repr,
     )
+
+
+def test_a_dr_stack_in_its_own_project_is_granted_on_the_primarys_resources(tmp_path, dr_config, prod_plan):
+    """A separate DR project, as an operator writes it: its reads still name the primary's bucket and secret, and
+    the plan passes every mandatory rule (gcp-reader-grant-where-resource-lives among them)."""
+    dr_config["gcp:project"] = "sv-dr-project"
+    dr_config["kubernetes:context"] = "gke_sv-dr-project_us-east4_sv-1-dr"
+    done = plan_config_file(tmp_path, "prod-dr", dr_config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS mandatory gcp-reader-grant-where-resource-lives" in done.stdout
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    reader = "serviceAccount:sv-1-dr-restore@sv-dr-project.iam.gserviceaccount.com"
+    grants = {
+        (r["type"].rsplit(":", 1)[-1], r["inputs"].get("bucket") or r["inputs"].get("secretId"))
+        for r in plan["resources"]
+        if r["inputs"].get("member") == reader
+    }
+    primary = prod_plan.outputs
+    assert grants == {
+        ("BucketIAMMember", primary["drBackupBucket"]),
+        ("BucketIAMMember", primary["backupBucket"]),
+        ("SecretIamMember", primary["drIdentitiesSecret"]),
+        ("SecretIamMember", primary["identitiesSecret"]),
+    }
+    assert primary["identitiesSecret"].startswith("projects/sv-prod-project/secrets/")
+    assert not [r for r in plan["resources"] if r["type"] == "gcp:projects/iAMMember:IAMMember"
+                and r["inputs"].get("member") == reader]  # fmt: skip
 
 
 def test_standby_writers_write_to_the_dr_copy(shipped_plan, prod_plan):

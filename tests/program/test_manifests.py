@@ -38,7 +38,14 @@ def test_manifests_are_valid(shipped_plan, stack, version):
     # A primary stack's restore drills bring a StorageClass for their disks (components/drill.py).
     drills = ["StorageClass"] if shipped_plan(stack).outputs["role"] == "primary" else []
     # A DABFT node has no CometBFT node to snapshot: no VolumeSnapshotClass, nor the snapshot contents' ClusterRole.
-    cometbft = ["ClusterRole", "ClusterRoleBinding", "VolumeSnapshotClass"]
+    # The contents' patch is held by an admission policy (components/admission.py), as are the drill's pods.
+    cometbft = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "VolumeSnapshotClass",
+    ]
     snapshots = [] if shipped_plan(stack).outputs.get("synchronizer") == "dabft" else cometbft
     assert kinds == sorted(
         [
