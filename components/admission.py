@@ -66,20 +66,38 @@ def _containers(body: str) -> str:
     return " && ".join(f"(!has(object.spec.{name}) || object.spec.{name}.all(c, {body}))" for name in lists)
 
 
-def pod_validations(image: str) -> list[Validation]:
-    """What a pod created by the drill's ServiceAccount must be: jobs/drill_cometbft.py pod_body's shape."""
+def pod_validations(image: str, pod_service_account: str | None = None) -> list[Validation]:
+    """What a pod created by a drill's ServiceAccount must be: jobs/drill_cometbft.py pod_body's shape (one claim
+    named as the pod, no ServiceAccount); with `pod_service_account`, jobs/drill_snapshots.py's (its scratch claims,
+    drill-..., and that one ServiceAccount: the restore identity, which reads the store and nothing else)."""
     prefix = _lit(DRILL_NAME_PREFIX)
+    if pod_service_account is None:
+        claims = (
+            f"(has(v.persistentVolumeClaim) && object.metadata.name.startsWith({prefix}) && "
+            "v.persistentVolumeClaim.claimName == object.metadata.name)"
+        )
+        claims_text = "only the drill's own claim (named as the pod, drill-...)"
+        account = (
+            "(!has(object.spec.serviceAccountName) || object.spec.serviceAccountName == 'default') && "
+            "(!has(object.spec.serviceAccount) || object.spec.serviceAccount == 'default')",
+            "spec.serviceAccountName must be unset or 'default'",
+        )
+    else:
+        claims = f"(has(v.persistentVolumeClaim) && v.persistentVolumeClaim.claimName.startsWith({prefix}))"
+        claims_text = "only the drill's scratch claims (drill-...)"
+        account = (
+            f"has(object.spec.serviceAccountName) && object.spec.serviceAccountName == {_lit(pod_service_account)} "
+            f"&& (!has(object.spec.serviceAccount) || object.spec.serviceAccount == {_lit(pod_service_account)})",
+            f"spec.serviceAccountName must be {pod_service_account} (the restore identity)",
+        )
     return [
         Validation(
             _containers(f"c.image == {_lit(image)}"),
             f"every container must run the pinned job image {image}",
         ),
         Validation(
-            "!has(object.spec.volumes) || object.spec.volumes.all(v, has(v.emptyDir) || "
-            f"(has(v.persistentVolumeClaim) && object.metadata.name.startsWith({prefix}) && "
-            "v.persistentVolumeClaim.claimName == object.metadata.name))",
-            "volumes: only the drill's own claim (named as the pod, drill-...) and emptyDir; no Secret, "
-            "ConfigMap, projected, hostPath, CSI or other claim",
+            f"!has(object.spec.volumes) || object.spec.volumes.all(v, has(v.emptyDir) || {claims})",
+            f"volumes: {claims_text} and emptyDir; no Secret, ConfigMap, projected, hostPath, CSI or other claim",
         ),
         Validation(
             _containers("!has(c.envFrom) && (!has(c.env) || c.env.all(e, !has(e.valueFrom)))"),
@@ -89,11 +107,7 @@ def pod_validations(image: str) -> list[Validation]:
             "has(object.spec.automountServiceAccountToken) && object.spec.automountServiceAccountToken == false",
             "spec.automountServiceAccountToken must be false",
         ),
-        Validation(
-            "(!has(object.spec.serviceAccountName) || object.spec.serviceAccountName == 'default') && "
-            "(!has(object.spec.serviceAccount) || object.spec.serviceAccount == 'default')",
-            "spec.serviceAccountName must be unset or 'default'",
-        ),
+        Validation(*account),
         Validation(
             "!has(object.spec.imagePullSecrets) && "
             "!(has(object.spec.hostNetwork) && object.spec.hostNetwork) && "
@@ -139,17 +153,25 @@ def snapshot_prefix(pvc: str) -> str:
     return f"{pvc}-" if len(pvc) <= keep else pvc[:keep]
 
 
-def claim_validations(storage_class: str, source_pvc: str) -> list[Validation]:
-    """What a claim created by the drill's ServiceAccount must be: jobs/drill_cometbft.py pvc_body's shape,
-    restored from a snapshot of the CometBFT PVC `source_pvc`."""
-    prefix = snapshot_prefix(source_pvc)
+def claim_validations(
+    storage_class: str | None, source_pvc: str | None, *, snapshots: str | None = None, what: str = "a CometBFT"
+) -> list[Validation]:
+    """What a claim created by a drill's ServiceAccount must be: jobs/drill_cometbft.py pvc_body's shape, restored
+    from a snapshot of the CometBFT PVC `source_pvc`; or, given `snapshots` (a name prefix), from those snapshots
+    only (the snapshot sets' `pg-<role>-...`, jobs/pgsnap_volume.py snapshot_name). Without `storage_class` the
+    claim takes the cluster's default class (no storageClassName)."""
+    prefix = snapshots if snapshots is not None else snapshot_prefix(source_pvc or "")
     source = "{0}.kind == 'VolumeSnapshot' && has({0}.apiGroup) && {0}.apiGroup == " + _lit(SNAPSHOT_API_GROUP)
-    return [
-        Validation(f"object.metadata.name.startsWith({_lit(DRILL_NAME_PREFIX)})", "the claim's name must be drill-..."),
-        Validation(
+    if storage_class is None:
+        klass = Validation("!has(object.spec.storageClassName)", "spec.storageClassName: the default class only")
+    else:
+        klass = Validation(
             f"has(object.spec.storageClassName) && object.spec.storageClassName == {_lit(storage_class)}",
             f"spec.storageClassName must be the drill's class {storage_class}",
-        ),
+        )
+    return [
+        Validation(f"object.metadata.name.startsWith({_lit(DRILL_NAME_PREFIX)})", "the claim's name must be drill-..."),
+        klass,
         Validation(
             "has(object.spec.dataSource) && " + source.format("object.spec.dataSource") + " && "
             "(!has(object.spec.dataSourceRef) || " + source.format("object.spec.dataSourceRef") + ")",
@@ -157,7 +179,7 @@ def claim_validations(storage_class: str, source_pvc: str) -> list[Validation]:
         ),
         Validation(
             f"has(object.spec.dataSource) && object.spec.dataSource.name.startsWith({_lit(prefix)})",
-            f"the claim must be restored from a CometBFT snapshot ({prefix}...), not another snapshot of the namespace",
+            f"the claim must be restored from {what} snapshot ({prefix}...), not another snapshot of the namespace",
         ),
         Validation("!has(object.spec.volumeName)", "spec.volumeName: the claim may not bind an existing volume"),
     ]
@@ -243,12 +265,16 @@ def pod_shape_policy(
     service_account: str,
     *,
     image: str,
-    storage_class: str,
-    source_pvc: str,
+    storage_class: str | None,
+    source_pvc: str | None,
     labels: dict[str, str],
     parent: pulumi.Resource,
+    pod_service_account: str | None = None,
+    snapshots: str | None = None,
+    snapshots_what: str = "a CometBFT",
 ) -> None:
-    """Two policies on the ServiceAccount's requests in `namespace`: pods of the drill's shape, claims of its."""
+    """Two policies on the ServiceAccount's requests in `namespace`: pods of the drill's shape, claims of its
+    (`pod_service_account`, `snapshots`: the snapshot sets' drill, see pod_validations and claim_validations)."""
     users = [service_account_user(namespace, service_account)]
     ops = ["CREATE", "UPDATE"]
     _policy(
@@ -262,7 +288,7 @@ def pod_shape_policy(
                 api_groups=[""], api_versions=["v1"], operations=ops, resources=["pods"]
             )
         ],
-        validations=pod_validations(image),
+        validations=pod_validations(image, pod_service_account),
         namespace=namespace,
         parent=parent,
     )
@@ -277,7 +303,7 @@ def pod_shape_policy(
                 api_groups=[""], api_versions=["v1"], operations=ops, resources=["persistentvolumeclaims"]
             )
         ],
-        validations=claim_validations(storage_class, source_pvc),
+        validations=claim_validations(storage_class, source_pvc, snapshots=snapshots, what=snapshots_what),
         namespace=namespace,
         parent=parent,
     )

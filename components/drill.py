@@ -47,6 +47,8 @@ from rules import retention, schedules
 from rules.naming import LABEL_PREFIX, MANAGED_BY, Names
 from rules.schedules import SNAPSHOT_KIND
 
+# The snapshot sets' VolumeSnapshots are named `pg-<role>-<set>-...` (jobs/pgsnap_volume.py snapshot_name).
+PG_SNAPSHOT_PREFIX = "pg-"
 COMPONENTS = {
     "postgres": "drill-postgres",
     "cometbft": "drill-cometbft",
@@ -258,6 +260,13 @@ class RestoreDrill(pulumi.ComponentResource):
         pod (jobs/drill_snapshots.py). Managed roles (Cloud SQL, RDS) are not restored here (docs/drills.md)."""
         fmt = retention.format_duration
         sa_name = self._api_service_account(names, namespace, "snapshots", SNAPSHOTS_RBAC)
+        # Its Role may create any pod or claim: admission holds it to the scratch pods' and claims' shape (pods as
+        # the restore identity only, claims from the snapshot sets' VolumeSnapshots only).
+        admission.pod_shape_policy(
+            names, COMPONENTS["snapshots"], namespace, sa_name, image=settings.job_image,
+            storage_class=snapshot_class, source_pvc=None, labels=names.labels(COMPONENTS["snapshots"]), parent=self,
+            pod_service_account=reader.service_account, snapshots=PG_SNAPSHOT_PREFIX, snapshots_what="a snapshot-set",
+        )  # fmt: skip
         args: list[pulumi.Input[str]] = [
             "drill-snapshots",
             "--dest",

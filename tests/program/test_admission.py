@@ -382,3 +382,45 @@ def test_the_admission_manifests_are_valid_kubernetes(shipped_plan, stack, versi
     assert len(policies) == 2 * 4
     for manifest in policies:
         kubernetes_validate.validate(manifest, version, strict=True)
+
+
+# --- the snapshot sets' drill (jobs/drill_snapshots.py): its pods run as the restore identity ---------------------
+
+
+def _snapshots_drill_pods(plan) -> tuple[list[dict], str]:
+    from jobs.drill_snapshots import Options, pick_pod_body
+    from jobs.drill_snapshots import pod_body as scratch_pod_body
+
+    args = _args(plan, "-drill-postgres-snapshots")
+    reader = args[args.index("--service-account") + 1]
+    options = Options(dest="gs://b/p", namespace=NAMESPACE, migration_id=0, databases={"apps": ["cantonnet_sv"]},
+                      users={"apps": "cnadmin"}, image=plan.outputs["jobImage"], service_account=reader)  # fmt: skip
+    pods = [
+        scratch_pod_body("drill-snap-s1-12345", options, "s1", {"apps": "drill-snap-s1-12345-apps"}),
+        pick_pod_body("drill-snap-pick-12345", options),
+    ]
+    # As admission sees them: the API server copies serviceAccountName into the deprecated serviceAccount.
+    stored = [_stored(pod) for pod in pods]
+    for pod in stored:
+        pod["spec"].update(serviceAccountName=reader, serviceAccount=reader)
+    return stored, reader
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_snapshot_drills_pods_pass_and_others_are_denied(shipped_plan, cel, stack):
+    plan = shipped_plan(stack)
+    policy = _policy(plan, "-drill-postgres-snapshots-pods")
+    pods, reader = _snapshots_drill_pods(plan)
+    for outcome in _outcomes(cel, policy, pods):
+        assert [m for m, value in outcome.items() if value is not True] == []
+    as_writer = copy.deepcopy(pods[0])
+    as_writer["spec"]["serviceAccountName"] = as_writer["spec"]["serviceAccount"] = "sv-1-postgres-backup"
+    with_secret = copy.deepcopy(pods[0])
+    with_secret["spec"]["volumes"].append({"name": "keys", "secret": {"secretName": "splice-app-sv-key"}})
+    other_claim = copy.deepcopy(pods[0])
+    other_claim["spec"]["volumes"].append({"name": "db", "persistentVolumeClaim": {"claimName": "data-apps-pg-0"}})
+    denied = _outcomes(cel, policy, [as_writer, with_secret, other_claim])
+    assert denied[0][f"spec.serviceAccountName must be {reader} (the restore identity)"] is False
+    for outcome in denied[1:]:
+        [message] = [m for m, value in outcome.items() if value is not True]
+        assert message.startswith("volumes: only the drill's scratch claims")
