@@ -100,7 +100,9 @@ def test_switching_a_node_to_lsu_changes_only_the_seal_and_the_node_output(plans
 
 def test_the_upgrade_moves_the_jobs_to_the_new_serial_on_both_stacks(plans):
     (before, before_dr), (after, after_dr) = plans["serial4"], plans["serial5"]
-    expected = {POSTGRES, COMETBFT, f"{COMETBFT}-role", "sv-1-drill-cometbft", SNAPSHOTS, f"{SNAPSHOTS}-prune"}
+    # The snapshot sets' drill restores the sets of the node's current serial (its --migration-id) too.
+    expected = {POSTGRES, COMETBFT, f"{COMETBFT}-role", "sv-1-drill-cometbft", SNAPSHOTS, f"{SNAPSHOTS}-prune",
+                "sv-1-drill-postgres-snapshots"}  # fmt: skip
     # The new CometBFT PVC names the snapshots the drill's claims may restore (components/admission.py).
     expected.add("sv-1-drill-cometbft-claim-admission")
     assert changed(before, after) == expected
