@@ -32,6 +32,9 @@ TOKEN_REASONS = {
     "Kubernetes API (pods and claims bounded by admission: components/admission.py)",
     "identities-dump": "records the last stored dump's fingerprint in its one ConfigMap through the Kubernetes API "
     "(RBAC: get/patch on that ConfigMap by name, components/identities.py)",
+    "drill-postgres-snapshots": "restores the newest snapshot set into scratch claims under pods it creates through "
+    "the Kubernetes API (pods only as the restore identity, claims only from the sets' snapshots: components/"
+    "admission.py)",
 }
 # CKV_K8S_35 (a Secret read into an env var): the Postgres password of a password login, until it is mounted as a
 # passfile (issue 21 item 4); only where the pod really has a secretKeyRef env var.

@@ -22,6 +22,8 @@ ROLE_KEY = "sv-backups:role"
 # What policy/config/prod.json held for the production examples, for both clouds (a rule about one cloud's
 # resources never sees the other's: bucket-immutability is GCS, s3-versioning-enabled S3).
 _PRODUCTION_RULES: dict[str, Any] = {
+    # An alert that notifies nobody is a production failure; elsewhere a warning (issue 21: one rule, decided once).
+    "alert-notification-channels": "mandatory",
     "job-image-pinned-by-digest": "mandatory",
     "kms-key-rotation": "mandatory",
     "bucket-immutability": {"minSoftDeleteDays": 30},
@@ -33,7 +35,8 @@ _PRIMARY_ONLY: dict[str, Any] = {"production-dr": {"requireDrStack": True}}
 
 NOT_PRODUCTION = (
     f"not a production stack: production rules advisory; set {PRODUCTION_KEY}: true "
-    "(then: image pinned by digest, KMS rotation, 30-day soft delete and a DR stack are mandatory)"
+    "(then: image pinned by digest, KMS rotation, 30-day soft delete, alerts that notify someone and a DR stack "
+    "are mandatory)"
 )
 
 

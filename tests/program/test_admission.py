@@ -378,8 +378,9 @@ def test_every_role_that_creates_pods_or_patches_contents_is_bound_by_a_policy(s
 def test_the_admission_manifests_are_valid_kubernetes(shipped_plan, stack, version):
     """GA (admissionregistration.k8s.io/v1) since 1.30: valid on the oldest GKE/EKS minor we support and the newest."""
     policies = [m for m in shipped_plan(stack).manifests.values() if m["apiVersion"].startswith("admissionreg")]
-    # The drill's pods and claims, the CometBFT snapshot job's and the Postgres snapshot pruner's contents.
-    assert len(policies) == 2 * 4
+    # Policy + binding each: the CometBFT drill's pods and claims, the snapshot-set drill's pods and claims, the
+    # CometBFT snapshot job's and the Postgres snapshot pruner's contents.
+    assert len(policies) == 2 * 6
     for manifest in policies:
         kubernetes_validate.validate(manifest, version, strict=True)
 
