@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from typing import Any
 
 from jobs import cli_types, events
 from jobs.cometbft import TAKEN_AT_LABEL
+from jobs.drill_run import run_drill
 from jobs.kube import KubeClient, KubeError, pods_path, pvc_path, pvcs_path, resolve_config, volume_snapshots_path
 from rules.naming import LABEL_PREFIX, MANAGED_BY
 from rules.retention import DURATION_HELP, format_duration
@@ -298,25 +297,9 @@ def run(options: Options, *, stream=None, results: list[dict] | None = None) -> 
     except KubeError as error:
         log(events.FAILED, error=str(error), stage="config")
         return 1
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        def terminate(signum, frame):
-            raise Terminated()
-
-        previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        with KubeClient(config, retry_wait=options.kube_retry_wait) as client:
-            drill = CometbftDrill(client, options, log)
-            code = drill.run()
-            if results is not None:
-                results.append(drill.result)
-            return code
-    except Exception as error:
-        log(events.FAILED, error=f"unexpected {type(error).__name__}: {error}", stage="internal")
-        return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    return run_drill(
+        config, options.kube_retry_wait, lambda client: CometbftDrill(client, options, log), log, Terminated, results
+    )
 
 
 

@@ -32,9 +32,7 @@ import argparse
 import contextlib
 import json
 import re
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from typing import Any
 
 from jobs import cli_types, events
 from jobs.destinations import open_destination
+from jobs.drill_run import run_drill
 from jobs.drill_snapshots_probe import (
     MESSAGE_LIMIT,
     PGDATA_SUBPATH,
@@ -565,26 +564,8 @@ def run(options: Options, *, stream=None, results: list[dict] | None = None) -> 
     except (KubeError, ValueError) as error:
         log(events.FAILED, error=str(error), stage="config")
         return 1
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-
-        def terminate(signum, frame):
-            raise Terminated()
-
-        previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        with KubeClient(config, retry_wait=options.kube_retry_wait) as client:
-            drill = SnapshotDrill(client, dest, options, log)
-            code = drill.run()
-            if results is not None:
-                results.append(drill.result)
-            return code
-    except Exception as error:
-        log(events.FAILED, error=f"unexpected {type(error).__name__}: {error}", stage="internal")
-        return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    build = lambda client: SnapshotDrill(client, dest, options, log)  # noqa: E731
+    return run_drill(config, options.kube_retry_wait, build, log, Terminated, results)
 
 
 # ------------------------------------------------------------------------------------------ the CLI

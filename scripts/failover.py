@@ -1,26 +1,7 @@
-"""Fail an SV node over to its DR copy, from the DR side only (docs/runbook.md, "Disaster recovery").
+"""`python scripts/failover.py ...`: fail an SV node over to its DR copy, from a clone of the repository.
 
-    python scripts/failover.py [--dr-url URL] [--dr-stack-outputs FILE | --dr-stack NAME] [--pg ROLE=URL ...]
-                               [--context CONTEXT] [--execute [--identities-out FILE]] [...]
-
-1. Reads the DR-side facts from the DR stack's outputs (a `pulumi stack output --json` file, the DR stack's
-   offline plan.json, or the Pulumi CLI) and the flags, which win: the DR copy, the node, the cloud and where
-   the CometBFT snapshot copies are (GCP project, AWS region). Nothing of the primary region is needed.
-2. Lists the complete sets in the DR copy (the node's migration id), dump sets and snapshot sets, and verifies
-   them newest data first, as `verify-set` does (manifest, every object's size and sha256, the
-   apps-before-participant rule): the first that passes is the set (`--kind dump|snapshot` for one kind only;
-   `--before TIME` for both), the plan says why, and one set restores the whole node.
-3. Prints the exact commands, in order: scale every SV component to 0; restore every database from that set
-   (`restore-set`, or for a snapshot set `restore-snapshot-set --from-dr-copy` with `--target ROLE=NAME`);
-   restore the CometBFT volume from its DR snapshot copy; fetch the identities dump; scale back to 1; turn the
-   DR stack's backups on.
-4. `--execute` also runs what can run from here, in that order, stopping at the first failure: the database
-   restore (into the servers given with --pg, with PGPASSWORD or PGPASSFILE from the environment; for a
-   snapshot set through --kube-api and the clouds' APIs) and, with
-   --identities-out, the identities fetch (newest version, shape-checked, written 0600, never printed).
-
-The plan goes to stdout, progress to stderr. Exit codes: 0 plan printed (and every executed step succeeded);
-1 no set verifies, or an executed step failed; 2 bad flags or DR facts (one line per problem).
+The same command as `sv-backups-failover` (`pip install '.[jobs]'`); what it does, its flags and exit codes are in
+jobs/failover_cli.py and `--help`; the procedure in docs/runbook.md, "Disaster recovery".
 """
 
 from __future__ import annotations
